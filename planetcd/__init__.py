@@ -1,0 +1,32 @@
+"""planetcd: change detection and crater science for orbital planetary images.
+
+The public API is imported lazily, so ``planetcd --help`` starts without torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_API = {
+    "detect": "planetcd.change.detect",
+    "ChangeResult": "planetcd.change.detect",
+    "VGGFeatures": "planetcd.features",
+    "vgg_features": "planetcd.features",
+    "resolve_vgg16_weights": "planetcd.features",
+    "pseudo_unchanged_pairs": "planetcd.change.threshold",
+    "self_calibrated_threshold": "planetcd.change.threshold",
+    "kmeans_threshold": "planetcd.change.threshold",
+    "change_scores": "planetcd.change.scores",
+    "estimate_shift": "planetcd.change.register",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'planetcd' has no attribute {name!r}")

@@ -1,0 +1,37 @@
+"""The ``planetcd`` command line: a click group, one module per command."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import PlanetcdError
+
+
+class PlanetcdGroup(click.Group):
+    """A group that turns planetcd errors into one line on stderr and an exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except PlanetcdError as exc:
+            click.echo(f"planetcd: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("planetcd: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=PlanetcdGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="planetcd")
+def main() -> None:
+    """Find what changed between two orbital images, and find, count and date craters."""
+
+
+# One line per command module; each module defines a click command of the same name.
+_COMMANDS: tuple = ()
+
+for _command in _COMMANDS:
+    main.add_command(_command)

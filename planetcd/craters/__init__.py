@@ -1,0 +1,1 @@
+"""Craters: segmentation, catalogs, matching and dating."""

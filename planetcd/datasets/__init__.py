@@ -1,0 +1,1 @@
+"""Data sets: synthetic scenes, crater label readers, bi-temporal patch sets and loaders."""

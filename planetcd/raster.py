@@ -1,0 +1,273 @@
+"""Raster input and output at the edges of planetcd.
+
+Everything that touches a raster file lives here: opening with one-line errors,
+windowed reads with a validity (nodata) mask, robust intensity scaling, and
+atomic GeoTIFF writing that copies the source profile so that the CRS and the
+transform carry over to every output.
+
+Arrays are ``float32`` of shape ``(bands, rows, cols)``; masks are ``bool`` of
+shape ``(rows, cols)`` and ``True`` where a pixel holds data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.windows import Window
+
+from .errors import InputError, OutputExistsError
+
+PathLike = str | os.PathLike
+
+#: Percentiles (of valid pixels) mapped to 0 and 1 by :func:`scale_intensity`.
+ROBUST_PERCENTILES = (0.5, 99.5)
+
+
+def open_raster(path: PathLike) -> rasterio.io.DatasetReader:
+    """Open a raster for reading, turning every failure into an :class:`InputError`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Any format GDAL reads: GeoTIFF, PNG, PGM, JPEG, JP2, ISIS cubes, PDS...
+
+    Returns
+    -------
+    rasterio.io.DatasetReader
+        The open dataset; close it (or use it as a context manager).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a raster")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(path)
+    except RasterioIOError as exc:
+        raise InputError(f"{path}: not a raster that GDAL can read ({_first_line(exc)})") from None
+    if ds.width < 1 or ds.height < 1 or ds.count < 1:
+        ds.close()
+        raise InputError(f"{path}: raster is empty")
+    return ds
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def is_georeferenced(ds) -> bool:
+    """True when the dataset has a CRS and a non-identity transform."""
+    return ds.crs is not None and not ds.transform.is_identity
+
+
+def read_window(
+    ds,
+    window: Window | None = None,
+    *,
+    bands: Sequence[int] | None = None,
+    out_shape: tuple[int, int] | None = None,
+    boundless: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read a window as float32 with its validity mask.
+
+    Parameters
+    ----------
+    ds : rasterio dataset (or WarpedVRT)
+    window : rasterio.windows.Window, optional
+        Pixel window; the whole raster when omitted.
+    bands : sequence of int, optional
+        1-based band indexes; all bands when omitted.
+    out_shape : (rows, cols), optional
+        Decimated read (nearest neighbour), used for quick looks and statistics.
+    boundless : bool
+        Allow windows that extend past the raster; outside pixels are invalid.
+
+    Returns
+    -------
+    data : ndarray, float32, shape (bands, rows, cols)
+        Pixel values; invalid pixels hold 0.
+    valid : ndarray, bool, shape (rows, cols)
+        ``True`` where every band holds data (GDAL mask, nodata value and NaN).
+    """
+    indexes = list(bands) if bands is not None else list(range(1, ds.count + 1))
+    kwargs = {"window": window, "boundless": boundless}
+    if out_shape is not None:
+        kwargs["out_shape"] = (len(indexes), *out_shape)
+    data = ds.read(indexes, masked=False, fill_value=0, **kwargs).astype(np.float32, copy=False)
+    mask_kwargs = dict(kwargs)
+    if out_shape is not None:
+        mask_kwargs["out_shape"] = (len(indexes), *out_shape)
+    masks = ds.read_masks(indexes, **mask_kwargs)
+    valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(data), axis=0)
+    data[:, ~valid] = 0.0
+    return data, valid
+
+
+def overview_shape(height: int, width: int, max_pixels: int = 2_000_000) -> tuple[int, int]:
+    """Shape of a decimated read holding at most ``max_pixels`` pixels."""
+    factor = max(1.0, float(np.sqrt(height * width / max_pixels)))
+    return max(1, int(round(height / factor))), max(1, int(round(width / factor)))
+
+
+def robust_range(
+    data: np.ndarray, valid: np.ndarray, percentiles: tuple[float, float] = ROBUST_PERCENTILES
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band low and high percentiles of the valid pixels.
+
+    Parameters
+    ----------
+    data : ndarray, shape (bands, rows, cols)
+    valid : ndarray of bool, shape (rows, cols)
+
+    Returns
+    -------
+    low, high : ndarray, float32, shape (bands,)
+        ``high > low`` always holds (a flat band gets ``high = low + 1``).
+
+    Raises
+    ------
+    InputError
+        When no pixel is valid.
+    """
+    if not np.any(valid):
+        raise InputError("image has no valid pixels (all nodata)")
+    values = data[:, valid]
+    low, high = np.percentile(values, percentiles, axis=1).astype(np.float32)
+    flat = ~(high > low)
+    high[flat] = low[flat] + 1.0
+    return low, high
+
+
+def dataset_range(ds, percentiles: tuple[float, float] = ROBUST_PERCENTILES) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`robust_range` of a whole dataset, estimated from a decimated read (bounded memory)."""
+    data, valid = read_window(ds, out_shape=overview_shape(ds.height, ds.width))
+    try:
+        return robust_range(data, valid, percentiles)
+    except InputError:
+        raise InputError(f"{ds.name}: image has no valid pixels (all nodata)") from None
+
+
+def scale_intensity(data: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Map ``low..high`` to ``0..1`` per band and clip; shape is kept, float32."""
+    low = np.asarray(low, np.float32).reshape(-1, 1, 1)
+    high = np.asarray(high, np.float32).reshape(-1, 1, 1)
+    return np.clip((data - low) / (high - low), 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def to_three_bands(data: np.ndarray) -> np.ndarray:
+    """Make a 3-band image for ImageNet networks.
+
+    One band is repeated; two bands are averaged then repeated; three or more
+    bands keep the first three (``(3, rows, cols)`` float32 out).
+    """
+    if data.shape[0] == 3:
+        return data
+    if data.shape[0] > 3:
+        return data[:3]
+    gray = data.mean(axis=0, keepdims=True) if data.shape[0] == 2 else data
+    return np.repeat(gray, 3, axis=0)
+
+
+def fill_invalid(data: np.ndarray, valid: np.ndarray, value: float | np.ndarray | None = None) -> np.ndarray:
+    """Replace invalid pixels by ``value`` (default: the mean of the valid pixels, per band)."""
+    if np.all(valid):
+        return data
+    out = data.copy()
+    if value is None:
+        value = data[:, valid].mean(axis=1) if np.any(valid) else np.zeros(data.shape[0], np.float32)
+    value = np.broadcast_to(np.asarray(value, np.float32), (data.shape[0],))
+    for band in range(data.shape[0]):
+        out[band][~valid] = value[band]
+    return out
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def check_writable(paths: Sequence[PathLike], overwrite: bool) -> None:
+    """Raise :class:`OutputExistsError` if any output exists and ``overwrite`` is false."""
+    if overwrite:
+        return
+    existing = [str(p) for p in paths if Path(p).exists()]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise OutputExistsError(f"{existing[0]} exists{more}; pass --overwrite to replace")
+
+
+@contextlib.contextmanager
+def atomic_output(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    A failure (exception, interrupt) removes the temporary file, so an output
+    is either complete or absent, never half-written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".part", dir=path.parent)
+    os.close(fd)
+    os.unlink(tmp)  # GDAL and pyogrio want to create the file themselves
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, Path(str(tmp) + ".aux.xml")):
+            if leftover.exists():
+                leftover.unlink()
+
+
+def geotiff_profile(source_profile: dict, *, dtype: str, count: int = 1, nodata=None) -> dict:
+    """A tiled, compressed GeoTIFF profile that keeps the source's CRS, transform and size."""
+    profile = {
+        "driver": "GTiff",
+        "width": source_profile["width"],
+        "height": source_profile["height"],
+        "count": count,
+        "dtype": dtype,
+        "crs": source_profile.get("crs"),
+        "transform": source_profile.get("transform"),
+        "nodata": nodata,
+        "compress": "deflate",
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "BIGTIFF": "IF_SAFER",
+    }
+    if profile["width"] < 256 or profile["height"] < 256:
+        profile.update(tiled=False)
+        profile.pop("blockxsize")
+        profile.pop("blockysize")
+    if dtype.startswith("float"):
+        profile["predictor"] = 3
+    return profile
+
+
+@contextlib.contextmanager
+def geotiff_writer(path: PathLike, profile: dict) -> Iterator[rasterio.io.DatasetWriter]:
+    """Open a GeoTIFF for (windowed) writing; it appears at ``path`` only when complete."""
+    with atomic_output(path) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(tmp, "w", **profile) as dst:
+                yield dst
+
+
+def write_geotiff(path: PathLike, array: np.ndarray, source_profile: dict, *, nodata=None) -> None:
+    """Write a whole ``(rows, cols)`` or ``(bands, rows, cols)`` array on the source grid, atomically."""
+    array = np.asarray(array)
+    if array.ndim == 2:
+        array = array[None]
+    profile = geotiff_profile(source_profile, dtype=array.dtype.name, count=array.shape[0], nodata=nodata)
+    with geotiff_writer(path, profile) as dst:
+        dst.write(array)
