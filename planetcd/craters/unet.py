@@ -1,0 +1,246 @@
+"""Crater segmentation networks: DeLatte et al.'s symmetric U-Net and a small U-Net for chips.
+
+``SymmetricUNet`` follows the default "Crater U-Net" of DeLatte et al. (2019,
+IEEE JSTARS 12(7), doi:10.1109/JSTARS.2019.2918302, and their CraterSegCNN
+repository): seven down rounds of one same-padded convolution with ReLU
+(16, 24, 32, 48, 64, 96, 128 filters), dropout, 2×2 average pooling; a
+128-filter bottom convolution with dropout; seven up rounds of 2× nearest
+upsampling, convolution, dropout and an *addition* (not a concatenation) with
+the down convolution of the same size; a final 1×1 convolution with a sigmoid.
+Dropout is 0 in the first two rounds, then 0.2, 0.2, 0.3, 0.4, 0.5 toward the
+bottom (0.5 at the bottom), mirrored on the way up, as in the authors' code.
+
+The network has a total stride of 128: inputs whose sides are not multiples of
+128 are padded (reflect) to the next multiple and the output is cropped back,
+with :func:`pad_to_multiple` / :func:`crop_to` (function and module share one
+implementation, as in kornia).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "DELATTE_FILTERS",
+    "DELATTE_DROPOUT",
+    "pad_to_multiple",
+    "crop_to",
+    "PadToMultiple",
+    "SymmetricUNet",
+    "SmallUNet",
+    "count_parameters",
+]
+
+#: Filters of the seven down rounds of the default model (filter multiple 1).
+DELATTE_FILTERS = (16, 24, 32, 48, 64, 96, 128)
+#: Dropout after each down round's convolution (the up rounds mirror it).
+DELATTE_DROPOUT = (0.0, 0.0, 0.2, 0.2, 0.3, 0.4, 0.5)
+#: Filters and dropout of the bottom convolution.
+DELATTE_BOTTOM = (128, 0.5)
+
+
+def pad_to_multiple(image: torch.Tensor, multiple: int, mode: str = "reflect") -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad the last two dimensions of ``image`` at the bottom/right up to multiples of ``multiple``.
+
+    Parameters
+    ----------
+    image : Tensor, shape (B, C, H, W)
+    multiple : int
+    mode : str
+        ``torch.nn.functional.pad`` mode; ``reflect`` falls back to
+        ``replicate`` when the image is too small to reflect.
+
+    Returns
+    -------
+    padded : Tensor, shape (B, C, H', W')
+    size : (H, W)
+        The original size, for :func:`crop_to`.
+    """
+    if image.ndim != 4:
+        raise ValueError(f"expected a (B, C, H, W) tensor, got shape {tuple(image.shape)}")
+    h, w = image.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return image, (h, w)
+    if mode == "reflect" and (ph >= h or pw >= w):
+        mode = "replicate"
+    return F.pad(image, (0, pw, 0, ph), mode=mode), (h, w)
+
+
+def crop_to(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Crop the last two dimensions back to ``size`` (the top-left part), undoing :func:`pad_to_multiple`."""
+    return image[..., : size[0], : size[1]]
+
+
+class PadToMultiple(nn.Module):
+    """Module form of :func:`pad_to_multiple`; returns the padded tensor and the original size."""
+
+    def __init__(self, multiple: int, mode: str = "reflect") -> None:
+        super().__init__()
+        self.multiple = int(multiple)
+        self.mode = mode
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        return pad_to_multiple(image, self.multiple, self.mode)
+
+    def extra_repr(self) -> str:
+        return f"multiple={self.multiple}, mode={self.mode!r}"
+
+
+def _filters(multiple: float, base=DELATTE_FILTERS) -> list[int]:
+    return [max(1, int(round(f * multiple))) for f in base]
+
+
+class SymmetricUNet(nn.Module):
+    """DeLatte et al.'s symmetric "Crater U-Net" (additive skips, average pooling).
+
+    Parameters
+    ----------
+    in_channels : int
+        Bands of the input image (1 for the gray CTX/THEMIS/HRSC images).
+    kernel_size : int
+        Side of every convolution kernel except the final 1×1 (the paper tries 3, 7 and 11).
+    filter_multiple : float
+        Scales every filter count (the paper tries 0.5, 1 and 2).
+    dropout : bool
+        Whether to use the paper's dropout (set False for deterministic tests).
+
+    Notes
+    -----
+    ``forward`` takes ``(B, C, H, W)`` float images (any H, W; scaled to about
+    [-1, 1]) and returns per-pixel crater probabilities ``(B, 1, H, W)``;
+    :meth:`forward_logits` returns the logits (for a numerically stable loss).
+    """
+
+    depth = len(DELATTE_FILTERS)
+    stride = 2 ** len(DELATTE_FILTERS)
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        kernel_size: int = 3,
+        filter_multiple: float = 1.0,
+        dropout: bool = True,
+    ) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1 or kernel_size < 1:
+            raise ValueError("kernel_size must be odd")
+        if filter_multiple <= 0:
+            raise ValueError("filter_multiple must be positive")
+        self.config = {
+            "in_channels": int(in_channels),
+            "kernel_size": int(kernel_size),
+            "filter_multiple": float(filter_multiple),
+            "dropout": bool(dropout),
+        }
+        filters = _filters(filter_multiple)
+        bottom = _filters(filter_multiple, (DELATTE_BOTTOM[0],))[0]
+        rates = DELATTE_DROPOUT if dropout else (0.0,) * self.depth
+        pad = kernel_size // 2
+        self.pad = PadToMultiple(self.stride)
+
+        def conv(cin: int, cout: int) -> nn.Conv2d:
+            return nn.Conv2d(cin, cout, kernel_size, padding=pad)
+
+        self.down = nn.ModuleList()
+        self.down_drop = nn.ModuleList()
+        cin = in_channels
+        for f, p in zip(filters, rates):
+            self.down.append(conv(cin, f))
+            self.down_drop.append(nn.Dropout(p) if p > 0 else nn.Identity())
+            cin = f
+        self.bottom = conv(cin, bottom)
+        self.bottom_drop = nn.Dropout(DELATTE_BOTTOM[1]) if dropout else nn.Identity()
+        self.up = nn.ModuleList()
+        self.up_drop = nn.ModuleList()
+        cin = bottom
+        for f, p in zip(reversed(filters), reversed(rates)):
+            self.up.append(conv(cin, f))
+            self.up_drop.append(nn.Dropout(p) if p > 0 else nn.Identity())
+            cin = f
+        self.head = nn.Conv2d(cin, 1, 1)
+
+    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        x, size = self.pad(x)
+        skips = []
+        for conv, drop in zip(self.down, self.down_drop):
+            z = F.relu(conv(x))
+            skips.append(z)
+            x = F.avg_pool2d(drop(z), 2)
+        x = self.bottom_drop(F.relu(self.bottom(x)))
+        for conv, drop, skip in zip(self.up, self.up_drop, reversed(skips)):
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = drop(F.relu(conv(x))) + skip
+        return crop_to(self.head(x), size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.forward_logits(x))
+
+
+class SmallUNet(nn.Module):
+    """A small U-Net for 48×48 chips: three conv+pool encoder blocks, a 128-filter
+    bottleneck, three upsample+concatenate decoder blocks and a sigmoid output.
+
+    Each block is two 3×3 convolutions with ReLU; encoder filters are
+    ``base``, ``2 base``, ``4 base`` (16, 32, 64 by default).  Sides must be
+    multiples of 8 (48 is); other sizes are padded and cropped back.
+    """
+
+    stride = 8
+
+    def __init__(self, in_channels: int = 1, base: int = 16, bottleneck: int = 128, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.config = {"in_channels": int(in_channels), "base": int(base), "bottleneck": int(bottleneck), "dropout": float(dropout)}
+        widths = [base, 2 * base, 4 * base]
+        self.pad = PadToMultiple(self.stride)
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True),
+                nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True),
+            )
+
+        self.enc = nn.ModuleList()
+        cin = in_channels
+        for w in widths:
+            self.enc.append(block(cin, w))
+            cin = w
+        self.mid = nn.Sequential(block(cin, bottleneck), nn.Dropout(dropout) if dropout > 0 else nn.Identity())
+        self.dec = nn.ModuleList()
+        cin = bottleneck
+        for w in reversed(widths):
+            self.dec.append(block(cin + w, w))
+            cin = w
+        self.head = nn.Conv2d(cin, 1, 1)
+
+    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        x, size = self.pad(x)
+        skips = []
+        for blk in self.enc:
+            x = blk(x)
+            skips.append(x)
+            x = F.max_pool2d(x, 2)
+        x = self.mid(x)
+        for blk, skip in zip(self.dec, reversed(skips)):
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = blk(torch.cat([x, skip], dim=1))
+        return crop_to(self.head(x), size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.forward_logits(x))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def build_model(arch: str, **config) -> nn.Module:
+    """Build ``"symmetric"`` (:class:`SymmetricUNet`) or ``"small"`` (:class:`SmallUNet`) from its config."""
+    if arch in ("symmetric", "SymmetricUNet"):
+        return SymmetricUNet(**config)
+    if arch in ("small", "SmallUNet"):
+        return SmallUNet(**config)
+    raise ValueError(f"unknown architecture {arch!r} (expected 'symmetric' or 'small')")
