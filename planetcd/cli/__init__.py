@@ -31,7 +31,9 @@ def main() -> None:
 
 
 # One line per command module; each module defines a click command of the same name.
-_COMMANDS: tuple = ()
+from .train import train  # noqa: E402
+
+_COMMANDS: tuple = (train,)
 
 for _command in _COMMANDS:
     main.add_command(_command)

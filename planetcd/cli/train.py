@@ -1,0 +1,102 @@
+"""``planetcd train``: train a crater segmenter on labelled images."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import click
+
+from ..errors import InputError
+from .options import common_options, device_opt, outdir_opt, overwrite_opt, seed_opt, setup_logging
+
+log = logging.getLogger("planetcd.train")
+
+LABEL_SUFFIXES = (".xml", ".csv")
+
+
+def _labels_for(image: Path, labels_dir: Path | None) -> Path:
+    folder = labels_dir if labels_dir is not None else image.parent
+    for suffix in LABEL_SUFFIXES:
+        for name in (image.stem + suffix, image.stem + "_labels" + suffix):
+            if (folder / name).is_file():
+                return folder / name
+    raise InputError(f"{image}: no label file {image.stem}.xml / {image.stem}.csv in {folder}")
+
+
+@click.command("train")
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--val", "val_images", multiple=True, type=click.Path(dir_okay=False), help="Validation image (repeat); never trained on.")
+@click.option("--labels", "labels_dir", type=click.Path(file_okay=False), default=None, help="Folder of label files named after the images (<stem>.xml VOC boxes or <stem>.csv pixel craters); default: beside each image.")
+@outdir_opt
+@click.option("--arch", type=click.Choice(["symmetric", "small"]), default="symmetric", show_default=True, help="DeLatte's SymmetricUNet or the 48×48-chip SmallUNet.")
+@click.option("--kernel-size", type=click.Choice(["3", "7", "11"]), default="3", show_default=True)
+@click.option("--filter-multiple", type=click.Choice(["0.5", "1", "2"]), default="1", show_default=True)
+@click.option("--target", type=click.Choice(["filled", "outline", "rings"]), default="filled", show_default=True)
+@click.option("--loss", type=click.Choice(["bce", "dice", "focal"]), default="bce", show_default=True)
+@click.option("--lr", type=float, default=5e-4, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--epochs", type=int, default=100, show_default=True)
+@click.option("--patience", type=int, default=10, show_default=True, help="Early stopping: epochs without a better validation loss.")
+@click.option("--crop", type=int, default=256, show_default=True, help="Side of the random training crops.")
+@click.option("--crops-per-epoch", type=int, default=256, show_default=True)
+@click.option("--positive-fraction", type=float, default=0.0, show_default=True, help="Share of crops centred near a labelled crater.")
+@click.option("--val-tile", type=int, default=512, show_default=True, help="Validation tile side (the paper's 512×512 sub-images).")
+@click.option("--no-augment", is_flag=True, help="Turn rotation/zoom/flip/brightness augmentation off.")
+@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@click.option("--time-limit", type=float, default=None, help="Stop after the epoch that passes this many minutes.")
+@seed_opt
+@device_opt
+@overwrite_opt
+@common_options
+def train(images, val_images, labels_dir, outdir, arch, kernel_size, filter_multiple, target, loss, lr, batch_size,
+          epochs, patience, crop, crops_per_epoch, positive_fraction, val_tile, no_augment, threads, time_limit,
+          seed, device, overwrite, verbose, quiet):
+    """Train a crater segmenter on IMAGES (with --val images held out).
+
+    Writes OUTDIR/best.pt (the checkpoint with the lowest validation loss),
+    log.csv (metrics per epoch), curves.png and config.json.
+    """
+    from ..craters.train import TrainConfig, load_labelled
+    from ..raster import check_writable
+    from ..craters import train as train_mod
+
+    progress = setup_logging(verbose, quiet)
+    outdir = Path(outdir)
+    outputs = [outdir / n for n in ("best.pt", "log.csv", "curves.png", "config.json")]
+    check_writable(outputs, overwrite)
+    train_paths = [Path(p) for p in images]
+    val_paths = [Path(p) for p in val_images]
+    labels = Path(labels_dir) if labels_dir else None
+    if labels is not None and not labels.is_dir():
+        raise InputError(f"{labels}: no such folder")
+    shared = {p.resolve() for p in train_paths} & {p.resolve() for p in val_paths}
+    if shared:
+        raise InputError(f"{sorted(shared)[0]}: in both training and validation images (split by image)")
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    config = TrainConfig(
+        arch=arch, kernel_size=int(kernel_size), filter_multiple=float(filter_multiple), target=target, loss=loss,
+        lr=lr, batch_size=batch_size, epochs=epochs, patience=patience, crop=crop, crops_per_epoch=crops_per_epoch,
+        positive_fraction=positive_fraction, val_tile=val_tile, augment=not no_augment, seed=seed, threads=threads,
+        time_limit=None if time_limit is None else 60.0 * time_limit, device=device,
+    )
+    log.info("reading %d training and %d validation images", len(train_paths), len(val_paths))
+    train_set = [load_labelled(p, _labels_for(p, labels), target) for p in train_paths]
+    val_set = [load_labelled(p, _labels_for(p, labels), target) for p in val_paths]
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "config.json").write_text(json.dumps(
+        {"config": config.__dict__, "train": [str(p) for p in train_paths], "val": [str(p) for p in val_paths]}, indent=2))
+    t0 = time.monotonic()
+    result = train_mod.train(
+        train_set, val_set, config, outdir, progress=progress,
+        extra_metadata={"training_data": [p.name for p in train_paths], "validation_data": [p.name for p in val_paths]},
+    )
+    log.info(
+        "best epoch %d (validation loss %.4f) of %d, %.1f min; weights in %s",
+        result["best_epoch"], result["best_val_loss"], result["epochs_run"], (time.monotonic() - t0) / 60, result["checkpoint"],
+    )

@@ -1,0 +1,585 @@
+"""Training crater segmenters: preprocessing, joint augmentation, losses, metrics and the loop.
+
+The loop follows DeLatte et al.: binary cross-entropy (Dice and focal as
+options), Adam at 5e-4, early stopping on the validation loss and the best
+checkpoint kept.  Images are split *by image*: whole images go to training or
+to validation, never tiles of the same image to both.  Every epoch draws fresh
+random crops of the training images and augments image and target together
+(rotation ±20°, zoom up to 30 %, flips, brightness/contrast); validation runs
+on a fixed grid of tiles of the validation images.  Each epoch appends a row
+to ``log.csv`` (loss, pixel accuracy, balanced accuracy, IoU and Dice for
+training and validation) and redraws ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..tiling import patch_grid
+from .targets import make_target
+from .unet import build_model
+
+log = logging.getLogger("planetcd.craters.train")
+
+__all__ = [
+    "TrainConfig",
+    "LabelledImage",
+    "fill_missing",
+    "normalize_image",
+    "prepare_image",
+    "tile_array",
+    "augment_batch",
+    "loss_fn",
+    "PixelCounts",
+    "train",
+    "save_checkpoint",
+    "load_checkpoint",
+    "plot_curves",
+]
+
+#: Percentiles of the valid pixels mapped to -1 and 1 by :func:`normalize_image`.
+NORM_PERCENTILES = (0.5, 99.5)
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+def fill_missing(image: np.ndarray, valid: np.ndarray | None = None, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Replace missing pixels (zero, ``nodata``, NaN or outside ``valid``) by the mean of the others.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+    valid : bool ndarray, shape (H, W), optional
+    nodata : float, optional
+
+    Returns
+    -------
+    filled : ndarray, float32
+    valid : bool ndarray
+        Where the pixel held data.
+    """
+    image = np.asarray(image, np.float32)
+    ok = np.isfinite(image) & (image != 0)
+    if nodata is not None and np.isfinite(nodata):
+        ok &= image != nodata
+    if valid is not None:
+        ok &= np.asarray(valid, bool)
+    if ok.all():
+        return image, ok
+    out = image.copy()
+    out[~ok] = float(image[ok].mean()) if ok.any() else 0.0
+    return out, ok
+
+
+def robust_limits(image: np.ndarray, valid: np.ndarray | None = None) -> tuple[float, float]:
+    """The :data:`NORM_PERCENTILES` of the valid pixels (a decimated sample for big images)."""
+    values = image[valid] if valid is not None else image.ravel()
+    if values.size > 4_000_000:
+        values = values[:: values.size // 4_000_000]
+    if values.size == 0:
+        return 0.0, 1.0
+    low, high = np.percentile(values, NORM_PERCENTILES)
+    if not high > low:
+        high = low + 1.0
+    return float(low), float(high)
+
+
+def normalize_image(image: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map ``low..high`` to ``-1..1`` (clipped), DeLatte et al.'s input range."""
+    scaled = (np.asarray(image, np.float32) - np.float32(low)) / np.float32(high - low)
+    return np.clip(scaled, 0.0, 1.0) * 2.0 - 1.0
+
+
+def prepare_image(image: np.ndarray, valid: np.ndarray | None = None, nodata: float | None = None) -> np.ndarray:
+    """Missing pixels to the image mean, then a robust stretch to ``-1..1``; float32 (H, W)."""
+    image = np.asarray(image)
+    if image.ndim == 3:
+        if image.shape[0] != 1:
+            raise ValueError("prepare_image expects one band")
+        image = image[0]
+    filled, ok = fill_missing(image, valid, nodata)
+    low, high = robust_limits(filled, ok)
+    return normalize_image(filled, low, high)
+
+
+def tile_array(array: np.ndarray, tile: int = 512, stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Cut a ``(H, W)`` array into ``tile`` × ``tile`` sub-images (the last row/column flush with the edge).
+
+    Returns the stack ``(n, tile, tile)`` and the windows ``(n, 4)`` (row, col, height, width).
+    Images smaller than ``tile`` are reflect-padded to it.
+    """
+    h, w = array.shape[-2:]
+    if h < tile or w < tile:
+        pad = ((0, max(0, tile - h)), (0, max(0, tile - w)))
+        array = np.pad(array, pad, mode="reflect" if min(h, w) > 1 else "edge")
+        h, w = array.shape[-2:]
+    windows = patch_grid(h, w, tile, stride)
+    stack = np.stack([array[r : r + th, c : c + tw] for r, c, th, tw in windows])
+    return stack, windows
+
+
+@dataclass
+class LabelledImage:
+    """One training or validation image: normalized pixels, target mask and the crater list."""
+
+    name: str
+    image: np.ndarray  # float32 (H, W), -1..1
+    target: np.ndarray  # uint8 (H, W)
+    craters: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+
+    @classmethod
+    def from_arrays(cls, name: str, image: np.ndarray, craters: np.ndarray, kind: str = "filled", prepared: bool = False) -> "LabelledImage":
+        img = np.asarray(image, np.float32) if prepared else prepare_image(image)
+        craters = np.asarray(craters, np.float64).reshape(-1, 3)
+        return cls(name, img, make_target(craters, img.shape, kind), craters)
+
+
+def read_labels(path: str | os.PathLike) -> np.ndarray:
+    """A crater list ``(n, 3)`` x, y, radius in pixels from a VOC ``.xml``, PyCDA or Robbins ``.csv``."""
+    from ..datasets.crater_labels import read_pycda_csv, read_robbins_csv, read_voc_boxes
+    from ..errors import InputError
+
+    path = Path(path)
+    if path.suffix.lower() == ".xml":
+        return read_voc_boxes(path)
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="") as fh:
+            header = fh.readline()
+        if "LONG_X_PX" in header:
+            return read_robbins_csv(path)
+        return read_pycda_csv(path)
+    raise InputError(f"{path}: unknown label format (expected a Pascal-VOC .xml or a pixel .csv)")
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """First band of a raster, prepared (missing pixels to the mean, stretched to -1..1)."""
+    from ..raster import open_raster, read_window
+
+    with open_raster(path) as ds:
+        data, valid = read_window(ds, bands=[1])
+        nodata = ds.nodata
+    if not valid.any():
+        from ..errors import InputError
+
+        raise InputError(f"{path}: every pixel is nodata")
+    return prepare_image(data[0], valid, nodata)
+
+
+def load_labelled(image_path: str | os.PathLike, labels_path: str | os.PathLike, kind: str = "filled") -> LabelledImage:
+    """Read an image and its crater list into a :class:`LabelledImage` (target of ``kind``)."""
+    image = read_image(image_path)
+    return LabelledImage.from_arrays(Path(image_path).stem, image, read_labels(labels_path), kind, prepared=True)
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def _sample_crops(images: Sequence[LabelledImage], n: int, size: int, rng: np.random.Generator, positive_fraction: float):
+    """``n`` windows of side ``size`` (clipped to the image) from images chosen by area."""
+    areas = np.array([im.image.size for im in images], float)
+    choice = rng.choice(len(images), size=n, p=areas / areas.sum())
+    crops_x, crops_y = [], []
+    for k in choice:
+        im = images[k]
+        h, w = im.image.shape
+        sh, sw = min(size, h), min(size, w)
+        if positive_fraction > 0 and len(im.craters) and rng.random() < positive_fraction:
+            x, y, _ = im.craters[rng.integers(len(im.craters))]
+            r0 = int(np.clip(y - sh / 2 + rng.uniform(-sh / 4, sh / 4), 0, h - sh))
+            c0 = int(np.clip(x - sw / 2 + rng.uniform(-sw / 4, sw / 4), 0, w - sw))
+        else:
+            r0, c0 = int(rng.integers(0, h - sh + 1)), int(rng.integers(0, w - sw + 1))
+        img, tgt = im.image[r0 : r0 + sh, c0 : c0 + sw], im.target[r0 : r0 + sh, c0 : c0 + sw]
+        if (sh, sw) != (size, size):
+            pad = ((0, size - sh), (0, size - sw))
+            img, tgt = np.pad(img, pad, mode="reflect"), np.pad(tgt, pad, mode="reflect")
+        crops_x.append(img)
+        crops_y.append(tgt)
+    return np.stack(crops_x)[:, None], np.stack(crops_y)[:, None].astype(np.float32)
+
+
+def augment_batch(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    out_size: int,
+    generator: torch.Generator,
+    *,
+    rotation: float = 20.0,
+    zoom: float = 0.3,
+    flips: bool = True,
+    brightness: float = 0.1,
+    contrast: float = 0.2,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment images and targets together.
+
+    ``x`` and ``y`` are ``(B, 1, L, L)`` windows; the output is the central
+    ``out_size`` × ``out_size`` part after a random rotation within
+    ±``rotation`` degrees, zoom by a factor within ``1 ± zoom``, horizontal and
+    vertical flips; then a random contrast (``1 ± contrast``) and brightness
+    (``± brightness``) change of the image only.  Targets are resampled
+    bilinearly and thresholded at 0.5, so they stay binary.  ``L`` should be at
+    least ``out_size × (1 + zoom) × √2`` to avoid reflected borders.
+    """
+    b, _, big, _ = x.shape
+    g = generator
+
+    def uniform(low, high):
+        return low + (high - low) * torch.rand(b, generator=g)
+
+    theta = uniform(-rotation, rotation) * math.pi / 180.0
+    scale = uniform(1.0 - zoom, 1.0 + zoom)
+    sx = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0) if flips else torch.ones(b)
+    sy = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0) if flips else torch.ones(b)
+    ratio = out_size / (big * scale)
+    cos, sin = torch.cos(theta) * ratio, torch.sin(theta) * ratio
+    mat = torch.zeros(b, 2, 3)
+    mat[:, 0, 0], mat[:, 0, 1] = cos * sx, -sin * sy
+    mat[:, 1, 0], mat[:, 1, 1] = sin * sx, cos * sy
+    grid = F.affine_grid(mat, (b, 1, out_size, out_size), align_corners=False)
+    xa = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    ya = F.grid_sample(y, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    ya = (ya >= 0.5).float()
+    c = uniform(1.0 - contrast, 1.0 + contrast).view(b, 1, 1, 1)
+    d = uniform(-brightness, brightness).view(b, 1, 1, 1)
+    mean = xa.mean(dim=(2, 3), keepdim=True)
+    xa = ((xa - mean) * c + mean + d).clamp(-1.5, 1.5)
+    return xa, ya
+
+
+# --------------------------------------------------------------------------- losses and metrics
+
+
+def loss_fn(name: str, pos_weight: float | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A loss on logits: ``bce`` (binary cross-entropy), ``dice`` (soft Dice) or ``focal`` (γ = 2, α = 0.25)."""
+    pw = None if pos_weight is None else torch.tensor(float(pos_weight))
+
+    def bce(logits, target):
+        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw)
+
+    def dice(logits, target):
+        p = torch.sigmoid(logits)
+        inter = (p * target).sum()
+        return 1.0 - (2.0 * inter + 1.0) / (p.sum() + target.sum() + 1.0)
+
+    def focal(logits, target, gamma=2.0, alpha=0.25):
+        ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        p = torch.sigmoid(logits)
+        pt = p * target + (1 - p) * (1 - target)
+        at = alpha * target + (1 - alpha) * (1 - target)
+        return (at * (1 - pt) ** gamma * ce).mean()
+
+    losses = {"bce": bce, "dice": dice, "focal": focal}
+    if name not in losses:
+        raise ValueError(f"unknown loss {name!r}; expected one of {sorted(losses)}")
+    return losses[name]
+
+
+@dataclass
+class PixelCounts:
+    """Confusion counts of thresholded predictions, accumulated over batches."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+    loss_sum: float = 0.0
+    n_batches: int = 0
+
+    def add(self, prob: torch.Tensor, target: torch.Tensor, loss: float | None = None, threshold: float = 0.5) -> None:
+        pred = prob >= threshold
+        truth = target >= 0.5
+        self.tp += int((pred & truth).sum())
+        self.fp += int((pred & ~truth).sum())
+        self.fn += int((~pred & truth).sum())
+        self.tn += int((~pred & ~truth).sum())
+        if loss is not None:
+            self.loss_sum += float(loss)
+            self.n_batches += 1
+
+    def metrics(self) -> dict[str, float]:
+        """loss, accuracy, balanced accuracy, IoU and Dice (nan where undefined)."""
+        tp, fp, fn, tn = self.tp, self.fp, self.fn, self.tn
+        n = tp + fp + fn + tn
+
+        def div(a, b):
+            return a / b if b else float("nan")
+
+        tpr, tnr = div(tp, tp + fn), div(tn, tn + fp)
+        return {
+            "loss": div(self.loss_sum, self.n_batches),
+            "accuracy": div(tp + tn, n),
+            "balanced_accuracy": (tpr + tnr) / 2 if tp + fn and tn + fp else float("nan"),
+            "iou": div(tp, tp + fp + fn),
+            "dice": div(2 * tp, 2 * tp + fp + fn),
+        }
+
+
+METRICS = ("loss", "accuracy", "balanced_accuracy", "iou", "dice")
+
+
+# --------------------------------------------------------------------------- config and checkpoints
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in the checkpoint and the log folder)."""
+
+    arch: str = "symmetric"  # "symmetric" (SymmetricUNet) or "small" (SmallUNet)
+    kernel_size: int = 3
+    filter_multiple: float = 1.0
+    in_channels: int = 1
+    target: str = "filled"  # filled | outline | rings
+    loss: str = "bce"  # bce | dice | focal
+    pos_weight: float | None = None
+    lr: float = 5e-4
+    batch_size: int = 8
+    epochs: int = 100
+    patience: int = 10
+    crop: int = 256  # side of the random training crops
+    crops_per_epoch: int = 256
+    positive_fraction: float = 0.0  # share of crops centred near a labelled crater
+    val_tile: int = 512  # validation tiles (the paper's 512×512 sub-images)
+    augment: bool = True
+    rotation: float = 20.0
+    zoom: float = 0.3
+    seed: int = 0
+    threads: int | None = None
+    time_limit: float | None = None  # seconds; stops after the epoch that passes it
+    device: str = "cpu"
+
+    def model_config(self) -> dict:
+        if self.arch in ("symmetric", "SymmetricUNet"):
+            return {"in_channels": self.in_channels, "kernel_size": self.kernel_size, "filter_multiple": self.filter_multiple}
+        return {"in_channels": self.in_channels}
+
+
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, arch: str, extra: dict | None = None) -> None:
+    """Save weights (float32, CPU) with what is needed to rebuild the model; atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().float() for k, v in model.state_dict().items()}
+    payload = {"format": "planetcd-segmenter-1", "arch": arch, "config": dict(model.config), "state_dict": state}
+    payload.update(extra or {})
+    tmp = path.with_name(f".{path.name}.part")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild a model from :func:`save_checkpoint`'s file; returns ``(model in eval mode, payload)``."""
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or "state_dict" not in payload or "arch" not in payload:
+        raise ValueError(f"{path}: not a planetcd segmenter checkpoint")
+    model = build_model(payload["arch"], **payload["config"])
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model, payload
+
+
+def plot_curves(rows: list[dict], path: str | os.PathLike) -> None:
+    """Training curves (one panel per metric, training and validation) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.2))
+    for ax, name in zip(axes, METRICS):
+        for split, style in (("train", "-"), ("val", "--")):
+            key = f"{split}_{name}"
+            if key in rows[0]:
+                ax.plot(epochs, [r[key] for r in rows], style, label=split)
+        ax.set_title(name.replace("_", " "))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    tmp = Path(path).with_name(f".{Path(path).name}.part.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _val_batches(images: Sequence[LabelledImage], tile: int, batch_size: int):
+    for im in images:
+        xs, windows = tile_array(im.image, tile)
+        ys, _ = tile_array(im.target, tile)
+        for i in range(0, len(xs), batch_size):
+            yield (
+                torch.from_numpy(np.ascontiguousarray(xs[i : i + batch_size, None])),
+                torch.from_numpy(ys[i : i + batch_size, None].astype(np.float32)),
+            )
+
+
+def evaluate(model: torch.nn.Module, images: Sequence[LabelledImage], tile: int, batch_size: int, criterion, device="cpu") -> dict[str, float]:
+    """Validation metrics on a fixed grid of ``tile`` × ``tile`` tiles of each image."""
+    counts = PixelCounts()
+    model.eval()
+    with torch.no_grad():
+        for x, y in _val_batches(images, tile, batch_size):
+            x, y = x.to(device), y.to(device)
+            logits = model.forward_logits(x)
+            counts.add(torch.sigmoid(logits), y, float(criterion(logits, y)))
+    return counts.metrics()
+
+
+def train(
+    train_images: Sequence[LabelledImage],
+    val_images: Sequence[LabelledImage],
+    config: TrainConfig,
+    outdir: str | os.PathLike,
+    *,
+    on_epoch: Callable[[int, torch.nn.Module], dict] | None = None,
+    progress: bool = False,
+    extra_metadata: dict | None = None,
+) -> dict:
+    """Train a segmenter; writes ``best.pt``, ``log.csv``, ``curves.png`` under ``outdir``.
+
+    Parameters
+    ----------
+    train_images, val_images : sequences of :class:`LabelledImage`
+        Disjoint sets of whole images (split by image).
+    config : TrainConfig
+    outdir : path
+    on_epoch : callable(epoch, model) -> dict, optional
+        Extra per-epoch validation numbers (e.g. crater F1) added to the log.
+    progress : bool
+        Show a tqdm bar per epoch on stderr.
+    extra_metadata : dict, optional
+        Stored in the checkpoint beside the weights (e.g. data sources).
+
+    Returns
+    -------
+    dict with ``best_epoch``, ``best_val_loss``, ``epochs_run``, ``seconds``, ``history`` and ``checkpoint``.
+    """
+    if not train_images:
+        raise ValueError("no training images")
+    names_train = {im.name for im in train_images}
+    overlap = names_train & {im.name for im in val_images}
+    if overlap:
+        raise ValueError(f"images in both training and validation sets: {sorted(overlap)} (split by image)")
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    device = torch.device(config.device)
+
+    model = build_model(config.arch, **config.model_config()).to(device)
+    criterion = loss_fn(config.loss, config.pos_weight)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    window = config.crop
+    if config.augment:
+        window = int(math.ceil(config.crop * (1.0 + config.zoom) * math.sqrt(2.0))) + 2
+    steps = max(1, config.crops_per_epoch // config.batch_size)
+    history: list[dict] = []
+    best = {"epoch": -1, "loss": float("inf")}
+    log_path, ckpt = outdir / "log.csv", outdir / "best.pt"
+    start = time.monotonic()
+    stale = 0
+    meta = {
+        "train_config": asdict(config),
+        "train_images": sorted(names_train),
+        "val_images": sorted(im.name for im in val_images),
+        "normalization": {"method": "percentile", "percentiles": list(NORM_PERCENTILES), "range": [-1.0, 1.0], "missing": "mean"},
+        "target": config.target,
+    }
+    meta.update(extra_metadata or {})
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.epochs, desc="training", unit="epoch", leave=True)
+    for epoch in range(1, config.epochs + 1):
+        t0 = time.monotonic()
+        model.train()
+        counts = PixelCounts()
+        for _ in range(steps):
+            xb, yb = _sample_crops(train_images, config.batch_size, window, rng, config.positive_fraction)
+            x, y = torch.from_numpy(xb), torch.from_numpy(yb)
+            if config.augment:
+                x, y = augment_batch(x, y, config.crop, gen, rotation=config.rotation, zoom=config.zoom)
+            elif x.shape[-1] != config.crop:
+                x, y = x[..., : config.crop, : config.crop], y[..., : config.crop, : config.crop]
+            x, y = x.to(device), y.to(device)
+            logits = model.forward_logits(x)
+            loss = criterion(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            counts.add(torch.sigmoid(logits.detach()), y, float(loss.detach()))
+        row = {"epoch": epoch}
+        row.update({f"train_{k}": v for k, v in counts.metrics().items()})
+        if val_images:
+            row.update({f"val_{k}": v for k, v in evaluate(model, val_images, config.val_tile, config.batch_size, criterion, device).items()})
+        if on_epoch is not None:
+            row.update(on_epoch(epoch, model) or {})
+        row["seconds"] = round(time.monotonic() - t0, 2)
+        history.append(row)
+        monitor = row.get("val_loss", row["train_loss"])
+        improved = monitor < best["loss"]
+        if improved:
+            best = {"epoch": epoch, "loss": monitor}
+            stale = 0
+            save_checkpoint(ckpt, model, config.arch, {**meta, "epoch": epoch, "metrics": row})
+        else:
+            stale += 1
+        _write_log(log_path, history)
+        try:
+            plot_curves(history, outdir / "curves.png")
+        except Exception as exc:  # plotting must never stop a run
+            log.debug("could not draw curves: %s", exc)
+        log.info(
+            "epoch %d: train loss %.4f, val loss %.4f, val balanced acc %.3f%s (%.0f s)",
+            epoch, row["train_loss"], row.get("val_loss", float("nan")), row.get("val_balanced_accuracy", float("nan")),
+            " *" if improved else "", row["seconds"],
+        )
+        if bar is not None:
+            bar.update(1)
+        if stale >= config.patience:
+            log.info("early stop: no better validation loss for %d epochs", config.patience)
+            break
+        if config.time_limit is not None and time.monotonic() - start > config.time_limit:
+            log.info("time limit reached after epoch %d", epoch)
+            break
+    if bar is not None:
+        bar.close()
+    return {
+        "best_epoch": best["epoch"],
+        "best_val_loss": best["loss"],
+        "epochs_run": len(history),
+        "seconds": time.monotonic() - start,
+        "history": history,
+        "checkpoint": str(ckpt),
+    }
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    tmp = path.with_name(f".{path.name}.part")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    os.replace(tmp, path)
