@@ -787,10 +787,10 @@ def plot_csfd(
             a0 = float(np.log10(sysm.chronology.n1(age)))
             y = pf.evaluate(presentation, d_curve, a0)
             ax.plot(d_curve, y, color="0.75", lw=0.6, zorder=1)
-            visible = np.flatnonzero((y > y_lo) & (y < y_hi))
-            if visible.size:
-                j = visible[0]
-                ax.annotate(_short_age(age), (d_curve[j], y[j]), fontsize=7, color="0.5", ha="left", va="bottom")
+            visible = np.flatnonzero((y > y_lo * 1.5) & (y < y_hi))
+            if visible.size:  # label where the isochron leaves the plot (lower right)
+                j = visible[-1]
+                ax.annotate(_short_age(age), (d_curve[j], y[j]), fontsize=7, color="0.45", ha="right", va="bottom", rotation=0)
     colours = ["tab:red", "tab:blue", "tab:green", "tab:purple"]
     for number, fit in enumerate(fits):
         colour = colours[number % len(colours)]
@@ -810,9 +810,9 @@ def plot_csfd(
     ax.set_ylabel(_Y_LABELS[presentation])
     ax.grid(True, which="major", color="0.92", lw=0.5)
     ax.tick_params(which="both", direction="in", top=True, right=True)
-    ax.legend(fontsize=7, loc="lower left", frameon=False)
+    ax.legend(fontsize=7, loc="upper right", frameon=False)
     if title or sysm is not None:
-        ax.set_title(title or f"{sysm.title}; {points.binning} bins", fontsize=9)
+        ax.set_title(title or f"{sysm.name}, {points.binning} bins", fontsize=9)
     return fig
 
 

@@ -131,7 +131,7 @@ class _Points:
 
 def _as_points(craters: Any) -> _Points:
     """Arrays (n, >=3) of x, y, r in pixels, or a catalog with lon/lat (deg) and radius (km)."""
-    if hasattr(craters, "lon_deg") and hasattr(craters, "radius_km"):
+    if getattr(craters, "lon_deg", None) is not None and getattr(craters, "radius_km", None) is not None:
         lon = np.deg2rad(np.asarray(craters.lon_deg, dtype=np.float64))
         lat = np.deg2rad(np.asarray(craters.lat_deg, dtype=np.float64))
         radius = np.asarray(craters.radius_km, dtype=np.float64)
@@ -324,8 +324,8 @@ def suppress_duplicates(
     if n == 0:
         return np.zeros(0, dtype=int)
     if score is None:
-        array = None if hasattr(craters, "radius_km") else np.asarray(craters, dtype=np.float64)
-        if array is not None and array.shape[1] >= 4:
+        array = None if points.sphere_radius is not None else np.asarray(craters, dtype=np.float64)
+        if array is not None and array.ndim == 2 and array.shape[1] >= 4:
             score = array[:, 3]
         elif hasattr(craters, "confidence"):
             score = np.asarray(craters.confidence, dtype=np.float64)
