@@ -31,9 +31,10 @@ def main() -> None:
 
 
 # One line per command module; each module defines a click command of the same name.
+from .segment import segment  # noqa: E402
 from .train import train  # noqa: E402
 
-_COMMANDS: tuple = (train,)
+_COMMANDS: tuple = (segment, train)
 
 for _command in _COMMANDS:
     main.add_command(_command)

@@ -1,0 +1,144 @@
+"""Training: preprocessing, augmentation, metrics, the loop on the synthetic dots set."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from planetcd.craters.targets import synthetic_dots
+from planetcd.craters.train import (
+    LabelledImage,
+    PixelCounts,
+    TrainConfig,
+    augment_batch,
+    fill_missing,
+    load_checkpoint,
+    loss_fn,
+    prepare_image,
+    tile_array,
+    train,
+)
+from planetcd.craters.unet import SymmetricUNet
+
+
+def test_missing_pixels_become_the_image_mean():
+    img = np.array([[0, 10, 20], [30, -9, 40]], np.float32)
+    filled, ok = fill_missing(img, nodata=-9)
+    assert not ok[0, 0] and not ok[1, 1]
+    assert filled[0, 0] == pytest.approx(25.0) and filled[1, 1] == pytest.approx(25.0)
+    prepared = prepare_image(img, nodata=-9)
+    assert prepared.min() >= -1 and prepared.max() <= 1 and prepared.dtype == np.float32
+
+
+def test_tiling_covers_the_image():
+    a = np.arange(1000 * 700, dtype=np.float32).reshape(1000, 700)
+    tiles, windows = tile_array(a, 512)
+    assert tiles.shape == (4, 512, 512)
+    covered = np.zeros(a.shape, bool)
+    for t, (r, c, h, w) in zip(tiles, windows):
+        np.testing.assert_array_equal(t, a[r : r + h, c : c + w])
+        covered[r : r + h, c : c + w] = True
+    assert covered.all()
+    small, _ = tile_array(np.ones((100, 80), np.float32), 128)
+    assert small.shape == (1, 128, 128)
+
+
+def test_augmentation_moves_image_and_target_together():
+    gen = torch.Generator().manual_seed(0)
+    imgs, tgts, _ = synthetic_dots(6, 96, radius=(6, 10), noise=0.0, seed=1)
+    x = torch.from_numpy(imgs[:, None] * 2 - 1)
+    y = torch.from_numpy(tgts[:, None].astype(np.float32))
+    xa, ya = augment_batch(x, y, 48, gen, brightness=0.0, contrast=0.0)
+    assert xa.shape == ya.shape == (6, 1, 48, 48)
+    assert set(torch.unique(ya).tolist()) <= {0.0, 1.0}
+    # dots stay where their targets are: bright pixels inside, dark outside
+    inside, outside = xa[ya > 0.5], xa[ya < 0.5]
+    assert inside.numel() > 0
+    assert float(inside.mean()) > float(outside.mean()) + 0.5
+    xb, _ = augment_batch(x, y, 48, torch.Generator().manual_seed(0), brightness=0.0, contrast=0.0)
+    assert torch.equal(xa, xb)  # seeded
+
+
+def test_pixel_metrics_on_a_known_confusion():
+    prob = torch.tensor([0.9, 0.8, 0.2, 0.1, 0.6, 0.3])
+    truth = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    c = PixelCounts()
+    c.add(prob, truth, loss=2.0)
+    m = c.metrics()
+    assert (c.tp, c.fp, c.fn, c.tn) == (2, 1, 1, 2)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 2 / 3) / 2)
+    assert m["iou"] == pytest.approx(2 / 4)
+    assert m["dice"] == pytest.approx(4 / 6)
+    assert m["loss"] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("name", ["bce", "dice", "focal"])
+def test_losses_prefer_the_right_answer(name):
+    target = torch.tensor([[1.0, 0.0, 0.0, 1.0]])
+    good, bad = target * 8 - 4, 4 - target * 8
+    f = loss_fn(name)
+    assert float(f(good, target)) < float(f(bad, target))
+
+
+def _dots_set(n, seed):
+    imgs, _, craters = synthetic_dots(n, 128, seed=seed)
+    return [LabelledImage.from_arrays(f"dots{seed}-{i}", im, cr) for i, (im, cr) in enumerate(zip(imgs, craters))]
+
+
+def test_a_few_steps_lower_the_loss_on_the_dots_set():
+    torch.manual_seed(0)
+    imgs, tgts, _ = synthetic_dots(4, 128, seed=5)
+    x = torch.from_numpy(imgs[:, None] * 2 - 1)
+    y = torch.from_numpy(tgts[:, None].astype(np.float32))
+    model = SymmetricUNet()  # the default model, dropout and all
+    opt = torch.optim.Adam(model.parameters(), lr=5e-4)
+    crit = loss_fn("bce")
+    model.eval()
+    with torch.no_grad():
+        before = float(crit(model.forward_logits(x), y))
+    model.train()
+    for _ in range(15):
+        loss = crit(model.forward_logits(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        after = float(crit(model.forward_logits(x), y))
+    assert after < 0.7 * before
+
+
+def test_loop_writes_log_curves_and_best_checkpoint(tmp_path):
+    cfg = TrainConfig(filter_multiple=0.5, crop=64, crops_per_epoch=8, batch_size=4, epochs=3, patience=5,
+                      val_tile=128, seed=1, threads=None)
+    result = train(_dots_set(3, 1), _dots_set(1, 2), cfg, tmp_path)
+    assert result["epochs_run"] == 3
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert len(rows) == 3
+    for key in ("train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_iou", "val_dice"):
+        assert key in rows[0]
+    val_losses = [float(r["val_loss"]) for r in rows]
+    assert result["best_epoch"] == int(np.argmin(val_losses)) + 1
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    model, payload = load_checkpoint(tmp_path / "best.pt")
+    assert payload["epoch"] == result["best_epoch"]
+    assert payload["train_images"] == ["dots1-0", "dots1-1", "dots1-2"]
+    assert model.config["filter_multiple"] == 0.5
+
+
+def test_split_is_by_image(tmp_path):
+    a = _dots_set(2, 1)
+    with pytest.raises(ValueError, match="split by image"):
+        train(a, a[:1], TrainConfig(epochs=1), tmp_path)
+
+
+def test_early_stopping(tmp_path):
+    cfg = TrainConfig(filter_multiple=0.5, crop=64, crops_per_epoch=4, batch_size=4, epochs=50, patience=1,
+                      val_tile=128, seed=0, lr=0.5)  # a huge learning rate: validation loss stops improving
+    result = train(_dots_set(2, 3), _dots_set(1, 4), cfg, tmp_path)
+    assert result["epochs_run"] < 50
+    assert result["epochs_run"] - result["best_epoch"] == 1

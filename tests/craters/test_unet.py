@@ -1,0 +1,95 @@
+"""SymmetricUNet / SmallUNet: shapes, padding, parameter counts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from planetcd.craters.unet import (
+    DELATTE_FILTERS,
+    PadToMultiple,
+    SmallUNet,
+    SymmetricUNet,
+    build_model,
+    count_parameters,
+    crop_to,
+    pad_to_multiple,
+)
+
+
+def _conv_params(cin: int, cout: int, k: int) -> int:
+    return cin * cout * k * k + cout
+
+
+def _expected_symmetric(k: int = 3, mult: float = 1.0, cin: int = 1) -> int:
+    """Parameters of the architecture in the issue, counted layer by layer."""
+    f = [max(1, int(round(x * mult))) for x in DELATTE_FILTERS]
+    bottom = max(1, int(round(128 * mult)))
+    total, prev = 0, cin
+    for c in f:  # seven down convolutions
+        total += _conv_params(prev, c, k)
+        prev = c
+    total += _conv_params(prev, bottom, k)  # bottom
+    prev = bottom
+    for c in reversed(f):  # seven up convolutions (additive skips keep widths)
+        total += _conv_params(prev, c, k)
+        prev = c
+    return total + _conv_params(prev, 1, 1)  # final 1x1
+
+
+def test_default_parameter_count_matches_architecture():
+    model = SymmetricUNet()
+    assert count_parameters(model) == _expected_symmetric()
+    # The default model has 16 convolutions: 7 down, 1 bottom, 7 up, 1 head.
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 16
+    assert [c.out_channels for c in convs[:7]] == list(DELATTE_FILTERS)
+    assert convs[-1].kernel_size == (1, 1)
+
+
+@pytest.mark.parametrize("k,mult,cin", [(7, 1.0, 1), (11, 0.5, 1), (3, 2.0, 3)])
+def test_options_change_parameter_count(k, mult, cin):
+    model = SymmetricUNet(in_channels=cin, kernel_size=k, filter_multiple=mult)
+    assert count_parameters(model) == _expected_symmetric(k, mult, cin)
+
+
+@pytest.mark.parametrize("size", [(128, 128), (256, 128), (100, 130), (37, 300)])
+def test_output_shape_equals_input_shape(size):
+    model = SymmetricUNet(dropout=False).eval()
+    x = torch.randn(2, 1, *size)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (2, 1, *size)
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+
+
+def test_padding_does_not_leak_into_multiple_sizes():
+    """For a multiple of 128, no padding: the output equals running the layers directly."""
+    model = SymmetricUNet(dropout=False).eval()
+    x = torch.randn(1, 1, 128, 256)
+    padded, size = pad_to_multiple(x, 128)
+    assert padded.shape == x.shape and size == (128, 256)
+    x2 = torch.randn(1, 1, 130, 129)
+    padded2, size2 = PadToMultiple(128)(x2)
+    assert padded2.shape[-2:] == (256, 256) and size2 == (130, 129)
+    assert torch.equal(crop_to(padded2, size2), x2)
+
+
+def test_small_unet_on_chips():
+    model = SmallUNet().eval()
+    with torch.no_grad():
+        y = model(torch.randn(3, 1, 48, 48))
+    assert y.shape == (3, 1, 48, 48)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert max(c.out_channels for c in convs) == 128  # the bottleneck
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 50, 45)).shape == (1, 1, 50, 45)
+
+
+def test_build_model_and_bad_options():
+    assert isinstance(build_model("symmetric", kernel_size=7), SymmetricUNet)
+    assert isinstance(build_model("small"), SmallUNet)
+    with pytest.raises(ValueError):
+        build_model("resnet")
+    with pytest.raises(ValueError):
+        SymmetricUNet(kernel_size=4)
