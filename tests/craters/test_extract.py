@@ -1,0 +1,109 @@
+"""Extraction: probability maps of known circles back to craters, in pixels, projected and geographic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from planetcd.craters.catalog import Catalog
+from planetcd.craters.extract import crater_template, extract_craters, synthetic_probability_map
+from planetcd.craters.match import match_craters
+from planetcd.datasets.synthetic import MARS_EQC_WKT, MOON_EQC_WKT, write_geotiff
+from planetcd.raster import open_raster, read_window
+
+# (target, method, binarisation threshold); rings are thin, so their map is binarised lower (as DeepMoon).
+CASES = [
+    ("filled", "components", 0.5),
+    ("filled", "template", 0.5),
+    ("outline", "components", 0.5),
+    ("outline", "template", 0.5),
+    ("rings", "components", 0.2),
+    ("rings", "template", 0.2),
+]
+
+
+@pytest.fixture(scope="module")
+def maps():
+    return {target: synthetic_probability_map((384, 384), 30, target=target, seed=5) for target in ("filled", "outline", "rings")}
+
+
+@pytest.mark.parametrize("target, method, threshold", CASES)
+def test_recovers_known_circles_in_pixels(maps, target, method, threshold):
+    prob, truth = maps[target]
+    craters = extract_craters(prob, method=method, target=target, threshold=threshold, min_radius=3, max_radius=35)
+    assert craters.shape[1] == 4 and craters.dtype == np.float64
+    assert np.all((craters[:, 3] >= 0) & (craters[:, 3] <= 1))
+    result = match_craters(craters, truth, "deepmoon")
+    assert result.f1 >= 0.95, (target, method, result.tp, result.fp, result.fn)
+    # Positions within a pixel or so; radii within 10 % (median).
+    assert result.position_error["median"] < 1.0
+    assert abs(result.diameter_error_rel["median"]) < 0.1
+
+
+def test_synthetic_maps_include_touching_and_nested_craters(maps):
+    for target in ("outline", "filled"):
+        _, truth = maps[target]
+        d = np.hypot(truth[:, None, 0] - truth[None, :, 0], truth[:, None, 1] - truth[None, :, 1])
+        sums = truth[:, None, 2] + truth[None, :, 2]
+        np.fill_diagonal(d, np.inf)
+        assert np.any(np.abs(d - sums) < 0.5), "no touching pair"
+        if target == "outline":
+            assert np.any(d + truth[:, None, 2] < truth[None, :, 2]), "no nested pair"
+
+
+def test_touching_and_nested_are_both_found(maps):
+    prob, truth = maps["outline"]
+    craters = extract_craters(prob, method="components", target="outline")
+    result = match_craters(craters, truth)
+    d = np.hypot(truth[:, None, 0] - truth[None, :, 0], truth[:, None, 1] - truth[None, :, 1])
+    np.fill_diagonal(d, np.inf)
+    nested = np.flatnonzero(np.any(d + truth[:, None, 2] < truth[None, :, 2], axis=1))
+    matched_truth = set(result.pairs[:, 1].tolist())
+    assert nested.size and set(nested.tolist()) <= matched_truth
+
+
+@pytest.mark.parametrize(
+    "setting, crs, pixel_size, origin",
+    [
+        ("projected", MARS_EQC_WKT, 20.0, (2_000_000.0, 600_000.0)),
+        ("projected-moon", MOON_EQC_WKT, 10.0, (-500_000.0, -300_000.0)),
+        ("geographic", "IAU_2015:49900", 0.0005, (40.0, -20.0)),
+    ],
+    ids=["mars-eqc", "moon-eqc", "mars-geographic"],
+)
+def test_recovers_known_circles_on_georeferenced_maps(tmp_path, maps, setting, crs, pixel_size, origin):
+    prob, truth = maps["outline"]
+    path = write_geotiff(tmp_path / f"{setting}.tif", prob, crs=crs, pixel_size=pixel_size, origin=origin, dtype="float32")
+    with open_raster(path) as ds:
+        data, _ = read_window(ds)
+        transform, raster_crs = ds.transform, ds.crs
+    craters = extract_craters(data[0], method="components", target="outline")
+    detected = Catalog.from_pixels(craters, transform, raster_crs)
+    expected = Catalog.from_pixels(truth, transform, raster_crs)
+    assert detected.lon_deg is not None and expected.diameter_km is not None
+    # Geodesic matching on the body (km), in both distance rules.
+    for mode in ("deepmoon", "iou"):
+        result = match_craters(detected, expected, mode)
+        assert result.unit == "km" and result.f1 >= 0.95, (setting, mode, result.tp, result.fp, result.fn)
+    # The derived ground size agrees with pixel size x radius near the origin.
+    if setting.startswith("projected"):
+        lat = np.deg2rad(expected.lat_deg)
+        ground = 2 * truth[:, 2] * pixel_size / 1000.0 * (1 + np.cos(lat)) / 2  # mean of E-W and N-S extents
+        np.testing.assert_allclose(expected.diameter_km, ground, rtol=1e-3)
+
+
+def test_templates_and_edge_cases():
+    disc = crater_template(5, "filled")
+    ring = crater_template(5, "outline")
+    assert disc.shape == ring.shape and disc.shape[0] % 2 == 1
+    assert disc.sum() > ring.sum() > 0 and disc[disc.shape[0] // 2, disc.shape[1] // 2] == 1
+    assert ring[ring.shape[0] // 2, ring.shape[1] // 2] == 0
+    empty = np.zeros((64, 64), np.float32)
+    for method in ("components", "template"):
+        assert extract_craters(empty, method=method).shape == (0, 4)
+    with pytest.raises(ValueError):
+        extract_craters(np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError):
+        extract_craters(empty, method="hough")
+    with pytest.raises(ValueError):
+        extract_craters(empty, min_radius=5, max_radius=2)
