@@ -1,0 +1,163 @@
+"""Catalogs: georeferencing through pyproj, CSV/GeoPackage round trips, readers, tile merging."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyogrio
+import pytest
+from affine import Affine
+from pyproj import CRS
+
+from planetcd.craters.catalog import (
+    BODY_RADII_M,
+    Catalog,
+    merge_catalogs,
+    read_catalog,
+    read_counts,
+    read_craterstats,
+    read_diam,
+    read_moon_catalog,
+    read_scc,
+)
+from planetcd.craters.match import match_craters, suppress_duplicates
+from planetcd.datasets.synthetic import MARS_EQC_WKT, MOON_EQC_WKT
+from planetcd.errors import InputError
+
+MARS_R = 3_396_190.0
+
+
+def test_pixels_to_lonlat_and_km_on_mars_eqc():
+    transform = Affine(6.0, 0, 1_000_000.0, 0, -6.0, 500_000.0)
+    catalog = Catalog.from_pixels(np.array([[99.5, 49.5, 10.0, 0.8]]), transform, MARS_EQC_WKT)
+    # Pixel (99.5, 49.5) has its centre at map (1 000 600, 499 700) m; equirectangular on a sphere: lon = x / R.
+    assert catalog.x_map[0] == pytest.approx(1_000_600.0) and catalog.y_map[0] == pytest.approx(499_700.0)
+    assert catalog.lon_deg[0] == pytest.approx(np.rad2deg(1_000_600.0 / MARS_R), abs=1e-9)
+    assert catalog.lat_deg[0] == pytest.approx(np.rad2deg(499_700.0 / MARS_R), abs=1e-9)
+    # 20 px * 6 m = 120 m N-S; E-W shrinks by cos(lat) on the ground.
+    lat = np.deg2rad(catalog.lat_deg[0])
+    assert catalog.diameter_km[0] == pytest.approx(0.120 * (1 + np.cos(lat)) / 2, rel=1e-6)
+    assert catalog.body == "Mars" and catalog.body_radius_m == MARS_R
+
+
+def test_plain_projection_string_needs_and_uses_body_radius():
+    transform = Affine(10.0, 0, 0.0, 0, -10.0, 0.0)
+    moon = Catalog.from_pixels(np.array([[999.5, -0.5, 5.0]]), transform, "+proj=eqc +units=m", body_radius_m=BODY_RADII_M["moon"])
+    assert moon.lon_deg[0] == pytest.approx(np.rad2deg(10_000.0 / 1_737_400.0), abs=1e-9)
+    assert moon.body == "Moon" and moon.diameter_km[0] == pytest.approx(0.1, rel=1e-6)
+    earth = Catalog.from_pixels(np.array([[999.5, -0.5, 5.0]]), transform, "+proj=eqc +units=m")
+    assert earth.lon_deg[0] != pytest.approx(moon.lon_deg[0], rel=1e-3)
+
+
+def test_geographic_and_ellipsoid_planetocentric_latitude():
+    transform = Affine(0.01, 0, 10.0, 0, -0.01, 5.0)
+    catalog = Catalog.from_pixels(np.array([[99.5, 49.5, 10.0]]), transform, "IAU_2015:49900")
+    assert catalog.lon_deg[0] == pytest.approx(11.0) and catalog.lat_deg[0] == pytest.approx(4.5)
+    # Mars ellipsoid (IAU 2000, a=3396190, b=3376200) in planetographic-free geodetic lat -> planetocentric lat.
+    ellipsoid = CRS.from_proj4("+proj=longlat +a=3396190 +b=3376200 +no_defs +type=crs")
+    catalog = Catalog.from_pixels(np.array([[-0.5, -0.5, 1.0]]), Affine(0.01, 0, 0.0, 0, -0.01, 45.0), ellipsoid)
+    expected = np.rad2deg(np.arctan((3376200 / 3396190) ** 2 * np.tan(np.deg2rad(45.0))))
+    assert catalog.lat_deg[0] == pytest.approx(expected, abs=1e-9) and catalog.lat_deg[0] < 45.0
+
+
+def test_pixel_size_only_gives_diameters():
+    catalog = Catalog.from_pixels(np.array([[1.0, 2.0, 5.0], [3.0, 4.0, 10.0]]), pixel_size_m=6.0)
+    np.testing.assert_allclose(catalog.diameter_km, [0.06, 0.12])
+    assert catalog.lon_deg is None
+    counts = catalog.to_counts(12.5)
+    assert counts.area_km2 == 12.5 and len(counts) == 2
+
+
+def test_csv_and_gpkg_round_trip_in_source_crs(tmp_path):
+    transform = Affine(20.0, 0, 2_000_000.0, 0, -20.0, 600_000.0)
+    rng = np.random.default_rng(0)
+    craters = np.column_stack([rng.uniform(0, 500, 20), rng.uniform(0, 500, 20), rng.uniform(3, 20, 20), rng.uniform(0, 1, 20)])
+    catalog = Catalog.from_pixels(craters, transform, MOON_EQC_WKT)
+    catalog.to_csv(tmp_path / "c.csv")
+    catalog.to_gpkg(tmp_path / "c.gpkg")
+    catalog.to_gpkg(tmp_path / "p.gpkg", geometry="point")
+    info = pyogrio.read_info(tmp_path / "c.gpkg")
+    assert info["features"] == 20 and info["geometry_type"] == "Polygon"
+    assert CRS.from_user_input(info["crs"]).equals(CRS.from_wkt(MOON_EQC_WKT)), "GeoPackage must keep the source CRS"
+    bounds = info["total_bounds"]
+    assert bounds[0] == pytest.approx((catalog.x_map - catalog.radius_map).min(), rel=1e-6)
+    for path in (tmp_path / "c.csv", tmp_path / "c.gpkg"):
+        back = read_catalog(path)
+        np.testing.assert_allclose(back.pixels, catalog.pixels, rtol=1e-8)
+        np.testing.assert_allclose(back.lon_deg, catalog.lon_deg, rtol=1e-8)
+        np.testing.assert_allclose(back.diameter_km, catalog.diameter_km, rtol=1e-8)
+        assert back.body == "Moon"
+
+
+def test_lunar_catalogs_with_cr_line_endings(shared_dir):
+    folder = shared_dir / "data" / "moon-catalogs"
+    lroc = read_moon_catalog(folder / "LROCCraters.csv")
+    head = read_moon_catalog(folder / "HeadCraters.csv")
+    assert len(lroc) == 19335 and len(head) == 5185  # counts in shared/README.md
+    assert 5 <= lroc.diameter_km.min() and lroc.diameter_km.max() <= 20.5
+    assert head.diameter_km.min() >= 20
+    for catalog in (lroc, head):
+        assert np.all(np.abs(catalog.lon_deg) <= 180) and np.all(np.abs(catalog.lat_deg) <= 90)
+        assert catalog.body == "Moon"
+
+
+def test_craterstats_files(shared_dir):
+    folder = shared_dir / "data" / "craterstats-samples"
+    pickering = read_scc(folder / "Pickering.scc")
+    assert len(pickering) == 1707 and pickering.area_km2 == pytest.approx(3036.6, abs=0.05)
+    assert np.all(pickering.fraction == 1)
+    ce6 = read_scc(folder / "CE-6_8km_vicinity.scc")
+    assert len(ce6) == 799 and ce6.perimeter_km > 0
+    assert 0 < ce6.fraction.min() < 1 and ce6.fraction.max() == 1  # buffered count
+    sample = read_diam(folder / "sample.diam")
+    np.testing.assert_allclose(sample.diameter_km, [1.1, 2.3, 3.0, 1.7])
+    assert sample.area_km2 == 100.0
+    e1 = read_craterstats(folder / "e1.diam")
+    assert len(e1) > 1000 and e1.fraction.min() < 1
+    catalog = read_catalog(folder / "Pickering.scc")
+    assert catalog.body == "Mars" and len(catalog) == 1707
+    assert np.all(catalog.lon_deg < -130)
+
+
+def test_read_counts_dispatch_and_errors(tmp_path, shared_dir):
+    folder = shared_dir / "data" / "craterstats-samples"
+    assert read_counts(folder / "Pickering.scc", area_km2=10.0).area_km2 == 10.0
+    catalog = Catalog.from_pixels(np.array([[5.0, 5.0, 3.0]]), pixel_size_m=100.0)
+    catalog.to_csv(tmp_path / "craters.csv")
+    with pytest.raises(InputError, match="area"):
+        read_counts(tmp_path / "craters.csv")
+    assert read_counts(tmp_path / "craters.csv", area_km2=2.0).diameter_km[0] == pytest.approx(0.6)
+    bad = tmp_path / "bad.scc"
+    bad.write_text("crater = {diam\n0.5\n")
+    with pytest.raises(InputError):
+        read_scc(bad)
+    with pytest.raises(InputError):
+        read_catalog(tmp_path / "missing.csv")
+    with pytest.raises(InputError):
+        read_catalog(folder / "README.md")
+
+
+def test_geodesic_merge_of_overlapping_tiles():
+    rng = np.random.default_rng(1)
+    full = np.column_stack([rng.uniform(5, 595, 80), rng.uniform(5, 295, 80), rng.uniform(3, 6, 80)])
+    full = full[suppress_duplicates(full)]  # distinct craters by the rule
+    base = Affine(50.0, 0, 3_000_000.0, 0, -50.0, 800_000.0)
+    tiles = []
+    for col0 in (0, 250):  # two 350-px tiles overlapping by 100 px
+        inside = (full[:, 0] >= col0) & (full[:, 0] < col0 + 350)
+        local = full[inside].copy()
+        local[:, 0] -= col0
+        local = np.column_stack([local, np.full(len(local), 0.5 + col0 / 1000)])
+        tiles.append(Catalog.from_pixels(local, base @ Affine.translation(col0, 0), MARS_EQC_WKT))
+    assert sum(len(t) for t in tiles) > len(full)
+    merged = merge_catalogs(tiles)
+    truth = Catalog.from_pixels(full, base, MARS_EQC_WKT)
+    result = match_craters(merged, truth, "strict")
+    assert len(merged) == len(full) and result.tp == len(full)
+    # Pixels in the first tile's frame equal the full-image pixels.
+    np.testing.assert_allclose(np.sort(merged.x_px), np.sort(full[:, 0]), atol=1e-6)
+    assert merged.transform == tiles[0].transform
+    # In the overlap the second tile's detections (higher confidence) are kept.
+    overlap = (merged.x_px >= 250) & (merged.x_px < 350)
+    assert overlap.any() and np.all(merged.confidence[overlap] == 0.75)
+    with pytest.raises(InputError):
+        merge_catalogs([Catalog.from_pixels(full)])
