@@ -1,0 +1,105 @@
+"""``planetcd age`` and ``planetcd match`` end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from planetcd.cli import main
+from planetcd.craters.catalog import Catalog, read_scc
+from planetcd.craters.dating import fit_age
+
+
+def _run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def samples(shared_dir):
+    return shared_dir / "data" / "craterstats-samples"
+
+
+def test_age_json_matches_api_and_reference(samples):
+    with open(samples / "reference_ages.csv", newline="") as fh:
+        row = next(r for r in csv.DictReader(fh) if r["file"] == "Pickering.scc" and r["method"] == "poisson")
+    result = _run("age", samples / "Pickering.scc", "--system", "mars-neukum-ivanov", "--range", row["d_min_km"], row["d_max_km"], "--method", "poisson", "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    for key in ("age_ga", "age_lo_ga", "age_hi_ga", "n1", "n1_lo", "n1_hi", "n_craters", "area_km2", "system", "method", "d_min_km", "d_max_km"):
+        assert key in record
+    api = fit_age(read_scc(samples / "Pickering.scc"), "mars-neukum-ivanov", (0.2, 0.7), "poisson")
+    assert record["age_ga"] == pytest.approx(api.age_ga)
+    assert record["age_ga"] == pytest.approx(float(row["age_Ga"]), rel=0.02)
+    assert record["n_craters"] == float(row["N"])
+
+
+def test_age_text_plot_and_overwrite(tmp_path, samples):
+    plot = tmp_path / "csfd.png"
+    args = ["age", samples / "CE-6_8km_vicinity.scc", "--system", "moon-neukum-1983", "--range", "0.1", "1", "--plot", plot]
+    result = _run(*args)
+    assert result.exit_code == 0, result.output
+    assert "Model age:" in result.output and "Ga" in result.output and "N(1)" in result.output
+    assert plot.stat().st_size > 10_000
+    again = _run(*args)
+    assert again.exit_code == 1 and "exists" in again.output and "Traceback" not in again.output
+    assert _run(*args, "--overwrite", "--method", "differential", "--presentation", "R").exit_code == 0
+
+
+def test_age_from_a_segment_style_catalog_needs_an_area(tmp_path):
+    rng = np.random.default_rng(0)
+    radius_px = 0.2 * rng.uniform(size=500) ** (-1 / 2) * 1000 / 2 / 20  # D^-2 law above 0.2 km at 20 m/px
+    pixels = np.column_stack([rng.uniform(0, 2000, 500), rng.uniform(0, 2000, 500), radius_px, np.ones(500)])
+    path = tmp_path / "craters.csv"
+    Catalog.from_pixels(pixels, pixel_size_m=20.0).to_csv(path)
+    missing = _run("age", path, "--system", "mars-ivanov", "--range", "0.3", "2")
+    assert missing.exit_code == 1 and "area" in missing.output
+    result = _run("age", path, "--system", "mars-ivanov", "--range", "0.3", "2", "--area", "1600", "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    diameters = 2 * radius_px * 20 / 1000
+    assert record["n_craters"] == np.count_nonzero((diameters >= 0.3) & (diameters < 2))
+    assert record["area_km2"] == 1600 and record["age_lo_ga"] < record["age_ga"] < record["age_hi_ga"]
+
+
+def test_age_rejects_bad_input(tmp_path):
+    bad = tmp_path / "bad.scc"
+    bad.write_text("nothing here\n")
+    result = _run("age", bad, "--system", "mars-ivanov")
+    assert result.exit_code == 1 and result.output.startswith("planetcd: error:")
+    assert _run("age", bad, "--system", "venus").exit_code == 2
+
+
+def test_match_self_and_json(tmp_path, shared_dir):
+    labels = shared_dir / "data" / "hrsc-pycda" / "holdout_tile_labels.csv"
+    out = tmp_path / "scores.json"
+    for mode in ("deepmoon", "strict", "iou"):
+        result = _run("match", labels, labels, "--mode", mode, "--json", out, "--overwrite")
+        assert result.exit_code == 0, result.output
+        assert "precision" in result.output and "1.000" in result.output
+        report = json.loads(out.read_text())
+        assert report["pooled"]["precision"] == 1.0 and report["pooled"]["recall"] == 1.0
+        assert report["pooled"]["tp"] == 409
+    assert _run("match", labels, labels, "--json", out).exit_code == 1  # exists, no --overwrite
+
+
+def test_match_folders_pairs_by_name_and_pools(tmp_path):
+    rng = np.random.default_rng(2)
+    det_dir, truth_dir = tmp_path / "det", tmp_path / "truth"
+    det_dir.mkdir()
+    truth_dir.mkdir()
+    expected_tp = 0
+    for k, n in enumerate((20, 30)):
+        truth = np.column_stack([rng.uniform(0, 1000, n), rng.uniform(0, 1000, n), rng.uniform(3, 8, n)])
+        Catalog.from_pixels(truth).to_csv(truth_dir / f"img{k}.csv")
+        det = truth[: n - 5]  # 5 missed per image
+        expected_tp += len(det)
+        Catalog.from_pixels(det).to_csv(det_dir / f"img{k}.csv")
+    result = _run("match", det_dir, truth_dir, "--json", "-")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert [im["name"] for im in report["images"]] == ["img0", "img1"]
+    assert report["pooled"]["tp"] == expected_tp and report["pooled"]["fn"] == 10 and report["pooled"]["fp"] == 0
