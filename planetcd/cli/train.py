@@ -36,6 +36,7 @@ def _labels_for(image: Path, labels_dir: Path | None) -> Path:
 @click.option("--filter-multiple", type=click.Choice(["0.5", "1", "2"]), default="1", show_default=True)
 @click.option("--target", type=click.Choice(["filled", "outline", "rings"]), default="filled", show_default=True)
 @click.option("--loss", type=click.Choice(["bce", "dice", "focal"]), default="bce", show_default=True)
+@click.option("--pos-weight", type=float, default=None, help="Weight of crater pixels in the BCE loss (sparse targets).")
 @click.option("--lr", type=float, default=5e-4, show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--epochs", type=int, default=100, show_default=True)
@@ -51,7 +52,7 @@ def _labels_for(image: Path, labels_dir: Path | None) -> Path:
 @device_opt
 @overwrite_opt
 @common_options
-def train(images, val_images, labels_dir, outdir, arch, kernel_size, filter_multiple, target, loss, lr, batch_size,
+def train(images, val_images, labels_dir, outdir, arch, kernel_size, filter_multiple, target, loss, pos_weight, lr, batch_size,
           epochs, patience, crop, crops_per_epoch, positive_fraction, val_tile, no_augment, threads, time_limit,
           seed, device, overwrite, verbose, quiet):
     """Train a crater segmenter on IMAGES (with --val images held out).
@@ -80,7 +81,7 @@ def train(images, val_images, labels_dir, outdir, arch, kernel_size, filter_mult
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     config = TrainConfig(
-        arch=arch, kernel_size=int(kernel_size), filter_multiple=float(filter_multiple), target=target, loss=loss,
+        arch=arch, kernel_size=int(kernel_size), filter_multiple=float(filter_multiple), target=target, loss=loss, pos_weight=pos_weight,
         lr=lr, batch_size=batch_size, epochs=epochs, patience=patience, crop=crop, crops_per_epoch=crops_per_epoch,
         positive_fraction=positive_fraction, val_tile=val_tile, augment=not no_augment, seed=seed, threads=threads,
         time_limit=None if time_limit is None else 60.0 * time_limit, device=device,

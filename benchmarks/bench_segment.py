@@ -1,0 +1,79 @@
+"""Crater segmentation speed: pixels per second on a 2000×2000 tile with 2 CPU threads.
+
+    python benchmarks/bench_segment.py [--model ctx-craters] [--threads 2] [--tile 512] [--overlap 64] [--repeat 2]
+
+Uses CTX tile MC11E-I from ``$PLANETCD_SHARED`` (default ``../shared``) when
+present, else a synthetic 2000×2000 image (the speed does not depend on the
+content).  Reports the whole-file path (``segment_raster``: windowed reads,
+tiles, blending, GeoTIFF writes) and the network alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="ctx-craters")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tile", type=int, default=512)
+    ap.add_argument("--overlap", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    import rasterio
+
+    from planetcd import models
+    from planetcd.craters.segment import segment_raster
+
+    model = models.load(args.model)
+    shared = Path(os.environ.get("PLANETCD_SHARED", REPO.parent / "shared"))
+    tile_png = shared / "data" / "ctx-mc11e" / "images" / "MC11E-I.png"
+    with tempfile.TemporaryDirectory() as tmp:
+        if tile_png.exists():
+            src = tile_png
+        else:
+            src = Path(tmp) / "synthetic.tif"
+            data = np.random.default_rng(0).integers(1, 255, (2000, 2000)).astype(np.uint8)
+            with rasterio.open(src, "w", driver="GTiff", width=2000, height=2000, count=1, dtype="uint8") as dst:
+                dst.write(data, 1)
+        with rasterio.open(src) as ds:
+            n_px = ds.width * ds.height
+            shape = (ds.height, ds.width)
+        times = []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            segment_raster(src, Path(tmp) / "out", model, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size)
+            times.append(time.perf_counter() - t0)
+        x = torch.zeros(1, 1, args.tile, args.tile)
+        with torch.inference_mode():
+            model(x)
+            t0 = time.perf_counter()
+            for _ in range(3):
+                model(x)
+            net = (time.perf_counter() - t0) / 3
+    best = min(times)
+    print(f"image            {src.name} {shape[0]}x{shape[1]} px")
+    print(f"model            {model.metadata.get('name')} ({sum(p.numel() for p in model.parameters()):,} parameters)")
+    print(f"threads          {args.threads} (torch.get_num_threads() = {torch.get_num_threads()})")
+    print(f"tiles            {args.tile} px, overlap {args.overlap} px")
+    print(f"segment_raster   {best:.2f} s (best of {args.repeat}) = {n_px / best:,.0f} px/s")
+    print(f"network alone    {net * 1000:.0f} ms per {args.tile}x{args.tile} tile = {args.tile ** 2 / net:,.0f} px/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

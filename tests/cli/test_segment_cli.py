@@ -1,0 +1,129 @@
+"""``planetcd segment``: outputs on the input grid, formats, bad inputs, the shipped model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from rasterio.transform import from_origin
+
+from planetcd.cli import main
+from planetcd.craters.train import save_checkpoint
+from planetcd.craters.unet import SymmetricUNet
+
+OUTPUTS = ("crater_prob.tif", "crater_mask.tif", "craters.csv", "craters.gpkg")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    torch.manual_seed(0)
+    model = SymmetricUNet(filter_multiple=0.5)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_checkpoint(path, model, "symmetric", {"target": "filled", "threshold": 0.5})
+    return path
+
+
+def _geotiff(path, data, nodata=None):
+    h, w = data.shape
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=1, dtype=data.dtype.name,
+                       crs="EPSG:32633", transform=from_origin(500000, 4000000, 6, 6), nodata=nodata) as dst:
+        dst.write(data, 1)
+    return path
+
+
+def _run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_segment_geotiff_keeps_grid(tmp_path, tiny_model, rng):
+    src = _geotiff(tmp_path / "in.tif", rng.integers(1, 255, (200, 180)).astype(np.uint8))
+    out = tmp_path / "out"
+    res = _run("segment", src, "-o", out, "--model", tiny_model, "--tile", 128, "--overlap", 32, "-q")
+    assert res.exit_code == 0, res.output
+    for name in OUTPUTS:
+        assert (out / name).exists(), name
+    with rasterio.open(out / "crater_prob.tif") as p, rasterio.open(src) as s:
+        assert p.crs == s.crs and p.transform == s.transform and p.shape == s.shape
+    header = (out / "craters.csv").read_text().splitlines()[0].split(",")
+    assert "confidence" in header
+    # existing outputs: refused without --overwrite, replaced with it
+    res = _run("segment", src, "-o", out, "--model", tiny_model, "-q")
+    assert res.exit_code != 0 and "exists" in res.output
+    res = _run("segment", src, "-o", out, "--model", tiny_model, "--overwrite", "-q")
+    assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("suffix", [".png", ".pgm", ".jpg"])
+def test_segment_accepts_plain_images(tmp_path, tiny_model, rng, suffix):
+    path = tmp_path / f"img{suffix}"
+    Image.fromarray(rng.integers(1, 255, (96, 120)).astype(np.uint8)).save(path)
+    res = _run("segment", path, "-o", tmp_path / "o", "--model", tiny_model, "--pixel-size", 6, "-q")
+    assert res.exit_code == 0, res.output
+    with rasterio.open(tmp_path / "o" / "crater_mask.tif") as m:
+        assert m.shape == (96, 120)
+
+
+def test_bad_inputs_one_line_nonzero_nothing_written(tmp_path, tiny_model):
+    text = tmp_path / "notes.tif"
+    text.write_text("not a raster")
+    cases = {
+        "missing": tmp_path / "nope.tif",
+        "not a raster": text,
+        "all nodata": _geotiff(tmp_path / "zeros.tif", np.zeros((64, 64), np.uint8), nodata=0),
+        "too small": _geotiff(tmp_path / "small.tif", np.ones((10, 64), np.uint8)),
+    }
+    for why, path in cases.items():
+        out = tmp_path / f"out_{why.replace(' ', '_')}"
+        res = _run("segment", path, "-o", out, "--model", tiny_model, "-q")
+        assert res.exit_code != 0, why
+        lines = [line for line in res.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("planetcd: error:"), (why, res.output)
+        assert not out.exists() or not any(out.iterdir()), why
+
+
+def test_bad_options(tmp_path, tiny_model, rng):
+    src = _geotiff(tmp_path / "in.tif", rng.integers(1, 255, (64, 64)).astype(np.uint8))
+    for args in (("--overlap", 600), ("--threshold", 1.5), ("--tile", 8), ("--model", tmp_path / "none.pt")):
+        res = _run("segment", src, "-o", tmp_path / "o", "--model", tiny_model, *args, "-q")
+        assert res.exit_code != 0, args
+        assert not (tmp_path / "o" / "crater_prob.tif").exists()
+
+
+def test_registry_metadata():
+    import planetcd.models as models
+
+    assert "ctx-craters" in models.available()
+    meta = models.metadata("ctx-craters")
+    for key in ("instrument", "pixel_scale_m", "target", "training_data", "license", "metrics", "training_command"):
+        assert key in meta, key
+    assert meta["sha256"] == models.sha256(models.weights_path("ctx-craters"))
+    model = models.load("ctx-craters")
+    assert model.metadata["name"] == "ctx-craters"
+    assert not model.training
+
+
+@pytest.mark.shared
+def test_shipped_model_finds_ctx_craters(tmp_path, shared_dir):
+    """The shipped model on a crop of validation tile I (never trained on)."""
+    from planetcd.craters.match import match_craters
+    from planetcd.datasets.crater_labels import read_voc_boxes
+
+    data = shared_dir / "data" / "ctx-mc11e"
+    with rasterio.open(data / "images" / "MC11E-I.png") as src:
+        crop = src.read(1)[:768, :768]
+    Image.fromarray(crop).save(tmp_path / "crop.png")
+    res = _run("segment", tmp_path / "crop.png", "-o", tmp_path / "out", "--pixel-size", 6, "-q")
+    assert res.exit_code == 0, res.output
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "out" / "craters.csv")))
+    det = np.array([[float(r["x_px"]), float(r["y_px"]), float(r["radius_px"])] for r in rows]).reshape(-1, 3)
+    truth = read_voc_boxes(data / "annotations" / "clustered" / "MC11E-I.xml")
+    truth = truth[(truth[:, 0] < 768) & (truth[:, 1] < 768)]
+    result = match_craters(det, truth, mode="deepmoon", min_diameter_px=8)
+    assert result.n_truth > 20
+    assert result.f1 > 0.6, result.to_dict()
+    assert "diameter_m" in rows[0] or "diameter_km" in rows[0]
