@@ -71,6 +71,13 @@ def is_georeferenced(ds) -> bool:
     return ds.crs is not None and not ds.transform.is_identity
 
 
+def pixel_to_map(transform, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map ``x, y`` of pixel positions (fractional ``rows, cols``; 0.5 = a pixel centre) through an affine transform."""
+    rows = np.asarray(rows, dtype=np.float64)
+    cols = np.asarray(cols, dtype=np.float64)
+    return (transform.a * cols + transform.b * rows + transform.c, transform.d * cols + transform.e * rows + transform.f)
+
+
 def read_window(
     ds,
     window: Window | None = None,
@@ -214,7 +221,7 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".part", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part" + path.suffix, dir=path.parent)
     os.close(fd)
     os.unlink(tmp)  # GDAL and pyogrio want to create the file themselves
     tmp = Path(tmp)

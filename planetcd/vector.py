@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import struct
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -54,7 +55,7 @@ def _columns(table: Mapping[str, Sequence]) -> tuple[list[str], list[np.ndarray]
     return names, arrays
 
 
-def write_csv(path: PathLike, table: Mapping[str, Sequence], float_format: str = "{:.6g}") -> None:
+def write_csv(path: PathLike, table: Mapping[str, Sequence], float_format: str = "{:.10g}") -> None:
     """Write columns (a mapping of name to 1-D sequence) as CSV, atomically."""
     names, arrays = _columns(table)
 
@@ -106,7 +107,9 @@ def write_gpkg(
     if crs is not None:
         crs_wkt = crs if isinstance(crs, str) else crs.to_wkt()
     layer = layer or str(path).rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    with atomic_output(path) as tmp:
+    with atomic_output(path) as tmp, warnings.catch_warnings():
+        # pyogrio warns when no CRS is given: images without georeferencing have none.
+        warnings.filterwarnings("ignore", message=".*'crs' was not provided.*")
         pyogrio.raw.write(
             str(tmp),
             geometry=geometry,

@@ -186,25 +186,29 @@ def make_change_pair(
     gain: float = 1.1,
     offset: float = 0.02,
     noise_std: float = 0.01,
+    crater_density: float = 4e-4,
+    halo: str = "dark",
+    halo_strength: float = 0.5,
 ) -> SyntheticPair:
     """Make a pre/post pair of the same synthetic ground with planted new craters.
 
     The post image is the same landscape displaced by ``displacement`` pixels
     (sub-pixel, interpolated from real surrounding terrain, not wrapped), with
     ``gain``, ``offset`` and Gaussian noise, plus fresh craters at
-    ``new_craters`` (``y, x, radius`` in pre pixel coordinates). Both images are
-    float32 in about ``0..1``.
+    ``new_craters`` (``y, x, radius`` in pre pixel coordinates) with a ``halo``
+    blast zone (see :func:`add_fresh_crater`). ``crater_density`` is the number
+    of older craters per pixel. Both images are float32 in about ``0..1``.
     """
     margin = int(np.ceil(max(abs(displacement[0]), abs(displacement[1])))) + 4
     big_shape = (shape[0] + 2 * margin, shape[1] + 2 * margin)
-    ground, _ = synthetic_terrain(big_shape, seed=seed)
+    ground, _ = synthetic_terrain(big_shape, seed=seed, n_craters=int(crater_density * big_shape[0] * big_shape[1]))
     rng = np.random.default_rng(seed + 1)
     if new_craters is None:
         new_craters = np.array([[shape[0] * 0.3, shape[1] * 0.6, 12.0]])
     new_craters = np.atleast_2d(np.asarray(new_craters, dtype=np.float64))
     changed = ground
     for y, x, radius in new_craters:
-        changed = add_fresh_crater(changed, y + margin, x + margin, radius)
+        changed = add_fresh_crater(changed, y + margin, x + margin, radius, halo=halo, halo_strength=halo_strength)
     pre = ground[margin:-margin, margin:-margin]
     moved = ndimage.shift(changed, displacement, order=3, mode="nearest")
     post = moved[margin:-margin, margin:-margin] * gain + offset

@@ -1,0 +1,167 @@
+"""Co-registration of the post image onto the pre image's grid.
+
+Two steps: when both rasters are georeferenced, post is resampled onto pre's
+grid on the fly (``WarpedVRT``); the remaining global misregistration is then
+estimated by phase correlation and undone with sub-pixel interpolation while
+reading windows (:class:`AlignedReader`), so no resampled copy of the post
+image is ever held whole in memory.
+
+Displacement convention: ``(dy, dx)`` is where post has moved relative to
+pre — a ground feature at pre pixel ``(y, x)`` appears at post pixel
+``(y + dy, x + dx)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+
+import numpy as np
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+from scipy import ndimage
+
+from ..errors import InputError
+from ..raster import is_georeferenced, read_window
+
+log = logging.getLogger(__name__)
+
+
+def estimate_shift(
+    pre: np.ndarray,
+    post: np.ndarray,
+    pre_valid: np.ndarray | None = None,
+    post_valid: np.ndarray | None = None,
+    upsample_factor: int = 20,
+) -> tuple[tuple[float, float], float]:
+    """Global displacement of ``post`` relative to ``pre`` by phase correlation.
+
+    Parameters
+    ----------
+    pre, post : ndarray, shape (rows, cols)
+        Single-band images of the same shape (any scale; each is standardised).
+    pre_valid, post_valid : ndarray of bool, optional
+        Validity masks; invalid pixels are set to the image mean.
+    upsample_factor : int
+        Sub-pixel precision is ``1 / upsample_factor`` pixel.
+
+    Returns
+    -------
+    displacement : (dy, dx) in pixels
+    error : float
+        Phase-correlation error from scikit-image (0 = perfect match, 1 = none).
+    """
+    from skimage.registration import phase_cross_correlation
+
+    if pre.shape != post.shape:
+        raise ValueError(f"shapes differ: {pre.shape} vs {post.shape}")
+    window = np.outer(np.hanning(pre.shape[0]), np.hanning(pre.shape[1])).astype(np.float32)
+
+    def prepare(image, valid):
+        image = image.astype(np.float32, copy=True)
+        valid = np.ones(image.shape, bool) if valid is None else valid
+        mean = image[valid].mean() if np.any(valid) else 0.0
+        image[~valid] = mean
+        image = (image - mean) / (image[valid].std() + 1e-6)
+        return image * window
+
+    shift, error, _ = phase_cross_correlation(
+        prepare(pre, pre_valid), prepare(post, post_valid), upsample_factor=upsample_factor, normalization=None
+    )
+    # scikit-image returns the shift that registers post onto pre: the opposite of the displacement.
+    return (float(-shift[0]), float(-shift[1])), float(error)
+
+
+def undo_displacement(
+    data: np.ndarray, valid: np.ndarray, frac: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resample ``(bands, rows, cols)`` data so content displaced by ``frac`` pixels moves back (bilinear)."""
+    if frac == (0.0, 0.0):
+        return data, valid
+    back = (0.0, -frac[0], -frac[1])
+    data = ndimage.shift(data, back, order=3, mode="nearest")
+    valid = ndimage.shift(valid.astype(np.float32), back[1:], order=1, mode="constant", cval=0.0) > 0.999
+    return data, valid
+
+
+class AlignedReader:
+    """Read windows of the post image on pre's grid with a displacement undone.
+
+    Parameters
+    ----------
+    dataset : rasterio dataset or WarpedVRT
+        Post, already on pre's grid.
+    displacement : (dy, dx)
+        Displacement of post relative to pre, pixels (undone on read).
+    """
+
+    def __init__(self, dataset, displacement: tuple[float, float] = (0.0, 0.0)):
+        self.dataset = dataset
+        self.displacement = (float(displacement[0]), float(displacement[1]))
+        self.whole = (int(round(self.displacement[0])), int(round(self.displacement[1])))
+        self.frac = (self.displacement[0] - self.whole[0], self.displacement[1] - self.whole[1])
+        self.height, self.width, self.count = dataset.height, dataset.width, dataset.count
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Data ``(bands, h, w)`` float32 and validity ``(h, w)`` for a window of pre's grid."""
+        pad = 0 if self.frac == (0.0, 0.0) else 2
+        src = Window(
+            window.col_off + self.whole[1] - pad,
+            window.row_off + self.whole[0] - pad,
+            window.width + 2 * pad,
+            window.height + 2 * pad,
+        )
+        inside = (
+            src.col_off >= 0
+            and src.row_off >= 0
+            and src.col_off + src.width <= self.width
+            and src.row_off + src.height <= self.height
+        )
+        data, valid = read_window(self.dataset, src, boundless=not inside)
+        data, valid = undo_displacement(data, valid, self.frac)
+        if pad:
+            data = data[:, pad:-pad, pad:-pad]
+            valid = valid[pad:-pad, pad:-pad]
+        return np.ascontiguousarray(data), valid
+
+
+@contextlib.contextmanager
+def post_on_pre_grid(pre_ds, post_ds):
+    """Yield post as a dataset on pre's grid (a WarpedVRT when the grids differ).
+
+    Raises
+    ------
+    InputError
+        When the band counts differ, or when the sizes differ and the rasters
+        cannot be put on one grid (not both georeferenced).
+    """
+    if pre_ds.count != post_ds.count:
+        raise InputError(f"band counts differ: pre has {pre_ds.count}, post has {post_ds.count}")
+    same_grid = (
+        pre_ds.width == post_ds.width
+        and pre_ds.height == post_ds.height
+        and (pre_ds.crs == post_ds.crs or not is_georeferenced(pre_ds) or not is_georeferenced(post_ds))
+        and (pre_ds.transform.almost_equals(post_ds.transform) or not is_georeferenced(post_ds) or not is_georeferenced(pre_ds))
+    )
+    if same_grid:
+        if is_georeferenced(pre_ds) != is_georeferenced(post_ds):
+            warnings.warn("only one image is georeferenced; assuming both share pre's grid", stacklevel=3)
+        yield post_ds
+        return
+    if not (is_georeferenced(pre_ds) and is_georeferenced(post_ds)):
+        raise InputError(
+            f"images differ in size ({pre_ds.width}x{pre_ds.height} vs {post_ds.width}x{post_ds.height}) "
+            "and are not both georeferenced, so they cannot be put on one grid"
+        )
+    log.info("resampling post onto pre's grid (WarpedVRT, bilinear)")
+    with WarpedVRT(
+        post_ds,
+        crs=pre_ds.crs,
+        transform=pre_ds.transform,
+        width=pre_ds.width,
+        height=pre_ds.height,
+        resampling=Resampling.bilinear,
+    ) as vrt:
+        yield vrt

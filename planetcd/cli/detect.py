@@ -1,0 +1,80 @@
+"""``planetcd detect PRE POST -o OUTDIR``: changed patches between two images."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from .options import common_options, device_opt, outdir_opt, overwrite_opt, seed_opt, setup_logging, weights_opt
+
+log = logging.getLogger("planetcd")
+
+
+def _threshold(value: str) -> str | float:
+    if value in ("pseudo", "kmeans"):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter("use 'pseudo', 'kmeans' or a number") from None
+
+
+@click.command()
+@click.argument("pre", type=click.Path(dir_okay=False))
+@click.argument("post", type=click.Path(dir_okay=False))
+@outdir_opt
+@click.option("--patch-size", type=click.IntRange(8), default=100, show_default=True, help="Patch side, pixels.")
+@click.option("--stride", type=click.IntRange(1), default=None, help="Step between patches, pixels [default: patch size].")
+@click.option("--layer", type=click.IntRange(1, 13), default=6, show_default=True, help="VGG-16 conv layer (6 = conv3_2).")
+@click.option("--pooling", type=click.Choice(["max", "avg"]), default="max", show_default=True, help="Global pooling per patch.")
+@click.option("--threshold", "threshold", default="pseudo", show_default=True,
+              help="'pseudo' (95th percentile of pseudo-unchanged pairs), 'kmeans', or a fixed τ.")
+@click.option("--percentile", type=click.FloatRange(0, 100), default=95.0, show_default=True,
+              help="Percentile of pseudo-pair scores taken as τ.")
+@click.option("--max-shift", type=click.FloatRange(0), default=10.0, show_default=True,
+              help="Largest shift per axis in pseudo pairs, pixels.")
+@click.option("--noise-std", type=click.FloatRange(0), default=0.02, show_default=True,
+              help="Gaussian noise of pseudo pairs (0..1 intensity scale).")
+@click.option("--n-pseudo", type=click.IntRange(2), default=100, show_default=True, help="Number of pseudo pairs.")
+@click.option("--register/--no-register", default=True, show_default=True,
+              help="Estimate and undo the global shift (phase correlation).")
+@click.option("--pixelwise", is_flag=True, help="Also write deep-CVA pixel maps inside changed patches.")
+@click.option("--tile-size", type=click.IntRange(64), default=512, show_default=True,
+              help="Tile side for feature maps, pixels (memory vs overhead).")
+@click.option("--no-quicklook", is_flag=True, help="Skip quicklook.png.")
+@weights_opt
+@device_opt
+@seed_opt
+@overwrite_opt
+@common_options
+def detect(pre, post, outdir, patch_size, stride, layer, pooling, threshold, percentile, max_shift, noise_std,
+           n_pseudo, register, pixelwise, tile_size, no_quicklook, weights, device, seed, overwrite, verbose, quiet):
+    """Find changed patches between PRE and POST images (Saha & Zhu's VGG-16 patch method).
+
+    Writes change_score.tif, change_mask.tif (on PRE's grid), candidates.csv and
+    candidates.gpkg (patches ranked by change score), quicklook.png and run.json.
+    """
+    from ..change.detect import detect as run_detect
+    from ..change.outputs import output_names
+    from ..raster import check_writable
+
+    show_progress = setup_logging(verbose, quiet)
+    outdir = Path(outdir)
+    check_writable([outdir / n for n in output_names(pixelwise, not no_quicklook)], overwrite)
+    result = run_detect(
+        pre, post, patch_size=patch_size, stride=stride, layer=layer, pooling=pooling,
+        threshold=_threshold(threshold), percentile=percentile, max_shift=max_shift, noise_std=noise_std,
+        n_pseudo=n_pseudo, register=register, pixelwise=pixelwise, weights=weights, device=device,
+        tile_size=tile_size, seed=seed, progress=show_progress,
+    )
+    result.write(outdir, overwrite=overwrite, quicklook=not no_quicklook)
+    table = result.candidates()
+    dy, dx = result.displacement
+    log.info("shift of post: dy=%+.2f dx=%+.2f px; tau=%.4g; %d of %d patches changed",
+             dy, dx, result.tau, int(result.changed.sum()), len(table["rank"]))
+    for k in range(min(5, len(table["rank"]))):
+        log.info("  #%d  row %d col %d  score %.4g  ratio %.2f%s", table["rank"][k], table["row_off"][k],
+                 table["col_off"][k], table["score"][k], table["ratio"][k], "  changed" if table["changed"][k] else "")
+    log.info("outputs in %s", outdir)

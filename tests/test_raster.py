@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+import rasterio
+
+from planetcd.datasets.synthetic import MARS_EQC_WKT, write_geotiff
+from planetcd.errors import InputError, OutputExistsError
+from planetcd.raster import (
+    atomic_output, check_writable, open_raster, read_window, robust_range, scale_intensity, to_three_bands,
+    write_geotiff as write_output,
+)
+
+
+def test_open_errors_are_one_line(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        open_raster(tmp_path / "missing.tif")
+    (tmp_path / "notes.tif").write_text("hello")
+    with pytest.raises(InputError, match="not a raster") as info:
+        open_raster(tmp_path / "notes.tif")
+    assert "\n" not in str(info.value)
+
+
+def test_read_window_masks_nodata_and_nan(tmp_path):
+    image = np.arange(20 * 30, dtype="float32").reshape(20, 30)
+    image[2, 3] = -9999
+    path = write_geotiff(tmp_path / "a.tif", image, dtype="float32", nodata=-9999)
+    with open_raster(path) as ds:
+        data, valid = read_window(ds)
+    assert data.shape == (1, 20, 30) and valid.shape == (20, 30)
+    assert not valid[2, 3] and valid.sum() == 599 and data[0, 2, 3] == 0
+
+
+def test_robust_scaling_and_bands():
+    rng = np.random.default_rng(0)
+    data = rng.normal(100, 10, (1, 50, 50)).astype(np.float32)
+    valid = np.ones((50, 50), bool)
+    low, high = robust_range(data, valid)
+    scaled = scale_intensity(data, low, high)
+    assert scaled.min() == 0 and scaled.max() == 1
+    assert to_three_bands(scaled).shape == (3, 50, 50)
+    assert to_three_bands(np.zeros((4, 5, 5), np.float32)).shape == (3, 5, 5)
+    with pytest.raises(InputError, match="no valid pixels"):
+        robust_range(data, np.zeros((50, 50), bool))
+
+
+def test_outputs_keep_grid_and_are_atomic(tmp_path):
+    src = write_geotiff(tmp_path / "src.tif", np.ones((40, 50), np.float32) * 0.5)
+    with rasterio.open(src) as ds:
+        profile = ds.profile
+    write_output(tmp_path / "out.tif", np.zeros((40, 50), np.float32), profile)
+    with rasterio.open(tmp_path / "out.tif") as out:
+        assert out.crs == rasterio.crs.CRS.from_wkt(MARS_EQC_WKT)
+        assert out.transform == profile["transform"]
+    with pytest.raises(RuntimeError):
+        with atomic_output(tmp_path / "half.txt") as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("boom")
+    assert not (tmp_path / "half.txt").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        check_writable([tmp_path / "out.tif"], overwrite=False)
+    check_writable([tmp_path / "out.tif"], overwrite=True)
