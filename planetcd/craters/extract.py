@@ -99,6 +99,7 @@ def extract_craters(
     match_threshold: float | None = None,
     radius_step: float = 1.0,
     duplicate_mode: str = "deepmoon",
+    close_gaps: int = 2,
 ) -> np.ndarray:
     """Craters from a probability map.
 
@@ -122,6 +123,11 @@ def extract_craters(
         ``template``: step between template radii in pixels.
     duplicate_mode : {"deepmoon", "strict", "iou"}
         Rule of :func:`planetcd.craters.match.suppress_duplicates`.
+    close_gaps : int
+        ``components`` with outline/ring targets: radius in pixels of a
+        morphological closing that bridges gaps in the rims before their insides
+        are found (0: none). Insides narrower than about ``close_gaps`` pixels
+        are closed too, so craters under ~``close_gaps + 1`` px radius are lost.
 
     Returns
     -------
@@ -139,6 +145,10 @@ def extract_craters(
     elif target == "filled":
         craters = _filled_components(binary, prob, min_radius)
     else:
+        if close_gaps > 0:
+            from skimage.morphology import disk
+
+            binary = ndimage.binary_closing(binary, structure=disk(close_gaps), border_value=0)
         craters = _outline_components(binary, prob, target)
     if len(craters):
         craters = craters[(craters[:, 2] >= min_radius) & (craters[:, 2] <= max_radius)]
@@ -204,6 +214,8 @@ def _filled_components(binary: np.ndarray, prob: np.ndarray, min_radius: float) 
 
     if not binary.any():
         return np.zeros((0, 4))
+    # Gaps inside a disc would seed extra watershed basins; a filled target has no holes.
+    binary = ndimage.binary_fill_holes(binary)
     distance = ndimage.distance_transform_edt(binary)
     components, _ = ndimage.label(binary)
     peaks = peak_local_max(distance, min_distance=max(1, int(round(min_radius))), labels=components, exclude_border=False)
@@ -234,10 +246,29 @@ def _outline_components(binary: np.ndarray, prob: np.ndarray, target: str) -> np
     if target == "outline":
         craters[:, 2] = craters[:, 2] / OUTLINE_INNER_FRACTION
     else:
-        craters[:, 2] = craters[:, 2] + max(0.5, RING_THICKNESS / 2)
+        craters[:, 2] = _ring_radius(binary, craters)
     # Confidence: mean target probability on the rim circle found.
     craters[:, 3] = _rim_probability(prob, craters, target)
     return craters
+
+
+def _ring_radius(binary: np.ndarray, craters: np.ndarray, reach: float = 3.0) -> np.ndarray:
+    """Rim radius of thin rings: mean distance of the ring pixels just outside each inside region.
+
+    The binarised ring is wider than the drawn one (blur, low threshold), so the
+    radius of the inside region alone underestimates the rim.
+    """
+    radii = np.empty(len(craters))
+    height, width = binary.shape
+    for k, (x, y, r_inside, _) in enumerate(craters):
+        outer = r_inside + reach
+        r0, r1 = max(0, int(y - outer)), min(height, int(np.ceil(y + outer)) + 1)
+        c0, c1 = max(0, int(x - outer)), min(width, int(np.ceil(x + outer)) + 1)
+        yy, xx = np.mgrid[r0:r1, c0:c1]
+        d = np.hypot(yy - y, xx - x)
+        ring = binary[r0:r1, c0:c1] & (d >= r_inside) & (d < outer)
+        radii[k] = d[ring].mean() if ring.any() else r_inside + max(0.5, RING_THICKNESS / 2)
+    return radii
 
 
 def _rim_probability(prob: np.ndarray, craters: np.ndarray, target: str) -> np.ndarray:
