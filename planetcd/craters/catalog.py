@@ -487,7 +487,7 @@ def read_pycda(path: str | PathLike, **georef) -> Catalog:
 def read_robbins(path: str | PathLike, body_radius_m: float = BODY_RADII_M["mars"]) -> Catalog:
     """A Robbins & Hynek (2012) tile CSV: pixel columns and planetocentric lon/lat/diameter (km)."""
     pixels = crater_labels.read_robbins_csv(path)
-    lon, lat, diameter = crater_labels._read_columns(
+    lon, lat, diameter = crater_labels.read_csv_columns(
         Path(path), ("LONGITUDE_CIRCLE_IMAGE", "LATITUDE_CIRCLE_IMAGE", "DIAM_CIRCLE_IMAGE")
     )
     return Catalog(
@@ -523,7 +523,7 @@ def read_moon_catalog(path: str | PathLike, body_radius_m: float = BODY_RADII_M[
     lon_col, lat_col, d_col = _pick(header, _LON_NAMES), _pick(header, _LAT_NAMES), _pick(header, _DIAM_NAMES)
     if None in (lon_col, lat_col, d_col):
         raise InputError(f"{path}: needs longitude, latitude and diameter (km) columns; found {', '.join(header)}")
-    lon, lat, diameter = crater_labels._read_columns(path, (lon_col, lat_col, d_col))
+    lon, lat, diameter = crater_labels.read_csv_columns(path, (lon_col, lat_col, d_col))
     return Catalog.from_lonlat((lon + 180.0) % 360.0 - 180.0, lat, diameter, body_radius_m, name=path.stem)
 
 
@@ -536,7 +536,7 @@ def read_catalog_csv(path: str | PathLike, body_radius_m: float | None = None) -
     wanted = [c for c in ("x_px", "y_px", "radius_px", "confidence", "lon_deg", "lat_deg", "diameter_km", "body_radius_m") if c in lowered]
     if not wanted:
         return read_moon_catalog(path, body_radius_m or BODY_RADII_M["moon"])
-    values = crater_labels._read_columns(path, tuple(header[lowered.index(c)] for c in wanted))
+    values = crater_labels.read_csv_columns(path, tuple(header[lowered.index(c)] for c in wanted))
     columns = dict(zip(wanted, values))
     n = len(values[0])
     nan = np.full(n, np.nan)

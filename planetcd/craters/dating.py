@@ -235,7 +235,8 @@ class ChronologySystem:
     production: ProductionFunction
     chronology: ChronologyFunction
 
-    def n1_to_age(self, n1):
+    def n1_to_age(self, n1: np.ndarray) -> np.ndarray:
+        """Age in Ga of surfaces with N(1) = ``n1`` per km² (the chronology's inverse)."""
         return self.chronology.age(n1)
 
 

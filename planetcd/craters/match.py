@@ -551,9 +551,7 @@ def match_craters(
         raise ValueError(f"unknown match mode {mode!r}; use deepmoon, strict or iou")
     pd, pt = _as_points(detected), _as_points(truth)
     i, j, distance = _candidates(pd, pt, mode, dist2_threshold, radius_threshold, iou_threshold)
-    t_d2, t_r = MODES.get(mode, (1.0, 1.0))
-    if mode != "iou":
-        t_d2, t_r = _thresholds(mode, dist2_threshold, radius_threshold)
+    t_d2, t_r = (1.0, 1.0) if mode == "iou" else _thresholds(mode, dist2_threshold, radius_threshold)
     cost = _pair_cost(distance, pd.radius[i], pt.radius[j], mode, t_d2, t_r)
     pairs = _one_to_one(i, j, cost, len(pd), len(pt))
 

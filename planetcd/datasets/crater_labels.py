@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["read_voc_boxes", "read_pycda_csv", "read_robbins_csv", "read_pixel_csv"]
+__all__ = ["read_voc_boxes", "read_pycda_csv", "read_robbins_csv", "read_pixel_csv", "read_csv_columns"]
 
 
 def _existing(path: str | PathLike) -> Path:
@@ -70,8 +70,13 @@ def read_voc_boxes(path: str | PathLike) -> np.ndarray:
     return np.array(rows, dtype=np.float64).reshape(-1, 3)
 
 
-def _read_columns(path: Path, columns: tuple[str, ...]) -> list[np.ndarray]:
-    """Read named float columns of a CSV file (any line endings), one array per name."""
+def read_csv_columns(path: str | PathLike, columns: tuple[str, ...]) -> list[np.ndarray]:
+    """Named float64 columns of a CSV file (any line endings: ``\\n``, ``\\r\\n`` or old Mac ``\\r``).
+
+    Returns one array of shape (n,) per name; raises :class:`InputError` on a
+    missing column or a non-numeric value.
+    """
+    path = _existing(path)
     try:
         text = path.read_text(encoding="utf-8-sig", errors="strict")
     except (OSError, UnicodeDecodeError) as exc:
@@ -114,7 +119,7 @@ def read_pixel_csv(path: str | PathLike, x: str, y: str, radius: str | None = No
     if (radius is None) == (diameter is None):
         raise ValueError("give exactly one of radius= or diameter=")
     path = _existing(path)
-    cx, cy, size = _read_columns(path, (x, y, radius or diameter))
+    cx, cy, size = read_csv_columns(path, (x, y, radius or diameter))
     r = size if radius is not None else size / 2.0
     if np.any(r < 0) or not np.all(np.isfinite(np.stack([cx, cy, r]))):
         raise InputError(f"{path}: negative or non-finite crater sizes/positions")
