@@ -171,7 +171,7 @@ def resolve_vgg16_weights(path: str | os.PathLike | None = None, download: bool 
         return cached
     if download:
         meta = VGG16Weights.IMAGENET1K_V1.value
-        log.warning("downloading VGG-16 weights from %s to %s", meta.url, cached)
+        log.info("downloading VGG-16 weights (528 MB) from %s to %s", meta.url, cached)
         try:
             _download(meta.url, cached, meta.sha256_prefix)
         except Exception as exc:  # network errors have many types; all mean "offline"

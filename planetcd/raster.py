@@ -98,7 +98,8 @@ def read_window(
     out_shape : (rows, cols), optional
         Decimated read (nearest neighbour), used for quick looks and statistics.
     boundless : bool
-        Allow windows that extend past the raster; outside pixels are invalid.
+        Allow windows that extend past the raster; outside pixels are invalid
+        (read as the intersection and padded, so WarpedVRTs work too).
 
     Returns
     -------
@@ -108,7 +109,9 @@ def read_window(
         ``True`` where every band holds data (GDAL mask, nodata value and NaN).
     """
     indexes = list(bands) if bands is not None else list(range(1, ds.count + 1))
-    kwargs = {"window": window, "boundless": boundless}
+    if boundless and window is not None and out_shape is None:
+        return _read_boundless(ds, window, indexes)
+    kwargs = {"window": window}
     if out_shape is not None:
         kwargs["out_shape"] = (len(indexes), *out_shape)
     data = ds.read(indexes, masked=False, fill_value=0, **kwargs).astype(np.float32, copy=False)
@@ -118,6 +121,21 @@ def read_window(
     masks = ds.read_masks(indexes, **mask_kwargs)
     valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(data), axis=0)
     data[:, ~valid] = 0.0
+    return data, valid
+
+
+def _read_boundless(ds, window: Window, indexes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Read a window that may extend past the raster (works on WarpedVRTs, which refuse boundless reads)."""
+    row0, col0 = int(window.row_off), int(window.col_off)
+    height, width = int(window.height), int(window.width)
+    data = np.zeros((len(indexes), height, width), np.float32)
+    valid = np.zeros((height, width), bool)
+    r0, c0 = max(row0, 0), max(col0, 0)
+    r1, c1 = min(row0 + height, ds.height), min(col0 + width, ds.width)
+    if r1 > r0 and c1 > c0:
+        part, part_valid = read_window(ds, Window(c0, r0, c1 - c0, r1 - r0), bands=indexes)
+        data[:, r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = part
+        valid[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = part_valid
     return data, valid
 
 

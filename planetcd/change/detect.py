@@ -320,6 +320,8 @@ def detect(
         post_grid = stack.enter_context(post_on_pre_grid(pre_ds, post_ds))
         pre_stats = image_stats(pre_ds, "pre")
         post_stats = image_stats(post_grid, "post")
+        if trunk is None:  # before any heavy work, so a weights problem is reported at once
+            trunk = VGGFeatures(layer=layer, weights=weights, relu=relu)
 
         t0 = time.perf_counter()
         displacement, reg_error = (0.0, 0.0), float("nan")
@@ -330,8 +332,6 @@ def detect(
         pre_reader = AlignedReader(pre_ds)
         post_reader = AlignedReader(post_grid, displacement)
 
-        if trunk is None:
-            trunk = VGGFeatures(layer=layer, weights=weights, relu=relu)
         torch_device = pick_device(device)
         trunk = trunk.to(torch_device)
         s = trunk.stride
