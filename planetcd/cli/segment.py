@@ -96,9 +96,7 @@ def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, bat
     if tools is None:
         return
     extract_craters, Catalog = tools
-    import rasterio
-
-    with rasterio.open(result.prob_path) as src:
+    with open_raster(result.prob_path) as src:
         prob = src.read(1)
     ext = meta.get("extraction", {})
     craters = extract_craters(

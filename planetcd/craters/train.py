@@ -357,6 +357,8 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     time_limit: float | None = None  # seconds; stops after the epoch that passes it
+    crater_f1: bool = True  # crater precision/recall/F1 on the validation images each epoch
+    monitor: str = "val_loss"  # early stopping and best checkpoint: "val_loss" or "val_f1"
     device: str = "cpu"
 
     def model_config(self) -> dict:
@@ -416,27 +418,69 @@ def plot_curves(rows: list[dict], path: str | os.PathLike) -> None:
 # --------------------------------------------------------------------------- the loop
 
 
-def _val_batches(images: Sequence[LabelledImage], tile: int, batch_size: int):
-    for im in images:
-        xs, windows = tile_array(im.image, tile)
-        ys, _ = tile_array(im.target, tile)
-        for i in range(0, len(xs), batch_size):
-            yield (
-                torch.from_numpy(np.ascontiguousarray(xs[i : i + batch_size, None])),
-                torch.from_numpy(ys[i : i + batch_size, None].astype(np.float32)),
-            )
+def evaluate(
+    model: torch.nn.Module,
+    images: Sequence[LabelledImage],
+    tile: int,
+    batch_size: int,
+    criterion,
+    device="cpu",
+    return_prob: bool = False,
+):
+    """Validation metrics on a fixed grid of ``tile`` × ``tile`` tiles of each image.
 
-
-def evaluate(model: torch.nn.Module, images: Sequence[LabelledImage], tile: int, batch_size: int, criterion, device="cpu") -> dict[str, float]:
-    """Validation metrics on a fixed grid of ``tile`` × ``tile`` tiles of each image."""
+    With ``return_prob``, also returns the probability map of each image
+    stitched from its tiles (a list of ``(H, W)`` float32 arrays).
+    """
     counts = PixelCounts()
+    probs = []
     model.eval()
     with torch.no_grad():
-        for x, y in _val_batches(images, tile, batch_size):
-            x, y = x.to(device), y.to(device)
-            logits = model.forward_logits(x)
-            counts.add(torch.sigmoid(logits), y, float(criterion(logits, y)))
+        for im in images:
+            xs, windows = tile_array(im.image, tile)
+            ys, _ = tile_array(im.target, tile)
+            h, w = im.image.shape
+            full = np.zeros((max(h, tile), max(w, tile)), np.float32)  # tile_array pads small images
+            for i in range(0, len(xs), batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(xs[i : i + batch_size, None])).to(device)
+                y = torch.from_numpy(ys[i : i + batch_size, None].astype(np.float32)).to(device)
+                logits = model.forward_logits(x)
+                prob = torch.sigmoid(logits)
+                counts.add(prob, y, float(criterion(logits, y)))
+                for (r, c, h, w), p in zip(windows[i : i + batch_size], prob[:, 0].cpu().numpy()):
+                    full[r : r + h, c : c + w] = p
+            probs.append(full[:h, :w])
+    if return_prob:
+        return counts.metrics(), probs
     return counts.metrics()
+
+
+def crater_scores(
+    probs: Sequence[np.ndarray],
+    images: Sequence[LabelledImage],
+    target: str = "filled",
+    thresholds: Sequence[float] = (0.3, 0.5, 0.7),
+    min_diameter_px: float = 8.0,
+) -> dict[str, float]:
+    """Crater precision, recall and F1 (DeepMoon rule, pooled over images) at the best of ``thresholds``.
+
+    Craters are extracted with :func:`planetcd.craters.extract.extract_craters`
+    (components) and matched with :func:`planetcd.craters.match.match_craters`.
+    """
+    from .extract import extract_craters
+    from .match import match_craters, pool_results
+
+    best = None
+    for th in thresholds:
+        results = []
+        for prob, im in zip(probs, images):
+            det = extract_craters(prob, method="components", threshold=th, target=target, min_radius=2.0, max_radius=150.0)
+            results.append(match_craters(det, im.craters, mode="deepmoon", min_diameter_px=min_diameter_px))
+        pooled = pool_results(results)
+        f1 = 0.0 if np.isnan(pooled.f1) else pooled.f1
+        if best is None or f1 > best["val_f1"]:
+            best = {"val_precision": pooled.precision, "val_recall": pooled.recall, "val_f1": f1, "val_f1_threshold": th}
+    return best or {}
 
 
 def train(
@@ -463,6 +507,10 @@ def train(
         Show a tqdm bar per epoch on stderr.
     extra_metadata : dict, optional
         Stored in the checkpoint beside the weights (e.g. data sources).
+
+    ``best.pt`` is the epoch with the best monitored value (``config.monitor``:
+    the validation loss by default, or the validation crater F1); ``last.pt``
+    the latest epoch.
 
     Returns
     -------
@@ -529,12 +577,21 @@ def train(
         row = {"epoch": epoch}
         row.update({f"train_{k}": v for k, v in counts.metrics().items()})
         if val_images:
-            row.update({f"val_{k}": v for k, v in evaluate(model, val_images, config.val_tile, config.batch_size, criterion, device).items()})
+            metrics, probs = evaluate(model, val_images, config.val_tile, config.batch_size, criterion, device, return_prob=True)
+            row.update({f"val_{k}": v for k, v in metrics.items()})
+            if config.crater_f1 and any(len(im.craters) for im in val_images):
+                try:
+                    row.update(crater_scores(probs, val_images, config.target))
+                except ImportError as exc:  # extraction/matching not installed
+                    log.debug("no crater scores: %s", exc)
         if on_epoch is not None:
             row.update(on_epoch(epoch, model) or {})
         row["seconds"] = round(time.monotonic() - t0, 2)
         history.append(row)
-        monitor = row.get("val_loss", row["train_loss"])
+        if config.monitor == "val_f1" and "val_f1" in row:
+            monitor = -row["val_f1"]
+        else:
+            monitor = row.get("val_loss", row["train_loss"])
         improved = monitor < best["loss"]
         if improved:
             best = {"epoch": epoch, "loss": monitor}
@@ -542,6 +599,7 @@ def train(
             save_checkpoint(ckpt, model, config.arch, {**meta, "epoch": epoch, "metrics": row})
         else:
             stale += 1
+        save_checkpoint(outdir / "last.pt", model, config.arch, {**meta, "epoch": epoch, "metrics": row})
         _write_log(log_path, history)
         try:
             plot_curves(history, outdir / "curves.png")
@@ -564,7 +622,8 @@ def train(
         bar.close()
     return {
         "best_epoch": best["epoch"],
-        "best_val_loss": best["loss"],
+        "best_monitor": best["loss"],
+        "best_val_loss": history[best["epoch"] - 1].get("val_loss", float("nan")) if best["epoch"] > 0 else float("nan"),
         "epochs_run": len(history),
         "seconds": time.monotonic() - start,
         "history": history,

@@ -119,8 +119,11 @@ def test_loop_writes_log_curves_and_best_checkpoint(tmp_path):
     assert result["epochs_run"] == 3
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
     assert len(rows) == 3
-    for key in ("train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_iou", "val_dice"):
+    for key in ("train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_iou", "val_dice",
+                "val_precision", "val_recall", "val_f1"):
         assert key in rows[0]
+    assert 0.0 <= float(rows[-1]["val_f1"]) <= 1.0
+    assert (tmp_path / "last.pt").exists()
     val_losses = [float(r["val_loss"]) for r in rows]
     assert result["best_epoch"] == int(np.argmin(val_losses)) + 1
     assert (tmp_path / "curves.png").stat().st_size > 1000
@@ -142,3 +145,14 @@ def test_early_stopping(tmp_path):
     result = train(_dots_set(2, 3), _dots_set(1, 4), cfg, tmp_path)
     assert result["epochs_run"] < 50
     assert result["epochs_run"] - result["best_epoch"] == 1
+
+
+def test_crater_scores_of_a_perfect_map_and_an_empty_map():
+    from planetcd.craters.train import crater_scores
+
+    craters = np.array([[30, 30, 6], [80, 40, 9], [50, 90, 5], [100, 100, 12]], float)
+    im = LabelledImage.from_arrays("x", np.random.default_rng(0).normal(size=(128, 128)), craters)
+    perfect = crater_scores([im.target.astype(np.float32)], [im])
+    assert perfect["val_f1"] == pytest.approx(1.0)
+    empty = crater_scores([np.zeros((128, 128), np.float32)], [im])
+    assert empty["val_f1"] == 0.0
