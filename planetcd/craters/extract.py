@@ -223,9 +223,9 @@ def _filled_components(binary: np.ndarray, prob: np.ndarray, min_radius: float) 
     markers[peaks[:, 0], peaks[:, 1]] = np.arange(1, len(peaks) + 1)
     # Components without a peak (thin slivers) keep their own label.
     unmarked = np.setdiff1d(np.unique(components[binary]), components[peaks[:, 0], peaks[:, 1]])
-    for offset, label in enumerate(unmarked, start=len(peaks) + 1):
-        r, c = np.argwhere(components == label)[0]
-        markers[r, c] = offset
+    if unmarked.size:
+        seeds = np.asarray(ndimage.maximum_position(distance, components, unmarked), dtype=int).reshape(-1, 2)
+        markers[seeds[:, 0], seeds[:, 1]] = np.arange(len(peaks) + 1, len(peaks) + 1 + len(seeds))
     labels = watershed(-distance, markers, mask=binary)
     return _regions(labels, prob, fill_holes=False)
 
