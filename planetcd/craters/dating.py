@@ -799,11 +799,15 @@ def plot_csfd(
         lo = max(fit.d_min_km, fit_sys.production.d_range_km[0])
         hi = min(fit.d_max_km, fit_sys.production.d_range_km[1], d_hi)
         d_fit = np.geomspace(lo, hi, 200)
-        y_fit = fit_sys.production.evaluate(presentation if presentation != "incremental" else "cumulative", d_fit, fit.a0)
         method = {"poisson": "Poisson", "cumulative": "cumulative fit", "differential": "differential fit"}[fit.method]
-        ax.plot(d_fit, y_fit, color=colour, lw=1.6, zorder=2, label=f"{fit.label()} ({method}, {fit.n_craters:.0f} craters)")
+        label = f"{fit.label()} ({method}, {fit.n_craters:.0f} craters)"
         for edge in (lo, hi):
             ax.axvline(edge, color=colour, lw=0.6, ls=":", zorder=0)
+        if presentation == "incremental":  # no production-function curve in this presentation
+            ax.plot([], [], color=colour, lw=1.6, label=label)
+            continue
+        y_fit = fit_sys.production.evaluate(presentation, d_fit, fit.a0)
+        ax.plot(d_fit, y_fit, color=colour, lw=1.6, zorder=2, label=label)
         ax.annotate(fit.label(), (d_fit[0], y_fit[0]), xytext=(6, 4), textcoords="offset points", color=colour, fontsize=9)
     ax.set_xlim(d_lo, d_hi)
     ax.set_ylim(y_lo, y_hi)
