@@ -145,7 +145,15 @@ class ProductionFunction:
         x = np.log10(np.asarray(d_km, dtype=np.float64))
         if self.kind == "polynomial":
             return a0 + np.polynomial.polynomial.polyval(x, (0.0,) + tuple(self.coefficients[1:]))
-        return a0 + np.interp(x, self.log_d_table, self.coefficients)
+        return a0 + self._table_curve()(np.clip(x, self.log_d_table[0], self.log_d_table[-1]))
+
+    def _table_curve(self):
+        # Tabular kind: a monotone cubic (PCHIP) through log N at the bin boundaries, so
+        # that slopes and differential densities are continuous. It agrees with
+        # craterstats' piecewise-linear log-log interpolation at every tabulated diameter.
+        from scipy.interpolate import PchipInterpolator
+
+        return PchipInterpolator(np.asarray(self.log_d_table), np.asarray(self.coefficients))
 
     def cumulative(self, d_km: np.ndarray, a0: float = 0.0) -> np.ndarray:
         """Cumulative density N(>D) per km²."""
@@ -157,11 +165,9 @@ class ProductionFunction:
         if self.kind == "polynomial":
             derivative = np.polynomial.polynomial.polyder(np.asarray(self.coefficients, dtype=np.float64))
             return np.polynomial.polynomial.polyval(x, derivative)
-        # Tabular: the slope of the log-log segment that holds D (the derivative of
-        # the interpolant; craterstats interpolates bias-corrected bin values instead).
-        table_x, table_y = np.asarray(self.log_d_table), np.asarray(self.coefficients)
-        seg = np.clip(np.searchsorted(table_x, x, side="right") - 1, 0, len(table_x) - 2)
-        return (table_y[seg + 1] - table_y[seg]) / (table_x[seg + 1] - table_x[seg])
+        # Tabular: the derivative of the PCHIP curve (craterstats instead interpolates
+        # binning-bias-corrected bin values; both follow Hartmann's table).
+        return self._table_curve().derivative()(np.clip(x, self.log_d_table[0], self.log_d_table[-1]))
 
     def differential(self, d_km: np.ndarray, a0: float = 0.0) -> np.ndarray:
         """Differential density ``-dN/dD`` per km² per km (Michael & Neukum 2010, Eq. 1)."""
@@ -808,7 +814,7 @@ def plot_csfd(
             continue
         y_fit = fit_sys.production.evaluate(presentation, d_fit, fit.a0)
         ax.plot(d_fit, y_fit, color=colour, lw=1.6, zorder=2, label=label)
-        ax.annotate(fit.label(), (d_fit[0], y_fit[0]), xytext=(6, 4), textcoords="offset points", color=colour, fontsize=9)
+        ax.annotate(fit.label(), (d_fit[0], y_fit[0]), xytext=(6, 4 - 13 * number), textcoords="offset points", color=colour, fontsize=9)
     ax.set_xlim(d_lo, d_hi)
     ax.set_ylim(y_lo, y_hi)
     ax.set_xlabel("Crater diameter, D (km)")
