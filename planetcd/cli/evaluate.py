@@ -1,0 +1,62 @@
+"""``planetcd evaluate DIR``: every change method on one labelled set, one table."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from .options import common_options, device_opt, overwrite_opt, seed_opt, setup_logging, weights_opt
+
+log = logging.getLogger("planetcd")
+
+LAYOUTS = ("auto", "canonical", "marsbench", "saha")
+
+
+@click.command()
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
+@click.option("--methods", default=None,
+              help="Comma-separated methods [default: all, then paper-oracle and nn-oracle]. "
+                   "A name ending in -oracle uses a τ tuned on the labels.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the metrics as JSON.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the table as Markdown.")
+@click.option("--layout", type=click.Choice(LAYOUTS), default="auto", show_default=True,
+              help="canonical (pre/, post/, labels.csv), marsbench (annotation.csv) or saha (change/, no_change/).")
+@click.option("--split", default=None, help="Evaluate only this split (train/val/test).")
+@click.option("--labels", "labels_dir", type=click.Path(file_okay=False), default=None,
+              help="saha layout: folder holding change/ and no_change/ [default: DIR].")
+@click.option("--title", default=None, help="Heading of the Markdown table.")
+@weights_opt
+@device_opt
+@seed_opt
+@overwrite_opt
+@common_options
+def evaluate(directory, methods, json_path, markdown_path, layout, split, labels_dir, title, weights, device, seed,
+             overwrite, verbose, quiet):
+    """Score every change method on the labelled pairs in DIR and print one table.
+
+    Columns: accuracy, precision, recall, F1, balanced accuracy, ROC AUC and τ.
+    τ is chosen without labels, except for methods named *-oracle (marked †).
+    """
+    from ..datasets.published import load_any
+    from ..evaluate import evaluate as run_evaluate
+    from ..evaluate import parse_methods
+    from ..raster import check_writable
+
+    setup_logging(verbose, quiet)
+    names = parse_methods(methods)
+    outputs = [Path(p) for p in (json_path, markdown_path) if p]
+    check_writable(outputs, overwrite)
+    changeset = load_any(directory, layout=layout, split=split, labels_dir=labels_dir)
+    log.info("%s: %d pairs (%d changed), %s", changeset.name, len(changeset), int(changeset.labels.sum()),
+             "x".join(map(str, changeset.pre.shape[1:])))
+    result = run_evaluate(changeset, names, seed=seed, weights=weights, device=device,
+                          progress=lambda name, s: log.debug("%s scored in %.1f s", name, s))
+    table = result.to_markdown(title)
+    if json_path:
+        result.to_json(json_path)
+    if markdown_path:
+        result.write_markdown(markdown_path, title)
+    click.echo(table, nl=False)
