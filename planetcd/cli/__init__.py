@@ -32,13 +32,15 @@ def main() -> None:
 
 # One line per command module; each module defines a click command of the same name.
 from .age import age  # noqa: E402
+from .benchmark import benchmark  # noqa: E402
 from .demo import demo  # noqa: E402
 from .detect import detect  # noqa: E402
+from .evaluate import evaluate  # noqa: E402
 from .match import match  # noqa: E402
 from .segment import segment  # noqa: E402
 from .train import train  # noqa: E402
 
-_COMMANDS: tuple = (detect, demo, age, match, segment, train)
+_COMMANDS: tuple = (detect, demo, age, match, segment, train, evaluate, benchmark)
 
 for _command in _COMMANDS:
     main.add_command(_command)
