@@ -28,12 +28,14 @@ LAYOUTS = ("auto", "canonical", "marsbench", "saha")
 @click.option("--labels", "labels_dir", type=click.Path(file_okay=False), default=None,
               help="saha layout: folder holding change/ and no_change/ [default: DIR].")
 @click.option("--title", default=None, help="Heading of the Markdown table.")
+@click.option("--n-pseudo", type=click.IntRange(2), default=None,
+              help="Pseudo-unchanged pairs per method [default: the method's own, at least 100].")
 @weights_opt
 @device_opt
 @seed_opt
 @overwrite_opt
 @common_options
-def evaluate(directory, methods, json_path, markdown_path, layout, split, labels_dir, title, weights, device, seed,
+def evaluate(directory, methods, json_path, markdown_path, layout, split, labels_dir, title, n_pseudo, weights, device, seed,
              overwrite, verbose, quiet):
     """Score every change method on the labelled pairs in DIR and print one table.
 
@@ -52,7 +54,7 @@ def evaluate(directory, methods, json_path, markdown_path, layout, split, labels
     changeset = load_any(directory, layout=layout, split=split, labels_dir=labels_dir)
     log.info("%s: %d pairs (%d changed), %s", changeset.name, len(changeset), int(changeset.labels.sum()),
              "x".join(map(str, changeset.pre.shape[1:])))
-    result = run_evaluate(changeset, names, seed=seed, weights=weights, device=device,
+    result = run_evaluate(changeset, names, seed=seed, weights=weights, device=device, n_pseudo=n_pseudo,
                           progress=lambda name, s: log.debug("%s scored in %.1f s", name, s))
     table = result.to_markdown(title)
     if json_path:

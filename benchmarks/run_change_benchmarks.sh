@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The change-detection table of docs/benchmarks.md, on a clean checkout:
+#
+#   bash benchmarks/run_change_benchmarks.sh [OUTDIR]          (default: bench_out/change, git-ignored)
+#
+# Makes the ctx-impacts and lroc sets from the test images only (CTX tiles MC11E-H, MC11E-I and the HRSC
+# holdout tile; MC11E-A..G train the crater UNet and are never used here), then runs `planetcd evaluate`
+# with every method on each set. Writes OUTDIR/{ctx-impacts,lroc}/ (the sets), OUTDIR/*.json, OUTDIR/*.md
+# and OUTDIR/tables.md (the tables pasted into docs/benchmarks.md).
+# Environment: SEED (default 20261121, fixed before any run and never used while developing), N (pairs per
+# set, default 200), PLANETCD_SHARED (default ../shared), PLANETCD_VGG16_WEIGHTS (default: the shared copy).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-bench_out/change}
+SEED=${SEED:-20261121}
+N=${N:-200}
+export PLANETCD_SHARED=${PLANETCD_SHARED:-$(cd .. && pwd)/shared}
+export PLANETCD_VGG16_WEIGHTS=${PLANETCD_VGG16_WEIGHTS:-$PLANETCD_SHARED/weights/vgg16_imagenet_features.pth}
+IMAGES=MC11E-H,MC11E-I,hrsc-holdout
+mkdir -p "$OUT"
+for preset in ctx-impacts lroc; do
+  start=$(date +%s)
+  planetcd benchmark make "$OUT/$preset" --preset "$preset" --n-pairs "$N" --seed "$SEED" --images "$IMAGES" --overwrite -q
+  planetcd evaluate "$OUT/$preset" --seed 0 --json "$OUT/$preset.json" --markdown "$OUT/$preset.md" \
+    --title "$preset: $N pairs, seed $SEED, images $IMAGES" --overwrite -q
+  echo "$preset: $(( $(date +%s) - start )) s" >&2
+done
+cat "$OUT/ctx-impacts.md" - "$OUT/lroc.md" <<< "" > "$OUT/tables.md"
+cat "$OUT/tables.md"
