@@ -1,0 +1,72 @@
+"""``planetcd benchmark make`` and ``planetcd evaluate`` from the command line, good and bad input."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from planetcd.cli import main
+
+
+def _run(args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _assert_one_line_error(result, pattern, code=1):
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("planetcd: error:"), result.stderr
+    assert pattern in lines[0]
+
+
+@pytest.fixture(scope="module")
+def bench_dir(shared_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "set"
+    result = _run(["benchmark", "make", out, "--preset", "lroc", "--n-pairs", 6, "--seed", 4, "--patch-size", 64,
+                   "--max-shift", 12, "--shared", shared_dir, "-q"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_benchmark_make_writes_the_layout_and_refuses_to_overwrite(bench_dir, shared_dir, tmp_path):
+    names = sorted(p.name for p in bench_dir.iterdir())
+    assert names == ["benchmark.json", "labels.csv", "pairs.csv", "post", "pre"]
+    meta = json.loads((bench_dir / "benchmark.json").read_text())
+    assert meta["preset"] == "lroc" and meta["images"] == ["MC11E-H", "MC11E-I", "hrsc-holdout"]
+    assert len(list((bench_dir / "pre").glob("*.png"))) == 6
+    args = ["benchmark", "make", bench_dir, "--n-pairs", 2, "--shared", shared_dir, "-q"]
+    _assert_one_line_error(_run(args), "--overwrite")
+    training = ["benchmark", "make", tmp_path / "t", "--images", "MC11E-A", "--shared", shared_dir, "-q"]
+    _assert_one_line_error(_run(training), "never used for test sets")
+    assert not (tmp_path / "t").exists()
+
+
+def test_evaluate_table_json_markdown(bench_dir, tmp_path, vgg_weights):
+    out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
+    args = ["evaluate", bench_dir, "--methods", "cva,rcva,nn,nn-oracle", "--json", out_json, "--markdown", out_md,
+            "--weights", vgg_weights, "--device", "cpu", "--n-pseudo", 6, "-q"]
+    result = _run(args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out_json.read_text())
+    assert data["dataset"] == "set" and data["n_pairs"] == 6
+    assert list(data["methods"]) == ["cva", "rcva", "nn", "nn-oracle"]
+    assert set(data["methods"]["nn"]) == {"accuracy", "precision", "recall", "f1", "balanced_accuracy", "roc_auc", "tau"}
+    table = out_md.read_text()
+    assert "| nn-oracle † |" in table and "| ROC AUC |" in table
+    assert "| cva |" in result.stdout  # the table is printed too
+    _assert_one_line_error(_run(args), "--overwrite")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--methods", "cva,magic"], "unknown method 'magic'"),
+    (["--split", "train"], "no pair in split 'train'"),
+])
+def test_evaluate_bad_options(bench_dir, extra, message):
+    _assert_one_line_error(_run(["evaluate", bench_dir, *extra, "-q"]), message)
+
+
+def test_evaluate_bad_folders(tmp_path):
+    _assert_one_line_error(_run(["evaluate", tmp_path / "missing", "-q"]), "no such folder")
+    _assert_one_line_error(_run(["evaluate", tmp_path, "-q"]), "not a change set")
+    (tmp_path / "labels.csv").write_text("id,label\na,1\n")
+    _assert_one_line_error(_run(["evaluate", tmp_path, "--methods", "cva", "-q"]), "no pre/ folder")
