@@ -31,6 +31,7 @@ __all__ = [
     "SymmetricUNet",
     "SmallUNet",
     "count_parameters",
+    "init_weights",
 ]
 
 #: Filters of the seven down rounds of the default model (filter multiple 1).
@@ -87,6 +88,22 @@ class PadToMultiple(nn.Module):
 
     def extra_repr(self) -> str:
         return f"multiple={self.multiple}, mode={self.mode!r}"
+
+
+def init_weights(model: nn.Module) -> nn.Module:
+    """He (Kaiming normal, ReLU) weights and zero biases for every convolution.
+
+    PyTorch's default convolution initialisation shrinks activations at every
+    ReLU layer, and through the 15 stacked convolutions of the symmetric U-Net
+    the deep path starts out nearly silent; He initialisation keeps the
+    activation scale, and on CTX crops it lowers the loss several times faster.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
 
 
 def _filters(multiple: float, base=DELATTE_FILTERS) -> list[int]:
@@ -161,6 +178,7 @@ class SymmetricUNet(nn.Module):
             self.up_drop.append(nn.Dropout(p) if p > 0 else nn.Identity())
             cin = f
         self.head = nn.Conv2d(cin, 1, 1)
+        init_weights(self)
 
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         x, size = self.pad(x)
@@ -214,6 +232,7 @@ class SmallUNet(nn.Module):
             self.dec.append(block(cin + w, w))
             cin = w
         self.head = nn.Conv2d(cin, 1, 1)
+        init_weights(self)
 
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         x, size = self.pad(x)
