@@ -218,6 +218,25 @@ class Evaluation:
             tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         return path
 
+    def scores_csv(self, ids: list[str], labels: np.ndarray) -> str:
+        """Per-pair table: ``id,label`` then each method's score and 0/1 decision (``NAME``, ``NAME_changed``)."""
+        names = list(self.results)
+        header = ["id", "label"] + [c for n in names for c in (n, f"{n}_changed")]
+        lines = [",".join(header)]
+        for k, pair_id in enumerate(ids):
+            row = [str(pair_id), str(int(labels[k]))]
+            for n in names:
+                r = self.results[n]
+                row += [f"{r.scores[k]:.6g}", str(int(r.scores[k] > r.tau))]
+            lines.append(",".join(row))
+        return "\n".join(lines) + "\n"
+
+    def write_scores(self, path: str | os.PathLike, ids: list[str], labels: np.ndarray) -> Path:
+        path = Path(path)
+        with atomic_output(path) as tmp:
+            tmp.write_text(self.scores_csv(ids, labels), encoding="utf-8")
+        return path
+
     def to_markdown(self, title: str | None = None) -> str:
         """The table: one row per method, oracle rows marked † with a footnote."""
         lines = []

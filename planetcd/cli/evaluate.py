@@ -22,6 +22,8 @@ LAYOUTS = ("auto", "canonical", "marsbench", "saha")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the metrics as JSON.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None,
               help="Write the table as Markdown.")
+@click.option("--scores", "scores_path", type=click.Path(dir_okay=False), default=None,
+              help="Write every pair's score and decision per method as CSV.")
 @click.option("--layout", type=click.Choice(LAYOUTS), default="auto", show_default=True,
               help="canonical (pre/, post/, labels.csv), marsbench (annotation.csv) or saha (change/, no_change/).")
 @click.option("--split", default=None, help="Evaluate only this split (train/val/test).")
@@ -35,7 +37,7 @@ LAYOUTS = ("auto", "canonical", "marsbench", "saha")
 @seed_opt
 @overwrite_opt
 @common_options
-def evaluate(directory, methods, json_path, markdown_path, layout, split, labels_dir, title, n_pseudo, weights, device, seed,
+def evaluate(directory, methods, json_path, markdown_path, scores_path, layout, split, labels_dir, title, n_pseudo, weights, device, seed,
              overwrite, verbose, quiet):
     """Score every change method on the labelled pairs in DIR and print one table.
 
@@ -49,7 +51,7 @@ def evaluate(directory, methods, json_path, markdown_path, layout, split, labels
 
     setup_logging(verbose, quiet)
     names = parse_methods(methods)
-    outputs = [Path(p) for p in (json_path, markdown_path) if p]
+    outputs = [Path(p) for p in (json_path, markdown_path, scores_path) if p]
     check_writable(outputs, overwrite)
     changeset = load_any(directory, layout=layout, split=split, labels_dir=labels_dir)
     log.info("%s: %d pairs (%d changed), %s", changeset.name, len(changeset), int(changeset.labels.sum()),
@@ -61,4 +63,6 @@ def evaluate(directory, methods, json_path, markdown_path, layout, split, labels
         result.to_json(json_path)
     if markdown_path:
         result.write_markdown(markdown_path, title)
+    if scores_path:
+        result.write_scores(scores_path, changeset.ids, changeset.labels)
     click.echo(table, nl=False)

@@ -42,8 +42,9 @@ def test_benchmark_make_writes_the_layout_and_refuses_to_overwrite(bench_dir, sh
 
 
 def test_evaluate_table_json_markdown(bench_dir, tmp_path, vgg_weights):
-    out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
+    out_json, out_md, out_scores = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "s.csv"
     args = ["evaluate", bench_dir, "--methods", "cva,rcva,nn,nn-oracle", "--json", out_json, "--markdown", out_md,
+            "--scores", out_scores,
             "--weights", vgg_weights, "--device", "cpu", "--n-pseudo", 6, "-q"]
     result = _run(args)
     assert result.exit_code == 0, result.output
@@ -54,6 +55,9 @@ def test_evaluate_table_json_markdown(bench_dir, tmp_path, vgg_weights):
     table = out_md.read_text()
     assert "| nn-oracle † |" in table and "| ROC AUC |" in table
     assert "| cva |" in result.stdout  # the table is printed too
+    rows = out_scores.read_text().splitlines()
+    assert rows[0] == "id,label,cva,cva_changed,rcva,rcva_changed,nn,nn_changed,nn-oracle,nn-oracle_changed"
+    assert len(rows) == 7 and rows[1].startswith("lroc-0,")
     _assert_one_line_error(_run(args), "--overwrite")
 
 
