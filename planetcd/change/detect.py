@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
@@ -36,6 +37,7 @@ from ..raster import (
 )
 from ..tiling import halo_tiles, patch_grid
 from .register import AlignedReader, estimate_shift, post_on_pre_grid, undo_displacement
+from .methods import nn_disagreement, noise_sigma
 from .scores import PatchPooler, change_scores, patch_cells, pool_patches, upsample_cells
 from .threshold import (
     choose_patches,
@@ -238,6 +240,8 @@ def detect(
     stride: int | None = None,
     layer: int = 6,
     pooling: str = "max",
+    method: str = "paper",
+    nn_radius: int = 2,
     threshold: str | float = "pseudo",
     percentile: float = 95.0,
     max_shift: float = 10.0,
@@ -269,6 +273,12 @@ def detect(
         VGG-16 conv layer 1..13 (paper: 6 = conv3_2).
     pooling : {"max", "avg"}
         Global pooling per patch (paper: max).
+    method : {"paper", "nn"}
+        ``paper``: ρ = L1 norm of the pooled feature difference (Saha & Zhu).
+        ``nn``: the worst nearest-neighbour feature disagreement in the patch
+        (see :mod:`planetcd.change.methods`): shift-tolerant, sensitive to small new objects.
+    nn_radius : int
+        Search radius of ``nn`` in feature cells (stride 4 px at layer 6).
     threshold : "pseudo", "kmeans" or float
         τ from pseudo-unchanged pairs (paper), k-means (k = 2) on ρ, or fixed.
     percentile : float
@@ -304,6 +314,8 @@ def detect(
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     stride = patch_size if stride is None else int(stride)
+    if method not in ("paper", "nn"):
+        raise InputError(f"method must be 'paper' or 'nn', got {method!r}")
     if isinstance(threshold, str) and threshold not in ("pseudo", "kmeans"):
         try:
             threshold = float(threshold)
@@ -336,10 +348,13 @@ def detect(
         trunk = trunk.to(torch_device)
         s = trunk.stride
         halo = -(-trunk.halo // s) * s
+        if method == "nn":
+            halo += nn_radius * s  # the neighbour search looks this far past each core cell
         patches = patch_grid(height, width, patch_size, stride)
         cells = patch_cells(patches, s, height // s, width // s)
         pre_pool = PatchPooler(cells, trunk.channels, pooling)
         post_pool = PatchPooler(cells, trunk.channels, pooling)
+        nn_pool = PatchPooler(cells, 1, "max")
         valid_pixels = np.zeros(len(patches), np.int64)
 
         tiles = halo_tiles(height, width, tile_size, halo, align=s)
@@ -358,9 +373,13 @@ def detect(
             cr1 = min(-(-(tile.core[0] + tile.core[2]) // s), height // s)
             cc1 = min(-(-(tile.core[1] + tile.core[3]) // s), width // s)
             lr0, lc0 = cr0 - r // s, cc0 - c // s
-            core_feats = feats[:, :, lr0 : lr0 + cr1 - cr0, lc0 : lc0 + cc1 - cc0]
-            pre_pool.add(core_feats[0], cr0, cc0)
-            post_pool.add(core_feats[1], cr0, cc0)
+            if method == "nn":
+                disagreement = nn_disagreement(torch.from_numpy(feats[:1]), torch.from_numpy(feats[1:]), nn_radius)
+                nn_pool.add(disagreement.numpy()[:, lr0 : lr0 + cr1 - cr0, lc0 : lc0 + cc1 - cc0], cr0, cc0)
+            else:
+                core_feats = feats[:, :, lr0 : lr0 + cr1 - cr0, lc0 : lc0 + cc1 - cc0]
+                pre_pool.add(core_feats[0], cr0, cc0)
+                post_pool.add(core_feats[1], cr0, cc0)
             ir, ic, ih, iw = tile.inner
             hit, counts = _valid_counts(both[ir : ir + ih, ic : ic + iw], patches, tile.core[0], tile.core[1])
             valid_pixels[hit] += counts
@@ -371,15 +390,25 @@ def detect(
         scored = valid_fraction >= MIN_VALID_FRACTION
         if not np.any(scored):
             raise InputError("no patch has enough valid pixels in both images (do the images overlap?)")
-        pre_vectors = pre_pool.result()
-        change_score = np.where(scored, change_scores(pre_vectors, post_pool.result()), np.nan)
+        if method == "nn":
+            pre_vectors = None
+            change_score = np.where(scored, nn_pool.result()[:, 0].astype(np.float64), np.nan)
+        else:
+            pre_vectors = pre_pool.result()
+            change_score = np.where(scored, change_scores(pre_vectors, post_pool.result()), np.nan)
 
         t0 = time.perf_counter()
         pseudo_scores = None
         if threshold == "pseudo":
+            nn_options = None
+            if method == "nn":
+                # Residual misregistration after global registration is small: pseudo shifts stay inside the
+                # search radius; the noise is what post has beyond pre, estimated on the registration crop.
+                nn_options = {"radius": nn_radius, "extra_noise": _extra_noise(pre_ds, post_reader, pre_stats, post_stats)}
+                max_shift = min(max_shift, nn_radius * s / 2)
             pseudo_scores = _pseudo_scores(
                 trunk, torch_device, pre_reader, pre_stats, patches, valid_fraction, halo, pooling,
-                n_pseudo, max_shift, noise_std, rng, pre_vectors,
+                n_pseudo, max_shift, noise_std, rng, pre_vectors, nn_options,
             )
             tau = self_calibrated_threshold(pseudo_scores, percentile)
             bar.update(1)
@@ -411,6 +440,7 @@ def detect(
 
     timings["total_s"] = time.perf_counter() - t_start
     params = {
+        "method": method, "nn_radius": nn_radius if method == "nn" else None,
         "patch_size": patch_size, "stride": stride, "layer": getattr(trunk, "layer", layer), "pooling": pooling,
         "threshold": threshold if isinstance(threshold, str) else float(threshold), "percentile": percentile,
         "max_shift": max_shift, "noise_std": noise_std, "n_pseudo": n_pseudo, "register": register,
@@ -438,8 +468,19 @@ def _batches(items: np.ndarray, size: int):
         yield items[start : start + size]
 
 
+def _extra_noise(pre_ds, post_reader, pre_stats: ImageStats, post_stats: ImageStats) -> float:
+    """Noise standard deviation (0..1 scale) that post has beyond pre, from a central crop."""
+    window = _central_window(pre_ds.height, pre_ds.width, 512)
+    pre, _ = read_window(pre_ds, window)
+    post, _ = read_window(post_reader.dataset, window)  # not interpolated: interpolation smooths noise
+    sigma_pre = noise_sigma(scale_intensity(pre, pre_stats.low, pre_stats.high).mean(axis=0))
+    sigma_post = noise_sigma(scale_intensity(post, post_stats.low, post_stats.high).mean(axis=0))
+    return float(np.sqrt(max(sigma_post**2 - sigma_pre**2, 0.0)))
+
+
 def _pseudo_scores(trunk, device, pre_reader, stats, patches, valid_fraction, context, pooling,
-                   n_pairs, max_shift, noise_std, rng, pre_vectors, batch_size: int = 8) -> np.ndarray:
+                   n_pairs, max_shift, noise_std, rng, pre_vectors, nn_options=None,
+                   batch_size: int = 8) -> np.ndarray:
     """ρ of pseudo-unchanged pairs drawn from the pre image (read window by window).
 
     Each pseudo-post crop keeps ``context`` pixels of real surroundings and
@@ -447,7 +488,13 @@ def _pseudo_scores(trunk, device, pre_reader, stats, patches, valid_fraction, co
     pooled vector compares directly with the pre vector already pooled from
     the full-image feature map (``pre_vectors``): one network pass per pair.
     Near the edge (tiny images) both halves are computed from crops.
+
+    With ``nn_options`` (``radius``, ``extra_noise``) the pairs get the ``nn``
+    method's nuisances (gamma, blur, estimated noise) and are scored by the
+    worst nearest-neighbour disagreement inside the patch.
     """
+    from scipy import ndimage
+
     s = trunk.stride
     margin = margin_for(max_shift)
     height, width = pre_reader.height, pre_reader.width
@@ -459,8 +506,8 @@ def _pseudo_scores(trunk, device, pre_reader, stats, patches, valid_fraction, co
     interior = (origin_r - margin >= 0) & (origin_c - margin >= 0) & \
                (origin_r + crop_h + margin <= height) & (origin_c + crop_w + margin <= width)
     usable = valid_fraction >= 0.99
-    reuse = bool(np.any(usable & interior))
-    if reuse:
+    reuse = bool(np.any(usable & interior)) and nn_options is None
+    if np.any(usable & interior):
         usable &= interior  # context from real terrain, not from beyond the image edge
     elif not np.any(usable):
         usable = valid_fraction >= MIN_VALID_FRACTION
@@ -473,13 +520,28 @@ def _pseudo_scores(trunk, device, pre_reader, stats, patches, valid_fraction, co
             i = index[k]
             window = Window(int(origin_c[i]) - margin, int(origin_r[i]) - margin, crop_w + 2 * margin, crop_h + 2 * margin)
             data, valid = pre_reader.read(window)
-            a, b = pseudo_pair_from_region(prepare(data, valid, stats), margin, tuple(shifts[k]), noise_std, rng)
+            region = prepare(data, valid, stats)
+            if nn_options is None:
+                a, b = pseudo_pair_from_region(region, margin, tuple(shifts[k]), noise_std, rng)
+            else:
+                gamma = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
+                blur = float(rng.uniform(0.0, 1.0))
+                seen = ndimage.gaussian_filter(region**gamma, (0, blur, blur))
+                # noise before the shift, as in a real post image that co-registration then interpolates
+                seen = seen + rng.normal(0.0, nn_options["extra_noise"], seen.shape).astype(np.float32)
+                _, b = pseudo_pair_from_region(seen, margin, tuple(shifts[k]), 0.0, rng)
+                a = region[:, margin:-margin, margin:-margin]
             post_crops.append(b)
             if not reuse:
                 pre_crops.append(a)
             inner.append([patches[i, 0] - origin_r[i], patches[i, 1] - origin_c[i], h, w])
         feats = run_trunk(trunk, np.stack(post_crops + pre_crops), device)
         n = len(batch)
+        if nn_options is not None:
+            maps = nn_disagreement(torch.from_numpy(feats[n:]), torch.from_numpy(feats[:n]), nn_options["radius"]).numpy()
+            for k in range(n):
+                scores.append(float(pool_patches(maps[k][None], np.array([inner[k]]), s, "max")[0, 0]))
+            continue
         for k in range(n):
             v_post = pool_patches(feats[k], np.array([inner[k]]), s, pooling)
             v_pre = pre_vectors[index[batch[k]]][None] if reuse else pool_patches(feats[n + k], np.array([inner[k]]), s, pooling)

@@ -83,6 +83,8 @@ def undo_displacement(
     back = (0.0, -frac[0], -frac[1])
     data = ndimage.shift(data, back, order=3, mode="nearest")
     valid = ndimage.shift(valid.astype(np.float32), back[1:], order=1, mode="constant", cval=0.0) > 0.999
+    # cubic splines ring for a few pixels next to missing data: those pixels are not trusted either
+    valid = ndimage.binary_erosion(valid, iterations=2, border_value=1)
     return data, valid
 
 

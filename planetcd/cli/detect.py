@@ -28,6 +28,11 @@ def _threshold(value: str) -> str | float:
 @click.option("--patch-size", type=click.IntRange(8), default=100, show_default=True, help="Patch side, pixels.")
 @click.option("--stride", type=click.IntRange(1), default=None, help="Step between patches, pixels [default: patch size].")
 @click.option("--layer", type=click.IntRange(1, 13), default=6, show_default=True, help="VGG-16 conv layer (6 = conv3_2).")
+@click.option("--method", type=click.Choice(["paper", "nn"]), default="paper", show_default=True,
+              help="paper: L1 of pooled features (Saha & Zhu); nn: worst nearest-neighbour feature disagreement "
+                   "(shift-tolerant, sees small new craters).")
+@click.option("--nn-radius", type=click.IntRange(0, 8), default=2, show_default=True,
+              help="Search radius of --method nn, in feature cells (4 px at layer 6).")
 @click.option("--pooling", type=click.Choice(["max", "avg"]), default="max", show_default=True, help="Global pooling per patch.")
 @click.option("--threshold", "threshold", default="pseudo", show_default=True,
               help="'pseudo' (95th percentile of pseudo-unchanged pairs), 'kmeans', or a fixed τ.")
@@ -49,7 +54,7 @@ def _threshold(value: str) -> str | float:
 @seed_opt
 @overwrite_opt
 @common_options
-def detect(pre, post, outdir, patch_size, stride, layer, pooling, threshold, percentile, max_shift, noise_std,
+def detect(pre, post, outdir, patch_size, stride, layer, method, nn_radius, pooling, threshold, percentile, max_shift, noise_std,
            n_pseudo, register, pixelwise, tile_size, no_quicklook, weights, device, seed, overwrite, verbose, quiet):
     """Find changed patches between PRE and POST images (Saha & Zhu's VGG-16 patch method).
 
@@ -64,7 +69,7 @@ def detect(pre, post, outdir, patch_size, stride, layer, pooling, threshold, per
     outdir = Path(outdir)
     check_writable([outdir / n for n in output_names(pixelwise, not no_quicklook)], overwrite)
     result = run_detect(
-        pre, post, patch_size=patch_size, stride=stride, layer=layer, pooling=pooling,
+        pre, post, patch_size=patch_size, stride=stride, layer=layer, method=method, nn_radius=nn_radius, pooling=pooling,
         threshold=_threshold(threshold), percentile=percentile, max_shift=max_shift, noise_std=noise_std,
         n_pseudo=n_pseudo, register=register, pixelwise=pixelwise, weights=weights, device=device,
         tile_size=tile_size, seed=seed, progress=show_progress,
