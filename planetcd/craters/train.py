@@ -447,8 +447,8 @@ def evaluate(
                 logits = model.forward_logits(x)
                 prob = torch.sigmoid(logits)
                 counts.add(prob, y, float(criterion(logits, y)))
-                for (r, c, h, w), p in zip(windows[i : i + batch_size], prob[:, 0].cpu().numpy()):
-                    full[r : r + h, c : c + w] = p
+                for (r, c, th, tw), p in zip(windows[i : i + batch_size], prob[:, 0].cpu().numpy()):
+                    full[r : r + th, c : c + tw] = p
             probs.append(full[:h, :w])
     if return_prob:
         return counts.metrics(), probs

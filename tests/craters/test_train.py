@@ -156,3 +156,20 @@ def test_crater_scores_of_a_perfect_map_and_an_empty_map():
     assert perfect["val_f1"] == pytest.approx(1.0)
     empty = crater_scores([np.zeros((128, 128), np.float32)], [im])
     assert empty["val_f1"] == 0.0
+
+
+def test_evaluate_stitches_the_whole_probability_map():
+    from planetcd.craters.train import evaluate
+
+    class Pointwise(torch.nn.Module):
+        def forward_logits(self, x):
+            return 3 * x
+
+    rng = np.random.default_rng(2)
+    images = [LabelledImage.from_arrays(f"im{i}", rng.normal(size=shape), [[20, 20, 5]])
+              for i, shape in enumerate([(300, 200), (90, 140)])]
+    metrics, probs = evaluate(Pointwise(), images, 128, 4, loss_fn("bce"), return_prob=True)
+    for im, prob in zip(images, probs):
+        assert prob.shape == im.image.shape
+        np.testing.assert_allclose(prob, 1 / (1 + np.exp(-3 * im.image)), rtol=1e-5, atol=1e-6)
+    assert 0 <= metrics["balanced_accuracy"] <= 1
