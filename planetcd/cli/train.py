@@ -46,6 +46,7 @@ def _labels_for(image: Path, labels_dir: Path | None) -> Path:
 @click.option("--positive-fraction", type=float, default=0.0, show_default=True, help="Share of crops centred near a labelled crater.")
 @click.option("--val-tile", type=int, default=512, show_default=True, help="Validation tile side (the paper's 512×512 sub-images).")
 @click.option("--monitor", type=click.Choice(["val_loss", "val_f1"]), default="val_loss", show_default=True, help="What early stopping and the best checkpoint follow (val_f1: crater F1, DeepMoon rule, craters >= 8 px).")
+@click.option("--init", "init", type=click.Path(dir_okay=False, exists=True), default=None, help="Start from the weights of this checkpoint (same architecture).")
 @click.option("--no-augment", is_flag=True, help="Turn rotation/zoom/flip/brightness augmentation off.")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
 @click.option("--time-limit", type=float, default=None, help="Stop after the epoch that passes this many minutes.")
@@ -54,7 +55,7 @@ def _labels_for(image: Path, labels_dir: Path | None) -> Path:
 @overwrite_opt
 @common_options
 def train(images, val_images, labels_dir, outdir, arch, kernel_size, filter_multiple, target, loss, pos_weight, lr, batch_size,
-          epochs, patience, crop, crops_per_epoch, positive_fraction, val_tile, monitor, no_augment, threads, time_limit,
+          epochs, patience, crop, crops_per_epoch, positive_fraction, val_tile, monitor, init, no_augment, threads, time_limit,
           seed, device, overwrite, verbose, quiet):
     """Train a crater segmenter on IMAGES (with --val images held out).
 
@@ -85,7 +86,7 @@ def train(images, val_images, labels_dir, outdir, arch, kernel_size, filter_mult
     config = TrainConfig(
         arch=arch, kernel_size=int(kernel_size), filter_multiple=float(filter_multiple), target=target, loss=loss, pos_weight=pos_weight,
         lr=lr, batch_size=batch_size, epochs=epochs, patience=patience, crop=crop, crops_per_epoch=crops_per_epoch,
-        positive_fraction=positive_fraction, val_tile=val_tile, monitor=monitor, augment=not no_augment, seed=seed, threads=threads,
+        positive_fraction=positive_fraction, val_tile=val_tile, monitor=monitor, init=init, augment=not no_augment, seed=seed, threads=threads,
         time_limit=None if time_limit is None else 60.0 * time_limit, device=device,
     )
     log.info("reading %d training and %d validation images", len(train_paths), len(val_paths))

@@ -359,6 +359,7 @@ class TrainConfig:
     time_limit: float | None = None  # seconds; stops after the epoch that passes it
     crater_f1: bool = True  # crater precision/recall/F1 on the validation images each epoch
     monitor: str = "val_loss"  # early stopping and best checkpoint: "val_loss" or "val_f1"
+    init: str | None = None  # start from the weights of this checkpoint (same architecture)
     device: str = "cpu"
 
     def model_config(self) -> dict:
@@ -531,7 +532,13 @@ def train(
     gen = torch.Generator().manual_seed(config.seed)
     device = torch.device(config.device)
 
-    model = build_model(config.arch, **config.model_config()).to(device)
+    model = build_model(config.arch, **config.model_config())
+    if config.init:
+        start_model, _ = load_checkpoint(config.init)
+        if start_model.config != model.config:
+            raise ValueError(f"{config.init}: a {start_model.config} model, not {model.config}")
+        model.load_state_dict(start_model.state_dict())
+    model = model.to(device)
     criterion = loss_fn(config.loss, config.pos_weight)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     window = config.crop

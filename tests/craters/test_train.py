@@ -173,3 +173,18 @@ def test_evaluate_stitches_the_whole_probability_map():
         assert prob.shape == im.image.shape
         np.testing.assert_allclose(prob, 1 / (1 + np.exp(-3 * im.image)), rtol=1e-5, atol=1e-6)
     assert 0 <= metrics["balanced_accuracy"] <= 1
+
+
+def test_init_starts_from_a_checkpoint(tmp_path):
+    from planetcd.craters.train import save_checkpoint
+
+    start = SymmetricUNet(filter_multiple=0.5)
+    save_checkpoint(tmp_path / "start.pt", start, "symmetric")
+    cfg = TrainConfig(filter_multiple=0.5, crop=64, crops_per_epoch=4, batch_size=4, epochs=1, val_tile=128,
+                      lr=0.0, init=str(tmp_path / "start.pt"), crater_f1=False)
+    train(_dots_set(1, 5), _dots_set(1, 6), cfg, tmp_path / "run")
+    model, _ = load_checkpoint(tmp_path / "run" / "best.pt")
+    for key, value in start.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+    with pytest.raises(ValueError, match="model"):
+        train(_dots_set(1, 5), [], TrainConfig(filter_multiple=1.0, epochs=1, init=str(tmp_path / "start.pt")), tmp_path / "r2")
