@@ -1,0 +1,85 @@
+"""Trained models shipped with planetcd, with their metadata.
+
+Each model is a weights file ``<name>.pt`` beside a ``<name>.json`` that says
+what it is: architecture and its configuration, instrument and pixel scale it
+was trained for, target type, training and validation data with their
+licences, the command that trained it and its validation metrics.
+
+>>> import planetcd.models
+>>> planetcd.models.available()
+['ctx-craters']
+>>> model = planetcd.models.load("ctx-craters")      # or a path to a .pt checkpoint
+>>> model.metadata["metrics"]["f1"]                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import WeightsError, WeightsNotFoundError
+
+__all__ = ["MODEL_DIR", "DEFAULT_MODEL", "available", "metadata", "load", "weights_path"]
+
+MODEL_DIR = Path(__file__).resolve().parent
+DEFAULT_MODEL = "ctx-craters"
+
+
+def available() -> list[str]:
+    """Names of the shipped models (those with both a ``.json`` and a ``.pt`` file)."""
+    return sorted(p.stem for p in MODEL_DIR.glob("*.json") if p.with_suffix(".pt").exists())
+
+
+def metadata(name: str) -> dict:
+    """The metadata of a shipped model."""
+    path = MODEL_DIR / f"{name}.json"
+    if not path.exists():
+        raise WeightsNotFoundError(f"no model named {name!r} (available: {', '.join(available()) or 'none'})")
+    return json.loads(path.read_text())
+
+
+def weights_path(name_or_path: str | os.PathLike) -> Path:
+    """The weights file of a shipped model name, or the given path if it is a file."""
+    text = str(name_or_path)
+    path = Path(text)
+    if path.suffix == ".pt" or os.sep in text or path.exists():
+        if not path.is_file():
+            raise WeightsNotFoundError(f"{path}: no such weights file")
+        return path
+    metadata(text)  # raises for unknown names
+    return MODEL_DIR / f"{text}.pt"
+
+
+def sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Load a segmenter by registry name (``"ctx-craters"``) or checkpoint path.
+
+    Returns the network in eval mode on ``device`` with a ``metadata`` dict
+    attribute (the registry JSON for shipped models, the checkpoint's own
+    fields for a path), including ``threshold`` for the probability mask.
+    """
+    from ..craters.train import load_checkpoint
+
+    path = weights_path(name_or_path)
+    try:
+        model, payload = load_checkpoint(path, map_location="cpu")
+    except (ValueError, RuntimeError, KeyError, TypeError, EOFError, OSError) as exc:
+        raise WeightsError(f"{path}: not a usable planetcd segmenter checkpoint ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    if path.parent == MODEL_DIR and (MODEL_DIR / f"{path.stem}.json").exists():
+        meta.update(metadata(path.stem))
+    meta.setdefault("threshold", 0.5)
+    meta.setdefault("name", path.stem)
+    model.metadata = meta
+    return model.to(device)
