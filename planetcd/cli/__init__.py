@@ -37,10 +37,11 @@ from .demo import demo  # noqa: E402
 from .detect import detect  # noqa: E402
 from .evaluate import evaluate  # noqa: E402
 from .match import match  # noqa: E402
+from .monitor import monitor  # noqa: E402
 from .segment import segment  # noqa: E402
 from .train import train  # noqa: E402
 
-_COMMANDS: tuple = (detect, demo, age, match, segment, train, evaluate, benchmark)
+_COMMANDS: tuple = (detect, demo, age, match, segment, train, evaluate, benchmark, monitor)
 
 for _command in _COMMANDS:
     main.add_command(_command)

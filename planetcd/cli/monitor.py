@@ -1,0 +1,108 @@
+"""``planetcd monitor PRE POST -o OUTDIR`` (or ``--pairs pairs.csv``): ranked new-impact candidates."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from ..errors import InputError
+from .options import common_options, device_opt, outdir_opt, overwrite_opt, seed_opt, setup_logging, weights_opt
+
+log = logging.getLogger("planetcd")
+
+
+def _client(scheduler: str | None, workers: int | None):
+    """A Dask client for ``--scheduler`` / ``--workers``, or ``None`` for a single-process run."""
+    if scheduler is None and workers is None:
+        return None
+    if scheduler is not None and workers is not None:
+        raise InputError("give --scheduler or --workers, not both")
+    from ..distributed import make_client
+
+    return make_client(scheduler=scheduler, workers=workers)
+
+
+@click.command()
+@click.argument("pre", type=click.Path(dir_okay=False), required=False)
+@click.argument("post", type=click.Path(dir_okay=False), required=False)
+@outdir_opt
+@click.option("--pairs", "pairs_csv", type=click.Path(dir_okay=False), default=None,
+              help="Batch mode: a CSV with columns pre,post[,id]; one output folder per pair, finished pairs skipped.")
+@click.option("--method", type=click.Choice(["nn", "paper"]), default="nn", show_default=True,
+              help="Change detector (nn: shift-tolerant, sees small new craters; paper: Saha & Zhu).")
+@click.option("--patch-size", type=click.IntRange(8), default=100, show_default=True, help="Change patch side, pixels.")
+@click.option("--n-pseudo", type=click.IntRange(2), default=100, show_default=True, help="Pseudo pairs calibrating τ.")
+@click.option("--model", "model_name", default="ctx-craters", show_default=True,
+              help="Crater segmenter: registered model name or a .pt checkpoint path.")
+@click.option("--threshold", type=float, default=None, help="Crater probability threshold [default: the model's].")
+@click.option("--match-mode", type=click.Choice(["deepmoon", "strict", "iou"]), default="deepmoon", show_default=True,
+              help="Rule under which a post crater already existed in pre.")
+@click.option("--near", "near_px", type=click.FloatRange(0), default=32.0, show_default=True,
+              help="A changed patch within this many pixels of a crater's rim makes it a candidate.")
+@click.option("--min-score", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Drop candidates scoring less.")
+@click.option("--block-size", type=click.IntRange(64), default=2048, show_default=True,
+              help="Segmentation block side, pixels (memory bound; the unit of work on a cluster).")
+@click.option("--pixel-size", type=click.FloatRange(0, min_open=True), default=None,
+              help="Pixel size in metres, for diameters when the images are not georeferenced.")
+@click.option("--scheduler", default=None, help="Address of a Dask scheduler to run on (e.g. tcp://host:8786).")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Start a local Dask cluster of N worker processes.")
+@weights_opt
+@device_opt
+@seed_opt
+@overwrite_opt
+@common_options
+def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_name, threshold, match_mode, near_px,
+            min_score, block_size, pixel_size, scheduler, workers, weights, device, seed, overwrite, verbose, quiet):
+    """Find new impact craters between PRE and POST, ranked for vetting.
+
+    Writes new_craters.csv and new_craters.gpkg (candidates ranked best
+    first, on PRE's pixel grid, with map and planetocentric coordinates,
+    diameters and scores), chips/ (one PNG per candidate: pre | post |
+    difference), change/ (the outputs of `planetcd detect`), pre_craters.csv,
+    post_craters.csv, report.html (a page to vet candidates one by one) and
+    monitor.json (written last: a folder with it is complete).
+
+    With --pairs, every pair goes to OUTDIR/<id>/ and OUTDIR/summary.csv lists them all.
+    """
+    from ..monitor import OUTPUTS, monitor as run_monitor, monitor_batch
+    from ..raster import check_writable
+
+    show_progress = setup_logging(verbose, quiet)
+    outdir = Path(outdir)
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise InputError(f"--threshold {threshold}: must be between 0 and 1")
+    options = dict(method=method, patch_size=patch_size, n_pseudo=n_pseudo, threshold=threshold, match_mode=match_mode,
+                   near_px=near_px, min_score=min_score, block_size=block_size, pixel_size_m=pixel_size,
+                   weights=weights, device=device, seed=seed)
+    if pairs_csv is not None:
+        if pre is not None or post is not None:
+            raise InputError("give PRE POST or --pairs, not both")
+        from ..monitor import read_pairs
+
+        read_pairs(pairs_csv)  # bad lists fail before any model is loaded
+        client = _client(scheduler, workers)
+        options["model"] = model_name
+        table = monitor_batch(pairs_csv, outdir, overwrite=overwrite, progress=show_progress, client=client, **options)
+        for row in zip(*(table[k] for k in ("id", "status", "n_candidates", "best_score"))):
+            log.info("%-20s %-8s %5s candidates  best score %s", row[0], row[1], row[2], f"{row[3]:.3f}")
+        log.info("summary in %s", outdir / "summary.csv")
+        if any(s == "failed" for s in table["status"]):
+            raise InputError(f"{sum(s == 'failed' for s in table['status'])} pair(s) failed; see {outdir / 'summary.csv'}")
+        return
+    if pre is None or post is None:
+        raise InputError("give PRE and POST images, or --pairs pairs.csv")
+    check_writable([outdir / n for n in OUTPUTS], overwrite)
+    client = _client(scheduler, workers)
+    result = run_monitor(pre, post, model=model_name, progress=show_progress, client=client, **options)
+    result.write(outdir, overwrite=overwrite)
+    table = result.table()
+    dy, dx = result.change.displacement
+    log.info("shift of post: dy=%+.2f dx=%+.2f px; %d changed patches; %d pre / %d post craters; %d candidates",
+             dy, dx, int(result.change.changed.sum()), len(result.pre_craters), len(result.post_craters), len(result))
+    for k in range(min(5, len(result))):
+        log.info("  #%d  x %.1f y %.1f px  radius %.1f px  score %.3f  (ρ/τ %.2f, confidence %.2f)", table["rank"][k],
+                 table["x_px"][k], table["y_px"][k], table["radius_px"][k], table["score"][k],
+                 table["change_ratio"][k], table["confidence"][k])
+    log.info("open %s to vet them", outdir / "report.html")

@@ -1,0 +1,302 @@
+"""``report.html``: one self-contained page to vet new-crater candidates one by one.
+
+Everything is inside the file: the candidate table as JSON, every chip
+(pre | post | difference) and an overview of the pre image as base64 PNGs,
+and a small script that renders the candidate list, shows one candidate at a
+time, marks the candidates on the overview, and records accept / reject
+decisions (buttons or keys ``a`` / ``r``, ``←`` / ``→`` or ``j`` / ``k`` to
+move) in the browser's local storage, downloadable as CSV. No network access
+and no external files are needed: the page can be mailed or archived.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .raster import atomic_output
+
+#: Columns of the candidate table copied into the page (when present).
+PAGE_COLUMNS = ("rank", "x_px", "y_px", "radius_px", "x_map", "y_map", "lon_deg", "lat_deg", "diameter_km",
+                "score", "change_ratio", "confidence", "pre_support")
+
+
+def _png_base64(image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _json_value(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(float(value)) else round(float(value), 8)
+    return value
+
+
+def page_data(result) -> dict:
+    """What the page shows: candidates (with their chips) and the overview, as plain JSON types."""
+    from .monitor import chip_image
+
+    table = result.table()
+    names = [n for n in PAGE_COLUMNS if n in table]
+    candidates = []
+    for k in range(len(result)):
+        row = {n: _json_value(table[n][k]) for n in names}
+        row["chip"] = _png_base64(chip_image(result.chips[k], result.candidates.pixels[k])) if k < len(result.chips) else None
+        candidates.append(row)
+    dy, dx = result.change.displacement
+    return {
+        "title": f"{Path(str(result.params.get('pre', 'pre'))).name} → {Path(str(result.params.get('post', 'post'))).name}",
+        "pre": str(result.params.get("pre", "")),
+        "post": str(result.params.get("post", "")),
+        "shape": list(result.shape),
+        "overview": base64.b64encode(result.overview).decode("ascii"),
+        "overview_shape": list(result.overview_shape),
+        "displacement": [round(float(dy), 3), round(float(dx), 3)],
+        "tau": _json_value(result.change.tau),
+        "n_changed": int(result.change.changed.sum()),
+        "changed_patches": result.change.patches[result.change.changed].tolist(),
+        "n_pre": len(result.pre_craters),
+        "n_post": len(result.post_craters),
+        "columns": names,
+        "candidates": candidates,
+        "score_rule": result.params.get("score", ""),
+    }
+
+
+def render_report(data: dict) -> str:
+    """The HTML text of the vetting page for :func:`page_data`'s dict."""
+    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    return _TEMPLATE.replace("__TITLE__", html.escape(data["title"])).replace("__DATA__", payload)
+
+
+def write_report(result, path: str | os.PathLike) -> Path:
+    """Write ``report.html`` for a :class:`~planetcd.monitor.MonitorResult` (atomically)."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(render_report(page_data(result)), encoding="utf-8")
+    return path
+
+
+_TEMPLATE = r"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>New craters: __TITLE__</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+  body { font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #1d2430; background: #f4f5f7; }
+  header { background: #1d2430; color: #fff; padding: 10px 18px; display: flex; gap: 24px; align-items: baseline; flex-wrap: wrap; }
+  header h1 { font-size: 18px; margin: 0; }
+  header .meta { color: #c6ccd6; font-size: 13px; }
+  main { display: grid; grid-template-columns: minmax(320px, 1fr) minmax(420px, 1.3fr); gap: 16px; padding: 16px; }
+  section { background: #fff; border-radius: 6px; box-shadow: 0 1px 3px rgba(0,0,0,.12); padding: 12px 14px; }
+  h2 { font-size: 15px; margin: 0 0 8px; }
+  #overview-wrap { position: relative; width: 100%; }
+  #overview-wrap img { width: 100%; display: block; image-rendering: auto; }
+  #overview-wrap svg { position: absolute; left: 0; top: 0; width: 100%; height: 100%; }
+  svg circle { fill: none; stroke: #ffcc00; stroke-width: 2; vector-effect: non-scaling-stroke; cursor: pointer; }
+  svg circle.accepted { stroke: #2fbf71; } svg circle.rejected { stroke: #e5484d; }
+  svg circle.current { stroke: #36a3ff; stroke-width: 4; }
+  svg rect { fill: rgba(229, 72, 77, .12); stroke: #e5484d; stroke-width: 1; stroke-dasharray: 4 3; vector-effect: non-scaling-stroke; }
+  svg text { fill: #ffcc00; font: bold 11px sans-serif; paint-order: stroke; stroke: #000; stroke-width: 2px; vector-effect: non-scaling-stroke; }
+  #chip { max-width: 100%; border: 1px solid #ccd; display: block; margin: 6px 0; }
+  .labels { display: grid; grid-template-columns: repeat(3, 1fr); text-align: center; color: #556; font-size: 12px; }
+  .buttons { display: flex; gap: 8px; margin: 10px 0; flex-wrap: wrap; }
+  button { font: inherit; padding: 6px 14px; border-radius: 4px; border: 1px solid #aab; background: #fff; cursor: pointer; }
+  button.accept { background: #2fbf71; border-color: #2fbf71; color: #fff; }
+  button.reject { background: #e5484d; border-color: #e5484d; color: #fff; }
+  dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 6px 0; }
+  dt { color: #556; } dd { margin: 0; font-variant-numeric: tabular-nums; }
+  table { border-collapse: collapse; width: 100%; font-size: 12.5px; font-variant-numeric: tabular-nums; }
+  th, td { padding: 3px 6px; border-bottom: 1px solid #e3e5ea; text-align: right; }
+  th { position: sticky; top: 0; background: #eef0f4; }
+  tr.candidate { cursor: pointer; } tr.candidate:hover { background: #f0f6ff; }
+  tr.current { background: #dcebff !important; }
+  td.status-accepted { color: #1a8f50; font-weight: 600; } td.status-rejected { color: #c62f34; font-weight: 600; }
+  #list-wrap { max-height: 360px; overflow: auto; }
+  .keys { color: #667; font-size: 12px; }
+  .empty { color: #667; font-style: italic; }
+</style>
+</head>
+<body>
+<header><h1>New-impact candidates</h1><span class="meta" id="meta"></span></header>
+<main>
+  <section>
+    <h2>Overview (pre) — <span id="count"></span></h2>
+    <div id="overview-wrap"><img id="overview" alt="pre image overview"><svg id="marks" preserveAspectRatio="none"></svg></div>
+    <p class="keys">Circles: candidates (yellow; green accepted, red rejected, blue current). Dashed red boxes: changed patches. Click a circle or a row to open a candidate.</p>
+  </section>
+  <section id="vet">
+    <h2 id="cand-title">Candidate</h2>
+    <div id="cand-body"></div>
+    <div class="buttons">
+      <button id="prev" title="previous (← or k)">← previous</button>
+      <button id="accept" class="accept" title="accept (a)">accept (a)</button>
+      <button id="reject" class="reject" title="reject (r)">reject (r)</button>
+      <button id="clear" title="undecided (u)">undecided (u)</button>
+      <button id="next" title="next (→ or j)">next →</button>
+      <button id="download" title="decisions as CSV">download decisions (CSV)</button>
+    </div>
+    <p class="keys">Keys: a accept · r reject · u undecided · → / j next · ← / k previous. Decisions stay in this browser until downloaded.</p>
+  </section>
+  <section style="grid-column: 1 / -1">
+    <h2>All candidates, ranked</h2>
+    <div id="list-wrap"><table id="list"><thead></thead><tbody></tbody></table></div>
+  </section>
+</main>
+<script id="report-data" type="application/json">__DATA__</script>
+<script>
+"use strict";
+const DATA = JSON.parse(document.getElementById("report-data").textContent);
+const STORE = "planetcd-vet:" + DATA.pre + "|" + DATA.post;
+let decisions = {};
+try { decisions = JSON.parse(localStorage.getItem(STORE) || "{}"); } catch (e) { decisions = {}; }
+let current = 0;
+const LABELS = {rank: "rank", x_px: "x px", y_px: "y px", radius_px: "radius px", x_map: "x map", y_map: "y map",
+  lon_deg: "lon °E", lat_deg: "lat °", diameter_km: "diameter m", score: "score", change_ratio: "ρ/τ",
+  confidence: "confidence", pre_support: "pre support"};
+function fmt(col, v) {
+  if (v === null || v === undefined) return "–";
+  if (col === "rank") return String(v);
+  if (col === "diameter_km") return (v * 1000).toFixed(1);
+  if (col === "lon_deg" || col === "lat_deg") return v.toFixed(5);
+  if (col === "x_map" || col === "y_map") return v.toFixed(1);
+  if (col.endsWith("_px")) return v.toFixed(1);
+  return v.toFixed(3);
+}
+function save() { try { localStorage.setItem(STORE, JSON.stringify(decisions)); } catch (e) {} }
+function status(c) { return decisions[c.rank] || ""; }
+function buildList() {
+  const head = document.querySelector("#list thead");
+  const cols = DATA.columns;
+  head.innerHTML = "<tr>" + cols.map(c => "<th>" + (LABELS[c] || c) + "</th>").join("") + "<th>decision</th></tr>";
+  const body = document.querySelector("#list tbody");
+  body.innerHTML = "";
+  DATA.candidates.forEach((c, i) => {
+    const tr = document.createElement("tr");
+    tr.className = "candidate";
+    tr.dataset.rank = c.rank;
+    tr.innerHTML = cols.map(col => "<td>" + fmt(col, c[col]) + "</td>").join("") +
+      '<td class="status-' + status(c) + '">' + (status(c) || "–") + "</td>";
+    tr.addEventListener("click", () => show(i));
+    body.appendChild(tr);
+  });
+}
+function buildMarks() {
+  const svg = document.getElementById("marks");
+  const [h, w] = DATA.shape;
+  svg.setAttribute("viewBox", "0 0 " + w + " " + h);
+  svg.innerHTML = "";
+  DATA.changed_patches.forEach(([r, c, ph, pw]) => {
+    const rect = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+    rect.setAttribute("x", c); rect.setAttribute("y", r); rect.setAttribute("width", pw); rect.setAttribute("height", ph);
+    svg.appendChild(rect);
+  });
+  DATA.candidates.forEach((c, i) => {
+    const r = Math.max(c.radius_px * 1.8, w / 120);
+    const circle = document.createElementNS("http://www.w3.org/2000/svg", "circle");
+    circle.setAttribute("cx", c.x_px + 0.5); circle.setAttribute("cy", c.y_px + 0.5); circle.setAttribute("r", r);
+    circle.dataset.rank = c.rank;
+    circle.addEventListener("click", () => show(i));
+    const title = document.createElementNS("http://www.w3.org/2000/svg", "title");
+    title.textContent = "#" + c.rank + " score " + c.score.toFixed(3);
+    circle.appendChild(title);
+    svg.appendChild(circle);
+    const text = document.createElementNS("http://www.w3.org/2000/svg", "text");
+    text.setAttribute("x", c.x_px + r + w / 300); text.setAttribute("y", c.y_px - r);
+    text.setAttribute("font-size", Math.max(w / 60, 10));
+    text.textContent = c.rank;
+    svg.appendChild(text);
+  });
+}
+function refresh() {
+  document.querySelectorAll("#list tbody tr").forEach((tr, i) => {
+    const c = DATA.candidates[i];
+    tr.classList.toggle("current", i === current);
+    const cell = tr.lastElementChild;
+    cell.className = "status-" + status(c);
+    cell.textContent = status(c) || "–";
+  });
+  document.querySelectorAll("#marks circle").forEach((el, i) => {
+    const s = status(DATA.candidates[i]);
+    el.setAttribute("class", (s || "") + (i === current ? " current" : ""));
+  });
+  const done = Object.keys(decisions).length;
+  document.getElementById("count").textContent = DATA.candidates.length + " candidates, " + done + " vetted";
+}
+function show(i) {
+  const n = DATA.candidates.length;
+  const body = document.getElementById("cand-body");
+  if (n === 0) {
+    document.getElementById("cand-title").textContent = "No candidates";
+    body.innerHTML = '<p class="empty">No post crater without a pre crater lies in or next to a changed patch.</p>';
+    refresh();
+    return;
+  }
+  current = (i + n) % n;
+  const c = DATA.candidates[current];
+  document.getElementById("cand-title").textContent = "Candidate #" + c.rank + " of " + n + (status(c) ? " — " + status(c) : "");
+  const rows = DATA.columns.filter(col => col !== "rank")
+    .map(col => "<dt>" + (LABELS[col] || col) + "</dt><dd>" + fmt(col, c[col]) + "</dd>").join("");
+  body.innerHTML = (c.chip ? '<img id="chip" alt="pre | post | difference" src="data:image/png;base64,' + c.chip + '">' : "") +
+    '<div class="labels"><span>pre</span><span>post (registered)</span><span>post − pre</span></div>' +
+    "<dl>" + rows + "</dl>";
+  refresh();
+  const row = document.querySelector('#list tbody tr[data-rank="' + c.rank + '"]');
+  if (row) row.scrollIntoView({block: "nearest"});
+}
+function decide(value) {
+  const c = DATA.candidates[current];
+  if (!c) return;
+  if (value) decisions[c.rank] = value; else delete decisions[c.rank];
+  save();
+  if (value) show(current + 1); else show(current);
+}
+function download() {
+  const cols = DATA.columns.filter(c => c !== "rank");
+  const lines = [["rank", ...cols, "decision"].join(",")];
+  DATA.candidates.forEach(c => lines.push([c.rank, ...cols.map(col => c[col] === null ? "" : c[col]), status(c)].join(",")));
+  const blob = new Blob([lines.join("\n") + "\n"], {type: "text/csv"});
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = "vetted_new_craters.csv";
+  document.body.appendChild(a); a.click(); a.remove();
+}
+document.getElementById("meta").textContent = DATA.title + " · " + DATA.shape[1] + "×" + DATA.shape[0] + " px · shift dy=" +
+  DATA.displacement[0] + " dx=" + DATA.displacement[1] + " px · " + DATA.n_changed + " changed patches · " +
+  DATA.n_pre + " pre / " + DATA.n_post + " post craters · score = " + DATA.score_rule;
+document.getElementById("overview").src = "data:image/png;base64," + DATA.overview;
+document.getElementById("prev").onclick = () => show(current - 1);
+document.getElementById("next").onclick = () => show(current + 1);
+document.getElementById("accept").onclick = () => decide("accepted");
+document.getElementById("reject").onclick = () => decide("rejected");
+document.getElementById("clear").onclick = () => decide("");
+document.getElementById("download").onclick = download;
+document.addEventListener("keydown", ev => {
+  if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  const k = ev.key;
+  if (k === "ArrowRight" || k === "j") show(current + 1);
+  else if (k === "ArrowLeft" || k === "k") show(current - 1);
+  else if (k === "a") decide("accepted");
+  else if (k === "r") decide("rejected");
+  else if (k === "u") decide("");
+  else return;
+  ev.preventDefault();
+});
+buildList();
+buildMarks();
+show(0);
+</script>
+</body>
+</html>
+"""

@@ -1,0 +1,90 @@
+"""``planetcd monitor`` from the command line: outputs, refusals, bad input, resumable batch mode."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from planetcd.cli import main
+from planetcd.craters.train import save_checkpoint
+from planetcd.craters.unet import SymmetricUNet
+from planetcd.datasets.synthetic import make_change_pair, write_geotiff
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """An untrained small UNet checkpoint: the command's plumbing does not depend on the shipped weights."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_checkpoint(path, SymmetricUNet(filter_multiple=0.5), "symmetric", {"target": "filled", "threshold": 0.5})
+    return path
+
+
+@pytest.fixture(scope="module")
+def pair_paths(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pair")
+    pair = make_change_pair((300, 300), seed=5, displacement=(1.5, -2.0), new_craters=[[150, 150, 18.0]])
+    return write_geotiff(folder / "pre.tif", pair.pre), write_geotiff(folder / "post.tif", pair.post)
+
+
+def _run(args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _fast(tiny_model, vgg_weights):
+    return ["--model", tiny_model, "--weights", vgg_weights, "--n-pseudo", "8", "--block-size", "256", "-q"]
+
+
+def test_monitor_writes_every_output_and_refuses_to_overwrite(pair_paths, tiny_model, vgg_weights, tmp_path):
+    pre, post = pair_paths
+    out = tmp_path / "out"
+    result = _run(["monitor", pre, post, "-o", out, *_fast(tiny_model, vgg_weights)])
+    assert result.exit_code == 0, result.output
+    for name in ("new_craters.csv", "new_craters.gpkg", "pre_craters.csv", "post_craters.csv", "report.html",
+                 "monitor.json", "change/change_score.tif", "change/candidates.csv", "change/run.json"):
+        assert (out / name).exists(), name
+    record = json.loads((out / "monitor.json").read_text())
+    n = record["n_candidates"]
+    assert len((out / "new_craters.csv").read_text().splitlines()) == n + 1
+    assert len(list((out / "chips").glob("candidate_*.png"))) == n
+    assert record["parameters"]["method"] == "nn"
+    again = _run(["monitor", pre, post, "-o", out, *_fast(tiny_model, vgg_weights)])
+    assert again.exit_code == 1 and "--overwrite" in again.output
+
+
+def test_monitor_bad_input_is_one_line_and_writes_nothing(pair_paths, tiny_model, vgg_weights, tmp_path):
+    pre, _ = pair_paths
+    out = tmp_path / "out"
+    result = _run(["monitor", pre, tmp_path / "missing.tif", "-o", out, *_fast(tiny_model, vgg_weights)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("planetcd: error:") and "missing.tif" in lines[0]
+    assert not out.exists() or not any(out.iterdir())
+    nothing = _run(["monitor", "-o", out])
+    assert nothing.exit_code == 1 and "PRE and POST" in nothing.output
+
+
+def test_batch_mode_is_resumable_with_one_summary(pair_paths, tiny_model, vgg_weights, tmp_path):
+    pre, post = pair_paths
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"pre,post,id\n{pre},{post},good\n{pre},{tmp_path / 'nope.tif'},broken\n")
+    out = tmp_path / "batch"
+    first = _run(["monitor", "--pairs", pairs, "-o", out, *_fast(tiny_model, vgg_weights)])
+    assert first.exit_code == 1 and "1 pair(s) failed" in first.output
+    marker = out / "good" / "monitor.json"
+    assert marker.exists() and not (out / "broken" / "monitor.json").exists()
+    stamp = marker.stat().st_mtime_ns
+
+    second = _run(["monitor", "--pairs", pairs, "-o", out, *_fast(tiny_model, vgg_weights)])
+    assert second.exit_code == 1
+    assert marker.stat().st_mtime_ns == stamp  # the finished pair was skipped, not redone
+    with open(out / "summary.csv", newline="") as fh:
+        rows = {row["id"]: row for row in csv.DictReader(fh)}
+    assert rows["good"]["status"] == "skipped" and rows["broken"]["status"] == "failed"
+    assert int(rows["good"]["n_candidates"]) == json.loads(marker.read_text())["n_candidates"]
+    assert "nope.tif" in rows["broken"]["message"]

@@ -1,0 +1,189 @@
+"""``planetcd.monitor``: the acceptance pair from real CTX imagery, the building blocks, the outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import rasterio
+from scipy import ndimage
+
+from planetcd.change.detect import ChangeResult
+from planetcd.craters.match import same_crater
+from planetcd.datasets.synthetic import add_fresh_crater, write_geotiff
+from planetcd.features import VGGFeatures
+from planetcd.monitor import candidate_scores, disc_mean, monitor, nearby_change, new_crater_flags, read_pairs
+from planetcd.errors import InputError
+
+#: CTX pixel size, metres (the MC11E tiles are about 6 m/px).
+PIXEL_M = 6.0
+#: Side of the acceptance pair, pixels (a crop of a validation tile, never used for training).
+SIZE = 1200
+#: Implanted new craters: (row, col, radius) in pre pixels, spread over the crop.
+IMPLANTED = np.array([[290.0, 840.0, 8.0], [760.0, 380.0, 11.0], [960.0, 990.0, 15.0]])
+SHIFT = (2.6, -4.3)
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    """The shipped crater segmenter, from the registry."""
+    from planetcd import models
+
+    if "ctx-craters" not in models.available():
+        message = "the shipped segmenter ctx-craters is not in planetcd/models yet"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return models.load("ctx-craters")
+
+
+@pytest.fixture(scope="module")
+def trunk(vgg_weights):
+    return VGGFeatures(layer=6, weights=vgg_weights)
+
+
+def implanted_pair(tile: np.ndarray, size: int, craters: np.ndarray, shift: tuple[float, float], seed: int = 0):
+    """Pre and post crops of a real tile: post has ``craters`` added, is displaced by ``shift`` px,
+    15 % brighter, offset and noisier. ``tile`` is float in 0..1; returns two ``(size, size)`` float32 arrays."""
+    margin = 16
+    r0 = (tile.shape[0] - size) // 2 - margin
+    c0 = (tile.shape[1] - size) // 2 - margin
+    ground = tile[r0 : r0 + size + 2 * margin, c0 : c0 + size + 2 * margin].astype(np.float32)
+    changed = ground
+    for y, x, radius in craters:
+        changed = add_fresh_crater(changed, y + margin, x + margin, radius, halo="dark", halo_strength=0.5)
+    rng = np.random.default_rng(seed)
+    moved = ndimage.shift(changed, shift, order=3, mode="nearest")[margin:-margin, margin:-margin]
+    post = moved * 1.15 + 0.03 + rng.normal(0.0, 0.01, moved.shape)
+    return ground[margin:-margin, margin:-margin], post.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def ctx_pair(shared_dir, tmp_path_factory):
+    """A georeferenced (Mars equirectangular, 6 m/px) pair cut from MC11E-H with three implanted new craters."""
+    from PIL import Image
+
+    tile = np.asarray(Image.open(shared_dir / "data" / "ctx-mc11e" / "images" / "MC11E-H.png").convert("L"), np.float32) / 255
+    pre, post = implanted_pair(tile, SIZE, IMPLANTED, SHIFT)
+    folder = tmp_path_factory.mktemp("ctx_pair")
+    return write_geotiff(folder / "pre.tif", pre, pixel_size=PIXEL_M), write_geotiff(folder / "post.tif", post, pixel_size=PIXEL_M)
+
+
+@pytest.fixture(scope="module")
+def ctx_result(ctx_pair, segmenter, trunk):
+    pre, post = ctx_pair
+    return monitor(pre, post, model=segmenter, trunk=trunk, n_pseudo=60, seed=0)
+
+
+def acceptance_numbers(result, truth: np.ndarray, pixel_m: float) -> tuple[list[int | None], float, int]:
+    """Rank (1-based) of the first candidate that is each true crater under the DeepMoon rule, and the
+    false candidates per km² (candidates that are no true crater), and their count."""
+    table = result.table()
+    ranks: list[int | None] = []
+    is_true = np.zeros(len(result), bool)
+    for y, x, radius in truth:
+        d = np.hypot(table["x_px"] - x, table["y_px"] - y)
+        hit = np.flatnonzero(same_crater(d, np.full(len(d), radius), table["radius_px"]))
+        ranks.append(int(table["rank"][hit[0]]) if len(hit) else None)
+        is_true[hit] = True
+    area_km2 = result.shape[0] * result.shape[1] * (pixel_m / 1000.0) ** 2
+    n_false = int((~is_true).sum())
+    return ranks, n_false / area_km2, n_false
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_acceptance_three_implanted_craters_in_top_five(ctx_result):
+    ranks, false_per_km2, n_false = acceptance_numbers(ctx_result, IMPLANTED, PIXEL_M)
+    print(f"\nmonitor acceptance ({SIZE}x{SIZE} px of MC11E-H): ranks of the implanted craters {ranks}; "
+          f"{n_false} false candidates = {false_per_km2:.3f} per km²; {len(ctx_result)} candidates")
+    assert all(r is not None and r <= 5 for r in ranks), ranks
+    assert false_per_km2 <= 2.0
+    np.testing.assert_allclose(ctx_result.change.displacement, SHIFT, atol=0.3)
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_outputs_ranked_with_coordinates(ctx_result, ctx_pair, tmp_path):
+    out = tmp_path / "run"
+    ctx_result.write(out)
+    header = (out / "new_craters.csv").read_text().splitlines()[0].split(",")
+    for column in ("rank", "x_px", "y_px", "radius_px", "x_map", "y_map", "lon_deg", "lat_deg", "diameter_km",
+                   "score", "change_ratio", "confidence", "pre_support"):
+        assert column in header, column
+    table = ctx_result.table()
+    assert np.all(np.diff(table["score"]) <= 0)
+    assert len(list((out / "chips").glob("candidate_*.png"))) == len(ctx_result)
+    assert (out / "change" / "change_score.tif").exists() and (out / "change" / "candidates.csv").exists()
+    record = json.loads((out / "monitor.json").read_text())
+    assert record["n_candidates"] == len(ctx_result)
+    # diameters from the Mars CRS: 6 m pixels
+    np.testing.assert_allclose(table["diameter_km"], 2 * table["radius_px"] * PIXEL_M / 1000, rtol=0.01)
+    with rasterio.open(ctx_pair[0]) as src:
+        x, y = src.transform * (table["x_px"][0] + 0.5, table["y_px"][0] + 0.5)
+    assert table["x_map"][0] == pytest.approx(x) and table["y_map"][0] == pytest.approx(y)
+    import pyogrio
+
+    info = pyogrio.read_info(out / "new_craters.gpkg")
+    assert info["features"] == len(ctx_result) and info["geometry_type"] == "Polygon"
+    with pytest.raises(Exception, match="--overwrite"):
+        ctx_result.write(out)
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+def test_new_crater_flags_use_the_match_rule():
+    pre = np.array([[100.0, 100.0, 10.0], [300.0, 50.0, 5.0]])
+    post = np.array([[102.0, 101.0, 11.0],   # the same crater, slightly moved
+                     [300.0, 50.0, 20.0],    # same place, four times the radius: a different crater
+                     [200.0, 200.0, 6.0]])   # nothing there before
+    np.testing.assert_array_equal(new_crater_flags(post, pre), [False, True, True])
+    np.testing.assert_array_equal(new_crater_flags(post, pre[:0]), [True, True, True])
+
+
+def test_disc_mean_averages_inside_the_disc():
+    image = np.zeros((50, 50))
+    image[20:31, 20:31] = 1.0
+    values = disc_mean(image, np.array([[25.0, 25.0, 4.0], [5.0, 5.0, 3.0], [80.0, 80.0, 2.0]]))
+    assert values[0] == 1.0 and values[1] == 0.0 and np.isnan(values[2])
+
+
+def _change(patches, scores, tau=1.0):
+    scores = np.asarray(scores, float)
+    return ChangeResult(patches=np.asarray(patches), change_score=scores, tau=tau, changed=scores > tau,
+                        valid_fraction=np.ones(len(scores)), displacement=(0.0, 0.0), registration_error=0.0,
+                        shape=(200, 200))
+
+
+def test_nearby_change_takes_the_best_patch_within_reach():
+    change = _change([[0, 0, 100, 100], [0, 100, 100, 100], [100, 0, 100, 100]], [0.5, 3.0, np.nan])
+    craters = np.array([[50.0, 50.0, 5.0],    # 45 px from the changed patch's edge
+                        [90.0, 50.0, 5.0],    # 5 px from it
+                        [50.0, 105.0, 5.0]])  # inside the unscored patch, 5 px from the unchanged one
+    ratio, patch = nearby_change(craters, change, near_px=10)
+    np.testing.assert_allclose(ratio, [0.5, 3.0, 0.5])
+    np.testing.assert_array_equal(patch, [0, 1, 0])
+
+
+def test_candidate_scores_combine_the_factors():
+    score = candidate_scores(np.array([0.8, 0.8, 0.8, 1.0]), np.array([0.0, 0.5, 0.0, 0.0]), np.array([2.0, 2.0, 1.0, 4.0]))
+    np.testing.assert_allclose(score, [0.4, 0.2, 0.0, 0.75])
+
+
+def test_read_pairs_checks_the_list(tmp_path):
+    good = tmp_path / "pairs.csv"
+    good.write_text("pre,post,id\na.tif,b.tif,first\nc.tif,d.tif,\n")
+    rows = read_pairs(good)
+    assert [r["id"] for r in rows] == ["first", "pair0002"]
+    assert rows[0]["pre"] == str(tmp_path / "a.tif")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("before,after\na.tif,b.tif\n")
+    with pytest.raises(InputError, match="pre,post"):
+        read_pairs(bad)
+    dup = tmp_path / "dup.csv"
+    dup.write_text("pre,post,id\na.tif,b.tif,x\nc.tif,d.tif,x\n")
+    with pytest.raises(InputError, match="duplicate"):
+        read_pairs(dup)
