@@ -277,6 +277,7 @@ def evaluate(
     device: str = "auto",
     trunk_cache: dict | None = None,
     n_pseudo: int | None = None,
+    max_shift: float | None = None,
     progress=None,
 ) -> Evaluation:
     """Score every method on the same pairs and compute the metrics.
@@ -296,6 +297,10 @@ def evaluate(
         Shared across calls so the VGG trunks load once.
     n_pseudo : int, optional
         Pseudo-unchanged pairs per method (default: the method's own, at least 100).
+    max_shift : float, optional
+        Largest misregistration expected between pre and post, pixels per axis: the
+        pseudo-unchanged pairs are shifted up to it (default: the methods' own, the paper's 10 px).
+        A property of the acquisition, not of the labels.
     progress : callable, optional
         Called with ``(name, seconds)`` after each method.
 
@@ -320,7 +325,8 @@ def evaluate(
             t0 = time.perf_counter()
             out = score_pairs(changeset.pre, changeset.post, method=base, trunk_cache=cache, seed=seed,
                               device=device, weights=weights,
-                              **({} if n_pseudo is None else {"n_pseudo": n_pseudo}))
+                              **({} if n_pseudo is None else {"n_pseudo": n_pseudo}),
+                              **({} if max_shift is None else {"max_shift": float(max_shift)}))
             scored[base] = (np.asarray(out.scores, np.float64), float(out.tau), time.perf_counter() - t0)
         scores, tau, seconds = scored[base]
         if oracle:
@@ -328,5 +334,5 @@ def evaluate(
         results[name] = MethodResult(name, scores, tau, metrics(labels, scores, tau), oracle, seconds)
         if progress is not None:
             progress(name, seconds)
-    params = {"seed": seed, "methods": methods, "n_pseudo": n_pseudo}
+    params = {"seed": seed, "methods": methods, "n_pseudo": n_pseudo, "max_shift": max_shift}
     return Evaluation(changeset.name, len(labels), int(labels.sum()), results, params)

@@ -32,12 +32,15 @@ LAYOUTS = ("auto", "canonical", "marsbench", "saha")
 @click.option("--title", default=None, help="Heading of the Markdown table.")
 @click.option("--n-pseudo", type=click.IntRange(2), default=None,
               help="Pseudo-unchanged pairs per method [default: the method's own, at least 100].")
+@click.option("--max-shift", type=click.FloatRange(0), default=None,
+              help="Largest misregistration expected between pre and post, px per axis: pseudo-unchanged pairs "
+                   "are shifted up to it [default: 10, the paper's].")
 @weights_opt
 @device_opt
 @seed_opt
 @overwrite_opt
 @common_options
-def evaluate(directory, methods, json_path, markdown_path, scores_path, layout, split, labels_dir, title, n_pseudo, weights, device, seed,
+def evaluate(directory, methods, json_path, markdown_path, scores_path, layout, split, labels_dir, title, n_pseudo, max_shift, weights, device, seed,
              overwrite, verbose, quiet):
     """Score every change method on the labelled pairs in DIR and print one table.
 
@@ -56,7 +59,7 @@ def evaluate(directory, methods, json_path, markdown_path, scores_path, layout, 
     changeset = load_any(directory, layout=layout, split=split, labels_dir=labels_dir)
     log.info("%s: %d pairs (%d changed), %s", changeset.name, len(changeset), int(changeset.labels.sum()),
              "x".join(map(str, changeset.pre.shape[1:])))
-    result = run_evaluate(changeset, names, seed=seed, weights=weights, device=device, n_pseudo=n_pseudo,
+    result = run_evaluate(changeset, names, seed=seed, weights=weights, device=device, n_pseudo=n_pseudo, max_shift=max_shift,
                           progress=lambda name, s: log.debug("%s scored in %.1f s", name, s))
     table = result.to_markdown(title)
     if json_path:
