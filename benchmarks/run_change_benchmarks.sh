@@ -28,5 +28,11 @@ for preset in ctx-impacts lroc; do
     --title "$preset: $N pairs, seed $SEED, images $IMAGES, --max-shift $shift" --overwrite -q
   echo "$preset: $(( $(date +%s) - start )) s" >&2
 done
-cat "$OUT/ctx-impacts.md" - "$OUT/lroc.md" <<< "" > "$OUT/tables.md"
+{
+  for preset in ctx-impacts lroc; do
+    cat "$OUT/$preset.md"; echo
+    echo "Breakdown ($preset):"; echo
+    python benchmarks/change_breakdown.py "$OUT/$preset" "$OUT/$preset-scores.csv"; echo
+  done
+} > "$OUT/tables.md"
 cat "$OUT/tables.md"
