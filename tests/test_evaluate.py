@@ -54,11 +54,12 @@ def test_evaluate_uses_the_scores_and_marks_oracles(monkeypatch, tmp_path):
 
     def fake(pre, post, method="paper", **kwargs):
         calls.append(method)
+        assert kwargs["max_shift"] == 40.0 and kwargs["seed"] == 5
         return methods.PairScores(SCORES.copy(), 0.5)
 
     monkeypatch.setattr(methods, "score_pairs", fake)
     pairs = ChangeSet([str(i) for i in range(8)], np.zeros((8, 1, 8, 8)), np.zeros((8, 1, 8, 8)), LABELS, None, "fixed")
-    result = ev.evaluate(pairs, ["paper", "paper-oracle", "cva"])
+    result = ev.evaluate(pairs, ["paper", "paper-oracle", "cva"], seed=5, max_shift=40)
     assert calls == ["paper", "cva"]  # the oracle re-uses paper's scores
     assert result.results["paper"].metrics == pytest.approx(HAND)
     assert result.results["paper-oracle"].oracle and result.results["paper-oracle"].metrics["tau"] == pytest.approx(0.575)
