@@ -19,7 +19,6 @@ Saha & Zhu take the sixth conv layer (conv3_2, ``features.12``).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -209,15 +208,6 @@ def load_vgg16_state(path: str | os.PathLike, layer: int = 13) -> dict[str, torc
     if missing:
         raise WeightsError(f"{path}: not VGG-16 weights (missing {missing[0]}, {len(missing)} tensors in all)")
     return {k: state[k].float() for k in needed}
-
-
-def weights_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file (recorded in run.json for provenance)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- model
