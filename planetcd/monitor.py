@@ -441,8 +441,9 @@ class MonitorResult:
 
     def table(self) -> dict[str, np.ndarray]:
         """The ranked candidate table: ``rank``, the catalog's columns, then the scores."""
-        table = {"rank": np.arange(1, len(self) + 1)}
-        table.update(self.candidates.table())
+        cat = self.candidates
+        table = {"rank": np.arange(1, len(self) + 1), "x_px": cat.x_px, "y_px": cat.y_px, "radius_px": cat.radius_px}
+        table.update(cat.table())  # confidence, map and planetocentric coordinates, diameter
         for name in SCORE_COLUMNS:
             table[name] = self.scores[name]
         return table
@@ -688,7 +689,8 @@ def monitor(
     if client is not None:
         from .distributed import segment_blocks_distributed
 
-        results = segment_blocks_distributed(client, setup, blocks, model if not isinstance(model, torch.nn.Module) else segmenter)
+        model_ref = segmenter if isinstance(model, torch.nn.Module) else model
+        results = segment_blocks_distributed(client, setup, blocks, model_ref, str(torch_device))
     else:
         results = _segment_blocks_local(segmenter, setup, blocks, progress)
     craters = merge_blocks(results)

@@ -53,7 +53,8 @@ def implanted_pair(tile: np.ndarray, size: int, craters: np.ndarray, shift: tupl
     ground = tile[r0 : r0 + size + 2 * margin, c0 : c0 + size + 2 * margin].astype(np.float32)
     changed = ground
     for y, x, radius in craters:
-        changed = add_fresh_crater(changed, y + margin, x + margin, radius, halo="dark", halo_strength=0.5)
+        # the bowl alone: blast zones vary (dark, bright, none), and without one both steps must see the bowl
+        changed = add_fresh_crater(changed, y + margin, x + margin, radius, halo="none")
     rng = np.random.default_rng(seed)
     moved = ndimage.shift(changed, shift, order=3, mode="nearest")[margin:-margin, margin:-margin]
     post = moved * 1.15 + 0.03 + rng.normal(0.0, 0.01, moved.shape)

@@ -226,6 +226,129 @@ def _valid_counts(valid: np.ndarray, patches: np.ndarray, row0: int, col0: int) 
     return hit, integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]
 
 
+@dataclass(frozen=True)
+class PairSpec:
+    """A picklable description of a pair for per-tile work elsewhere (another process or machine).
+
+    Holds what :func:`detect` decided before the tile loop: paths, displacement
+    of post, intensity statistics, and the trunk and scoring options. A worker
+    rebuilds a :class:`TileContext` from it (opening the rasters and loading the
+    trunk once) and runs :func:`detect_tile`.
+    """
+
+    pre: str
+    post: str
+    displacement: tuple[float, float]
+    pre_stats: ImageStats
+    post_stats: ImageStats
+    layer: int
+    relu: bool
+    weights: str | None
+    method: str
+    nn_radius: int
+    pooling: str
+    device: str
+
+
+@dataclass
+class TileContext:
+    """What :func:`detect_tile` needs: readers on pre's grid, statistics, the trunk, the patch grid and options."""
+
+    pre_reader: AlignedReader
+    post_reader: AlignedReader
+    pre_stats: ImageStats
+    post_stats: ImageStats
+    trunk: VGGFeatures
+    device: torch.device
+    patches: np.ndarray  #: (n, 4) row_off, col_off, height, width, pixels
+    cells: np.ndarray  #: (n, 4) the patches in feature cells (:func:`planetcd.change.scores.patch_cells`)
+    method: str
+    nn_radius: int
+    pooling: str
+
+
+@dataclass
+class TilePartial:
+    """One tile's contribution to the per-patch pooling and valid-pixel counts.
+
+    Attributes
+    ----------
+    hit : ndarray, int64, shape (k,)
+        Patches whose cell window meets the tile's core.
+    pooled : ndarray, float32, shape (2, k, C) or (1, k, 1)
+        Pre and post partial pooling (``paper``: max, or sums for ``avg``) or the
+        partial max of the nn disagreement (``nn``) over the core cells in each patch.
+    cell_counts : ndarray, int64, shape (k,)
+        Cells pooled per patch.
+    valid_hit, valid_counts : ndarray, int64
+        Patches meeting the core's pixels, and their pixels valid in both images.
+    """
+
+    hit: np.ndarray
+    pooled: np.ndarray
+    cell_counts: np.ndarray
+    valid_hit: np.ndarray
+    valid_counts: np.ndarray
+
+
+def _partial_pool(cells: np.ndarray, maps: np.ndarray, row0: int, col0: int, pooling: str):
+    """Pool feature maps ``(B, C, h, w)`` (first cell at ``(row0, col0)``) over the patch windows they meet."""
+    _, _, h, w = maps.shape
+    hit = np.flatnonzero((cells[:, 0] < row0 + h) & (cells[:, 2] > row0) & (cells[:, 1] < col0 + w) & (cells[:, 3] > col0))
+    poolers = [PatchPooler(cells[hit], maps.shape[1], pooling) for _ in range(maps.shape[0])]
+    for pooler, features in zip(poolers, maps):
+        pooler.add(features, row0, col0)
+    return hit, np.stack([p.acc for p in poolers]), poolers[0].count
+
+
+def detect_tile(ctx: TileContext, tile) -> TilePartial:
+    """Features of one halo tile of both images, pooled per patch over the tile's core.
+
+    Reads the tile's window of pre and of registered post, runs the trunk once
+    on the pair, and returns partial pooled vectors (``paper``) or the partial
+    worst nn disagreement (``nn``) of the patches the core meets, with the
+    patches' valid-pixel counts. :func:`merge_tile` adds them up; merging all
+    tiles in any process gives the same result as the whole-image pass.
+    """
+    s = ctx.trunk.stride
+    height, width = ctx.pre_reader.height, ctx.pre_reader.width
+    r, c, h, w = tile.read
+    window = Window(c, r, w, h)
+    pre_data, pre_valid = ctx.pre_reader.read(window)
+    post_data, post_valid = ctx.post_reader.read(window)
+    both = pre_valid & post_valid
+    batch = prepare_pair(pre_data, pre_valid, post_data, post_valid, ctx.pre_stats, ctx.post_stats)
+    feats = run_trunk(ctx.trunk, batch, ctx.device)
+    cr0, cc0 = tile.core[0] // s, tile.core[1] // s
+    cr1 = min(-(-(tile.core[0] + tile.core[2]) // s), height // s)
+    cc1 = min(-(-(tile.core[1] + tile.core[3]) // s), width // s)
+    lr0, lc0 = cr0 - r // s, cc0 - c // s
+    if ctx.method == "nn":
+        disagreement = nn_disagreement(torch.from_numpy(feats[:1]), torch.from_numpy(feats[1:]), ctx.nn_radius)
+        core = disagreement.numpy()[:, None, lr0 : lr0 + cr1 - cr0, lc0 : lc0 + cc1 - cc0]
+        hit, pooled, counts = _partial_pool(ctx.cells, core, cr0, cc0, "max")
+    else:
+        core = feats[:, :, lr0 : lr0 + cr1 - cr0, lc0 : lc0 + cc1 - cc0]
+        hit, pooled, counts = _partial_pool(ctx.cells, core, cr0, cc0, ctx.pooling)
+    ir, ic, ih, iw = tile.inner
+    valid_hit, valid_counts = _valid_counts(both[ir : ir + ih, ic : ic + iw], ctx.patches, tile.core[0], tile.core[1])
+    return TilePartial(hit, pooled, counts, valid_hit, valid_counts)
+
+
+def merge_tile(partial: TilePartial, pre_pool: PatchPooler, post_pool: PatchPooler, nn_pool: PatchPooler,
+               valid_pixels: np.ndarray) -> None:
+    """Add one tile's :class:`TilePartial` into the whole-image poolers and valid-pixel counts (in place)."""
+    hit = partial.hit
+    pools = [nn_pool] if partial.pooled.shape[0] == 1 else [pre_pool, post_pool]
+    for pool, values in zip(pools, partial.pooled):
+        if pool.pooling == "max":
+            pool.acc[hit] = np.maximum(pool.acc[hit], values)
+        else:
+            pool.acc[hit] += values
+        pool.count[hit] += partial.cell_counts
+    valid_pixels[partial.valid_hit] += partial.valid_counts
+
+
 def _progress(total: int, enabled: bool, desc: str):
     from tqdm.auto import tqdm
 
@@ -256,6 +379,7 @@ def detect(
     seed: int = 0,
     progress: bool = False,
     trunk: VGGFeatures | None = None,
+    tile_runner=None,
 ) -> ChangeResult:
     """Detect changed patches between a pre and a post image.
 
@@ -306,6 +430,10 @@ def detect(
         Show a progress bar on stderr.
     trunk : VGGFeatures, optional
         A loaded trunk to reuse across calls (``layer``, ``relu`` and ``weights`` are then ignored).
+    tile_runner : callable, optional
+        ``tile_runner(spec, tiles, patches, cells)`` yields the :class:`TilePartial` of every tile, in
+        tile order (:func:`detect_tile` run wherever it likes, e.g. on a Dask cluster:
+        :mod:`planetcd.distributed`). Needs ``pre`` and ``post`` as paths. Default: a local loop.
 
     Returns
     -------
@@ -322,6 +450,8 @@ def detect(
         except ValueError:
             raise InputError(f"threshold must be 'pseudo', 'kmeans' or a number, got {threshold!r}") from None
     rng = np.random.default_rng(seed)
+    if tile_runner is not None and (isinstance(pre, np.ndarray) or isinstance(post, np.ndarray)):
+        raise InputError("a tile runner (distributed detect) needs pre and post as raster paths, not arrays")
 
     with contextlib.ExitStack() as stack:
         pre_ds = stack.enter_context(_open_input(pre, "pre"))
@@ -361,28 +491,17 @@ def detect(
         n_pixelwise = 0
         bar = _progress(len(tiles) + (1 if threshold == "pseudo" else 0), progress, "detect")
         t0 = time.perf_counter()
-        for tile in tiles:
-            r, c, h, w = tile.read
-            window = Window(c, r, w, h)
-            pre_data, pre_valid = pre_reader.read(window)
-            post_data, post_valid = post_reader.read(window)
-            both = pre_valid & post_valid
-            batch = prepare_pair(pre_data, pre_valid, post_data, post_valid, pre_stats, post_stats)
-            feats = run_trunk(trunk, batch, torch_device)
-            cr0, cc0 = tile.core[0] // s, tile.core[1] // s
-            cr1 = min(-(-(tile.core[0] + tile.core[2]) // s), height // s)
-            cc1 = min(-(-(tile.core[1] + tile.core[3]) // s), width // s)
-            lr0, lc0 = cr0 - r // s, cc0 - c // s
-            if method == "nn":
-                disagreement = nn_disagreement(torch.from_numpy(feats[:1]), torch.from_numpy(feats[1:]), nn_radius)
-                nn_pool.add(disagreement.numpy()[:, lr0 : lr0 + cr1 - cr0, lc0 : lc0 + cc1 - cc0], cr0, cc0)
-            else:
-                core_feats = feats[:, :, lr0 : lr0 + cr1 - cr0, lc0 : lc0 + cc1 - cc0]
-                pre_pool.add(core_feats[0], cr0, cc0)
-                post_pool.add(core_feats[1], cr0, cc0)
-            ir, ic, ih, iw = tile.inner
-            hit, counts = _valid_counts(both[ir : ir + ih, ic : ic + iw], patches, tile.core[0], tile.core[1])
-            valid_pixels[hit] += counts
+        if tile_runner is None:
+            context = TileContext(pre_reader, post_reader, pre_stats, post_stats, trunk, torch_device, patches, cells,
+                                  method, nn_radius, pooling)
+            partials = (detect_tile(context, tile) for tile in tiles)
+        else:
+            spec = PairSpec(str(pre), str(post), displacement, pre_stats, post_stats, trunk.layer, trunk.relu,
+                            str(trunk.weights_path) if trunk.weights_path is not None else None, method, nn_radius,
+                            pooling, str(torch_device))
+            partials = tile_runner(spec, tiles, patches, cells)
+        for partial in partials:  # merged in tile order, so any runner gives the same result
+            merge_tile(partial, pre_pool, post_pool, nn_pool, valid_pixels)
             bar.update(1)
         timings["features_s"] = time.perf_counter() - t0
 

@@ -1,0 +1,82 @@
+"""Dask: detect and monitor on a real LocalCluster of two worker processes equal the single-process run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from planetcd.change.detect import detect
+from planetcd.craters.train import save_checkpoint
+from planetcd.craters.unet import SymmetricUNet
+from planetcd.datasets.synthetic import make_change_pair, write_geotiff
+from planetcd.features import VGGFeatures
+from planetcd.monitor import monitor
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None)
+    with distributed.Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """A 256x320 Mars pair (small tiles below make several tasks), post shifted with one new crater."""
+    folder = tmp_path_factory.mktemp("dask_pair")
+    made = make_change_pair((256, 320), seed=21, displacement=(2.2, -3.1), new_craters=[[130, 170, 16.0]])
+    return write_geotiff(folder / "pre.tif", made.pre), write_geotiff(folder / "post.tif", made.post)
+
+
+@pytest.fixture(scope="module")
+def trunk(vgg_weights):
+    return VGGFeatures(layer=6, weights=vgg_weights)
+
+
+@pytest.fixture(scope="module")
+def segmenter(tmp_path_factory):
+    torch.manual_seed(3)
+    path = tmp_path_factory.mktemp("model") / "small.pt"
+    save_checkpoint(path, SymmetricUNet(filter_multiple=0.5), "symmetric", {"target": "filled", "threshold": 0.5})
+    return path
+
+
+def test_detect_on_two_workers_equals_single_process(client, pair, trunk):
+    """The paper's pooled features (``monitor`` below covers the ``nn`` method)."""
+    pre, post = pair
+    options = dict(method="paper", n_pseudo=8, tile_size=128, seed=2, trunk=trunk)
+    local = detect(pre, post, **options)
+    from planetcd.distributed import detect_distributed
+
+    remote = detect_distributed(client, pre, post, **options)
+    assert len(remote.patches) == len(local.patches) > 4
+    np.testing.assert_array_equal(remote.patches, local.patches)
+    np.testing.assert_allclose(remote.change_score, local.change_score, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(remote.valid_fraction, local.valid_fraction)
+    assert remote.tau == pytest.approx(local.tau, rel=1e-6)
+    np.testing.assert_array_equal(remote.changed, local.changed)
+    assert remote.displacement == local.displacement
+    # the workers did the tile work: each loaded one trunk
+    loaded = client.run(lambda: sum(1 for k in __import__("planetcd.distributed").distributed._CACHE if k[0] == "trunk"))
+    assert len(loaded) == 2 and all(n == 1 for n in loaded.values())
+
+
+def test_monitor_on_two_workers_equals_single_process(client, pair, trunk, segmenter):
+    pre, post = pair
+    options = dict(model=segmenter, trunk=trunk, n_pseudo=8, block_size=128, block_halo=48, tile=96, overlap=16,
+                   threshold=0.5, seed=1)
+    local = monitor(pre, post, **options)
+    remote = monitor(pre, post, client=client, **options)
+    for name in ("pre_craters", "post_craters", "candidates"):
+        a, b = getattr(local, name).pixels, getattr(remote, name).pixels
+        assert a.shape == b.shape, name
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6, err_msg=name)
+    assert len(local.post_craters) > 0
+    for name, values in local.scores.items():
+        np.testing.assert_allclose(remote.scores[name], values, rtol=1e-6, atol=1e-6, err_msg=name)
+    loaded = client.run(lambda: sum(1 for k in __import__("planetcd.distributed").distributed._CACHE if k[0] == "segmenter"))
+    assert all(n <= 1 for n in loaded.values()) and sum(loaded.values()) >= 1
