@@ -115,18 +115,18 @@ def _run(
 
         bar = tqdm(total=n_tiles, desc="segmenting", unit="tile", file=sys.stderr, leave=False)
     buf_start = 0
-    acc = np.zeros((0, width), np.float64)
-    wsum = np.zeros((0, width), np.float64)
+    acc = np.zeros((0, width), np.float32)
+    wsum = np.zeros((0, width), np.float32)
     miss = np.zeros((0, width), bool)
     try:
         for k, (r0, th, cols, tw) in enumerate(rows):
             need = r0 + th - buf_start
             if acc.shape[0] < need:
                 grow = need - acc.shape[0]
-                acc = np.vstack([acc, np.zeros((grow, width))])
-                wsum = np.vstack([wsum, np.zeros((grow, width))])
+                acc = np.vstack([acc, np.zeros((grow, width), np.float32)])
+                wsum = np.vstack([wsum, np.zeros((grow, width), np.float32)])
                 miss = np.vstack([miss, np.zeros((grow, width), bool)])
-            weights = blend_weights(th, tw, overlap).astype(np.float64)
+            weights = blend_weights(th, tw, overlap)
             for i in range(0, len(cols), batch_size):
                 chunk = cols[i : i + batch_size]
                 stack, masks = zip(*(read(r0, c, th, tw) for c in chunk))

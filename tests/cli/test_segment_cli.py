@@ -112,8 +112,7 @@ def test_shipped_model_finds_ctx_craters(tmp_path, shared_dir):
     from planetcd.datasets.crater_labels import read_voc_boxes
 
     data = shared_dir / "data" / "ctx-mc11e"
-    with rasterio.open(data / "images" / "MC11E-I.png") as src:
-        crop = src.read(1)[:768, :768]
+    crop = np.array(Image.open(data / "images" / "MC11E-I.png"))[:768, :768]
     Image.fromarray(crop).save(tmp_path / "crop.png")
     res = _run("segment", tmp_path / "crop.png", "-o", tmp_path / "out", "--pixel-size", 6, "-q")
     assert res.exit_code == 0, res.output
