@@ -24,6 +24,16 @@ def _client(scheduler: str | None, workers: int | None):
     return make_client(scheduler=scheduler, workers=workers)
 
 
+def _close(client) -> None:
+    """Close a client, and the local cluster it started (a remote scheduler keeps running)."""
+    if client is None:
+        return
+    cluster = getattr(client, "cluster", None)
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
 @click.command()
 @click.argument("pre", type=click.Path(dir_okay=False), required=False)
 @click.argument("post", type=click.Path(dir_okay=False), required=False)
@@ -84,7 +94,10 @@ def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_na
         read_pairs(pairs_csv)  # bad lists fail before any model is loaded
         client = _client(scheduler, workers)
         options["model"] = model_name
-        table = monitor_batch(pairs_csv, outdir, overwrite=overwrite, progress=show_progress, client=client, **options)
+        try:
+            table = monitor_batch(pairs_csv, outdir, overwrite=overwrite, progress=show_progress, client=client, **options)
+        finally:
+            _close(client)
         for row in zip(*(table[k] for k in ("id", "status", "n_candidates", "best_score"))):
             log.info("%-20s %-8s %5s candidates  best score %s", row[0], row[1], row[2], f"{row[3]:.3f}")
         log.info("summary in %s", outdir / "summary.csv")
@@ -95,7 +108,10 @@ def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_na
         raise InputError("give PRE and POST images, or --pairs pairs.csv")
     check_writable([outdir / n for n in OUTPUTS], overwrite)
     client = _client(scheduler, workers)
-    result = run_monitor(pre, post, model=model_name, progress=show_progress, client=client, **options)
+    try:
+        result = run_monitor(pre, post, model=model_name, progress=show_progress, client=client, **options)
+    finally:
+        _close(client)
     result.write(outdir, overwrite=overwrite)
     table = result.table()
     dy, dx = result.change.displacement
