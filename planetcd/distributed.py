@@ -9,6 +9,10 @@ schedules them:
   on the client in tile order with :func:`planetcd.change.detect.merge_tile`,
   exactly as the local loop merges them. Registration, statistics and the τ
   calibration run on the client, as in a local run.
+* ``segment``: :func:`segment_catalog` cuts one raster into the blocks of
+  :func:`planetcd.monitor.block_grid`; each block (segmentation in
+  overlapping tiles and crater extraction, craters kept by the block whose
+  core holds them) is a task, locally or on the cluster.
 * ``monitor`` (and its segmentation): every block of
   :func:`planetcd.monitor.block_grid` is a task running
   :func:`planetcd.monitor.run_block` (segment pre and post, extract craters,
@@ -30,6 +34,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -177,3 +183,105 @@ def monitor_distributed(client, pre, post, **options):
     from .monitor import monitor
 
     return monitor(pre, post, client=client, **options)
+
+
+# ----------------------------------------------------------------------------- segment (craters of one image)
+
+
+@dataclass(frozen=True)
+class ImageSetup:
+    """How to segment one raster block by block (small and picklable, like :class:`planetcd.monitor.SegmentSetup`)."""
+
+    path: str
+    stats: object  #: :class:`planetcd.craters.segment.ImageStats` of the whole image
+    extraction: dict  #: keyword arguments of :func:`planetcd.craters.extract.extract_craters`
+    tile: int = 512
+    overlap: int = 64
+    batch_size: int = 4
+    band: int = 1
+
+
+def segment_image_block(model, setup: ImageSetup, block) -> np.ndarray:
+    """Craters ``(n, 4)`` (``x_px, y_px, radius_px, confidence``, whole-image pixels) centred in one block's core.
+
+    The block's window (core and halo) is read, prepared with the whole-image
+    statistics, segmented in overlapping tiles and its craters extracted, with
+    the functions :func:`planetcd.monitor.segment_block` uses for pre and post.
+    """
+    from rasterio.windows import Window
+
+    from .craters.extract import extract_craters
+    from .monitor import _in_core, _prepared_window, _probability
+    from .raster import open_raster, read_window
+
+    r, c, h, w = block.read
+    with open_raster(setup.path) as ds:
+        data, valid = read_window(ds, Window(c, r, w, h), bands=[setup.band])
+        prepared, missing = _prepared_window(data, valid, ds.nodata, setup.stats)
+    prob = _probability(model, prepared, missing, setup)
+    craters = extract_craters(prob, **setup.extraction) + np.array([c, r, 0.0, 0.0])
+    return craters[_in_core(craters, block)].reshape(-1, 4)
+
+
+def segment_block_image_task(setup: ImageSetup, block, model, device: str = "cpu") -> np.ndarray:
+    """:func:`segment_image_block` on a worker, with the worker's segmenter."""
+    return segment_image_block(worker_segmenter(model, device), setup, block)
+
+
+def segment_catalog(image, model="ctx-craters", *, client=None, threshold: float | None = None,
+                    block_size: int = 2048, block_halo: int = 192, tile: int = 512, overlap: int = 64,
+                    batch_size: int = 4, band: int = 1, pixel_size_m: float | None = None, device: str = "cpu"):
+    """Craters of one raster, block by block, locally or with the blocks as tasks on ``client``'s cluster.
+
+    Parameters
+    ----------
+    image : path
+        A raster GDAL reads (workers must be able to open it).
+    model : str, path or torch.nn.Module
+        Registry name, checkpoint path, or a loaded segmenter.
+    client : distributed.Client, optional
+        Run the blocks on this cluster; ``None`` runs them here, in the same order.
+    threshold : float, optional
+        Crater probability threshold (default: the model's).
+    block_size, block_halo, tile, overlap, batch_size : int
+        Blocks (pixels; memory bound and unit of work) and network tiles inside them.
+    band : int
+        1-based band to segment.
+    pixel_size_m : float, optional
+        Pixel size for diameters when the raster is not georeferenced.
+
+    Returns
+    -------
+    planetcd.craters.catalog.Catalog
+        Every crater, in block order (each crater belongs to the block whose core holds its centre).
+    """
+    import torch
+
+    from .craters.catalog import Catalog
+    from .craters.segment import MIN_SIZE, image_stats
+    from .monitor import block_grid, extraction_options, load_segmenter
+    from .raster import is_georeferenced, open_raster
+
+    with open_raster(image) as ds:
+        if ds.height < MIN_SIZE or ds.width < MIN_SIZE:
+            raise InputError(f"{image}: image of {ds.height}x{ds.width} px is too small (at least {MIN_SIZE}x{MIN_SIZE})")
+        if band < 1 or band > ds.count:
+            raise InputError(f"{image}: no band {band} (the raster has {ds.count})")
+        stats = image_stats(ds, band)
+        shape = (ds.height, ds.width)
+        georef = {"transform": ds.transform, "crs": ds.crs} if is_georeferenced(ds) else {"pixel_size_m": pixel_size_m}
+    segmenter = load_segmenter(model, device)
+    meta = getattr(segmenter, "metadata", {})
+    threshold = float(meta.get("threshold", 0.5) if threshold is None else threshold)
+    setup = ImageSetup(str(image), stats, extraction_options(meta, threshold), tile, overlap, batch_size, band)
+    blocks = block_grid(shape[0], shape[1], block_size, block_halo)
+    if client is None:
+        parts = [segment_image_block(segmenter, setup, block) for block in blocks]
+    else:
+        setup_f = client.scatter(setup, broadcast=True, hash=False)
+        model_ref = client.scatter(segmenter, broadcast=True, hash=False) if isinstance(model, torch.nn.Module) else str(model)
+        futures = client.map(segment_block_image_task, [setup_f] * len(blocks), blocks, [model_ref] * len(blocks),
+                             [device] * len(blocks), pure=False)
+        parts = list(_in_order(futures))
+    craters = np.concatenate(parts) if parts else np.zeros((0, 4))
+    return Catalog.from_pixels(craters, name=Path(str(image)).stem, **georef)

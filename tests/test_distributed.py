@@ -80,3 +80,15 @@ def test_monitor_on_two_workers_equals_single_process(client, pair, trunk, segme
         np.testing.assert_allclose(remote.scores[name], values, rtol=1e-6, atol=1e-6, err_msg=name)
     loaded = client.run(lambda: sum(1 for k in __import__("planetcd.distributed").distributed._CACHE if k[0] == "segmenter"))
     assert all(n <= 1 for n in loaded.values()) and sum(loaded.values()) >= 1
+
+
+def test_segment_on_two_workers_equals_single_process(client, pair, segmenter):
+    from planetcd.distributed import segment_catalog
+
+    pre, _ = pair
+    options = dict(block_size=128, block_halo=48, tile=96, overlap=16, threshold=0.5)
+    local = segment_catalog(pre, segmenter, **options)
+    remote = segment_catalog(pre, segmenter, client=client, **options)
+    assert len(local) > 0 and remote.pixels.shape == local.pixels.shape
+    np.testing.assert_allclose(remote.pixels, local.pixels, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(remote.diameter_km, local.diameter_km, rtol=1e-9)
