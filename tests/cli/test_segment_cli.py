@@ -106,23 +106,24 @@ def test_registry_metadata():
 
 
 @pytest.mark.shared
+@pytest.mark.slow
 def test_shipped_model_finds_ctx_craters(tmp_path, shared_dir):
-    """The shipped model on a crop of validation tile I (never trained on)."""
+    """The shipped model on validation tile I (never trained on), through the command line."""
+    import csv
+
     from planetcd.craters.match import match_craters
     from planetcd.datasets.crater_labels import read_voc_boxes
 
     data = shared_dir / "data" / "ctx-mc11e"
-    crop = np.array(Image.open(data / "images" / "MC11E-I.png"))[:768, :768]
-    Image.fromarray(crop).save(tmp_path / "crop.png")
-    res = _run("segment", tmp_path / "crop.png", "-o", tmp_path / "out", "--pixel-size", 6, "-q")
+    res = _run("segment", data / "images" / "MC11E-I.png", "-o", tmp_path / "out", "--pixel-size", 6, "-q")
     assert res.exit_code == 0, res.output
-    import csv
-
     rows = list(csv.DictReader(open(tmp_path / "out" / "craters.csv")))
+    assert "diameter_km" in rows[0] or "diameter_m" in rows[0]
     det = np.array([[float(r["x_px"]), float(r["y_px"]), float(r["radius_px"])] for r in rows]).reshape(-1, 3)
     truth = read_voc_boxes(data / "annotations" / "clustered" / "MC11E-I.xml")
-    truth = truth[(truth[:, 0] < 768) & (truth[:, 1] < 768)]
     result = match_craters(det, truth, mode="deepmoon", min_diameter_px=8)
-    assert result.n_truth > 20
-    assert result.f1 > 0.6, result.to_dict()
-    assert "diameter_m" in rows[0] or "diameter_km" in rows[0]
+    # An untrained network finds next to nothing here; the shipped model about half of the craters.
+    assert result.f1 > 0.3, result.to_dict()
+    with rasterio.open(tmp_path / "out" / "crater_mask.tif") as m:
+        mask = m.read(1)
+    assert 0.001 < (mask == 1).mean() < 0.2
