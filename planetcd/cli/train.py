@@ -45,7 +45,7 @@ def _labels_for(image: Path, labels_dir: Path | None) -> Path:
 @click.option("--crops-per-epoch", type=int, default=256, show_default=True)
 @click.option("--positive-fraction", type=float, default=0.0, show_default=True, help="Share of crops centred near a labelled crater.")
 @click.option("--val-tile", type=int, default=512, show_default=True, help="Validation tile side (the paper's 512×512 sub-images).")
-@click.option("--monitor", type=click.Choice(["val_loss", "val_f1"]), default="val_loss", show_default=True, help="What early stopping and the best checkpoint follow (val_f1: crater F1, DeepMoon rule, craters >= 8 px).")
+@click.option("--monitor", type=click.Choice(["val_loss", "val_f1", "val_balanced_accuracy"]), default="val_loss", show_default=True, help="What early stopping and the best checkpoint follow (val_f1: crater F1, DeepMoon rule, craters >= 8 px; val_balanced_accuracy: pixels at 0.5).")
 @click.option("--init", "init", type=click.Path(dir_okay=False, exists=True), default=None, help="Start from the weights of this checkpoint (same architecture).")
 @click.option("--no-augment", is_flag=True, help="Turn rotation/zoom/flip/brightness augmentation off.")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")

@@ -358,7 +358,7 @@ class TrainConfig:
     threads: int | None = None
     time_limit: float | None = None  # seconds; stops after the epoch that passes it
     crater_f1: bool = True  # crater precision/recall/F1 on the validation images each epoch
-    monitor: str = "val_loss"  # early stopping and best checkpoint: "val_loss" or "val_f1"
+    monitor: str = "val_loss"  # early stopping and best checkpoint: "val_loss", "val_f1" or "val_balanced_accuracy"
     init: str | None = None  # start from the weights of this checkpoint (same architecture)
     device: str = "cpu"
 
@@ -595,8 +595,8 @@ def train(
             row.update(on_epoch(epoch, model) or {})
         row["seconds"] = round(time.monotonic() - t0, 2)
         history.append(row)
-        if config.monitor == "val_f1" and "val_f1" in row:
-            monitor = -row["val_f1"]
+        if config.monitor in ("val_f1", "val_balanced_accuracy") and config.monitor in row:
+            monitor = -np.nan_to_num(row[config.monitor])
         else:
             monitor = row.get("val_loss", row["train_loss"])
         improved = monitor < best["loss"]

@@ -139,6 +139,15 @@ def test_split_is_by_image(tmp_path):
         train(a, a[:1], TrainConfig(epochs=1), tmp_path)
 
 
+@pytest.mark.parametrize("monitor", ["val_f1", "val_balanced_accuracy"])
+def test_best_checkpoint_follows_the_monitored_metric(tmp_path, monitor):
+    cfg = TrainConfig(filter_multiple=0.5, crop=64, crops_per_epoch=8, batch_size=4, epochs=3, patience=5,
+                      val_tile=128, seed=2, monitor=monitor)
+    result = train(_dots_set(2, 7), _dots_set(1, 8), cfg, tmp_path)
+    values = [np.nan_to_num(row[monitor]) for row in result["history"]]
+    assert result["best_epoch"] == int(np.argmax(values)) + 1
+
+
 def test_early_stopping(tmp_path):
     cfg = TrainConfig(filter_multiple=0.5, crop=64, crops_per_epoch=4, batch_size=4, epochs=50, patience=1,
                       val_tile=128, seed=0, lr=0.5)  # a huge learning rate: validation loss stops improving
