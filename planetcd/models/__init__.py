@@ -74,7 +74,7 @@ def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | torch.de
     path = weights_path(name_or_path)
     try:
         model, payload = load_checkpoint(path, map_location="cpu")
-    except (ValueError, RuntimeError, KeyError, TypeError, EOFError, OSError) as exc:
+    except Exception as exc:  # torch.load raises many kinds (UnpicklingError, RuntimeError, ...)
         raise WeightsError(f"{path}: not a usable planetcd segmenter checkpoint ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
     if path.parent == MODEL_DIR and (MODEL_DIR / f"{path.stem}.json").exists():

@@ -86,9 +86,13 @@ def test_bad_inputs_one_line_nonzero_nothing_written(tmp_path, tiny_model):
 
 def test_bad_options(tmp_path, tiny_model, rng):
     src = _geotiff(tmp_path / "in.tif", rng.integers(1, 255, (64, 64)).astype(np.uint8))
-    for args in (("--overlap", 600), ("--threshold", 1.5), ("--tile", 8), ("--model", tmp_path / "none.pt")):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    for args in (("--overlap", 600), ("--threshold", 1.5), ("--tile", 8), ("--model", tmp_path / "none.pt"),
+                 ("--model", bad), ("--model", "no-such-model")):
         res = _run("segment", src, "-o", tmp_path / "o", "--model", tiny_model, *args, "-q")
         assert res.exit_code != 0, args
+        assert res.output.strip().startswith("planetcd: error:") and len(res.output.strip().splitlines()) == 1, res.output
         assert not (tmp_path / "o" / "crater_prob.tif").exists()
 
 
