@@ -37,7 +37,7 @@ from ..raster import (
 )
 from ..tiling import halo_tiles, patch_grid
 from .register import AlignedReader, estimate_shift, post_on_pre_grid, undo_displacement
-from .methods import nn_disagreement, noise_sigma
+from .methods import NN_SMOOTH, nn_change_map, noise_sigma
 from .scores import PatchPooler, change_scores, patch_cells, pool_patches, upsample_cells
 from .threshold import (
     choose_patches,
@@ -324,7 +324,7 @@ def detect_tile(ctx: TileContext, tile) -> TilePartial:
     cc1 = min(-(-(tile.core[1] + tile.core[3]) // s), width // s)
     lr0, lc0 = cr0 - r // s, cc0 - c // s
     if ctx.method == "nn":
-        disagreement = nn_disagreement(torch.from_numpy(feats[:1]), torch.from_numpy(feats[1:]), ctx.nn_radius)
+        disagreement = nn_change_map(torch.from_numpy(feats[:1]), torch.from_numpy(feats[1:]), ctx.nn_radius)
         core = disagreement.numpy()[:, None, lr0 : lr0 + cr1 - cr0, lc0 : lc0 + cc1 - cc0]
         hit, pooled, counts = _partial_pool(ctx.cells, core, cr0, cc0, "max")
     else:
@@ -479,7 +479,7 @@ def detect(
         s = trunk.stride
         halo = -(-trunk.halo // s) * s
         if method == "nn":
-            halo += nn_radius * s  # the neighbour search looks this far past each core cell
+            halo += (nn_radius + NN_SMOOTH) * s  # the neighbour search and the box average look past each core cell
         patches = patch_grid(height, width, patch_size, stride)
         cells = patch_cells(patches, s, height // s, width // s)
         pre_pool = PatchPooler(cells, trunk.channels, pooling)
@@ -657,7 +657,7 @@ def _pseudo_scores(trunk, device, pre_reader, stats, patches, valid_fraction, co
         feats = run_trunk(trunk, np.stack(post_crops + pre_crops), device)
         n = len(batch)
         if nn_options is not None:
-            maps = nn_disagreement(torch.from_numpy(feats[n:]), torch.from_numpy(feats[:n]), nn_options["radius"]).numpy()
+            maps = nn_change_map(torch.from_numpy(feats[n:]), torch.from_numpy(feats[:n]), nn_options["radius"]).numpy()
             for k in range(n):
                 scores.append(float(pool_patches(maps[k][None], np.array([inner[k]]), s, "max")[0, 0]))
             continue

@@ -9,7 +9,8 @@ own (robust percentiles), and chooses its threshold without labels.
 pseudo-unchanged pairs) but is built to see small new objects:
 
 1. radiometric normalisation: each patch is scaled by its own robust range;
-2. the pair is co-registered by phase correlation (post onto pre);
+2. the pair is co-registered (masked normalised cross-correlation over the
+   overlap, refined by phase correlation: shifts can be 40 % of a patch);
 3. both go through the trunk (conv3_2); where post has no data after the
    shift, it takes pre's pixels (no change by construction);
 4. every cell of post is compared with its *nearest* pre cell within a search
@@ -17,8 +18,9 @@ pseudo-unchanged pairs) but is built to see small new objects:
    ``|a - b|² / (|a|² + |b|² + eps)``, so residual misregistration and
    illumination barely move it, while a new crater (a feature with no match
    nearby) does;
-5. the patch score is the *worst* disagreement (max over cells), not a pooled
-   descriptor that dilutes a 20 px crater in a 150 px patch;
+5. the patch score is the *worst* disagreement (max over cells, after a 2 x 2
+   cell average that damps single-cell noise), not a pooled descriptor that
+   dilutes a 20 px crater in a 150 px patch;
 6. τ is the 95th percentile of the same score on pseudo-unchanged pairs
    made from pre patches with the nuisances the pipeline must tolerate
    (shift, gamma, blur, and per patch the noise its post partner has beyond
@@ -36,11 +38,14 @@ from scipy import ndimage
 
 from ..features import VGGFeatures, pick_device, run_trunk
 from ..raster import robust_range, scale_intensity, to_three_bands
-from .register import estimate_shift
+from .register import estimate_shift_overlap
 from .scores import change_scores, cva_scores, pool_patches, rcva_scores
 from .threshold import kmeans_threshold, self_calibrated_threshold
 
 METHOD_NAMES = ("paper", "paper-avg", "paper-kmeans", "paper-layer5", "paper-layer7", "cva", "rcva", "nn")
+
+#: Side (cells) of the box average of the nn disagreement before its maximum is taken.
+NN_SMOOTH = 2
 
 #: Floor of the nn distance's denominator, for conv3_2 features of 0..1 inputs
 #: (median |f|² on CTX ground is about 1700): flat areas compare as equal.
@@ -213,6 +218,20 @@ def nn_disagreement(f_pre: torch.Tensor, f_post: torch.Tensor, radius: int, eps:
     return torch.maximum(best_post, best_pre)
 
 
+def nn_change_map(f_pre: torch.Tensor, f_post: torch.Tensor, radius: int, smooth: int = NN_SMOOTH) -> torch.Tensor:
+    """:func:`nn_disagreement` averaged over ``smooth`` x ``smooth`` cells, same shape ``(B, h, w)``.
+
+    A new crater of 10 px or more covers at least 2 x 2 cells at stride 4,
+    while noise makes single-cell spikes: the average keeps the first and
+    damps the second before the patch takes its worst cell.
+    """
+    d = nn_disagreement(f_pre, f_post, radius)
+    if smooth <= 1:
+        return d
+    padded = F.pad(d[:, None], (0, smooth - 1, 0, smooth - 1), mode="replicate")
+    return F.avg_pool2d(padded, smooth, stride=1)[:, 0]
+
+
 def register_pairs(pre: np.ndarray, post: np.ndarray, valid: np.ndarray | None = None,
                    max_shift: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Co-register each post patch onto its pre patch (phase correlation, then undo).
@@ -225,7 +244,7 @@ def register_pairs(pre: np.ndarray, post: np.ndarray, valid: np.ndarray | None =
     found = np.zeros((len(pre), 2))
     for i in range(len(pre)):
         post_valid = np.ones(pre.shape[2:], bool) if valid is None else valid[i]
-        shift, _ = estimate_shift(pre[i].mean(0), post[i].mean(0), None, post_valid, upsample_factor=10)
+        shift = estimate_shift_overlap(pre[i].mean(0), post[i].mean(0), post_valid)
         if max_shift is not None and max(abs(shift[0]), abs(shift[1])) > 1.5 * max_shift:
             shift = (0.0, 0.0)  # no credible peak: compare as is
         moved, moved_valid = shifted_copy(post[i], (-shift[0], -shift[1]))
@@ -243,7 +262,7 @@ def nn_scores(trunk: VGGFeatures, pre: np.ndarray, post: np.ndarray, radius: int
     for k in range(0, len(pre), batch_size):
         f_pre = torch.from_numpy(_features(trunk, pre[k : k + batch_size]))
         f_post = torch.from_numpy(_features(trunk, post[k : k + batch_size]))
-        d = nn_disagreement(f_pre, f_post, radius)
+        d = nn_change_map(f_pre, f_post, radius)
         if border:
             d = d[:, border:-border, border:-border]
         scores.append(d.flatten(1).max(1).values.numpy())

@@ -74,6 +74,54 @@ def estimate_shift(
     return (float(-shift[0]), float(-shift[1])), float(error)
 
 
+def estimate_shift_overlap(
+    pre: np.ndarray,
+    post: np.ndarray,
+    post_valid: np.ndarray | None = None,
+    overlap_ratio: float = 0.25,
+    upsample_factor: int = 10,
+) -> tuple[float, float]:
+    """Displacement of ``post`` relative to ``pre`` when the shift is a large part of the image.
+
+    Phase correlation with a Hann window (:func:`estimate_shift`) weighs the
+    borders down, which is where two small patches overlap when the shift is
+    large (40 px on a 100 px patch). This uses masked normalised
+    cross-correlation over the overlap (Padfield 2012, via scikit-image) for
+    the whole-pixel shift, then refines it to sub-pixel by phase correlation
+    on the overlapping crops.
+
+    Parameters
+    ----------
+    pre, post : ndarray, shape (rows, cols)
+    post_valid : ndarray of bool, optional
+        Pixels of post that hold data.
+    overlap_ratio : float
+        Smallest overlap (fraction of the image) a candidate shift may leave.
+
+    Returns
+    -------
+    (dy, dx) in pixels.
+    """
+    from skimage.registration import phase_cross_correlation
+
+    pre_mask = np.ones(pre.shape, bool)
+    post_mask = pre_mask if post_valid is None else post_valid
+    found = phase_cross_correlation(pre, post, reference_mask=pre_mask, moving_mask=post_mask,
+                                    overlap_ratio=overlap_ratio)
+    found = np.asarray(found[0] if isinstance(found, tuple) else found, dtype=float)
+    dy, dx = int(round(-found[0])), int(round(-found[1]))
+    rows, cols = pre.shape
+    r0, r1 = max(0, -dy), min(rows, rows - dy)
+    c0, c1 = max(0, -dx), min(cols, cols - dx)
+    if min(r1 - r0, c1 - c0) >= 16:
+        crop_valid = None if post_valid is None else post_valid[r0 + dy : r1 + dy, c0 + dx : c1 + dx]
+        (fy, fx), _ = estimate_shift(pre[r0:r1, c0:c1], post[r0 + dy : r1 + dy, c0 + dx : c1 + dx],
+                                     None, crop_valid, upsample_factor=upsample_factor)
+        if abs(fy) < 2 and abs(fx) < 2:  # a refinement, not a new answer
+            return float(dy + fy), float(dx + fx)
+    return float(dy), float(dx)
+
+
 def undo_displacement(
     data: np.ndarray, valid: np.ndarray, frac: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray]:

