@@ -24,6 +24,17 @@ def client():
     cluster.close()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The workers run torch on one thread: so does the single-process run here, so both do the same arithmetic
+    (convolutions sum in a thread-count-dependent order, and the untrained UNet's probabilities sit near its
+    threshold, where a last-bit difference would move a mask pixel)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     """A 256x320 Mars pair (small tiles below make several tasks), post shifted with one new crater."""
