@@ -5,7 +5,8 @@
    so the texture is continuous), post displaced by a sub-pixel shift, 10 %
    brighter, noisier, with a few fresh craters. No full-size array is ever
    built: memory is one strip of ``STRIP`` rows.
-2. ``run``: runs ``detect`` (or ``monitor``) on it in a child process and
+2. ``run``: runs ``detect`` (or ``monitor``, or monitor's segmentation stage alone:
+   ``segment-blocks``) on it in a child process and
    samples the child's peak resident memory (``VmHWM``) every second, with a
    time limit; the child prints its progress, so a run stopped by the limit
    says how much of the image it covered.
@@ -14,6 +15,7 @@ Usage::
 
     python benchmarks/bench_memory.py make /tmp/big --size 20000
     python benchmarks/bench_memory.py run /tmp/big --what detect --time-limit 600 [--json out.json]
+    python benchmarks/bench_memory.py run /tmp/big --what segment-blocks --time-limit 300
 
 Requires ``../shared`` (or ``$PLANETCD_SHARED``) for the texture and the VGG-16 weights.
 """
@@ -114,6 +116,18 @@ if what == "detect":
     result = detect(pre, post, method="{method}", progress=True, weights={weights!r})
     print("RESULT features_s=%.1f threshold_s=%.1f" % (result.timings["features_s"], result.timings["threshold_s"]), flush=True)
     result.write(out, overwrite=True)
+elif what == "segment-blocks":
+    # monitor's segmentation stage alone (both images, block by block, post on pre's grid), with the
+    # displacement the generator applied, so it can be measured without the hours of detect before it
+    from tqdm import tqdm
+    from planetcd.monitor import block_grid, load_segmenter, open_pair, prepare_setup, segment_block
+    model = load_segmenter({model!r})
+    setup = prepare_setup(pre, post, {shift!r}, model, threshold=None, tile=512, overlap=64, batch_size=4,
+                          match_mode="deepmoon")
+    with open_pair(setup) as (pre_ds, post_reader):
+        blocks = block_grid(pre_ds.height, pre_ds.width, 2048, 192)
+        for block in tqdm(blocks, desc="segment", unit="block"):
+            segment_block(model, pre_ds, post_reader, block, setup)
 else:
     from planetcd.monitor import monitor
     result = monitor(pre, post, method="{method}", progress=True, weights={weights!r}, model={model!r})
@@ -134,7 +148,7 @@ def _vm_hwm_kb(pid: int) -> int:
 def run(folder: Path, what: str, time_limit: float, threads: int, method: str, model: str) -> dict:
     """Run ``what`` on the pair in a child process; peak RSS, progress and whether it finished."""
     weights = os.environ.get("PLANETCD_VGG16_WEIGHTS") or str(shared_dir() / "weights" / "vgg16_imagenet_features.pth")
-    code = CHILD.format(threads=threads, method=method, weights=weights, model=model)
+    code = CHILD.format(threads=threads, method=method, weights=weights, model=model, shift=SHIFT)
     log = folder / f"{what}.log"
     start = time.perf_counter()
     with open(log, "w") as fh:
@@ -167,7 +181,7 @@ def main() -> None:
     parser.add_argument("action", choices=["make", "run"])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--size", type=int, default=20000)
-    parser.add_argument("--what", choices=["detect", "monitor"], default="detect")
+    parser.add_argument("--what", choices=["detect", "monitor", "segment-blocks"], default="detect")
     parser.add_argument("--method", choices=["nn", "paper"], default="nn")
     parser.add_argument("--model", default="ctx-craters")
     parser.add_argument("--time-limit", type=float, default=600.0)
