@@ -38,6 +38,7 @@ def main(argv=None) -> int:
 
     from planetcd import models
     from planetcd.craters.segment import segment_raster
+    from planetcd.raster import open_raster
 
     model = models.load(args.model)
     shared = Path(os.environ.get("PLANETCD_SHARED", REPO.parent / "shared"))
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
             data = np.random.default_rng(0).integers(1, 255, (2000, 2000)).astype(np.uint8)
             with rasterio.open(src, "w", driver="GTiff", width=2000, height=2000, count=1, dtype="uint8") as dst:
                 dst.write(data, 1)
-        with rasterio.open(src) as ds:
+        with open_raster(src) as ds:
             n_px = ds.width * ds.height
             shape = (ds.height, ds.width)
         times = []
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
     best = min(times)
     print(f"image            {src.name} {shape[0]}x{shape[1]} px")
     print(f"model            {model.metadata.get('name')} ({sum(p.numel() for p in model.parameters()):,} parameters)")
-    print(f"threads          {args.threads} (torch.get_num_threads() = {torch.get_num_threads()})")
+    print(f"threads          {args.threads} (torch.get_num_threads() = {torch.get_num_threads()}); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"tiles            {args.tile} px, overlap {args.overlap} px")
     print(f"segment_raster   {best:.2f} s (best of {args.repeat}) = {n_px / best:,.0f} px/s")
     print(f"network alone    {net * 1000:.0f} ms per {args.tile}x{args.tile} tile = {args.tile ** 2 / net:,.0f} px/s")
