@@ -37,7 +37,7 @@ from ..raster import (
 )
 from ..tiling import halo_tiles, patch_grid
 from .register import AlignedReader, estimate_shift, post_on_pre_grid, undo_displacement
-from .methods import NN_SMOOTH, nn_change_map, noise_sigma
+from .methods import NN_SMOOTH, nn_change_map, noise_sigma, top_up_noise
 from .scores import PatchPooler, change_scores, patch_cells, pool_patches, upsample_cells
 from .threshold import (
     choose_patches,
@@ -522,8 +522,8 @@ def detect(
             nn_options = None
             if method == "nn":
                 # Residual misregistration after global registration is small: pseudo shifts stay inside the
-                # search radius; the noise is what post has beyond pre, estimated on the registration crop.
-                nn_options = {"radius": nn_radius, "extra_noise": _extra_noise(pre_ds, post_reader, pre_stats, post_stats)}
+                # search radius; the noise is brought up to post's level, measured on a central crop.
+                nn_options = {"radius": nn_radius, "post_noise": _post_noise(post_reader, post_stats)}
                 max_shift = min(max_shift, nn_radius * s / 2)
             pseudo_scores = _pseudo_scores(
                 trunk, torch_device, pre_reader, pre_stats, patches, valid_fraction, halo, pooling,
@@ -587,14 +587,11 @@ def _batches(items: np.ndarray, size: int):
         yield items[start : start + size]
 
 
-def _extra_noise(pre_ds, post_reader, pre_stats: ImageStats, post_stats: ImageStats) -> float:
-    """Noise standard deviation (0..1 scale) that post has beyond pre, from a central crop."""
-    window = _central_window(pre_ds.height, pre_ds.width, 512)
-    pre, _ = read_window(pre_ds, window)
+def _post_noise(post_reader, post_stats: ImageStats) -> float:
+    """Noise level (0..1 scale, :func:`~planetcd.change.methods.noise_sigma`) of post, on a central crop."""
+    window = _central_window(post_reader.height, post_reader.width, 512)
     post, _ = read_window(post_reader.dataset, window)  # not interpolated: interpolation smooths noise
-    sigma_pre = noise_sigma(scale_intensity(pre, pre_stats.low, pre_stats.high).mean(axis=0))
-    sigma_post = noise_sigma(scale_intensity(post, post_stats.low, post_stats.high).mean(axis=0))
-    return float(np.sqrt(max(sigma_post**2 - sigma_pre**2, 0.0)))
+    return noise_sigma(scale_intensity(post, post_stats.low, post_stats.high).mean(axis=0))
 
 
 def _pseudo_scores(trunk, device, pre_reader, stats, patches, valid_fraction, context, pooling,
@@ -608,8 +605,8 @@ def _pseudo_scores(trunk, device, pre_reader, stats, patches, valid_fraction, co
     the full-image feature map (``pre_vectors``): one network pass per pair.
     Near the edge (tiny images) both halves are computed from crops.
 
-    With ``nn_options`` (``radius``, ``extra_noise``) the pairs get the ``nn``
-    method's nuisances (gamma, blur, estimated noise) and are scored by the
+    With ``nn_options`` (``radius``, ``post_noise``) the pairs get the ``nn``
+    method's nuisances (gamma, blur, noise up to post's measured level) and are scored by the
     worst nearest-neighbour disagreement inside the patch.
     """
     from scipy import ndimage
@@ -647,7 +644,7 @@ def _pseudo_scores(trunk, device, pre_reader, stats, patches, valid_fraction, co
                 blur = float(rng.uniform(0.0, 1.0))
                 seen = ndimage.gaussian_filter(region**gamma, (0, blur, blur))
                 # noise before the shift, as in a real post image that co-registration then interpolates
-                seen = seen + rng.normal(0.0, nn_options["extra_noise"], seen.shape).astype(np.float32)
+                seen = top_up_noise(seen, nn_options["post_noise"], rng)
                 _, b = pseudo_pair_from_region(seen, margin, tuple(shifts[k]), 0.0, rng)
                 a = region[:, margin:-margin, margin:-margin]
             post_crops.append(b)

@@ -23,8 +23,8 @@ pseudo-unchanged pairs) but is built to see small new objects:
    dilutes a 20 px crater in a 150 px patch;
 6. τ is the 95th percentile of the same score on pseudo-unchanged pairs
    made from pre patches with the nuisances the pipeline must tolerate
-   (shift, gamma, blur, and per patch the noise its post partner has beyond
-   it, estimated from the images) — put through the identical pipeline.
+   (shift, gamma, blur, and noise up to the level measured on each patch's
+   post partner) — put through the identical pipeline.
 """
 
 from __future__ import annotations
@@ -108,6 +108,18 @@ def noise_sigma(image: np.ndarray) -> float:
     return float(np.sqrt(np.pi / 2) * np.abs(response).mean() / 6.0)
 
 
+def top_up_noise(image: np.ndarray, target_sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Add Gaussian noise to ``image`` ``(bands, rows, cols)`` until its measured noise reaches ``target_sigma``.
+
+    Blur removes high frequencies that the noise estimate counts, so the noise
+    to add is what is missing after the nuisances, not a difference of the
+    two dates' estimates.
+    """
+    seen = noise_sigma(image.mean(axis=0))
+    extra = float(np.sqrt(max(target_sigma**2 - seen**2, 0.0)))
+    return image + rng.normal(0.0, extra, image.shape).astype(np.float32)
+
+
 def get_trunk(layer: int, trunk_cache: dict | None, weights=None, device: str = "auto") -> VGGFeatures:
     """A VGG trunk for ``layer``, loaded once per cache."""
     key = ("vgg16", layer)
@@ -146,8 +158,10 @@ def pseudo_unchanged_patches(
 
     A patch has no surroundings here, so the shifted copy leaves the uncovered
     border without data (``valid`` False) rather than wrapping around.
-    ``noise_std`` is one value or one per pre patch, shape (n,).
-    With ``nuisance``, a random gamma (0.8–1.25) and blur (σ ≤ 1 px) are added too.
+    ``noise_std`` is one value or one per pre patch, shape (n,): the σ of the
+    added noise, or with ``nuisance`` the noise level (as measured by
+    :func:`noise_sigma`) the pseudo post is brought to, after a random gamma
+    (0.8–1.25) and blur (σ ≤ 1 px).
 
     Returns ``pre (m, bands, h, w)``, ``post (m, bands, h, w)``, ``valid (m, h, w)``.
     """
@@ -162,9 +176,15 @@ def pseudo_unchanged_patches(
             source = ndimage.gaussian_filter(np.clip(patch, 0, 1) ** gamma, (0, sigma, sigma))
         else:
             source = patch
-        post, valid = shifted_copy(source, tuple(shift))
         sigma_noise = float(np.broadcast_to(noise_std, (len(pre),))[i])
-        post = np.clip(post + rng.normal(0.0, sigma_noise, post.shape), 0, 1).astype(np.float32)
+        post, valid = shifted_copy(source, tuple(shift))
+        if nuisance:  # noise last, as a real post patch gets it: after the ground was resampled
+            rows, cols = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(axis=0))
+            box = (slice(None), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+            post[box] = top_up_noise(post[box], sigma_noise, rng)
+        else:
+            post = post + rng.normal(0.0, sigma_noise, post.shape).astype(np.float32)
+        post = np.clip(post, 0, 1).astype(np.float32)
         out_pre.append(patch)
         out_post.append(post)
         out_valid.append(valid)
@@ -320,10 +340,9 @@ def score_pairs(
 
     if spec.kind == "nn":
         trunk = get_trunk(spec.layer, trunk_cache, weights, device)
-        # Noise of the pseudo pairs: what each post patch has beyond its pre patch (estimated, no labels).
-        extra_noise = np.sqrt(np.clip(np.array([noise_sigma(p.mean(0)) for p in post]) ** 2
-                                      - np.array([noise_sigma(p.mean(0)) for p in pre]) ** 2, 0, None))
-        pseudo_pre, pseudo_post, pseudo_valid = pseudo_unchanged_patches(pre, n_pseudo, max_shift, extra_noise, rng,
+        # Noise of the pseudo pairs: the level measured on each pre patch's real post partner (no labels).
+        post_noise = np.array([noise_sigma(p.mean(0)) for p in post])
+        pseudo_pre, pseudo_post, pseudo_valid = pseudo_unchanged_patches(pre, n_pseudo, max_shift, post_noise, rng,
                                                                          nuisance=True)
         registered, _ = register_pairs(pre, post, max_shift=max_shift)
         pseudo_registered, _ = register_pairs(pseudo_pre, pseudo_post, pseudo_valid, max_shift=max_shift)
