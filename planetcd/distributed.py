@@ -258,15 +258,12 @@ def segment_catalog(image, model="ctx-craters", *, client=None, threshold: float
     import torch
 
     from .craters.catalog import Catalog
-    from .craters.segment import MIN_SIZE, image_stats
+    from .craters.segment import check_input, image_stats
     from .monitor import block_grid, extraction_options, load_segmenter
     from .raster import is_georeferenced, open_raster
 
     with open_raster(image) as ds:
-        if ds.height < MIN_SIZE or ds.width < MIN_SIZE:
-            raise InputError(f"{image}: image of {ds.height}x{ds.width} px is too small (at least {MIN_SIZE}x{MIN_SIZE})")
-        if band < 1 or band > ds.count:
-            raise InputError(f"{image}: no band {band} (the raster has {ds.count})")
+        check_input(ds, image, band)
         stats = image_stats(ds, band)
         shape = (ds.height, ds.width)
         georef = {"transform": ds.transform, "crs": ds.crs} if is_georeferenced(ds) else {"pixel_size_m": pixel_size_m}

@@ -55,6 +55,14 @@ def _missing(data: np.ndarray, valid: np.ndarray, nodata) -> np.ndarray:
     return ~ok
 
 
+def check_input(ds, path, band: int) -> None:
+    """Raise :class:`InputError` when an open raster is too small to segment or lacks ``band`` (1-based)."""
+    if ds.height < MIN_SIZE or ds.width < MIN_SIZE:
+        raise InputError(f"{path}: image of {ds.height}x{ds.width} px is too small (at least {MIN_SIZE}x{MIN_SIZE})")
+    if band < 1 or band > ds.count:
+        raise InputError(f"{path}: no band {band} (the raster has {ds.count})")
+
+
 def image_stats(ds, band: int = 1) -> ImageStats:
     """Normalization limits of a dataset's band, from a decimated read of its valid, non-zero pixels."""
     data, valid = read_window(ds, bands=[band], out_shape=overview_shape(ds.height, ds.width))
@@ -232,10 +240,7 @@ def segment_raster(
     t0 = time.monotonic()
     outdir = Path(outdir)
     with open_raster(path) as ds:
-        if ds.height < MIN_SIZE or ds.width < MIN_SIZE:
-            raise InputError(f"{path}: image of {ds.height}x{ds.width} px is too small (at least {MIN_SIZE}x{MIN_SIZE})")
-        if band < 1 or band > ds.count:
-            raise InputError(f"{path}: no band {band} (the raster has {ds.count})")
+        check_input(ds, path, band)
         stats = image_stats(ds, band)
         nodata = ds.nodata
         src_profile = ds.profile
