@@ -21,12 +21,26 @@ _API = {
     "kmeans_threshold": "planetcd.change.threshold",
     "change_scores": "planetcd.change.scores",
     "estimate_shift": "planetcd.change.register",
+    "score_pairs": "planetcd.change.methods",
+    "segment_raster": "planetcd.craters.segment",
+    "segment_array": "planetcd.craters.segment",
+    "extract_craters": "planetcd.craters.extract",
+    "Catalog": "planetcd.craters.catalog",
+    "match_craters": "planetcd.craters.match",
+    "fit_age": "planetcd.craters.dating",
+    "AgeFit": "planetcd.craters.dating",
+    # planetcd.monitor is a module (its entry point: planetcd.monitor.monitor), so it is not re-exported here
+    "MonitorResult": "planetcd.monitor",
+    "load_model": "planetcd.models",
 }
+
+# public name -> the attribute it is called in its module, where the two differ
+_RENAMED = {"load_model": "load"}
 
 __all__ = ["__version__", *_API]
 
 
 def __getattr__(name: str):
     if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
+        return getattr(importlib.import_module(_API[name]), _RENAMED.get(name, name))
     raise AttributeError(f"module 'planetcd' has no attribute {name!r}")
