@@ -174,15 +174,6 @@ def robust_range(
     return low, high
 
 
-def dataset_range(ds, percentiles: tuple[float, float] = ROBUST_PERCENTILES) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`robust_range` of a whole dataset, estimated from a decimated read (bounded memory)."""
-    data, valid = read_window(ds, out_shape=overview_shape(ds.height, ds.width))
-    try:
-        return robust_range(data, valid, percentiles)
-    except InputError:
-        raise InputError(f"{ds.name}: image has no valid pixels (all nodata)") from None
-
-
 def scale_intensity(data: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """Map ``low..high`` to ``0..1`` per band and clip; shape is kept, float32."""
     low = np.asarray(low, np.float32).reshape(-1, 1, 1)

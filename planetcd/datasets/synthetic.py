@@ -222,17 +222,20 @@ def write_geotiff(
     crs: str | None = MARS_EQC_WKT,
     pixel_size: float = 6.0,
     origin: tuple[float, float] = (1_000_000.0, 500_000.0),
-    dtype: str = "uint16",
+    dtype: str | None = "uint16",
     nodata: float | None = None,
 ) -> Path:
     """Write a test/demo GeoTIFF; float ``0..1`` images are scaled to the integer ``dtype``.
 
     ``origin`` is the map (x, y) of the upper-left corner; pixels are square.
+    ``dtype=None`` writes the array's own type, unscaled.
     """
     import rasterio
     from rasterio.transform import from_origin
 
     image = np.asarray(image)
+    if dtype is None:
+        dtype = image.dtype.name
     if image.ndim == 2:
         image = image[None]
     if np.dtype(dtype).kind in "ui" and image.dtype.kind == "f":

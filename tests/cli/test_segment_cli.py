@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import rasterio
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from rasterio.transform import from_origin
 
 from planetcd.cli import main
 from planetcd.craters.train import save_checkpoint
 from planetcd.craters.unet import SymmetricUNet
+from planetcd.datasets.synthetic import write_geotiff
 
 OUTPUTS = ("crater_prob.tif", "crater_mask.tif", "craters.csv", "craters.gpkg")
 
@@ -26,12 +28,8 @@ def tiny_model(tmp_path_factory):
     return path
 
 
-def _geotiff(path, data, nodata=None):
-    h, w = data.shape
-    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=1, dtype=data.dtype.name,
-                       crs="EPSG:32633", transform=from_origin(500000, 4000000, 6, 6), nodata=nodata) as dst:
-        dst.write(data, 1)
-    return path
+# A UTM-projected GeoTIFF at 6 m/px, written in the array's own type.
+_geotiff = partial(write_geotiff, crs="EPSG:32633", pixel_size=6.0, origin=(500000.0, 4000000.0), dtype=None)
 
 
 def _run(*args):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import rasterio
 import torch
-from rasterio.transform import from_origin
 
 from planetcd.craters.segment import MASK_NODATA, segment_array, segment_raster
 from planetcd.craters.train import prepare_image
+from planetcd.datasets.synthetic import write_geotiff
 from planetcd.errors import InputError
 from planetcd.tiling import overlapping_tiles
 
@@ -76,12 +78,8 @@ def test_symmetric_unet_tiles_match_whole_pass_on_small_input(rng):
     assert np.abs(tiled - _whole(model, img2)).mean() < 0.1 * np.abs(_whole(model, img2) - 0.5).mean() + 1e-3
 
 
-def _geotiff(path, data, nodata=None):
-    h, w = data.shape
-    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=1, dtype=data.dtype.name,
-                       crs="EPSG:32633", transform=from_origin(500000, 4000000, 6, 6), nodata=nodata) as dst:
-        dst.write(data, 1)
-    return path
+# A UTM-projected GeoTIFF at 6 m/px, written in the array's own type.
+_geotiff = partial(write_geotiff, crs="EPSG:32633", pixel_size=6.0, origin=(500000.0, 4000000.0), dtype=None)
 
 
 def test_segment_raster_streams_on_the_input_grid(tmp_path, rng):
