@@ -38,6 +38,8 @@ def _labels_for(image: Path, labels_dir: Path | None) -> Path:
 @click.option("--loss", type=click.Choice(["bce", "dice", "focal"]), default="bce", show_default=True)
 @click.option("--pos-weight", type=float, default=None, help="Weight of crater pixels in the BCE loss (sparse targets).")
 @click.option("--lr", type=float, default=5e-4, show_default=True)
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True, help="cosine: decay the learning rate step by step from --lr to --lr-min over --epochs.")
+@click.option("--lr-min", type=float, default=0.0, show_default=True, help="Final learning rate of the cosine schedule.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--epochs", type=int, default=100, show_default=True)
 @click.option("--patience", type=int, default=10, show_default=True, help="Early stopping: epochs without a better validation loss.")
@@ -54,7 +56,7 @@ def _labels_for(image: Path, labels_dir: Path | None) -> Path:
 @device_opt
 @overwrite_opt
 @common_options
-def train(images, val_images, labels_dir, outdir, arch, kernel_size, filter_multiple, target, loss, pos_weight, lr, batch_size,
+def train(images, val_images, labels_dir, outdir, arch, kernel_size, filter_multiple, target, loss, pos_weight, lr, lr_schedule, lr_min, batch_size,
           epochs, patience, crop, crops_per_epoch, positive_fraction, val_tile, monitor, init, no_augment, threads, time_limit,
           seed, device, overwrite, verbose, quiet):
     """Train a crater segmenter on IMAGES (with --val images held out).
@@ -85,7 +87,7 @@ def train(images, val_images, labels_dir, outdir, arch, kernel_size, filter_mult
         device = "cuda" if torch.cuda.is_available() else "cpu"
     config = TrainConfig(
         arch=arch, kernel_size=int(kernel_size), filter_multiple=float(filter_multiple), target=target, loss=loss, pos_weight=pos_weight,
-        lr=lr, batch_size=batch_size, epochs=epochs, patience=patience, crop=crop, crops_per_epoch=crops_per_epoch,
+        lr=lr, lr_schedule=lr_schedule, lr_min=lr_min, batch_size=batch_size, epochs=epochs, patience=patience, crop=crop, crops_per_epoch=crops_per_epoch,
         positive_fraction=positive_fraction, val_tile=val_tile, monitor=monitor, init=init, augment=not no_augment, seed=seed, threads=threads,
         time_limit=None if time_limit is None else 60.0 * time_limit, device=device,
     )

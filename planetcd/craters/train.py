@@ -344,6 +344,8 @@ class TrainConfig:
     loss: str = "bce"  # bce | dice | focal
     pos_weight: float | None = None
     lr: float = 5e-4
+    lr_schedule: str = "constant"  # "constant" or "cosine" (per step from lr down to lr_min over all epochs)
+    lr_min: float = 0.0
     batch_size: int = 8
     epochs: int = 100
     patience: int = 10
@@ -484,6 +486,12 @@ def crater_scores(
     return best or {}
 
 
+def lr_at(fraction: float, lr: float, lr_min: float = 0.0) -> float:
+    """Cosine decay: ``lr`` at ``fraction`` 0 of the run, ``lr_min`` at 1 (clipped to 0..1)."""
+    fraction = min(max(float(fraction), 0.0), 1.0)
+    return lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * fraction))
+
+
 def train(
     train_images: Sequence[LabelledImage],
     val_images: Sequence[LabelledImage],
@@ -545,6 +553,9 @@ def train(
     if config.augment:
         window = int(math.ceil(config.crop * (1.0 + config.zoom) * math.sqrt(2.0))) + 2
     steps = max(1, config.crops_per_epoch // config.batch_size)
+    if config.lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"unknown learning-rate schedule {config.lr_schedule!r} (constant or cosine)")
+    total_steps = steps * config.epochs
     history: list[dict] = []
     best = {"epoch": -1, "loss": float("inf")}
     log_path, ckpt = outdir / "log.csv", outdir / "best.pt"
@@ -567,7 +578,11 @@ def train(
         t0 = time.monotonic()
         model.train()
         counts = PixelCounts()
-        for _ in range(steps):
+        for step in range(steps):
+            if config.lr_schedule == "cosine":
+                done = ((epoch - 1) * steps + step) / max(1, total_steps - 1)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(done, config.lr, config.lr_min)
             xb, yb = _sample_crops(train_images, config.batch_size, window, rng, config.positive_fraction)
             x, y = torch.from_numpy(xb), torch.from_numpy(yb)
             if config.augment:
@@ -581,7 +596,7 @@ def train(
             loss.backward()
             optimizer.step()
             counts.add(torch.sigmoid(logits.detach()), y, float(loss.detach()))
-        row = {"epoch": epoch}
+        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         row.update({f"train_{k}": v for k, v in counts.metrics().items()})
         if val_images:
             metrics, probs = evaluate(model, val_images, config.val_tile, config.batch_size, criterion, device, return_prob=True)

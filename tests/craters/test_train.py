@@ -197,3 +197,21 @@ def test_init_starts_from_a_checkpoint(tmp_path):
         torch.testing.assert_close(model.state_dict()[key], value)
     with pytest.raises(ValueError, match="model"):
         train(_dots_set(1, 5), [], TrainConfig(filter_multiple=1.0, epochs=1, init=str(tmp_path / "start.pt")), tmp_path / "r2")
+
+
+def test_cosine_schedule_decays_the_learning_rate(tmp_path):
+    from planetcd.craters.train import lr_at
+
+    assert lr_at(0.0, 1e-3, 1e-5) == pytest.approx(1e-3)
+    assert lr_at(0.5, 1e-3, 0.0) == pytest.approx(5e-4)
+    assert lr_at(1.0, 1e-3, 1e-5) == pytest.approx(1e-5)
+    common = dict(filter_multiple=0.5, crop=64, crops_per_epoch=8, batch_size=4, epochs=3, val_tile=128, lr=1e-3,
+                  crater_f1=False, seed=0)
+    cosine = train(_dots_set(1, 5), _dots_set(1, 6), TrainConfig(lr_schedule="cosine", lr_min=1e-5, **common), tmp_path / "c")
+    lrs = [row["lr"] for row in cosine["history"]]
+    assert lrs[0] < 1e-3 and lrs == sorted(lrs, reverse=True)
+    assert lrs[-1] == pytest.approx(1e-5)  # the last step runs at lr_min
+    constant = train(_dots_set(1, 5), _dots_set(1, 6), TrainConfig(**common), tmp_path / "k")
+    assert [row["lr"] for row in constant["history"]] == [1e-3] * 3
+    with pytest.raises(ValueError, match="schedule"):
+        train(_dots_set(1, 5), [], TrainConfig(lr_schedule="step", **common), tmp_path / "x")
