@@ -9,7 +9,13 @@ schedules them:
   on the client in tile order with :func:`planetcd.change.detect.merge_tile`,
   exactly as the local loop merges them. Registration, statistics and the τ
   calibration run on the client, as in a local run.
-* ``segment``: :func:`segment_catalog` cuts one raster into the blocks of
+* ``planetcd segment``: :func:`segment_raster_distributed` makes each network
+  batch of :func:`planetcd.craters.segment.segment_raster` (up to ``batch_size``
+  overlapping tiles of one tile row) a task returning its probabilities; the
+  client blends them with ``segment_raster``'s own row loop, in the same order,
+  and writes the same probability and mask GeoTIFFs (craters are then extracted
+  from the whole probability map, as in a local run).
+* ``segment_catalog``: cuts one raster into the blocks of
   :func:`planetcd.monitor.block_grid`; each block (segmentation in
   overlapping tiles and crater extraction, craters kept by the block whose
   core holds them) is a task, locally or on the cluster.
@@ -65,7 +71,7 @@ def make_client(scheduler: str | None = None, workers: int | None = None, thread
         except OSError as exc:
             raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     cluster = LocalCluster(n_workers=int(workers or 1), threads_per_worker=threads_per_worker, processes=True,
-                           dashboard_address=None)
+                           dashboard_address=":0")  # any free port: never clashes with a running cluster
     return Client(cluster)
 
 
@@ -282,3 +288,146 @@ def segment_catalog(image, model="ctx-craters", *, client=None, threshold: float
         parts = list(_in_order(futures))
     craters = np.concatenate(parts) if parts else np.zeros((0, 4))
     return Catalog.from_pixels(craters, name=Path(str(image)).stem, **georef)
+
+
+# ----------------------------------------------------------------------------- segment (probability rasters)
+
+
+@dataclass(frozen=True)
+class RasterSetup:
+    """What a worker needs to compute crater probabilities of tiles of one raster (small and picklable)."""
+
+    path: str
+    stats: object  #: :class:`planetcd.craters.segment.ImageStats` of the whole image
+    band: int = 1
+    batch_size: int = 4
+
+
+def segment_chunks(height: int, width: int, tile: int, overlap: int, batch_size: int) -> list[list[tuple]]:
+    """The tiles of :func:`planetcd.craters.segment.segment_raster` as its network batches, in its order.
+
+    Each batch is a list of ``(row_off, col_off, height, width)``: up to ``batch_size`` tiles of one tile row,
+    the same batches ``segment_raster`` gives the network (so each tile's probabilities are the same numbers).
+    """
+    from .craters.segment import _iter_tile_rows
+
+    if overlap >= min(tile, height, width) and min(height, width) > 1:  # as craters.segment._run
+        overlap = max(0, min(tile, height, width) // 2)
+    chunks = []
+    for r0, th, cols, tw in _iter_tile_rows(height, width, tile, overlap):
+        for i in range(0, len(cols), batch_size):
+            chunks.append([(r0, c, th, tw) for c in cols[i : i + batch_size]])
+    return chunks
+
+
+def segment_tiles(model, setup: RasterSetup, chunk: list[tuple], device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities ``(n, h, w)`` float32 and missing masks ``(n, h, w)`` of one batch of tiles of a raster.
+
+    Reads and prepares each tile as :func:`planetcd.craters.segment.segment_raster` does (whole-image
+    statistics, missing pixels at the mean) and runs the network once on the batch.
+    """
+    from rasterio.windows import Window
+
+    from .craters.segment import _missing, _prepare, predict_tiles
+    from .raster import open_raster, read_window
+
+    stack, masks = [], []
+    with open_raster(setup.path) as ds:
+        for r, c, h, w in chunk:
+            data, valid = read_window(ds, Window(c, r, w, h), bands=[setup.band])
+            missing = _missing(data[0], valid, ds.nodata)
+            stack.append(_prepare(data[0], missing, setup.stats))
+            masks.append(missing)
+    return predict_tiles(model, np.stack(stack), device, setup.batch_size), np.stack(masks)
+
+
+def segment_tiles_task(setup: RasterSetup, chunk: list[tuple], model, device: str = "cpu"):
+    """:func:`segment_tiles` on a worker, with the worker's segmenter."""
+    return segment_tiles(worker_segmenter(model, device), setup, chunk, device)
+
+
+class _Given:
+    """Stands in for the network in ``craters.segment._run``: returns the probabilities it is given."""
+
+    def __call__(self, x):
+        return x
+
+    def eval(self):
+        return self
+
+
+def segment_raster_distributed(client, path, outdir, model, *, threshold: float = 0.5, tile: int = 512,
+                               overlap: int = 64, device: str = "cpu", batch_size: int = 4, band: int = 1,
+                               progress: bool = False):
+    """:func:`planetcd.craters.segment.segment_raster` with its network batches as tasks on ``client``'s cluster.
+
+    Each task reads its tiles, prepares them with the whole-image statistics and
+    runs the segmenter (``model``: registry name or checkpoint path, loaded once
+    per worker, or a module sent to each worker); the client blends the
+    returned probabilities with ``segment_raster``'s own row loop, in the same
+    order, and writes the same ``crater_prob.tif`` and ``crater_mask.tif``
+    (each appears only when complete). Returns a
+    :class:`planetcd.craters.segment.SegmentResult`.
+    """
+    import time
+
+    import torch
+    from rasterio.windows import Window
+
+    from .craters.segment import MASK_NAME, MASK_NODATA, PROB_NAME, SegmentResult, _run, check_input, image_stats
+    from .raster import geotiff_profile, geotiff_writer, open_raster
+
+    t0 = time.monotonic()
+    outdir = Path(outdir)
+    with open_raster(path) as ds:
+        check_input(ds, path, band)
+        stats = image_stats(ds, band)
+        profile = ds.profile
+        h, w = ds.height, ds.width
+    setup = RasterSetup(os.path.abspath(path), stats, band, batch_size)
+    chunks = segment_chunks(h, w, tile, overlap, batch_size)
+    setup_f = client.scatter(setup, broadcast=True, hash=False)
+    if isinstance(model, torch.nn.Module):
+        model_ref = client.scatter(model, broadcast=True, hash=False)
+    else:  # a registry name, or a checkpoint path the workers open from wherever they run
+        model_ref = os.path.abspath(model) if os.path.isfile(str(model)) else str(model)
+    futures = client.map(segment_tiles_task, [setup_f] * len(chunks), chunks, [model_ref] * len(chunks),
+                         [device] * len(chunks), pure=False)
+    where = {(r, c): (k, i) for k, chunk in enumerate(chunks) for i, (r, c, _, _) in enumerate(chunk)}
+    results = _in_order(futures)
+    current = {"k": -1, "value": None}
+
+    def read(r, c, th, tw):  # the tile's probability stands in for its pixels; _Given passes it through
+        k, i = where[(r, c)]
+        while current["k"] < k:
+            current["value"] = next(results)
+            current["k"] += 1
+        prob, missing = current["value"]
+        if current["k"] != k or prob.shape[1:] != (th, tw):
+            raise RuntimeError(f"tile ({r}, {c}) arrived out of segment_raster's order")
+        return prob[i], missing[i]
+
+    prob_profile = geotiff_profile(profile, dtype="float32", nodata=float("nan"))
+    mask_profile = geotiff_profile(profile, dtype="uint8", nodata=MASK_NODATA)
+    outdir.mkdir(parents=True, exist_ok=True)
+    counts = {"crater": 0}
+    try:
+        with geotiff_writer(outdir / PROB_NAME, prob_profile) as prob_dst, \
+                geotiff_writer(outdir / MASK_NAME, mask_profile) as mask_dst:
+
+            def emit(r, prob, miss):  # as segment_raster's
+                mask = (prob >= threshold).astype(np.uint8)
+                mask[miss] = MASK_NODATA
+                prob = prob.copy()
+                prob[miss] = np.nan
+                counts["crater"] += int((mask == 1).sum())
+                win = Window(0, r, w, prob.shape[0])
+                prob_dst.write(prob[None], window=win)
+                mask_dst.write(mask[None], window=win)
+
+            _run(h, w, read, emit, _Given(), tile=tile, overlap=overlap, device="cpu", batch_size=batch_size,
+                 progress=progress)
+    finally:
+        for future in futures:
+            future.release()
+    return SegmentResult(outdir / PROB_NAME, outdir / MASK_NAME, (h, w), counts["crater"], time.monotonic() - t0)

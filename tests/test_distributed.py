@@ -103,3 +103,99 @@ def test_segment_on_two_workers_equals_single_process(client, pair, segmenter):
     assert len(local) > 0 and remote.pixels.shape == local.pixels.shape
     np.testing.assert_allclose(remote.pixels, local.pixels, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(remote.diameter_km, local.diameter_km, rtol=1e-9)
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from planetcd.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _raster(path):
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        return ds.read(), ds.profile
+
+
+def _assert_same_rasters(local_dir, remote_dir, names):
+    for name in names:
+        (a, pa), (b, pb) = _raster(local_dir / name), _raster(remote_dir / name)
+        assert str(pa) == str(pb), name  # str: a NaN nodata equals itself
+        if a.dtype.kind == "f":
+            np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=name)
+        else:
+            np.testing.assert_array_equal(b, a, err_msg=name)
+
+
+def _csv(path):
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _assert_same_tables(a_rows, b_rows):
+    assert len(a_rows) == len(b_rows) and a_rows[0].keys() == b_rows[0].keys()
+    for a, b in zip(a_rows, b_rows):
+        for key in a:
+            try:
+                x, y = float(a[key]), float(b[key])
+            except ValueError:
+                assert a[key] == b[key], key
+            else:
+                assert y == pytest.approx(x, rel=1e-6, abs=1e-6, nan_ok=True), key
+
+
+def test_detect_cli_with_workers_equals_single_process(pair, vgg_weights, tmp_path):
+    """``planetcd detect --workers 2`` (its own local cluster, closed after) writes what a plain run writes."""
+    import json
+
+    pre, post = pair
+    args = [pre, post, "--weights", vgg_weights, "--method", "nn", "--n-pseudo", "6", "--tile-size", "128", "-q"]
+    local = _cli("detect", *args, "-o", tmp_path / "local")
+    assert local.exit_code == 0, local.output
+    remote = _cli("detect", *args, "-o", tmp_path / "remote", "--workers", "2")
+    assert remote.exit_code == 0, remote.output
+    names = sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "remote").iterdir())
+    _assert_same_rasters(tmp_path / "local", tmp_path / "remote", ["change_score.tif", "change_mask.tif"])
+    _assert_same_tables(_csv(tmp_path / "local" / "candidates.csv"), _csv(tmp_path / "remote" / "candidates.csv"))
+    runs = [json.loads((tmp_path / d / "run.json").read_text()) for d in ("local", "remote")]
+    for key in ("parameters", "displacement_px", "image_shape", "n_patches", "n_scored", "n_changed", "outputs"):
+        assert runs[1][key] == runs[0][key], key
+    assert runs[1]["tau"] == pytest.approx(runs[0]["tau"], rel=1e-6)
+
+
+def test_segment_cli_on_a_scheduler_equals_single_process(client, pair, segmenter, tmp_path):
+    """``planetcd segment --scheduler ADDRESS``: the same probability and mask rasters and crater catalogue."""
+    import shutil
+
+    pre, _ = pair
+    model = shutil.copy(segmenter, tmp_path / "cli_model.pt")  # a path no other test's workers loaded
+    args = [pre, "--model", model, "--tile", "96", "--overlap", "16", "--threshold", "0.5", "-q"]
+    local = _cli("segment", *args, "-o", tmp_path / "local")
+    assert local.exit_code == 0, local.output
+    remote = _cli("segment", *args, "-o", tmp_path / "remote", "--scheduler", client.scheduler.address)
+    assert remote.exit_code == 0, remote.output
+    _assert_same_rasters(tmp_path / "local", tmp_path / "remote", ["crater_prob.tif", "crater_mask.tif"])
+    local_rows = _csv(tmp_path / "local" / "craters.csv")
+    assert len(local_rows) > 0
+    _assert_same_tables(local_rows, _csv(tmp_path / "remote" / "craters.csv"))
+    assert (tmp_path / "remote" / "craters.gpkg").stat().st_size > 0
+    # the cluster did the network work: workers loaded this model
+    loaded = client.run(lambda: [k[1] for k in __import__("planetcd.distributed").distributed._CACHE if k[0] == "segmenter"])
+    assert any(str(model) in keys for keys in loaded.values())
+
+
+def test_cli_refuses_workers_and_scheduler_together(pair, tmp_path):
+    pre, post = pair
+    result = _cli("detect", pre, post, "-o", tmp_path / "out", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1")
+    assert result.exit_code != 0
+    assert result.stderr.strip().startswith("planetcd: error:") and "not both" in result.stderr
+    assert not (tmp_path / "out").exists()

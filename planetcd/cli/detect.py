@@ -7,7 +7,17 @@ from pathlib import Path
 
 import click
 
-from .options import common_options, device_opt, outdir_opt, overwrite_opt, seed_opt, setup_logging, weights_opt
+from .options import (
+    common_options,
+    dask_client,
+    dask_options,
+    device_opt,
+    outdir_opt,
+    overwrite_opt,
+    seed_opt,
+    setup_logging,
+    weights_opt,
+)
 
 log = logging.getLogger("planetcd")
 
@@ -49,17 +59,22 @@ def _threshold(value: str) -> str | float:
 @click.option("--tile-size", type=click.IntRange(64), default=512, show_default=True,
               help="Tile side for feature maps, pixels (memory vs overhead).")
 @click.option("--no-quicklook", is_flag=True, help="Skip quicklook.png.")
+@dask_options
 @weights_opt
 @device_opt
 @seed_opt
 @overwrite_opt
 @common_options
 def detect(pre, post, outdir, patch_size, stride, layer, method, nn_radius, pooling, threshold, percentile, max_shift, noise_std,
-           n_pseudo, register, pixelwise, tile_size, no_quicklook, weights, device, seed, overwrite, verbose, quiet):
+           n_pseudo, register, pixelwise, tile_size, no_quicklook, scheduler, workers, weights, device, seed, overwrite, verbose,
+           quiet):
     """Find changed patches between PRE and POST images (Saha & Zhu's VGG-16 patch method).
 
     Writes change_score.tif, change_mask.tif (on PRE's grid), candidates.csv and
     candidates.gpkg (patches ranked by change score), quicklook.png and run.json.
+
+    With --workers N (a local Dask cluster) or --scheduler ADDRESS, every feature tile is a task on the
+    cluster; the outputs are those of a single-process run.
     """
     from ..change.detect import detect as run_detect
     from ..change.outputs import output_names
@@ -68,12 +83,19 @@ def detect(pre, post, outdir, patch_size, stride, layer, method, nn_radius, pool
     show_progress = setup_logging(verbose, quiet)
     outdir = Path(outdir)
     check_writable([outdir / n for n in output_names(pixelwise, not no_quicklook)], overwrite)
-    result = run_detect(
-        pre, post, patch_size=patch_size, stride=stride, layer=layer, method=method, nn_radius=nn_radius, pooling=pooling,
+    options = dict(
+        patch_size=patch_size, stride=stride, layer=layer, method=method, nn_radius=nn_radius, pooling=pooling,
         threshold=_threshold(threshold), percentile=percentile, max_shift=max_shift, noise_std=noise_std,
         n_pseudo=n_pseudo, register=register, pixelwise=pixelwise, weights=weights, device=device,
         tile_size=tile_size, seed=seed, progress=show_progress,
     )
+    with dask_client(scheduler, workers) as client:
+        if client is None:
+            result = run_detect(pre, post, **options)
+        else:
+            from ..distributed import detect_distributed
+
+            result = detect_distributed(client, pre, post, **options)
     result.write(outdir, overwrite=overwrite, quicklook=not no_quicklook)
     table = result.candidates()
     dy, dx = result.displacement

@@ -8,30 +8,19 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
-from .options import common_options, device_opt, outdir_opt, overwrite_opt, seed_opt, setup_logging, weights_opt
+from .options import (
+    common_options,
+    dask_client,
+    dask_options,
+    device_opt,
+    outdir_opt,
+    overwrite_opt,
+    seed_opt,
+    setup_logging,
+    weights_opt,
+)
 
 log = logging.getLogger("planetcd")
-
-
-def _client(scheduler: str | None, workers: int | None):
-    """A Dask client for ``--scheduler`` / ``--workers``, or ``None`` for a single-process run."""
-    if scheduler is None and workers is None:
-        return None
-    if scheduler is not None and workers is not None:
-        raise InputError("give --scheduler or --workers, not both")
-    from ..distributed import make_client
-
-    return make_client(scheduler=scheduler, workers=workers)
-
-
-def _close(client) -> None:
-    """Close a client, and the local cluster it started (a remote scheduler keeps running)."""
-    if client is None:
-        return
-    cluster = getattr(client, "cluster", None)
-    client.close()
-    if cluster is not None:
-        cluster.close()
 
 
 @click.command()
@@ -56,8 +45,7 @@ def _close(client) -> None:
               help="Segmentation block side, pixels (memory bound; the unit of work on a cluster).")
 @click.option("--pixel-size", type=click.FloatRange(0, min_open=True), default=None,
               help="Pixel size in metres, for diameters when the images are not georeferenced.")
-@click.option("--scheduler", default=None, help="Address of a Dask scheduler to run on (e.g. tcp://host:8786).")
-@click.option("--workers", type=click.IntRange(1), default=None, help="Start a local Dask cluster of N worker processes.")
+@dask_options
 @weights_opt
 @device_opt
 @seed_opt
@@ -92,12 +80,9 @@ def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_na
         from ..monitor import read_pairs
 
         read_pairs(pairs_csv)  # bad lists fail before any model is loaded
-        client = _client(scheduler, workers)
         options["model"] = model_name
-        try:
+        with dask_client(scheduler, workers) as client:
             table = monitor_batch(pairs_csv, outdir, overwrite=overwrite, progress=show_progress, client=client, **options)
-        finally:
-            _close(client)
         for row in zip(*(table[k] for k in ("id", "status", "n_candidates", "best_score"))):
             log.info("%-20s %-8s %5s candidates  best score %s", row[0], row[1], row[2], f"{row[3]:.3f}")
         log.info("summary in %s", outdir / "summary.csv")
@@ -107,11 +92,8 @@ def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_na
     if pre is None or post is None:
         raise InputError("give PRE and POST images, or --pairs pairs.csv")
     check_writable([outdir / n for n in OUTPUTS], overwrite)
-    client = _client(scheduler, workers)
-    try:
+    with dask_client(scheduler, workers) as client:
         result = run_monitor(pre, post, model=model_name, progress=show_progress, client=client, **options)
-    finally:
-        _close(client)
     result.write(outdir, overwrite=overwrite)
     table = result.table()
     dy, dx = result.change.displacement

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import click
@@ -30,6 +31,43 @@ weights_opt = click.option(
     default=None,
     help="VGG-16 weights file (else $PLANETCD_VGG16_WEIGHTS, the torch hub cache, then download).",
 )
+
+scheduler_opt = click.option(
+    "--scheduler", default=None, help="Address of a Dask scheduler to run on (e.g. tcp://host:8786)."
+)
+workers_opt = click.option(
+    "--workers", type=click.IntRange(1), default=None, help="Start a local Dask cluster of N worker processes."
+)
+
+
+def dask_options(func):
+    """Attach --scheduler/--workers (a Dask cluster for the per-tile work) to a command."""
+    return scheduler_opt(workers_opt(func))
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None, workers: int | None):
+    """A Dask client for ``--scheduler`` / ``--workers`` (``None``: a single-process run), closed on exit.
+
+    A local cluster started for ``--workers`` is closed with it; a remote scheduler keeps running.
+    """
+    from ..errors import InputError
+
+    if scheduler is None and workers is None:
+        yield None
+        return
+    if scheduler is not None and workers is not None:
+        raise InputError("give --scheduler or --workers, not both")
+    from ..distributed import make_client
+
+    client = make_client(scheduler=scheduler, workers=workers)
+    try:
+        yield client
+    finally:
+        cluster = getattr(client, "cluster", None) if workers is not None else None
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def common_options(func):

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
-from .options import common_options, device_opt, outdir_opt, overwrite_opt, setup_logging
+from .options import common_options, dask_client, dask_options, device_opt, outdir_opt, overwrite_opt, setup_logging
 
 log = logging.getLogger("planetcd.segment")
 
@@ -36,10 +36,12 @@ def _catalog_tools():
 @click.option("--pixel-size", type=float, default=None, help="Pixel size in metres, for diameters when the image is not georeferenced.")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Tiles per network pass.")
 @click.option("--band", type=int, default=1, show_default=True, help="Band to segment (1-based).")
+@dask_options
 @device_opt
 @overwrite_opt
 @common_options
-def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, batch_size, band, device, overwrite, verbose, quiet):
+def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, batch_size, band, scheduler, workers, device,
+            overwrite, verbose, quiet):
     """Segment craters in IMAGE (GeoTIFF, PNG, PGM, JPEG, ...).
 
     Writes OUTDIR/crater_prob.tif (float32 probability on the input grid and
@@ -47,6 +49,9 @@ def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, bat
     craters.csv / craters.gpkg (one row per crater: x_px, y_px, radius_px,
     confidence, with map and planetographic coordinates and diameters in
     metres when the image is georeferenced or --pixel-size is given).
+
+    With --workers N (a local Dask cluster) or --scheduler ADDRESS, each batch of tiles is a task on the
+    cluster (workers load the model once); the outputs are those of a single-process run.
     """
     import numpy as np
     import torch
@@ -88,10 +93,15 @@ def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, bat
              meta.get("name"), meta.get("arch"), threshold, tile, overlap, device)
 
     t0 = time.monotonic()
-    result = segment_raster(
-        image, outdir, model, threshold=threshold, tile=tile, overlap=overlap, device=device,
-        batch_size=batch_size, band=band, progress=progress,
-    )
+    options = dict(threshold=threshold, tile=tile, overlap=overlap, device=device, batch_size=batch_size, band=band,
+                   progress=progress)
+    with dask_client(scheduler, workers) as client:
+        if client is None:
+            result = segment_raster(image, outdir, model, **options)
+        else:
+            from ..distributed import segment_raster_distributed
+
+            result = segment_raster_distributed(client, image, outdir, model_name, **options)
     log.info("segmented %dx%d px in %.1f s", result.shape[0], result.shape[1], result.seconds)
     if tools is None:
         return
