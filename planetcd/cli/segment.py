@@ -36,11 +36,12 @@ def _catalog_tools():
 @click.option("--pixel-size", type=float, default=None, help="Pixel size in metres, for diameters when the image is not georeferenced.")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Tiles per network pass.")
 @click.option("--band", type=int, default=1, show_default=True, help="Band to segment (1-based).")
+@click.option("--scales", default=None, help="Also find craters on the image resampled by these factors, e.g. 1,0.5,0.25 (big craters); merged with the duplicate rule [default: the model's].")
 @dask_options
 @device_opt
 @overwrite_opt
 @common_options
-def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, batch_size, band, scheduler, workers, device,
+def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, batch_size, band, scales, scheduler, workers, device,
             overwrite, verbose, quiet):
     """Segment craters in IMAGE (GeoTIFF, PNG, PGM, JPEG, ...).
 
@@ -57,7 +58,7 @@ def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, bat
     import torch
 
     from .. import models
-    from ..craters.segment import MIN_SIZE, segment_raster
+    from ..craters.segment import MIN_SIZE, multiscale_craters, parse_scales, segment_raster
     from ..raster import check_writable, is_georeferenced, open_raster
 
     progress = setup_logging(verbose, quiet)
@@ -75,6 +76,7 @@ def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, bat
         raise InputError(f"--pixel-size {pixel_size}: must be positive")
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1")
+    scales = parse_scales(scales)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif device == "cuda" and not torch.cuda.is_available():
@@ -109,14 +111,18 @@ def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, bat
     with open_raster(result.prob_path) as src:
         prob = src.read(1)
     ext = meta.get("extraction", {})
-    craters = extract_craters(
-        np.nan_to_num(prob, nan=0.0),
-        method=ext.get("method", "components"),
-        threshold=threshold,
-        target=meta.get("target", "filled"),
-        min_radius=float(ext.get("min_radius", 2.0)),
-        max_radius=float(ext.get("max_radius", 150.0)),
-    )
+    min_radius = float(ext.get("min_radius", 2.0))
+
+    def extract(p, min_r):
+        return extract_craters(np.nan_to_num(p, nan=0.0), method=ext.get("method", "components"), threshold=threshold,
+                               target=meta.get("target", "filled"), min_radius=min_r, max_radius=float(ext.get("max_radius", 150.0)))
+
+    craters = extract(prob, min_radius)
+    scales = scales or tuple(float(s) for s in ext.get("scales", [1.0]))
+    if scales != (1.0,):
+        craters = multiscale_craters(model, image, scales, extract, full_craters=craters if 1.0 in scales else None,
+                                     min_radius=min_radius, coarse_min_radius=ext.get("coarse_min_radius"), band=band,
+                                     tile=tile, overlap=overlap, device=device, batch_size=batch_size)
     catalog = Catalog.from_pixels(craters, transform=transform, crs=crs, pixel_size_m=pixel_size, name=Path(image).stem)
     catalog.to_csv(outdir / "craters.csv")
     catalog.to_gpkg(outdir / "craters.gpkg")

@@ -29,7 +29,10 @@ from .train import NORM_PERCENTILES, normalize_image
 
 log = logging.getLogger("planetcd.craters.segment")
 
-__all__ = ["MIN_SIZE", "ImageStats", "image_stats", "predict_tiles", "segment_array", "segment_raster", "SegmentResult"]
+__all__ = [
+    "MIN_SIZE", "ImageStats", "image_stats", "predict_tiles", "segment_array", "segment_raster", "SegmentResult",
+    "multiscale_craters", "parse_scales", "scale_craters",
+]
 
 #: Smallest image side (pixels) that is segmented.
 MIN_SIZE = 16
@@ -270,3 +273,113 @@ def segment_raster(
 
             _run(h, w, read, emit, model, tile=tile, overlap=overlap, device=device, batch_size=batch_size, progress=progress)
     return SegmentResult(outdir / PROB_NAME, outdir / MASK_NAME, (h, w), counts["crater"], time.monotonic() - t0)
+
+
+# --------------------------------------------------------------------------- several scales
+
+
+def parse_scales(text: str | None) -> tuple[float, ...] | None:
+    """``"1,0.5,0.25"`` → ``(1.0, 0.5, 0.25)``; every scale in (0, 1]. ``None``/empty → ``None``."""
+    if text is None or not str(text).strip():
+        return None
+    try:
+        scales = tuple(float(s) for s in str(text).split(","))
+    except ValueError:
+        raise InputError(f"--scales {text}: expected comma-separated numbers, e.g. 1,0.5") from None
+    if not all(0.0 < s <= 1.0 for s in scales):
+        raise InputError(f"--scales {text}: every scale must be in (0, 1]")
+    return tuple(dict.fromkeys(scales))
+
+
+def scale_craters(craters: np.ndarray, scale: float) -> np.ndarray:
+    """Craters found on a map resampled by ``scale`` → pixels of the full image.
+
+    Pixel ``i`` of the resampled map covers full-image pixels ``i/scale`` to
+    ``(i+1)/scale``, so its centre is at ``(i + 0.5)/scale - 0.5``; radii divide by ``scale``.
+    """
+    out = np.array(craters, dtype=np.float64).reshape(-1, 4)
+    out[:, :2] = (out[:, :2] + 0.5) / scale - 0.5
+    out[:, 2] /= scale
+    return out
+
+
+def read_scaled(path, scale: float, band: int = 1) -> np.ndarray:
+    """Band ``band`` of a raster resampled by ``scale`` (area average), float32; missing pixels hold 0."""
+    from rasterio.enums import Resampling
+
+    with open_raster(path) as ds:
+        shape = (max(1, int(round(ds.height * scale))), max(1, int(round(ds.width * scale))))
+        data = ds.read(band, out_shape=shape, resampling=Resampling.average, masked=True).astype(np.float32)
+        return np.ma.filled(data, 0.0)
+
+
+def resample_array(image: np.ndarray, scale: float) -> np.ndarray:
+    """An in-memory image resampled by ``scale`` (anti-aliased, as :func:`read_scaled`)."""
+    from skimage.transform import resize
+
+    image = np.asarray(image, np.float32)
+    shape = (max(1, int(round(image.shape[0] * scale))), max(1, int(round(image.shape[1] * scale))))
+    return resize(image, shape, order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
+
+
+def multiscale_craters(
+    model: torch.nn.Module,
+    image,
+    scales,
+    extract: Callable[[np.ndarray, float], np.ndarray],
+    *,
+    full_craters: np.ndarray | None = None,
+    min_radius: float = 3.0,
+    coarse_min_radius: float | None = None,
+    band: int = 1,
+    tile: int = 512,
+    overlap: int = 64,
+    device="cpu",
+    batch_size: int = 4,
+) -> np.ndarray:
+    """Craters found on the image at several scales, merged with the duplicate rule.
+
+    The network sees craters of a limited size range; big craters are found by
+    segmenting the image again at ``scales`` below 1 (resampled by area
+    average), extracting craters there, and bringing them back to full-image
+    pixels (:func:`scale_craters`).  The lists are merged with
+    :func:`planetcd.craters.match.suppress_duplicates` (DeepMoon rule; the
+    higher confidence wins).
+
+    Parameters
+    ----------
+    image : path of a raster, or an (H, W) array (raw intensities)
+    scales : floats in (0, 1]; 1 is the full image
+    extract : callable ``(prob, min_radius) -> (n, 4)`` craters (``x, y, radius, confidence``) in the map's pixels
+    full_craters : the full-scale craters when already extracted (used for scale 1)
+    min_radius : smallest radius at scale 1, in pixels
+    coarse_min_radius : smallest radius at the other scales, in pixels of the resampled map (default ``min_radius``)
+
+    Returns
+    -------
+    ndarray (n, 4), float64, sorted by decreasing confidence.
+    """
+    from .match import suppress_duplicates
+
+    coarse_min_radius = min_radius if coarse_min_radius is None else coarse_min_radius
+    parts = []
+    for s in scales:
+        s = float(s)
+        if s == 1.0 and full_craters is not None:
+            parts.append(np.asarray(full_craters, np.float64).reshape(-1, 4))
+            continue
+        if isinstance(image, np.ndarray):
+            data = image if s == 1.0 else resample_array(image, s)
+        else:
+            data = read_scaled(image, s, band)
+        if min(data.shape) < MIN_SIZE:
+            log.warning("scale %g: image of %dx%d px is too small to segment; skipped", s, *data.shape)
+            continue
+        prob = segment_array(model, data, tile=tile, overlap=overlap, device=device, batch_size=batch_size)
+        found = extract(prob, min_radius if s == 1.0 else coarse_min_radius)
+        parts.append(scale_craters(found, s))
+        log.info("scale %g: %d craters", s, len(found))
+    craters = np.vstack(parts) if parts else np.zeros((0, 4))
+    if len(craters) > 1:
+        craters = craters[suppress_duplicates(craters, craters[:, 3])]
+    return craters[np.argsort(-craters[:, 3], kind="stable")].reshape(-1, 4)

@@ -87,11 +87,34 @@ def test_bad_options(tmp_path, tiny_model, rng):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     for args in (("--overlap", 600), ("--threshold", 1.5), ("--tile", 8), ("--model", tmp_path / "none.pt"),
-                 ("--model", bad), ("--model", "no-such-model")):
+                 ("--model", bad), ("--model", "no-such-model"), ("--scales", "0"), ("--scales", "1,x")):
         res = _run("segment", src, "-o", tmp_path / "o", "--model", tiny_model, *args, "-q")
         assert res.exit_code != 0, args
         assert res.output.strip().startswith("planetcd: error:") and len(res.output.strip().splitlines()) == 1, res.output
         assert not (tmp_path / "o" / "crater_prob.tif").exists()
+
+
+def test_scales_option_merges_the_coarser_scales(tmp_path, tiny_model):
+    import csv
+
+    import planetcd.models as models
+    from planetcd.craters.extract import extract_craters
+    from planetcd.craters.segment import multiscale_craters
+
+    yy, xx = np.mgrid[:160, :160]
+    img = np.where((xx - 70) ** 2 + (yy - 80) ** 2 < 30**2, 200, 60).astype(np.uint8)
+    src = _geotiff(tmp_path / "in.tif", img)
+    res = _run("segment", src, "-o", tmp_path / "o", "--model", tiny_model, "--scales", "1,0.5", "--threshold", "0.5", "-q")
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(open(tmp_path / "o" / "craters.csv")))
+    model = models.load(str(tiny_model))
+
+    def extract(p, min_r):
+        return extract_craters(p, threshold=0.5, min_radius=min_r, max_radius=150.0)
+
+    expected = multiscale_craters(model, src, [1.0, 0.5], extract, min_radius=2.0)
+    assert len(rows) == len(expected)
+    np.testing.assert_allclose(sorted(float(r["radius_px"]) for r in rows), sorted(expected[:, 2]), rtol=1e-6)
 
 
 def test_registry_metadata():

@@ -113,3 +113,61 @@ def test_bad_inputs_write_nothing(tmp_path):
         segment_raster(tmp_path / "missing.tif", tmp_path / "o3", model)
     for d in ("o1", "o2", "o3"):
         assert not (tmp_path / d).exists() or not any((tmp_path / d).iterdir())
+
+
+class TopHat(torch.nn.Module):
+    """A stand-in segmenter that sees only small craters: bright blobs narrower than ``size`` px
+    come out filled (white top-hat), larger ones vanish, like a network trained on small craters."""
+
+    def __init__(self, size=31):
+        super().__init__()
+        self.pool = torch.nn.MaxPool2d(size, stride=1, padding=size // 2)
+
+    def forward(self, x):
+        opened = self.pool(-self.pool(-x))
+        return ((x - opened) / 2).clamp(0, 1)
+
+
+def _discs(shape, discs):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    img = np.full(shape, 50.0, np.float32)
+    for x, y, r in discs:
+        img[(xx - x) ** 2 + (yy - y) ** 2 <= r**2] = 200.0
+    return img
+
+
+def test_a_big_crater_is_found_only_with_a_coarser_scale(tmp_path):
+    from planetcd.craters.extract import extract_craters
+    from planetcd.craters.match import match_craters
+    from planetcd.craters.segment import multiscale_craters
+
+    truth = np.array([[120.0, 130.0, 40.0], [200.0, 40.0, 6.0]])  # a big and a small crater
+    img = _discs((256, 256), truth)
+    extract = lambda prob, min_r: extract_craters(prob, threshold=0.5, min_radius=min_r, max_radius=150)  # noqa: E731
+    model = TopHat()
+    full = multiscale_craters(model, img, [1.0], extract)
+    both = multiscale_craters(model, img, [1.0, 0.25], extract)
+    res_full = match_craters(full[:, :3], truth, mode="deepmoon")
+    res_both = match_craters(both[:, :3], truth, mode="deepmoon")
+    assert res_full.tp == 1  # only the small crater
+    assert res_both.tp == 2
+    big = both[np.argmin(np.hypot(both[:, 0] - 120, both[:, 1] - 130))]
+    np.testing.assert_allclose(big[:3], truth[0], atol=3.0)
+    # the small crater, seen at both scales, is one crater after the merge
+    assert np.sum(np.hypot(both[:, 0] - 200, both[:, 1] - 40) < 6) == 1
+    # the same from a raster file (area-average resampling on read)
+    path = write_geotiff(tmp_path / "discs.tif", img, dtype=None)
+    from_file = multiscale_craters(model, path, [1.0, 0.25], extract)
+    assert match_craters(from_file[:, :3], truth, mode="deepmoon").tp == 2
+
+
+def test_scale_craters_and_parse_scales():
+    from planetcd.craters.segment import parse_scales, scale_craters
+
+    # pixel 0 of a half-size map covers full pixels 0 and 1 (centre 0.5)
+    np.testing.assert_allclose(scale_craters([[0.0, 10.0, 3.0, 0.9]], 0.5), [[0.5, 20.5, 6.0, 0.9]])
+    assert parse_scales("1,0.5,0.25") == (1.0, 0.5, 0.25)
+    assert parse_scales(None) is None
+    for bad in ("0", "1.5", "a,b", "1,-0.5"):
+        with pytest.raises(InputError):
+            parse_scales(bad)
