@@ -31,7 +31,7 @@ log = logging.getLogger("planetcd.craters.segment")
 
 __all__ = [
     "MIN_SIZE", "ImageStats", "image_stats", "predict_tiles", "segment_array", "segment_raster", "SegmentResult",
-    "multiscale_craters", "parse_scales", "scale_craters",
+    "merge_scales", "multiscale_craters", "parse_scales", "scale_craters",
 ]
 
 #: Smallest image side (pixels) that is segmented.
@@ -359,14 +359,12 @@ def multiscale_craters(
     -------
     ndarray (n, 4), float64, sorted by decreasing confidence.
     """
-    from .match import suppress_duplicates
-
     coarse_min_radius = min_radius if coarse_min_radius is None else coarse_min_radius
-    parts = []
+    found: dict[float, np.ndarray] = {}
     for s in scales:
         s = float(s)
         if s == 1.0 and full_craters is not None:
-            parts.append(np.asarray(full_craters, np.float64).reshape(-1, 4))
+            found[s] = np.asarray(full_craters, np.float64).reshape(-1, 4)
             continue
         if isinstance(image, np.ndarray):
             data = image if s == 1.0 else resample_array(image, s)
@@ -376,9 +374,20 @@ def multiscale_craters(
             log.warning("scale %g: image of %dx%d px is too small to segment; skipped", s, *data.shape)
             continue
         prob = segment_array(model, data, tile=tile, overlap=overlap, device=device, batch_size=batch_size)
-        found = extract(prob, min_radius if s == 1.0 else coarse_min_radius)
-        parts.append(scale_craters(found, s))
-        log.info("scale %g: %d craters", s, len(found))
+        found[s] = extract(prob, min_radius if s == 1.0 else coarse_min_radius)
+        log.info("scale %g: %d craters", s, len(found[s]))
+    return merge_scales(found)
+
+
+def merge_scales(found) -> np.ndarray:
+    """``{scale: craters in that map's pixels}`` → one list in full-image pixels, duplicates removed.
+
+    Uses :func:`planetcd.craters.match.suppress_duplicates` (DeepMoon rule, the
+    higher confidence wins); sorted by decreasing confidence.
+    """
+    from .match import suppress_duplicates
+
+    parts = [scale_craters(c, s) for s, c in found.items()]
     craters = np.vstack(parts) if parts else np.zeros((0, 4))
     if len(craters) > 1:
         craters = craters[suppress_duplicates(craters, craters[:, 3])]

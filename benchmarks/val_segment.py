@@ -1,0 +1,112 @@
+"""Crater F1 of a segmenter on the validation tiles MC11E-H and I, over a grid of extraction settings.
+
+    python benchmarks/val_segment.py [--model ctx-craters] [--threads 1] [--cache DIR]
+        [--thresholds 0.5,0.6,0.7] [--min-radii 3,4] [--scales 1 1,0.5 1,0.25 1,0.5,0.25] [--coarse-min-radii 3,6,8]
+
+Probability maps come from the code paths of ``planetcd segment``: the full
+image through ``segment_raster`` (512 px tiles, 64 px overlap) and each coarser
+scale through ``read_scaled`` + ``segment_array``; craters are extracted by
+components and merged over scales by ``multiscale_craters``; they are matched
+with ``match_craters(mode="deepmoon", min_diameter_px=8)`` and pooled over H
+and I.  Prints one line per setting, best pooled F1 first.
+
+The grid is run on the validation tiles themselves: settings chosen here are
+selected on the data they are scored on (say so when you report them).
+``--cache`` keeps the probability maps (``.npy``) between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SHARED = Path(os.environ.get("PLANETCD_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared"))
+
+
+def floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",")]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="ctx-craters")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache", default=None, help="folder for the probability maps (reused when present)")
+    ap.add_argument("--tiles", default="H,I")
+    ap.add_argument("--thresholds", default="0.5,0.6,0.7")
+    ap.add_argument("--min-radii", default="3,4")
+    ap.add_argument("--scales", nargs="+", default=["1", "1,0.5", "1,0.25", "1,0.5,0.25"])
+    ap.add_argument("--coarse-min-radii", default="3,6,8")
+    ap.add_argument("--top", type=int, default=20)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    import rasterio
+
+    from planetcd import models
+    from planetcd.craters.extract import extract_craters
+    from planetcd.craters.match import match_craters, pool_results
+    from planetcd.craters.segment import merge_scales, read_scaled, segment_array, segment_raster
+    from planetcd.datasets.crater_labels import read_voc_boxes
+
+    model = models.load(args.model)
+    tiles = args.tiles.split(",")
+    scale_sets = [tuple(floats(s)) for s in args.scales]
+    all_scales = sorted({s for ss in scale_sets for s in ss}, reverse=True)
+    cache = Path(args.cache or tempfile.mkdtemp(prefix="val_segment_"))
+    cache.mkdir(parents=True, exist_ok=True)
+    images = {t: SHARED / "data" / "ctx-mc11e" / "images" / f"MC11E-{t}.png" for t in tiles}
+    truth = {t: read_voc_boxes(SHARED / "data" / "ctx-mc11e" / "annotations" / "clustered" / f"MC11E-{t}.xml") for t in tiles}
+    probs = {}
+    for t in tiles:
+        for s in all_scales:
+            path = cache / f"prob_{t}_{s:g}.npy"
+            if not path.exists():
+                if s == 1.0:
+                    out = Path(tempfile.mkdtemp(prefix=f"val_{t}_", dir=cache))
+                    segment_raster(images[t], out, model, threshold=0.5)
+                    with rasterio.open(out / "crater_prob.tif") as src:
+                        prob = src.read(1)
+                else:
+                    prob = segment_array(model, read_scaled(images[t], s))
+                np.save(path, np.nan_to_num(prob, nan=0.0))
+                print(f"# {t} scale {s:g}: probability map {prob.shape}", file=sys.stderr, flush=True)
+            probs[t, s] = np.load(path)
+
+    extracted = {}
+
+    def craters(t, s, thr, min_r):
+        key = (t, s, thr, min_r)
+        if key not in extracted:
+            extracted[key] = extract_craters(probs[t, s], threshold=thr, min_radius=min_r, max_radius=150.0)
+        return extracted[key]
+
+    rows = []
+    for scales, thr, min_r, coarse in itertools.product(scale_sets, floats(args.thresholds), floats(args.min_radii),
+                                                         floats(args.coarse_min_radii)):
+        if scales == (1.0,) and coarse != floats(args.coarse_min_radii)[0]:
+            continue
+        res = []
+        for t in tiles:
+            parts = {s: craters(t, s, thr, min_r if s == 1.0 else coarse) for s in scales}
+            det = merge_scales(parts)  # as multiscale_craters does
+            res.append(match_craters(det[:, :3], truth[t], mode="deepmoon", min_diameter_px=8, name=t))
+        pooled = pool_results(res)
+        rows.append((pooled.f1, scales, thr, min_r, coarse, res + [pooled]))
+    rows.sort(key=lambda r: -r[0])
+    print("scales  threshold  min_radius  coarse_min_radius  " + "  ".join(f"{t}:tp/fp/fn/P/R/F1" for t in tiles + ["pooled"]))
+    for f1, scales, thr, min_r, coarse, res in rows[: args.top]:
+        cells = "  ".join(f"{r.tp}/{r.fp}/{r.fn}/{r.precision:.3f}/{r.recall:.3f}/{r.f1:.3f}" for r in res)
+        print(f"{','.join(f'{s:g}' for s in scales)}  {thr:g}  {min_r:g}  {coarse:g}  {cells}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
