@@ -119,7 +119,7 @@ def detect_tile_task(spec, tile, patches: np.ndarray, cells: np.ndarray):
     with open_raster(spec.pre) as pre_ds, open_raster(spec.post) as post_ds, post_on_pre_grid(pre_ds, post_ds) as grid:
         context = TileContext(AlignedReader(pre_ds), AlignedReader(grid, spec.displacement), spec.pre_stats,
                               spec.post_stats, trunk, torch.device(spec.device), patches, cells, spec.method,
-                              spec.nn_radius, spec.pooling)
+                              spec.nn_radius, spec.pooling, spec.capture)
         return detect_tile(context, tile)
 
 

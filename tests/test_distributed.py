@@ -170,6 +170,7 @@ def test_detect_cli_with_workers_equals_single_process(pair, vgg_weights, tmp_pa
     for key in ("parameters", "displacement_px", "image_shape", "n_patches", "n_scored", "n_changed", "outputs"):
         assert runs[1][key] == runs[0][key], key
     assert runs[1]["tau"] == pytest.approx(runs[0]["tau"], rel=1e-6)
+    assert runs[1]["parameters"]["n_pseudo_pre_reused"] == 6  # the workers sent back pre maps for the pseudo pairs
 
 
 def test_segment_cli_on_a_scheduler_equals_single_process(client, pair, segmenter, tmp_path):

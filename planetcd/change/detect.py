@@ -11,6 +11,7 @@ size and the number of patches, not by the image size.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import time
@@ -54,6 +55,9 @@ log = logging.getLogger(__name__)
 REGISTRATION_CROP = 1024
 #: Patches with less than this fraction of valid pixels (in both images) get no score.
 MIN_VALID_FRACTION = 0.5
+#: Memory (bytes) the main pass may keep of pre's feature map for the ``nn`` pseudo pairs (one crop window
+#: per pair, 2 MB at the defaults): those pairs need no second trunk pass on their pre crop. 0 turns it off.
+PSEUDO_REUSE_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -248,6 +252,7 @@ class PairSpec:
     nn_radius: int
     pooling: str
     device: str
+    capture: np.ndarray | None = None  #: (m, 4) cell windows of pre's feature map to return (:class:`TilePartial`)
 
 
 @dataclass
@@ -265,6 +270,7 @@ class TileContext:
     method: str
     nn_radius: int
     pooling: str
+    capture: np.ndarray | None = None  #: (m, 4) ``row, col, height, width`` cell windows of pre's map to copy out
 
 
 @dataclass
@@ -282,6 +288,9 @@ class TilePartial:
         Cells pooled per patch.
     valid_hit, valid_counts : ndarray, int64
         Patches meeting the core's pixels, and their pixels valid in both images.
+    captured : list of (j, row, col, values)
+        The parts of the context's capture windows inside the core: window ``j``'s cells from
+        ``(row, col)`` (relative to the window) are ``values`` ``(C, h, w)`` of pre's feature map.
     """
 
     hit: np.ndarray
@@ -289,6 +298,7 @@ class TilePartial:
     cell_counts: np.ndarray
     valid_hit: np.ndarray
     valid_counts: np.ndarray
+    captured: list = field(default_factory=list)
 
 
 def _partial_pool(cells: np.ndarray, maps: np.ndarray, row0: int, col0: int, pooling: str):
@@ -332,12 +342,42 @@ def detect_tile(ctx: TileContext, tile) -> TilePartial:
         hit, pooled, counts = _partial_pool(ctx.cells, core, cr0, cc0, ctx.pooling)
     ir, ic, ih, iw = tile.inner
     valid_hit, valid_counts = _valid_counts(both[ir : ir + ih, ic : ic + iw], ctx.patches, tile.core[0], tile.core[1])
-    return TilePartial(hit, pooled, counts, valid_hit, valid_counts)
+    captured = []
+    if ctx.capture is not None:
+        for j, (wr, wc, wh, ww) in enumerate(ctx.capture):
+            r0, r1 = max(wr, cr0), min(wr + wh, cr1)
+            c0, c1 = max(wc, cc0), min(wc + ww, cc1)
+            if r1 > r0 and c1 > c0:
+                block = feats[0, :, r0 - r // s : r1 - r // s, c0 - c // s : c1 - c // s]
+                captured.append((j, r0 - wr, c0 - wc, np.array(block)))
+    return TilePartial(hit, pooled, counts, valid_hit, valid_counts, captured)
+
+
+class _Captures:
+    """Windows of pre's feature map assembled from the tiles' :attr:`TilePartial.captured` parts."""
+
+    def __init__(self, windows: np.ndarray, patch_index: np.ndarray, channels: int):
+        self.windows = windows
+        self.patch_index = patch_index
+        self.maps = [np.zeros((channels, int(h), int(w)), np.float32) for _, _, h, w in windows]
+        self.filled = np.zeros(len(windows), np.int64)
+
+    def add(self, j: int, row: int, col: int, values: np.ndarray) -> None:
+        self.maps[j][:, row : row + values.shape[1], col : col + values.shape[2]] = values
+        self.filled[j] += values.shape[1] * values.shape[2]
+
+    def complete(self) -> dict[int, np.ndarray]:
+        """``{patch index: pre's feature map over its pseudo-pair crop}`` of the windows every tile part reached."""
+        whole = self.filled == self.windows[:, 2] * self.windows[:, 3]
+        return {int(i): m for i, m, ok in zip(self.patch_index, self.maps, whole) if ok}
 
 
 def merge_tile(partial: TilePartial, pre_pool: PatchPooler, post_pool: PatchPooler, nn_pool: PatchPooler,
-               valid_pixels: np.ndarray) -> None:
-    """Add one tile's :class:`TilePartial` into the whole-image poolers and valid-pixel counts (in place)."""
+               valid_pixels: np.ndarray, captures: _Captures | None = None) -> None:
+    """Add one tile's :class:`TilePartial` into the whole-image poolers, valid-pixel counts and captures (in place)."""
+    if captures is not None:
+        for j, row, col, values in partial.captured:
+            captures.add(j, row, col, values)
     hit = partial.hit
     pools = [nn_pool] if partial.pooled.shape[0] == 1 else [pre_pool, post_pool]
     for pool, values in zip(pools, partial.pooled):
@@ -487,23 +527,33 @@ def detect(
         nn_pool = PatchPooler(cells, 1, "max")
         valid_pixels = np.zeros(len(patches), np.int64)
 
+        captures = None
+        if threshold == "pseudo" and method == "nn":
+            # Residual misregistration after global registration is small: pseudo shifts stay inside the search radius.
+            max_shift = min(max_shift, nn_radius * s / 2)
+            captures = _plan_captures(patches, halo, s, max_shift, height, width, n_pseudo, rng, pre_stats, post_stats,
+                                      trunk.channels)
+        capture = None if captures is None else captures.windows
+
         tiles = halo_tiles(height, width, tile_size, halo, align=s)
         n_pixelwise = 0
         bar = _progress(len(tiles) + (1 if threshold == "pseudo" else 0), progress, "detect")
         t0 = time.perf_counter()
         if tile_runner is None:
             context = TileContext(pre_reader, post_reader, pre_stats, post_stats, trunk, torch_device, patches, cells,
-                                  method, nn_radius, pooling)
+                                  method, nn_radius, pooling, capture)
             partials = (detect_tile(context, tile) for tile in tiles)
         else:
             spec = PairSpec(str(pre), str(post), displacement, pre_stats, post_stats, trunk.layer, trunk.relu,
                             str(trunk.weights_path) if trunk.weights_path is not None else None, method, nn_radius,
-                            pooling, str(torch_device))
+                            pooling, str(torch_device), capture)
             partials = tile_runner(spec, tiles, patches, cells)
         for partial in partials:  # merged in tile order, so any runner gives the same result
-            merge_tile(partial, pre_pool, post_pool, nn_pool, valid_pixels)
+            merge_tile(partial, pre_pool, post_pool, nn_pool, valid_pixels, captures)
             bar.update(1)
         timings["features_s"] = time.perf_counter() - t0
+        pre_maps = {} if captures is None else captures.complete()
+        captures = None
 
         valid_fraction = valid_pixels / (patches[:, 2] * patches[:, 3])
         scored = valid_fraction >= MIN_VALID_FRACTION
@@ -518,14 +568,12 @@ def detect(
 
         t0 = time.perf_counter()
         pseudo_scores = None
+        n_reused = 0
         if threshold == "pseudo":
             nn_options = None
-            if method == "nn":
-                # Residual misregistration after global registration is small: pseudo shifts stay inside the
-                # search radius; the noise is brought up to post's level, measured on a central crop.
-                nn_options = {"radius": nn_radius, "post_noise": _post_noise(post_reader, post_stats)}
-                max_shift = min(max_shift, nn_radius * s / 2)
-            pseudo_scores = _pseudo_scores(
+            if method == "nn":  # the noise is brought up to post's level, measured on a central crop
+                nn_options = {"radius": nn_radius, "post_noise": _post_noise(post_reader, post_stats), "pre_maps": pre_maps}
+            pseudo_scores, n_reused = _pseudo_scores(
                 trunk, torch_device, pre_reader, pre_stats, patches, valid_fraction, halo, pooling,
                 n_pseudo, max_shift, noise_std, rng, pre_vectors, nn_options,
             )
@@ -536,6 +584,7 @@ def detect(
         else:
             tau = float(threshold)
         bar.close()
+        pre_maps = None
         timings["threshold_s"] = time.perf_counter() - t0
         changed = np.where(scored, change_score > tau, False)
         log.info("tau = %.4g; %d of %d patches changed", tau, int(changed.sum()), int(scored.sum()))
@@ -568,6 +617,7 @@ def detect(
         "pre": str(pre) if not isinstance(pre, np.ndarray) else "<array>",
         "post": str(post) if not isinstance(post, np.ndarray) else "<array>",
         "n_pixelwise_patches": n_pixelwise,
+        "n_pseudo_pre_reused": n_reused,
     }
     return ChangeResult(
         patches=patches, change_score=change_score, tau=tau, changed=changed, valid_fraction=valid_fraction,
@@ -594,9 +644,75 @@ def _post_noise(post_reader, post_stats: ImageStats) -> float:
     return noise_sigma(scale_intensity(post, post_stats.low, post_stats.high).mean(axis=0))
 
 
+def _pseudo_geometry(patches: np.ndarray, context: int, s: int, max_shift: float, height: int, width: int):
+    """Where pseudo pairs are cut: ``margin, crop_h, crop_w, origin_r, origin_c, interior``.
+
+    Each pseudo-post crop keeps ``context`` pixels around its patch and starts on the feature grid
+    (``origin``, pixels); ``interior`` marks patches whose crop and shift margin lie inside the image.
+    """
+    margin = margin_for(max_shift)
+    h, w = int(patches[0, 2]), int(patches[0, 3])
+    crop_h = -(-(h + 2 * context) // s) * s + s
+    crop_w = -(-(w + 2 * context) // s) * s + s
+    origin_r = (patches[:, 0] - context) // s * s
+    origin_c = (patches[:, 1] - context) // s * s
+    interior = (origin_r - margin >= 0) & (origin_c - margin >= 0) & \
+               (origin_r + crop_h + margin <= height) & (origin_c + crop_w + margin <= width)
+    return margin, crop_h, crop_w, origin_r, origin_c, interior
+
+
+def _pseudo_pool(valid_fraction: np.ndarray, interior: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Patches pseudo pairs may be drawn from, and whether they are all interior ones."""
+    usable = valid_fraction >= 0.99
+    if np.any(usable & interior):
+        return usable & interior, True  # context from real terrain, not from beyond the image edge
+    if not np.any(usable):
+        usable = valid_fraction >= MIN_VALID_FRACTION
+    return usable, False
+
+
+def _guess_valid_fraction(pre_stats: ImageStats, post_stats: ImageStats, patches: np.ndarray, height: int,
+                          width: int) -> np.ndarray:
+    """Each patch's fraction of pixels valid in both images, estimated from the two overviews."""
+    both = pre_stats.overview_valid & post_stats.overview_valid
+    if pre_stats.overview_valid.shape != post_stats.overview_valid.shape:
+        return np.ones(len(patches))
+    oh, ow = both.shape
+    r0 = patches[:, 0] * oh // height
+    c0 = patches[:, 1] * ow // width
+    r1 = np.maximum(-(-(patches[:, 0] + patches[:, 2]) * oh // height), r0 + 1)
+    c1 = np.maximum(-(-(patches[:, 1] + patches[:, 3]) * ow // width), c0 + 1)
+    integral = np.pad(both.astype(np.int64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    counts = integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]
+    return counts / ((r1 - r0) * (c1 - c0))
+
+
+def _plan_captures(patches, context, s, max_shift, height, width, n_pairs, rng, pre_stats, post_stats,
+                   channels) -> _Captures | None:
+    """Crop windows of pre's feature map for the ``nn`` pseudo pairs, to be kept by the main pass.
+
+    The pairs are drawn after the main pass (the draw depends on each patch's valid fraction); here the
+    same draw is made on a copy of ``rng`` with valid fractions estimated from the overviews. Where the
+    guess is right (images without nodata: always) the pair's pre crop needs no trunk pass; where it is
+    wrong the crop is computed as before. The scores are the same either way (up to float rounding).
+    """
+    _, crop_h, crop_w, origin_r, origin_c, interior = _pseudo_geometry(patches, context, s, max_shift, height, width)
+    usable, _ = _pseudo_pool(_guess_valid_fraction(pre_stats, post_stats, patches, height, width), interior)
+    per_window = 4 * channels * (crop_h // s) * (crop_w // s)
+    if not np.any(usable) or PSEUDO_REUSE_BYTES < per_window:
+        return None
+    guess = np.unique(choose_patches(len(patches), n_pairs, copy.deepcopy(rng), usable))
+    guess = guess[interior[guess]][: PSEUDO_REUSE_BYTES // per_window]
+    if len(guess) == 0:
+        return None
+    windows = np.stack([origin_r[guess] // s, origin_c[guess] // s, np.full(len(guess), crop_h // s),
+                        np.full(len(guess), crop_w // s)], axis=1).astype(np.int64)
+    return _Captures(windows, guess, channels)
+
+
 def _pseudo_scores(trunk, device, pre_reader, stats, patches, valid_fraction, context, pooling,
                    n_pairs, max_shift, noise_std, rng, pre_vectors, nn_options=None,
-                   batch_size: int = 8) -> np.ndarray:
+                   batch_size: int = 8) -> tuple[np.ndarray, int]:
     """ρ of pseudo-unchanged pairs drawn from the pre image (read window by window).
 
     Each pseudo-post crop keeps ``context`` pixels of real surroundings and
@@ -605,28 +721,26 @@ def _pseudo_scores(trunk, device, pre_reader, stats, patches, valid_fraction, co
     the full-image feature map (``pre_vectors``): one network pass per pair.
     Near the edge (tiny images) both halves are computed from crops.
 
-    With ``nn_options`` (``radius``, ``post_noise``) the pairs get the ``nn``
+    With ``nn_options`` (``radius``, ``post_noise``, ``pre_maps``) the pairs get the ``nn``
     method's nuisances (gamma, blur, noise up to post's measured level) and are scored by the
-    worst nearest-neighbour disagreement inside the patch.
+    worst nearest-neighbour disagreement inside the patch. ``pre_maps`` holds, for some patches, pre's
+    feature map over the crop kept by the main pass (:func:`_plan_captures`): the map of the same pixels,
+    so those pairs run the trunk on their post crop only. Its cells near the crop edge differ from a
+    crop's (they saw real context, not padding), but the halo keeps them out of the patch's scores.
+
+    Returns the scores and the number of pairs that reused a pre map.
     """
     from scipy import ndimage
 
     s = trunk.stride
-    margin = margin_for(max_shift)
     height, width = pre_reader.height, pre_reader.width
     h, w = int(patches[0, 2]), int(patches[0, 3])
-    crop_h = -(-(h + 2 * context) // s) * s + s
-    crop_w = -(-(w + 2 * context) // s) * s + s
-    origin_r = (patches[:, 0] - context) // s * s
-    origin_c = (patches[:, 1] - context) // s * s
-    interior = (origin_r - margin >= 0) & (origin_c - margin >= 0) & \
-               (origin_r + crop_h + margin <= height) & (origin_c + crop_w + margin <= width)
-    usable = valid_fraction >= 0.99
-    reuse = bool(np.any(usable & interior)) and nn_options is None
-    if np.any(usable & interior):
-        usable &= interior  # context from real terrain, not from beyond the image edge
-    elif not np.any(usable):
-        usable = valid_fraction >= MIN_VALID_FRACTION
+    margin, crop_h, crop_w, origin_r, origin_c, interior = _pseudo_geometry(patches, context, s, max_shift, height,
+                                                                            width)
+    usable, inside = _pseudo_pool(valid_fraction, interior)
+    reuse = inside and nn_options is None
+    pre_maps = {} if nn_options is None else nn_options.get("pre_maps") or {}
+    n_reused = 0
     index = choose_patches(len(patches), n_pairs, rng, usable)
     shifts = sample_shifts(n_pairs, max_shift, rng)
     scores = []
@@ -648,13 +762,16 @@ def _pseudo_scores(trunk, device, pre_reader, stats, patches, valid_fraction, co
                 _, b = pseudo_pair_from_region(seen, margin, tuple(shifts[k]), 0.0, rng)
                 a = region[:, margin:-margin, margin:-margin]
             post_crops.append(b)
-            if not reuse:
+            if not reuse and i not in pre_maps:
                 pre_crops.append(a)
             inner.append([patches[i, 0] - origin_r[i], patches[i, 1] - origin_c[i], h, w])
         feats = run_trunk(trunk, np.stack(post_crops + pre_crops), device)
         n = len(batch)
         if nn_options is not None:
-            maps = nn_change_map(torch.from_numpy(feats[n:]), torch.from_numpy(feats[:n]), nn_options["radius"]).numpy()
+            computed = iter(feats[n:])
+            pre = np.stack([pre_maps[index[k]] if index[k] in pre_maps else next(computed) for k in batch])
+            n_reused += sum(int(index[k] in pre_maps) for k in batch)
+            maps = nn_change_map(torch.from_numpy(pre), torch.from_numpy(feats[:n]), nn_options["radius"]).numpy()
             for k in range(n):
                 scores.append(float(pool_patches(maps[k][None], np.array([inner[k]]), s, "max")[0, 0]))
             continue
@@ -662,7 +779,7 @@ def _pseudo_scores(trunk, device, pre_reader, stats, patches, valid_fraction, co
             v_post = pool_patches(feats[k], np.array([inner[k]]), s, pooling)
             v_pre = pre_vectors[index[batch[k]]][None] if reuse else pool_patches(feats[n + k], np.array([inner[k]]), s, pooling)
             scores.append(change_scores(v_pre, v_post)[0])
-    return np.asarray(scores)
+    return np.asarray(scores), n_reused
 
 
 def _pixelwise(trunk, device, pre_reader, post_reader, pre_stats, post_stats, patches, changed_index, context,

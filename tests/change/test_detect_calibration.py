@@ -1,0 +1,73 @@
+"""τ calibration of ``detect --method nn``: pre's feature maps kept by the main pass stand in for the pre crops."""
+
+import numpy as np
+import pytest
+
+import planetcd.change.detect as detect_module
+from planetcd.change.detect import detect
+from planetcd.datasets.synthetic import make_change_pair, write_geotiff
+from planetcd.features import VGGFeatures
+
+
+@pytest.fixture(scope="module")
+def trunk(vgg_weights):
+    return VGGFeatures(layer=6, weights=vgg_weights)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """360 x 400 px, post displaced by (2.6, -3.4) px, one new crater; a nodata corner in pre."""
+    folder = tmp_path_factory.mktemp("calib")
+    made = make_change_pair((360, 400), seed=5, displacement=(2.6, -3.4), new_craters=[[210, 220, 14.0]])
+    pre = made.pre.astype(np.float32)
+    pre[:60, :90] = np.nan
+    return write_geotiff(folder / "pre.tif", pre, dtype="float32", nodata=np.nan), write_geotiff(folder / "post.tif", made.post)
+
+
+# Small tiles: each pseudo pair's crop window is assembled from the cores of several tiles.
+OPTIONS = dict(method="nn", n_pseudo=10, tile_size=128, seed=4)
+
+
+@pytest.fixture(scope="module")
+def recomputed(pair, trunk):
+    """The calibration as before: every pseudo pair runs the trunk on its pre crop too."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(detect_module, "PSEUDO_REUSE_BYTES", 0)
+        result = detect(*pair, trunk=trunk, **OPTIONS)
+    assert result.params["n_pseudo_pre_reused"] == 0
+    return result
+
+
+def _assert_same_calibration(result, reference):
+    np.testing.assert_allclose(result.pseudo_scores, reference.pseudo_scores, rtol=1e-5, atol=1e-7)
+    assert result.tau == pytest.approx(reference.tau, rel=1e-5)
+    np.testing.assert_array_equal(result.change_score, reference.change_score)
+    np.testing.assert_array_equal(result.changed, reference.changed)
+
+
+def test_pre_maps_of_the_main_pass_give_the_same_pseudo_scores(pair, trunk, recomputed):
+    result = detect(*pair, trunk=trunk, **OPTIONS)
+    assert result.params["n_pseudo_pre_reused"] == OPTIONS["n_pseudo"]  # the overview guess of the draw was right
+    _assert_same_calibration(result, recomputed)
+
+
+def test_a_wrong_guess_of_the_draw_falls_back_to_pre_crops(pair, trunk, recomputed, monkeypatch):
+    """Pairs whose pre map was not kept (the guess missed them) compute their pre crop: same scores."""
+    guess = detect_module._guess_valid_fraction
+
+    def half_wrong(pre_stats, post_stats, patches, height, width):
+        fraction = guess(pre_stats, post_stats, patches, height, width)
+        fraction[::2] = 0.0  # every other patch guessed unusable: a different draw
+        return fraction
+
+    monkeypatch.setattr(detect_module, "_guess_valid_fraction", half_wrong)
+    result = detect(*pair, trunk=trunk, **OPTIONS)
+    assert 0 <= result.params["n_pseudo_pre_reused"] < OPTIONS["n_pseudo"]
+    _assert_same_calibration(result, recomputed)
+
+
+def test_a_memory_budget_of_one_window_reuses_one_pre_map(pair, trunk, recomputed, monkeypatch):
+    monkeypatch.setattr(detect_module, "PSEUDO_REUSE_BYTES", 4 * 256 * 45 * 45)  # one 176 px crop (44² cells) at conv3_2
+    result = detect(*pair, trunk=trunk, **OPTIONS)
+    assert 1 <= result.params["n_pseudo_pre_reused"] < OPTIONS["n_pseudo"]
+    _assert_same_calibration(result, recomputed)
