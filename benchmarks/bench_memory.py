@@ -113,7 +113,7 @@ what, pre, post, out = sys.argv[1:5]
 t0 = time.perf_counter()
 if what == "detect":
     from planetcd.change.detect import detect
-    result = detect(pre, post, method="{method}", progress=True, weights={weights!r})
+    result = detect(pre, post, method="{method}", progress=True, weights={weights!r}, **{tile_option!r})
     print("RESULT features_s=%.1f threshold_s=%.1f" % (result.timings["features_s"], result.timings["threshold_s"]), flush=True)
     result.write(out, overwrite=True)
 elif what == "segment-blocks":
@@ -145,10 +145,12 @@ def _vm_hwm_kb(pid: int) -> int:
     return int(match.group(1)) if match else 0
 
 
-def run(folder: Path, what: str, time_limit: float, threads: int, method: str, model: str) -> dict:
+def run(folder: Path, what: str, time_limit: float, threads: int, method: str, model: str,
+        tile_size: int | None = None) -> dict:
     """Run ``what`` on the pair in a child process; peak RSS, progress and whether it finished."""
     weights = os.environ.get("PLANETCD_VGG16_WEIGHTS") or str(shared_dir() / "weights" / "vgg16_imagenet_features.pth")
-    code = CHILD.format(threads=threads, method=method, weights=weights, model=model, shift=SHIFT)
+    tile_option = {} if tile_size is None else {"tile_size": tile_size}
+    code = CHILD.format(threads=threads, method=method, weights=weights, model=model, shift=SHIFT, tile_option=tile_option)
     log = folder / f"{what}.log"
     start = time.perf_counter()
     with open(log, "w") as fh:
@@ -173,7 +175,8 @@ def run(folder: Path, what: str, time_limit: float, threads: int, method: str, m
     return {"what": what, "method": method, "finished": finished and "DONE" in text, "seconds": round(elapsed, 1),
             "time_limit_s": time_limit, "peak_rss_mb": round(peak_kb / 1024, 1), "progress": progress,
             "peak_rss_mb_over_time": series, "gdal_cachemax": os.environ.get("GDAL_CACHEMAX", "GDAL default (5 % of RAM)"),
-            "threads": threads, "returncode": child.returncode, "log": str(log)}
+            "threads": threads, "tile_size": tile_size or "detect's default", "returncode": child.returncode,
+            "log": str(log)}
 
 
 def main() -> None:
@@ -186,12 +189,13 @@ def main() -> None:
     parser.add_argument("--model", default="ctx-craters")
     parser.add_argument("--time-limit", type=float, default=600.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tile-size", type=int, default=None, help="detect's tile side [default: detect's].")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     if args.action == "make":
         report = make(args.folder, args.size)
     else:
-        report = run(args.folder, args.what, args.time_limit, args.threads, args.method, args.model)
+        report = run(args.folder, args.what, args.time_limit, args.threads, args.method, args.model, args.tile_size)
     print(json.dumps(report, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

@@ -3,7 +3,7 @@
 Floors (the network work a method cannot avoid, timed on random input of the
 same shapes, in the same process and thread count):
 
-- ``detect``: the VGG-16 trunk up to conv3_2 over detect's halo tiles of both images;
+- ``detect``: the VGG-16 trunk up to conv3_2 over both images' pixels, each once (no halo);
 - ``segment``: the crater UNet over ``segment_raster``'s overlapping tiles of one image;
 - ``monitor``: the detect floor plus the UNet over monitor's blocks (their tiles) of both images.
 
@@ -82,7 +82,7 @@ def main() -> None:
         run_trunk(trunk, np.zeros((1, 3, 64, 64), np.float32), device)  # warm-up
         predict_tiles(model, np.zeros((1, 64, 64), np.float32))
 
-        trunk_s = _bench_detect_module().trunk_seconds(trunk, size, size, 512, device)
+        trunk_s = _bench_detect_module().trunk_seconds(trunk, size, size, 1024, device, halo=False)
         start = time.perf_counter()
         change = detect(pre, post, trunk=trunk, method=args.method, n_pseudo=args.n_pseudo)
         detect_s = time.perf_counter() - start
