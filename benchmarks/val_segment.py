@@ -44,6 +44,9 @@ def main(argv=None) -> int:
     ap.add_argument("--min-radii", default="3,4")
     ap.add_argument("--scales", nargs="+", default=["1", "1,0.5", "1,0.25", "1,0.5,0.25"])
     ap.add_argument("--coarse-min-radii", default="3,6,8")
+    ap.add_argument("--methods", default="components", help="extraction methods, e.g. components,template")
+    ap.add_argument("--match-thresholds", default="0.6", help="template: smallest correlation of a crater")
+    ap.add_argument("--max-radius", type=float, default=150.0, help="largest radius in pixels of each scale's map")
     ap.add_argument("--top", type=int, default=20)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -82,29 +85,31 @@ def main(argv=None) -> int:
 
     extracted = {}
 
-    def craters(t, s, thr, min_r):
-        key = (t, s, thr, min_r)
+    def craters(t, s, thr, min_r, method, match):
+        key = (t, s, thr, min_r, method, match)
         if key not in extracted:
-            extracted[key] = extract_craters(probs[t, s], threshold=thr, min_radius=min_r, max_radius=150.0)
+            extracted[key] = extract_craters(probs[t, s], method=method, threshold=thr, min_radius=min_r,
+                                             max_radius=args.max_radius, match_threshold=match)
         return extracted[key]
 
     rows = []
-    for scales, thr, min_r, coarse in itertools.product(scale_sets, floats(args.thresholds), floats(args.min_radii),
-                                                         floats(args.coarse_min_radii)):
+    methods = [(m, mt) for m in args.methods.split(",") for mt in (floats(args.match_thresholds) if m == "template" else [None])]
+    for (method, match), scales, thr, min_r, coarse in itertools.product(
+            methods, scale_sets, floats(args.thresholds), floats(args.min_radii), floats(args.coarse_min_radii)):
         if scales == (1.0,) and coarse != floats(args.coarse_min_radii)[0]:
             continue
         res = []
         for t in tiles:
-            parts = {s: craters(t, s, thr, min_r if s == 1.0 else coarse) for s in scales}
+            parts = {s: craters(t, s, thr, min_r if s == 1.0 else coarse, method, match) for s in scales}
             det = merge_scales(parts)  # as multiscale_craters does
             res.append(match_craters(det[:, :3], truth[t], mode="deepmoon", min_diameter_px=8, name=t))
         pooled = pool_results(res)
-        rows.append((pooled.f1, scales, thr, min_r, coarse, res + [pooled]))
+        rows.append((pooled.f1, method if match is None else f"{method}@{match:g}", scales, thr, min_r, coarse, res + [pooled]))
     rows.sort(key=lambda r: -r[0])
-    print("scales  threshold  min_radius  coarse_min_radius  " + "  ".join(f"{t}:tp/fp/fn/P/R/F1" for t in tiles + ["pooled"]))
-    for f1, scales, thr, min_r, coarse, res in rows[: args.top]:
+    print("method  scales  threshold  min_radius  coarse_min_radius  " + "  ".join(f"{t}:tp/fp/fn/P/R/F1" for t in tiles + ["pooled"]))
+    for f1, method, scales, thr, min_r, coarse, res in rows[: args.top]:
         cells = "  ".join(f"{r.tp}/{r.fp}/{r.fn}/{r.precision:.3f}/{r.recall:.3f}/{r.f1:.3f}" for r in res)
-        print(f"{','.join(f'{s:g}' for s in scales)}  {thr:g}  {min_r:g}  {coarse:g}  {cells}")
+        print(f"{method}  {','.join(f'{s:g}' for s in scales)}  {thr:g}  {min_r:g}  {coarse:g}  {cells}")
     return 0
 
 
