@@ -72,6 +72,9 @@ def test_changed_pairs_differ_from_their_twin_only_in_the_implant(sources, prese
         assert diff[i][~footprint].max(initial=0) <= 1
         assert diff[i][footprint].max() >= 10
         assert footprint[int(spec.y), int(spec.x)]
+        # The crater sits on ground pre's patch shows: post pixel y shows pre's ground at y - dy.
+        for centre, shift in ((spec.y, spec.dy), (spec.x, spec.dx)):
+            assert spec.radius - 1e-6 <= centre - shift <= size - spec.radius + 1e-6
         changed = diff[i] > 3
         rows, cols = np.nonzero(changed)
         assert abs(rows.mean() - spec.y) < 0.35 * size and abs(cols.mean() - spec.x) < 0.35 * size
