@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from planetcd.change.methods import (
-    METHOD_NAMES, noise_sigma, nn_disagreement, pseudo_unchanged_patches, register_pairs, score_pairs,
+    METHOD_NAMES, match_radiometry, match_resolution, noise_sigma, nn_disagreement, overlap_cells,
+    pseudo_unchanged_patches, register_pairs, score_pairs,
 )
 from planetcd.datasets.synthetic import add_fresh_crater, synthetic_terrain
 
@@ -34,10 +35,43 @@ def test_pseudo_patches_and_registration(rng):
     pp, post, valid = pseudo_unchanged_patches(pre, 6, 6.0, 0.0, rng)
     assert pp.shape == post.shape == (6, 1, 100, 100) and valid.shape == (6, 100, 100)
     assert (~valid).any(axis=(1, 2)).all()  # the shift uncovers a border: it has no data, no wrap-around
-    registered, shifts = register_pairs(pp, post, valid, max_shift=6.0)
+    registered, shifts, overlap = register_pairs(pp, post, valid, max_shift=6.0)
     assert np.abs(shifts).max() <= 6.5
     interior = (slice(None), slice(None), slice(10, -10), slice(10, -10))
     assert np.abs(registered[interior] - pp[interior]).mean() < 0.02
+    # the overlap is what both dates see: all of the interior, never the whole patch (the shift uncovers a border)
+    assert overlap.shape == (6, 100, 100) and overlap[:, 10:-10, 10:-10].all() and not overlap.all(axis=(1, 2)).any()
+
+
+def test_match_radiometry_puts_post_on_pre_scale_over_the_shared_ground(rng):
+    pre = rng.random((1, 40, 40)).astype(np.float32) * 0.5 + 0.2
+    post = np.clip(pre * 1.6 - 0.25, 0, 1)  # another gain and offset, as a patch scaled by other ground gets
+    post[:, :, 30:] = 1.0  # post's own ground, seen only by post
+    overlap = np.zeros((40, 40), bool)
+    overlap[:, :30] = True
+    matched = match_radiometry(pre, post, overlap)
+    assert np.abs(matched[:, :, :30] - pre[:, :, :30]).max() < 0.01
+    assert np.abs(post[:, :, :30] - pre[:, :, :30]).mean() > 0.05  # it was not already so
+    assert match_radiometry(pre, post, np.zeros((40, 40), bool)) is post  # no shared ground: left alone
+
+
+def test_match_resolution_damps_noise_and_keeps_a_crater(rng):
+    ground = np.full((1, 1, 64, 64), 0.5, np.float32)
+    crater = add_fresh_crater(ground[0, 0], 32, 32, 8.0, halo="dark", halo_strength=0.5)[None, None]
+    noisy = ground + rng.normal(0, 0.05, ground.shape).astype(np.float32)
+    assert match_resolution(noisy, 1.0).std() < 0.4 * noisy.std()
+    assert np.abs(match_resolution(crater, 1.0) - 0.5).max() > 0.2
+    assert match_resolution(noisy, 0.0) is noisy
+
+
+def test_overlap_cells_keep_cells_fully_inside_and_off_the_seam():
+    overlap = np.zeros((1, 64, 64), bool)
+    overlap[0, :, :40] = True  # post's data ends at column 40
+    cells = overlap_cells(overlap, 4, (16, 16), border=1)[0]
+    assert cells[5, 1:9].all()  # cells 0..9 cover columns 0..39; 1..8 are one cell in from the edge and the seam
+    assert not cells[:, 9:].any() and not cells[:, 0].any() and not cells[0].any() and not cells[-1].any()
+    whole = overlap_cells(np.ones((1, 64, 64), bool), 4, (16, 16), border=0)[0]
+    assert whole.all()
 
 
 @pytest.fixture(scope="module")
