@@ -7,12 +7,13 @@
 # holdout tile; MC11E-A..G train the crater UNet and are never used here), then runs `planetcd evaluate`
 # with every method on each set. Writes OUTDIR/{ctx-impacts,lroc}/ (the sets), OUTDIR/*.json, OUTDIR/*.md
 # and OUTDIR/tables.md (the tables pasted into docs/benchmarks.md).
-# Environment: SEED (default 20261121, fixed before any run and never used while developing), N (pairs per
+# Environment: SEED (default 20261123: the seed of the tables in docs/benchmarks.md, never used while
+# developing; earlier seeds are listed there), N (pairs per
 # set, default 200), PLANETCD_SHARED (default ../shared), PLANETCD_VGG16_WEIGHTS (default: the shared copy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-bench_out/change}
-SEED=${SEED:-20261121}
+SEED=${SEED:-20261123}
 N=${N:-200}
 export PLANETCD_SHARED=${PLANETCD_SHARED:-$(cd .. && pwd)/shared}
 export PLANETCD_VGG16_WEIGHTS=${PLANETCD_VGG16_WEIGHTS:-$PLANETCD_SHARED/weights/vgg16_imagenet_features.pth}
