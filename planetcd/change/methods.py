@@ -63,6 +63,9 @@ NN_EPS = 100.0
 #: Gaussian σ (px) both dates are low-passed with before the nn trunk (:func:`match_resolution`).
 NN_BLUR = 1.0
 
+#: Whether :func:`register_pairs` puts post on pre's radiometric scale over the shared ground by default.
+NN_MATCH_RADIOMETRY = True
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -303,15 +306,16 @@ def match_radiometry(pre: np.ndarray, post: np.ndarray, overlap: np.ndarray,
 
 def register_pairs(pre: np.ndarray, post: np.ndarray, valid: np.ndarray | None = None,
                    max_shift: float | None = None,
-                   radiometry: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   radiometry: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Co-register each post patch onto its pre patch (phase correlation, then undo).
 
-    With ``radiometry`` post is then matched to pre on the ground both see
-    (:func:`match_radiometry`). Where post has no data afterwards it takes
+    With ``radiometry`` (default :data:`NN_MATCH_RADIOMETRY`) post is then
+    matched to pre on the ground both see (:func:`match_radiometry`). Where post has no data afterwards it takes
     pre's pixels, so uncovered borders read as unchanged. Returns the
     registered post ``(n, bands, h, w)``, the displacements ``(n, 2)`` and
     the pixels both dates see ``(n, h, w)`` (bool).
     """
+    radiometry = NN_MATCH_RADIOMETRY if radiometry is None else radiometry
     out = np.empty_like(post)
     found = np.zeros((len(pre), 2))
     overlap = np.zeros((len(pre), *pre.shape[2:]), bool)
