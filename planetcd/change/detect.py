@@ -38,7 +38,8 @@ from ..raster import (
 )
 from ..tiling import halo_tiles, patch_grid
 from .register import AlignedReader, estimate_shift, post_on_pre_grid, undo_displacement
-from .methods import NN_SMOOTH, nn_change_map, noise_sigma, top_up_noise
+from . import methods as nn_methods
+from .methods import NN_SMOOTH, match_resolution, nn_change_map, noise_sigma, top_up_noise
 from .scores import PatchPooler, change_scores, patch_cells, pool_patches, upsample_cells
 from .threshold import (
     choose_patches,
@@ -328,6 +329,8 @@ def detect_tile(ctx: TileContext, tile) -> TilePartial:
     post_data, post_valid = ctx.post_reader.read(window)
     both = pre_valid & post_valid
     batch = prepare_pair(pre_data, pre_valid, post_data, post_valid, ctx.pre_stats, ctx.post_stats)
+    if ctx.method == "nn":  # both dates low-passed alike, as in methods.nn_scores
+        batch = match_resolution(batch)
     feats = run_trunk(ctx.trunk, batch, ctx.device)
     cr0, cc0 = tile.core[0] // s, tile.core[1] // s
     cr1 = min(-(-(tile.core[0] + tile.core[2]) // s), height // s)
@@ -523,6 +526,7 @@ def detect(
         halo = -(-trunk.halo // s) * s
         if method == "nn":
             halo += (nn_radius + NN_SMOOTH) * s  # the neighbour search and the box average look past each core cell
+            halo += -(-int(np.ceil(4 * nn_methods.NN_BLUR)) // s) * s  # and the low-pass (truncated at 4 σ)
         patches = patch_grid(height, width, patch_size, stride)
         cells = patch_cells(patches, s, height // s, width // s)
         pre_pool = PatchPooler(cells, trunk.channels, pooling)
@@ -768,7 +772,8 @@ def _pseudo_scores(trunk, device, pre_reader, stats, patches, valid_fraction, co
             if not reuse and i not in pre_maps:
                 pre_crops.append(a)
             inner.append([patches[i, 0] - origin_r[i], patches[i, 1] - origin_c[i], h, w])
-        feats = run_trunk(trunk, np.stack(post_crops + pre_crops), device)
+        crops = np.stack(post_crops + pre_crops)
+        feats = run_trunk(trunk, crops if nn_options is None else match_resolution(crops), device)
         n = len(batch)
         if nn_options is not None:
             computed = iter(feats[n:])

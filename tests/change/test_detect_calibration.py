@@ -67,7 +67,8 @@ def test_a_wrong_guess_of_the_draw_falls_back_to_pre_crops(pair, trunk, recomput
 
 
 def test_a_memory_budget_of_one_window_reuses_one_pre_map(pair, trunk, recomputed, monkeypatch):
-    monkeypatch.setattr(detect_module, "PSEUDO_REUSE_BYTES", 4 * 256 * 45 * 45)  # one 176 px crop (44² cells) at conv3_2
+    # one 184 px crop (46² cells at conv3_2: the patch, the halo of the search and of the low-pass)
+    monkeypatch.setattr(detect_module, "PSEUDO_REUSE_BYTES", 4 * 256 * 46 * 46)
     result = detect(*pair, trunk=trunk, **OPTIONS)
     assert 1 <= result.params["n_pseudo_pre_reused"] < OPTIONS["n_pseudo"]
     _assert_same_calibration(result, recomputed)
