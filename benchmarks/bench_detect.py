@@ -9,11 +9,21 @@ GeoTIFF round trip) reports, on this machine:
 - ``planetcd.detect`` end to end for each ``--methods`` entry (reading,
   registration, features in halo tiles, pooling, pseudo-pair calibration of τ),
   with its own timings and the ratio detect / floor;
-- the load average before and after (the machine may be shared) and the peak RSS.
+- the load average before and after (the machine may be shared) and the peak RSS;
+- with ``--breakdown``: where one feature tile's time goes (reading pre, reading post
+  with the sub-pixel registration resample, preparing, the trunk, the nn map, pooling),
+  on a central tile of detect's size, each step timed ``--repeats`` times (best).
 
 Usage::
 
     python benchmarks/bench_detect.py --pair /tmp/pair4096 --methods paper,nn [--tile 1024] [--threads 2] [--json out.json]
+    python benchmarks/bench_detect.py --pair /tmp/pair4096 --breakdown
+    python benchmarks/bench_detect.py --pair /tmp/pair2048 --methods nn --configs 512:off,1024:on,1024:off --rounds 2
+
+``--configs TILE:REUSE,...`` times ``detect`` once per configuration and round, interleaved (so a
+change of the machine's load hits every configuration alike): the tile side, and whether the
+``nn`` calibration reuses pre's feature maps from the main pass (``on``) or recomputes its pre crops
+(``off``, as before that existed). τ is printed for each run: it must not depend on either.
 """
 
 from __future__ import annotations
@@ -54,6 +64,52 @@ def trunk_seconds(trunk: VGGFeatures, height: int, width: int, tile: int, device
     return best
 
 
+def tile_breakdown(pre, post, trunk: VGGFeatures, device, tile: int, repeats: int = 3) -> dict:
+    """Seconds of each step of :func:`planetcd.change.detect.detect_tile` on one central tile (best of ``repeats``)."""
+    from contextlib import ExitStack
+
+    from rasterio.windows import Window
+
+    from planetcd.change.detect import _register, image_stats, prepare_pair
+    from planetcd.change.methods import NN_SMOOTH, nn_change_map
+    from planetcd.change.register import AlignedReader, post_on_pre_grid
+    from planetcd.change.scores import PatchPooler, patch_cells
+    from planetcd.tiling import patch_grid
+
+    def best(step):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            value = step()
+            times.append(time.perf_counter() - start)
+        return min(times), value
+
+    with ExitStack() as stack:
+        pre_ds = stack.enter_context(open_raster(pre))
+        grid = stack.enter_context(post_on_pre_grid(pre_ds, stack.enter_context(open_raster(post))))
+        pre_stats, post_stats = image_stats(pre_ds, "pre"), image_stats(grid, "post")
+        displacement, _ = _register(pre_ds, grid, pre_stats, post_stats)
+        s = trunk.stride
+        halo = -(-trunk.halo // s) * s + (2 + NN_SMOOTH) * s  # nn's halo (the larger)
+        side = min(tile + 2 * halo, pre_ds.height, pre_ds.width)
+        window = Window((pre_ds.width - side) // 2 // s * s, (pre_ds.height - side) // 2 // s * s, side, side)
+        pre_reader, post_reader = AlignedReader(pre_ds), AlignedReader(grid, displacement)
+        t_pre, (pre_data, pre_valid) = best(lambda: pre_reader.read(window))
+        t_post, (post_data, post_valid) = best(lambda: post_reader.read(window))
+        t_prep, batch = best(lambda: prepare_pair(pre_data, pre_valid, post_data, post_valid, pre_stats, post_stats))
+        t_trunk, feats = best(lambda: run_trunk(trunk, batch, device))
+        f_pre, f_post = torch.from_numpy(feats[:1]), torch.from_numpy(feats[1:])
+        t_nn, _ = best(lambda: nn_change_map(f_pre, f_post, 2))
+        cells = patch_cells(patch_grid(side, side, 100), s, side // s, side // s)
+        t_pool, _ = best(lambda: [PatchPooler(cells, feats.shape[1], "max").add(f, 0, 0) for f in feats])
+    return {"read_px": side, "displacement": [round(d, 2) for d in displacement], "read_pre_s": round(t_pre, 3),
+            "read_post_registered_s": round(t_post, 3), "prepare_s": round(t_prep, 3), "trunk_s": round(t_trunk, 3),
+            "nn_change_map_s": round(t_nn, 3), "pool_paper_s": round(t_pool, 3),
+            "over_trunk": {k: round(v / t_trunk, 3) for k, v in (("read_pre", t_pre), ("read_post_registered", t_post),
+                                                                 ("prepare", t_prep), ("nn_change_map", t_nn),
+                                                                 ("pool_paper", t_pool))}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pair", type=Path, default=None, help="Folder with pre.tif and post.tif.")
@@ -65,6 +121,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--weights", default=None)
+    parser.add_argument("--breakdown", action="store_true", help="Time the steps of one feature tile instead.")
+    parser.add_argument("--configs", default=None, help="TILE:on|off,... interleaved detect runs (see above).")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -88,11 +148,39 @@ def main() -> None:
         report["pair"] = str(args.pair) if args.pair is not None else f"synthetic {args.size}"
         report["shape"] = [height, width]
         run_trunk(trunk, np.zeros((1, 3, 64, 64), np.float32), device)  # warm-up
+        if args.breakdown:
+            report["tile"] = tile_breakdown(pre, post, trunk, device, args.tile or 1024, args.repeats)
+            report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+            print(json.dumps(report, indent=2))
+            return
         floor = trunk_seconds(trunk, height, width, args.floor_tile, device, halo=False)
         pixels = 2 * height * width
         report["floor_s"] = round(floor, 2)
         report["floor_mpx_per_s"] = round(pixels / floor / 1e6, 3)
-        for method in args.methods.split(","):
+        if args.configs:
+            import planetcd.change.detect as detect_module
+
+            budget = detect_module.PSEUDO_REUSE_BYTES
+            runs = []
+            for round_ in range(args.rounds):
+                for method in args.methods.split(","):
+                    for config in args.configs.split(","):
+                        tile, reuse = config.split(":")
+                        detect_module.PSEUDO_REUSE_BYTES = budget if reuse == "on" else 0
+                        start = time.perf_counter()
+                        result = detect(pre, post, trunk=trunk, method=method, n_pseudo=args.n_pseudo,
+                                        device=args.device, tile_size=int(tile))
+                        seconds = time.perf_counter() - start
+                        runs.append({"round": round_, "method": method, "tile": int(tile), "reuse": reuse,
+                                     "detect_s": round(seconds, 2), "over_floor": round(seconds / floor, 3),
+                                     "features_s": round(result.timings["features_s"], 2),
+                                     "threshold_s": round(result.timings["threshold_s"], 2), "tau": result.tau,
+                                     "load_average": [round(x, 2) for x in os.getloadavg()]})
+                        print(json.dumps(runs[-1]), flush=True)
+            detect_module.PSEUDO_REUSE_BYTES = budget
+            report["runs"] = runs
+            args.methods = ""
+        for method in filter(None, args.methods.split(",")):
             start = time.perf_counter()
             result = detect(pre, post, trunk=trunk, method=method, n_pseudo=args.n_pseudo, device=args.device,
                             **tile_option)
