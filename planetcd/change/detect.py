@@ -467,9 +467,10 @@ def detect(
     device : {"auto", "cpu", "cuda"}
     tile_size : int
         Side of the tiles the feature maps are computed in, pixels. Each tile is read with a halo
-        (20 px at conv3_2, 36 px with ``method="nn"``) whose features are computed and dropped: at
-        1024 px that is 8 % (nn 15 %) more trunk work than the image's pixels, at 512 px 16 % (30 %).
-        Memory grows with the square of the side (docs/performance.md).
+        whose features are computed and dropped (20 px at conv3_2; ``method="nn"`` adds its search
+        radius, smoothing and low-pass: 40 px at the defaults): at 1024 px that is 8 % (nn 16 %) more
+        trunk work than the image's pixels, at 512 px 16 % (34 %). Memory grows with the square of the
+        side (docs/performance.md).
     seed : int
         Seed of the pseudo-pair draw; the same inputs and seed give the same result.
     progress : bool
