@@ -24,6 +24,41 @@ def test_nn_disagreement_ignores_shifts_within_the_radius_and_sees_new_features(
     assert float(nn_disagreement(zeros, zeros, radius=1).max()) == 0.0  # flat areas compare as equal
 
 
+def _disagreement_by_definition(f_pre, f_post, radius, eps):
+    """The docstring's formula, cell by cell (a neighbour past the border counts as 1)."""
+    b, _, h, w = f_pre.shape
+    out = np.zeros((b, h, w))
+    offsets = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)
+               if dy * dy + dx * dx <= radius * radius]
+
+    def d(u, v):
+        return float(((u - v) ** 2).sum() / ((u**2).sum() + (v**2).sum() + eps))
+
+    for k in range(b):
+        for y in range(h):
+            for x in range(w):
+                to_pre, to_post = [], []
+                for dy, dx in offsets:
+                    yy, xx = y + dy, x + dx
+                    inside = 0 <= yy < h and 0 <= xx < w
+                    to_pre.append(d(f_post[k, :, y, x], f_pre[k, :, yy, xx]) if inside else 1.0)
+                    to_post.append(d(f_pre[k, :, y, x], f_post[k, :, yy, xx]) if inside else 1.0)
+                out[k, y, x] = max(min(to_pre), min(to_post))
+    return out
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2])
+def test_nn_disagreement_equals_its_definition(rng, radius, monkeypatch):
+    import planetcd.change.methods as methods
+
+    monkeypatch.setattr(methods, "NN_BAND_ROWS", 3)  # bands that do not divide the rows
+    f_pre = rng.normal(1.0, 1.0, (2, 6, 7, 9)).astype(np.float32)  # signed features: d can exceed 1
+    f_post = f_pre + rng.normal(0.0, 0.7, f_pre.shape).astype(np.float32)
+    f_post[1] = -f_pre[1]  # nothing matches (d near 2): the border's never-matching neighbour (1) wins there
+    got = nn_disagreement(torch.from_numpy(f_pre), torch.from_numpy(f_post), radius, eps=1.0).numpy()
+    np.testing.assert_allclose(got, _disagreement_by_definition(f_pre, f_post, radius, 1.0), rtol=1e-5, atol=1e-6)
+
+
 def test_noise_sigma(rng):
     assert noise_sigma(rng.normal(0, 0.05, (200, 200))) == pytest.approx(0.05, rel=0.05)
     assert noise_sigma(np.zeros((50, 50))) == 0.0
