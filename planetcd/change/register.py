@@ -125,7 +125,7 @@ def estimate_shift_overlap(
 def undo_displacement(
     data: np.ndarray, valid: np.ndarray, frac: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Resample ``(bands, rows, cols)`` data so content displaced by ``frac`` pixels moves back (bilinear)."""
+    """Resample ``(bands, rows, cols)`` data so content displaced by ``frac`` pixels moves back (cubic spline)."""
     if frac == (0.0, 0.0):
         return data, valid
     back = (0.0, -frac[0], -frac[1])
