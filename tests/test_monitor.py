@@ -21,9 +21,10 @@ from planetcd.errors import InputError
 PIXEL_M = 6.0
 #: Side of the acceptance pair, pixels (a crop of a validation tile, never used for training).
 SIZE = 1200
-#: The validation tile cut: of the two (H, I), the one where the shipped segmenter works (its registry
-#: metadata: validation F1 0.47 on I, 0.06 on H, where it finds almost no crater at all).
-TILE = "MC11E-I"
+#: The validation tile cut: of the two (H, I), the one where the shipped segmenter works best (see its
+#: registry metadata). PLANETCD_ACCEPTANCE_TILE=MC11E-H measures the other one (docs/monitor.md); the
+#: assertions are for I.
+TILE = os.environ.get("PLANETCD_ACCEPTANCE_TILE", "MC11E-I")
 #: Implanted new craters: (row, col, radius) in pre pixels, spread over the crop.
 IMPLANTED = np.array([[290.0, 840.0, 8.0], [760.0, 380.0, 11.0], [960.0, 990.0, 15.0]])
 SHIFT = (2.6, -4.3)
@@ -112,7 +113,9 @@ def test_acceptance_three_implanted_craters_in_top_five(ctx_result):
     strict_ranks, strict_false, _ = acceptance_numbers(ctx_result, IMPLANTED, PIXEL_M, rule="deepmoon")
     print(f"\nmonitor acceptance ({SIZE}x{SIZE} px of {TILE}): ranks of the implanted craters {ranks} "
           f"(DeepMoon rule: {strict_ranks}); {n_false} false candidates = {false_per_km2:.3f} per km² "
-          f"(DeepMoon rule: {strict_false:.3f}); {len(ctx_result)} candidates")
+          f"(DeepMoon rule: {strict_false:.3f}); {len(ctx_result)} candidates; pre / post craters "
+          f"{len(ctx_result.pre_craters)} / {len(ctx_result.post_craters)}; changed patches "
+          f"{int(ctx_result.change.changed.sum())} of {len(ctx_result.change.changed)}")
     assert all(r is not None and r <= 5 for r in ranks), ranks
     assert false_per_km2 <= 2.0
     np.testing.assert_allclose(ctx_result.change.displacement, SHIFT, atol=0.3)
