@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+
+from .register import shift_image
 
 
 @dataclass
@@ -64,7 +65,7 @@ def pseudo_pair_from_region(
     -------
     pre, post : ndarray, float32, shape (bands, rows, cols)
     """
-    moved = ndimage.shift(region, (0.0, shift[0], shift[1]), order=3, mode="nearest")
+    moved = shift_image(region, (shift[0], shift[1]))
     crop = (slice(None), slice(margin, region.shape[1] - margin), slice(margin, region.shape[2] - margin))
     pre = region[crop]
     post = moved[crop] + rng.normal(0.0, noise_std, pre.shape).astype(np.float32)

@@ -3,7 +3,7 @@ import pytest
 from rasterio.windows import Window
 from scipy import ndimage
 
-from planetcd.change.register import AlignedReader, estimate_shift
+from planetcd.change.register import AlignedReader, estimate_shift, shift_image
 from planetcd.datasets.synthetic import synthetic_terrain
 
 
@@ -35,3 +35,12 @@ def test_aligned_reader_undoes_the_displacement(terrain, tmp_path):
     np.testing.assert_allclose(data[0], terrain[60:140, 50:150], atol=1e-6)
     assert valid.all()
     assert not edge_valid.all()  # rows past the bottom of post have no data
+
+
+@pytest.mark.parametrize("shift", [(0.25, -0.4), (-0.5, 0.49), (0.0, 0.3), (3.7, -2.2), (-14.6, 20.3)])
+def test_shift_image_equals_scipy_cubic_spline_shift(shift):
+    data = np.random.default_rng(5).random((2, 61, 47)).astype(np.float32)
+    data[1] = data[1] ** 2  # bands differ
+    got = shift_image(data, shift)
+    assert got.dtype == np.float32 and got.shape == data.shape
+    np.testing.assert_allclose(got, ndimage.shift(data, (0, *shift), order=3, mode="nearest"), atol=2e-6)
