@@ -372,10 +372,11 @@ def segment_raster_distributed(client, path, outdir, model, *, threshold: float 
     import time
 
     import torch
-    from rasterio.windows import Window
 
-    from .craters.segment import MASK_NAME, MASK_NODATA, PROB_NAME, SegmentResult, _run, check_input, image_stats
-    from .raster import geotiff_profile, geotiff_writer, open_raster
+    from .craters.segment import (
+        MASK_NAME, PROB_NAME, SegmentResult, _run, check_input, image_stats, prob_mask_writers,
+    )
+    from .raster import open_raster
 
     t0 = time.monotonic()
     outdir = Path(outdir)
@@ -407,24 +408,8 @@ def segment_raster_distributed(client, path, outdir, model, *, threshold: float 
             raise RuntimeError(f"tile ({r}, {c}) arrived out of segment_raster's order")
         return prob[i], missing[i]
 
-    prob_profile = geotiff_profile(profile, dtype="float32", nodata=float("nan"))
-    mask_profile = geotiff_profile(profile, dtype="uint8", nodata=MASK_NODATA)
-    outdir.mkdir(parents=True, exist_ok=True)
-    counts = {"crater": 0}
     try:
-        with geotiff_writer(outdir / PROB_NAME, prob_profile) as prob_dst, \
-                geotiff_writer(outdir / MASK_NAME, mask_profile) as mask_dst:
-
-            def emit(r, prob, miss):  # as segment_raster's
-                mask = (prob >= threshold).astype(np.uint8)
-                mask[miss] = MASK_NODATA
-                prob = prob.copy()
-                prob[miss] = np.nan
-                counts["crater"] += int((mask == 1).sum())
-                win = Window(0, r, w, prob.shape[0])
-                prob_dst.write(prob[None], window=win)
-                mask_dst.write(mask[None], window=win)
-
+        with prob_mask_writers(outdir, profile, w, threshold) as (emit, counts):
             _run(h, w, read, emit, _Given(), tile=tile, overlap=overlap, device="cpu", batch_size=batch_size,
                  progress=progress)
     finally:

@@ -12,6 +12,7 @@ them, as in DeLatte et al.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Callable
@@ -218,6 +219,36 @@ class SegmentResult:
     seconds: float
 
 
+@contextlib.contextmanager
+def prob_mask_writers(outdir: Path, profile: dict, width: int, threshold: float):
+    """Open ``crater_prob.tif`` and ``crater_mask.tif`` in ``outdir`` for bands of full rows.
+
+    Yields ``(emit, counts)``: ``emit(row, prob, missing)`` writes a band of
+    probabilities ``(rows, width)`` starting at ``row`` (NaN and mask 255 where
+    ``missing``; mask 1 where the probability reaches ``threshold``) and adds
+    its crater pixels to ``counts["crater"]``. Both files appear only when the
+    block ends without an error (:func:`planetcd.raster.geotiff_writer`).
+    """
+    prob_profile = geotiff_profile(profile, dtype="float32", nodata=float("nan"))
+    mask_profile = geotiff_profile(profile, dtype="uint8", nodata=MASK_NODATA)
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    counts = {"crater": 0}
+    with geotiff_writer(outdir / PROB_NAME, prob_profile) as prob_dst, geotiff_writer(outdir / MASK_NAME, mask_profile) as mask_dst:
+
+        def emit(r, prob, miss):
+            mask = (prob >= threshold).astype(np.uint8)
+            mask[miss] = MASK_NODATA
+            prob = prob.copy()
+            prob[miss] = np.nan
+            counts["crater"] += int((mask == 1).sum())
+            win = Window(0, r, width, prob.shape[0])
+            prob_dst.write(prob[None], window=win)
+            mask_dst.write(mask[None], window=win)
+
+        yield emit, counts
+
+
 def segment_raster(
     path,
     outdir,
@@ -247,8 +278,6 @@ def segment_raster(
         stats = image_stats(ds, band)
         nodata = ds.nodata
         src_profile = ds.profile
-        prob_profile = geotiff_profile(src_profile, dtype="float32", nodata=float("nan"))
-        mask_profile = geotiff_profile(src_profile, dtype="uint8", nodata=MASK_NODATA)
         h, w = ds.height, ds.width
 
         def read(r, c, th, tw):
@@ -257,20 +286,7 @@ def segment_raster(
             return _prepare(data[0], missing, stats), missing
 
         model.eval()
-        outdir.mkdir(parents=True, exist_ok=True)
-        counts = {"crater": 0}
-        with geotiff_writer(outdir / PROB_NAME, prob_profile) as prob_dst, geotiff_writer(outdir / MASK_NAME, mask_profile) as mask_dst:
-
-            def emit(r, prob, miss):
-                mask = (prob >= threshold).astype(np.uint8)
-                mask[miss] = MASK_NODATA
-                prob = prob.copy()
-                prob[miss] = np.nan
-                counts["crater"] += int((mask == 1).sum())
-                win = Window(0, r, w, prob.shape[0])
-                prob_dst.write(prob[None], window=win)
-                mask_dst.write(mask[None], window=win)
-
+        with prob_mask_writers(outdir, src_profile, w, threshold) as (emit, counts):
             _run(h, w, read, emit, model, tile=tile, overlap=overlap, device=device, batch_size=batch_size, progress=progress)
     return SegmentResult(outdir / PROB_NAME, outdir / MASK_NAME, (h, w), counts["crater"], time.monotonic() - t0)
 
