@@ -42,3 +42,22 @@ def vgg_weights(shared_dir) -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+
+@pytest.fixture(scope="session")
+def untrained_unet(tmp_path_factory):
+    """``untrained_unet(seed)``: an untrained half-width SymmetricUNet saved as a ``planetcd train``
+    checkpoint, for tests of the plumbing (CLI, Dask) that must not depend on the shipped weights."""
+    import torch
+
+    from planetcd.craters.train import save_checkpoint
+    from planetcd.craters.unet import SymmetricUNet
+
+    def make(seed: int) -> Path:
+        torch.manual_seed(seed)
+        path = tmp_path_factory.mktemp("untrained") / "untrained.pt"
+        save_checkpoint(path, SymmetricUNet(filter_multiple=0.5), "symmetric", {"target": "filled", "threshold": 0.5})
+        return path
+
+    return make

@@ -7,8 +7,6 @@ import pytest
 import torch
 
 from planetcd.change.detect import detect
-from planetcd.craters.train import save_checkpoint
-from planetcd.craters.unet import SymmetricUNet
 from planetcd.datasets.synthetic import make_change_pair, write_geotiff
 from planetcd.features import VGGFeatures
 from planetcd.monitor import monitor
@@ -49,11 +47,8 @@ def trunk(vgg_weights):
 
 
 @pytest.fixture(scope="module")
-def segmenter(tmp_path_factory):
-    torch.manual_seed(3)
-    path = tmp_path_factory.mktemp("model") / "small.pt"
-    save_checkpoint(path, SymmetricUNet(filter_multiple=0.5), "symmetric", {"target": "filled", "threshold": 0.5})
-    return path
+def segmenter(untrained_unet):
+    return untrained_unet(seed=3)
 
 
 def test_detect_on_two_workers_equals_single_process(client, pair, trunk):

@@ -6,22 +6,16 @@ import csv
 import json
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from planetcd.cli import main
-from planetcd.craters.train import save_checkpoint
-from planetcd.craters.unet import SymmetricUNet
 from planetcd.datasets.synthetic import make_change_pair, write_geotiff
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
+def tiny_model(untrained_unet):
     """An untrained small UNet checkpoint: the command's plumbing does not depend on the shipped weights."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_checkpoint(path, SymmetricUNet(filter_multiple=0.5), "symmetric", {"target": "filled", "threshold": 0.5})
-    return path
+    return untrained_unet(seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -7,25 +7,18 @@ from functools import partial
 import numpy as np
 import pytest
 import rasterio
-import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from planetcd.cli import main
-from planetcd.craters.train import save_checkpoint
-from planetcd.craters.unet import SymmetricUNet
 from planetcd.datasets.synthetic import write_geotiff
 
 OUTPUTS = ("crater_prob.tif", "crater_mask.tif", "craters.csv", "craters.gpkg")
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    torch.manual_seed(0)
-    model = SymmetricUNet(filter_multiple=0.5)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_checkpoint(path, model, "symmetric", {"target": "filled", "threshold": 0.5})
-    return path
+def tiny_model(untrained_unet):
+    return untrained_unet(seed=0)
 
 
 # A UTM-projected GeoTIFF at 6 m/px, written in the array's own type.
