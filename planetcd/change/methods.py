@@ -343,13 +343,14 @@ def register_pairs(pre: np.ndarray, post: np.ndarray, valid: np.ndarray | None =
     return out, found, overlap
 
 
-def match_resolution(images: np.ndarray, sigma: float = NN_BLUR) -> np.ndarray:
-    """Low-pass ``(n, bands, h, w)`` images with a Gaussian of ``sigma`` px (0: unchanged).
+def match_resolution(images: np.ndarray, sigma: float | None = None) -> np.ndarray:
+    """Low-pass ``(n, bands, h, w)`` images with a Gaussian of ``sigma`` px (default :data:`NN_BLUR`; 0: unchanged).
 
     Both dates go through the same filter before the trunk: a post image up
     to about ``sigma`` px blurrier than pre (or noisier) then looks like pre
     to the network, while a crater of 10 px or more survives.
     """
+    sigma = NN_BLUR if sigma is None else sigma
     if sigma <= 0:
         return images
     return ndimage.gaussian_filter(images, (0, 0, sigma, sigma), mode="nearest").astype(np.float32, copy=False)
