@@ -50,6 +50,8 @@ def _labels_for(image: Path, labels_dir: Path | None) -> Path:
 @click.option("--monitor", type=click.Choice(["val_loss", "val_f1", "val_balanced_accuracy"]), default="val_loss", show_default=True, help="What early stopping and the best checkpoint follow (val_f1: crater F1, DeepMoon rule, craters >= 8 px; val_balanced_accuracy: pixels at 0.5).")
 @click.option("--init", "init", type=click.Path(dir_okay=False, exists=True), default=None, help="Start from the weights of this checkpoint (same architecture).")
 @click.option("--no-augment", is_flag=True, help="Turn rotation/zoom/flip/brightness augmentation off.")
+@click.option("--noise", type=float, default=0.0, show_default=True, help="Augmentation: additive Gaussian noise of std up to this (image normalized to -1..1).")
+@click.option("--blur", type=float, default=0.0, show_default=True, help="Augmentation: Gaussian blur of sigma up to this many pixels.")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
 @click.option("--time-limit", type=float, default=None, help="Stop after the epoch that passes this many minutes.")
 @seed_opt
@@ -57,7 +59,7 @@ def _labels_for(image: Path, labels_dir: Path | None) -> Path:
 @overwrite_opt
 @common_options
 def train(images, val_images, labels_dir, outdir, arch, kernel_size, filter_multiple, target, loss, pos_weight, lr, lr_schedule, lr_min, batch_size,
-          epochs, patience, crop, crops_per_epoch, positive_fraction, val_tile, monitor, init, no_augment, threads, time_limit,
+          epochs, patience, crop, crops_per_epoch, positive_fraction, val_tile, monitor, init, no_augment, noise, blur, threads, time_limit,
           seed, device, overwrite, verbose, quiet):
     """Train a crater segmenter on IMAGES (with --val images held out).
 
@@ -88,7 +90,7 @@ def train(images, val_images, labels_dir, outdir, arch, kernel_size, filter_mult
     config = TrainConfig(
         arch=arch, kernel_size=int(kernel_size), filter_multiple=float(filter_multiple), target=target, loss=loss, pos_weight=pos_weight,
         lr=lr, lr_schedule=lr_schedule, lr_min=lr_min, batch_size=batch_size, epochs=epochs, patience=patience, crop=crop, crops_per_epoch=crops_per_epoch,
-        positive_fraction=positive_fraction, val_tile=val_tile, monitor=monitor, init=init, augment=not no_augment, seed=seed, threads=threads,
+        positive_fraction=positive_fraction, val_tile=val_tile, monitor=monitor, init=init, augment=not no_augment, noise=noise, blur=blur, seed=seed, threads=threads,
         time_limit=None if time_limit is None else 60.0 * time_limit, device=device,
     )
     log.info("reading %d training and %d validation images", len(train_paths), len(val_paths))

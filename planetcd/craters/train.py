@@ -221,6 +221,8 @@ def augment_batch(
     flips: bool = True,
     brightness: float = 0.1,
     contrast: float = 0.2,
+    noise: float = 0.0,
+    blur: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment images and targets together.
 
@@ -228,7 +230,11 @@ def augment_batch(
     ``out_size`` × ``out_size`` part after a random rotation within
     ±``rotation`` degrees, zoom by a factor within ``1 ± zoom``, horizontal and
     vertical flips; then a random contrast (``1 ± contrast``) and brightness
-    (``± brightness``) change of the image only.  Targets are resampled
+    (``± brightness``) change of the image only; optionally (image only, each
+    image its own draw) a Gaussian blur of standard deviation within
+    ``0..blur`` pixels and additive Gaussian noise of standard deviation within
+    ``0..noise`` (in the normalized ``-1..1`` units), for sensors and scenes
+    noisier or softer than the training images.  Targets are resampled
     bilinearly and thresholded at 0.5, so they stay binary.  ``L`` should be at
     least ``out_size × (1 + zoom) × √2`` to avoid reflected borders.
     """
@@ -254,8 +260,25 @@ def augment_batch(
     c = uniform(1.0 - contrast, 1.0 + contrast).view(b, 1, 1, 1)
     d = uniform(-brightness, brightness).view(b, 1, 1, 1)
     mean = xa.mean(dim=(2, 3), keepdim=True)
-    xa = ((xa - mean) * c + mean + d).clamp(-1.5, 1.5)
-    return xa, ya
+    xa = (xa - mean) * c + mean + d
+    if blur > 0:
+        xa = _gaussian_blur(xa, uniform(0.0, blur))
+    if noise > 0:
+        xa = xa + uniform(0.0, noise).view(b, 1, 1, 1) * torch.randn(xa.shape, generator=g)
+    return xa.clamp(-1.5, 1.5), ya
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each image of ``x`` (B, 1, H, W) with its own Gaussian of ``sigma[b]`` pixels (separable, reflected edges)."""
+    radius = max(1, int(math.ceil(3.0 * float(sigma.max()))))
+    offsets = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    kernels = torch.exp(-0.5 * (offsets[None] / sigma.clamp_min(1e-3)[:, None]) ** 2)
+    kernels = kernels / kernels.sum(dim=1, keepdim=True)  # (B, K); sigma ~ 0 gives a unit impulse
+    b = x.shape[0]
+    padded = F.pad(x, (radius, radius, radius, radius), mode="reflect").transpose(0, 1)  # (1, B, H+2r, W+2r)
+    rows = F.conv2d(padded, kernels.view(b, 1, 1, -1), groups=b)
+    out = F.conv2d(rows, kernels.view(b, 1, -1, 1), groups=b)
+    return out.transpose(0, 1)
 
 
 # --------------------------------------------------------------------------- losses and metrics
@@ -356,6 +379,8 @@ class TrainConfig:
     augment: bool = True
     rotation: float = 20.0
     zoom: float = 0.3
+    noise: float = 0.0  # largest std of the additive Gaussian noise (normalized units), 0: none
+    blur: float = 0.0  # largest Gaussian blur sigma in pixels, 0: none
     seed: int = 0
     threads: int | None = None
     time_limit: float | None = None  # seconds; stops after the epoch that passes it
@@ -586,7 +611,7 @@ def train(
             xb, yb = _sample_crops(train_images, config.batch_size, window, rng, config.positive_fraction)
             x, y = torch.from_numpy(xb), torch.from_numpy(yb)
             if config.augment:
-                x, y = augment_batch(x, y, config.crop, gen, rotation=config.rotation, zoom=config.zoom)
+                x, y = augment_batch(x, y, config.crop, gen, rotation=config.rotation, zoom=config.zoom, noise=config.noise, blur=config.blur)
             elif x.shape[-1] != config.crop:
                 x, y = x[..., : config.crop, : config.crop], y[..., : config.crop, : config.crop]
             x, y = x.to(device), y.to(device)

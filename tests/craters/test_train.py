@@ -62,6 +62,33 @@ def test_augmentation_moves_image_and_target_together():
     assert torch.equal(xa, xb)  # seeded
 
 
+def test_noise_and_blur_augmentation_touch_the_image_only():
+    imgs, tgts, _ = synthetic_dots(4, 96, radius=(6, 10), noise=0.0, seed=2)
+    x = torch.from_numpy(imgs[:, None] * 2 - 1)
+    y = torch.from_numpy(tgts[:, None].astype(np.float32))
+    kw = dict(brightness=0.0, contrast=0.0)
+    x0, y0 = augment_batch(x, y, 48, torch.Generator().manual_seed(3), **kw)
+    xn, yn = augment_batch(x, y, 48, torch.Generator().manual_seed(3), noise=0.2, **kw)
+    xb, yb = augment_batch(x, y, 48, torch.Generator().manual_seed(3), blur=2.0, **kw)
+    assert torch.equal(y0, yn) and torch.equal(y0, yb)  # the geometry draws come first, targets untouched
+    residual = (xn - x0).flatten(1).std(dim=1)
+    assert float(residual.max()) > 0.02 and float(residual.max()) < 0.2 * 1.2
+    # blur lowers the pixel-to-pixel differences, keeps the mean
+    assert float((xb[..., 1:] - xb[..., :-1]).abs().mean()) < float((x0[..., 1:] - x0[..., :-1]).abs().mean())
+    assert float(xb.mean()) == pytest.approx(float(x0.mean()), abs=0.02)
+
+
+def test_gaussian_blur_has_unit_gain_and_tiny_sigma_is_identity():
+    from planetcd.craters.train import _gaussian_blur
+
+    x = torch.rand(3, 1, 20, 24)
+    out = _gaussian_blur(x, torch.tensor([1e-6, 1.0, 3.0]))
+    assert out.shape == x.shape
+    torch.testing.assert_close(out[0], x[0])
+    torch.testing.assert_close(_gaussian_blur(torch.ones(3, 1, 20, 24), torch.tensor([0.5, 1.0, 3.0])), torch.ones(3, 1, 20, 24))
+    assert float(out[2].std()) < float(out[1].std()) < float(x[1].std())
+
+
 def test_pixel_metrics_on_a_known_confusion():
     prob = torch.tensor([0.9, 0.8, 0.2, 0.1, 0.6, 0.3])
     truth = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
