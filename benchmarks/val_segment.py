@@ -2,16 +2,20 @@
 
     python benchmarks/val_segment.py [--model ctx-craters] [--threads 1] [--cache DIR]
         [--thresholds 0.5,0.6,0.7] [--min-radii 3,4] [--scales 1 1,0.5 1,0.25 1,0.5,0.25] [--coarse-min-radii 3,6,8]
+        [--min-contrasts none,0.2,0.25,0.3] [--cross-validate]
 
 Probability maps come from the code paths of ``planetcd segment``: the full
 image through ``segment_raster`` (512 px tiles, 64 px overlap) and each coarser
 scale through ``read_scaled`` + ``segment_array``; craters are extracted by
 components and merged over scales by ``multiscale_craters``; they are matched
 with ``match_craters(mode="deepmoon", min_diameter_px=8)`` and pooled over H
-and I.  Prints one line per setting, best pooled F1 first.
+and I.  Prints one line per setting, best pooled F1 first.  ``--min-contrasts``
+adds the disc-contrast screening of ``extract_craters`` (``none``: off).
 
 The grid is run on the validation tiles themselves: settings chosen here are
 selected on the data they are scored on (say so when you report them).
+``--cross-validate`` also prints the honest version: each tile scored with the
+setting that is best on the other tile(s), then pooled.
 ``--cache`` keeps the probability maps (``.npy``) between runs.
 """
 
@@ -47,6 +51,8 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default="components", help="extraction methods, e.g. components,template")
     ap.add_argument("--match-thresholds", default="0.6", help="template: smallest correlation of a crater")
     ap.add_argument("--max-radius", type=float, default=150.0, help="largest radius in pixels of each scale's map")
+    ap.add_argument("--min-contrasts", default="none", help="disc-contrast cut-offs, e.g. none,0.2,0.3")
+    ap.add_argument("--cross-validate", action="store_true", help="score each tile with the setting best on the others")
     ap.add_argument("--top", type=int, default=20)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -54,7 +60,7 @@ def main(argv=None) -> int:
     import rasterio
 
     from planetcd import models
-    from planetcd.craters.extract import extract_craters
+    from planetcd.craters.extract import disc_contrast, extract_craters
     from planetcd.craters.match import match_craters, pool_results
     from planetcd.craters.segment import merge_scales, read_scaled, segment_array, segment_raster
     from planetcd.datasets.crater_labels import read_voc_boxes
@@ -85,32 +91,52 @@ def main(argv=None) -> int:
 
     extracted = {}
 
-    def craters(t, s, thr, min_r, method, match):
+    def craters(t, s, thr, min_r, method, match, min_contrast):
         key = (t, s, thr, min_r, method, match)
         if key not in extracted:
-            extracted[key] = extract_craters(probs[t, s], method=method, threshold=thr, min_radius=min_r,
-                                             max_radius=args.max_radius, match_threshold=match)
-        return extracted[key]
+            found = extract_craters(probs[t, s], method=method, threshold=thr, min_radius=min_r,
+                                    max_radius=args.max_radius, match_threshold=match)
+            extracted[key] = (found, disc_contrast(probs[t, s], found))
+        found, contrast = extracted[key]
+        # the same as extract_craters(..., min_contrast=...): screening follows the radius filter
+        return found if min_contrast is None else found[contrast >= min_contrast]
 
     rows = []
     methods = [(m, mt) for m in args.methods.split(",") for mt in (floats(args.match_thresholds) if m == "template" else [None])]
-    for (method, match), scales, thr, min_r, coarse in itertools.product(
-            methods, scale_sets, floats(args.thresholds), floats(args.min_radii), floats(args.coarse_min_radii)):
+    contrasts = [None if v.strip().lower() == "none" else float(v) for v in args.min_contrasts.split(",")]
+    for (method, match), scales, thr, min_r, coarse, min_contrast in itertools.product(
+            methods, scale_sets, floats(args.thresholds), floats(args.min_radii), floats(args.coarse_min_radii), contrasts):
         if scales == (1.0,) and coarse != floats(args.coarse_min_radii)[0]:
             continue
         res = []
         for t in tiles:
-            parts = {s: craters(t, s, thr, min_r if s == 1.0 else coarse, method, match) for s in scales}
+            parts = {s: craters(t, s, thr, min_r if s == 1.0 else coarse, method, match, min_contrast) for s in scales}
             det = merge_scales(parts)  # as multiscale_craters does
             res.append(match_craters(det[:, :3], truth[t], mode="deepmoon", min_diameter_px=8, name=t))
         pooled = pool_results(res)
-        rows.append((pooled.f1, method if match is None else f"{method}@{match:g}", scales, thr, min_r, coarse, res + [pooled]))
+        label = method if match is None else f"{method}@{match:g}"
+        rows.append((pooled.f1, label, scales, thr, min_r, coarse, min_contrast, res + [pooled]))
     rows.sort(key=lambda r: -r[0])
-    print("method  scales  threshold  min_radius  coarse_min_radius  " + "  ".join(f"{t}:tp/fp/fn/P/R/F1" for t in tiles + ["pooled"]))
-    for f1, method, scales, thr, min_r, coarse, res in rows[: args.top]:
-        cells = "  ".join(f"{r.tp}/{r.fp}/{r.fn}/{r.precision:.3f}/{r.recall:.3f}/{r.f1:.3f}" for r in res)
-        print(f"{method}  {','.join(f'{s:g}' for s in scales)}  {thr:g}  {min_r:g}  {coarse:g}  {cells}")
+    print("method  scales  threshold  min_radius  coarse_min_radius  min_contrast  "
+          + "  ".join(f"{t}:tp/fp/fn/P/R/F1" for t in tiles + ["pooled"]))
+    for f1, method, scales, thr, min_r, coarse, min_contrast, res in rows[: args.top]:
+        print(f"{method}  {','.join(f'{s:g}' for s in scales)}  {thr:g}  {min_r:g}  {coarse:g}  {min_contrast}  {_cells(res)}")
+    if args.cross_validate and len(tiles) > 1:
+        held = []
+        print("cross-validated: each tile scored with the setting best (pooled F1) on the other tiles")
+        for k, t in enumerate(tiles):
+            def others_f1(row):
+                return pool_results([r for j, r in enumerate(row[-1][:-1]) if j != k]).f1
+            best = max(rows, key=others_f1)
+            held.append(best[-1][k])
+            print(f"  {t}: {best[1]}  {','.join(f'{s:g}' for s in best[2])}  {best[3]:g}  {best[4]:g}  {best[5]:g}  "
+                  f"{best[6]}  (F1 {others_f1(best):.3f} on the others)  {_cells([best[-1][k]])}")
+        print(f"  pooled held-out: {_cells([pool_results(held)])}")
     return 0
+
+
+def _cells(results) -> str:
+    return "  ".join(f"{r.tp}/{r.fp}/{r.fn}/{r.precision:.3f}/{r.recall:.3f}/{r.f1:.3f}" for r in results)
 
 
 if __name__ == "__main__":

@@ -265,7 +265,8 @@ def segment_catalog(image, model="ctx-craters", *, client=None, threshold: float
 
     from .craters.catalog import Catalog
     from .craters.segment import check_input, image_stats
-    from .monitor import block_grid, extraction_options, load_segmenter
+    from .craters.extract import extraction_options
+    from .monitor import block_grid, load_segmenter
     from .raster import is_georeferenced, open_raster
 
     with open_raster(image) as ds:

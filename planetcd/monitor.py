@@ -43,7 +43,7 @@ from rasterio.windows import Window
 from .change.detect import ChangeResult, detect
 from .change.register import AlignedReader, post_on_pre_grid
 from .craters.catalog import Catalog
-from .craters.extract import extract_craters
+from .craters.extract import disc_mean, extract_craters, extraction_options
 from .craters.match import candidate_pairs
 from .craters.segment import ImageStats, _missing, _prepare, image_stats, segment_array
 from .errors import InputError
@@ -97,18 +97,6 @@ class SegmentSetup:
     overlap: int = 64
     batch_size: int = 4
     match_mode: str = "deepmoon"
-
-
-def extraction_options(metadata: dict, threshold: float) -> dict:
-    """:func:`extract_craters` keyword arguments from a model's registry metadata."""
-    ext = metadata.get("extraction", {})
-    return {
-        "method": ext.get("method", "components"),
-        "threshold": float(threshold),
-        "target": metadata.get("target", "filled"),
-        "min_radius": float(ext.get("min_radius", 2.0)),
-        "max_radius": float(ext.get("max_radius", 150.0)),
-    }
 
 
 def load_segmenter(model: str | os.PathLike | torch.nn.Module, device: str = "cpu") -> torch.nn.Module:
@@ -176,22 +164,6 @@ def _in_core(craters: np.ndarray, tile: Tile) -> np.ndarray:
     r, c, h, w = tile.core
     x, y = craters[:, 0], craters[:, 1]
     return (y >= r - 0.5) & (y < r + h - 0.5) & (x >= c - 0.5) & (x < c + w - 0.5)
-
-
-def disc_mean(image: np.ndarray, craters: np.ndarray) -> np.ndarray:
-    """Mean of ``image (h, w)`` inside each disc ``x, y, radius`` (pixels, image-local); NaN off the image."""
-    out = np.full(len(craters), np.nan)
-    h, w = image.shape
-    for k, (x, y, radius) in enumerate(craters[:, :3]):
-        r0, r1 = max(0, int(np.floor(y - radius))), min(h, int(np.ceil(y + radius)) + 1)
-        c0, c1 = max(0, int(np.floor(x - radius))), min(w, int(np.ceil(x + radius)) + 1)
-        if r1 <= r0 or c1 <= c0:
-            continue
-        rows, cols = np.ogrid[r0:r1, c0:c1]
-        inside = (rows - y) ** 2 + (cols - x) ** 2 <= max(radius, 0.5) ** 2
-        if np.any(inside):
-            out[k] = float(image[r0:r1, c0:c1][inside].mean())
-    return out
 
 
 def new_crater_flags(post: np.ndarray, pre: np.ndarray, mode: str = "deepmoon") -> np.ndarray:

@@ -17,13 +17,13 @@ OUTPUTS = ("crater_prob.tif", "crater_mask.tif", "craters.csv", "craters.gpkg")
 
 
 def _catalog_tools():
-    """``(extract_craters, Catalog)`` when the catalog modules are installed, else ``None``."""
+    """``(extract_craters, extraction_options, Catalog)`` when the catalog modules are installed, else ``None``."""
     try:
         from ..craters.catalog import Catalog
-        from ..craters.extract import extract_craters
+        from ..craters.extract import extract_craters, extraction_options
     except ImportError:  # pragma: no cover - both ship with planetcd
         return None
-    return extract_craters, Catalog
+    return extract_craters, extraction_options, Catalog
 
 
 @click.command("segment")
@@ -37,12 +37,13 @@ def _catalog_tools():
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Tiles per network pass.")
 @click.option("--band", type=int, default=1, show_default=True, help="Band to segment (1-based).")
 @click.option("--scales", default=None, help="Also find craters on the image resampled by these factors, e.g. 1,0.5,0.25 (big craters); merged with the duplicate rule [default: the model's].")
+@click.option("--min-contrast", type=float, default=None, help="Keep craters whose mean probability inside the disc exceeds that of the ring around it (1-1.5 radii) by at least this (-1 keeps all; filled-disc models only) [default: the model's].")
 @dask_options
 @device_opt
 @overwrite_opt
 @common_options
-def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, batch_size, band, scales, scheduler, workers, device,
-            overwrite, verbose, quiet):
+def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, batch_size, band, scales, min_contrast, scheduler, workers,
+            device, overwrite, verbose, quiet):
     """Segment craters in IMAGE (GeoTIFF, PNG, PGM, JPEG, ...).
 
     Writes OUTDIR/crater_prob.tif (float32 probability on the input grid and
@@ -76,6 +77,8 @@ def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, bat
         raise InputError(f"--pixel-size {pixel_size}: must be positive")
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1")
+    if min_contrast is not None and not -1.0 <= min_contrast <= 1.0:
+        raise InputError(f"--min-contrast {min_contrast}: must be between -1 and 1")
     scales = parse_scales(scales)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -91,6 +94,8 @@ def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, bat
     model = models.load(model_name, device=device)
     meta = model.metadata
     threshold = float(meta.get("threshold", 0.5) if threshold is None else threshold)
+    if min_contrast is not None and min_contrast > -1.0 and meta.get("target", "filled") != "filled":
+        raise InputError(f"--min-contrast: model {meta.get('name')} draws {meta.get('target')} targets; the contrast screens filled discs")
     log.info("model %s (%s), threshold %.2f, tiles of %d px overlapping by %d px on %s",
              meta.get("name"), meta.get("arch"), threshold, tile, overlap, device)
 
@@ -107,15 +112,17 @@ def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, bat
     log.info("segmented %dx%d px in %.1f s", result.shape[0], result.shape[1], result.seconds)
     if tools is None:
         return
-    extract_craters, Catalog = tools
+    extract_craters, extraction_options, Catalog = tools
     with open_raster(result.prob_path) as src:
         prob = src.read(1)
     ext = meta.get("extraction", {})
-    min_radius = float(ext.get("min_radius", 2.0))
+    extract_options = extraction_options(meta, threshold)
+    if min_contrast is not None:
+        extract_options["min_contrast"] = min_contrast if min_contrast > -1.0 else None
+    min_radius = extract_options.pop("min_radius")
 
     def extract(p, min_r):
-        return extract_craters(np.nan_to_num(p, nan=0.0), method=ext.get("method", "components"), threshold=threshold,
-                               target=meta.get("target", "filled"), min_radius=min_r, max_radius=float(ext.get("max_radius", 150.0)))
+        return extract_craters(np.nan_to_num(p, nan=0.0), min_radius=min_r, **extract_options)
 
     craters = extract(prob, min_radius)
     scales = scales or tuple(float(s) for s in ext.get("scales", [1.0]))

@@ -17,6 +17,14 @@ Two methods, both returning an ``(n, 4)`` float64 array with columns
     background region (a crater's inside) is a crater; its holes are filled so
     that nested craters give both the inner and the outer crater.
 
+Filled targets can also be screened by their *disc contrast*
+(:func:`disc_contrast`, ``min_contrast``): the mean probability inside the
+crater's disc minus the mean over the ring from 1 to 1.5 radii around it.  A
+crater stands out of its surroundings; blobs cut from a wide patch of
+middling probability (rough terrain, noise texture) do not.  On the validation
+tiles of ``ctx-craters`` it separated matched from unmatched detections better
+than the mean probability (ROC AUC 0.90 against 0.83; docs/segment.md).
+
 ``benchmarks/bench_extract.py`` compares them on synthetic maps.
 """
 
@@ -27,7 +35,10 @@ from scipy import ndimage
 
 from .match import suppress_duplicates
 
-__all__ = ["TARGETS", "METHODS", "extract_craters", "crater_template", "synthetic_probability_map"]
+__all__ = [
+    "TARGETS", "METHODS", "extract_craters", "extraction_options", "crater_template", "disc_mean", "ring_mean",
+    "disc_contrast", "synthetic_probability_map",
+]
 
 TARGETS = ("filled", "outline", "rings")
 METHODS = ("components", "template")
@@ -35,6 +46,94 @@ METHODS = ("components", "template")
 OUTLINE_INNER_FRACTION = 0.7
 #: Full thickness in pixels of a ``rings`` target (DeepMoon draws 1-2 px rings).
 RING_THICKNESS = 1.0
+#: Outer radius, in crater radii, of the ring that :func:`disc_contrast` compares the disc with.
+CONTRAST_OUTER = 1.5
+
+
+def ring_mean(image: np.ndarray, craters: np.ndarray, inner: float = 0.0, outer: float = 1.0) -> np.ndarray:
+    """Mean of ``image`` over the ring ``inner * r < d <= outer * r`` around each crater.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+    craters : ndarray, shape (n, >=3)
+        ``x_px, y_px, radius_px`` in the image's pixels (integer values at pixel centres).
+    inner, outer : float
+        Ring limits in crater radii; ``inner=0`` gives the whole disc (centre
+        included; radii below 0.5 px count as 0.5 px).
+
+    Returns
+    -------
+    ndarray, float64, shape (n,)
+        NaN where the ring holds no pixel of the image (off the image).
+    """
+    craters = np.asarray(craters, dtype=np.float64)
+    if craters.size == 0:
+        return np.zeros(0)
+    craters = np.atleast_2d(craters)
+    out = np.full(len(craters), np.nan)
+    h, w = image.shape
+    for k, (x, y, radius) in enumerate(craters[:, :3]):
+        radius = max(radius, 0.5)
+        reach = outer * radius
+        r0, r1 = max(0, int(np.floor(y - reach))), min(h, int(np.ceil(y + reach)) + 1)
+        c0, c1 = max(0, int(np.floor(x - reach))), min(w, int(np.ceil(x + reach)) + 1)
+        if r1 <= r0 or c1 <= c0:
+            continue
+        rows, cols = np.ogrid[r0:r1, c0:c1]
+        d2 = (rows - y) ** 2 + (cols - x) ** 2
+        ring = d2 <= reach**2
+        if inner > 0:
+            ring &= d2 > (inner * radius) ** 2
+        if np.any(ring):
+            out[k] = float(image[r0:r1, c0:c1][ring].mean())
+    return out
+
+
+def disc_mean(image: np.ndarray, craters: np.ndarray) -> np.ndarray:
+    """Mean of ``image (H, W)`` inside each disc ``x, y, radius`` (pixels); NaN off the image."""
+    return ring_mean(image, craters, 0.0, 1.0)
+
+
+def disc_contrast(prob: np.ndarray, craters: np.ndarray, outer: float = CONTRAST_OUTER) -> np.ndarray:
+    """Mean probability inside each crater's disc minus the mean over the ring from 1 to ``outer`` radii.
+
+    Parameters
+    ----------
+    prob : ndarray, shape (H, W)
+        Crater probability (filled-disc targets), ``0..1``.
+    craters : ndarray, shape (n, >=3)
+        ``x_px, y_px, radius_px``.
+    outer : float
+        Outer edge of the surrounding ring, in crater radii.
+
+    Returns
+    -------
+    ndarray, float64, shape (n,)
+        In ``-1..1``; a ring entirely off the map counts as probability 0.
+    """
+    prob = np.nan_to_num(np.asarray(prob, dtype=np.float32), nan=0.0)
+    inside = np.nan_to_num(disc_mean(prob, craters), nan=0.0)
+    around = np.nan_to_num(ring_mean(prob, craters, 1.0, outer), nan=0.0)
+    return inside - around
+
+
+def extraction_options(metadata: dict, threshold: float | None = None) -> dict:
+    """:func:`extract_craters` keyword arguments from a model's registry metadata (its ``extraction`` entry).
+
+    ``threshold`` overrides the model's probability threshold.
+    """
+    ext = metadata.get("extraction", {})
+    options = {
+        "method": ext.get("method", "components"),
+        "threshold": float(metadata.get("threshold", 0.5) if threshold is None else threshold),
+        "target": metadata.get("target", "filled"),
+        "min_radius": float(ext.get("min_radius", 2.0)),
+        "max_radius": float(ext.get("max_radius", 150.0)),
+    }
+    if ext.get("min_contrast") is not None:
+        options["min_contrast"] = float(ext["min_contrast"])
+    return options
 
 
 def crater_template(radius: float, target: str = "filled", pad: int | None = None) -> np.ndarray:
@@ -100,6 +199,7 @@ def extract_craters(
     radius_step: float = 1.0,
     duplicate_mode: str = "deepmoon",
     close_gaps: int = 2,
+    min_contrast: float | None = None,
 ) -> np.ndarray:
     """Craters from a probability map.
 
@@ -128,6 +228,10 @@ def extract_craters(
         morphological closing that bridges gaps in the rims before their insides
         are found (0: none). Insides narrower than about ``close_gaps`` pixels
         are closed too, so craters under ~``close_gaps + 1`` px radius are lost.
+    min_contrast : float, optional
+        Filled targets: drop craters whose :func:`disc_contrast` (mean
+        probability in the disc minus that of the ring from 1 to 1.5 radii) is
+        below this.  None: no screening.
 
     Returns
     -------
@@ -137,6 +241,8 @@ def extract_craters(
         over the crater's region (``components``).
     """
     prob = _check(prob, method, target, min_radius, max_radius)
+    if min_contrast is not None and target != "filled":
+        raise ValueError(f"min_contrast screens filled-disc maps; the map holds {target!r} targets")
     binary = prob >= threshold
     if match_threshold is None:
         match_threshold = 0.6 if target == "filled" else 0.5
@@ -152,6 +258,8 @@ def extract_craters(
         craters = _outline_components(binary, prob, target)
     if len(craters):
         craters = craters[(craters[:, 2] >= min_radius) & (craters[:, 2] <= max_radius)]
+    if len(craters) and min_contrast is not None:
+        craters = craters[disc_contrast(prob, craters) >= min_contrast]
     if len(craters):
         craters = craters[suppress_duplicates(craters, craters[:, 3], duplicate_mode)]
         craters = craters[np.argsort(-craters[:, 3], kind="stable")]

@@ -80,7 +80,8 @@ def test_bad_options(tmp_path, tiny_model, rng):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     for args in (("--overlap", 600), ("--threshold", 1.5), ("--tile", 8), ("--model", tmp_path / "none.pt"),
-                 ("--model", bad), ("--model", "no-such-model"), ("--scales", "0"), ("--scales", "1,x")):
+                 ("--model", bad), ("--model", "no-such-model"), ("--scales", "0"), ("--scales", "1,x"),
+                 ("--min-contrast", 2)):
         res = _run("segment", src, "-o", tmp_path / "o", "--model", tiny_model, *args, "-q")
         assert res.exit_code != 0, args
         assert res.output.strip().startswith("planetcd: error:") and len(res.output.strip().splitlines()) == 1, res.output
@@ -108,6 +109,28 @@ def test_scales_option_merges_the_coarser_scales(tmp_path, tiny_model):
     expected = multiscale_craters(model, src, [1.0, 0.5], extract, min_radius=2.0)
     assert len(rows) == len(expected)
     np.testing.assert_allclose(sorted(float(r["radius_px"]) for r in rows), sorted(expected[:, 2]), rtol=1e-6)
+
+
+def test_min_contrast_option_screens_the_catalog(tmp_path, tiny_model, rng):
+    import csv
+
+    from planetcd.craters.extract import extract_craters
+
+    src = _geotiff(tmp_path / "in.tif", rng.integers(1, 255, (160, 160)).astype(np.uint8))
+    counts = {}
+    for value in ("-1", "0.05"):
+        out = tmp_path / f"o{value}"
+        res = _run("segment", src, "-o", out, "--model", tiny_model, "--threshold", "0.5", "--scales", "1",
+                   "--min-contrast", value, "-q")
+        assert res.exit_code == 0, res.output
+        rows = list(csv.DictReader(open(out / "craters.csv")))
+        with rasterio.open(out / "crater_prob.tif") as p:
+            prob = np.nan_to_num(p.read(1), nan=0.0)
+        expected = extract_craters(prob, threshold=0.5, min_radius=2.0, max_radius=150.0,
+                                   min_contrast=None if value == "-1" else float(value))
+        assert len(rows) == len(expected)
+        counts[value] = len(rows)
+    assert counts["-1"] > counts["0.05"]
 
 
 def test_registry_metadata():

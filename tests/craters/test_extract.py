@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from planetcd.craters.catalog import Catalog
-from planetcd.craters.extract import crater_template, extract_craters, synthetic_probability_map
+from planetcd.craters.extract import (
+    crater_template,
+    disc_contrast,
+    extract_craters,
+    extraction_options,
+    ring_mean,
+    synthetic_probability_map,
+)
 from planetcd.craters.match import match_craters
 from planetcd.datasets.synthetic import MARS_EQC_WKT, MOON_EQC_WKT, write_geotiff
 from planetcd.raster import open_raster, read_window
@@ -107,3 +114,43 @@ def test_templates_and_edge_cases():
         extract_craters(empty, method="hough")
     with pytest.raises(ValueError):
         extract_craters(empty, min_radius=5, max_radius=2)
+
+
+def test_ring_mean_and_disc_contrast_on_known_discs():
+    image = np.zeros((80, 80), np.float32)
+    yy, xx = np.mgrid[:80, :80]
+    image[np.hypot(yy - 20, xx - 20) <= 6] = 1.0  # an isolated disc
+    image[40:80, 40:80] = 0.8  # a wide plateau
+    craters = np.array([[20.0, 20.0, 6.0], [60.0, 60.0, 6.0], [200.0, 200.0, 3.0]])
+    np.testing.assert_allclose(ring_mean(image, craters[:2], 0.0, 1.0), [1.0, 0.8], rtol=1e-6)
+    np.testing.assert_allclose(ring_mean(image, craters[:2], 1.0, 1.5), [0.0, 0.8], atol=0.03)
+    assert np.isnan(ring_mean(image, craters)[2])
+    assert ring_mean(image, np.zeros((0, 3))).shape == (0,)
+    contrast = disc_contrast(image, craters)
+    assert contrast[0] > 0.95 and abs(contrast[1]) < 0.01 and contrast[2] == 0.0
+
+
+def test_min_contrast_drops_blobs_cut_from_a_plateau():
+    prob = np.zeros((128, 128), np.float32)
+    yy, xx = np.mgrid[:128, :128]
+    prob[np.hypot(yy - 30, xx - 30) <= 7] = 0.9  # a crater
+    prob[64:, :] = 0.55  # a rough-terrain plateau ...
+    prob[np.hypot(yy - 100, xx - 64) <= 7] = 0.7  # ... with a blob above the threshold
+    kept = extract_craters(prob, threshold=0.6, min_radius=3)
+    assert len(kept) == 2
+    screened = extract_craters(prob, threshold=0.6, min_radius=3, min_contrast=0.3)
+    assert len(screened) == 1 and np.allclose(screened[0, :2], [30, 30], atol=0.5)
+    # a perfect isolated disc keeps its contrast whatever the cut-off below 1
+    assert len(extract_craters(prob, threshold=0.6, min_radius=3, min_contrast=0.8)) == 1
+    with pytest.raises(ValueError, match="filled"):
+        extract_craters(prob, target="outline", min_contrast=0.2)
+
+
+def test_extraction_options_follow_the_registry_entry():
+    meta = {"threshold": 0.65, "target": "filled",
+            "extraction": {"method": "components", "min_radius": 3.0, "max_radius": 150.0, "min_contrast": 0.25}}
+    options = extraction_options(meta)
+    assert options == {"method": "components", "threshold": 0.65, "target": "filled", "min_radius": 3.0,
+                       "max_radius": 150.0, "min_contrast": 0.25}
+    assert extraction_options(meta, threshold=0.5)["threshold"] == 0.5
+    assert "min_contrast" not in extraction_options({"extraction": {}})
