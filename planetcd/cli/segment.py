@@ -38,12 +38,13 @@ def _catalog_tools():
 @click.option("--band", type=int, default=1, show_default=True, help="Band to segment (1-based).")
 @click.option("--scales", default=None, help="Also find craters on the image resampled by these factors, e.g. 1,0.5,0.25 (big craters); merged with the duplicate rule [default: the model's].")
 @click.option("--min-contrast", type=float, default=None, help="Keep craters whose mean probability inside the disc exceeds that of the ring around it (1-1.5 radii) by at least this (-1 keeps all; filled-disc models only) [default: the model's].")
+@click.option("--tta/--no-tta", default=None, help="Average the network over the four flips of each tile (four times the network time) [default: the model's].")
 @dask_options
 @device_opt
 @overwrite_opt
 @common_options
-def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, batch_size, band, scales, min_contrast, scheduler, workers,
-            device, overwrite, verbose, quiet):
+def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, batch_size, band, scales, min_contrast, tta, scheduler,
+            workers, device, overwrite, verbose, quiet):
     """Segment craters in IMAGE (GeoTIFF, PNG, PGM, JPEG, ...).
 
     Writes OUTDIR/crater_prob.tif (float32 probability on the input grid and
@@ -91,13 +92,13 @@ def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, bat
             raise InputError(f"{image}: image of {ds.height}x{ds.width} px is too small (at least {MIN_SIZE}x{MIN_SIZE})")
         transform = ds.transform if is_georeferenced(ds) else None
         crs = ds.crs if is_georeferenced(ds) else None
-    model = models.load(model_name, device=device)
+    model = models.load(model_name, device=device, tta=tta)
     meta = model.metadata
     threshold = float(meta.get("threshold", 0.5) if threshold is None else threshold)
     if min_contrast is not None and min_contrast > -1.0 and meta.get("target", "filled") != "filled":
         raise InputError(f"--min-contrast: model {meta.get('name')} draws {meta.get('target')} targets; the contrast screens filled discs")
-    log.info("model %s (%s), threshold %.2f, tiles of %d px overlapping by %d px on %s",
-             meta.get("name"), meta.get("arch"), threshold, tile, overlap, device)
+    log.info("model %s (%s%s), threshold %.2f, tiles of %d px overlapping by %d px on %s",
+             meta.get("name"), meta.get("arch"), ", flip-averaged" if meta["tta"] else "", threshold, tile, overlap, device)
 
     t0 = time.monotonic()
     options = dict(threshold=threshold, tile=tile, overlap=overlap, device=device, batch_size=batch_size, band=band,
@@ -108,7 +109,8 @@ def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, bat
         else:
             from ..distributed import segment_raster_distributed
 
-            result = segment_raster_distributed(client, image, outdir, model_name, **options)
+            # workers load a registry name or checkpoint once each; a --tta/--no-tta override travels with the module
+            result = segment_raster_distributed(client, image, outdir, model_name if tta is None else model, **options)
     log.info("segmented %dx%d px in %.1f s", result.shape[0], result.shape[1], result.seconds)
     if tools is None:
         return

@@ -32,6 +32,8 @@ __all__ = [
     "SmallUNet",
     "count_parameters",
     "init_weights",
+    "flip_average",
+    "FlipAverage",
 ]
 
 #: Filters of the seven down rounds of the default model (filter multiple 1).
@@ -249,6 +251,34 @@ class SmallUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.forward_logits(x))
+
+
+def flip_average(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Test-time augmentation: the mean of ``model`` over the four mirror images of ``x``.
+
+    ``x`` (B, C, H, W) is passed as is, flipped left-right, up-down and both;
+    each output is flipped back and the four are averaged.  The network was
+    trained with flips, so the four views are equally valid; their mean damps
+    responses that depend on the orientation of texture and noise.  Costs four
+    forward passes.
+    """
+    total = model(x)
+    for dims in ((3,), (2,), (2, 3)):
+        total = total + torch.flip(model(torch.flip(x, dims)), dims)
+    return total / 4.0
+
+
+class FlipAverage(nn.Module):
+    """:func:`flip_average` as a module wrapping a segmenter (its ``metadata`` is carried over)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        if hasattr(model, "metadata"):
+            self.metadata = model.metadata
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return flip_average(self.model, x)
 
 
 def count_parameters(model: nn.Module) -> int:

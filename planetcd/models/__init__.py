@@ -62,12 +62,17 @@ def sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | torch.device = "cpu") -> torch.nn.Module:
+def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | torch.device = "cpu",
+         tta: bool | None = None) -> torch.nn.Module:
     """Load a segmenter by registry name (``"ctx-craters"``) or checkpoint path.
 
     Returns the network in eval mode on ``device`` with a ``metadata`` dict
     attribute (the registry JSON for shipped models, the checkpoint's own
     fields for a path), including ``threshold`` for the probability mask.
+    ``tta``: average over the four flips of every input
+    (:class:`planetcd.craters.unet.FlipAverage`, four times the network time);
+    default: the model's ``tta`` entry (off for checkpoints).
+    ``metadata["tta"]`` says which was loaded.
     """
     from ..craters.train import load_checkpoint
 
@@ -81,5 +86,10 @@ def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | torch.de
         meta.update(metadata(path.stem))
     meta.setdefault("threshold", 0.5)
     meta.setdefault("name", path.stem)
+    meta["tta"] = bool(meta.get("tta", False) if tta is None else tta)
     model.metadata = meta
+    if meta["tta"]:
+        from ..craters.unet import FlipAverage
+
+        model = FlipAverage(model).eval()
     return model.to(device)

@@ -133,6 +133,23 @@ def test_min_contrast_option_screens_the_catalog(tmp_path, tiny_model, rng):
     assert counts["-1"] > counts["0.05"]
 
 
+def test_tta_option_writes_the_flip_averaged_probability(tmp_path, tiny_model, rng):
+    import planetcd.models as models
+    from planetcd.craters.segment import segment_array
+
+    img = rng.integers(1, 255, (140, 150)).astype(np.uint8)
+    src = _geotiff(tmp_path / "in.tif", img)
+    probs = {}
+    for flag in ("--tta", "--no-tta"):
+        res = _run("segment", src, "-o", tmp_path / flag, "--model", tiny_model, "--tile", 128, "--overlap", 32, flag, "-q")
+        assert res.exit_code == 0, res.output
+        with rasterio.open(tmp_path / flag / "crater_prob.tif") as p:
+            probs[flag] = p.read(1)
+    expected = segment_array(models.load(str(tiny_model), tta=True), img.astype(np.float32), tile=128, overlap=32)
+    np.testing.assert_allclose(probs["--tta"], expected, atol=1e-5)
+    assert np.abs(probs["--tta"] - probs["--no-tta"]).max() > 1e-3
+
+
 def test_registry_metadata():
     import planetcd.models as models
 

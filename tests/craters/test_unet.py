@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from planetcd.craters.unet import (
+    FlipAverage,
+    flip_average,
     DELATTE_FILTERS,
     PadToMultiple,
     SmallUNet,
@@ -92,3 +94,33 @@ def test_build_model_and_bad_options():
         build_model("resnet")
     with pytest.raises(ValueError):
         SymmetricUNet(kernel_size=4)
+
+
+def test_flip_average_is_the_mean_of_the_four_mirrored_passes():
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(1, 1, 3, padding=1)  # not mirror-symmetric: the four views differ
+    x = torch.rand(2, 1, 16, 20)
+    views = [net(x), net(x.flip(3)).flip(3), net(x.flip(2)).flip(2), net(x.flip(2, 3)).flip(2, 3)]
+    expected = torch.stack(views).mean(0)
+    torch.testing.assert_close(flip_average(net, x), expected)
+    assert not torch.allclose(views[0], expected)
+    wrapped = FlipAverage(net)
+    torch.testing.assert_close(wrapped(x), expected)
+    # a mirror-symmetric kernel commutes with the flips: averaging changes nothing
+    sym = torch.nn.Conv2d(1, 1, 3, padding=1, bias=False)
+    with torch.no_grad():
+        sym.weight.copy_(torch.tensor([[[[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]]]))
+    torch.testing.assert_close(flip_average(sym, x), sym(x))
+
+
+def test_models_load_wraps_in_flip_average_on_request(untrained_unet):
+    import planetcd.models as models
+
+    path = untrained_unet(seed=0)
+    plain = models.load(path)
+    assert plain.metadata["tta"] is False and not isinstance(plain, FlipAverage)
+    tta = models.load(path, tta=True)
+    assert isinstance(tta, FlipAverage) and tta.metadata["tta"] is True and not tta.training
+    x = torch.rand(1, 1, 128, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(tta(x), flip_average(plain, x))
