@@ -2,7 +2,7 @@
 
     python benchmarks/val_segment.py [--model ctx-craters] [--threads 1] [--cache DIR]
         [--thresholds 0.5,0.6,0.7] [--min-radii 3,4] [--scales 1 1,0.5 1,0.25 1,0.5,0.25] [--coarse-min-radii 3,6,8]
-        [--min-contrasts none,0.2,0.25,0.3] [--cross-validate]
+        [--min-contrasts none,0.2,0.25,0.3] [--cross-validate] [--tta]
 
 Probability maps come from the code paths of ``planetcd segment``: the full
 image through ``segment_raster`` (512 px tiles, 64 px overlap) and each coarser
@@ -53,6 +53,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-radius", type=float, default=150.0, help="largest radius in pixels of each scale's map")
     ap.add_argument("--min-contrasts", default="none", help="disc-contrast cut-offs, e.g. none,0.2,0.3")
     ap.add_argument("--cross-validate", action="store_true", help="score each tile with the setting best on the others")
+    ap.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                    help="flip averaging on/off (default: the model's); give each its own --cache")
     ap.add_argument("--top", type=int, default=20)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -65,7 +67,7 @@ def main(argv=None) -> int:
     from planetcd.craters.segment import merge_scales, read_scaled, segment_array, segment_raster
     from planetcd.datasets.crater_labels import read_voc_boxes
 
-    model = models.load(args.model)
+    model = models.load(args.model, tta=args.tta)
     tiles = args.tiles.split(",")
     scale_sets = [tuple(floats(s)) for s in args.scales]
     all_scales = sorted({s for ss in scale_sets for s in ss}, reverse=True)
