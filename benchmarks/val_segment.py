@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="ctx-craters")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", default=None, help="folder for the probability maps (reused when present)")
-    ap.add_argument("--tiles", default="H,I")
+    ap.add_argument("--tiles", default="H,I", help="CTX tiles MC11E-<letter>, or HRSC (the PyCDA HRSC tile)")
     ap.add_argument("--thresholds", default="0.5,0.6,0.7")
     ap.add_argument("--min-radii", default="3,4")
     ap.add_argument("--scales", nargs="+", default=["1", "1,0.5", "1,0.25", "1,0.5,0.25"])
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     from planetcd.craters.extract import disc_contrast, extract_craters
     from planetcd.craters.match import match_craters, pool_results
     from planetcd.craters.segment import merge_scales, read_scaled, segment_array, segment_raster
-    from planetcd.datasets.crater_labels import read_voc_boxes
+    from planetcd.datasets.crater_labels import read_pycda_csv, read_voc_boxes
 
     model = models.load(args.model, tta=args.tta)
     tiles = args.tiles.split(",")
@@ -73,8 +73,14 @@ def main(argv=None) -> int:
     all_scales = sorted({s for ss in scale_sets for s in ss}, reverse=True)
     cache = Path(args.cache or tempfile.mkdtemp(prefix="val_segment_"))
     cache.mkdir(parents=True, exist_ok=True)
-    images = {t: SHARED / "data" / "ctx-mc11e" / "images" / f"MC11E-{t}.png" for t in tiles}
-    truth = {t: read_voc_boxes(SHARED / "data" / "ctx-mc11e" / "annotations" / "clustered" / f"MC11E-{t}.xml") for t in tiles}
+    images, truth = {}, {}
+    for t in tiles:
+        if t.upper() == "HRSC":  # the PyCDA HRSC tile: another camera (never used for training or selection)
+            images[t] = SHARED / "data" / "hrsc-pycda" / "holdout_tile.pgm"
+            truth[t] = read_pycda_csv(SHARED / "data" / "hrsc-pycda" / "holdout_tile_labels.csv")
+        else:
+            images[t] = SHARED / "data" / "ctx-mc11e" / "images" / f"MC11E-{t}.png"
+            truth[t] = read_voc_boxes(SHARED / "data" / "ctx-mc11e" / "annotations" / "clustered" / f"MC11E-{t}.xml")
     probs = {}
     for t in tiles:
         for s in all_scales:
