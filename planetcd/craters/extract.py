@@ -23,7 +23,8 @@ crater's disc minus the mean over the ring from 1 to 1.5 radii around it.  A
 crater stands out of its surroundings; blobs cut from a wide patch of
 middling probability (rough terrain, noise texture) do not.  On the validation
 tiles of ``ctx-craters`` it separated matched from unmatched detections better
-than the mean probability (ROC AUC 0.90 against 0.83; docs/segment.md).
+than the mean probability (ROC AUC 0.90 against 0.83 on the stage 3 maps;
+``benchmarks/contrast_auc.py``, docs/segment.md).
 
 ``benchmarks/bench_extract.py`` compares them on synthetic maps.
 """
