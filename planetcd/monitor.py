@@ -679,7 +679,8 @@ def monitor(
     log.info("%d pre and %d post craters; %d new-crater candidates", len(pre_cat), len(post_cat), len(candidates))
     params = {
         "pre": str(pre), "post": str(post), "method": method, "patch_size": patch_size, "n_pseudo": n_pseudo,
-        "model": str(getattr(segmenter, "metadata", {}).get("name", model)), "threshold": setup.threshold,
+        "model": str(getattr(segmenter, "metadata", {}).get("name", model)),
+        "tta": bool(getattr(segmenter, "metadata", {}).get("tta", False)), "threshold": setup.threshold,
         "extraction": setup.extraction, "match_mode": match_mode, "near_px": near_px, "min_score": min_score,
         "block_size": block_size, "block_halo": block_halo, "tile": tile, "overlap": overlap, "seed": seed,
         "device": str(torch_device), "pixel_size_m": pixel_size_m,

@@ -36,6 +36,8 @@ log = logging.getLogger("planetcd")
 @click.option("--model", "model_name", default="ctx-craters", show_default=True,
               help="Crater segmenter: registered model name or a .pt checkpoint path.")
 @click.option("--threshold", type=float, default=None, help="Crater probability threshold [default: the model's].")
+@click.option("--tta/--no-tta", default=None,
+              help="Average the segmenter over the four flips of each tile (four times its time) [default: the model's].")
 @click.option("--match-mode", type=click.Choice(["deepmoon", "strict", "iou"]), default="deepmoon", show_default=True,
               help="Rule under which a post crater already existed in pre.")
 @click.option("--near", "near_px", type=click.FloatRange(0), default=32.0, show_default=True,
@@ -51,7 +53,7 @@ log = logging.getLogger("planetcd")
 @seed_opt
 @overwrite_opt
 @common_options
-def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_name, threshold, match_mode, near_px,
+def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_name, threshold, tta, match_mode, near_px,
             min_score, block_size, pixel_size, scheduler, workers, weights, device, seed, overwrite, verbose, quiet):
     """Find new impact craters between PRE and POST, ranked for vetting.
 
@@ -71,6 +73,12 @@ def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_na
     outdir = Path(outdir)
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise InputError(f"--threshold {threshold}: must be between 0 and 1")
+    model = model_name
+    if tta is not None:  # an override: load here, and the module (flip-averaged or not) goes everywhere
+        from .. import models
+        from ..features import pick_device
+
+        model = models.load(model_name, device=str(pick_device(device)), tta=tta)
     options = dict(method=method, patch_size=patch_size, n_pseudo=n_pseudo, threshold=threshold, match_mode=match_mode,
                    near_px=near_px, min_score=min_score, block_size=block_size, pixel_size_m=pixel_size,
                    weights=weights, device=device, seed=seed)
@@ -80,7 +88,7 @@ def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_na
         from ..monitor import read_pairs
 
         read_pairs(pairs_csv)  # bad lists fail before any model is loaded
-        options["model"] = model_name
+        options["model"] = model
         with dask_client(scheduler, workers) as client:
             table = monitor_batch(pairs_csv, outdir, overwrite=overwrite, progress=show_progress, client=client, **options)
         for row in zip(*(table[k] for k in ("id", "status", "n_candidates", "best_score"))):
@@ -93,7 +101,7 @@ def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_na
         raise InputError("give PRE and POST images, or --pairs pairs.csv")
     check_writable([outdir / n for n in OUTPUTS], overwrite)
     with dask_client(scheduler, workers) as client:
-        result = run_monitor(pre, post, model=model_name, progress=show_progress, client=client, **options)
+        result = run_monitor(pre, post, model=model, progress=show_progress, client=client, **options)
     result.write(outdir, overwrite=overwrite)
     table = result.table()
     dy, dx = result.change.displacement

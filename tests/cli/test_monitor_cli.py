@@ -46,6 +46,7 @@ def test_monitor_writes_every_output_and_refuses_to_overwrite(pair_paths, tiny_m
     assert len((out / "new_craters.csv").read_text().splitlines()) == n + 1
     assert len(list((out / "chips").glob("candidate_*.png"))) == n
     assert record["parameters"]["method"] == "nn"
+    assert record["parameters"]["tta"] is False  # a checkpoint's default
     again = _run(["monitor", pre, post, "-o", out, *_fast(tiny_model, vgg_weights)])
     assert again.exit_code == 1 and "--overwrite" in again.output
 
@@ -81,3 +82,13 @@ def test_batch_mode_is_resumable_with_one_summary(pair_paths, tiny_model, vgg_we
     assert rows["good"]["status"] == "skipped" and rows["broken"]["status"] == "failed"
     assert int(rows["good"]["n_candidates"]) == json.loads(marker.read_text())["n_candidates"]
     assert "nope.tif" in rows["broken"]["message"]
+
+
+def test_monitor_tta_override_is_recorded(pair_paths, tiny_model, vgg_weights, tmp_path):
+    pre, post = pair_paths
+    result = _run(["monitor", pre, post, "-o", tmp_path / "out", "--tta", *_fast(tiny_model, vgg_weights)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "monitor.json").read_text())["parameters"]["tta"] is True
+    bad = _run(["monitor", pre, post, "-o", tmp_path / "bad", "--tta", "--model", "no-such-model", "-q"])
+    assert bad.exit_code != 0 and bad.output.strip().startswith("planetcd: error:")
+    assert len(bad.output.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
