@@ -45,8 +45,7 @@ def main(argv=None) -> int:
     from planetcd.craters.segment import segment_raster
     from planetcd.raster import open_raster
 
-    from planetcd.craters.extract import extract_craters, extraction_options
-    from planetcd.craters.segment import multiscale_craters
+    from planetcd.craters.segment import catalog_craters
 
     model = models.load(args.model, tta=None if args.tta == "model" else args.tta == "on")
     shared = Path(os.environ.get("PLANETCD_SHARED", REPO.parent / "shared"))
@@ -63,24 +62,13 @@ def main(argv=None) -> int:
             n_px = ds.width * ds.height
             shape = (ds.height, ds.width)
         times, catalog_times = [], []
-        options = extraction_options(model.metadata)
-        min_radius = options.pop("min_radius")
-        ext = model.metadata.get("extraction", {})
-
-        def extract(p, min_r):
-            return extract_craters(np.nan_to_num(p, nan=0.0), min_radius=min_r, **options)
-
         for _ in range(args.repeat):
             t0 = time.perf_counter()
             result = segment_raster(src, Path(tmp) / "out", model, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size)
             times.append(time.perf_counter() - t0)
             with rasterio.open(result.prob_path) as p:
-                craters = extract(p.read(1), min_radius)
-            scales = tuple(ext.get("scales", [1.0]))
-            if scales != (1.0,):
-                craters = multiscale_craters(model, src, scales, extract, full_craters=craters, min_radius=min_radius,
-                                             coarse_min_radius=ext.get("coarse_min_radius"), tile=args.tile,
-                                             overlap=args.overlap, batch_size=args.batch_size)
+                craters = catalog_craters(model, src, p.read(1), tile=args.tile, overlap=args.overlap,
+                                          batch_size=args.batch_size)
             catalog_times.append(time.perf_counter() - t0)
         x = torch.zeros(1, 1, args.tile, args.tile)
         with torch.inference_mode():
@@ -97,7 +85,7 @@ def main(argv=None) -> int:
     print(f"tiles            {args.tile} px, overlap {args.overlap} px")
     print(f"segment_raster   {best:.2f} s (best of {args.repeat}) = {n_px / best:,.0f} px/s")
     print(f"with catalogue   {best_catalog:.2f} s (best of {args.repeat}) = {n_px / best_catalog:,.0f} px/s "
-          f"({len(craters)} craters; scales {', '.join(f'{s:g}' for s in scales)})")
+          f"({len(craters)} craters; scales {', '.join(f'{s:g}' for s in model.metadata.get('extraction', {}).get('scales', [1.0]))})")
     print(f"network alone    {net * 1000:.0f} ms per {args.tile}x{args.tile} tile = {args.tile ** 2 / net:,.0f} px/s")
     return 0
 

@@ -17,13 +17,12 @@ OUTPUTS = ("crater_prob.tif", "crater_mask.tif", "craters.csv", "craters.gpkg")
 
 
 def _catalog_tools():
-    """``(extract_craters, extraction_options, Catalog)`` when the catalog modules are installed, else ``None``."""
+    """The ``Catalog`` class when the catalog modules are installed, else ``None``."""
     try:
         from ..craters.catalog import Catalog
-        from ..craters.extract import extract_craters, extraction_options
-    except ImportError:  # pragma: no cover - both ship with planetcd
+    except ImportError:  # pragma: no cover - ships with planetcd
         return None
-    return extract_craters, extraction_options, Catalog
+    return Catalog
 
 
 @click.command("segment")
@@ -56,17 +55,16 @@ def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, bat
     With --workers N (a local Dask cluster) or --scheduler ADDRESS, each batch of tiles is a task on the
     cluster (workers load the model once); the outputs are those of a single-process run.
     """
-    import numpy as np
     import torch
 
     from .. import models
-    from ..craters.segment import MIN_SIZE, multiscale_craters, parse_scales, segment_raster
+    from ..craters.segment import MIN_SIZE, catalog_craters, parse_scales, segment_raster
     from ..raster import check_writable, is_georeferenced, open_raster
 
     progress = setup_logging(verbose, quiet)
     outdir = Path(outdir)
-    tools = _catalog_tools()
-    outputs = [outdir / name for name in (OUTPUTS if tools else OUTPUTS[:2])]
+    Catalog = _catalog_tools()
+    outputs = [outdir / name for name in (OUTPUTS if Catalog else OUTPUTS[:2])]
     check_writable(outputs, overwrite)
     if tile < 32:
         raise InputError(f"--tile {tile}: must be at least 32 pixels")
@@ -112,26 +110,13 @@ def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, bat
             # workers load a registry name or checkpoint once each; a --tta/--no-tta override travels with the module
             result = segment_raster_distributed(client, image, outdir, model_name if tta is None else model, **options)
     log.info("segmented %dx%d px in %.1f s", result.shape[0], result.shape[1], result.seconds)
-    if tools is None:
+    if Catalog is None:
         return
-    extract_craters, extraction_options, Catalog = tools
     with open_raster(result.prob_path) as src:
         prob = src.read(1)
-    ext = meta.get("extraction", {})
-    extract_options = extraction_options(meta, threshold)
-    if min_contrast is not None:
-        extract_options["min_contrast"] = min_contrast if min_contrast > -1.0 else None
-    min_radius = extract_options.pop("min_radius")
-
-    def extract(p, min_r):
-        return extract_craters(np.nan_to_num(p, nan=0.0), min_radius=min_r, **extract_options)
-
-    craters = extract(prob, min_radius)
-    scales = scales or tuple(float(s) for s in ext.get("scales", [1.0]))
-    if scales != (1.0,):
-        craters = multiscale_craters(model, image, scales, extract, full_craters=craters if 1.0 in scales else None,
-                                     min_radius=min_radius, coarse_min_radius=ext.get("coarse_min_radius"), band=band,
-                                     tile=tile, overlap=overlap, device=device, batch_size=batch_size)
+    overrides = {} if min_contrast is None else {"min_contrast": min_contrast if min_contrast > -1.0 else None}
+    craters = catalog_craters(model, image, prob, threshold=threshold, scales=scales, overrides=overrides, band=band,
+                              tile=tile, overlap=overlap, device=device, batch_size=batch_size)
     catalog = Catalog.from_pixels(craters, transform=transform, crs=crs, pixel_size_m=pixel_size, name=Path(image).stem)
     catalog.to_csv(outdir / "craters.csv")
     catalog.to_gpkg(outdir / "craters.gpkg")

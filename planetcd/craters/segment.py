@@ -32,7 +32,7 @@ log = logging.getLogger("planetcd.craters.segment")
 
 __all__ = [
     "MIN_SIZE", "ImageStats", "image_stats", "predict_tiles", "segment_array", "segment_raster", "SegmentResult",
-    "merge_scales", "multiscale_craters", "parse_scales", "scale_craters",
+    "merge_scales", "multiscale_craters", "catalog_craters", "parse_scales", "scale_craters",
 ]
 
 #: Smallest image side (pixels) that is segmented.
@@ -393,6 +393,57 @@ def multiscale_craters(
         found[s] = extract(prob, min_radius if s == 1.0 else coarse_min_radius)
         log.info("scale %g: %d craters", s, len(found[s]))
     return merge_scales(found)
+
+
+def catalog_craters(
+    model: torch.nn.Module,
+    image,
+    prob: np.ndarray,
+    *,
+    threshold: float | None = None,
+    scales=None,
+    overrides: dict | None = None,
+    band: int = 1,
+    tile: int = 512,
+    overlap: int = 64,
+    device="cpu",
+    batch_size: int = 4,
+) -> np.ndarray:
+    """The craters of an image as ``planetcd segment`` lists them, from its full-image probability map.
+
+    The model's registry extraction (:func:`planetcd.craters.extract.extraction_options`,
+    ``threshold`` and ``overrides`` of its keyword arguments replacing the
+    model's) runs on ``prob``, and on the image at the model's other scales
+    (``extraction.scales``, or ``scales``) through :func:`multiscale_craters`.
+
+    Parameters
+    ----------
+    model : segmenter with a ``metadata`` dict (:func:`planetcd.models.load`)
+    image : path of a raster, or an (H, W) array (raw intensities)
+    prob : ndarray, shape (H, W)
+        The full-image probability (NaN counts as 0).
+
+    Returns
+    -------
+    ndarray (n, 4), float64: ``x_px, y_px, radius_px, confidence`` in full-image pixels.
+    """
+    from .extract import extract_craters, extraction_options
+
+    options = extraction_options(model.metadata, threshold)
+    options.update(overrides or {})
+    min_radius = options.pop("min_radius")
+    ext = model.metadata.get("extraction", {})
+
+    def extract(p, min_r):
+        return extract_craters(np.nan_to_num(p, nan=0.0), min_radius=min_r, **options)
+
+    craters = extract(prob, min_radius)
+    scales = tuple(float(s) for s in (scales or ext.get("scales", [1.0])))
+    if scales != (1.0,):
+        craters = multiscale_craters(model, image, scales, extract, full_craters=craters if 1.0 in scales else None,
+                                     min_radius=min_radius, coarse_min_radius=ext.get("coarse_min_radius"), band=band,
+                                     tile=tile, overlap=overlap, device=device, batch_size=batch_size)
+    return craters
 
 
 def merge_scales(found) -> np.ndarray:
