@@ -52,6 +52,7 @@ def _labels_for(image: Path, labels_dir: Path | None) -> Path:
 @click.option("--no-augment", is_flag=True, help="Turn rotation/zoom/flip/brightness augmentation off.")
 @click.option("--noise", type=float, default=0.0, show_default=True, help="Augmentation: additive Gaussian noise of std up to this (image normalized to -1..1).")
 @click.option("--blur", type=float, default=0.0, show_default=True, help="Augmentation: Gaussian blur of sigma up to this many pixels.")
+@click.option("--zoom-range", default=None, metavar="LOW,HIGH", help="Augmentation: magnifications drawn log-uniformly in LOW..HIGH (e.g. 0.7,2.5) instead of 1 ± 0.3.")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
 @click.option("--time-limit", type=float, default=None, help="Stop after the epoch that passes this many minutes.")
 @seed_opt
@@ -59,7 +60,7 @@ def _labels_for(image: Path, labels_dir: Path | None) -> Path:
 @overwrite_opt
 @common_options
 def train(images, val_images, labels_dir, outdir, arch, kernel_size, filter_multiple, target, loss, pos_weight, lr, lr_schedule, lr_min, batch_size,
-          epochs, patience, crop, crops_per_epoch, positive_fraction, val_tile, monitor, init, no_augment, noise, blur, threads, time_limit,
+          epochs, patience, crop, crops_per_epoch, positive_fraction, val_tile, monitor, init, no_augment, noise, blur, zoom_range, threads, time_limit,
           seed, device, overwrite, verbose, quiet):
     """Train a crater segmenter on IMAGES (with --val images held out).
 
@@ -83,6 +84,14 @@ def train(images, val_images, labels_dir, outdir, arch, kernel_size, filter_mult
     shared = {p.resolve() for p in train_paths} & {p.resolve() for p in val_paths}
     if shared:
         raise InputError(f"{sorted(shared)[0]}: in both training and validation images (split by image)")
+    zoom_limits = None
+    if zoom_range is not None:
+        try:
+            zoom_limits = tuple(float(v) for v in zoom_range.split(","))
+        except ValueError:
+            zoom_limits = ()
+        if len(zoom_limits) != 2 or not 0 < zoom_limits[0] <= zoom_limits[1]:
+            raise InputError(f"--zoom-range {zoom_range}: give LOW,HIGH with 0 < LOW <= HIGH, e.g. 0.7,2.5")
     if device == "auto":
         import torch
 
@@ -90,7 +99,7 @@ def train(images, val_images, labels_dir, outdir, arch, kernel_size, filter_mult
     config = TrainConfig(
         arch=arch, kernel_size=int(kernel_size), filter_multiple=float(filter_multiple), target=target, loss=loss, pos_weight=pos_weight,
         lr=lr, lr_schedule=lr_schedule, lr_min=lr_min, batch_size=batch_size, epochs=epochs, patience=patience, crop=crop, crops_per_epoch=crops_per_epoch,
-        positive_fraction=positive_fraction, val_tile=val_tile, monitor=monitor, init=init, augment=not no_augment, noise=noise, blur=blur, seed=seed, threads=threads,
+        positive_fraction=positive_fraction, val_tile=val_tile, monitor=monitor, init=init, augment=not no_augment, noise=noise, blur=blur, zoom_range=zoom_limits, seed=seed, threads=threads,
         time_limit=None if time_limit is None else 60.0 * time_limit, device=device,
     )
     log.info("reading %d training and %d validation images", len(train_paths), len(val_paths))

@@ -223,6 +223,7 @@ def augment_batch(
     contrast: float = 0.2,
     noise: float = 0.0,
     blur: float = 0.0,
+    zoom_range: tuple[float, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment images and targets together.
 
@@ -237,6 +238,11 @@ def augment_batch(
     noisier or softer than the training images.  Targets are resampled
     bilinearly and thresholded at 0.5, so they stay binary.  ``L`` should be at
     least ``out_size × (1 + zoom) × √2`` to avoid reflected borders.
+
+    ``zoom_range = (low, high)`` replaces ``1 ± zoom``: magnifications drawn
+    log-uniformly between ``low`` and ``high`` (e.g. ``(0.7, 2.5)`` also shows
+    the network craters at 2–2.5 times their size, as in an image upsampled
+    for small craters); ``L`` should then be at least ``out_size / low × √2``.
     """
     b, _, big, _ = x.shape
     g = generator
@@ -245,7 +251,13 @@ def augment_batch(
         return low + (high - low) * torch.rand(b, generator=g)
 
     theta = uniform(-rotation, rotation) * math.pi / 180.0
-    scale = uniform(1.0 - zoom, 1.0 + zoom)
+    if zoom_range is None:
+        scale = uniform(1.0 - zoom, 1.0 + zoom)
+    else:
+        low, high = (float(v) for v in zoom_range)
+        if not 0 < low <= high:
+            raise ValueError(f"zoom_range must be 0 < low <= high, got {zoom_range}")
+        scale = torch.exp(uniform(math.log(low), math.log(high)))
     sx = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0) if flips else torch.ones(b)
     sy = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0) if flips else torch.ones(b)
     ratio = out_size / (big * scale)
@@ -379,6 +391,7 @@ class TrainConfig:
     augment: bool = True
     rotation: float = 20.0
     zoom: float = 0.3
+    zoom_range: tuple[float, float] | None = None  # log-uniform magnifications (low, high); replaces 1 ± zoom
     noise: float = 0.0  # largest std of the additive Gaussian noise (normalized units), 0: none
     blur: float = 0.0  # largest Gaussian blur sigma in pixels, 0: none
     seed: int = 0
@@ -576,7 +589,8 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     window = config.crop
     if config.augment:
-        window = int(math.ceil(config.crop * (1.0 + config.zoom) * math.sqrt(2.0))) + 2
+        widest = 1.0 + config.zoom if config.zoom_range is None else max(1.0, 1.0 / float(config.zoom_range[0]))
+        window = int(math.ceil(config.crop * widest * math.sqrt(2.0))) + 2
     steps = max(1, config.crops_per_epoch // config.batch_size)
     if config.lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"unknown learning-rate schedule {config.lr_schedule!r} (constant or cosine)")
@@ -611,7 +625,8 @@ def train(
             xb, yb = _sample_crops(train_images, config.batch_size, window, rng, config.positive_fraction)
             x, y = torch.from_numpy(xb), torch.from_numpy(yb)
             if config.augment:
-                x, y = augment_batch(x, y, config.crop, gen, rotation=config.rotation, zoom=config.zoom, noise=config.noise, blur=config.blur)
+                x, y = augment_batch(x, y, config.crop, gen, rotation=config.rotation, zoom=config.zoom, noise=config.noise, blur=config.blur,
+                                     zoom_range=config.zoom_range)
             elif x.shape[-1] != config.crop:
                 x, y = x[..., : config.crop, : config.crop], y[..., : config.crop, : config.crop]
             x, y = x.to(device), y.to(device)

@@ -51,3 +51,11 @@ def test_train_cli_refuses_overlapping_split_and_missing_labels(tmp_path):
     (tmp_path / "dots3_1.csv").unlink()
     res = CliRunner().invoke(main, ["train", str(train[1]), "-o", str(tmp_path / "o2"), "-q"])
     assert res.exit_code != 0 and "no label file" in res.output
+
+
+def test_train_cli_refuses_a_bad_zoom_range(tmp_path):
+    train = _write_set(tmp_path, 4)
+    for bad in ("2,1", "0,2", "1.5", "a,b"):
+        res = CliRunner().invoke(main, ["train", str(train[0]), "-o", str(tmp_path / "o"), "--zoom-range", bad, "-q"])
+        assert res.exit_code != 0 and "--zoom-range" in res.output and "Traceback" not in res.output
+        assert not (tmp_path / "o").exists()

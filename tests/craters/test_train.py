@@ -62,6 +62,28 @@ def test_augmentation_moves_image_and_target_together():
     assert torch.equal(xa, xb)  # seeded
 
 
+def test_zoom_range_magnifies_image_and_target_by_the_drawn_factor():
+    yy, xx = np.mgrid[:160, :160]
+    disc = torch.from_numpy(((yy - 80) ** 2 + (xx - 80) ** 2 < 10**2).astype(np.float32))[None, None]
+    kw = dict(rotation=0.0, brightness=0.0, contrast=0.0, flips=False)
+    areas = {}
+    for factor in (0.5, 1.0, 2.0):
+        xa, ya = augment_batch(disc * 2 - 1, disc.clone(), 64, torch.Generator().manual_seed(0), zoom_range=(factor, factor), **kw)
+        areas[factor] = float(ya.sum())
+        # image and target move together (pixels exactly on the rim may round either way)
+        assert float(((xa > 0).float() - ya).abs().sum()) <= 0.15 * float(ya.sum())
+    assert areas[2.0] / areas[1.0] == pytest.approx(4.0, rel=0.05)
+    assert areas[0.5] / areas[1.0] == pytest.approx(0.25, rel=0.1)
+    # drawn log-uniformly within the range: magnifications of a wide range spread the disc areas
+    many = disc.expand(32, 1, 160, 160).contiguous()
+    _, ya = augment_batch(many * 2 - 1, many, 64, torch.Generator().manual_seed(1), zoom_range=(0.7, 2.5), **kw)
+    per_image = ya.sum(dim=(1, 2, 3)) / areas[1.0]
+    assert float(per_image.min()) >= 0.7**2 * 0.9 and float(per_image.max()) <= 2.5**2 * 1.1
+    assert float(per_image.max()) > 3.0 and float(per_image.min()) < 1.0
+    with pytest.raises(ValueError, match="zoom_range"):
+        augment_batch(disc, disc, 64, torch.Generator(), zoom_range=(2.0, 1.0))
+
+
 def test_noise_and_blur_augmentation_touch_the_image_only():
     imgs, tgts, _ = synthetic_dots(4, 96, radius=(6, 10), noise=0.0, seed=2)
     x = torch.from_numpy(imgs[:, None] * 2 - 1)
