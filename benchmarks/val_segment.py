@@ -1,13 +1,15 @@
 """Crater F1 of a segmenter on the validation tiles MC11E-H and I, over a grid of extraction settings.
 
     python benchmarks/val_segment.py [--model ctx-craters] [--threads 1] [--cache DIR]
-        [--thresholds 0.5,0.6,0.7] [--min-radii 3,4] [--scales 1 1,0.5 1,0.25 1,0.5,0.25] [--coarse-min-radii 3,6,8]
+        [--thresholds 0.5,0.6,0.7] [--min-radii 3,4] [--scales 1 1,0.5 1,0.25 1,0.5,0.25 2,1,0.5] [--coarse-min-radii 3,6,8]
         [--min-contrasts none,0.2,0.25,0.3] [--cross-validate] [--tta]
 
 Probability maps come from the code paths of ``planetcd segment``: the full
-image through ``segment_raster`` (512 px tiles, 64 px overlap) and each coarser
+image through ``segment_raster`` (512 px tiles, 64 px overlap) and each other
 scale through ``read_scaled`` + ``segment_array``; craters are extracted by
-components and merged over scales by ``multiscale_craters``; they are matched
+components (minimum radius per scale as ``multiscale_craters``: ``--min-radii``
+at scale 1 and the same size above it, ``--coarse-min-radii`` below) and merged
+over scales as ``multiscale_craters`` does; they are matched
 with ``match_craters(mode="deepmoon", min_diameter_px=8)`` and pooled over H
 and I.  Prints one line per setting, best pooled F1 first.  ``--min-contrasts``
 adds the disc-contrast screening of ``extract_craters`` (``none``: off).
@@ -64,7 +66,7 @@ def main(argv=None) -> int:
     from planetcd import models
     from planetcd.craters.extract import disc_contrast, extract_craters
     from planetcd.craters.match import match_craters, pool_results
-    from planetcd.craters.segment import merge_scales, read_scaled, segment_array, segment_raster
+    from planetcd.craters.segment import merge_scales, read_scaled, scale_min_radius, segment_array, segment_raster
     from planetcd.datasets.crater_labels import read_pycda_csv, read_voc_boxes
 
     model = models.load(args.model, tta=args.tta)
@@ -114,11 +116,11 @@ def main(argv=None) -> int:
     contrasts = [None if v.strip().lower() == "none" else float(v) for v in args.min_contrasts.split(",")]
     for (method, match), scales, thr, min_r, coarse, min_contrast in itertools.product(
             methods, scale_sets, floats(args.thresholds), floats(args.min_radii), floats(args.coarse_min_radii), contrasts):
-        if scales == (1.0,) and coarse != floats(args.coarse_min_radii)[0]:
+        if min(scales) >= 1.0 and coarse != floats(args.coarse_min_radii)[0]:
             continue
         res = []
         for t in tiles:
-            parts = {s: craters(t, s, thr, min_r if s == 1.0 else coarse, method, match, min_contrast) for s in scales}
+            parts = {s: craters(t, s, thr, scale_min_radius(s, min_r, coarse), method, match, min_contrast) for s in scales}
             det = merge_scales(parts)  # as multiscale_craters does
             res.append(match_craters(det[:, :3], truth[t], mode="deepmoon", min_diameter_px=8, name=t))
         pooled = pool_results(res)

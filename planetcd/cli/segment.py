@@ -35,7 +35,7 @@ def _catalog_tools():
 @click.option("--pixel-size", type=float, default=None, help="Pixel size in metres, for diameters when the image is not georeferenced.")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Tiles per network pass.")
 @click.option("--band", type=int, default=1, show_default=True, help="Band to segment (1-based).")
-@click.option("--scales", default=None, help="Also find craters on the image resampled by these factors, e.g. 1,0.5,0.25 (big craters); merged with the duplicate rule [default: the model's].")
+@click.option("--scales", default=None, help="Also find craters on the image resampled by these factors, e.g. 2,1,0.5 (above 1: small craters, below: big ones); merged with the duplicate rule [default: the model's].")
 @click.option("--min-contrast", type=float, default=None, help="Keep craters whose mean probability inside the disc exceeds that of the ring around it (1-1.5 radii) by at least this (-1 keeps all; filled-disc models only) [default: the model's].")
 @click.option("--tta/--no-tta", default=None, help="Average the network over the four flips of each tile (four times the network time) [default: the model's].")
 @dask_options

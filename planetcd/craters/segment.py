@@ -32,11 +32,13 @@ log = logging.getLogger("planetcd.craters.segment")
 
 __all__ = [
     "MIN_SIZE", "ImageStats", "image_stats", "predict_tiles", "segment_array", "segment_raster", "SegmentResult",
-    "merge_scales", "multiscale_craters", "catalog_craters", "parse_scales", "scale_craters",
+    "merge_scales", "multiscale_craters", "catalog_craters", "parse_scales", "scale_craters", "scale_min_radius",
 ]
 
 #: Smallest image side (pixels) that is segmented.
 MIN_SIZE = 16
+#: Largest resampling factor of the catalogue's extra scales (``--scales``); a scale s holds s² times the image in memory.
+MAX_SCALE = 4.0
 PROB_NAME = "crater_prob.tif"
 MASK_NAME = "crater_mask.tif"
 MASK_NODATA = 255
@@ -295,15 +297,15 @@ def segment_raster(
 
 
 def parse_scales(text: str | None) -> tuple[float, ...] | None:
-    """``"1,0.5,0.25"`` → ``(1.0, 0.5, 0.25)``; every scale in (0, 1]. ``None``/empty → ``None``."""
+    """``"2,1,0.5"`` → ``(2.0, 1.0, 0.5)``; every scale in (0, MAX_SCALE]. ``None``/empty → ``None``."""
     if text is None or not str(text).strip():
         return None
     try:
         scales = tuple(float(s) for s in str(text).split(","))
     except ValueError:
         raise InputError(f"--scales {text}: expected comma-separated numbers, e.g. 1,0.5") from None
-    if not all(0.0 < s <= 1.0 for s in scales):
-        raise InputError(f"--scales {text}: every scale must be in (0, 1]")
+    if not all(0.0 < s <= MAX_SCALE for s in scales):
+        raise InputError(f"--scales {text}: every scale must be in (0, {MAX_SCALE:g}]")
     return tuple(dict.fromkeys(scales))
 
 
@@ -319,18 +321,33 @@ def scale_craters(craters: np.ndarray, scale: float) -> np.ndarray:
     return out
 
 
+def scale_min_radius(scale: float, min_radius: float, coarse_min_radius: float | None = None) -> float:
+    """Smallest crater radius on a map resampled by ``scale``, in that map's pixels.
+
+    ``min_radius`` at the full scale, the same size (``min_radius × scale``)
+    above it, and ``coarse_min_radius`` (default ``min_radius``) below it.
+    """
+    if scale > 1.0:
+        return min_radius * scale
+    if scale < 1.0:
+        return min_radius if coarse_min_radius is None else coarse_min_radius
+    return min_radius
+
+
 def read_scaled(path, scale: float, band: int = 1) -> np.ndarray:
-    """Band ``band`` of a raster resampled by ``scale`` (area average), float32; missing pixels hold 0."""
+    """Band ``band`` of a raster resampled by ``scale`` (area average below 1, bilinear above), float32;
+    missing pixels hold 0."""
     from rasterio.enums import Resampling
 
     with open_raster(path) as ds:
         shape = (max(1, int(round(ds.height * scale))), max(1, int(round(ds.width * scale))))
-        data = ds.read(band, out_shape=shape, resampling=Resampling.average, masked=True).astype(np.float32)
+        resampling = Resampling.bilinear if scale > 1 else Resampling.average
+        data = ds.read(band, out_shape=shape, resampling=resampling, masked=True).astype(np.float32)
         return np.ma.filled(data, 0.0)
 
 
 def resample_array(image: np.ndarray, scale: float) -> np.ndarray:
-    """An in-memory image resampled by ``scale`` (anti-aliased, as :func:`read_scaled`)."""
+    """An in-memory image resampled by ``scale`` (bilinear, anti-aliased below 1, as :func:`read_scaled`)."""
     from skimage.transform import resize
 
     image = np.asarray(image, np.float32)
@@ -357,19 +374,22 @@ def multiscale_craters(
 
     The network sees craters of a limited size range; big craters are found by
     segmenting the image again at ``scales`` below 1 (resampled by area
-    average), extracting craters there, and bringing them back to full-image
-    pixels (:func:`scale_craters`).  The lists are merged with
+    average), small ones at scales above 1 (bilinear upsampling: the network
+    sees them bigger), extracting craters there, and bringing them back to
+    full-image pixels (:func:`scale_craters`).  The lists are merged with
     :func:`planetcd.craters.match.suppress_duplicates` (DeepMoon rule; the
-    higher confidence wins).
+    higher confidence wins).  A scale ``s`` costs ``s²`` times the network
+    time of the full image and holds the resampled image and its map in memory.
 
     Parameters
     ----------
     image : path of a raster, or an (H, W) array (raw intensities)
-    scales : floats in (0, 1]; 1 is the full image
+    scales : floats in (0, MAX_SCALE]; 1 is the full image
     extract : callable ``(prob, min_radius) -> (n, 4)`` craters (``x, y, radius, confidence``) in the map's pixels
     full_craters : the full-scale craters when already extracted (used for scale 1)
-    min_radius : smallest radius at scale 1, in pixels
-    coarse_min_radius : smallest radius at the other scales, in pixels of the resampled map (default ``min_radius``)
+    min_radius : smallest radius at scale 1, in pixels; at a scale above 1 the same size
+        (``min_radius × s`` pixels of the upsampled map)
+    coarse_min_radius : smallest radius at scales below 1, in pixels of the resampled map (default ``min_radius``)
 
     Returns
     -------
@@ -390,7 +410,7 @@ def multiscale_craters(
             log.warning("scale %g: image of %dx%d px is too small to segment; skipped", s, *data.shape)
             continue
         prob = segment_array(model, data, tile=tile, overlap=overlap, device=device, batch_size=batch_size)
-        found[s] = extract(prob, min_radius if s == 1.0 else coarse_min_radius)
+        found[s] = extract(prob, scale_min_radius(s, min_radius, coarse_min_radius))
         log.info("scale %g: %d craters", s, len(found[s]))
     return merge_scales(found)
 

@@ -161,6 +161,39 @@ def test_a_big_crater_is_found_only_with_a_coarser_scale(tmp_path):
     assert match_craters(from_file[:, :3], truth, mode="deepmoon").tp == 2
 
 
+class BandPass(torch.nn.Module):
+    """A stand-in segmenter that only sees bright discs between about 9 and 31 px across."""
+
+    def __init__(self):
+        super().__init__()
+        self.wide, self.pool = TopHat(31), torch.nn.MaxPool2d(9, stride=1, padding=4)
+
+    def forward(self, x):
+        blobs = self.wide(x)
+        return self.pool(-self.pool(-blobs))  # opening: blobs that hold no 9 x 9 square vanish
+
+
+def test_a_small_crater_is_found_only_with_a_finer_scale(tmp_path):
+    from planetcd.craters.extract import extract_craters
+    from planetcd.craters.match import match_craters
+    from planetcd.craters.segment import multiscale_craters
+
+    truth = np.array([[60.0, 60.0, 4.0], [150.0, 140.0, 8.0]])  # 8 px across: too small for the model at scale 1
+    img = _discs((200, 200), truth)
+    extract = lambda prob, min_r: extract_craters(prob, threshold=0.5, min_radius=min_r, max_radius=150)  # noqa: E731
+    model = BandPass()
+    full = multiscale_craters(model, img, [1.0], extract, min_radius=3)
+    both = multiscale_craters(model, img, [2.0, 1.0], extract, min_radius=3)
+    assert match_craters(full[:, :3], truth, mode="deepmoon").tp == 1
+    assert match_craters(both[:, :3], truth, mode="deepmoon").tp == 2
+    small = both[np.argmin(np.hypot(both[:, 0] - 60, both[:, 1] - 60))]
+    np.testing.assert_allclose(small[:3], truth[0], atol=1.0)  # brought back to full-image pixels
+    # the same from a raster file (bilinear upsampling on read); a min radius of 5 px is 10 px at scale 2
+    path = write_geotiff(tmp_path / "discs.tif", img, dtype=None)
+    assert match_craters(multiscale_craters(model, path, [2.0, 1.0], extract, min_radius=3)[:, :3], truth, mode="deepmoon").tp == 2
+    assert match_craters(multiscale_craters(model, path, [2.0, 1.0], extract, min_radius=5)[:, :3], truth, mode="deepmoon").tp == 1
+
+
 def test_scale_craters_and_parse_scales():
     from planetcd.craters.segment import parse_scales, scale_craters
 
@@ -168,6 +201,7 @@ def test_scale_craters_and_parse_scales():
     np.testing.assert_allclose(scale_craters([[0.0, 10.0, 3.0, 0.9]], 0.5), [[0.5, 20.5, 6.0, 0.9]])
     assert parse_scales("1,0.5,0.25") == (1.0, 0.5, 0.25)
     assert parse_scales(None) is None
-    for bad in ("0", "1.5", "a,b", "1,-0.5"):
+    assert parse_scales("2,1,0.5") == (2.0, 1.0, 0.5)
+    for bad in ("0", "4.5", "a,b", "1,-0.5"):
         with pytest.raises(InputError):
             parse_scales(bad)
