@@ -1,7 +1,7 @@
 """Crater segmentation speed: pixels per second on a 2000×2000 tile with 2 CPU threads.
 
     python benchmarks/bench_segment.py [--model ctx-craters] [--threads 2] [--tile 512] [--overlap 64] [--repeat 2]
-        [--tta model|on|off]
+        [--tta model|on|off] [--scales 2,1,0.5]
 
 Uses CTX tile MC11E-I from ``$PLANETCD_SHARED`` (default ``../shared``) when
 present, else a synthetic 2000×2000 image (the speed does not depend on the
@@ -9,7 +9,8 @@ content).  Reports the whole-file path (``segment_raster``: windowed reads,
 tiles, blending, GeoTIFF writes), the crater catalogue on top of it as
 ``planetcd segment`` makes it (the model's extraction settings: its other
 scales, components, contrast screening), and the network alone.  ``--tta``:
-flip averaging as the model's registry entry says (``model``), or forced on/off.
+flip averaging as the model's registry entry says (``model``), or forced on/off;
+``--scales``: the catalogue's scales instead of the model's (as ``planetcd segment --scales``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--tta", choices=["model", "on", "off"], default="model")
+    ap.add_argument("--scales", default=None, help="catalogue scales, e.g. 2,1,0.5 (default: the model's)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -45,8 +47,9 @@ def main(argv=None) -> int:
     from planetcd.craters.segment import segment_raster
     from planetcd.raster import open_raster
 
-    from planetcd.craters.segment import catalog_craters
+    from planetcd.craters.segment import catalog_craters, parse_scales
 
+    scales = parse_scales(args.scales)
     model = models.load(args.model, tta=None if args.tta == "model" else args.tta == "on")
     shared = Path(os.environ.get("PLANETCD_SHARED", REPO.parent / "shared"))
     tile_png = shared / "data" / "ctx-mc11e" / "images" / "MC11E-I.png"
@@ -67,7 +70,7 @@ def main(argv=None) -> int:
             result = segment_raster(src, Path(tmp) / "out", model, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size)
             times.append(time.perf_counter() - t0)
             with rasterio.open(result.prob_path) as p:
-                craters = catalog_craters(model, src, p.read(1), tile=args.tile, overlap=args.overlap,
+                craters = catalog_craters(model, src, p.read(1), scales=scales, tile=args.tile, overlap=args.overlap,
                                           batch_size=args.batch_size)
             catalog_times.append(time.perf_counter() - t0)
         x = torch.zeros(1, 1, args.tile, args.tile)
@@ -85,7 +88,7 @@ def main(argv=None) -> int:
     print(f"tiles            {args.tile} px, overlap {args.overlap} px")
     print(f"segment_raster   {best:.2f} s (best of {args.repeat}) = {n_px / best:,.0f} px/s")
     print(f"with catalogue   {best_catalog:.2f} s (best of {args.repeat}) = {n_px / best_catalog:,.0f} px/s "
-          f"({len(craters)} craters; scales {', '.join(f'{s:g}' for s in model.metadata.get('extraction', {}).get('scales', [1.0]))})")
+          f"({len(craters)} craters; scales {', '.join(f'{s:g}' for s in scales or model.metadata.get('extraction', {}).get('scales', [1.0]))})")
     print(f"network alone    {net * 1000:.0f} ms per {args.tile}x{args.tile} tile = {args.tile ** 2 / net:,.0f} px/s")
     return 0
 
