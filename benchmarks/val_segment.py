@@ -2,7 +2,7 @@
 
     python benchmarks/val_segment.py [--model ctx-craters] [--threads 1] [--cache DIR]
         [--thresholds 0.5,0.6,0.7] [--min-radii 3,4] [--scales 1 1,0.5 1,0.25 1,0.5,0.25 2,1,0.5] [--coarse-min-radii 3,6,8]
-        [--min-contrasts none,0.2,0.25,0.3] [--cross-validate] [--tta]
+        [--min-contrasts none,0.2,0.25,0.3] [--cross-validate] [--tta] [--sizes]
 
 Probability maps come from the code paths of ``planetcd segment``: the full
 image through ``segment_raster`` (512 px tiles, 64 px overlap) and each other
@@ -58,6 +58,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                     help="flip averaging on/off (default: the model's); give each its own --cache")
     ap.add_argument("--top", type=int, default=20)
+    ap.add_argument("--sizes", action="store_true",
+                    help="for the best setting, misses and false detections per diameter bin (sqrt 2 bins, px) of each tile")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -131,6 +133,12 @@ def main(argv=None) -> int:
           + "  ".join(f"{t}:tp/fp/fn/P/R/F1" for t in tiles + ["pooled"]))
     for f1, method, scales, thr, min_r, coarse, min_contrast, res in rows[: args.top]:
         print(f"{method}  {','.join(f'{s:g}' for s in scales)}  {thr:g}  {min_r:g}  {coarse:g}  {min_contrast}  {_cells(res)}")
+    if args.sizes and rows:
+        print("best setting by crater diameter (px): truth / missed, detected / false")
+        for r in rows[0][-1][:-1]:
+            cells = [f"{b['d_lo']:.0f}-{b['d_hi']:.0f}: {b['n_truth']}/{b['n_truth'] - b['tp_truth']}, "
+                     f"{b['n_detected']}/{b['n_detected'] - b['tp_detected']}" for b in r.bins if b["n_truth"] or b["n_detected"]]
+            print(f"  {r.name}: " + "; ".join(cells))
     if args.cross_validate and len(tiles) > 1:
         held = []
         print("cross-validated: each tile scored with the setting best (pooled F1) on the other tiles")
