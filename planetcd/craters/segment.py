@@ -395,7 +395,6 @@ def multiscale_craters(
     -------
     ndarray (n, 4), float64, sorted by decreasing confidence.
     """
-    coarse_min_radius = min_radius if coarse_min_radius is None else coarse_min_radius
     found: dict[float, np.ndarray] = {}
     for s in scales:
         s = float(s)
