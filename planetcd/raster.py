@@ -16,6 +16,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +173,113 @@ def robust_range(
     flat = ~(high > low)
     high[flat] = low[flat] + 1.0
     return low, high
+
+
+def missing_pixels(data: np.ndarray, valid: np.ndarray | None = None, nodata: float | None = None) -> np.ndarray:
+    """The one missing-pixel rule of planetcd: where a pixel holds no ground.
+
+    A pixel is missing when it lies outside ``valid`` (the GDAL mask of
+    :func:`read_window`, which covers the nodata tag and NaN), is not finite,
+    equals ``nodata``, or is exactly 0 in any band (the fill of CTX, HRSC and
+    LROC products and of map-projected footprints whose nodata is not declared).
+
+    Parameters
+    ----------
+    data : ndarray, shape (bands, rows, cols) or (rows, cols)
+    valid : ndarray of bool, shape (rows, cols), optional
+    nodata : float, optional
+
+    Returns
+    -------
+    ndarray of bool, shape (rows, cols)
+        ``True`` where the pixel is missing.
+    """
+    data = np.asarray(data)
+    stack = data[None] if data.ndim == 2 else data
+    ok = np.all(np.isfinite(stack) & (stack != 0), axis=0)
+    if nodata is not None and np.isfinite(nodata):
+        ok &= np.all(stack != nodata, axis=0)
+    if valid is not None:
+        ok &= np.asarray(valid, bool)
+    return ~ok
+
+
+@dataclass(frozen=True)
+class IntensityStats:
+    """Robust intensity statistics of one image, per band: the one home of both network scalings.
+
+    Attributes
+    ----------
+    low, high : ndarray, float32, shape (bands,)
+        The :data:`ROBUST_PERCENTILES` of the present pixels (``high > low`` always).
+    mean : ndarray, float64, shape (bands,)
+        Mean raw value of the present pixels (the crater UNet's fill value).
+    unit_mean : ndarray, float32, shape (bands,)
+        Mean of the present pixels after :meth:`unit` (the VGG trunk's fill value).
+    """
+
+    low: np.ndarray
+    high: np.ndarray
+    mean: np.ndarray
+    unit_mean: np.ndarray
+
+    def unit(self, data: np.ndarray) -> np.ndarray:
+        """``low..high`` → ``0..1`` (clipped), per band: the VGG trunk's input range. Shape kept, float32."""
+        return scale_intensity(data, self.low, self.high)
+
+    def signed(self, data: np.ndarray, band: int = 0) -> np.ndarray:
+        """``low..high`` of ``band`` (0-based) → ``-1..1`` (clipped): DeLatte et al.'s UNet input range."""
+        low, high = float(self.low[band]), float(self.high[band])
+        scaled = (np.asarray(data, np.float32) - np.float32(low)) / np.float32(high - low)
+        return np.clip(scaled, 0.0, 1.0) * 2.0 - 1.0
+
+
+def intensity_stats(data: np.ndarray, missing: np.ndarray, percentiles: tuple[float, float] = ROBUST_PERCENTILES,
+                    max_values: int | None = None) -> IntensityStats:
+    """:class:`IntensityStats` of the present pixels of an array.
+
+    Parameters
+    ----------
+    data : ndarray, shape (bands, rows, cols) or (rows, cols)
+    missing : ndarray of bool, shape (rows, cols)
+        As :func:`missing_pixels`.
+    max_values : int, optional
+        Decimate the present pixels to about this many (for big in-memory images).
+
+    Raises
+    ------
+    InputError
+        When no pixel is present.
+    """
+    data = np.asarray(data, np.float32)
+    stack = data[None] if data.ndim == 2 else data
+    present = ~np.asarray(missing, bool)
+    if not np.any(present):
+        raise InputError("image has no valid pixels (all nodata, NaN or zero)")
+    values = stack[:, present]
+    if max_values is not None and values.shape[1] > max_values:
+        values = values[:, :: values.shape[1] // max_values]
+    low, high = np.percentile(values, percentiles, axis=1).astype(np.float32)
+    flat = ~(high > low)
+    high[flat] = low[flat] + 1.0
+    mean = values.mean(axis=1).astype(np.float64)
+    unit_mean = scale_intensity(stack, low, high)[:, present].mean(axis=1)
+    return IntensityStats(low, high, mean, unit_mean.astype(np.float32))
+
+
+def dataset_stats(ds, bands: Sequence[int] | None = None, max_pixels: int = 2_000_000) -> IntensityStats:
+    """:class:`IntensityStats` of a dataset from a decimated read of at most ``max_pixels`` pixels.
+
+    Raises
+    ------
+    InputError
+        When no pixel is present (all nodata, NaN or zero), naming the file.
+    """
+    data, valid = read_window(ds, bands=bands, out_shape=overview_shape(ds.height, ds.width, max_pixels))
+    try:
+        return intensity_stats(data, missing_pixels(data, valid, ds.nodata))
+    except InputError:
+        raise InputError(f"{ds.name}: image has no valid pixels (all nodata, NaN or zero)") from None
 
 
 def scale_intensity(data: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
