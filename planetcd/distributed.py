@@ -75,6 +75,31 @@ def make_client(scheduler: str | None = None, workers: int | None = None, thread
     return Client(cluster)
 
 
+class DaskRunner:
+    """A :class:`planetcd.runners.Runner` whose work items are tasks on a Dask cluster.
+
+    ``map(func, items, **shared)`` sends each shared argument to every worker
+    once (``scatter(broadcast=True)``), submits one task per item and yields
+    the results in the items' order, releasing each as soon as it is read.
+    ``func`` must be importable by name on the workers.
+    """
+
+    def __init__(self, client):
+        self.client = client
+
+    def map(self, func, items, **shared):
+        items = list(items)
+        if not items:
+            return iter(())
+        names = list(shared)
+        scattered = self.client.scatter([shared[n] for n in names], broadcast=True, hash=False) if names else []
+        futures = self.client.map(func, items, pure=False, **dict(zip(names, scattered)))
+        return _in_order(futures)
+
+    def __repr__(self) -> str:
+        return f"DaskRunner({self.client!r})"
+
+
 # ----------------------------------------------------------------------------- worker-side models
 
 

@@ -70,6 +70,18 @@ def dask_client(scheduler: str | None, workers: int | None):
             cluster.close()
 
 
+@contextlib.contextmanager
+def dask_runner(scheduler: str | None, workers: int | None):
+    """A :class:`planetcd.distributed.DaskRunner` for ``--scheduler`` / ``--workers``, or ``None`` (a local run)."""
+    with dask_client(scheduler, workers) as client:
+        if client is None:
+            yield None
+        else:
+            from ..distributed import DaskRunner
+
+            yield DaskRunner(client)
+
+
 def common_options(func):
     """Attach -v/-q to a command."""
     return verbose_opt(quiet_opt(func))
