@@ -51,7 +51,7 @@ def untrained_unet(tmp_path_factory):
     checkpoint, for tests of the plumbing (CLI, Dask) that must not depend on the shipped weights."""
     import torch
 
-    from planetcd.craters.train import save_checkpoint
+    from planetcd.craters.unet import save_checkpoint
     from planetcd.craters.unet import SymmetricUNet
 
     def make(seed: int) -> Path:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..tiling import patch_grid
 from .targets import make_target
-from .unet import build_model
+from .unet import build_model, load_checkpoint, save_checkpoint
 
 log = logging.getLogger("planetcd.craters.train")
 
@@ -43,8 +43,6 @@ __all__ = [
     "loss_fn",
     "PixelCounts",
     "train",
-    "save_checkpoint",
-    "load_checkpoint",
     "plot_curves",
 ]
 
@@ -406,29 +404,6 @@ class TrainConfig:
         if self.arch in ("symmetric", "SymmetricUNet"):
             return {"in_channels": self.in_channels, "kernel_size": self.kernel_size, "filter_multiple": self.filter_multiple}
         return {"in_channels": self.in_channels}
-
-
-def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, arch: str, extra: dict | None = None) -> None:
-    """Save weights (float32, CPU) with what is needed to rebuild the model; atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().float() for k, v in model.state_dict().items()}
-    payload = {"format": "planetcd-segmenter-1", "arch": arch, "config": dict(model.config), "state_dict": state}
-    payload.update(extra or {})
-    tmp = path.with_name(f".{path.name}.part")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[torch.nn.Module, dict]:
-    """Rebuild a model from :func:`save_checkpoint`'s file; returns ``(model in eval mode, payload)``."""
-    payload = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(payload, dict) or "state_dict" not in payload or "arch" not in payload:
-        raise ValueError(f"{path}: not a planetcd segmenter checkpoint")
-    model = build_model(payload["arch"], **payload["config"])
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
-    return model, payload
 
 
 def plot_curves(rows: list[dict], path: str | os.PathLike) -> None:

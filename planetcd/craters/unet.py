@@ -18,6 +18,9 @@ implementation, as in kornia).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -293,3 +296,29 @@ def build_model(arch: str, **config) -> nn.Module:
     if arch in ("small", "SmallUNet"):
         return SmallUNet(**config)
     raise ValueError(f"unknown architecture {arch!r} (expected 'symmetric' or 'small')")
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, arch: str, extra: dict | None = None) -> None:
+    """Save weights (float32, CPU) with what is needed to rebuild the model; atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().float() for k, v in model.state_dict().items()}
+    payload = {"format": "planetcd-segmenter-1", "arch": arch, "config": dict(model.config), "state_dict": state}
+    payload.update(extra or {})
+    tmp = path.with_name(f".{path.name}.part")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild a model from :func:`save_checkpoint`'s file; returns ``(model in eval mode, payload)``."""
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or "state_dict" not in payload or "arch" not in payload:
+        raise ValueError(f"{path}: not a planetcd segmenter checkpoint")
+    model = build_model(payload["arch"], **payload["config"])
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model, payload

@@ -23,7 +23,7 @@ import torch
 
 from ..errors import WeightsError, WeightsNotFoundError
 
-__all__ = ["MODEL_DIR", "DEFAULT_MODEL", "available", "metadata", "load", "weights_path"]
+__all__ = ["MODEL_DIR", "DEFAULT_MODEL", "available", "metadata", "load", "cached", "weights_path", "pixel_scale_advice"]
 
 MODEL_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = "ctx-craters"
@@ -62,9 +62,12 @@ def sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | torch.device = "cpu",
+def load(name_or_path: str | os.PathLike | torch.nn.Module = DEFAULT_MODEL, device: str | torch.device = "cpu",
          tta: bool | None = None) -> torch.nn.Module:
-    """Load a segmenter by registry name (``"ctx-craters"``) or checkpoint path.
+    """Load a segmenter by registry name (``"ctx-craters"``) or checkpoint path; the one loader of planetcd.
+
+    A loaded ``torch.nn.Module`` is returned as given (in eval mode, moved to
+    ``device``), with a default ``metadata`` (threshold 0.5) when it has none.
 
     Returns the network in eval mode on ``device`` with a ``metadata`` dict
     attribute (the registry JSON for shipped models, the checkpoint's own
@@ -74,8 +77,13 @@ def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | torch.de
     default: the model's ``tta`` entry (off for checkpoints).
     ``metadata["tta"]`` says which was loaded.
     """
-    from ..craters.train import load_checkpoint
+    from ..craters.unet import load_checkpoint
 
+    if isinstance(name_or_path, torch.nn.Module):
+        model = name_or_path
+        if not hasattr(model, "metadata"):
+            model.metadata = {"threshold": 0.5, "name": type(model).__name__, "tta": False}
+        return model.eval().to(device)
     path = weights_path(name_or_path)
     try:
         model, payload = load_checkpoint(path, map_location="cpu")
@@ -93,3 +101,50 @@ def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | torch.de
 
         model = FlipAverage(model).eval()
     return model.to(device)
+
+
+#: Per-process cache of :func:`cached` (a Dask worker loads each model once).
+_CACHE: dict = {}
+
+
+def cached(name_or_path: str | os.PathLike | torch.nn.Module = DEFAULT_MODEL, device: str | torch.device = "cpu",
+           tta: bool | None = None) -> torch.nn.Module:
+    """:func:`load`, once per process for a name or path (a module is returned as given)."""
+    if isinstance(name_or_path, torch.nn.Module):
+        return load(name_or_path, device, tta)
+    key = (str(name_or_path), str(device), tta)
+    if key not in _CACHE:
+        _CACHE[key] = load(name_or_path, device, tta)
+    return _CACHE[key]
+
+
+#: Ratio between the image's and the model's pixel size above which :func:`pixel_scale_advice` speaks.
+PIXEL_SCALE_TOLERANCE = 1.5
+
+
+def pixel_scale_advice(meta: dict, pixel_size_m: float | None) -> str | None:
+    """One line of advice when an image's pixels differ from the model's by more than :data:`PIXEL_SCALE_TOLERANCE`.
+
+    Parameters
+    ----------
+    meta : dict
+        The model's metadata (``pixel_scale_m``: metres per pixel it was trained at).
+    pixel_size_m : float or None
+        The image's pixel size in metres (from its transform or ``--pixel-size``); ``None`` when unknown.
+
+    Returns
+    -------
+    str or None
+        ``None`` when the scales agree or either is unknown.
+    """
+    model_scale = meta.get("pixel_scale_m")
+    if not model_scale or not pixel_size_m or pixel_size_m <= 0:
+        return None
+    ratio = float(pixel_size_m) / float(model_scale)
+    if 1.0 / PIXEL_SCALE_TOLERANCE <= ratio <= PIXEL_SCALE_TOLERANCE:
+        return None
+    factor = ratio  # resampling by this factor brings the image to the model's pixel size
+    return (f"the image has {pixel_size_m:g} m pixels, the model {meta.get('name', 'segmenter')} was trained at "
+            f"{float(model_scale):g} m: craters will look {1 / ratio:.2g}x their trained size; resample the image by "
+            f"{factor:.3g} (e.g. gdalwarp -tr {float(model_scale):g} {float(model_scale):g}) or segment at scales around "
+            f"{factor:.3g}")

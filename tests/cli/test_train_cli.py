@@ -10,7 +10,7 @@ from PIL import Image
 
 from planetcd.cli import main
 from planetcd.craters.targets import synthetic_dots
-from planetcd.craters.train import load_checkpoint
+from planetcd.craters.unet import load_checkpoint
 
 
 def _write_set(folder, seed, n=2):

@@ -234,7 +234,7 @@ def test_evaluate_stitches_the_whole_probability_map():
 
 
 def test_init_starts_from_a_checkpoint(tmp_path):
-    from planetcd.craters.train import save_checkpoint
+    from planetcd.craters.unet import save_checkpoint
 
     start = SymmetricUNet(filter_multiple=0.5)
     save_checkpoint(tmp_path / "start.pt", start, "symmetric")
