@@ -1,0 +1,193 @@
+"""Tests of planetcd.craters.sun: convention, canonical frame round trips, the estimator (synthetic and real tiles)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from planetcd.craters.sun import (
+    CANONICAL_AZIMUTH_DEG,
+    FALLBACK_AZIMUTH_DEG,
+    angle_difference,
+    azimuth_from_craters,
+    canonical_rotation,
+    estimate_sun_azimuth,
+    from_isis_subsolar_azimuth,
+    to_canonical,
+)
+from planetcd.datasets.synthetic import crater_height, fractal_noise, hillshade, random_craters
+from planetcd.errors import InputError
+
+
+def test_isis_convention():
+    # ISIS counts clockwise from 3 o'clock: 0 there is light from the right (ours 90); 180 is from the left.
+    assert from_isis_subsolar_azimuth(0.0) == 90.0
+    assert from_isis_subsolar_azimuth(180.0) == 270.0
+    assert from_isis_subsolar_azimuth(270.0) == 0.0
+    assert from_isis_subsolar_azimuth(-45.0) == 45.0
+
+
+def test_canonical_rotation_choice():
+    assert canonical_rotation(270.0) == (0.0, 0)
+    assert canonical_rotation(0.0) == (270.0, 3)
+    assert canonical_rotation(93.0) == (180.0, 2)  # within the 5 degree tolerance: exact
+    angle, k = canonical_rotation(240.0)
+    assert k is None and angle == pytest.approx(30.0)
+    assert canonical_rotation(260.0, tolerance_deg=15.0) == (0.0, 0)
+    with pytest.raises(InputError):
+        canonical_rotation(float("nan"))
+
+
+def _bowl(shape, x, y, r):
+    """A bright-rimmed test pattern: values rise with distance inside a disc, so the image is not symmetric."""
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    d = np.hypot(xx - x, yy - y)
+    return np.where(d <= r, 0.2 + 0.8 * d / r, 0.0)
+
+
+@pytest.mark.parametrize("azimuth", [270.0, 0.0, 90.0, 180.0, 240.0, 333.0])
+def test_light_comes_from_the_left_after_turning(azimuth):
+    # A half-plane lit ramp: brightness rises away from the light, so its gradient points down-sun.
+    rows, cols = 61, 81
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    sx, sy = np.sin(np.radians(azimuth)), -np.cos(np.radians(azimuth))  # image vector towards the light
+    ramp = -(xx * sx + yy * sy)
+    rotated, frame = to_canonical(ramp, azimuth, fill=np.nan)
+    inside = frame.footprint() & np.isfinite(rotated)
+    gy, gx = np.gradient(np.where(np.isfinite(rotated), rotated, 0.0))
+    keep = inside & np.pad(inside[1:-1, 1:-1], 1) & np.roll(inside, 1, 0) & np.roll(inside, -1, 0) & np.roll(inside, 1, 1) & np.roll(inside, -1, 1)
+    mean_gx, mean_gy = gx[keep].mean(), gy[keep].mean()
+    # light from the left: brightness falls towards the left, i.e. rises to the right
+    residual = float(angle_difference(frame.sun_azimuth_deg + frame.angle_deg, CANONICAL_AZIMUTH_DEG))
+    direction = np.degrees(np.arctan2(mean_gy, mean_gx))
+    assert abs(direction - residual) < 1.0  # gradient along +x (0 deg), up to the rounding to a quarter turn
+
+
+@pytest.mark.parametrize("azimuth", [270.0, 0.0, 90.0, 180.0, 240.0, 300.0])
+def test_crater_round_trip(azimuth):
+    rows, cols = 121, 161
+    truth = np.array([[40.0, 30.0, 8.0], [120.5, 80.25, 12.0], [100.0, 20.0, 6.0]])
+    image = sum(_bowl((rows, cols), x, y, r) for x, y, r in truth)
+    rotated, frame = to_canonical(image, azimuth)
+    assert frame.exact == (canonical_rotation(azimuth)[1] is not None)
+    # "Detect" the craters on the turned image: centroid of each disc's pixels, radius from its area.
+    from scipy import ndimage
+
+    labels, n = ndimage.label(rotated > 0.1)
+    assert n == len(truth)
+    found = []
+    for i in range(1, n + 1):
+        mask = labels == i
+        ys, xs = np.nonzero(mask)
+        found.append([xs.mean(), ys.mean(), np.sqrt(mask.sum() / np.pi), 0.9])
+    back = frame.craters_to_input(np.array(found))
+    assert back.shape == (len(truth), 4) and np.all(back[:, 3] == 0.9)
+    for x, y, r in truth:
+        d = np.hypot(back[:, 0] - x, back[:, 1] - y)
+        j = int(np.argmin(d))
+        assert d[j] < 0.5, (azimuth, x, y, back[j])
+        assert abs(back[j, 2] - r) < 0.5
+    # and exactly, through the frame's own forward map
+    again = frame.craters_to_input(frame.craters_to_canonical(truth))
+    np.testing.assert_allclose(again, truth, atol=1e-9)
+
+
+@pytest.mark.parametrize("azimuth", [180.0, 30.0, 285.0])
+def test_probability_round_trip(azimuth, rng):
+    rows, cols = 90, 130
+    from scipy import ndimage
+
+    prob = ndimage.gaussian_filter(rng.random((rows, cols)), 3.0)
+    prob = (prob - prob.min()) / (prob.max() - prob.min())
+    rotated, frame = to_canonical(prob, azimuth)
+    back = frame.array_to_input(rotated)
+    assert back.shape == prob.shape
+    if frame.exact:
+        np.testing.assert_array_equal(back, prob)
+    else:
+        inner = (slice(3, -3), slice(3, -3))  # bilinear twice: edges lose a pixel to the fill
+        assert np.abs(back[inner] - prob[inner]).max() < 0.02
+        assert rotated.shape[0] >= rows and rotated.shape[1] >= cols or rotated.size >= prob.size
+        assert frame.footprint().sum() == pytest.approx(rows * cols, rel=0.03)
+    stack = np.stack([prob, 1 - prob])
+    rotated3, frame3 = to_canonical(stack, azimuth)
+    assert frame3.array_to_input(rotated3).shape == stack.shape
+    with pytest.raises(InputError):
+        frame.array_to_input(prob[:-1])
+
+
+def _lit_terrain(azimuth, seed, kind, size=512):
+    rng = np.random.default_rng(seed)
+    shape = (size, size)
+    height = 2.0 * fractal_noise(shape, rng, octaves=4, scale=48.0)
+    if kind == "craters":
+        for y, x, r in random_craters(shape, 120, rng, r_min=4.0, r_max=30.0):
+            height += crater_height(shape, y, x, r)
+    else:  # knobs: rounded (Gaussian) hills, no crater at all
+        yy, xx = np.mgrid[0:size, 0:size]
+        for y, x, r in random_craters(shape, 120, rng, r_min=4.0, r_max=25.0):
+            height += 0.5 * r * np.exp(-2.0 * (np.hypot(xx - x, yy - y) / r) ** 2)
+    return hillshade(height, azimuth_deg=azimuth, elevation_deg=30.0)
+
+
+def test_hillshade_convention_matches_ours():
+    # A single ridge running top-bottom, lit from the left (270): its left flank is bright.
+    x = np.arange(64)
+    height = np.tile(20.0 - np.abs(x - 32.0), (16, 1))
+    shade = hillshade(height, azimuth_deg=270.0, elevation_deg=30.0)
+    assert shade[8, 20] > shade[8, 44]
+
+
+@pytest.mark.parametrize("kind", ["craters", "knobs"])
+@pytest.mark.parametrize("azimuth,seed", [(300.0, 1), (45.0, 2), (160.0, 3), (230.0, 4)])
+def test_estimator_on_synthetic_terrain(kind, azimuth, seed):
+    image = _lit_terrain(azimuth, seed, kind)
+    estimate = estimate_sun_azimuth(image, decimate=1, block=64)
+    assert abs(angle_difference(estimate.azimuth_deg, azimuth)) <= 30.0, estimate
+    assert 0.0 <= estimate.confidence <= 1.0
+
+
+def test_estimator_equivariant_and_featureless(rng):
+    image = _lit_terrain(300.0, 7, "craters")
+    base = estimate_sun_azimuth(image, decimate=1, block=64)
+    turned = estimate_sun_azimuth(np.rot90(image, -1), decimate=1, block=64)  # clockwise quarter turn
+    assert abs(angle_difference(turned.azimuth_deg, base.azimuth_deg + 90.0)) < 1e-6
+    # pure noise has no light direction: not confident, and callers fall back
+    noise = rng.standard_normal((256, 256))
+    flat = estimate_sun_azimuth(noise, decimate=1, block=32)
+    assert not flat.confident and flat.azimuth_or_fallback == FALLBACK_AZIMUTH_DEG
+    # missing pixels take no part; an all-missing image gives the fallback
+    empty = estimate_sun_azimuth(image, missing=np.ones(image.shape, bool))
+    assert empty.method == "none" and not empty.confident
+    with pytest.raises(InputError):
+        estimate_sun_azimuth(image, missing=np.zeros((3, 3), bool))
+
+
+def test_azimuth_from_craters_on_synthetic():
+    rng = np.random.default_rng(5)
+    shape = (400, 400)
+    craters = random_craters(shape, 60, rng, r_min=6.0, r_max=20.0)
+    height = sum(crater_height(shape, y, x, r) for y, x, r in craters)
+    image = hillshade(height, azimuth_deg=120.0, elevation_deg=30.0)
+    xyr = craters[:, [1, 0, 2]]
+    azimuth, used = azimuth_from_craters(image, xyr)
+    assert used > 20 and abs(angle_difference(azimuth, 120.0)) < 15.0
+
+
+def _benchmark():
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "sun_estimator.py"
+    spec = importlib.util.spec_from_file_location("sun_estimator", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.shared
+def test_estimator_on_labelled_tiles(shared_dir):
+    rows = _benchmark().cases(shared_dir)
+    assert len(rows) == 40
+    within = sum(abs(r["error"]) <= 30.0 for r in rows)
+    assert within >= 34, [(r["tile"], r["turn"], round(r["error"], 1)) for r in rows]
