@@ -58,6 +58,7 @@ __all__ = [
     "ROTATION_TOLERANCE_DEG",
     "from_isis_subsolar_azimuth",
     "from_clockwise_from_north",
+    "bearing_to_subsolar_point",
     "angle_difference",
     "SunEstimate",
     "estimate_sun_azimuth",
@@ -105,6 +106,21 @@ def from_clockwise_from_north(deg: float, north_azimuth_deg: float = 0.0) -> flo
         + 90 for raw images).
     """
     return float((float(deg) + float(north_azimuth_deg)) % 360.0)
+
+
+def bearing_to_subsolar_point(lon_deg: float, lat_deg: float, subsolar_lon_deg: float, subsolar_lat_deg: float) -> float:
+    """Direction from a ground point to the sub-solar point, degrees clockwise from north (sphere).
+
+    Longitudes east-positive (planetocentric), degrees. On a north-up
+    map-projected image this is our sun azimuth (``from_clockwise_from_north``
+    with ``north_azimuth_deg=0``); ISIS ``campt`` reports it as
+    ``SubSolarGroundAzimuth``.
+    """
+    phi1, phi2 = math.radians(lat_deg), math.radians(subsolar_lat_deg)
+    dlon = math.radians(subsolar_lon_deg - lon_deg)
+    y = math.sin(dlon) * math.cos(phi2)
+    x = math.cos(phi1) * math.sin(phi2) - math.sin(phi1) * math.cos(phi2) * math.cos(dlon)
+    return float(math.degrees(math.atan2(y, x)) % 360.0)
 
 
 def angle_difference(a: float | np.ndarray, b: float | np.ndarray) -> float | np.ndarray:

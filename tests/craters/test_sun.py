@@ -12,6 +12,8 @@ from planetcd.craters.sun import (
     CANONICAL_AZIMUTH_DEG,
     FALLBACK_AZIMUTH_DEG,
     angle_difference,
+    bearing_to_subsolar_point,
+    from_clockwise_from_north,
     azimuth_from_craters,
     canonical_rotation,
     estimate_sun_azimuth,
@@ -28,6 +30,14 @@ def test_isis_convention():
     assert from_isis_subsolar_azimuth(180.0) == 270.0
     assert from_isis_subsolar_azimuth(270.0) == 0.0
     assert from_isis_subsolar_azimuth(-45.0) == 45.0
+
+
+def test_north_referenced_azimuths():
+    # sub-solar point due west on the equator: light from the west = from the left of a north-up map
+    assert bearing_to_subsolar_point(10.0, 0.0, -20.0, 0.0) == pytest.approx(270.0)
+    assert bearing_to_subsolar_point(0.0, -10.0, 0.0, 5.0) == pytest.approx(0.0)
+    assert from_clockwise_from_north(270.0) == 270.0
+    assert from_clockwise_from_north(270.0, north_azimuth_deg=90.0) == 0.0  # north points right
 
 
 def test_canonical_rotation_choice():
