@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import rasterio
 
-from planetcd.datasets.synthetic import MARS_EQC_WKT, write_geotiff
+from planetcd.datasets.synthetic import MARS_EQC_WKT, write_synthetic_geotiff
 from planetcd.errors import InputError, OutputExistsError
 from planetcd.raster import (
     atomic_output, check_writable, open_raster, read_window, robust_range, scale_intensity, to_three_bands,
-    write_geotiff as write_output,
+    write_geotiff,
 )
 
 
@@ -22,7 +22,7 @@ def test_open_errors_are_one_line(tmp_path):
 def test_read_window_masks_nodata_and_nan(tmp_path):
     image = np.arange(20 * 30, dtype="float32").reshape(20, 30)
     image[2, 3] = -9999
-    path = write_geotiff(tmp_path / "a.tif", image, dtype="float32", nodata=-9999)
+    path = write_synthetic_geotiff(tmp_path / "a.tif", image, dtype="float32", nodata=-9999)
     with open_raster(path) as ds:
         data, valid = read_window(ds)
     assert data.shape == (1, 20, 30) and valid.shape == (20, 30)
@@ -43,10 +43,10 @@ def test_robust_scaling_and_bands():
 
 
 def test_outputs_keep_grid_and_are_atomic(tmp_path):
-    src = write_geotiff(tmp_path / "src.tif", np.ones((40, 50), np.float32) * 0.5)
+    src = write_synthetic_geotiff(tmp_path / "src.tif", np.ones((40, 50), np.float32) * 0.5)
     with rasterio.open(src) as ds:
         profile = ds.profile
-    write_output(tmp_path / "out.tif", np.zeros((40, 50), np.float32), profile)
+    write_geotiff(tmp_path / "out.tif", np.zeros((40, 50), np.float32), profile)
     with rasterio.open(tmp_path / "out.tif") as out:
         assert out.crs == rasterio.crs.CRS.from_wkt(MARS_EQC_WKT)
         assert out.transform == profile["transform"]
