@@ -184,7 +184,7 @@ def check_pair(
         when the images are not both georeferenced; footprints that do not overlap.
     """
     pre_info = check_raster(pre, min_size=min_size, band=band, what="pre", size_of=size_of)
-    post_info = check_raster(post, band=band, what="post", size_of=size_of)
+    post_info = check_raster(post, min_size=min_size, band=band, what="post", size_of=size_of)
     if isinstance(pre, np.ndarray) or isinstance(post, np.ndarray):
         if pre_info.count != post_info.count:
             raise InputError(f"band counts differ: pre has {pre_info.count}, post has {post_info.count}")

