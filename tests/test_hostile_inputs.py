@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import rasterio
 import pytest
 from click.testing import CliRunner
 
@@ -385,3 +386,40 @@ def test_detect_killed_mid_run_leaves_no_final_file(tmp_path, vgg_weights):
             proc.wait()
     finals = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")] if out.exists() else []
     assert not finals, finals
+
+
+def test_warning_of_a_real_run_is_one_log_line(good_pair, tmp_path, vgg_weights):
+    """Only pre is georeferenced: detect runs, and its UserWarning reaches stderr as one log line."""
+    with rasterio.open(good_pair[1]) as src:
+        plain = tmp_path / "plain.tif"
+        write_synthetic_geotiff(plain, src.read(1), crs=None, dtype=None)
+    with rasterio.open(plain) as ds:
+        assert ds.crs is None
+    out = tmp_path / "out"
+    result = _invoke(["detect", good_pair[0], plain, "-o", out, "--patch-size", PATCH, "--n-pseudo", 4,
+                      "--weights", vgg_weights, "--no-quicklook"])
+    assert result.exit_code == 0, result.stderr
+    assert "warning: only one image is georeferenced; assuming both share pre's grid" in result.stderr.splitlines()
+    assert "UserWarning" not in result.stderr and "warnings.warn" not in result.stderr
+
+
+def test_end_to_end_truncated_input_is_one_line(good_pair, tmp_path):
+    bad = make_bad_raster(tmp_path / "in", "truncated")
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run([sys.executable, "-m", "planetcd", "detect", str(good_pair[0]), str(bad), "-o", str(out)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [proc.stderr.strip()] and proc.stderr.startswith(f"planetcd: error: {bad}: ")
+    assert not out.exists()
+
+
+def test_demo_removes_what_it_wrote_when_it_fails(tmp_path, vgg_weights):
+    out = tmp_path / "demo"
+    failed = _invoke(["demo", out, "--size", 200, "--weights", tmp_path / "none.pth", "-q"])
+    assert failed.exit_code != 0 and "Traceback" not in failed.stderr
+    assert not out.exists()
+    (out / "keep").mkdir(parents=True)  # a folder the user made is kept, and only what demo wrote goes
+    failed = _invoke(["demo", out, "--size", 200, "--weights", tmp_path / "none.pth", "-q"])
+    assert failed.exit_code != 0
+    assert sorted(p.name for p in out.iterdir()) == ["keep"]
