@@ -34,11 +34,6 @@ def warnings_as_log_lines():
         warnings.showwarning = saved
 
 
-def _is_gdal_error(exc: BaseException) -> bool:
-    """A rasterio / GDAL error (RasterioIOError, CPLE_*) that escaped the library's own checks."""
-    return any(cls.__module__.split(".")[0] == "rasterio" for cls in type(exc).__mro__ if cls is not object)
-
-
 class PlanetcdGroup(click.Group):
     """A group that turns planetcd errors into one line on stderr and an exit code.
 
@@ -57,7 +52,9 @@ class PlanetcdGroup(click.Group):
             click.echo("planetcd: interrupted", err=True)
             sys.exit(130)
         except Exception as exc:
-            if not _is_gdal_error(exc):
+            from ..raster import is_gdal_error  # a rasterio / GDAL error that escaped the library's own checks
+
+            if not is_gdal_error(exc):
                 raise
             detail = exc.__cause__ if exc.__cause__ is not None and "previous exception" in str(exc) else exc
             click.echo(f"planetcd: error: {_one_line(detail) or type(exc).__name__}", err=True)
