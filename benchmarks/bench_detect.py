@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from planetcd.change.detect import detect
-from planetcd.datasets.synthetic import make_change_pair, write_geotiff
+from planetcd.datasets.synthetic import make_change_pair, write_synthetic_geotiff
 from planetcd.features import VGGFeatures, pick_device, run_trunk
 from planetcd.raster import open_raster
 from planetcd.tiling import halo_tiles
@@ -140,8 +140,8 @@ def main() -> None:
         else:
             pair = make_change_pair((args.size, args.size), seed=1, displacement=(4.2, -6.1),
                                     new_craters=[[args.size * 0.4, args.size * 0.6, 20.0]])
-            pre = write_geotiff(Path(folder) / "pre.tif", pair.pre)
-            post = write_geotiff(Path(folder) / "post.tif", pair.post)
+            pre = write_synthetic_geotiff(Path(folder) / "pre.tif", pair.pre)
+            post = write_synthetic_geotiff(Path(folder) / "post.tif", pair.post)
             del pair
         with open_raster(pre) as ds:
             height, width = ds.height, ds.width

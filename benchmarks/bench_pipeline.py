@@ -29,7 +29,7 @@ import torch
 
 from planetcd.change.detect import detect
 from planetcd.craters.segment import predict_tiles, segment_raster
-from planetcd.datasets.synthetic import make_change_pair, write_geotiff
+from planetcd.datasets.synthetic import make_change_pair, write_synthetic_geotiff
 from planetcd.features import VGGFeatures, pick_device, run_trunk
 from planetcd.monitor import block_grid, load_segmenter, monitor
 from planetcd.tiling import overlapping_tiles
@@ -77,8 +77,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         pair = make_change_pair((size, size), seed=1, displacement=(4.2, -6.1), new_craters=[[size * 0.4, size * 0.6, 12.0]])
-        pre = write_geotiff(Path(folder) / "pre.tif", pair.pre)
-        post = write_geotiff(Path(folder) / "post.tif", pair.post)
+        pre = write_synthetic_geotiff(Path(folder) / "pre.tif", pair.pre)
+        post = write_synthetic_geotiff(Path(folder) / "post.tif", pair.post)
         run_trunk(trunk, np.zeros((1, 3, 64, 64), np.float32), device)  # warm-up
         predict_tiles(model, np.zeros((1, 64, 64), np.float32))
 

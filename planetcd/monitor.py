@@ -637,6 +637,8 @@ def monitor(
         raise InputError(f"method must be 'nn' or 'paper', got {method!r}")
     if block_halo < 0 or block_size < 64:
         raise InputError("block_size must be at least 64 px and block_halo at least 0")
+    from .inputs import check_pair  # the one input check: missing, truncated, empty, too small, no overlap
+    check_pair(pre, post, min_size=patch_size, size_of=f"one {patch_size} px patch")
     _check_inputs(pre, post)
     from .features import pick_device
 

@@ -67,6 +67,19 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def is_gdal_error(exc: BaseException) -> bool:
+    """True for the errors rasterio raises when GDAL fails (``RasterioIOError``, ``CPLE_*``, ...)."""
+    return any(cls.__module__.split(".")[0] == "rasterio" for cls in type(exc).__mro__ if cls is not object)
+
+
+def read_error(ds, exc: BaseException) -> InputError:
+    """A one-line :class:`InputError` naming the file for a GDAL failure while reading pixels of ``ds``."""
+    detail = exc.__cause__ if exc.__cause__ is not None and "previous exception" in str(exc) else exc
+    source = getattr(ds, "src_dataset", None) or ds  # a WarpedVRT names its source file
+    name = str(getattr(source, "name", "") or "raster")
+    return InputError(f"{name}: cannot read pixels, the file is truncated or corrupt ({_first_line(detail)})")
+
+
 def is_georeferenced(ds) -> bool:
     """True when the dataset has a CRS and a non-identity transform."""
     return ds.crs is not None and not ds.transform.is_identity
@@ -108,6 +121,11 @@ def read_window(
         Pixel values; invalid pixels hold 0.
     valid : ndarray, bool, shape (rows, cols)
         ``True`` where every band holds data (GDAL mask, nodata value and NaN).
+
+    Raises
+    ------
+    InputError
+        When GDAL fails to read the pixels (a truncated or corrupt file), naming the file.
     """
     indexes = list(bands) if bands is not None else list(range(1, ds.count + 1))
     if boundless and window is not None and out_shape is None:
@@ -115,11 +133,13 @@ def read_window(
     kwargs = {"window": window}
     if out_shape is not None:
         kwargs["out_shape"] = (len(indexes), *out_shape)
-    data = ds.read(indexes, masked=False, fill_value=0, **kwargs).astype(np.float32, copy=False)
-    mask_kwargs = dict(kwargs)
-    if out_shape is not None:
-        mask_kwargs["out_shape"] = (len(indexes), *out_shape)
-    masks = ds.read_masks(indexes, **mask_kwargs)
+    try:
+        data = ds.read(indexes, masked=False, fill_value=0, **kwargs).astype(np.float32, copy=False)
+        masks = ds.read_masks(indexes, **kwargs)
+    except Exception as exc:
+        if is_gdal_error(exc):  # GDAL may fail only now, on a block past the end of a truncated file
+            raise read_error(ds, exc) from None
+        raise
     valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(data), axis=0)
     data[:, ~valid] = 0.0
     return data, valid

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from planetcd.change.detect import detect
-from planetcd.datasets.synthetic import make_change_pair, write_geotiff
+from planetcd.datasets.synthetic import make_change_pair, write_synthetic_geotiff
 from planetcd.features import VGGFeatures
 from planetcd.monitor import monitor
 
@@ -38,7 +38,7 @@ def pair(tmp_path_factory):
     """A 256x320 Mars pair (small tiles below make several tasks), post shifted with one new crater."""
     folder = tmp_path_factory.mktemp("dask_pair")
     made = make_change_pair((256, 320), seed=21, displacement=(2.2, -3.1), new_craters=[[130, 170, 16.0]])
-    return write_geotiff(folder / "pre.tif", made.pre), write_geotiff(folder / "post.tif", made.post)
+    return write_synthetic_geotiff(folder / "pre.tif", made.pre), write_synthetic_geotiff(folder / "post.tif", made.post)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from planetcd.change.detect import ChangeResult
 from planetcd.craters.match import same_crater
-from planetcd.datasets.synthetic import add_fresh_crater, write_geotiff
+from planetcd.datasets.synthetic import add_fresh_crater, write_synthetic_geotiff
 from planetcd.features import VGGFeatures
 from planetcd.monitor import candidate_scores, disc_mean, monitor, nearby_change, new_crater_flags, read_pairs
 from planetcd.errors import InputError
@@ -73,7 +73,7 @@ def ctx_pair(shared_dir, tmp_path_factory):
     tile = np.asarray(Image.open(shared_dir / "data" / "ctx-mc11e" / "images" / f"{TILE}.png").convert("L"), np.float32) / 255
     pre, post = implanted_pair(tile, SIZE, IMPLANTED, SHIFT)
     folder = tmp_path_factory.mktemp("ctx_pair")
-    return write_geotiff(folder / "pre.tif", pre, pixel_size=PIXEL_M), write_geotiff(folder / "post.tif", post, pixel_size=PIXEL_M)
+    return write_synthetic_geotiff(folder / "pre.tif", pre, pixel_size=PIXEL_M), write_synthetic_geotiff(folder / "post.tif", post, pixel_size=PIXEL_M)
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import rasterio
 
-from planetcd.datasets.synthetic import MARS_EQC_WKT, write_geotiff
+from planetcd.datasets.synthetic import MARS_EQC_WKT, write_synthetic_geotiff
 from planetcd.errors import InputError, OutputExistsError
 from planetcd.raster import (
     atomic_output, check_writable, open_raster, read_window, robust_range, scale_intensity, to_three_bands,
-    write_geotiff as write_output,
+    write_geotiff,
 )
 
 
@@ -22,7 +22,7 @@ def test_open_errors_are_one_line(tmp_path):
 def test_read_window_masks_nodata_and_nan(tmp_path):
     image = np.arange(20 * 30, dtype="float32").reshape(20, 30)
     image[2, 3] = -9999
-    path = write_geotiff(tmp_path / "a.tif", image, dtype="float32", nodata=-9999)
+    path = write_synthetic_geotiff(tmp_path / "a.tif", image, dtype="float32", nodata=-9999)
     with open_raster(path) as ds:
         data, valid = read_window(ds)
     assert data.shape == (1, 20, 30) and valid.shape == (20, 30)
@@ -43,10 +43,10 @@ def test_robust_scaling_and_bands():
 
 
 def test_outputs_keep_grid_and_are_atomic(tmp_path):
-    src = write_geotiff(tmp_path / "src.tif", np.ones((40, 50), np.float32) * 0.5)
+    src = write_synthetic_geotiff(tmp_path / "src.tif", np.ones((40, 50), np.float32) * 0.5)
     with rasterio.open(src) as ds:
         profile = ds.profile
-    write_output(tmp_path / "out.tif", np.zeros((40, 50), np.float32), profile)
+    write_geotiff(tmp_path / "out.tif", np.zeros((40, 50), np.float32), profile)
     with rasterio.open(tmp_path / "out.tif") as out:
         assert out.crs == rasterio.crs.CRS.from_wkt(MARS_EQC_WKT)
         assert out.transform == profile["transform"]
@@ -59,3 +59,42 @@ def test_outputs_keep_grid_and_are_atomic(tmp_path):
     with pytest.raises(OutputExistsError, match="--overwrite"):
         check_writable([tmp_path / "out.tif"], overwrite=False)
     check_writable([tmp_path / "out.tif"], overwrite=True)
+
+
+def test_read_of_a_truncated_file_is_one_line(tmp_path):
+    full = write_synthetic_geotiff(tmp_path / "full.tif", np.random.default_rng(0).random((300, 300)), dtype="float32")
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 3])
+    with open_raster(cut) as ds:  # the header survives: GDAL fails only on the blocks past the cut
+        with pytest.raises(InputError, match="truncated or corrupt") as info:
+            read_window(ds)
+    assert str(cut) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_footprints_that_do_not_overlap_are_refused(tmp_path):
+    from planetcd.change.register import footprints_overlap, post_on_pre_grid
+
+    image = np.random.default_rng(0).random((50, 60))
+    pre = write_synthetic_geotiff(tmp_path / "pre.tif", image)
+    near = write_synthetic_geotiff(tmp_path / "near.tif", image, origin=(1_000_000.0 + 120.0, 500_000.0))
+    far = write_synthetic_geotiff(tmp_path / "far.tif", image, origin=(1_000_000.0 + 360.0 + 1.0, 500_000.0))
+    with open_raster(pre) as a, open_raster(near) as b, open_raster(far) as c:
+        assert footprints_overlap(a, b) and not footprints_overlap(a, c)
+        with post_on_pre_grid(a, b) as grid:
+            assert (grid.height, grid.width) == (50, 60)
+        with pytest.raises(InputError, match="footprints do not overlap"):
+            with post_on_pre_grid(a, c):
+                pass
+    # another CRS of the same body (Mars lon/lat): post is taken into pre's CRS before the test
+    from rasterio.warp import transform as warp
+
+    lonlat = "+proj=longlat +R=3396190 +no_defs"
+    (lon,), (lat,) = warp(MARS_EQC_WKT, lonlat, [1_000_000.0 + 180.0], [500_000.0 - 150.0])
+    step = 6.0 / (3396190 * np.pi / 180)
+    over = write_synthetic_geotiff(tmp_path / "over.tif", image, crs=lonlat, pixel_size=step, origin=(lon, lat))
+    away = write_synthetic_geotiff(tmp_path / "away.tif", image, crs=lonlat, pixel_size=step, origin=(lon + 10, lat))
+    with open_raster(pre) as a, open_raster(over) as b, open_raster(away) as c:
+        assert footprints_overlap(a, b) and not footprints_overlap(a, c)
+        with pytest.raises(InputError, match="footprints do not overlap"):
+            with post_on_pre_grid(a, c):
+                pass

@@ -489,6 +489,8 @@ def detect(
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     stride = patch_size if stride is None else int(stride)
+    from ..inputs import check_pair  # the one input check: missing, truncated, empty, too small, no overlap
+    check_pair(pre, post, min_size=patch_size, size_of=f"one {patch_size} px patch")
     if method not in ("paper", "nn"):
         raise InputError(f"method must be 'paper' or 'nn', got {method!r}")
     if isinstance(threshold, str) and threshold not in ("pseudo", "kmeans"):

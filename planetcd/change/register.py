@@ -213,6 +213,36 @@ class AlignedReader:
         return np.ascontiguousarray(data), valid
 
 
+def _name(ds, what: str) -> str:
+    name = str(getattr(ds, "name", "") or "")
+    return f"{what} {name}" if name and not name.startswith("/vsimem/") else what
+
+
+def _bounds(ds) -> tuple[float, float, float, float]:
+    left, bottom, right, top = ds.bounds
+    return min(left, right), min(bottom, top), max(left, right), max(bottom, top)
+
+
+def footprints_overlap(pre_ds, post_ds) -> bool:
+    """True when the footprints of two georeferenced rasters share some area (post taken into pre's CRS).
+
+    When post's bounds cannot be taken into pre's CRS the answer is ``True`` (the resampling decides).
+    """
+    from rasterio.warp import transform_bounds
+
+    a = _bounds(pre_ds)
+    b = _bounds(post_ds)
+    if pre_ds.crs != post_ds.crs:
+        try:
+            b = transform_bounds(post_ds.crs, pre_ds.crs, *b, densify_pts=21)
+        except Exception:  # noqa: BLE001 - CRSs GDAL cannot relate: let the warp decide
+            return True
+        if not np.all(np.isfinite(b)):
+            return True
+        b = (min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3]))
+    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+
+
 @contextlib.contextmanager
 def post_on_pre_grid(pre_ds, post_ds):
     """Yield post as a dataset on pre's grid (a WarpedVRT when the grids differ).
@@ -220,11 +250,13 @@ def post_on_pre_grid(pre_ds, post_ds):
     Raises
     ------
     InputError
-        When the band counts differ, or when the sizes differ and the rasters
-        cannot be put on one grid (not both georeferenced).
+        When the band counts differ, when the sizes differ and the rasters
+        cannot be put on one grid (not both georeferenced), or when both are
+        georeferenced and their footprints do not overlap.
     """
+    pre_name, post_name = _name(pre_ds, "pre"), _name(post_ds, "post")
     if pre_ds.count != post_ds.count:
-        raise InputError(f"band counts differ: pre has {pre_ds.count}, post has {post_ds.count}")
+        raise InputError(f"band counts differ: {pre_name} has {pre_ds.count}, {post_name} has {post_ds.count}")
     same_grid = (
         pre_ds.width == post_ds.width
         and pre_ds.height == post_ds.height
@@ -238,9 +270,11 @@ def post_on_pre_grid(pre_ds, post_ds):
         return
     if not (is_georeferenced(pre_ds) and is_georeferenced(post_ds)):
         raise InputError(
-            f"images differ in size ({pre_ds.width}x{pre_ds.height} vs {post_ds.width}x{post_ds.height}) "
-            "and are not both georeferenced, so they cannot be put on one grid"
+            f"images differ in size ({pre_name}: {pre_ds.width}x{pre_ds.height}, {post_name}: "
+            f"{post_ds.width}x{post_ds.height}) and are not both georeferenced, so they cannot be put on one grid"
         )
+    if not footprints_overlap(pre_ds, post_ds):
+        raise InputError(f"footprints do not overlap: {pre_name} and {post_name} cover different ground")
     log.info("resampling post onto pre's grid (WarpedVRT, bilinear)")
     with WarpedVRT(
         post_ds,

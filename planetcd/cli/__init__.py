@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
+import warnings
 
 import click
 
@@ -10,18 +13,52 @@ from .. import __version__
 from ..errors import PlanetcdError
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _warning_to_log(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` of the command line: one log line, no source line."""
+    logging.getLogger("planetcd").warning("warning: %s", _one_line(message))
+
+
+@contextlib.contextmanager
+def warnings_as_log_lines():
+    """Send every Python warning (rasterio's NotGeoreferencedWarning, UserWarnings...) to the
+    ``planetcd`` logger as one line while a command runs."""
+    saved = warnings.showwarning
+    warnings.showwarning = _warning_to_log
+    try:
+        yield
+    finally:
+        warnings.showwarning = saved
+
+
 class PlanetcdGroup(click.Group):
-    """A group that turns planetcd errors into one line on stderr and an exit code."""
+    """A group that turns planetcd errors into one line on stderr and an exit code.
+
+    Python warnings become one log line each; a GDAL error that escapes a command
+    is reported in one line too (exit code 1), never as a traceback.
+    """
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with warnings_as_log_lines():
+                return super().invoke(ctx)
         except PlanetcdError as exc:
-            click.echo(f"planetcd: error: {exc}", err=True)
+            click.echo(f"planetcd: error: {_one_line(exc)}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("planetcd: interrupted", err=True)
             sys.exit(130)
+        except Exception as exc:
+            from ..raster import is_gdal_error  # a rasterio / GDAL error that escaped the library's own checks
+
+            if not is_gdal_error(exc):
+                raise
+            detail = exc.__cause__ if exc.__cause__ is not None and "previous exception" in str(exc) else exc
+            click.echo(f"planetcd: error: {_one_line(detail) or type(exc).__name__}", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=PlanetcdGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -18,7 +18,7 @@ SYSTEMS = ("moon-neukum-1983", "mars-neukum-ivanov", "mars-ivanov", "mars-hartma
 
 
 @click.command("age")
-@click.argument("counts", type=click.Path(exists=True, dir_okay=False))
+@click.argument("counts", type=click.Path())
 @click.option("--system", type=click.Choice(SYSTEMS), required=True, help="Production and chronology functions.")
 @click.option("--range", "d_range", type=float, nargs=2, default=None, metavar="DMIN DMAX", help="Diameter range of the fit in km [default: all craters].")
 @click.option("--method", type=click.Choice(["poisson", "cumulative", "differential"]), default="poisson", show_default=True, help="Poisson likelihood (Michael et al. 2016), or least-squares fit to the cumulative or differential SFD.")
@@ -37,8 +37,8 @@ def age(counts, system, d_range, method, binning, area_km2, pixel_size, plot_pat
     (the craters.csv / .gpkg of `planetcd segment`, VOC, PyCDA, Robbins, lunar
     catalogs) with --area. Prints the age with its 1-sigma bounds and N(1).
     """
-    from ..craters.catalog import read_counts
     from ..craters.dating import fit_age, plot_csfd
+    from ..inputs import check_counts
     from ..raster import atomic_output, check_writable
 
     setup_logging(verbose, quiet)
@@ -48,10 +48,10 @@ def age(counts, system, d_range, method, binning, area_km2, pixel_size, plot_pat
             raise InputError(f"{plot_path}: the plot must be a .png, .pdf or .svg file")
     if area_km2 is not None and not area_km2 > 0:
         raise InputError("--area must be positive")
+    if area_km2 is None and Path(counts).suffix.lower() not in (".scc", ".diam") and Path(counts).is_file():
+        raise InputError(f"{counts}: a crater list without a counting area; give the area in km² (--area)")
     options = {"pixel_size_m": pixel_size} if pixel_size else {}
-    crater_counts = read_counts(counts, area_km2, **options)
-    if len(crater_counts) == 0:
-        raise InputError(f"{counts}: no craters")
+    crater_counts = check_counts(counts, area_km2, **options)
     if d_range is None:
         d_range = (float(crater_counts.diameter_km.min()), math.inf)
     fit = fit_age(crater_counts, system, d_range, method, binning)

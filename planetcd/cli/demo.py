@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -10,6 +11,23 @@ import click
 from .options import common_options, device_opt, overwrite_opt, setup_logging, weights_opt
 
 log = logging.getLogger("planetcd")
+
+
+@contextlib.contextmanager
+def _removed_on_failure(files: list[Path], folders: list[Path]):
+    """On any failure, remove the ``files`` this run created and the ``folders`` it created that are left empty,
+    so that the same command works again (without --overwrite) once the cause is fixed."""
+    new_files = [f for f in files if not f.exists()]
+    new_folders = [d for d in folders if not d.exists()]
+    try:
+        yield
+    except BaseException:
+        for path in new_files:
+            path.unlink(missing_ok=True)
+        for folder in sorted(new_folders, key=lambda d: len(d.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+        raise
 
 
 @click.command()
@@ -30,7 +48,7 @@ def demo(outdir, size, seed, weights, device, overwrite, verbose, quiet):
 
     from ..change.detect import detect as run_detect
     from ..change.outputs import output_names
-    from ..datasets.synthetic import make_change_pair, write_geotiff
+    from ..datasets.synthetic import make_change_pair, write_synthetic_geotiff
     from ..raster import check_writable
 
     show_progress = setup_logging(verbose, quiet)
@@ -43,14 +61,15 @@ def demo(outdir, size, seed, weights, device, overwrite, verbose, quiet):
     col = patch * int(rng.integers(1, size // patch - 1)) + patch / 2
     pair = make_change_pair((size, size), seed=seed, displacement=(3.4, -5.8), new_craters=[[row, col, 18.0]],
                             crater_density=2e-4, halo="dark", halo_strength=0.6)
-    outdir.mkdir(parents=True, exist_ok=True)
-    write_geotiff(outdir / "pre.tif", pair.pre)
-    write_geotiff(outdir / "post.tif", pair.post)
-    log.info("wrote %s and %s; new crater at row %.0f, col %.0f; post displaced by dy=+3.40 dx=-5.80 px",
-             outdir / "pre.tif", outdir / "post.tif", row, col)
-    result = run_detect(outdir / "pre.tif", outdir / "post.tif", weights=weights, device=device,
-                        progress=show_progress, patch_size=patch)
-    result.write(result_dir, overwrite=overwrite)
+    written = [outdir / "pre.tif", outdir / "post.tif", *(result_dir / n for n in output_names(False))]
+    with _removed_on_failure(written, [outdir, result_dir]):
+        write_synthetic_geotiff(outdir / "pre.tif", pair.pre)
+        write_synthetic_geotiff(outdir / "post.tif", pair.post)
+        log.info("wrote %s and %s; new crater at row %.0f, col %.0f; post displaced by dy=+3.40 dx=-5.80 px",
+                 outdir / "pre.tif", outdir / "post.tif", row, col)
+        result = run_detect(outdir / "pre.tif", outdir / "post.tif", weights=weights, device=device,
+                            progress=show_progress, patch_size=patch)
+        result.write(result_dir, overwrite=overwrite)
     top = result.candidates()
     r0, c0 = top["row_off"][0], top["col_off"][0]
     found = r0 <= row < r0 + patch and c0 <= col < c0 + patch

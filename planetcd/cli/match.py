@@ -41,23 +41,6 @@ def _pairs(detections: Path, truth: Path) -> list[tuple[str, Path, Path]]:
     return [(stem, det_files[stem], truth_files[stem]) for stem in common]
 
 
-def _inputs(det_catalog, truth_catalog, space: str, mode: str):
-    """The objects to match (pixel arrays or catalogs) and the space used."""
-    import numpy as np
-
-    has_px = not (np.isnan(det_catalog.x_px).all() or np.isnan(truth_catalog.x_px).all())
-    has_geo = det_catalog.lon_deg is not None and truth_catalog.lon_deg is not None and det_catalog.diameter_km is not None and truth_catalog.diameter_km is not None
-    if space == "auto":
-        space = "geographic" if has_geo and (mode == "strict" or not has_px) else "pixels"
-    if space == "geographic" and not has_geo:
-        raise InputError("geographic matching needs lon/lat and diameters in km in both lists")
-    if space == "pixels" and not has_px:
-        raise InputError("pixel matching needs pixel positions in both lists (use --space geographic)")
-    if space == "pixels":
-        return np.asarray(det_catalog)[:, :3], np.asarray(truth_catalog)[:, :3], space
-    return det_catalog, truth_catalog, space
-
-
 def _fmt(value: float, digits: int = 3) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
@@ -98,8 +81,8 @@ def _json_safe(value):
 
 
 @click.command("match")
-@click.argument("detections", type=click.Path(exists=True))
-@click.argument("truth", type=click.Path(exists=True))
+@click.argument("detections", type=click.Path())
+@click.argument("truth", type=click.Path())
 @click.option("--mode", type=click.Choice(["deepmoon", "strict", "iou"]), default="deepmoon", show_default=True, help="deepmoon: d²/r² < 1.8 and |Δr|/r < 1; strict: 0.5 and 0.25 (geodesic); iou: Hungarian on circle IoU.")
 @click.option("--iou-threshold", type=float, default=0.5, show_default=True, help="Smallest IoU of a match (--mode iou).")
 @click.option("--min-diameter", type=float, default=None, help="Ignore unmatched craters smaller than this (pixels, or km in geographic space).")
@@ -117,8 +100,8 @@ def match(detections, truth, mode, iou_threshold, min_diameter, space, pixel_siz
     per √2-diameter bin, with median and interquartile centre and diameter
     errors; --json writes the same for scripts.
     """
-    from ..craters.catalog import read_catalog
-    from ..craters.match import match_craters, pool_results
+    from ..craters.match import match_catalogs, pool_results
+    from ..inputs import check_crater_table
     from ..raster import atomic_output, check_writable
 
     setup_logging(verbose, quiet)
@@ -128,14 +111,14 @@ def match(detections, truth, mode, iou_threshold, min_diameter, space, pixel_siz
     results = []
     used_space = None
     for name, det_path, truth_path in _pairs(Path(detections), Path(truth)):
-        det = read_catalog(det_path, **(options if det_path.suffix.lower() in (".xml", ".csv") else {}))
-        ref = read_catalog(truth_path, **(options if truth_path.suffix.lower() in (".xml", ".csv") else {}))
-        a, b, used = _inputs(det, ref, space, mode)
+        det = check_crater_table(det_path, **(options if det_path.suffix.lower() in (".xml", ".csv") else {}))
+        ref = check_crater_table(truth_path, **(options if truth_path.suffix.lower() in (".xml", ".csv") else {}))
+        result, used = match_catalogs(det, ref, mode, space=space, min_diameter=min_diameter,
+                                      iou_threshold=iou_threshold, name=name)
         if used_space not in (None, used):
             raise InputError("the pairs of files cannot all be matched in the same space; pass --space")
         used_space = used
-        kwargs = {"min_diameter_km": min_diameter} if used == "geographic" else {"min_diameter_px": min_diameter}
-        results.append(match_craters(a, b, mode, iou_threshold=iou_threshold, name=name, **kwargs))
+        results.append(result)
         log.debug("%s: %d detected, %d true", name, len(det), len(ref))
     pooled = pool_results(results) if len(results) > 1 else results[0]
     unit = results[0].unit

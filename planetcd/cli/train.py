@@ -16,6 +16,9 @@ log = logging.getLogger("planetcd.train")
 
 LABEL_SUFFIXES = (".xml", ".csv")
 
+#: Smallest training or validation image side, pixels (the network pools four times, and crops need room).
+MIN_IMAGE_SIZE = 32
+
 
 def _labels_for(image: Path, labels_dir: Path | None) -> Path:
     folder = labels_dir if labels_dir is not None else image.parent
@@ -68,9 +71,10 @@ def train(images, val_images, labels_dir, outdir, arch, kernel_size, filter_mult
     the best crater F1 with --monitor val_f1), last.pt, log.csv (metrics per
     epoch), curves.png and config.json.
     """
-    from ..craters.train import TrainConfig, load_labelled
-    from ..raster import check_writable
     from ..craters import train as train_mod
+    from ..craters.train import TrainConfig, load_labelled
+    from ..inputs import check_raster
+    from ..raster import check_writable
 
     progress = setup_logging(verbose, quiet)
     outdir = Path(outdir)
@@ -102,9 +106,13 @@ def train(images, val_images, labels_dir, outdir, arch, kernel_size, filter_mult
         positive_fraction=positive_fraction, val_tile=val_tile, monitor=monitor, init=init, augment=not no_augment, noise=noise, blur=blur, zoom_range=zoom_limits, seed=seed, threads=threads,
         time_limit=None if time_limit is None else 60.0 * time_limit, device=device,
     )
+    label_paths = {}
+    for path in [*train_paths, *val_paths]:  # every input checked before any is read in full
+        check_raster(path, min_size=MIN_IMAGE_SIZE, band=1, size_of=f"the {MIN_IMAGE_SIZE} px a training image needs")
+        label_paths[path] = _labels_for(path, labels)
     log.info("reading %d training and %d validation images", len(train_paths), len(val_paths))
-    train_set = [load_labelled(p, _labels_for(p, labels), target) for p in train_paths]
-    val_set = [load_labelled(p, _labels_for(p, labels), target) for p in val_paths]
+    train_set = [load_labelled(p, label_paths[p], target) for p in train_paths]
+    val_set = [load_labelled(p, label_paths[p], target) for p in val_paths]
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "config.json").write_text(json.dumps(
         {"config": config.__dict__, "train": [str(p) for p in train_paths], "val": [str(p) for p in val_paths]}, indent=2))

@@ -20,6 +20,7 @@ with fractions), and planetcd's own CSV / GeoPackage.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import warnings
@@ -469,9 +470,34 @@ def merge_catalogs(
 
 def _existing(path: str | PathLike) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a crater list")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     return path
+
+
+@contextlib.contextmanager
+def _about(path: str | PathLike):
+    """Name the file in an :class:`InputError` raised while reading it (one line)."""
+    try:
+        yield
+    except InputError as exc:
+        text = " ".join(str(exc).split())
+        if text.startswith(str(path)):
+            raise
+        raise InputError(f"{path}: {text}") from None
+
+
+def _check_columns(path: Path, columns) -> None:
+    """Refuse half a crater description: pixel positions without radii, a longitude without a latitude."""
+    has = [c for c in ("x_px", "y_px", "radius_px") if c in columns]
+    geo = all(c in columns for c in ("lon_deg", "lat_deg", "diameter_km"))
+    if has and len(has) < 3 and not geo:
+        missing = [c for c in ("x_px", "y_px", "radius_px") if c not in columns]
+        raise InputError(f"{path}: crater positions without {', '.join(missing)} column(s)")
+    if ("lon_deg" in columns) != ("lat_deg" in columns):
+        raise InputError(f"{path}: needs both lon_deg and lat_deg columns, or neither")
 
 
 def read_voc(path: str | PathLike, **georef) -> Catalog:
@@ -507,8 +533,13 @@ def _pick(header: list[str], names: Sequence[str]) -> str | None:
 
 
 def _csv_header(path: Path) -> list[str]:
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        first = fh.read(4096)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            first = fh.read(4096)
+    except (OSError, UnicodeDecodeError):
+        raise InputError(f"{path}: not a text file (a crater list is CSV text)") from None
+    if not first.strip():
+        raise InputError(f"{path}: empty file")
     line = re.split(r"\r\n|\r|\n", first, maxsplit=1)[0]
     return [h.strip() for h in line.split(",")]
 
@@ -547,6 +578,7 @@ def read_catalog_csv(path: str | PathLike, body_radius_m: float | None = None) -
         raise InputError(f"{path}: lon/lat columns but no body radius; pass body_radius_m")
     if "x_px" not in columns and not has_geo and "diameter_km" not in columns:
         raise InputError(f"{path}: no crater columns (x_px/y_px/radius_px, lon_deg/lat_deg or diameter_km)")
+    _check_columns(path, columns)
     return Catalog(
         columns.get("x_px", nan), columns.get("y_px", nan), columns.get("radius_px", nan), columns.get("confidence"),
         body_radius_m=body_radius_m, crs=_body_geographic_crs(body_radius_m) if has_geo else None,
@@ -564,7 +596,13 @@ def read_catalog_gpkg(path: str | PathLike, layer: str | None = None) -> Catalog
         meta, _, _, field_data = pyogrio.raw.read(str(path), layer=layer, read_geometry=False)
     except Exception as exc:
         raise InputError(f"{path}: not a readable GeoPackage ({str(exc).splitlines()[0]})") from None
-    columns = {name: np.asarray(values, dtype=np.float64) for name, values in zip(meta["fields"], field_data)}
+    try:
+        columns = {name: np.asarray(values, dtype=np.float64) for name, values in zip(meta["fields"], field_data)}
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: non-numeric crater columns; not a planetcd crater GeoPackage") from None
+    if not any(c in columns for c in ("x_px", "lon_deg", "diameter_km")):
+        raise InputError(f"{path}: no crater columns (x_px/y_px/radius_px, lon_deg/lat_deg or diameter_km)")
+    _check_columns(path, columns)
     n = len(next(iter(columns.values()))) if columns else 0
     nan = np.full(n, np.nan)
     body_radius = float(columns["body_radius_m"][0]) if "body_radius_m" in columns and n else None
@@ -652,9 +690,10 @@ def read_scc(path: str | PathLike) -> CraterCounts:
         raise InputError(f"{path}: no 'Total_area' line; not a craterstats .scc file")
     table = _craters_table(path, tables, "diam")
     perimeter = _number(values["total_perimeter"], path, "Total_perimeter") if "total_perimeter" in values else None
-    return CraterCounts(
-        table["diam"], _number(values["total_area"], path, "Total_area"), table.get("fraction"), perimeter, name=path.stem
-    )
+    with _about(path):
+        return CraterCounts(
+            table["diam"], _number(values["total_area"], path, "Total_area"), table.get("fraction"), perimeter, name=path.stem
+        )
 
 
 def read_diam(path: str | PathLike) -> CraterCounts:
@@ -666,11 +705,12 @@ def read_diam(path: str | PathLike) -> CraterCounts:
     path = _existing(path)
     values, tables = _parse_textstructure(path)
     table = _craters_table(path, tables, "diameter")
-    if "reference_area" in table:
-        return CraterCounts(table["diameter"], 1.0, 1.0 / table["reference_area"], name=path.stem)
-    if "area" not in values:
-        raise InputError(f"{path}: no 'area = …' line; not a craterstats .diam file")
-    return CraterCounts(table["diameter"], _number(values["area"], path, "area"), table.get("fraction"), name=path.stem)
+    with _about(path):
+        if "reference_area" in table:
+            return CraterCounts(table["diameter"], 1.0, 1.0 / table["reference_area"], name=path.stem)
+        if "area" not in values:
+            raise InputError(f"{path}: no 'area = …' line; not a craterstats .diam file")
+        return CraterCounts(table["diameter"], _number(values["area"], path, "area"), table.get("fraction"), name=path.stem)
 
 
 def read_craterstats(path: str | PathLike) -> CraterCounts:
@@ -702,6 +742,11 @@ def read_catalog(path: str | PathLike, **options) -> Catalog:
     ``transform``, ``crs``, ``pixel_size_m``, ``body_radius_m``).
     """
     path = _existing(path)
+    with _about(path):
+        return _read_catalog(path, **options)
+
+
+def _read_catalog(path: Path, **options) -> Catalog:
     suffix = path.suffix.lower()
     if suffix == ".xml":
         return read_voc(path, **options)
@@ -731,9 +776,11 @@ def read_counts(path: str | PathLike, area_km2: float | None = None, **options) 
     if suffix in (".scc", ".diam"):
         counts = read_craterstats(path)
         if area_km2 is not None:
-            counts = CraterCounts(counts.diameter_km, area_km2, counts.fraction, counts.perimeter_km, counts.name)
+            with _about(path):
+                counts = CraterCounts(counts.diameter_km, area_km2, counts.fraction, counts.perimeter_km, counts.name)
         return counts
     if area_km2 is None:
-        raise InputError(f"{path}: a crater list without a counting area; give the area in km² (--area)")
+        raise InputError(f"{path}: a crater list without a counting area; give the area in km² (area_km2)")
     catalog = read_catalog(path, **options)
-    return catalog.to_counts(area_km2)
+    with _about(path):
+        return catalog.to_counts(area_km2)

@@ -37,6 +37,8 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from ..errors import InputError
+
 __all__ = [
     "MODES",
     "MatchResult",
@@ -45,6 +47,8 @@ __all__ = [
     "same_crater",
     "candidate_pairs",
     "match_craters",
+    "match_catalogs",
+    "matching_space",
     "pool_results",
     "suppress_duplicates",
     "sqrt2_bin_edges",
@@ -585,6 +589,71 @@ def match_craters(
         truth_hit,
     )
     return _finish(result, truth_d[truth_count], truth_hit[truth_count], det_d[det_count], det_hit[det_count])
+
+
+SPACES = ("auto", "pixels", "geographic")
+
+
+def matching_space(detected: Any, truth: Any, space: str = "auto", mode: str = "deepmoon") -> str:
+    """Where two catalogs are matched: ``"pixels"`` (planar) or ``"geographic"`` (great circles).
+
+    ``auto`` picks geographic when both catalogs have lon/lat and diameters in km and either the
+    mode is ``strict`` (meant for geodesic matching) or a catalog lacks pixel positions; else pixels.
+
+    Raises
+    ------
+    InputError
+        When the space asked for (or the only one possible) lacks the columns it needs in either catalog.
+    """
+    if space not in SPACES:
+        raise InputError(f"unknown matching space {space!r}; use {', '.join(SPACES)}")
+    has_px = not (np.isnan(detected.x_px).all() or np.isnan(truth.x_px).all())
+    has_geo = all(getattr(c, name) is not None for c in (detected, truth) for name in ("lon_deg", "diameter_km"))
+    if space == "auto":
+        space = "geographic" if has_geo and (mode == "strict" or not has_px) else "pixels"
+    if space == "geographic" and not has_geo:
+        raise InputError("geographic matching needs lon/lat and diameters in km in both crater lists")
+    if space == "pixels" and not has_px:
+        raise InputError("pixel matching needs pixel positions in both crater lists; match in geographic space")
+    return space
+
+
+def match_catalogs(
+    detected: Any,
+    truth: Any,
+    mode: str = "deepmoon",
+    *,
+    space: str = "auto",
+    min_diameter: float | None = None,
+    iou_threshold: float = DEFAULT_IOU,
+    name: str = "",
+) -> tuple[MatchResult, str]:
+    """Match two :class:`~planetcd.craters.catalog.Catalog` in the space :func:`matching_space` picks.
+
+    Parameters
+    ----------
+    detected, truth : Catalog
+    mode : {"deepmoon", "strict", "iou"}
+    space : {"auto", "pixels", "geographic"}
+    min_diameter : float, optional
+        Size cut of :func:`match_craters`: pixels in pixel space, km in geographic space.
+    iou_threshold : float
+    name : str
+
+    Returns
+    -------
+    result : MatchResult
+    space : str
+        The space used (``"pixels"`` or ``"geographic"``).
+    """
+    used = matching_space(detected, truth, space, mode)
+    if used == "pixels":
+        a, b = np.asarray(detected)[:, :3], np.asarray(truth)[:, :3]
+        cut = {"min_diameter_px": min_diameter}
+    else:
+        a, b = detected, truth
+        cut = {"min_diameter_km": min_diameter}
+    return match_craters(a, b, mode, iou_threshold=iou_threshold, name=name, **cut), used
 
 
 def pool_results(results: list[MatchResult], name: str = "pooled") -> MatchResult:

@@ -273,6 +273,8 @@ def segment_raster(
     """
     import time
 
+    from ..inputs import check_raster  # the one input check: missing, truncated, empty, too small, no band
+    check_raster(path, min_size=MIN_SIZE, band=band)
     t0 = time.monotonic()
     outdir = Path(outdir)
     with open_raster(path) as ds:

@@ -216,7 +216,7 @@ def make_change_pair(
     return SyntheticPair(pre.astype(np.float32), post.astype(np.float32), new_craters, tuple(map(float, displacement)))
 
 
-def write_geotiff(
+def write_synthetic_geotiff(
     path: str | Path,
     image: np.ndarray,
     crs: str | None = MARS_EQC_WKT,
@@ -225,13 +225,15 @@ def write_geotiff(
     dtype: str | None = "uint16",
     nodata: float | None = None,
 ) -> Path:
-    """Write a test/demo GeoTIFF; float ``0..1`` images are scaled to the integer ``dtype``.
+    """Write a test/demo GeoTIFF on a made-up map grid; float ``0..1`` images are scaled to the integer ``dtype``.
 
     ``origin`` is the map (x, y) of the upper-left corner; pixels are square.
-    ``dtype=None`` writes the array's own type, unscaled.
+    ``dtype=None`` writes the array's own type, unscaled. The file is written by
+    :func:`planetcd.raster.write_geotiff` (atomically, tiled and compressed like every planetcd output).
     """
-    import rasterio
     from rasterio.transform import from_origin
+
+    from ..raster import write_geotiff
 
     image = np.asarray(image)
     if dtype is None:
@@ -241,17 +243,8 @@ def write_geotiff(
     if np.dtype(dtype).kind in "ui" and image.dtype.kind == "f":
         top = 4000 if dtype == "uint16" else np.iinfo(dtype).max
         image = np.clip(np.round(image * top / 1.3), 0, np.iinfo(dtype).max)
-    profile = {
-        "driver": "GTiff",
-        "width": image.shape[2],
-        "height": image.shape[1],
-        "count": image.shape[0],
-        "dtype": dtype,
-        "crs": crs,
-        "transform": from_origin(origin[0], origin[1], pixel_size, pixel_size),
-        "nodata": nodata,
-    }
+    grid = {"width": image.shape[2], "height": image.shape[1], "crs": crs,
+            "transform": from_origin(origin[0], origin[1], pixel_size, pixel_size)}
     path = Path(path)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(image.astype(dtype))
+    write_geotiff(path, image.astype(dtype), grid, nodata=nodata)
     return path

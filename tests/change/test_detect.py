@@ -8,7 +8,7 @@ import rasterio
 from scipy import ndimage
 
 from planetcd.change.detect import detect
-from planetcd.datasets.synthetic import MARS_EQC_WKT, make_change_pair, write_geotiff
+from planetcd.datasets.synthetic import MARS_EQC_WKT, make_change_pair, write_synthetic_geotiff
 from planetcd.features import VGGFeatures
 
 PATCH = 100
@@ -31,8 +31,8 @@ def planted_pair(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pair")
     pair = make_change_pair((500, 600), seed=12, displacement=(3.6, -7.3), new_craters=[[250, 350, 22.0]],
                             crater_density=2e-4, halo="dark", halo_strength=0.8)
-    pre = write_geotiff(folder / "pre.tif", pair.pre)
-    post = write_geotiff(folder / "post.tif", pair.post)
+    pre = write_synthetic_geotiff(folder / "pre.tif", pair.pre)
+    post = write_synthetic_geotiff(folder / "post.tif", pair.post)
     return pre, post, pair
 
 
@@ -98,7 +98,7 @@ def test_post_on_another_grid_is_resampled_to_pre(planted_pair, trunk, tmp_path)
     pre, _, pair = planted_pair
     # post written on a grid offset by 5 px east and 3 px south, and smaller
     post_big = pair.post[3:, 5:]
-    post = write_geotiff(tmp_path / "post_other_grid.tif", post_big, origin=(1_000_000.0 + 30.0, 500_000.0 - 18.0))
+    post = write_synthetic_geotiff(tmp_path / "post_other_grid.tif", post_big, origin=(1_000_000.0 + 30.0, 500_000.0 - 18.0))
     result = detect(pre, post, trunk=trunk, n_pseudo=30)
     np.testing.assert_allclose(result.displacement, pair.displacement, atol=0.5)
     table = result.candidates()
@@ -178,8 +178,8 @@ def test_real_ctx_tile_with_a_pasted_real_crater_ranks_first(shared_dir, trunk, 
     moved = ndimage.shift(changed[crop_r - 20 : crop_r + size + 20, crop_c - 20 : crop_c + size + 20],
                           displacement, order=3, mode="nearest")[20:-20, 20:-20]
     post = moved * 1.15 + 6 + rng.normal(0, 2.0, moved.shape)
-    pre_path = write_geotiff(tmp_path / "pre.tif", area, dtype="float32")
-    post_path = write_geotiff(tmp_path / "post.tif", post, dtype="float32")
+    pre_path = write_synthetic_geotiff(tmp_path / "pre.tif", area, dtype="float32")
+    post_path = write_synthetic_geotiff(tmp_path / "post.tif", post, dtype="float32")
 
     result = detect(pre_path, post_path, trunk=trunk, n_pseudo=40)
     table = result.candidates()

@@ -5,7 +5,7 @@ import pytest
 
 import planetcd.change.detect as detect_module
 from planetcd.change.detect import detect
-from planetcd.datasets.synthetic import make_change_pair, write_geotiff
+from planetcd.datasets.synthetic import make_change_pair, write_synthetic_geotiff
 from planetcd.features import VGGFeatures
 
 
@@ -21,7 +21,7 @@ def pair(tmp_path_factory):
     made = make_change_pair((360, 400), seed=5, displacement=(2.6, -3.4), new_craters=[[210, 220, 14.0]])
     pre = made.pre.astype(np.float32)
     pre[:60, :90] = np.nan
-    return write_geotiff(folder / "pre.tif", pre, dtype="float32", nodata=np.nan), write_geotiff(folder / "post.tif", made.post)
+    return write_synthetic_geotiff(folder / "pre.tif", pre, dtype="float32", nodata=np.nan), write_synthetic_geotiff(folder / "post.tif", made.post)
 
 
 # Small tiles: each pseudo pair's crop window is assembled from the cores of several tiles.

@@ -23,12 +23,12 @@ def test_phase_correlation_recovers_subpixel_displacement(terrain, displacement,
 
 
 def test_aligned_reader_undoes_the_displacement(terrain, tmp_path):
-    from planetcd.datasets.synthetic import write_geotiff
+    from planetcd.datasets.synthetic import write_synthetic_geotiff
     from planetcd.raster import open_raster
 
     displacement = (4.0, -6.0)  # whole pixels: undoing it is exact
     moved = ndimage.shift(terrain, displacement, order=0, mode="nearest")
-    path = write_geotiff(tmp_path / "post.tif", moved, dtype="float32")
+    path = write_synthetic_geotiff(tmp_path / "post.tif", moved, dtype="float32")
     with open_raster(path) as ds:
         data, valid = AlignedReader(ds, displacement).read(Window(50, 60, 100, 80))
         edge, edge_valid = AlignedReader(ds, displacement).read(Window(0, 390, 20, 10))

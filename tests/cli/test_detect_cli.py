@@ -10,14 +10,14 @@ from click.testing import CliRunner
 
 from planetcd import features
 from planetcd.cli import main
-from planetcd.datasets.synthetic import make_change_pair, write_geotiff
+from planetcd.datasets.synthetic import make_change_pair, write_synthetic_geotiff
 
 
 @pytest.fixture(scope="module")
 def pair_paths(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli")
     pair = make_change_pair((300, 300), seed=3, displacement=(2.0, -3.0), new_craters=[[150, 150, 20.0]])
-    return write_geotiff(folder / "pre.tif", pair.pre), write_geotiff(folder / "post.tif", pair.post)
+    return write_synthetic_geotiff(folder / "pre.tif", pair.pre), write_synthetic_geotiff(folder / "post.tif", pair.post)
 
 
 def _run(args, **kwargs):
@@ -49,11 +49,11 @@ def test_detect_writes_outputs_and_refuses_to_overwrite(pair_paths, vgg_weights,
 def _bad_inputs(tmp_path, pre):
     text = tmp_path / "notes.tif"
     text.write_text("not an image")
-    nodata = write_geotiff(tmp_path / "nodata.tif", np.zeros((300, 300), np.float32), dtype="float32", nodata=0)
-    tiny = write_geotiff(tmp_path / "tiny.tif", np.random.default_rng(0).random((60, 60)))
-    rgb = write_geotiff(tmp_path / "rgb.tif", np.random.default_rng(0).random((3, 300, 300)))
-    other_size = write_geotiff(tmp_path / "other.png.tif", np.random.default_rng(0).random((280, 300)), crs=None)
-    unreferenced = write_geotiff(tmp_path / "plain.tif", np.random.default_rng(1).random((300, 300)), crs=None)
+    nodata = write_synthetic_geotiff(tmp_path / "nodata.tif", np.zeros((300, 300), np.float32), dtype="float32", nodata=0)
+    tiny = write_synthetic_geotiff(tmp_path / "tiny.tif", np.random.default_rng(0).random((60, 60)))
+    rgb = write_synthetic_geotiff(tmp_path / "rgb.tif", np.random.default_rng(0).random((3, 300, 300)))
+    other_size = write_synthetic_geotiff(tmp_path / "other.png.tif", np.random.default_rng(0).random((280, 300)), crs=None)
+    unreferenced = write_synthetic_geotiff(tmp_path / "plain.tif", np.random.default_rng(1).random((300, 300)), crs=None)
     return [
         ([tmp_path / "missing.tif", pre], "no such file"),
         ([text, pre], "not a raster"),

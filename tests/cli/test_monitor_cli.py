@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from planetcd.cli import main
-from planetcd.datasets.synthetic import make_change_pair, write_geotiff
+from planetcd.datasets.synthetic import make_change_pair, write_synthetic_geotiff
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def tiny_model(untrained_unet):
 def pair_paths(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pair")
     pair = make_change_pair((300, 300), seed=5, displacement=(1.5, -2.0), new_craters=[[150, 150, 18.0]])
-    return write_geotiff(folder / "pre.tif", pair.pre), write_geotiff(folder / "post.tif", pair.post)
+    return write_synthetic_geotiff(folder / "pre.tif", pair.pre), write_synthetic_geotiff(folder / "post.tif", pair.post)
 
 
 def _run(args):

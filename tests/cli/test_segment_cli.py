@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from planetcd.cli import main
-from planetcd.datasets.synthetic import write_geotiff
+from planetcd.datasets.synthetic import write_synthetic_geotiff
 
 OUTPUTS = ("crater_prob.tif", "crater_mask.tif", "craters.csv", "craters.gpkg")
 
@@ -22,7 +22,7 @@ def tiny_model(untrained_unet):
 
 
 # A UTM-projected GeoTIFF at 6 m/px, written in the array's own type.
-_geotiff = partial(write_geotiff, crs="EPSG:32633", pixel_size=6.0, origin=(500000.0, 4000000.0), dtype=None)
+_geotiff = partial(write_synthetic_geotiff, crs="EPSG:32633", pixel_size=6.0, origin=(500000.0, 4000000.0), dtype=None)
 
 
 def _run(*args):

@@ -161,3 +161,32 @@ def test_geodesic_merge_of_overlapping_tiles():
     assert overlap.any() and np.all(merged.confidence[overlap] == 0.75)
     with pytest.raises(InputError):
         merge_catalogs([Catalog.from_pixels(full)])
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("x_px,y_px\n10,20\n", "without radius_px"),
+    ("x_px,radius_px\n10,5\n", "without y_px"),
+    ("lon_deg,diameter_km,body_radius_m\n10,1,3389500\n", "lon_deg and lat_deg"),
+    ("", "empty file"),
+])
+def test_half_a_crater_description_is_refused(tmp_path, text, pattern):
+    path = tmp_path / "list.csv"
+    path.write_text(text)
+    with pytest.raises(InputError, match=pattern) as info:
+        read_catalog(path)
+    assert str(path) in str(info.value)
+
+
+def test_binary_file_as_crater_list_is_one_line(tmp_path):
+    path = tmp_path / "list.csv"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(InputError, match="not a text file"):
+        read_catalog(path)
+
+
+def test_counts_errors_name_the_file(tmp_path):
+    path = tmp_path / "bad.scc"
+    path.write_text("Total_area = 100\ncrater = {diam, fraction\n-1, 1\n}\n")
+    with pytest.raises(InputError, match="positive") as info:
+        read_counts(path)
+    assert str(info.value).startswith(str(path))

@@ -15,7 +15,7 @@ from planetcd.craters.extract import (
     synthetic_probability_map,
 )
 from planetcd.craters.match import match_craters
-from planetcd.datasets.synthetic import MARS_EQC_WKT, MOON_EQC_WKT, write_geotiff
+from planetcd.datasets.synthetic import MARS_EQC_WKT, MOON_EQC_WKT, write_synthetic_geotiff
 from planetcd.raster import open_raster, read_window
 
 # (target, method, binarisation threshold); rings are thin, so their map is binarised lower (as DeepMoon).
@@ -80,7 +80,7 @@ def test_touching_and_nested_are_both_found(maps):
 )
 def test_recovers_known_circles_on_georeferenced_maps(tmp_path, maps, setting, crs, pixel_size, origin):
     prob, truth = maps["outline"]
-    path = write_geotiff(tmp_path / f"{setting}.tif", prob, crs=crs, pixel_size=pixel_size, origin=origin, dtype="float32")
+    path = write_synthetic_geotiff(tmp_path / f"{setting}.tif", prob, crs=crs, pixel_size=pixel_size, origin=origin, dtype="float32")
     with open_raster(path) as ds:
         data, _ = read_window(ds)
         transform, raster_crs = ds.transform, ds.crs

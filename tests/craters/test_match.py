@@ -162,3 +162,27 @@ def test_suppress_duplicates_keeps_highest_confidence():
     # [0] and [1] are the same crater (keep 0.9); [3] is nested: |Δr|/min r = 2.3 -> distinct.
     np.testing.assert_array_equal(kept, [1, 2, 3])
     assert suppress_duplicates(np.zeros((0, 4))).size == 0
+
+
+def test_matching_space_and_match_catalogs():
+    from planetcd.craters.catalog import Catalog
+    from planetcd.craters.match import match_catalogs, matching_space
+    from planetcd.errors import InputError
+
+    pixels = np.array([[10.0, 20.0, 5.0, 1.0], [60.0, 40.0, 8.0, 1.0]])
+    px_only = Catalog.from_pixels(pixels)
+    geo = Catalog.from_pixels(pixels, pixel_size_m=100.0)  # pixel positions and diameters in km, no lon/lat
+    lonlat = Catalog.from_lonlat(np.array([10.0, 10.1]), np.array([5.0, 5.1]), np.array([1.0, 2.0]), 3_389_500.0)
+    assert matching_space(px_only, px_only) == "pixels"
+    assert matching_space(lonlat, lonlat) == "geographic"  # no pixel positions: the only space possible
+    assert matching_space(geo, geo, "auto", "deepmoon") == "pixels"
+    with pytest.raises(InputError, match="geographic matching needs"):
+        matching_space(px_only, px_only, "geographic")
+    with pytest.raises(InputError, match="pixel matching needs"):
+        matching_space(lonlat, px_only, "pixels")
+    with pytest.raises(InputError, match="unknown matching space"):
+        matching_space(px_only, px_only, "sky")
+    result, used = match_catalogs(px_only, px_only, "deepmoon")
+    assert used == "pixels" and (result.tp, result.fp, result.fn) == (2, 0, 0)
+    result, used = match_catalogs(lonlat, lonlat, "strict")
+    assert used == "geographic" and result.unit == "km" and result.tp == 2

@@ -11,7 +11,7 @@ import torch
 
 from planetcd.craters.segment import MASK_NODATA, segment_array, segment_raster
 from planetcd.craters.train import prepare_image
-from planetcd.datasets.synthetic import write_geotiff
+from planetcd.datasets.synthetic import write_synthetic_geotiff
 from planetcd.errors import InputError
 from planetcd.tiling import overlapping_tiles
 
@@ -79,7 +79,7 @@ def test_symmetric_unet_tiles_match_whole_pass_on_small_input(rng):
 
 
 # A UTM-projected GeoTIFF at 6 m/px, written in the array's own type.
-_geotiff = partial(write_geotiff, crs="EPSG:32633", pixel_size=6.0, origin=(500000.0, 4000000.0), dtype=None)
+_geotiff = partial(write_synthetic_geotiff, crs="EPSG:32633", pixel_size=6.0, origin=(500000.0, 4000000.0), dtype=None)
 
 
 def test_segment_raster_streams_on_the_input_grid(tmp_path, rng):
@@ -156,7 +156,7 @@ def test_a_big_crater_is_found_only_with_a_coarser_scale(tmp_path):
     # the small crater, seen at both scales, is one crater after the merge
     assert np.sum(np.hypot(both[:, 0] - 200, both[:, 1] - 40) < 6) == 1
     # the same from a raster file (area-average resampling on read)
-    path = write_geotiff(tmp_path / "discs.tif", img, dtype=None)
+    path = write_synthetic_geotiff(tmp_path / "discs.tif", img, dtype=None)
     from_file = multiscale_craters(model, path, [1.0, 0.25], extract)
     assert match_craters(from_file[:, :3], truth, mode="deepmoon").tp == 2
 
@@ -189,7 +189,7 @@ def test_a_small_crater_is_found_only_with_a_finer_scale(tmp_path):
     small = both[np.argmin(np.hypot(both[:, 0] - 60, both[:, 1] - 60))]
     np.testing.assert_allclose(small[:3], truth[0], atol=1.0)  # brought back to full-image pixels
     # the same from a raster file (bilinear upsampling on read); a min radius of 5 px is 10 px at scale 2
-    path = write_geotiff(tmp_path / "discs.tif", img, dtype=None)
+    path = write_synthetic_geotiff(tmp_path / "discs.tif", img, dtype=None)
     assert match_craters(multiscale_craters(model, path, [2.0, 1.0], extract, min_radius=3)[:, :3], truth, mode="deepmoon").tp == 2
     assert match_craters(multiscale_craters(model, path, [2.0, 1.0], extract, min_radius=5)[:, :3], truth, mode="deepmoon").tp == 1
 
