@@ -112,10 +112,10 @@ def test_variants_arrays_and_determinism(planted_pair, trunk):
     b = detect(pair.pre, pair.post, trunk=trunk, n_pseudo=20, seed=4)
     assert a.tau == b.tau and np.array_equal(a.change_score, b.change_score)
     assert a.crs is None and a.transform is None
-    kmeans = detect(pair.pre, pair.post, trunk=trunk, threshold="kmeans", pooling="avg")
+    kmeans = detect(pair.pre, pair.post, trunk=trunk, tau="kmeans", pooling="avg")
     assert np.isfinite(kmeans.tau) and kmeans.pseudo_scores is None
     assert kmeans.changed.sum() >= 1
-    fixed = detect(pair.pre, pair.post, trunk=trunk, threshold=0.0, stride=50)
+    fixed = detect(pair.pre, pair.post, trunk=trunk, tau=0.0, stride=50)
     assert fixed.tau == 0.0 and fixed.changed.all()
     assert len(fixed.patches) == 9 * 11  # stride 50 on 500 x 600
 
@@ -124,7 +124,7 @@ def test_nodata_margin_is_not_change(trunk):
     pair = make_change_pair((400, 400), seed=8, displacement=(0.0, 0.0), new_craters=np.empty((0, 3)))
     post = pair.post.copy()
     post[:, :130] = np.nan  # post covers less ground: the left strip has no data
-    result = detect(pair.pre, post, trunk=trunk, register=False, threshold=None or "pseudo", n_pseudo=30)
+    result = detect(pair.pre, post, trunk=trunk, register=False, tau="pseudo", n_pseudo=30)
     assert np.isnan(result.change_score[result.patches[:, 1] == 0]).all()  # 70 % nodata: not scored
     partly = result.patches[:, 1] == 100  # 30 % nodata: scored, and the nodata part reads as no change
     assert np.isfinite(result.change_score[partly]).all()
@@ -133,7 +133,7 @@ def test_nodata_margin_is_not_change(trunk):
 
 def test_pixelwise_maps_inside_changed_patches(planted_pair, trunk, tmp_path):
     pre, post, _ = planted_pair
-    result = detect(pre, post, trunk=trunk, threshold=1.0e-9, pixelwise=True, n_pseudo=10)
+    result = detect(pre, post, trunk=trunk, tau=1.0e-9, pixelwise=True, n_pseudo=10)
     assert result.pixelwise is not None and len(result.pixelwise) == result.changed.sum()
     result.write(tmp_path / "pw", quicklook=False)
     with rasterio.open(tmp_path / "pw" / "change_pixelwise.tif") as src:
