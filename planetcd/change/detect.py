@@ -134,8 +134,9 @@ class ChangeResult:
         return write_outputs(self, outdir, overwrite=overwrite, quicklook=quicklook)
 
 
-def _register(pre_ds, post_grid, pre_stats: IntensityStats, post_stats: IntensityStats
-              ) -> tuple[tuple[float, float], float]:
+def register_pair(pre_ds, post_grid, pre_stats: IntensityStats, post_stats: IntensityStats
+                  ) -> tuple[tuple[float, float], float]:
+    """Displacement ``(dy, dx)`` of post (on pre's grid) relative to pre, and its error, on a central crop."""
     window = central_window(pre_ds.height, pre_ds.width, REGISTRATION_CROP)
     pre, pre_valid = read_present(AlignedReader(pre_ds), window)
     post, post_valid = read_present(AlignedReader(post_grid), window)
@@ -444,7 +445,7 @@ def detect(
         t0 = time.perf_counter()
         displacement, reg_error = (0.0, 0.0), float("nan")
         if register:
-            displacement, reg_error = _register(pre_ds, post_grid, pre_stats, post_stats)
+            displacement, reg_error = register_pair(pre_ds, post_grid, pre_stats, post_stats)
             log.info("post is displaced by dy=%.2f, dx=%.2f px relative to pre", *displacement)
         timings["register_s"] = time.perf_counter() - t0
         pre_reader = AlignedReader(pre_ds)
