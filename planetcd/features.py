@@ -1,4 +1,4 @@
-"""ImageNet VGG-16 convolutional trunk in plain ``torch.nn`` (no torchvision).
+"""ImageNet VGG-16 convolutional trunk in plain ``torch.nn``: layers, weights resolution, the per-process trunk cache.
 
 The module keeps torchvision's state-dict key names (``features.0.weight`` ...),
 so the official ``vgg16-397923af.pth`` (or a features-only copy of it) loads
@@ -14,7 +14,9 @@ layer  name      torchvision    stride
 11-13  conv5_x   features.24-28 16
 ====== ========= ============== ======
 
-Saha & Zhu take the sixth conv layer (conv3_2, ``features.12``).
+Saha & Zhu take the sixth conv layer (conv3_2, ``features.12``). No torchvision is needed.
+Callers that are not handed a trunk take it from :func:`cached_trunk`, so each
+process loads a configuration once.
 """
 
 from __future__ import annotations
@@ -349,7 +351,7 @@ def cached_trunk(layer: int = 6, relu: bool = True, weights: str | os.PathLike |
     """
     _check_layer(layer)
     path = resolve_vgg16_weights(weights)
-    return _load_trunk(int(layer), bool(relu), str(path), str(pick_device(str(device))))
+    return _load_trunk(int(layer), bool(relu), str(Path(path).resolve()), str(pick_device(str(device))))
 
 
 @functools.lru_cache(maxsize=None)

@@ -19,7 +19,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,7 +26,7 @@ from rasterio.windows import Window
 
 from ..errors import InputError
 from ..features import VGGFeatures, cached_trunk, pick_device, run_trunk
-from ..raster import IntensityStats, open_raster, pixel_to_map
+from ..raster import IntensityStats, open_raster
 from ..runners import LocalRunner, Runner, resolve_runner
 from ..tiling import Tile, box_sums, halo_tiles, patch_grid
 from .calibration import (
@@ -38,6 +37,7 @@ from .calibration import (
     post_noise,
     pseudo_scores,
 )
+from .outputs import ChangeResult
 from .inputs import central_window, image_overview, open_input, prepare_pair, read_present
 from .nn import NN_BLUR, NN_SMOOTH, match_resolution, nn_change_map
 from .pixelwise import pixelwise_maps
@@ -49,89 +49,6 @@ log = logging.getLogger(__name__)
 
 #: Largest crop (pixels per side) used to estimate the global shift.
 REGISTRATION_CROP = 1024
-
-
-@dataclass
-class ChangeResult:
-    """What :func:`detect` found, on the pre image's pixel grid.
-
-    Attributes
-    ----------
-    patches : ndarray, int64, shape (n, 4)
-        ``row_off, col_off, height, width`` of each patch, pixels.
-    change_score : ndarray, float64, shape (n,)
-        ρ per patch (NaN where less than half the patch is valid in both images).
-    tau : float
-        Threshold τ; a patch is changed when ``change_score > tau``.
-    changed : ndarray of bool, shape (n,)
-    valid_fraction : ndarray, shape (n,)
-        Fraction of each patch valid in both images.
-    displacement : (dy, dx)
-        Estimated displacement of post relative to pre, pixels (undone before scoring).
-    """
-
-    patches: np.ndarray
-    change_score: np.ndarray
-    tau: float
-    changed: np.ndarray
-    valid_fraction: np.ndarray
-    displacement: tuple[float, float]
-    registration_error: float
-    shape: tuple[int, int]
-    crs: object = None
-    transform: object = None
-    pseudo_scores: np.ndarray | None = None
-    pixelwise: dict[int, np.ndarray] | None = None
-    pixelwise_threshold: float | None = None
-    params: dict = field(default_factory=dict)
-    timings: dict = field(default_factory=dict)
-    overview_pre: np.ndarray | None = None
-    overview_post: np.ndarray | None = None
-
-    @property
-    def ratio(self) -> np.ndarray:
-        """``change_score / tau`` per patch."""
-        return self.change_score / self.tau if self.tau > 0 else np.full_like(self.change_score, np.inf)
-
-    @property
-    def profile(self) -> dict:
-        return {"width": self.shape[1], "height": self.shape[0], "crs": self.crs, "transform": self.transform}
-
-    def candidates(self) -> dict[str, np.ndarray]:
-        """The patch table ranked by ρ (best first), scored patches only.
-
-        Columns ``rank, row_off, col_off, height, width, x, y, score, ratio,
-        changed``; ``x, y`` are the map coordinates of the patch centre in the
-        source CRS (pixel coordinates when the image has no georeferencing).
-        """
-        scored = np.flatnonzero(np.isfinite(self.change_score))
-        order = scored[np.argsort(-self.change_score[scored], kind="stable")]
-        p = self.patches[order]
-        rows = p[:, 0] + p[:, 2] / 2.0
-        cols = p[:, 1] + p[:, 3] / 2.0
-        if self.transform is not None:
-            x, y = pixel_to_map(self.transform, rows, cols)
-        else:
-            x, y = cols, rows
-        return {
-            "rank": np.arange(1, len(order) + 1),
-            "row_off": p[:, 0],
-            "col_off": p[:, 1],
-            "height": p[:, 2],
-            "width": p[:, 3],
-            "x": x,
-            "y": y,
-            "score": self.change_score[order],
-            "ratio": self.ratio[order],
-            "changed": self.changed[order],
-            "patch_index": order,
-        }
-
-    def write(self, outdir: str | os.PathLike, overwrite: bool = False, quicklook: bool = True) -> list[Path]:
-        """Write every output into ``outdir`` (see :mod:`planetcd.change.outputs`)."""
-        from .outputs import write_outputs
-
-        return write_outputs(self, outdir, overwrite=overwrite, quicklook=quicklook)
 
 
 def register_pair(pre_ds, post_grid, pre_stats: IntensityStats, post_stats: IntensityStats
