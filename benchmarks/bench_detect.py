@@ -70,8 +70,9 @@ def tile_breakdown(pre, post, trunk: VGGFeatures, device, tile: int, repeats: in
 
     from rasterio.windows import Window
 
-    from planetcd.change.detect import _register, image_stats, prepare_pair
-    from planetcd.change.methods import NN_SMOOTH, nn_change_map
+    from planetcd.change.detect import register_pair
+    from planetcd.change.inputs import image_overview, prepare_pair, read_present
+    from planetcd.change.nn import NN_SMOOTH, nn_change_map
     from planetcd.change.register import AlignedReader, post_on_pre_grid
     from planetcd.change.scores import PatchPooler, patch_cells
     from planetcd.tiling import patch_grid
@@ -87,15 +88,15 @@ def tile_breakdown(pre, post, trunk: VGGFeatures, device, tile: int, repeats: in
     with ExitStack() as stack:
         pre_ds = stack.enter_context(open_raster(pre))
         grid = stack.enter_context(post_on_pre_grid(pre_ds, stack.enter_context(open_raster(post))))
-        pre_stats, post_stats = image_stats(pre_ds, "pre"), image_stats(grid, "post")
-        displacement, _ = _register(pre_ds, grid, pre_stats, post_stats)
+        pre_stats, post_stats = image_overview(pre_ds, "pre").stats, image_overview(grid, "post").stats
+        displacement, _ = register_pair(pre_ds, grid, pre_stats, post_stats)
         s = trunk.stride
         halo = -(-trunk.halo // s) * s + (2 + NN_SMOOTH) * s  # nn's halo (the larger)
         side = min(tile + 2 * halo, pre_ds.height, pre_ds.width)
         window = Window((pre_ds.width - side) // 2 // s * s, (pre_ds.height - side) // 2 // s * s, side, side)
         pre_reader, post_reader = AlignedReader(pre_ds), AlignedReader(grid, displacement)
-        t_pre, (pre_data, pre_valid) = best(lambda: pre_reader.read(window))
-        t_post, (post_data, post_valid) = best(lambda: post_reader.read(window))
+        t_pre, (pre_data, pre_valid) = best(lambda: read_present(pre_reader, window))
+        t_post, (post_data, post_valid) = best(lambda: read_present(post_reader, window))
         t_prep, batch = best(lambda: prepare_pair(pre_data, pre_valid, post_data, post_valid, pre_stats, post_stats))
         t_trunk, feats = best(lambda: run_trunk(trunk, batch, device))
         f_pre, f_post = torch.from_numpy(feats[:1]), torch.from_numpy(feats[1:])
@@ -158,15 +159,15 @@ def main() -> None:
         report["floor_s"] = round(floor, 2)
         report["floor_mpx_per_s"] = round(pixels / floor / 1e6, 3)
         if args.configs:
-            import planetcd.change.detect as detect_module
+            import planetcd.change.calibration as calibration
 
-            budget = detect_module.PSEUDO_REUSE_BYTES
+            budget = calibration.PSEUDO_REUSE_BYTES
             runs = []
             for round_ in range(args.rounds):
                 for method in args.methods.split(","):
                     for config in args.configs.split(","):
                         tile, reuse = config.split(":")
-                        detect_module.PSEUDO_REUSE_BYTES = budget if reuse == "on" else 0
+                        calibration.PSEUDO_REUSE_BYTES = budget if reuse == "on" else 0
                         start = time.perf_counter()
                         result = detect(pre, post, trunk=trunk, method=method, n_pseudo=args.n_pseudo,
                                         device=args.device, tile_size=int(tile))
@@ -177,7 +178,7 @@ def main() -> None:
                                      "threshold_s": round(result.timings["threshold_s"], 2), "tau": result.tau,
                                      "load_average": [round(x, 2) for x in os.getloadavg()]})
                         print(json.dumps(runs[-1]), flush=True)
-            detect_module.PSEUDO_REUSE_BYTES = budget
+            calibration.PSEUDO_REUSE_BYTES = budget
             report["runs"] = runs
             args.methods = ""
         for method in filter(None, args.methods.split(",")):

@@ -15,20 +15,20 @@ import argparse
 
 import numpy as np
 
-from planetcd.change import methods
+from planetcd.change import nn, patch_pairs
 from planetcd.datasets.changeset import read_changeset
 from planetcd.evaluate import roc_auc
 
 
 def run(set_dir: str, max_shift: float, blur: float, radiometry: bool, seed: int) -> tuple[float, float, float]:
     data = read_changeset(set_dir)
-    saved = methods.NN_BLUR, methods.NN_MATCH_RADIOMETRY
-    methods.NN_BLUR, methods.NN_MATCH_RADIOMETRY = blur, radiometry
+    saved = nn.NN_BLUR, nn.NN_MATCH_RADIOMETRY
+    nn.NN_BLUR, nn.NN_MATCH_RADIOMETRY = blur, radiometry
     try:
-        result = methods.score_pairs(np.asarray(data.pre, np.float32), np.asarray(data.post, np.float32), "nn",
-                                     trunk_cache={}, max_shift=max_shift, seed=seed)
+        result = patch_pairs.score_pairs(np.asarray(data.pre, np.float32), np.asarray(data.post, np.float32), "nn",
+                                     max_shift=max_shift, seed=seed)
     finally:
-        methods.NN_BLUR, methods.NN_MATCH_RADIOMETRY = saved
+        nn.NN_BLUR, nn.NN_MATCH_RADIOMETRY = saved
     labels = np.asarray(data.labels).astype(bool)
     accuracy = float(np.mean(result.changed == labels))
     return roc_auc(labels, result.scores), accuracy, result.tau
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--max-shift", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    variants = {"full": (methods.NN_BLUR, True), "no low-pass": (0.0, True), "no radiometric matching": (methods.NN_BLUR, False)}
+    variants = {"full": (nn.NN_BLUR, True), "no low-pass": (0.0, True), "no radiometric matching": (nn.NN_BLUR, False)}
     print("| variant | ROC AUC | accuracy | τ |\n|---|---:|---:|---:|")
     for name, (blur, radiometry) in variants.items():
         auc, accuracy, tau = run(args.set_dir, args.max_shift, blur, radiometry, args.seed)

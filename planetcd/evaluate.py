@@ -1,6 +1,6 @@
 """Evaluate change detectors on a labelled set of patch pairs: every method, one table.
 
-All methods score the same pairs (:func:`planetcd.change.methods.score_pairs`)
+All methods score the same pairs (:func:`planetcd.change.patch_pairs.score_pairs`)
 and choose their threshold τ without labels. A method name ending in
 ``-oracle`` (``paper-oracle``, ``nn-oracle``) re-uses its base method's scores
 with the τ that maximises accuracy *on the labels*: an upper bound on what a
@@ -50,7 +50,7 @@ _HEADERS = ("accuracy", "precision", "recall", "F1", "balanced acc.", "ROC AUC",
 
 
 def _method_names() -> tuple[str, ...]:
-    from .change.methods import METHOD_NAMES
+    from .change.patch_pairs import METHOD_NAMES
 
     return tuple(METHOD_NAMES)
 
@@ -275,10 +275,9 @@ def evaluate(
     seed: int = 0,
     weights=None,
     device: str = "auto",
-    trunk_cache: dict | None = None,
     n_pseudo: int | None = None,
     max_shift: float | None = None,
-    progress=None,
+    progress: bool = False,
 ) -> Evaluation:
     """Score every method on the same pairs and compute the metrics.
 
@@ -286,36 +285,36 @@ def evaluate(
     ----------
     changeset : ChangeSet
     methods : list of str, optional
-        Names from :data:`planetcd.change.methods.METHOD_NAMES`, or a name
+        Names from :data:`planetcd.change.patch_pairs.METHOD_NAMES`, or a name
         with ``-oracle`` appended (label-tuned τ); default: all methods, then
         ``paper-oracle`` and ``nn-oracle``.
     seed : int
         Seed of every method's pseudo-pair draw.
     weights, device
-        VGG-16 weights and where it runs (see :func:`planetcd.features.resolve_vgg16_weights`).
-    trunk_cache : dict, optional
-        Shared across calls so the VGG trunks load once.
+        VGG-16 weights and where it runs (see :func:`planetcd.features.resolve_vgg16_weights`); each trunk
+        loads once per process (:func:`planetcd.features.cached_trunk`).
     n_pseudo : int, optional
         Pseudo-unchanged pairs per method (default: the method's own, at least 100).
     max_shift : float, optional
         Largest misregistration expected between pre and post, pixels per axis: the
         pseudo-unchanged pairs are shifted up to it (default: the methods' own, the paper's 10 px).
         A property of the acquisition, not of the labels.
-    progress : callable, optional
-        Called with ``(name, seconds)`` after each method.
+    progress : bool
+        Show a progress bar per method on stderr (pairs and pseudo pairs scored).
 
     Returns
     -------
     Evaluation
     """
-    from .change.methods import score_pairs
+    from tqdm.auto import tqdm
+
+    from .change.patch_pairs import score_pairs
 
     methods = list(methods) if methods else list(default_methods())
     parse_methods(",".join(methods))  # checks names
     if len(changeset) == 0:
         raise InputError(f"{changeset.name}: no pairs")
     labels = np.asarray(changeset.labels, np.int64)
-    cache = {} if trunk_cache is None else trunk_cache
     scored: dict[str, tuple[np.ndarray, float, float]] = {}
     results: dict[str, MethodResult] = {}
     for name in methods:
@@ -323,16 +322,21 @@ def evaluate(
         base = name[: -len(ORACLE_SUFFIX)] if oracle else name
         if base not in scored:
             t0 = time.perf_counter()
-            out = score_pairs(changeset.pre, changeset.post, method=base, trunk_cache=cache, seed=seed,
-                              device=device, weights=weights,
-                              **({} if n_pseudo is None else {"n_pseudo": n_pseudo}),
-                              **({} if max_shift is None else {"max_shift": float(max_shift)}))
+            with tqdm(total=None, disable=not progress, desc=base, unit="pair", leave=True,
+                      dynamic_ncols=True) as bar:
+
+                def advance(done: int, total: int, bar=bar) -> None:
+                    bar.total = total
+                    bar.update(done)
+
+                out = score_pairs(changeset.pre, changeset.post, method=base, seed=seed, device=device,
+                                  weights=weights, progress=advance,
+                                  **({} if n_pseudo is None else {"n_pseudo": n_pseudo}),
+                                  **({} if max_shift is None else {"max_shift": float(max_shift)}))
             scored[base] = (np.asarray(out.scores, np.float64), float(out.tau), time.perf_counter() - t0)
         scores, tau, seconds = scored[base]
         if oracle:
             tau = oracle_threshold(labels, scores)
         results[name] = MethodResult(name, scores, tau, metrics(labels, scores, tau), oracle, seconds)
-        if progress is not None:
-            progress(name, seconds)
     params = {"seed": seed, "methods": methods, "n_pseudo": n_pseudo, "max_shift": max_shift}
     return Evaluation(changeset.name, len(labels), int(labels.sum()), results, params)

@@ -1,4 +1,4 @@
-"""ImageNet VGG-16 convolutional trunk in plain ``torch.nn`` (no torchvision).
+"""ImageNet VGG-16 convolutional trunk in plain ``torch.nn``: layers, weights resolution, the per-process trunk cache.
 
 The module keeps torchvision's state-dict key names (``features.0.weight`` ...),
 so the official ``vgg16-397923af.pth`` (or a features-only copy of it) loads
@@ -14,11 +14,14 @@ layer  name      torchvision    stride
 11-13  conv5_x   features.24-28 16
 ====== ========= ============== ======
 
-Saha & Zhu take the sixth conv layer (conv3_2, ``features.12``).
+Saha & Zhu take the sixth conv layer (conv3_2, ``features.12``). No torchvision is needed.
+Callers that are not handed a trunk take it from :func:`cached_trunk`, so each
+process loads a configuration once.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -131,7 +134,7 @@ def _offline_message() -> str:
     meta = VGG16Weights.IMAGENET1K_V1.value
     return (
         "VGG-16 ImageNet weights not found and could not be downloaded. On a machine with internet, "
-        f"download {meta.url} , then pass --weights PATH or set {WEIGHTS_ENV}=PATH "
+        f"download {meta.url} , then pass weights=PATH (on the command line: --weights PATH) or set {WEIGHTS_ENV}=PATH "
         f"(or copy it to {_hub_cache_file()})"
     )
 
@@ -298,7 +301,7 @@ def pick_device(device: str = "auto") -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         from .errors import PlanetcdError
 
-        raise PlanetcdError("--device cuda asked for, but torch sees no CUDA device")
+        raise PlanetcdError("device='cuda' asked for, but torch sees no CUDA device")
     return torch.device(device)
 
 
@@ -316,3 +319,52 @@ def run_trunk(trunk: VGGFeatures, images: np.ndarray, device: torch.device) -> n
         else:
             out = trunk(x)
         return out.float().contiguous().cpu().numpy()
+
+
+# --------------------------------------------------------------------------- the trunk cache
+
+
+def cached_trunk(layer: int = 6, relu: bool = True, weights: str | os.PathLike | None = None,
+                 device: str | torch.device = "cpu") -> VGGFeatures:
+    """The VGG trunk of this process for a configuration, loaded on first use: THE trunk cache of planetcd.
+
+    Every caller that needs a trunk it was not handed (``detect``'s tiles in any
+    process, ``evaluate``'s methods) takes it from here, so a process loads each
+    configuration once. ``weights`` is resolved first
+    (:func:`resolve_vgg16_weights`), so ``None`` and the file it resolves to
+    share one entry.
+
+    Parameters
+    ----------
+    layer : int
+        Last conv layer, 1..13.
+    relu : bool
+        Keep the final ReLU.
+    weights : path-like, optional
+    device : str or torch.device
+        Where the trunk lives (``"auto"`` as :func:`pick_device`).
+
+    Returns
+    -------
+    VGGFeatures
+        Shared: do not modify it.
+    """
+    _check_layer(layer)
+    path = resolve_vgg16_weights(weights)
+    return _load_trunk(int(layer), bool(relu), str(Path(path).resolve()), str(pick_device(str(device))))
+
+
+@functools.lru_cache(maxsize=None)
+def _load_trunk(layer: int, relu: bool, weights: str, device: str) -> VGGFeatures:
+    log.debug("loading VGG-16 up to conv layer %d on %s", layer, device)
+    return VGGFeatures(layer=layer, weights=weights, relu=relu).to(torch.device(device))
+
+
+def trunk_cache_info():
+    """Hits, misses and size of :func:`cached_trunk`'s cache (``functools`` ``CacheInfo``)."""
+    return _load_trunk.cache_info()
+
+
+def clear_trunk_cache() -> None:
+    """Drop every trunk :func:`cached_trunk` holds (frees their memory)."""
+    _load_trunk.cache_clear()

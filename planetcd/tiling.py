@@ -140,3 +140,28 @@ def blend_weights(height: int, width: int, overlap: int) -> np.ndarray:
         return np.clip(edge, 0.0, 1.0).astype(np.float32)
 
     return np.outer(ramp(height), ramp(width))
+
+
+def box_sums(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Sum of an image over rectangular boxes, from one integral image (any number of boxes, any overlap).
+
+    Parameters
+    ----------
+    image : ndarray, shape (rows, cols)
+        Numbers or a boolean mask (summed as int64: a count of ``True`` pixels).
+    boxes : ndarray, int, shape (n, 4)
+        ``row_off, col_off, height, width`` per box, pixels, inside the image.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        int64 for integer and boolean images, the image's float dtype otherwise.
+    """
+    image = np.asarray(image)
+    if image.dtype == bool or np.issubdtype(image.dtype, np.integer):
+        image = image.astype(np.int64)
+    integral = np.pad(image, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    boxes = np.asarray(boxes)
+    r0, c0 = boxes[:, 0], boxes[:, 1]
+    r1, c1 = r0 + boxes[:, 2], c0 + boxes[:, 3]
+    return integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]

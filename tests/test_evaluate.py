@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from planetcd import evaluate as ev
-from planetcd.change import methods
+from planetcd.change import patch_pairs
 from planetcd.datasets.changeset import ChangeSet
 
 # A fixed score vector; labels 1 = changed. With tau = 0.5 the first five are predicted changed:
@@ -55,11 +55,13 @@ def test_evaluate_uses_the_scores_and_marks_oracles(monkeypatch, tmp_path):
     def fake(pre, post, method="paper", **kwargs):
         calls.append(method)
         assert kwargs["max_shift"] == 40.0 and kwargs["seed"] == 5
-        return methods.PairScores(SCORES.copy(), 0.5)
+        if kwargs.get("progress") is not None:
+            kwargs["progress"](8, 8)
+        return patch_pairs.PairScores(SCORES.copy(), 0.5)
 
-    monkeypatch.setattr(methods, "score_pairs", fake)
+    monkeypatch.setattr(patch_pairs, "score_pairs", fake)
     pairs = ChangeSet([str(i) for i in range(8)], np.zeros((8, 1, 8, 8)), np.zeros((8, 1, 8, 8)), LABELS, None, "fixed")
-    result = ev.evaluate(pairs, ["paper", "paper-oracle", "cva"], seed=5, max_shift=40)
+    result = ev.evaluate(pairs, ["paper", "paper-oracle", "cva"], seed=5, max_shift=40, progress=True)
     assert calls == ["paper", "cva"]  # the oracle re-uses paper's scores
     assert result.results["paper"].metrics == pytest.approx(HAND)
     assert result.results["paper-oracle"].oracle and result.results["paper-oracle"].metrics["tau"] == pytest.approx(0.575)
@@ -79,17 +81,12 @@ def test_method_names_are_checked():
         ev.parse_methods("magic")
 
 
-@pytest.fixture(scope="module")
-def trunk_cache():
-    return {}  # VGG trunks load once for the module
-
-
-def test_every_method_runs_on_a_tiny_generated_set(shared_dir, vgg_weights, trunk_cache):
+def test_every_method_runs_on_a_tiny_generated_set(shared_dir, vgg_weights):
     from planetcd.datasets.benchmark import make_benchmark
 
     pairs = make_benchmark("ctx-impacts", 8, seed=3, shared_dir=shared_dir, patch_size=64).changeset
-    result = ev.evaluate(pairs, None, weights=vgg_weights, device="cpu", trunk_cache=trunk_cache, n_pseudo=8)
-    names = list(methods.METHOD_NAMES) + ["paper-oracle", "nn-oracle"]
+    result = ev.evaluate(pairs, None, weights=vgg_weights, device="cpu", n_pseudo=8)
+    names = list(patch_pairs.METHOD_NAMES) + ["paper-oracle", "nn-oracle"]
     assert list(result.results) == names
     for name, r in result.results.items():
         assert r.scores.shape == (8,) and np.all(np.isfinite(r.scores)), name
@@ -99,3 +96,18 @@ def test_every_method_runs_on_a_tiny_generated_set(shared_dir, vgg_weights, trun
     for base in ("paper", "nn"):  # a label-tuned tau is an upper bound on accuracy
         assert result.results[f"{base}-oracle"].metrics["accuracy"] >= result.results[base].metrics["accuracy"]
         np.testing.assert_array_equal(result.results[f"{base}-oracle"].scores, result.results[base].scores)
+
+
+def test_evaluate_shows_a_progress_bar_per_method_on_stderr(monkeypatch, capsys):
+    def fake(pre, post, method="paper", progress=None, **kwargs):
+        for _ in range(4):
+            progress(2, 8)
+        return patch_pairs.PairScores(SCORES.copy(), 0.5)
+
+    monkeypatch.setattr(patch_pairs, "score_pairs", fake)
+    pairs = ChangeSet([str(i) for i in range(8)], np.zeros((8, 1, 8, 8)), np.zeros((8, 1, 8, 8)), LABELS, None, "fixed")
+    ev.evaluate(pairs, ["paper", "cva"], progress=True)
+    err = capsys.readouterr().err
+    assert "paper" in err and "cva" in err and "8/8" in err
+    ev.evaluate(pairs, ["paper", "cva"])  # default: quiet
+    assert capsys.readouterr().err == ""

@@ -98,3 +98,26 @@ def test_resolution_order(tmp_path, monkeypatch):
 def test_real_weights_are_imagenet_vgg16(vgg_weights):
     model = VGGFeatures(layer=6, weights=vgg_weights)
     np.testing.assert_allclose(model.features[0].bias[:4].numpy(), [0.4034, 0.3778, 0.4644, -0.3228], atol=1e-4)
+
+
+def test_cached_trunk_loads_each_configuration_once_per_process(vgg_weights, monkeypatch):
+    from planetcd.features import cached_trunk, clear_trunk_cache, trunk_cache_info
+
+    clear_trunk_cache()
+    a = cached_trunk(6, True, vgg_weights, "cpu")
+    monkeypatch.setenv("PLANETCD_VGG16_WEIGHTS", str(vgg_weights))
+    assert cached_trunk(6, weights=None, device="cpu") is a  # None resolves to the same file: one entry
+    assert cached_trunk(6, False, vgg_weights, "cpu") is not a and not cached_trunk(6, False, vgg_weights, "cpu").relu
+    info = trunk_cache_info()
+    assert (info.misses, info.currsize) == (2, 2)
+    clear_trunk_cache()
+    assert cached_trunk(6, True, vgg_weights, "cpu") is not a
+
+
+def test_a_missing_gpu_is_named_as_the_api_argument(monkeypatch):
+    from planetcd.errors import PlanetcdError
+    from planetcd.features import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(PlanetcdError, match="device='cuda'"):
+        pick_device("cuda")

@@ -1,221 +1,63 @@
-"""The change-detection pipeline: Saha & Zhu's patch method on rasters of any size.
+"""The change-detection pipeline ``detect``: Saha & Zhu's patch method (or ``nn``) on rasters of any size.
 
 ``detect(pre, post)`` reads both images window by window, co-registers post
 onto pre, computes each image's VGG-16 feature map once (tiles with a halo, so
 tile seams do not exist in the features), pools it per patch, scores each
 patch pair by the L1 norm of the pooled difference and thresholds the scores
-with τ calibrated on pseudo-unchanged pairs. Memory is bounded by the tile
-size and the number of patches, not by the image size.
+with τ calibrated on pseudo-unchanged pairs (:mod:`planetcd.change.calibration`).
+Memory is bounded by the tile size and the number of patches, not by the image size.
+
+The tiles go through a runner (:mod:`planetcd.runners`): here, one after the
+other, or anywhere else (a Dask cluster: ``planetcd.distributed.DaskRunner``)
+as :func:`detect_tile_task`, which needs only a picklable :class:`DetectSpec`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
-from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
 from ..errors import InputError
-from ..features import VGGFeatures, pick_device, run_trunk
-from ..raster import (
-    fill_invalid,
-    open_raster,
-    overview_shape,
-    pixel_to_map,
-    read_window,
-    robust_range,
-    scale_intensity,
-    to_three_bands,
+from ..features import VGGFeatures, cached_trunk, pick_device, run_trunk
+from ..raster import IntensityStats, open_raster
+from ..runners import LocalRunner, Runner, resolve_runner
+from ..tiling import Tile, box_sums, halo_tiles, patch_grid
+from .calibration import (
+    MIN_VALID_FRACTION,
+    Captures,
+    NNCalibration,
+    plan_captures,
+    post_noise,
+    pseudo_scores,
 )
-from ..tiling import halo_tiles, patch_grid
+from .outputs import ChangeResult
+from .inputs import central_window, image_overview, open_input, prepare_pair, read_present
+from .nn import NN_BLUR, NN_SMOOTH, match_resolution, nn_change_map
+from .pixelwise import pixelwise_maps
 from .register import AlignedReader, estimate_shift, post_on_pre_grid, undo_displacement
-from . import methods as nn_methods
-from .methods import NN_SMOOTH, match_resolution, nn_change_map, noise_sigma, top_up_noise
-from .scores import PatchPooler, change_scores, patch_cells, pool_patches, upsample_cells
-from .threshold import (
-    choose_patches,
-    kmeans_threshold,
-    margin_for,
-    pseudo_pair_from_region,
-    sample_shifts,
-    self_calibrated_threshold,
-)
+from .scores import PatchPooler, change_scores, patch_cells
+from .threshold import kmeans_threshold, self_calibrated_threshold
 
 log = logging.getLogger(__name__)
 
 #: Largest crop (pixels per side) used to estimate the global shift.
 REGISTRATION_CROP = 1024
-#: Patches with less than this fraction of valid pixels (in both images) get no score.
-MIN_VALID_FRACTION = 0.5
-#: Memory (bytes) the main pass may keep of pre's feature map for the ``nn`` pseudo pairs (one crop window
-#: per pair, 2 MB at the defaults): those pairs need no second trunk pass on their pre crop. 0 turns it off.
-PSEUDO_REUSE_BYTES = 256 * 2**20
 
 
-@dataclass
-class ImageStats:
-    """Robust intensity range and fill value of one image, from a decimated read."""
-
-    low: np.ndarray
-    high: np.ndarray
-    fill: np.ndarray  #: mean of valid pixels after scaling, per band
-    overview: np.ndarray  #: decimated image scaled to 0..1, (bands, h, w)
-    overview_valid: np.ndarray
-
-
-def image_stats(ds, name: str) -> ImageStats:
-    data, valid = read_window(ds, out_shape=overview_shape(ds.height, ds.width, 1_000_000))
-    if not np.any(valid):
-        raise InputError(f"{name}: image has no valid pixels (all nodata)")
-    low, high = robust_range(data, valid)
-    scaled = scale_intensity(data, low, high)
-    fill = scaled[:, valid].mean(axis=1)
-    return ImageStats(low, high, fill, fill_invalid(scaled, valid, fill), valid)
-
-
-def prepare(data: np.ndarray, valid: np.ndarray, stats: ImageStats) -> np.ndarray:
-    """Raw window ``(bands, h, w)`` -> network input ``(3, h, w)`` in ``0..1``, invalid pixels at the mean."""
-    return to_three_bands(fill_invalid(scale_intensity(data, stats.low, stats.high), valid, stats.fill))
-
-
-def prepare_pair(pre_data, pre_valid, post_data, post_valid, pre_stats, post_stats) -> np.ndarray:
-    """Both windows as a network batch ``(2, 3, h, w)``.
-
-    Where post has no data it takes pre's pixels (and where pre has none, both
-    take pre's mean), so footprint edges and nodata holes read as no change.
-    """
-    pre = prepare(pre_data, pre_valid, pre_stats)
-    post = prepare(post_data, post_valid, post_stats)
-    both = pre_valid & post_valid
-    return np.stack([pre, np.where(both, post, pre)])
-
-
-@dataclass
-class ChangeResult:
-    """What :func:`detect` found, on the pre image's pixel grid.
-
-    Attributes
-    ----------
-    patches : ndarray, int64, shape (n, 4)
-        ``row_off, col_off, height, width`` of each patch, pixels.
-    change_score : ndarray, float64, shape (n,)
-        ρ per patch (NaN where less than half the patch is valid in both images).
-    tau : float
-        Threshold τ; a patch is changed when ``change_score > tau``.
-    changed : ndarray of bool, shape (n,)
-    valid_fraction : ndarray, shape (n,)
-        Fraction of each patch valid in both images.
-    displacement : (dy, dx)
-        Estimated displacement of post relative to pre, pixels (undone before scoring).
-    """
-
-    patches: np.ndarray
-    change_score: np.ndarray
-    tau: float
-    changed: np.ndarray
-    valid_fraction: np.ndarray
-    displacement: tuple[float, float]
-    registration_error: float
-    shape: tuple[int, int]
-    crs: object = None
-    transform: object = None
-    pseudo_scores: np.ndarray | None = None
-    pixelwise: dict[int, np.ndarray] | None = None
-    pixelwise_threshold: float | None = None
-    params: dict = field(default_factory=dict)
-    timings: dict = field(default_factory=dict)
-    overview_pre: np.ndarray | None = None
-    overview_post: np.ndarray | None = None
-
-    @property
-    def ratio(self) -> np.ndarray:
-        """``change_score / tau`` per patch."""
-        return self.change_score / self.tau if self.tau > 0 else np.full_like(self.change_score, np.inf)
-
-    @property
-    def profile(self) -> dict:
-        return {"width": self.shape[1], "height": self.shape[0], "crs": self.crs, "transform": self.transform}
-
-    def candidates(self) -> dict[str, np.ndarray]:
-        """The patch table ranked by ρ (best first), scored patches only.
-
-        Columns ``rank, row_off, col_off, height, width, x, y, score, ratio,
-        changed``; ``x, y`` are the map coordinates of the patch centre in the
-        source CRS (pixel coordinates when the image has no georeferencing).
-        """
-        scored = np.flatnonzero(np.isfinite(self.change_score))
-        order = scored[np.argsort(-self.change_score[scored], kind="stable")]
-        p = self.patches[order]
-        rows = p[:, 0] + p[:, 2] / 2.0
-        cols = p[:, 1] + p[:, 3] / 2.0
-        if self.transform is not None:
-            x, y = pixel_to_map(self.transform, rows, cols)
-        else:
-            x, y = cols, rows
-        return {
-            "rank": np.arange(1, len(order) + 1),
-            "row_off": p[:, 0],
-            "col_off": p[:, 1],
-            "height": p[:, 2],
-            "width": p[:, 3],
-            "x": x,
-            "y": y,
-            "score": self.change_score[order],
-            "ratio": self.ratio[order],
-            "changed": self.changed[order],
-            "patch_index": order,
-        }
-
-    def write(self, outdir: str | os.PathLike, overwrite: bool = False, quicklook: bool = True) -> list[Path]:
-        """Write every output into ``outdir`` (see :mod:`planetcd.change.outputs`)."""
-        from .outputs import write_outputs
-
-        return write_outputs(self, outdir, overwrite=overwrite, quicklook=quicklook)
-
-
-@contextlib.contextmanager
-def _open_input(obj, name: str):
-    """Open a path, or wrap an array ``(rows, cols)`` / ``(bands, rows, cols)`` as an in-memory raster."""
-    if isinstance(obj, np.ndarray):
-        array = obj[None] if obj.ndim == 2 else obj
-        if array.ndim != 3 or array.size == 0:
-            raise InputError(f"{name}: expected an array of shape (rows, cols) or (bands, rows, cols)")
-        array = array.astype(np.float32)
-        profile = {"driver": "GTiff", "width": array.shape[2], "height": array.shape[1], "count": array.shape[0],
-                   "dtype": "float32", "nodata": np.nan}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with MemoryFile() as mem:
-                with mem.open(**profile) as dst:
-                    dst.write(array)
-                with mem.open() as ds:
-                    yield ds
-        return
-    with open_raster(obj) as ds:
-        yield ds
-
-
-def _central_window(height: int, width: int, size: int) -> Window:
-    h, w = min(height, size), min(width, size)
-    return Window((width - w) // 2, (height - h) // 2, w, h)
-
-
-def _register(pre_ds, post_grid, pre_stats: ImageStats, post_stats: ImageStats) -> tuple[tuple[float, float], float]:
-    window = _central_window(pre_ds.height, pre_ds.width, REGISTRATION_CROP)
-    pre, pre_valid = read_window(pre_ds, window)
-    post, post_valid = read_window(post_grid, window)
-    pre = scale_intensity(pre, pre_stats.low, pre_stats.high).mean(axis=0)
-    post = scale_intensity(post, post_stats.low, post_stats.high).mean(axis=0)
-    return estimate_shift(pre, post, pre_valid, post_valid)
+def register_pair(pre_ds, post_grid, pre_stats: IntensityStats, post_stats: IntensityStats
+                  ) -> tuple[tuple[float, float], float]:
+    """Displacement ``(dy, dx)`` of post (on pre's grid) relative to pre, and its error, on a central crop."""
+    window = central_window(pre_ds.height, pre_ds.width, REGISTRATION_CROP)
+    pre, pre_valid = read_present(AlignedReader(pre_ds), window)
+    post, post_valid = read_present(AlignedReader(post_grid), window)
+    return estimate_shift(pre_stats.unit(pre).mean(axis=0), post_stats.unit(post).mean(axis=0), pre_valid, post_valid)
 
 
 def _valid_counts(valid: np.ndarray, patches: np.ndarray, row0: int, col0: int) -> tuple[np.ndarray, np.ndarray]:
@@ -226,26 +68,24 @@ def _valid_counts(valid: np.ndarray, patches: np.ndarray, row0: int, col0: int) 
     r1 = np.clip(patches[:, 0] + patches[:, 2] - row0, 0, h)
     c1 = np.clip(patches[:, 1] + patches[:, 3] - col0, 0, w)
     hit = np.flatnonzero((r1 > r0) & (c1 > c0))
-    integral = np.pad(valid.astype(np.int64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
-    r0, c0, r1, c1 = r0[hit], c0[hit], r1[hit], c1[hit]
-    return hit, integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]
+    return hit, box_sums(valid, np.stack([r0[hit], c0[hit], r1[hit] - r0[hit], c1[hit] - c0[hit]], axis=1))
 
 
 @dataclass(frozen=True)
-class PairSpec:
-    """A picklable description of a pair for per-tile work elsewhere (another process or machine).
+class DetectSpec:
+    """A picklable description of one ``detect`` run's pair for per-tile work in any process.
 
     Holds what :func:`detect` decided before the tile loop: paths, displacement
-    of post, intensity statistics, and the trunk and scoring options. A worker
-    rebuilds a :class:`TileContext` from it (opening the rasters and loading the
-    trunk once) and runs :func:`detect_tile`.
+    of post, intensity statistics, and the trunk and scoring options.
+    :func:`detect_tile_task` rebuilds a :class:`TileContext` from it (opening the
+    rasters, the trunk from :func:`planetcd.features.cached_trunk`).
     """
 
     pre: str
     post: str
     displacement: tuple[float, float]
-    pre_stats: ImageStats
-    post_stats: ImageStats
+    pre_stats: IntensityStats
+    post_stats: IntensityStats
     layer: int
     relu: bool
     weights: str | None
@@ -262,8 +102,8 @@ class TileContext:
 
     pre_reader: AlignedReader
     post_reader: AlignedReader
-    pre_stats: ImageStats
-    post_stats: ImageStats
+    pre_stats: IntensityStats
+    post_stats: IntensityStats
     trunk: VGGFeatures
     device: torch.device
     patches: np.ndarray  #: (n, 4) row_off, col_off, height, width, pixels
@@ -325,11 +165,11 @@ def detect_tile(ctx: TileContext, tile) -> TilePartial:
     height, width = ctx.pre_reader.height, ctx.pre_reader.width
     r, c, h, w = tile.read
     window = Window(c, r, w, h)
-    pre_data, pre_valid = ctx.pre_reader.read(window)
-    post_data, post_valid = ctx.post_reader.read(window)
+    pre_data, pre_valid = read_present(ctx.pre_reader, window)
+    post_data, post_valid = read_present(ctx.post_reader, window)
     both = pre_valid & post_valid
     batch = prepare_pair(pre_data, pre_valid, post_data, post_valid, ctx.pre_stats, ctx.post_stats)
-    if ctx.method == "nn":  # both dates low-passed alike, as in methods.nn_scores
+    if ctx.method == "nn":  # both dates low-passed alike, as in nn.nn_scores
         batch = match_resolution(batch)
     feats = run_trunk(ctx.trunk, batch, ctx.device)
     cr0, cc0 = tile.core[0] // s, tile.core[1] // s
@@ -356,27 +196,27 @@ def detect_tile(ctx: TileContext, tile) -> TilePartial:
     return TilePartial(hit, pooled, counts, valid_hit, valid_counts, captured)
 
 
-class _Captures:
-    """Windows of pre's feature map assembled from the tiles' :attr:`TilePartial.captured` parts."""
+def detect_tile_task(tile: Tile, *, spec: DetectSpec, patches: np.ndarray, cells: np.ndarray) -> TilePartial:
+    """One tile of :func:`detect` in any process: open the pair from ``spec``, run :func:`detect_tile`.
 
-    def __init__(self, windows: np.ndarray, patch_index: np.ndarray, channels: int):
-        self.windows = windows
-        self.patch_index = patch_index
-        self.maps = [np.zeros((channels, int(h), int(w)), np.float32) for _, _, h, w in windows]
-        self.filled = np.zeros(len(windows), np.int64)
+    The work function runners map over the tiles (``runner.map(detect_tile_task, tiles, spec=...,
+    patches=..., cells=...)``); the trunk comes from the process's cache, so a worker loads it once.
+    """
+    trunk = cached_trunk(spec.layer, spec.relu, spec.weights, spec.device)
+    with open_raster(spec.pre) as pre_ds, open_raster(spec.post) as post_ds, post_on_pre_grid(pre_ds, post_ds) as grid:
+        context = TileContext(AlignedReader(pre_ds), AlignedReader(grid, spec.displacement), spec.pre_stats,
+                              spec.post_stats, trunk, torch.device(spec.device), patches, cells, spec.method,
+                              spec.nn_radius, spec.pooling, spec.capture)
+        return detect_tile(context, tile)
 
-    def add(self, j: int, row: int, col: int, values: np.ndarray) -> None:
-        self.maps[j][:, row : row + values.shape[1], col : col + values.shape[2]] = values
-        self.filled[j] += values.shape[1] * values.shape[2]
 
-    def complete(self) -> dict[int, np.ndarray]:
-        """``{patch index: pre's feature map over its pseudo-pair crop}`` of the windows every tile part reached."""
-        whole = self.filled == self.windows[:, 2] * self.windows[:, 3]
-        return {int(i): m for i, m, ok in zip(self.patch_index, self.maps, whole) if ok}
+def _tile_here(tile: Tile, *, context: TileContext) -> TilePartial:
+    """One tile of :func:`detect` in this process, with the readers and trunk already open."""
+    return detect_tile(context, tile)
 
 
 def merge_tile(partial: TilePartial, pre_pool: PatchPooler, post_pool: PatchPooler, nn_pool: PatchPooler,
-               valid_pixels: np.ndarray, captures: _Captures | None = None) -> None:
+               valid_pixels: np.ndarray, captures: Captures | None = None) -> None:
     """Add one tile's :class:`TilePartial` into the whole-image poolers, valid-pixel counts and captures (in place)."""
     if captures is not None:
         for j, row, col, values in partial.captured:
@@ -408,7 +248,7 @@ def detect(
     pooling: str = "max",
     method: str = "paper",
     nn_radius: int = 2,
-    threshold: str | float = "pseudo",
+    tau: str | float = "pseudo",
     percentile: float = 95.0,
     max_shift: float = 10.0,
     noise_std: float = 0.02,
@@ -422,7 +262,7 @@ def detect(
     seed: int = 0,
     progress: bool = False,
     trunk: VGGFeatures | None = None,
-    tile_runner=None,
+    runner: Runner | None = None,
 ) -> ChangeResult:
     """Detect changed patches between a pre and a post image.
 
@@ -443,11 +283,11 @@ def detect(
     method : {"paper", "nn"}
         ``paper``: ρ = L1 norm of the pooled feature difference (Saha & Zhu).
         ``nn``: the worst nearest-neighbour feature disagreement in the patch
-        (see :mod:`planetcd.change.methods`): shift-tolerant, sensitive to small new objects.
+        (see :mod:`planetcd.change.nn`): shift-tolerant, sensitive to small new objects.
     nn_radius : int
         Search radius of ``nn`` in feature cells (stride 4 px at layer 6).
-    threshold : "pseudo", "kmeans" or float
-        τ from pseudo-unchanged pairs (paper), k-means (k = 2) on ρ, or fixed.
+    tau : "pseudo", "kmeans" or float
+        The change threshold τ: from pseudo-unchanged pairs (paper), k-means (k = 2) on ρ, or fixed.
     percentile : float
         Percentile of pseudo-pair scores taken as τ (paper: 95).
     max_shift : float
@@ -476,11 +316,13 @@ def detect(
     progress : bool
         Show a progress bar on stderr.
     trunk : VGGFeatures, optional
-        A loaded trunk to reuse across calls (``layer``, ``relu`` and ``weights`` are then ignored).
-    tile_runner : callable, optional
-        ``tile_runner(spec, tiles, patches, cells)`` yields the :class:`TilePartial` of every tile, in
-        tile order (:func:`detect_tile` run wherever it likes, e.g. on a Dask cluster:
-        :mod:`planetcd.distributed`). Needs ``pre`` and ``post`` as paths. Default: a local loop.
+        A loaded trunk (``layer``, ``relu`` and ``weights`` are then ignored); default: the process's
+        cached one (:func:`planetcd.features.cached_trunk`).
+    runner : Runner, optional
+        Who runs the tiles (:mod:`planetcd.runners`). Default: a :class:`~planetcd.runners.LocalRunner`,
+        here, with the open rasters and ``trunk``. Any other runner (``planetcd.distributed.DaskRunner``)
+        gets :func:`detect_tile_task` with a :class:`DetectSpec` and needs ``pre`` and ``post`` as paths
+        it can open. Tiles are merged in order, so every runner gives the same result.
 
     Returns
     -------
@@ -493,43 +335,47 @@ def detect(
     check_pair(pre, post, min_size=patch_size, size_of=f"one {patch_size} px patch")
     if method not in ("paper", "nn"):
         raise InputError(f"method must be 'paper' or 'nn', got {method!r}")
-    if isinstance(threshold, str) and threshold not in ("pseudo", "kmeans"):
+    if isinstance(tau, str) and tau not in ("pseudo", "kmeans"):
         try:
-            threshold = float(threshold)
+            tau = float(tau)
         except ValueError:
-            raise InputError(f"threshold must be 'pseudo', 'kmeans' or a number, got {threshold!r}") from None
+            raise InputError(f"tau must be 'pseudo', 'kmeans' or a number, got {tau!r}") from None
+    policy = tau
     rng = np.random.default_rng(seed)
-    if tile_runner is not None and (isinstance(pre, np.ndarray) or isinstance(post, np.ndarray)):
-        raise InputError("a tile runner (distributed detect) needs pre and post as raster paths, not arrays")
+    runner = resolve_runner(runner)
+    here = isinstance(runner, LocalRunner)
+    if not here and (isinstance(pre, np.ndarray) or isinstance(post, np.ndarray)):
+        raise InputError(f"runner={runner!r} runs tiles elsewhere: pass pre and post as raster paths, not arrays")
 
     with contextlib.ExitStack() as stack:
-        pre_ds = stack.enter_context(_open_input(pre, "pre"))
-        post_ds = stack.enter_context(_open_input(post, "post"))
+        pre_ds = stack.enter_context(open_input(pre, "pre"))
+        post_ds = stack.enter_context(open_input(post, "post"))
         height, width = pre_ds.height, pre_ds.width
         if height < patch_size or width < patch_size:
             raise InputError(f"pre image ({width}x{height} px) is smaller than one {patch_size} px patch")
         post_grid = stack.enter_context(post_on_pre_grid(pre_ds, post_ds))
-        pre_stats = image_stats(pre_ds, "pre")
-        post_stats = image_stats(post_grid, "post")
+        pre_image = image_overview(pre_ds, "pre")
+        post_image = image_overview(post_grid, "post")
+        pre_stats, post_stats = pre_image.stats, post_image.stats
+        torch_device = pick_device(device)
         if trunk is None:  # before any heavy work, so a weights problem is reported at once
-            trunk = VGGFeatures(layer=layer, weights=weights, relu=relu)
+            trunk = cached_trunk(layer, relu, weights, torch_device)
 
         t0 = time.perf_counter()
         displacement, reg_error = (0.0, 0.0), float("nan")
         if register:
-            displacement, reg_error = _register(pre_ds, post_grid, pre_stats, post_stats)
+            displacement, reg_error = register_pair(pre_ds, post_grid, pre_stats, post_stats)
             log.info("post is displaced by dy=%.2f, dx=%.2f px relative to pre", *displacement)
         timings["register_s"] = time.perf_counter() - t0
         pre_reader = AlignedReader(pre_ds)
         post_reader = AlignedReader(post_grid, displacement)
 
-        torch_device = pick_device(device)
         trunk = trunk.to(torch_device)
         s = trunk.stride
         halo = -(-trunk.halo // s) * s
         if method == "nn":
             halo += (nn_radius + NN_SMOOTH) * s  # the neighbour search and the box average look past each core cell
-            halo += -(-int(np.ceil(4 * nn_methods.NN_BLUR)) // s) * s  # and the low-pass (truncated at 4 σ)
+            halo += -(-int(np.ceil(4 * NN_BLUR)) // s) * s  # and the low-pass (truncated at 4 σ)
         patches = patch_grid(height, width, patch_size, stride)
         cells = patch_cells(patches, s, height // s, width // s)
         pre_pool = PatchPooler(cells, trunk.channels, pooling)
@@ -538,26 +384,26 @@ def detect(
         valid_pixels = np.zeros(len(patches), np.int64)
 
         captures = None
-        if threshold == "pseudo" and method == "nn":
+        if policy == "pseudo" and method == "nn":
             # Residual misregistration after global registration is small: pseudo shifts stay inside the search radius.
             max_shift = min(max_shift, nn_radius * s / 2)
-            captures = _plan_captures(patches, halo, s, max_shift, height, width, n_pseudo, rng, pre_stats, post_stats,
-                                      trunk.channels)
+            captures = plan_captures(patches, halo, s, max_shift, height, width, n_pseudo, rng, pre_image, post_image,
+                                     trunk.channels)
         capture = None if captures is None else captures.windows
 
         tiles = halo_tiles(height, width, tile_size, halo, align=s)
         n_pixelwise = 0
-        bar = _progress(len(tiles) + (1 if threshold == "pseudo" else 0), progress, "detect")
+        bar = _progress(len(tiles) + (1 if policy == "pseudo" else 0), progress, "detect")
         t0 = time.perf_counter()
-        if tile_runner is None:
+        if here:
             context = TileContext(pre_reader, post_reader, pre_stats, post_stats, trunk, torch_device, patches, cells,
                                   method, nn_radius, pooling, capture)
-            partials = (detect_tile(context, tile) for tile in tiles)
+            partials = runner.map(_tile_here, tiles, context=context)
         else:
-            spec = PairSpec(str(pre), str(post), displacement, pre_stats, post_stats, trunk.layer, trunk.relu,
-                            str(trunk.weights_path) if trunk.weights_path is not None else None, method, nn_radius,
-                            pooling, str(torch_device), capture)
-            partials = tile_runner(spec, tiles, patches, cells)
+            spec = DetectSpec(str(pre), str(post), displacement, pre_stats, post_stats, trunk.layer, trunk.relu,
+                              str(trunk.weights_path) if trunk.weights_path is not None else None, method, nn_radius,
+                              pooling, str(torch_device), capture)
+            partials = runner.map(detect_tile_task, tiles, spec=spec, patches=patches, cells=cells)
         for partial in partials:  # merged in tile order, so any runner gives the same result
             merge_tile(partial, pre_pool, post_pool, nn_pool, valid_pixels, captures)
             bar.update(1)
@@ -577,22 +423,23 @@ def detect(
             change_score = np.where(scored, change_scores(pre_vectors, post_pool.result()), np.nan)
 
         t0 = time.perf_counter()
-        pseudo_scores = None
+        pseudo = None
         n_reused = 0
-        if threshold == "pseudo":
-            nn_options = None
+        if policy == "pseudo":
+            nn = None
             if method == "nn":  # the noise is brought up to post's level, measured on a central crop
-                nn_options = {"radius": nn_radius, "post_noise": _post_noise(post_reader, post_stats), "pre_maps": pre_maps}
-            pseudo_scores, n_reused = _pseudo_scores(
-                trunk, torch_device, pre_reader, pre_stats, patches, valid_fraction, halo, pooling,
-                n_pseudo, max_shift, noise_std, rng, pre_vectors, nn_options,
+                nn = NNCalibration(nn_radius, post_noise(post_reader, post_stats), pre_maps)
+            pseudo, n_reused = pseudo_scores(
+                trunk, torch_device, pre_reader, pre_stats, patches, valid_fraction=valid_fraction, context=halo,
+                pooling=pooling, n_pairs=n_pseudo, max_shift=max_shift, noise_std=noise_std, rng=rng,
+                pre_vectors=pre_vectors, nn=nn,
             )
-            tau = self_calibrated_threshold(pseudo_scores, percentile)
+            tau = self_calibrated_threshold(pseudo, percentile)
             bar.update(1)
-        elif threshold == "kmeans":
+        elif policy == "kmeans":
             tau = kmeans_threshold(change_score[scored], seed=seed)
         else:
-            tau = float(threshold)
+            tau = float(policy)
         bar.close()
         pre_maps = None
         timings["threshold_s"] = time.perf_counter() - t0
@@ -602,16 +449,16 @@ def detect(
         pixel_maps, pixel_tau = None, None
         if pixelwise:
             t0 = time.perf_counter()
-            pixel_maps, pixel_tau = _pixelwise(trunk, torch_device, pre_reader, post_reader, pre_stats, post_stats,
-                                               patches, np.flatnonzero(changed), halo)
+            pixel_maps, pixel_tau = pixelwise_maps(trunk, torch_device, pre_reader, post_reader, pre_stats, post_stats,
+                                                   patches, np.flatnonzero(changed), halo)
             n_pixelwise = len(pixel_maps)
             timings["pixelwise_s"] = time.perf_counter() - t0
 
-        overview_post = post_stats.overview
+        overview_post = post_image.overview
         if register:
             factor = (height / overview_post.shape[1], width / overview_post.shape[2])
             overview_post, _ = undo_displacement(
-                overview_post, post_stats.overview_valid, (displacement[0] / factor[0], displacement[1] / factor[1])
+                overview_post, post_image.overview_valid, (displacement[0] / factor[0], displacement[1] / factor[1])
             )
         crs = pre_ds.crs
         transform = pre_ds.transform
@@ -620,10 +467,10 @@ def detect(
     params = {
         "method": method, "nn_radius": nn_radius if method == "nn" else None,
         "patch_size": patch_size, "stride": stride, "layer": getattr(trunk, "layer", layer), "pooling": pooling,
-        "threshold": threshold if isinstance(threshold, str) else float(threshold), "percentile": percentile,
+        "tau": policy if isinstance(policy, str) else float(policy), "percentile": percentile,
         "max_shift": max_shift, "noise_std": noise_std, "n_pseudo": n_pseudo, "register": register,
         "pixelwise": pixelwise, "relu": getattr(trunk, "relu", relu), "tile_size": tile_size, "seed": seed,
-        "device": str(torch_device), "weights": str(getattr(trunk, "weights_path", None)),
+        "device": str(torch_device), "runner": repr(runner), "weights": str(getattr(trunk, "weights_path", None)),
         "pre": str(pre) if not isinstance(pre, np.ndarray) else "<array>",
         "post": str(post) if not isinstance(post, np.ndarray) else "<array>",
         "n_pixelwise_patches": n_pixelwise,
@@ -633,193 +480,6 @@ def detect(
         patches=patches, change_score=change_score, tau=tau, changed=changed, valid_fraction=valid_fraction,
         displacement=displacement, registration_error=reg_error, shape=(height, width),
         crs=crs, transform=transform if (crs is not None and not transform.is_identity) else None,
-        pseudo_scores=pseudo_scores, pixelwise=pixel_maps, pixelwise_threshold=pixel_tau,
-        params=params, timings=timings, overview_pre=pre_stats.overview, overview_post=overview_post,
+        pseudo_scores=pseudo, pixelwise=pixel_maps, pixelwise_threshold=pixel_tau,
+        params=params, timings=timings, overview_pre=pre_image.overview, overview_post=overview_post,
     )
-
-
-def _region_window(patch: np.ndarray, pad: int) -> Window:
-    return Window(int(patch[1]) - pad, int(patch[0]) - pad, int(patch[3]) + 2 * pad, int(patch[2]) + 2 * pad)
-
-
-def _batches(items: np.ndarray, size: int):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _post_noise(post_reader, post_stats: ImageStats) -> float:
-    """Noise level (0..1 scale, :func:`~planetcd.change.methods.noise_sigma`) of post, on a central crop."""
-    window = _central_window(post_reader.height, post_reader.width, 512)
-    post, _ = read_window(post_reader.dataset, window)  # not interpolated: interpolation smooths noise
-    return noise_sigma(scale_intensity(post, post_stats.low, post_stats.high).mean(axis=0))
-
-
-def _pseudo_geometry(patches: np.ndarray, context: int, s: int, max_shift: float, height: int, width: int):
-    """Where pseudo pairs are cut: ``margin, crop_h, crop_w, origin_r, origin_c, interior``.
-
-    Each pseudo-post crop keeps ``context`` pixels around its patch and starts on the feature grid
-    (``origin``, pixels); ``interior`` marks patches whose crop and shift margin lie inside the image.
-    """
-    margin = margin_for(max_shift)
-    h, w = int(patches[0, 2]), int(patches[0, 3])
-    crop_h = -(-(h + 2 * context) // s) * s + s
-    crop_w = -(-(w + 2 * context) // s) * s + s
-    origin_r = (patches[:, 0] - context) // s * s
-    origin_c = (patches[:, 1] - context) // s * s
-    interior = (origin_r - margin >= 0) & (origin_c - margin >= 0) & \
-               (origin_r + crop_h + margin <= height) & (origin_c + crop_w + margin <= width)
-    return margin, crop_h, crop_w, origin_r, origin_c, interior
-
-
-def _pseudo_pool(valid_fraction: np.ndarray, interior: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Patches pseudo pairs may be drawn from, and whether they are all interior ones."""
-    usable = valid_fraction >= 0.99
-    if np.any(usable & interior):
-        return usable & interior, True  # context from real terrain, not from beyond the image edge
-    if not np.any(usable):
-        usable = valid_fraction >= MIN_VALID_FRACTION
-    return usable, False
-
-
-def _guess_valid_fraction(pre_stats: ImageStats, post_stats: ImageStats, patches: np.ndarray, height: int,
-                          width: int) -> np.ndarray:
-    """Each patch's fraction of pixels valid in both images, estimated from the two overviews."""
-    both = pre_stats.overview_valid & post_stats.overview_valid
-    if pre_stats.overview_valid.shape != post_stats.overview_valid.shape:
-        return np.ones(len(patches))
-    oh, ow = both.shape
-    r0 = patches[:, 0] * oh // height
-    c0 = patches[:, 1] * ow // width
-    r1 = np.maximum(-(-(patches[:, 0] + patches[:, 2]) * oh // height), r0 + 1)
-    c1 = np.maximum(-(-(patches[:, 1] + patches[:, 3]) * ow // width), c0 + 1)
-    integral = np.pad(both.astype(np.int64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
-    counts = integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]
-    return counts / ((r1 - r0) * (c1 - c0))
-
-
-def _plan_captures(patches, context, s, max_shift, height, width, n_pairs, rng, pre_stats, post_stats,
-                   channels) -> _Captures | None:
-    """Crop windows of pre's feature map for the ``nn`` pseudo pairs, to be kept by the main pass.
-
-    The pairs are drawn after the main pass (the draw depends on each patch's valid fraction); here the
-    same draw is made on a copy of ``rng`` with valid fractions estimated from the overviews. Where the
-    guess is right (images without nodata: always) the pair's pre crop needs no trunk pass; where it is
-    wrong the crop is computed as before. The scores are the same either way (up to float rounding).
-    """
-    _, crop_h, crop_w, origin_r, origin_c, interior = _pseudo_geometry(patches, context, s, max_shift, height, width)
-    usable, _ = _pseudo_pool(_guess_valid_fraction(pre_stats, post_stats, patches, height, width), interior)
-    per_window = 4 * channels * (crop_h // s) * (crop_w // s)
-    if not np.any(usable) or PSEUDO_REUSE_BYTES < per_window:
-        return None
-    guess = np.unique(choose_patches(len(patches), n_pairs, copy.deepcopy(rng), usable))
-    guess = guess[interior[guess]][: PSEUDO_REUSE_BYTES // per_window]
-    if len(guess) == 0:
-        return None
-    windows = np.stack([origin_r[guess] // s, origin_c[guess] // s, np.full(len(guess), crop_h // s),
-                        np.full(len(guess), crop_w // s)], axis=1).astype(np.int64)
-    return _Captures(windows, guess, channels)
-
-
-def _pseudo_scores(trunk, device, pre_reader, stats, patches, valid_fraction, context, pooling,
-                   n_pairs, max_shift, noise_std, rng, pre_vectors, nn_options=None,
-                   batch_size: int = 8) -> tuple[np.ndarray, int]:
-    """ρ of pseudo-unchanged pairs drawn from the pre image (read window by window).
-
-    Each pseudo-post crop keeps ``context`` pixels of real surroundings and
-    starts on the feature grid, so for patches away from the image edge its
-    pooled vector compares directly with the pre vector already pooled from
-    the full-image feature map (``pre_vectors``): one network pass per pair.
-    Near the edge (tiny images) both halves are computed from crops.
-
-    With ``nn_options`` (``radius``, ``post_noise``, ``pre_maps``) the pairs get the ``nn``
-    method's nuisances (gamma, blur, noise up to post's measured level) and are scored by the
-    worst nearest-neighbour disagreement inside the patch. ``pre_maps`` holds, for some patches, pre's
-    feature map over the crop kept by the main pass (:func:`_plan_captures`): the map of the same pixels,
-    so those pairs run the trunk on their post crop only. Its cells near the crop edge differ from a
-    crop's (they saw real context, not padding), but the halo keeps them out of the patch's scores.
-
-    Returns the scores and the number of pairs that reused a pre map.
-    """
-    from scipy import ndimage
-
-    s = trunk.stride
-    height, width = pre_reader.height, pre_reader.width
-    h, w = int(patches[0, 2]), int(patches[0, 3])
-    margin, crop_h, crop_w, origin_r, origin_c, interior = _pseudo_geometry(patches, context, s, max_shift, height,
-                                                                            width)
-    usable, inside = _pseudo_pool(valid_fraction, interior)
-    reuse = inside and nn_options is None
-    pre_maps = {} if nn_options is None else nn_options.get("pre_maps") or {}
-    n_reused = 0
-    index = choose_patches(len(patches), n_pairs, rng, usable)
-    shifts = sample_shifts(n_pairs, max_shift, rng)
-    scores = []
-    for batch in _batches(np.arange(n_pairs), batch_size):
-        pre_crops, post_crops, inner = [], [], []
-        for k in batch:
-            i = index[k]
-            window = Window(int(origin_c[i]) - margin, int(origin_r[i]) - margin, crop_w + 2 * margin, crop_h + 2 * margin)
-            data, valid = pre_reader.read(window)
-            region = prepare(data, valid, stats)
-            if nn_options is None:
-                a, b = pseudo_pair_from_region(region, margin, tuple(shifts[k]), noise_std, rng)
-            else:
-                gamma = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
-                blur = float(rng.uniform(0.0, 1.0))
-                seen = ndimage.gaussian_filter(region**gamma, (0, blur, blur))
-                # noise before the shift, as in a real post image that co-registration then interpolates
-                seen = top_up_noise(seen, nn_options["post_noise"], rng)
-                _, b = pseudo_pair_from_region(seen, margin, tuple(shifts[k]), 0.0, rng)
-                a = region[:, margin:-margin, margin:-margin]
-            post_crops.append(b)
-            if not reuse and i not in pre_maps:
-                pre_crops.append(a)
-            inner.append([patches[i, 0] - origin_r[i], patches[i, 1] - origin_c[i], h, w])
-        crops = np.stack(post_crops + pre_crops)
-        feats = run_trunk(trunk, crops if nn_options is None else match_resolution(crops), device)
-        n = len(batch)
-        if nn_options is not None:
-            computed = iter(feats[n:])
-            pre = np.stack([pre_maps[index[k]] if index[k] in pre_maps else next(computed) for k in batch])
-            n_reused += sum(int(index[k] in pre_maps) for k in batch)
-            maps = nn_change_map(torch.from_numpy(pre), torch.from_numpy(feats[:n]), nn_options["radius"]).numpy()
-            for k in range(n):
-                scores.append(float(pool_patches(maps[k][None], np.array([inner[k]]), s, "max")[0, 0]))
-            continue
-        for k in range(n):
-            v_post = pool_patches(feats[k], np.array([inner[k]]), s, pooling)
-            v_pre = pre_vectors[index[batch[k]]][None] if reuse else pool_patches(feats[n + k], np.array([inner[k]]), s, pooling)
-            scores.append(change_scores(v_pre, v_post)[0])
-    return np.asarray(scores), n_reused
-
-
-def _pixelwise(trunk, device, pre_reader, post_reader, pre_stats, post_stats, patches, changed_index, context,
-               batch_size: int = 8) -> tuple[dict[int, np.ndarray], float | None]:
-    """Deep change vector analysis inside changed patches.
-
-    Per changed patch: the L2 magnitude of the feature difference per cell,
-    upsampled (bilinear) to pixels. Returns ``{patch index: (h, w) float32}``
-    and the Otsu threshold of all those magnitudes.
-    """
-    from skimage.filters import threshold_otsu
-
-    maps: dict[int, np.ndarray] = {}
-    s = trunk.stride
-    for batch in _batches(changed_index, batch_size):
-        crops = []
-        for i in batch:
-            window = _region_window(patches[i], context)
-            pre_data, pre_valid = pre_reader.read(window)
-            post_data, post_valid = post_reader.read(window)
-            crops += list(prepare_pair(pre_data, pre_valid, post_data, post_valid, pre_stats, post_stats))
-        feats = run_trunk(trunk, np.stack(crops), device)
-        for k, i in enumerate(batch):
-            magnitude = np.sqrt(((feats[2 * k + 1] - feats[2 * k]) ** 2).sum(axis=0))
-            h, w = int(patches[i, 2]), int(patches[i, 3])
-            full = upsample_cells(magnitude, s, (h + 2 * context, w + 2 * context))
-            maps[int(i)] = full[context : context + h, context : context + w]
-    if not maps:
-        return maps, None
-    values = np.concatenate([m.ravel() for m in maps.values()])
-    return maps, float(threshold_otsu(values)) if np.ptp(values) > 0 else float(values.max())
-

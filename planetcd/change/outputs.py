@@ -1,4 +1,4 @@
-"""Writers for a :class:`~planetcd.change.detect.ChangeResult`.
+"""What ``detect`` returns: :class:`ChangeResult` and its writers (GeoTIFFs, candidate tables, quicklook, run.json).
 
 Every raster is on pre's grid (same size, CRS and transform) and written in
 row blocks, so memory stays bounded on large images; every file appears only
@@ -10,18 +10,101 @@ from __future__ import annotations
 import json
 import os
 import platform
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from rasterio.windows import Window
 
 from .. import __version__
+from ..errors import OutputExistsError
 from ..raster import atomic_output, check_writable, geotiff_profile, geotiff_writer, pixel_to_map
 from ..vector import box_rings, rings_wkb, write_csv, write_gpkg
 
 BLOCK_ROWS = 256
 
 CHANGE_OUTPUTS = ("change_score.tif", "change_mask.tif", "candidates.csv", "candidates.gpkg", "run.json")
+
+
+@dataclass
+class ChangeResult:
+    """What :func:`detect` found, on the pre image's pixel grid.
+
+    Attributes
+    ----------
+    patches : ndarray, int64, shape (n, 4)
+        ``row_off, col_off, height, width`` of each patch, pixels.
+    change_score : ndarray, float64, shape (n,)
+        ρ per patch (NaN where less than half the patch is valid in both images).
+    tau : float
+        Threshold τ; a patch is changed when ``change_score > tau``.
+    changed : ndarray of bool, shape (n,)
+    valid_fraction : ndarray, shape (n,)
+        Fraction of each patch valid in both images.
+    displacement : (dy, dx)
+        Estimated displacement of post relative to pre, pixels (undone before scoring).
+    """
+
+    patches: np.ndarray
+    change_score: np.ndarray
+    tau: float
+    changed: np.ndarray
+    valid_fraction: np.ndarray
+    displacement: tuple[float, float]
+    registration_error: float
+    shape: tuple[int, int]
+    crs: object = None
+    transform: object = None
+    pseudo_scores: np.ndarray | None = None
+    pixelwise: dict[int, np.ndarray] | None = None
+    pixelwise_threshold: float | None = None
+    params: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    overview_pre: np.ndarray | None = None
+    overview_post: np.ndarray | None = None
+
+    @property
+    def ratio(self) -> np.ndarray:
+        """``change_score / tau`` per patch."""
+        return self.change_score / self.tau if self.tau > 0 else np.full_like(self.change_score, np.inf)
+
+    @property
+    def profile(self) -> dict:
+        return {"width": self.shape[1], "height": self.shape[0], "crs": self.crs, "transform": self.transform}
+
+    def candidates(self) -> dict[str, np.ndarray]:
+        """The patch table ranked by ρ (best first), scored patches only.
+
+        Columns ``rank, row_off, col_off, height, width, x, y, score, ratio,
+        changed``; ``x, y`` are the map coordinates of the patch centre in the
+        source CRS (pixel coordinates when the image has no georeferencing).
+        """
+        scored = np.flatnonzero(np.isfinite(self.change_score))
+        order = scored[np.argsort(-self.change_score[scored], kind="stable")]
+        p = self.patches[order]
+        rows = p[:, 0] + p[:, 2] / 2.0
+        cols = p[:, 1] + p[:, 3] / 2.0
+        if self.transform is not None:
+            x, y = pixel_to_map(self.transform, rows, cols)
+        else:
+            x, y = cols, rows
+        return {
+            "rank": np.arange(1, len(order) + 1),
+            "row_off": p[:, 0],
+            "col_off": p[:, 1],
+            "height": p[:, 2],
+            "width": p[:, 3],
+            "x": x,
+            "y": y,
+            "score": self.change_score[order],
+            "ratio": self.ratio[order],
+            "changed": self.changed[order],
+            "patch_index": order,
+        }
+
+    def write(self, outdir: str | os.PathLike, overwrite: bool = False, quicklook: bool = True) -> list[Path]:
+        """Write every output into ``outdir`` (:func:`write_outputs`)."""
+        return write_outputs(self, outdir, overwrite=overwrite, quicklook=quicklook)
 
 
 def output_names(pixelwise: bool, quicklook: bool = True) -> list[str]:
@@ -200,7 +283,10 @@ def write_outputs(result, outdir: str | os.PathLike, overwrite: bool = False, qu
     """
     outdir = Path(outdir)
     names = output_names(result.pixelwise is not None, quicklook)
-    check_writable([outdir / n for n in names], overwrite)
+    try:
+        check_writable([outdir / n for n in names], overwrite)
+    except OutputExistsError as exc:  # an API call: name the argument, not the command-line option
+        raise OutputExistsError(str(exc).replace("--overwrite", "overwrite=True")) from None
     outdir.mkdir(parents=True, exist_ok=True)
     _write_block_rasters(result, outdir, ("change_score.tif", "change_mask.tif"), score_block)
     if result.pixelwise is not None:

@@ -158,6 +158,20 @@ def shift_image(data: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
     return coeffs.astype(data.dtype if np.issubdtype(data.dtype, np.floating) else np.float64, copy=False)
 
 
+def shifted_copy(patch: np.ndarray, shift: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """A standalone patch ``(bands, h, w)`` (``0..1``) displaced by ``shift`` px, with no surroundings to draw on.
+
+    Cubic spline; the strip the shift uncovers has no source and is invalid
+    (0, never a wrap-around). Returns the data (float32, clipped to ``0..1``)
+    and its validity ``(h, w)``.
+    """
+    moved = ndimage.shift(patch, (0.0, *shift), order=3, mode="constant", cval=np.nan, prefilter=True)
+    valid_src = np.ones(patch.shape[1:], np.float32)
+    valid = ndimage.shift(valid_src, shift, order=1, mode="constant", cval=0.0) > 0.999
+    moved = np.where(valid[None], moved, 0.0)
+    return np.clip(moved, 0, 1).astype(np.float32), valid
+
+
 def undo_displacement(
     data: np.ndarray, valid: np.ndarray, frac: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..tiling import box_sums
+
 POOLINGS = ("max", "avg")
 
 
@@ -121,7 +123,7 @@ def cva_scores(pre: np.ndarray, post: np.ndarray, patches: np.ndarray) -> np.nda
     ndarray, float64, shape (n,)
     """
     magnitude = np.sqrt(((post.astype(np.float64) - pre) ** 2).sum(axis=0))
-    return _mean_per_patch(magnitude, patches)
+    return box_sums(magnitude, patches) / (patches[:, 2] * patches[:, 3])
 
 
 def rcva_magnitude(pre: np.ndarray, post: np.ndarray, radius: int = 2) -> np.ndarray:
@@ -150,15 +152,7 @@ def rcva_magnitude(pre: np.ndarray, post: np.ndarray, radius: int = 2) -> np.nda
 
 def rcva_scores(pre: np.ndarray, post: np.ndarray, patches: np.ndarray, radius: int = 2) -> np.ndarray:
     """Patch-level RCVA: mean :func:`rcva_magnitude` in each patch, ``(n,)``."""
-    return _mean_per_patch(rcva_magnitude(pre, post, radius), patches)
-
-
-def _mean_per_patch(image: np.ndarray, patches: np.ndarray) -> np.ndarray:
-    integral = np.pad(image, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
-    r0, c0 = patches[:, 0], patches[:, 1]
-    r1, c1 = r0 + patches[:, 2], c0 + patches[:, 3]
-    sums = integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]
-    return sums / (patches[:, 2] * patches[:, 3])
+    return box_sums(rcva_magnitude(pre, post, radius), patches) / (patches[:, 2] * patches[:, 3])
 
 
 def upsample_cells(cells: np.ndarray, stride: int, shape: tuple[int, int]) -> np.ndarray:

@@ -1,20 +1,30 @@
-"""Thresholds without labels: pseudo-unchanged pairs (the paper) and k-means on ρ.
+"""Thresholds without labels: THE pseudo-unchanged pair sampler (the paper, ``nn``, detect) and k-means on ρ.
 
 Saha & Zhu calibrate τ on pairs that are unchanged by construction: a pre
-patch against itself with Gaussian noise and a shift of up to 10 px. Here the
-shift is taken from the real image around the patch (sub-pixel, bilinear — the
-same interpolation that co-registration applies to the post image), never a
-wrap-around roll, and each patch keeps a context margin so its features see
-the same surroundings as in the full-image pass.
+patch against itself with Gaussian noise and a shift of up to 10 px. Every
+caller draws them here (:func:`iter_pseudo_pairs`): ``detect`` from the pre
+raster, window by window; :func:`pseudo_unchanged_pairs` from an image held in
+memory; :func:`planetcd.change.patch_pairs.score_pairs` from standalone patches.
+Where the patch has surroundings the shift takes real terrain from around it
+(sub-pixel, cubic spline — the interpolation co-registration applies to the
+post image), never a wrap-around roll, and the crop keeps a context margin so
+its features see the same surroundings as in the full-image pass; a standalone
+patch leaves the strip the shift uncovers without data.
+
+The ``nn`` method's pairs add the nuisances its pipeline must tolerate
+(:func:`apply_nuisance`): a random gamma and blur, and noise brought up to a
+measured level (:func:`noise_sigma`, :func:`top_up_noise`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
-from .register import shift_image
+from .register import shift_image, shifted_copy
 
 
 @dataclass
@@ -45,31 +55,30 @@ def margin_for(max_shift: float) -> int:
     return int(np.ceil(max_shift)) + 2
 
 
-def pseudo_pair_from_region(
-    region: np.ndarray, margin: int, shift: tuple[float, float], noise_std: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Make one pseudo-unchanged pair from a region read with ``margin`` extra pixels.
+def noise_sigma(image: np.ndarray) -> float:
+    """Standard deviation of white noise in a ``(rows, cols)`` image (Immerkær 1996, fast estimate)."""
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float64)
+    response = ndimage.convolve(image.astype(np.float64), kernel)[1:-1, 1:-1]
+    return float(np.sqrt(np.pi / 2) * np.abs(response).mean() / 6.0)
 
-    Parameters
-    ----------
-    region : ndarray, float32, shape (bands, rows + 2 * margin, cols + 2 * margin)
-        Intensities in ``0..1``.
-    margin : int
-        From :func:`margin_for`.
-    shift : (dy, dx)
-        Displacement in pixels, each at most ``margin - 2`` in size.
-    noise_std : float
-        Standard deviation of the added Gaussian noise (intensity units, ``0..1`` scale).
 
-    Returns
-    -------
-    pre, post : ndarray, float32, shape (bands, rows, cols)
+def top_up_noise(image: np.ndarray, target_sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Add Gaussian noise to ``image`` ``(bands, rows, cols)`` until its measured noise reaches ``target_sigma``.
+
+    Blur removes high frequencies that the noise estimate counts, so the noise
+    to add is what is missing after the nuisances, not a difference of the
+    two dates' estimates.
     """
-    moved = shift_image(region, (shift[0], shift[1]))
-    crop = (slice(None), slice(margin, region.shape[1] - margin), slice(margin, region.shape[2] - margin))
-    pre = region[crop]
-    post = moved[crop] + rng.normal(0.0, noise_std, pre.shape).astype(np.float32)
-    return pre.astype(np.float32), np.clip(post, 0.0, 1.0).astype(np.float32)
+    seen = noise_sigma(image.mean(axis=0))
+    extra = float(np.sqrt(max(target_sigma**2 - seen**2, 0.0)))
+    return image + rng.normal(0.0, extra, image.shape).astype(np.float32)
+
+
+def apply_nuisance(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random gamma (0.8–1.25, log-uniform) and Gaussian blur (σ ≤ 1 px) of ``(bands, rows, cols)`` in ``0..1``."""
+    gamma = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
+    blur = float(rng.uniform(0.0, 1.0))
+    return ndimage.gaussian_filter(np.clip(image, 0, 1) ** gamma, (0, blur, blur))
 
 
 def sample_shifts(n: int, max_shift: float, rng: np.random.Generator) -> np.ndarray:
@@ -77,12 +86,116 @@ def sample_shifts(n: int, max_shift: float, rng: np.random.Generator) -> np.ndar
     return rng.uniform(-max_shift, max_shift, size=(n, 2))
 
 
-def choose_patches(n_patches: int, n_pairs: int, rng: np.random.Generator, usable: np.ndarray | None = None) -> np.ndarray:
-    """Indexes of the patches that seed pseudo pairs (without replacement while possible)."""
+def choose_patches(n_patches: int, n_pairs: int, rng: np.random.Generator, usable: np.ndarray | None = None,
+                   image_order: bool = True) -> np.ndarray:
+    """Indexes of the patches that seed pseudo pairs (without replacement while possible).
+
+    ``image_order`` sorts them (a raster is then read in order); standalone
+    patches keep the order of the draw.
+    """
     pool = np.arange(n_patches) if usable is None else np.flatnonzero(usable)
     if len(pool) == 0:
         raise ValueError("no usable patch to make pseudo-unchanged pairs from")
-    return np.sort(rng.choice(pool, size=n_pairs, replace=n_pairs > len(pool)))
+    index = rng.choice(pool, size=n_pairs, replace=n_pairs > len(pool))
+    return np.sort(index) if image_order else index
+
+
+def make_pseudo_pair(source: np.ndarray, shift: tuple[float, float], rng: np.random.Generator, *, margin: int = 0,
+                     noise_std: float = 0.0, target_noise: float | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One pseudo-unchanged pair from one source patch.
+
+    Parameters
+    ----------
+    source : ndarray, float32, shape (bands, rows + 2 * margin, cols + 2 * margin)
+        Intensities in ``0..1``: the patch (with its context) and ``margin`` extra pixels of real
+        surroundings on each side; ``margin=0``: a standalone patch with none.
+    shift : (dy, dx)
+        Displacement in pixels (with a margin, each at most ``margin - 2`` in size).
+    margin : int
+        From :func:`margin_for`, or 0.
+    noise_std : float
+        Standard deviation of the Gaussian noise added to post (``0..1`` scale; the paper's pairs).
+    target_noise : float, optional
+        The ``nn`` pairs: post gets :func:`apply_nuisance` and its noise is brought up to this level
+        (:func:`top_up_noise`). Noise goes where a real post image gets it, before an interpolation:
+        with surroundings the pseudo shift stands in for co-registration's, so noise comes first; a
+        standalone patch is co-registered afterwards, so its noise comes after the shift.
+
+    Returns
+    -------
+    pre, post : ndarray, float32, shape (bands, rows, cols)
+    valid : ndarray of bool, shape (rows, cols), or None
+        Pixels of post with a source (standalone patches); ``None`` with a margin (all have one).
+    """
+    seen = source if target_noise is None else apply_nuisance(source, rng)
+    if margin:
+        if target_noise is not None:
+            seen = top_up_noise(seen, target_noise, rng)
+        moved = shift_image(seen, (shift[0], shift[1]))
+        crop = (slice(None), slice(margin, source.shape[1] - margin), slice(margin, source.shape[2] - margin))
+        pre = source[crop]
+        post = moved[crop] + rng.normal(0.0, noise_std, pre.shape).astype(np.float32)
+        return pre.astype(np.float32), np.clip(post, 0.0, 1.0).astype(np.float32), None
+    post, valid = shifted_copy(seen, tuple(shift))
+    if target_noise is not None:
+        rows, cols = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(axis=0))
+        box = (slice(None), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        post[box] = top_up_noise(post[box], target_noise, rng)
+    else:
+        post = post + rng.normal(0.0, noise_std, post.shape).astype(np.float32)
+    return source, np.clip(post, 0, 1).astype(np.float32), valid
+
+
+@dataclass(frozen=True)
+class PseudoDraw:
+    """Which sources seed the pseudo pairs and how each pair is shifted."""
+
+    index: np.ndarray  #: (n,) int64, source of each pair
+    shifts: np.ndarray  #: (n, 2) ``(dy, dx)`` pixels
+
+
+def draw_pseudo_pairs(n_sources: int, n_pairs: int, max_shift: float, rng: np.random.Generator,
+                      usable: np.ndarray | None = None, image_order: bool = True) -> PseudoDraw:
+    """The draw of the pseudo-unchanged pairs: sources (:func:`choose_patches`), then shifts (:func:`sample_shifts`)."""
+    index = choose_patches(n_sources, n_pairs, rng, usable, image_order)
+    return PseudoDraw(index, sample_shifts(n_pairs, max_shift, rng))
+
+
+def iter_pseudo_pairs(
+    draw: PseudoDraw,
+    source_of: Callable[[int], np.ndarray],
+    rng: np.random.Generator,
+    *,
+    noise_std: float = 0.02,
+    target_noise: float | np.ndarray | None = None,
+    margin: int = 0,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]]:
+    """THE pseudo-unchanged pair sampler: ``(source index, pre, post, valid)`` for each pair of a draw.
+
+    Pairs are made lazily (:func:`make_pseudo_pair`), so a caller may read the
+    sources from a raster one at a time and consume the pairs in batches; the
+    random draws do not depend on how it consumes them.
+
+    Parameters
+    ----------
+    draw : PseudoDraw
+        From :func:`draw_pseudo_pairs`, with the same ``rng`` (drawn just before).
+    source_of : callable
+        ``source_of(i)`` → source ``i`` as :func:`make_pseudo_pair` takes it (with ``margin``).
+    rng : Generator
+    noise_std : float
+        Gaussian noise of the paper's pairs.
+    target_noise : float or ndarray (n_sources,), optional
+        Noise level of the ``nn`` pairs' post, one value or one per source (indexed by source).
+    margin : int
+        Extra pixels each source holds on each side (0: standalone patches).
+    """
+    for i, shift in zip(draw.index, draw.shifts):
+        target = None if target_noise is None else float(target_noise[i] if np.ndim(target_noise) else target_noise)
+        pre, post, valid = make_pseudo_pair(source_of(int(i)), tuple(shift), rng, margin=margin, noise_std=noise_std,
+                                            target_noise=target)
+        yield int(i), pre, post, valid
 
 
 def pseudo_unchanged_pairs(
@@ -120,22 +233,20 @@ def pseudo_unchanged_pairs(
     margin = margin_for(max_shift)
     pad = context + margin
     padded = np.pad(image, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
-    index = choose_patches(len(patches), n_pairs, rng)
-    shifts = sample_shifts(n_pairs, max_shift, rng)
     h, w = int(patches[0, 2]), int(patches[0, 3])
-    pre_crops, post_crops = [], []
-    for i, shift in zip(index, shifts):
-        r0, c0 = patches[i, 0], patches[i, 1]  # in padded coordinates, r0 is the region start
-        region = padded[:, r0 : r0 + h + 2 * pad, c0 : c0 + w + 2 * pad]
-        pre, post = pseudo_pair_from_region(region, margin, tuple(shift), noise_std, rng)
-        pre_crops.append(pre)
-        post_crops.append(post)
+
+    def region(i: int) -> np.ndarray:  # in padded coordinates, a patch's offset is its region's start
+        r0, c0 = patches[i, 0], patches[i, 1]
+        return padded[:, r0 : r0 + h + 2 * pad, c0 : c0 + w + 2 * pad]
+
+    draw = draw_pseudo_pairs(len(patches), n_pairs, max_shift, rng)
+    pairs = list(iter_pseudo_pairs(draw, region, rng, noise_std=noise_std, margin=margin))
     return PseudoPairs(
-        pre=np.stack(pre_crops),
-        post=np.stack(post_crops),
+        pre=np.stack([p[1] for p in pairs]),
+        post=np.stack([p[2] for p in pairs]),
         inner=(context, context, h, w),
-        shifts=shifts,
-        patch_index=index,
+        shifts=draw.shifts,
+        patch_index=draw.index,
     )
 
 

@@ -9,8 +9,8 @@ import click
 
 from .options import (
     common_options,
-    dask_client,
     dask_options,
+    dask_runner,
     device_opt,
     outdir_opt,
     overwrite_opt,
@@ -22,7 +22,7 @@ from .options import (
 log = logging.getLogger("planetcd")
 
 
-def _threshold(value: str) -> str | float:
+def _tau(value: str) -> str | float:
     if value in ("pseudo", "kmeans"):
         return value
     try:
@@ -85,17 +85,12 @@ def detect(pre, post, outdir, patch_size, stride, layer, method, nn_radius, pool
     check_writable([outdir / n for n in output_names(pixelwise, not no_quicklook)], overwrite)
     options = dict(
         patch_size=patch_size, stride=stride, layer=layer, method=method, nn_radius=nn_radius, pooling=pooling,
-        threshold=_threshold(threshold), percentile=percentile, max_shift=max_shift, noise_std=noise_std,
+        tau=_tau(threshold), percentile=percentile, max_shift=max_shift, noise_std=noise_std,
         n_pseudo=n_pseudo, register=register, pixelwise=pixelwise, weights=weights, device=device,
         tile_size=tile_size, seed=seed, progress=show_progress,
     )
-    with dask_client(scheduler, workers) as client:
-        if client is None:
-            result = run_detect(pre, post, **options)
-        else:
-            from ..distributed import detect_distributed
-
-            result = detect_distributed(client, pre, post, **options)
+    with dask_runner(scheduler, workers) as runner:
+        result = run_detect(pre, post, runner=runner, **options)
     result.write(outdir, overwrite=overwrite, quicklook=not no_quicklook)
     table = result.candidates()
     dy, dx = result.displacement

@@ -45,22 +45,25 @@ def evaluate(directory, methods, json_path, markdown_path, scores_path, layout, 
     """Score every change method on the labelled pairs in DIR and print one table.
 
     Columns: accuracy, precision, recall, F1, balanced accuracy, ROC AUC and τ.
-    τ is chosen without labels, except for methods named *-oracle (marked †).
+    τ is chosen without labels, except for methods named *-oracle (marked †). A progress bar per
+    method goes to stderr (-q hides it).
     """
     from ..datasets.published import load_any
     from ..evaluate import evaluate as run_evaluate
     from ..evaluate import parse_methods
     from ..raster import check_writable
 
-    setup_logging(verbose, quiet)
+    show_progress = setup_logging(verbose, quiet)
     names = parse_methods(methods)
     outputs = [Path(p) for p in (json_path, markdown_path, scores_path) if p]
     check_writable(outputs, overwrite)
     changeset = load_any(directory, layout=layout, split=split, labels_dir=labels_dir)
     log.info("%s: %d pairs (%d changed), %s", changeset.name, len(changeset), int(changeset.labels.sum()),
              "x".join(map(str, changeset.pre.shape[1:])))
-    result = run_evaluate(changeset, names, seed=seed, weights=weights, device=device, n_pseudo=n_pseudo, max_shift=max_shift,
-                          progress=lambda name, s: log.debug("%s scored in %.1f s", name, s))
+    result = run_evaluate(changeset, names, seed=seed, weights=weights, device=device, n_pseudo=n_pseudo,
+                          max_shift=max_shift, progress=show_progress)
+    for name, method in result.results.items():
+        log.debug("%s scored in %.1f s", name, method.seconds)
     table = result.to_markdown(title)
     if json_path:
         result.to_json(json_path)

@@ -1,6 +1,7 @@
 """End-to-end change detection on generated georeferenced pairs and on a real CTX tile."""
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import rasterio
 from scipy import ndimage
 
 from planetcd.change.detect import detect
+from planetcd.errors import InputError
 from planetcd.datasets.synthetic import MARS_EQC_WKT, make_change_pair, write_synthetic_geotiff
 from planetcd.features import VGGFeatures
 
@@ -72,7 +74,7 @@ def test_planted_change_ranks_first_and_shift_is_recovered(planted_pair, trunk, 
     assert info["features"] == len(table["rank"]) and info["geometry_type"] == "Polygon"
     assert rasterio.crs.CRS.from_wkt(info["crs"]) == src.crs
 
-    with pytest.raises(Exception, match="--overwrite"):
+    with pytest.raises(Exception, match="overwrite=True"):
         result.write(tmp_path / "out")
 
 
@@ -112,10 +114,10 @@ def test_variants_arrays_and_determinism(planted_pair, trunk):
     b = detect(pair.pre, pair.post, trunk=trunk, n_pseudo=20, seed=4)
     assert a.tau == b.tau and np.array_equal(a.change_score, b.change_score)
     assert a.crs is None and a.transform is None
-    kmeans = detect(pair.pre, pair.post, trunk=trunk, threshold="kmeans", pooling="avg")
+    kmeans = detect(pair.pre, pair.post, trunk=trunk, tau="kmeans", pooling="avg")
     assert np.isfinite(kmeans.tau) and kmeans.pseudo_scores is None
     assert kmeans.changed.sum() >= 1
-    fixed = detect(pair.pre, pair.post, trunk=trunk, threshold=0.0, stride=50)
+    fixed = detect(pair.pre, pair.post, trunk=trunk, tau=0.0, stride=50)
     assert fixed.tau == 0.0 and fixed.changed.all()
     assert len(fixed.patches) == 9 * 11  # stride 50 on 500 x 600
 
@@ -124,16 +126,61 @@ def test_nodata_margin_is_not_change(trunk):
     pair = make_change_pair((400, 400), seed=8, displacement=(0.0, 0.0), new_craters=np.empty((0, 3)))
     post = pair.post.copy()
     post[:, :130] = np.nan  # post covers less ground: the left strip has no data
-    result = detect(pair.pre, post, trunk=trunk, register=False, threshold=None or "pseudo", n_pseudo=30)
+    result = detect(pair.pre, post, trunk=trunk, register=False, tau="pseudo", n_pseudo=30)
     assert np.isnan(result.change_score[result.patches[:, 1] == 0]).all()  # 70 % nodata: not scored
     partly = result.patches[:, 1] == 100  # 30 % nodata: scored, and the nodata part reads as no change
     assert np.isfinite(result.change_score[partly]).all()
     assert not result.changed[partly].any()
 
 
+def test_zeros_of_a_geotiff_without_nodata_are_missing_ground(trunk, tmp_path):
+    """The one missing-pixel rule: a zero fill strip (no nodata tag) is no ground, not dark terrain."""
+    pair = make_change_pair((400, 400), seed=8, displacement=(0.0, 0.0), new_craters=np.empty((0, 3)))
+    post = np.clip(pair.post, 1e-3, None).astype(np.float32)
+    post[:, :130] = 0.0  # a map-projected footprint edge: zeros, no nodata declared
+    pre = write_synthetic_geotiff(tmp_path / "pre.tif", np.clip(pair.pre, 1e-3, None).astype(np.float32), dtype="float32")
+    post = write_synthetic_geotiff(tmp_path / "post.tif", post, dtype="float32")
+    result = detect(pre, post, trunk=trunk, register=False, n_pseudo=30)
+    left = result.patches[:, 1] == 0
+    assert np.isnan(result.change_score[left]).all() and not result.changed[left].any()
+    np.testing.assert_allclose(result.valid_fraction[left], 0.0)
+    assert not result.changed[result.patches[:, 1] == 100].any()
+
+
+class _ElsewhereRunner:
+    """A runner that is not the local one (as a Dask runner): tiles go through detect_tile_task."""
+
+    def __init__(self):
+        self.calls = []
+
+    def map(self, func, items, **shared):
+        self.calls.append(func.__name__)
+        assert set(shared) == {"spec", "patches", "cells"}
+        pickle.loads(pickle.dumps(shared["spec"]))  # the spec travels to other processes
+        return (func(item, **shared) for item in items)
+
+
+def test_a_runner_elsewhere_gives_the_local_result(planted_pair, vgg_weights):
+    from planetcd.features import cached_trunk
+
+    pre, post, _ = planted_pair
+    trunk = cached_trunk(6, True, vgg_weights, "cpu")
+    for method in ("paper", "nn"):
+        options = dict(method=method, n_pseudo=12, tile_size=256, seed=3, weights=vgg_weights, device="cpu")
+        local = detect(pre, post, **options)
+        runner = _ElsewhereRunner()
+        remote = detect(pre, post, runner=runner, **options)
+        assert runner.calls == ["detect_tile_task"]
+        np.testing.assert_array_equal(remote.change_score, local.change_score)
+        assert remote.tau == local.tau
+        assert cached_trunk(6, True, vgg_weights, "cpu") is trunk  # one trunk for the process
+    with pytest.raises(InputError, match="raster paths"):
+        detect(np.ones((200, 200)), np.ones((200, 200)), runner=_ElsewhereRunner(), weights=vgg_weights)
+
+
 def test_pixelwise_maps_inside_changed_patches(planted_pair, trunk, tmp_path):
     pre, post, _ = planted_pair
-    result = detect(pre, post, trunk=trunk, threshold=1.0e-9, pixelwise=True, n_pseudo=10)
+    result = detect(pre, post, trunk=trunk, tau=1.0e-9, pixelwise=True, n_pseudo=10)
     assert result.pixelwise is not None and len(result.pixelwise) == result.changed.sum()
     result.write(tmp_path / "pw", quicklook=False)
     with rasterio.open(tmp_path / "pw" / "change_pixelwise.tif") as src:

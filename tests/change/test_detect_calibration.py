@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-import planetcd.change.detect as detect_module
+import planetcd.change.calibration as calibration
 from planetcd.change.detect import detect
 from planetcd.datasets.synthetic import make_change_pair, write_synthetic_geotiff
 from planetcd.features import VGGFeatures
@@ -32,7 +32,7 @@ OPTIONS = dict(method="nn", n_pseudo=10, tile_size=128, seed=4)
 def recomputed(pair, trunk):
     """The calibration as before: every pseudo pair runs the trunk on its pre crop too."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(detect_module, "PSEUDO_REUSE_BYTES", 0)
+        mp.setattr(calibration, "PSEUDO_REUSE_BYTES", 0)
         result = detect(*pair, trunk=trunk, **OPTIONS)
     assert result.params["n_pseudo_pre_reused"] == 0
     return result
@@ -53,14 +53,14 @@ def test_pre_maps_of_the_main_pass_give_the_same_pseudo_scores(pair, trunk, reco
 
 def test_a_wrong_guess_of_the_draw_falls_back_to_pre_crops(pair, trunk, recomputed, monkeypatch):
     """Pairs whose pre map was not kept (the guess missed them) compute their pre crop: same scores."""
-    guess = detect_module._guess_valid_fraction
+    guess = calibration.guess_valid_fraction
 
-    def half_wrong(pre_stats, post_stats, patches, height, width):
-        fraction = guess(pre_stats, post_stats, patches, height, width)
+    def half_wrong(pre, post, patches, height, width):
+        fraction = guess(pre, post, patches, height, width)
         fraction[::2] = 0.0  # every other patch guessed unusable: a different draw
         return fraction
 
-    monkeypatch.setattr(detect_module, "_guess_valid_fraction", half_wrong)
+    monkeypatch.setattr(calibration, "guess_valid_fraction", half_wrong)
     result = detect(*pair, trunk=trunk, **OPTIONS)
     assert 0 <= result.params["n_pseudo_pre_reused"] < OPTIONS["n_pseudo"]
     _assert_same_calibration(result, recomputed)
@@ -68,7 +68,7 @@ def test_a_wrong_guess_of_the_draw_falls_back_to_pre_crops(pair, trunk, recomput
 
 def test_a_memory_budget_of_one_window_reuses_one_pre_map(pair, trunk, recomputed, monkeypatch):
     # one 184 px crop (46² cells at conv3_2: the patch, the halo of the search and of the low-pass)
-    monkeypatch.setattr(detect_module, "PSEUDO_REUSE_BYTES", 4 * 256 * 46 * 46)
+    monkeypatch.setattr(calibration, "PSEUDO_REUSE_BYTES", 4 * 256 * 46 * 46)
     result = detect(*pair, trunk=trunk, **OPTIONS)
     assert 1 <= result.params["n_pseudo_pre_reused"] < OPTIONS["n_pseudo"]
     _assert_same_calibration(result, recomputed)

@@ -50,3 +50,17 @@ def test_upsample_cells_keeps_constant_and_shape():
     up = upsample_cells(np.full((5, 6), 2.0), 4, (20, 24))
     assert up.shape == (20, 24)
     np.testing.assert_allclose(up, 2.0)
+
+
+def test_box_sums_equal_slicing_sums():
+    from planetcd.tiling import box_sums
+
+    rng = np.random.default_rng(2)
+    image = rng.normal(size=(40, 50))
+    boxes = np.array([[0, 0, 40, 50], [3, 7, 10, 5], [39, 49, 1, 1], [10, 0, 0, 4]])
+    expected = [image[r : r + h, c : c + w].sum() for r, c, h, w in boxes]
+    np.testing.assert_allclose(box_sums(image, boxes), expected, atol=1e-9)
+    mask = image > 0
+    counts = box_sums(mask, boxes)
+    assert counts.dtype == np.int64
+    assert list(counts) == [int(mask[r : r + h, c : c + w].sum()) for r, c, h, w in boxes]

@@ -34,3 +34,40 @@ def test_thresholds():
     high = np.random.default_rng(1).normal(30, 1, 20)
     tau = kmeans_threshold(np.concatenate([low, high]))
     assert low.max() < tau < high.min()
+
+
+def test_the_sampler_draws_the_same_pairs_however_they_are_consumed():
+    from planetcd.change.threshold import draw_pseudo_pairs, iter_pseudo_pairs, margin_for
+
+    image = np.random.default_rng(0).random((1, 120, 120)).astype(np.float32)
+    margin = margin_for(3.0)
+    sources = [image[:, r : r + 30 + 2 * margin, c : c + 30 + 2 * margin] for r in (0, 40) for c in (0, 40)]
+
+    def pairs(lazy: bool):
+        rng = np.random.default_rng(9)
+        draw = draw_pseudo_pairs(len(sources), 5, 3.0, rng)
+        made = iter_pseudo_pairs(draw, sources.__getitem__, rng, noise_std=0.01, margin=margin)
+        out = []
+        for pair in made:  # a lazy consumer reads sources between pairs; the draws must not care
+            out.append(pair)
+            if lazy:
+                np.random.default_rng(1).random(10)
+        return out
+
+    a, b = pairs(False), pairs(True)
+    assert [p[0] for p in a] == sorted(p[0] for p in a)  # image order
+    for (i, pre, post, valid), (j, pre2, post2, _) in zip(a, b):
+        assert i == j and valid is None
+        np.testing.assert_array_equal(post, post2)
+        np.testing.assert_array_equal(pre, sources[i][:, margin:-margin, margin:-margin])
+
+
+def test_a_standalone_patch_leaves_the_uncovered_strip_without_data():
+    from planetcd.change.threshold import make_pseudo_pair
+
+    patch = np.random.default_rng(1).random((1, 40, 40)).astype(np.float32)
+    pre, post, valid = make_pseudo_pair(patch, (0.0, 4.0), np.random.default_rng(0), noise_std=0.0)
+    assert pre is patch and not valid[:, :4].any() and valid[:, 5:].all()
+    np.testing.assert_allclose(post[:, :, 6:-2], patch[:, :, 2:-6], atol=1e-4)
+    _, noisy, _ = make_pseudo_pair(patch, (0.0, 4.0), np.random.default_rng(0), target_noise=0.05)
+    assert not np.array_equal(noisy, post)  # gamma, blur and noise: the nn nuisances

@@ -74,3 +74,12 @@ def test_evaluate_bad_folders(tmp_path):
     _assert_one_line_error(_run(["evaluate", tmp_path, "-q"]), "not a change set")
     (tmp_path / "labels.csv").write_text("id,label\na,1\n")
     _assert_one_line_error(_run(["evaluate", tmp_path, "--methods", "cva", "-q"]), "no pre/ folder")
+
+
+def test_evaluate_shows_progress_unless_quiet(bench_dir, vgg_weights):
+    args = ["evaluate", bench_dir, "--methods", "cva,rcva", "--n-pseudo", 4, "--weights", vgg_weights]
+    shown = _run(args)
+    assert shown.exit_code == 0, shown.output
+    assert "cva" in shown.stderr and "rcva" in shown.stderr and "10/10" in shown.stderr  # 6 pairs + 4 pseudo
+    quiet = _run(args + ["-q"])
+    assert quiet.exit_code == 0 and "10/10" not in quiet.stderr

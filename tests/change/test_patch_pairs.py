@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from planetcd.change.methods import (
-    METHOD_NAMES, match_radiometry, match_resolution, noise_sigma, nn_disagreement, overlap_cells,
-    pseudo_unchanged_patches, register_pairs, score_pairs,
-)
+from planetcd.change.nn import match_radiometry, match_resolution, nn_disagreement, overlap_cells, register_pairs
+from planetcd.change.patch_pairs import METHOD_NAMES, pseudo_unchanged_patches, score_pairs
+from planetcd.change.threshold import noise_sigma
+from planetcd.features import clear_trunk_cache, trunk_cache_info
 from planetcd.datasets.synthetic import add_fresh_crater, synthetic_terrain
 
 
@@ -49,9 +49,9 @@ def _disagreement_by_definition(f_pre, f_post, radius, eps):
 
 @pytest.mark.parametrize("radius", [0, 1, 2])
 def test_nn_disagreement_equals_its_definition(rng, radius, monkeypatch):
-    import planetcd.change.methods as methods
+    import planetcd.change.nn as nn
 
-    monkeypatch.setattr(methods, "NN_BAND_ROWS", 3)  # bands that do not divide the rows
+    monkeypatch.setattr(nn, "NN_BAND_ROWS", 3)  # bands that do not divide the rows
     f_pre = rng.normal(1.0, 1.0, (2, 6, 7, 9)).astype(np.float32)  # signed features: d can exceed 1
     f_post = f_pre + rng.normal(0.0, 0.7, f_pre.shape).astype(np.float32)
     f_post[1] = -f_pre[1]  # nothing matches (d near 2): the border's never-matching neighbour (1) wins there
@@ -130,17 +130,18 @@ def tiny_set():
 
 def test_every_method_scores_the_tiny_set(tiny_set, vgg_weights):
     pre, post, labels = tiny_set
-    cache = {}
+    clear_trunk_cache()
     for method in METHOD_NAMES:
-        result = score_pairs(pre, post, method, trunk_cache=cache, weights=vgg_weights, n_pseudo=12, seed=0)
+        result = score_pairs(pre, post, method, weights=vgg_weights, n_pseudo=12, seed=0)
         assert result.scores.shape == (8,) and np.isfinite(result.scores).all(), method
         assert np.isfinite(result.tau), method
         assert result.changed.dtype == bool
-    nn = score_pairs(pre, post, "nn", trunk_cache=cache, weights=vgg_weights, n_pseudo=12, seed=0)
+    nn = score_pairs(pre, post, "nn", weights=vgg_weights, n_pseudo=12, seed=0)
     # the shift-tolerant detector ranks the planted craters above the unchanged pairs (ROC AUC >= 0.9)
     from sklearn.metrics import roc_auc_score
 
     assert roc_auc_score(labels, nn.scores) >= 0.9
-    assert len(cache) == 3  # layers 5, 6, 7 loaded once each
+    info = trunk_cache_info()
+    assert (info.currsize, info.misses) == (3, 3)  # layers 5, 6, 7 loaded once each
     with pytest.raises(ValueError, match="unknown method"):
         score_pairs(pre, post, "magic")

@@ -1,0 +1,193 @@
+"""Change scores for sets of standalone patch pairs: the paper, its variants, the CVA/RCVA baselines and ``nn``.
+
+Evaluation sets hold standalone patch pairs (no surrounding image), so every
+method here works on arrays ``(n, bands, h, w)``, scales each patch on its
+own (robust percentiles), and chooses its threshold τ without labels, on
+pseudo-unchanged pairs drawn by :mod:`planetcd.change.threshold` (or k-means).
+The ``nn`` detector itself lives in :mod:`planetcd.change.nn`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..features import cached_trunk
+from ..raster import robust_range, scale_intensity
+from .nn import nn_scores, patch_features, register_pairs
+from .scores import change_scores, cva_scores, pool_patches, rcva_scores
+from .threshold import draw_pseudo_pairs, iter_pseudo_pairs, kmeans_threshold, noise_sigma, self_calibrated_threshold
+
+METHOD_NAMES = ("paper", "paper-avg", "paper-kmeans", "paper-layer5", "paper-layer7", "cva", "rcva", "nn")
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """How one named method scores and thresholds."""
+
+    kind: str  #: "deep", "cva", "rcva" or "nn"
+    layer: int = 6
+    pooling: str = "max"
+    threshold: str = "pseudo"  #: "pseudo" or "kmeans"
+
+
+METHODS: dict[str, MethodSpec] = {
+    "paper": MethodSpec("deep"),
+    "paper-avg": MethodSpec("deep", pooling="avg"),
+    "paper-kmeans": MethodSpec("deep", threshold="kmeans"),
+    "paper-layer5": MethodSpec("deep", layer=5),
+    "paper-layer7": MethodSpec("deep", layer=7),
+    "cva": MethodSpec("cva"),
+    "rcva": MethodSpec("rcva"),
+    "nn": MethodSpec("nn"),
+}
+
+
+@dataclass
+class PairScores:
+    """Scores of a set of pairs and the label-free threshold."""
+
+    scores: np.ndarray  #: (n,) float64, higher = more changed
+    tau: float
+    pseudo_scores: np.ndarray | None = None
+
+    @property
+    def changed(self) -> np.ndarray:
+        return self.scores > self.tau
+
+
+def scale_patches(patches: np.ndarray) -> np.ndarray:
+    """Scale each patch ``(n, bands, h, w)`` to ``0..1`` by its own robust range (float32)."""
+    out = np.empty(patches.shape, np.float32)
+    for i, patch in enumerate(patches):
+        valid = np.all(np.isfinite(patch), axis=0)
+        patch = np.where(np.isfinite(patch), patch, 0).astype(np.float32)
+        low, high = robust_range(patch, valid) if valid.any() else (np.zeros(len(patch)), np.ones(len(patch)))
+        out[i] = scale_intensity(patch, low, high)
+    return out
+
+
+
+def pseudo_unchanged_patches(pre: np.ndarray, n_pairs: int, max_shift: float, noise_std: float | np.ndarray,
+                             rng: np.random.Generator, nuisance: bool = False
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pseudo-unchanged pairs from standalone pre patches (scaled ``0..1``), by the one sampler.
+
+    A patch has no surroundings here, so the shifted copy leaves the uncovered
+    border without data (``valid`` False) rather than wrapping around.
+    ``noise_std`` is the σ of the added noise, or with ``nuisance`` the noise
+    level, one value or one per pre patch, shape (n,) (as measured by
+    :func:`~planetcd.change.threshold.noise_sigma`) the pseudo post is brought to,
+    after a random gamma and blur (:func:`~planetcd.change.threshold.make_pseudo_pair`).
+
+    Returns ``pre (m, bands, h, w)``, ``post (m, bands, h, w)``, ``valid (m, h, w)``.
+    """
+    draw = draw_pseudo_pairs(len(pre), n_pairs, max_shift, rng, image_order=False)
+    if nuisance:
+        pairs = iter_pseudo_pairs(draw, pre.__getitem__, rng, target_noise=noise_std)
+    else:
+        pairs = iter_pseudo_pairs(draw, pre.__getitem__, rng, noise_std=noise_std)
+    out = list(pairs)
+    return np.stack([p[1] for p in out]), np.stack([p[2] for p in out]), np.stack([p[3] for p in out])
+
+
+def score_pairs(
+    pre: np.ndarray,
+    post: np.ndarray,
+    method: str = "paper",
+    *,
+    seed: int = 0,
+    device: str = "auto",
+    weights=None,
+    n_pseudo: int | None = None,
+    max_shift: float = 10.0,
+    noise_std: float = 0.02,
+    percentile: float = 95.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> PairScores:
+    """Score a set of patch pairs with a named method and choose τ without labels.
+
+    Parameters
+    ----------
+    pre, post : ndarray, shape (n, bands, h, w)
+        Raw intensities (any scale); each patch is scaled by its own robust range.
+    method : str
+        One of :data:`METHOD_NAMES`.
+    seed : int
+        Seed of the pseudo-pair draw.
+    device, weights
+        Where the VGG trunk runs and its weights; trunks come from
+        :func:`planetcd.features.cached_trunk`, so each loads once per process.
+    n_pseudo : int, optional
+        Pseudo-unchanged pairs (default: as many as pairs, at least 100).
+    max_shift : float
+        Largest shift per axis of the pseudo pairs, pixels (paper: 10).
+    noise_std : float
+        Gaussian noise of the paper's pseudo pairs (``0..1`` scale).
+    percentile : float
+        Percentile of the pseudo-pair scores taken as τ.
+    progress : callable, optional
+        ``progress(done, total)`` after each batch: ``done`` pairs (real and pseudo) just scored,
+        of ``total`` to score for this method.
+
+    Returns
+    -------
+    PairScores
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHOD_NAMES)}")
+    if pre.shape != post.shape or pre.ndim != 4:
+        raise ValueError(f"pre and post must share a shape (n, bands, h, w); got {pre.shape} and {post.shape}")
+    spec = METHODS[method]
+    rng = np.random.default_rng(seed)
+    n_pseudo = max(100, len(pre)) if n_pseudo is None else n_pseudo
+    total = len(pre) + (0 if spec.threshold == "kmeans" and spec.kind != "nn" else n_pseudo)
+
+    def tick(done: int) -> None:
+        if progress is not None:
+            progress(done, total)
+
+    pre = scale_patches(pre)
+    post = scale_patches(post)
+    full = np.array([[0, 0, pre.shape[2], pre.shape[3]]])
+
+    if spec.kind == "nn":
+        trunk = cached_trunk(spec.layer, weights=weights, device=device)
+        # Noise of the pseudo pairs: the level measured on each pre patch's real post partner (no labels).
+        post_noise = np.array([noise_sigma(p.mean(0)) for p in post])
+        pseudo_pre, pseudo_post, pseudo_valid = pseudo_unchanged_patches(pre, n_pseudo, max_shift, post_noise, rng,
+                                                                         nuisance=True)
+        registered, _, overlap = register_pairs(pre, post, max_shift=max_shift)
+        pseudo_registered, _, pseudo_overlap = register_pairs(pseudo_pre, pseudo_post, pseudo_valid,
+                                                              max_shift=max_shift)
+        scores = nn_scores(trunk, pre, registered, overlap=overlap, progress=tick)
+        pseudo = nn_scores(trunk, pseudo_pre, pseudo_registered, overlap=pseudo_overlap, progress=tick)
+        return PairScores(scores, self_calibrated_threshold(pseudo, percentile), pseudo)
+
+    def score(a: np.ndarray, b: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        out = []
+        for k in range(0, len(a), batch_size):
+            x, y = a[k : k + batch_size], b[k : k + batch_size]
+            if spec.kind == "cva":
+                out += [cva_scores(u, v, full)[0] for u, v in zip(x, y)]
+            elif spec.kind == "rcva":
+                out += [rcva_scores(u, v, full)[0] for u, v in zip(x, y)]
+            else:
+                trunk = cached_trunk(spec.layer, weights=weights, device=device)
+                fa, fb = patch_features(trunk, x, batch_size), patch_features(trunk, y, batch_size)
+                s = trunk.stride
+                out += [change_scores(pool_patches(u, full, s, spec.pooling), pool_patches(v, full, s, spec.pooling))[0]
+                        for u, v in zip(fa, fb)]
+            tick(len(x))
+        return np.array(out)
+
+    scores = score(pre, post)
+    if spec.threshold == "kmeans":
+        return PairScores(scores, kmeans_threshold(scores, seed=seed))
+    # The paper's pseudo pairs: noise and a shift. A standalone patch has no surroundings to take the
+    # shift from, so the strip the shift uncovers keeps the pre pixels (no wrap-around roll).
+    pseudo_pre, pseudo_post, pseudo_valid = pseudo_unchanged_patches(pre, n_pseudo, max_shift, noise_std, rng)
+    pseudo_post = np.where(pseudo_valid[:, None], pseudo_post, pseudo_pre)
+    pseudo = score(pseudo_pre, pseudo_post)
+    return PairScores(scores, self_calibrated_threshold(pseudo, percentile), pseudo)
