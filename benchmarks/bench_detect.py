@@ -71,7 +71,7 @@ def tile_breakdown(pre, post, trunk: VGGFeatures, device, tile: int, repeats: in
     from rasterio.windows import Window
 
     from planetcd.change.detect import register_pair
-    from planetcd.change.inputs import image_overview, prepare_pair, read_present
+    from planetcd.change.preparation import image_overview, prepare_pair, read_present
     from planetcd.change.nn import NN_SMOOTH, nn_change_map
     from planetcd.change.register import AlignedReader, post_on_pre_grid
     from planetcd.change.scores import PatchPooler, patch_cells

@@ -21,7 +21,7 @@ _API = {
     "kmeans_threshold": "planetcd.change.threshold",
     "change_scores": "planetcd.change.scores",
     "estimate_shift": "planetcd.change.register",
-    "score_pairs": "planetcd.change.methods",
+    "score_pairs": "planetcd.change.patch_pairs",
     "segment_raster": "planetcd.craters.segment",
     "segment_array": "planetcd.craters.segment",
     "extract_craters": "planetcd.craters.extract",

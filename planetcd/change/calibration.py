@@ -21,7 +21,7 @@ from rasterio.windows import Window
 from ..features import run_trunk
 from ..raster import read_window
 from ..tiling import box_sums
-from .inputs import ImageOverview, central_window, prepare, read_present
+from .preparation import ImageOverview, central_window, prepare, read_present
 from .nn import match_resolution, nn_change_map
 from .scores import change_scores, pool_patches
 from .threshold import choose_patches, draw_pseudo_pairs, iter_pseudo_pairs, margin_for, noise_sigma

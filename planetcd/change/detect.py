@@ -38,7 +38,7 @@ from .calibration import (
     pseudo_scores,
 )
 from .outputs import ChangeResult
-from .inputs import central_window, image_overview, open_input, prepare_pair, read_present
+from .preparation import central_window, image_overview, open_input, prepare_pair, read_present
 from .nn import NN_BLUR, NN_SMOOTH, match_resolution, nn_change_map
 from .pixelwise import pixelwise_maps
 from .register import AlignedReader, estimate_shift, post_on_pre_grid, undo_displacement

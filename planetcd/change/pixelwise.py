@@ -8,7 +8,7 @@ from rasterio.windows import Window
 
 from ..features import VGGFeatures, run_trunk
 from ..raster import IntensityStats
-from .inputs import prepare_pair, read_present
+from .preparation import prepare_pair, read_present
 from .scores import upsample_cells
 
 

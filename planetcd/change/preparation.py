@@ -1,4 +1,4 @@
-"""Inputs of change detection: a pair opened as rasters, each image's statistics and overview, network-ready windows.
+"""Preparation of change-detection inputs: a pair opened as rasters, each image's statistics and overview, network-ready windows.
 
 Every read of ``detect`` goes through :func:`read_present`, so one rule
 (:func:`planetcd.raster.missing_pixels`: outside the GDAL mask, NaN, or exactly
