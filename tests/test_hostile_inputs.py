@@ -154,7 +154,7 @@ def test_train(case, tmp_path):
     assert str(bad) in line
 
 
-EVALUATE_CASES = ("missing", "unreadable", "empty", "truncated", "too_small", "band_mismatch")
+EVALUATE_CASES = ("missing", "unreadable", "empty", "truncated", "all_nodata", "all_nan", "too_small", "band_mismatch")
 
 
 @pytest.mark.parametrize("case", EVALUATE_CASES)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, OutputExistsError
-from ..raster import atomic_output, check_writable, open_raster, read_window
+from ..raster import atomic_output, check_writable, missing_pixels, open_raster, read_window
 
 __all__ = ["ChangeSet", "read_changeset", "write_changeset", "read_image", "stack_pairs", "IMAGE_SUFFIXES"]
 
@@ -86,11 +86,19 @@ class ChangeSet:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """One patch image as float32 ``(bands, rows, cols)`` (raw values; nodata pixels read as 0)."""
+    """One patch image as float32 ``(bands, rows, cols)`` (raw values; nodata pixels read as 0).
+
+    Raises
+    ------
+    InputError
+        When no pixel holds data (:func:`planetcd.raster.missing_pixels`: all nodata, NaN or zero).
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with open_raster(path) as ds:
-            data, _ = read_window(ds)
+            data, valid = read_window(ds)
+            if missing_pixels(data, valid, ds.nodata).all():
+                raise InputError(f"{path}: image has no valid pixels (all nodata, NaN or zero)")
     return data
 
 
