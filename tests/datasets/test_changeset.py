@@ -77,11 +77,11 @@ def _write_raw(folder, name, array):
 def test_mixed_sizes_are_refused(tmp_path):
     root = tmp_path / "mixed"
     write_changeset(root, _set(n=3))
-    _write_raw(root / "pre", "p2.png", np.zeros((1, 24, 30), np.uint8))
-    _write_raw(root / "post", "p2.png", np.zeros((1, 24, 30), np.uint8))
+    _write_raw(root / "pre", "p2.png", np.full((1, 24, 30), 100, np.uint8))
+    _write_raw(root / "post", "p2.png", np.full((1, 24, 30), 100, np.uint8))
     with pytest.raises(InputError, match="pair 'p2' is 30x24 px.*pair 'p0' is 30x20 px.*one size"):
         read_changeset(root)
-    _write_raw(root / "post", "p2.png", np.zeros((1, 20, 30), np.uint8))
+    _write_raw(root / "post", "p2.png", np.full((1, 20, 30), 100, np.uint8))
     with pytest.raises(InputError, match="pair 'p2': pre is 30x24 px, 1 band but post is 30x20 px"):
         read_changeset(root)
 
