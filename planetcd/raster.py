@@ -346,7 +346,7 @@ def check_writable(paths: Sequence[PathLike], overwrite: bool) -> None:
     existing = [str(p) for p in paths if Path(p).exists()]
     if existing:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise OutputExistsError(f"{existing[0]} exists{more}; pass --overwrite to replace")
+        raise OutputExistsError(f"{existing[0]} exists{more}")
 
 
 @contextlib.contextmanager

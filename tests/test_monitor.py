@@ -145,7 +145,7 @@ def test_outputs_ranked_with_coordinates(ctx_result, ctx_pair, tmp_path):
 
     info = pyogrio.read_info(out / "new_craters.gpkg")
     assert info["features"] == len(ctx_result) and info["geometry_type"] == "Polygon"
-    with pytest.raises(Exception, match="--overwrite"):
+    with pytest.raises(Exception, match="overwrite=True"):
         ctx_result.write(out)
 
 

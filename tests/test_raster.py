@@ -56,7 +56,7 @@ def test_outputs_keep_grid_and_are_atomic(tmp_path):
             raise RuntimeError("boom")
     assert not (tmp_path / "half.txt").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="overwrite=True"):
         check_writable([tmp_path / "out.tif"], overwrite=False)
     check_writable([tmp_path / "out.tif"], overwrite=True)
 

@@ -17,7 +17,6 @@ import numpy as np
 from rasterio.windows import Window
 
 from .. import __version__
-from ..errors import OutputExistsError
 from ..raster import atomic_output, check_writable, geotiff_profile, geotiff_writer, pixel_to_map
 from ..vector import box_rings, rings_wkb, write_csv, write_gpkg
 
@@ -283,10 +282,7 @@ def write_outputs(result, outdir: str | os.PathLike, overwrite: bool = False, qu
     """
     outdir = Path(outdir)
     names = output_names(result.pixelwise is not None, quicklook)
-    try:
-        check_writable([outdir / n for n in names], overwrite)
-    except OutputExistsError as exc:  # an API call: name the argument, not the command-line option
-        raise OutputExistsError(str(exc).replace("--overwrite", "overwrite=True")) from None
+    check_writable([outdir / n for n in names], overwrite)
     outdir.mkdir(parents=True, exist_ok=True)
     _write_block_rasters(result, outdir, ("change_score.tif", "change_mask.tif"), score_block)
     if result.pixelwise is not None:

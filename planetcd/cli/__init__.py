@@ -46,7 +46,7 @@ class PlanetcdGroup(click.Group):
             with warnings_as_log_lines():
                 return super().invoke(ctx)
         except PlanetcdError as exc:
-            click.echo(f"planetcd: error: {_one_line(exc)}", err=True)
+            click.echo(f"planetcd: error: {_one_line(exc.cli_message())}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("planetcd: interrupted", err=True)

@@ -297,7 +297,7 @@ def write_changeset(
     names = ["pre", "post", "labels.csv", *extra_files]
     check_writable([directory / name for name in names], overwrite)
     if directory.exists() and not directory.is_dir():
-        raise OutputExistsError(f"{directory} exists and is not a folder")
+        raise OutputExistsError(f"{directory} exists and is not a folder", replaceable=False)
 
     def as_written(array: np.ndarray) -> np.ndarray:
         if driver == "PNG" and array.dtype not in (np.uint8, np.uint16):

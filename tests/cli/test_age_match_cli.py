@@ -83,7 +83,9 @@ def test_match_self_and_json(tmp_path, shared_dir):
         report = json.loads(out.read_text())
         assert report["pooled"]["precision"] == 1.0 and report["pooled"]["recall"] == 1.0
         assert report["pooled"]["tp"] == 409
-    assert _run("match", labels, labels, "--json", out).exit_code == 1  # exists, no --overwrite
+    refused = _run("match", labels, labels, "--json", out)  # exists, no --overwrite
+    assert refused.exit_code == 1
+    assert "use --overwrite to replace" in refused.output and "overwrite=True" not in refused.output
 
 
 def test_match_folders_pairs_by_name_and_pools(tmp_path):
