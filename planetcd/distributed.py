@@ -68,13 +68,19 @@ class DaskRunner:
         items = list(items)
         if not items:
             return iter(())
-        names = list(shared)
-        scattered = self.client.scatter([shared[n] for n in names], broadcast=True, hash=False) if names else []
-        futures = self.client.map(func, items, pure=False, **dict(zip(names, scattered)))
+        # the shared arguments travel as one scattered dict: their names never meet client.map's own
+        # keywords (batch_size, workers, key, ...)
+        [shared_f] = self.client.scatter([shared], broadcast=True, hash=False)
+        futures = self.client.map(_call, items, task=func, shared=shared_f, pure=False)
         return _in_order(futures)
 
     def __repr__(self) -> str:
         return f"DaskRunner({self.client!r})"
+
+
+def _call(item, task, shared: dict):
+    """A task's body: ``task(item, **shared)``."""
+    return task(item, **shared)
 
 
 def _in_order(futures) -> Iterator:

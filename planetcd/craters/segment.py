@@ -58,7 +58,7 @@ log = logging.getLogger("planetcd.craters.segment")
 
 __all__ = [
     "MIN_SIZE", "MAX_SCALE", "DEFAULT_BLOCK_SIZE", "OUTPUTS", "SegmentResult", "segment", "check_outputs", "prepare_window",
-    "window_probability", "predict_tiles", "segment_block", "run_blocks", "image_probability", "pixel_size_of",
+    "window_probability", "window_tiles", "predict_tiles", "segment_block", "run_blocks", "image_probability", "pixel_size_of",
     "merge_scales", "multiscale_craters", "catalog_craters", "parse_scales", "scale_craters", "scale_min_radius",
     "read_scaled", "resample_array",
 ]
@@ -114,6 +114,17 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def window_tiles(height: int, width: int, tile_size: int = 512, overlap: int = 64) -> tuple[np.ndarray, int]:
+    """The tiles :func:`window_probability` cuts a ``height × width`` window into, and their overlap.
+
+    Squares of ``min(tile_size, height, width)`` pixels overlapping by ``min(overlap, side // 2)``
+    (:func:`planetcd.tiling.overlapping_tiles`): ``(n, 4)`` int64 ``row_off, col_off, height, width``.
+    """
+    tile = min(tile_size, height, width)
+    overlap = min(overlap, max(0, tile // 2))
+    return overlapping_tiles(height, width, tile, overlap), overlap
+
+
 def window_probability(model: torch.nn.Module, prepared: np.ndarray, *, tile_size: int = 512, overlap: int = 64,
                        batch_size: int = 4, progress: bool = False) -> np.ndarray:
     """Crater probability of one prepared window, segmented in overlapping, blended tiles.
@@ -139,9 +150,7 @@ def window_probability(model: torch.nn.Module, prepared: np.ndarray, *, tile_siz
     if prepared.ndim != 2:
         raise InputError(f"a window to segment must be (H, W); got shape {prepared.shape}")
     height, width = prepared.shape
-    tile = min(tile_size, height, width)
-    overlap = min(overlap, max(0, tile // 2))
-    grid = overlapping_tiles(height, width, tile, overlap)
+    grid, overlap = window_tiles(height, width, tile_size, overlap)
     device = _model_device(model)
     acc = np.zeros((height, width), np.float32)
     wsum = np.zeros((height, width), np.float32)
