@@ -33,7 +33,6 @@ by :mod:`planetcd.report`.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -54,13 +53,13 @@ from .craters.match import candidate_pairs
 from .craters.segment import pixel_size_of, prepare_window, run_blocks, window_probability
 from .errors import InputError
 from .raster import IntensityStats, dataset_stats, is_georeferenced, open_raster, read_window
-from .report import DONE_MARKER, OUTPUTS, MonitorResult, chip_panels, overview_png
+from .report import OUTPUTS, SUMMARY_COLUMNS, MonitorResult, chip_panels, is_complete, overview_png, summary_row
 from .runners import LocalRunner, Runner
 from .tiling import Tile, halo_tiles
 
 __all__ = ["monitor", "monitor_batch", "MonitorResult", "OUTPUTS", "PairSetup", "BlockCraters", "monitor_block",
            "merge_blocks", "new_crater_flags", "nearby_change", "candidate_scores", "prepare_setup", "assemble",
-           "read_pairs", "is_complete", "summary_row"]
+           "read_pairs", "is_complete", "summary_row", "SUMMARY_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
@@ -505,29 +504,6 @@ def read_pairs(path: str | os.PathLike) -> list[dict[str, str]]:
     if len(set(ids)) != len(ids):
         raise InputError(f"{path}: duplicate ids ({', '.join(sorted({i for i in ids if ids.count(i) > 1}))})")
     return rows
-
-
-def is_complete(outdir: str | os.PathLike) -> bool:
-    """Whether a monitor output folder holds a finished run (its ``monitor.json`` marker)."""
-    return (Path(outdir) / DONE_MARKER).is_file()
-
-
-SUMMARY_COLUMNS = ("id", "status", "n_candidates", "best_score", "n_changed_patches", "dy", "dx", "seconds", "outdir", "message")
-
-
-def summary_row(pair_id: str, outdir: Path, status: str, seconds: float = float("nan"), message: str = "") -> dict:
-    """One row of the batch summary, read back from a finished output's ``monitor.json`` when there is one."""
-    row = {"id": pair_id, "status": status, "n_candidates": -1, "best_score": float("nan"), "n_changed_patches": -1,
-           "dy": float("nan"), "dx": float("nan"), "seconds": seconds, "outdir": str(outdir), "message": message}
-    if is_complete(outdir):
-        record = json.loads((outdir / DONE_MARKER).read_text())
-        top = record.get("top_candidates") or []
-        row.update(n_candidates=record["n_candidates"], n_changed_patches=record["n_changed_patches"],
-                   dy=record["displacement_px"]["dy"], dx=record["displacement_px"]["dx"],
-                   best_score=top[0]["score"] if top else float("nan"))
-        if not np.isfinite(seconds):
-            row["seconds"] = record.get("timings_s", {}).get("total", float("nan"))
-    return row
 
 
 def monitor_batch(pairs_csv: str | os.PathLike, outdir: str | os.PathLike, *, overwrite: bool = False,

@@ -1,6 +1,8 @@
-"""The new-crater report: candidate chips, the overview and ``report.html``, a self-contained page to vet them.
+"""What monitor hands over: :class:`MonitorResult` and its writers (tables, chips, ``report.html``, ``monitor.json``).
 
-``report.html`` is one page to vet new-crater candidates one by one.
+:meth:`MonitorResult.write` writes every output of a pair; :func:`is_complete`
+and :func:`summary_row` read a written one back (batch mode). ``report.html``
+is one page to vet new-crater candidates one by one.
 
 Everything is inside the file: the candidate table as JSON, every chip
 (pre | post | difference) and an overview of the pre image as base64 PNGs,
@@ -165,6 +167,32 @@ class MonitorResult:
                                for j in range(top)],
             "timings_s": {k.removesuffix("_s"): round(v, 3) for k, v in self.timings.items()},
         }
+
+
+# ----------------------------------------------------------------------------- a written result, read back
+
+
+def is_complete(outdir: str | os.PathLike) -> bool:
+    """Whether a monitor output folder holds a finished run (its ``monitor.json`` marker)."""
+    return (Path(outdir) / DONE_MARKER).is_file()
+
+
+SUMMARY_COLUMNS = ("id", "status", "n_candidates", "best_score", "n_changed_patches", "dy", "dx", "seconds", "outdir", "message")
+
+
+def summary_row(pair_id: str, outdir: Path, status: str, seconds: float = float("nan"), message: str = "") -> dict:
+    """One row of the batch summary, read back from a finished output's ``monitor.json`` when there is one."""
+    row = {"id": pair_id, "status": status, "n_candidates": -1, "best_score": float("nan"), "n_changed_patches": -1,
+           "dy": float("nan"), "dx": float("nan"), "seconds": seconds, "outdir": str(outdir), "message": message}
+    if is_complete(outdir):
+        record = json.loads((outdir / DONE_MARKER).read_text())
+        top = record.get("top_candidates") or []
+        row.update(n_candidates=record["n_candidates"], n_changed_patches=record["n_changed_patches"],
+                   dy=record["displacement_px"]["dy"], dx=record["displacement_px"]["dx"],
+                   best_score=top[0]["score"] if top else float("nan"))
+        if not np.isfinite(seconds):
+            row["seconds"] = record.get("timings_s", {}).get("total", float("nan"))
+    return row
 
 
 # ----------------------------------------------------------------------------- chips and overview
