@@ -274,3 +274,19 @@ def test_scale_craters_and_parse_scales():
     for bad in ("0", "4.5", "a,b", "1,-0.5"):
         with pytest.raises(InputError):
             parse_scales(bad)
+
+
+def test_extract_craters_takes_the_models_settings():
+    import planetcd
+    from planetcd.craters.extract import extract_craters, extraction_options, synthetic_probability_map
+
+    prob, _ = synthetic_probability_map((256, 256), 30, seed=3)
+    meta = planetcd.models.metadata("ctx-craters")
+    expected = extract_craters(prob, **extraction_options(meta))
+    assert len(expected) > 5 and "min_contrast" in extraction_options(meta)
+    np.testing.assert_array_equal(planetcd.extract_craters(prob, model="ctx-craters"), expected)
+    np.testing.assert_array_equal(extract_craters(prob, model=meta), expected)
+    # a setting given wins over the model's; without a model the defaults stay
+    np.testing.assert_array_equal(extract_craters(prob, model=meta, min_radius=10.0),
+                                  extract_craters(prob, **{**extraction_options(meta), "min_radius": 10.0}))
+    np.testing.assert_array_equal(extract_craters(prob), extract_craters(prob, threshold=0.5, min_radius=3.0, max_radius=50.0))
