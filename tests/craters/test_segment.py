@@ -145,8 +145,12 @@ def test_write_refuses_existing_outputs(tmp_path, rng):
     assert (out / "craters.csv").read_text().startswith("x_px")
 
 
-def test_pixel_scale_advice_is_one_log_line(tmp_path, rng, caplog):
+def test_pixel_scale_advice_is_one_log_line(tmp_path, rng, caplog, monkeypatch):
+    import logging
+
     from planetcd.datasets.synthetic import write_geotiff as write
+
+    monkeypatch.setattr(logging.getLogger("planetcd"), "propagate", True)  # a CLI test may have cut it off
 
     src = write(tmp_path / "hirise.tif", rng.integers(1, 255, (64, 64)).astype(np.uint8), crs="EPSG:32633",
                 pixel_size=0.25, origin=(500000.0, 4000000.0), dtype=None)
