@@ -119,15 +119,18 @@ if what == "detect":
 elif what == "segment-blocks":
     # monitor's segmentation stage alone (both images, block by block, post on pre's grid), with the
     # displacement the generator applied, so it can be measured without the hours of detect before it
-    from tqdm import tqdm
-    from planetcd.monitor import block_grid, load_segmenter, open_pair, prepare_setup, segment_block
-    model = load_segmenter({model!r})
-    setup = prepare_setup(pre, post, {shift!r}, model, threshold=None, tile=512, overlap=64, batch_size=4,
+    from planetcd import models
+    from planetcd.craters.segment import run_blocks
+    from planetcd.monitor import monitor_block, prepare_setup
+    from planetcd.tiling import halo_tiles
+    model = models.cached({model!r})
+    setup = prepare_setup(pre, post, {shift!r}, model, prob_threshold=None, tile_size=512, overlap=64, batch_size=4,
                           match_mode="deepmoon")
-    with open_pair(setup) as (pre_ds, post_reader):
-        blocks = block_grid(pre_ds.height, pre_ds.width, 2048, 192)
-        for block in tqdm(blocks, desc="segment", unit="block"):
-            segment_block(model, pre_ds, post_reader, block, setup)
+    from planetcd.raster import open_raster
+    with open_raster(pre) as ds:
+        blocks = halo_tiles(ds.height, ds.width, 2048, 192)
+    for _ in run_blocks(monitor_block, blocks, progress=True, desc="segment", setup=setup, model={model!r}):
+        pass
 else:
     from planetcd.monitor import monitor
     result = monitor(pre, post, method="{method}", progress=True, weights={weights!r}, model={model!r})

@@ -4,7 +4,8 @@ Floors (the network work a method cannot avoid, timed on random input of the
 same shapes, in the same process and thread count):
 
 - ``detect``: the VGG-16 trunk up to conv3_2 over both images' pixels, each once (no halo);
-- ``segment``: the crater UNet over ``segment_raster``'s overlapping tiles of one image;
+- ``segment``: the crater UNet over ``segment``'s overlapping tiles of one image (the time includes the
+  full-scale catalogue);
 - ``monitor``: the detect floor plus the UNet over monitor's blocks (their tiles) of both images.
 
 Prints each time, its floor and the ratio, and ``detect``'s own timings
@@ -28,11 +29,12 @@ import numpy as np
 import torch
 
 from planetcd.change.detect import detect
-from planetcd.craters.segment import predict_tiles, segment_raster
+from planetcd import models
+from planetcd.craters.segment import predict_tiles, segment, window_tiles
 from planetcd.datasets.synthetic import make_change_pair, write_synthetic_geotiff
 from planetcd.features import VGGFeatures, pick_device, run_trunk
-from planetcd.monitor import block_grid, load_segmenter, monitor
-from planetcd.tiling import overlapping_tiles
+from planetcd.monitor import monitor
+from planetcd.tiling import halo_tiles
 
 
 def _bench_detect_module():
@@ -53,8 +55,8 @@ def unet_seconds(model, shapes: list[tuple[int, int]], batch_size: int = 4) -> f
 
 
 def segment_tile_shapes(height: int, width: int, tile: int = 512, overlap: int = 64) -> list[tuple[int, int]]:
-    """Tile shapes of ``segment_array``/``segment_raster`` on an image of ``height x width``."""
-    grid = overlapping_tiles(height, width, tile, overlap)
+    """Tile shapes of :func:`planetcd.craters.segment.window_probability` on a window of ``height x width``."""
+    grid, _ = window_tiles(height, width, tile, overlap)
     return [(int(h), int(w)) for h, w in grid[:, 2:]]
 
 
@@ -71,7 +73,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = pick_device("cpu")
     trunk = VGGFeatures(layer=6, weights=args.weights)
-    model = load_segmenter(args.model)
+    model = models.load(args.model)
     size = args.size
     report = {"size": size, "threads": args.threads, "method": args.method, "torch": torch.__version__}
 
@@ -91,11 +93,11 @@ def main() -> None:
 
         unet_s = unet_seconds(model, segment_tile_shapes(size, size))
         start = time.perf_counter()
-        segment_raster(pre, Path(folder) / "seg", model)
+        segment(pre, model, scales=[1.0], device="cpu")  # probability, mask and the full-scale catalogue
         segment_s = time.perf_counter() - start
         report["segment"] = {"seconds": round(segment_s, 2), "floor_s": round(unet_s, 2), "ratio": round(segment_s / unet_s, 2)}
 
-        blocks = block_grid(size, size, 2048, 192)
+        blocks = halo_tiles(size, size, 2048, 192)  # monitor's default blocks
         block_shapes = [s for b in blocks for s in segment_tile_shapes(b.read[2], b.read[3])]
         monitor_unet_s = unet_seconds(model, block_shapes * 2)
         start = time.perf_counter()

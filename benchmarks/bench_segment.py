@@ -5,10 +5,11 @@
 
 Uses CTX tile MC11E-I from ``$PLANETCD_SHARED`` (default ``../shared``) when
 present, else a synthetic 2000×2000 image (the speed does not depend on the
-content).  Reports the whole-file path (``segment_raster``: windowed reads,
-tiles, blending, GeoTIFF writes), the crater catalogue on top of it as
-``planetcd segment`` makes it (the model's extraction settings: its other
-scales, components, contrast screening), and the network alone.  ``--tta``:
+content).  Reports the whole-file path (``segment`` with the full-scale
+catalogue only, then ``SegmentResult.write``: read, tiles, blending, GeoTIFF
+writes), the crater catalogue as ``planetcd segment`` makes it (the model's
+extraction settings: its other scales, components, contrast screening), and the
+network alone.  ``--tta``:
 flip averaging as the model's registry entry says (``model``), or forced on/off;
 ``--scales``: the catalogue's scales instead of the model's (as ``planetcd segment --scales``).
 """
@@ -44,10 +45,8 @@ def main(argv=None) -> int:
     import rasterio
 
     from planetcd import models
-    from planetcd.craters.segment import segment_raster
+    from planetcd.craters.segment import parse_scales, segment
     from planetcd.raster import open_raster
-
-    from planetcd.craters.segment import catalog_craters, parse_scales
 
     scales = parse_scales(args.scales)
     model = models.load(args.model, tta=None if args.tta == "model" else args.tta == "on")
@@ -65,13 +64,13 @@ def main(argv=None) -> int:
             n_px = ds.width * ds.height
             shape = (ds.height, ds.width)
         times, catalog_times = [], []
+        options = dict(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch_size, device="cpu")
         for _ in range(args.repeat):
             t0 = time.perf_counter()
-            result = segment_raster(src, Path(tmp) / "out", model, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size)
+            segment(src, model, scales=[1.0], **options).write(Path(tmp) / "out", overwrite=True)
             times.append(time.perf_counter() - t0)
-            with rasterio.open(result.prob_path) as p:
-                craters = catalog_craters(model, src, p.read(1), scales=scales, tile=args.tile, overlap=args.overlap,
-                                          batch_size=args.batch_size)
+            t0 = time.perf_counter()
+            craters = segment(src, model, scales=scales, **options).catalog
             catalog_times.append(time.perf_counter() - t0)
         x = torch.zeros(1, 1, args.tile, args.tile)
         with torch.inference_mode():
@@ -86,7 +85,7 @@ def main(argv=None) -> int:
           f"flip averaging {'on' if model.metadata['tta'] else 'off'}")
     print(f"threads          {args.threads} (torch.get_num_threads() = {torch.get_num_threads()}); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"tiles            {args.tile} px, overlap {args.overlap} px")
-    print(f"segment_raster   {best:.2f} s (best of {args.repeat}) = {n_px / best:,.0f} px/s")
+    print(f"segment + write  {best:.2f} s (best of {args.repeat}) = {n_px / best:,.0f} px/s")
     print(f"with catalogue   {best_catalog:.2f} s (best of {args.repeat}) = {n_px / best_catalog:,.0f} px/s "
           f"({len(craters)} craters; scales {', '.join(f'{s:g}' for s in scales or model.metadata.get('extraction', {}).get('scales', [1.0]))})")
     print(f"network alone    {net * 1000:.0f} ms per {args.tile}x{args.tile} tile = {args.tile ** 2 / net:,.0f} px/s")

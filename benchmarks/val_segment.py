@@ -5,8 +5,8 @@
         [--min-contrasts none,0.2,0.25,0.3] [--cross-validate] [--tta] [--sizes]
 
 Probability maps come from the code paths of ``planetcd segment``: the full
-image through ``segment_raster`` (512 px tiles, 64 px overlap) and each other
-scale through ``read_scaled`` + ``segment_array``; craters are extracted by
+image through ``segment`` (512 px tiles, 64 px overlap) and each other
+scale through ``read_scaled`` + ``image_probability``; craters are extracted by
 components (minimum radius per scale as ``multiscale_craters``: ``--min-radii``
 at scale 1 and the same size above it, ``--coarse-min-radii`` below) and merged
 over scales as ``multiscale_craters`` does; they are matched
@@ -63,12 +63,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    import rasterio
-
     from planetcd import models
     from planetcd.craters.extract import disc_contrast, extract_craters
     from planetcd.craters.match import match_craters, pool_results
-    from planetcd.craters.segment import merge_scales, read_scaled, scale_min_radius, segment_array, segment_raster
+    from planetcd.craters.segment import image_probability, merge_scales, read_scaled, scale_min_radius, segment
     from planetcd.datasets.crater_labels import read_pycda_csv, read_voc_boxes
 
     model = models.load(args.model, tta=args.tta)
@@ -91,12 +89,9 @@ def main(argv=None) -> int:
             path = cache / f"prob_{t}_{s:g}.npy"
             if not path.exists():
                 if s == 1.0:
-                    out = Path(tempfile.mkdtemp(prefix=f"val_{t}_", dir=cache))
-                    segment_raster(images[t], out, model, threshold=0.5)
-                    with rasterio.open(out / "crater_prob.tif") as src:
-                        prob = src.read(1)
+                    prob = segment(images[t], model, prob_threshold=0.5, scales=[1.0], device="cpu").probability
                 else:
-                    prob = segment_array(model, read_scaled(images[t], s))
+                    prob = image_probability(model, read_scaled(images[t], s))
                 np.save(path, np.nan_to_num(prob, nan=0.0))
                 print(f"# {t} scale {s:g}: probability map {prob.shape}", file=sys.stderr, flush=True)
             probs[t, s] = np.load(path)

@@ -22,14 +22,17 @@ _API = {
     "change_scores": "planetcd.change.scores",
     "estimate_shift": "planetcd.change.register",
     "score_pairs": "planetcd.change.patch_pairs",
-    "segment_raster": "planetcd.craters.segment",
-    "segment_array": "planetcd.craters.segment",
+    "segment": "planetcd.craters.segment",
+    "SegmentResult": "planetcd.craters.segment",
     "extract_craters": "planetcd.craters.extract",
     "Catalog": "planetcd.craters.catalog",
     "match_craters": "planetcd.craters.match",
     "fit_age": "planetcd.craters.dating",
     "AgeFit": "planetcd.craters.dating",
-    # planetcd.monitor is a module (its entry point: planetcd.monitor.monitor), so it is not re-exported here
+    # planetcd.monitor is the module, and calling it calls planetcd.monitor.monitor (a callable module), so
+    # planetcd.monitor(pre, post) works whichever was imported first
+    "monitor": "planetcd.monitor",
+    "monitor_batch": "planetcd.monitor",
     "MonitorResult": "planetcd.monitor",
     "load_model": "planetcd.models",
 }
@@ -41,6 +44,8 @@ __all__ = ["__version__", *_API]
 
 
 def __getattr__(name: str):
+    if name == "monitor":
+        return importlib.import_module("planetcd.monitor")
     if name in _API:
         return getattr(importlib.import_module(_API[name]), _RENAMED.get(name, name))
     raise AttributeError(f"module 'planetcd' has no attribute {name!r}")

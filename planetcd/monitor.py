@@ -4,8 +4,10 @@
 
 1. :func:`planetcd.change.detect.detect` finds the changed patches and the
    displacement ``(dy, dx)`` of post relative to pre.
-2. Both images are segmented block by block on **pre's pixel grid**: post is
-   read through :class:`planetcd.change.register.AlignedReader` (its grid put
+2. Both images are segmented block by block on **pre's pixel grid** with the
+   engine of :mod:`planetcd.craters.segment` (:func:`~planetcd.craters.segment.prepare_window`,
+   :func:`~planetcd.craters.segment.window_probability`, :func:`~planetcd.craters.segment.run_blocks`):
+   post is read through :class:`planetcd.change.register.AlignedReader` (its grid put
    on pre's with ``WarpedVRT`` when they differ, the displacement undone with
    sub-pixel interpolation), so pre and post craters share one coordinate
    system and no crater position is moved after the fact.
@@ -21,19 +23,22 @@
 
 Blocks are tiles of :func:`planetcd.tiling.halo_tiles` (a core and a halo of
 context): a block is segmented, its craters extracted and its new craters
-decided with nothing from other blocks, so memory is bounded by the block
-size and :mod:`planetcd.distributed` runs the same function per block on a
-Dask cluster with identical results.
+decided with nothing from other blocks (:func:`monitor_block`), so memory is
+bounded by the block size and a runner (``runner=``, e.g.
+``planetcd.distributed.DaskRunner``) runs the same function per block on a
+cluster with identical results. Chips, overview and ``report.html`` are built
+by :mod:`planetcd.report`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
+import sys
 import time
-from dataclasses import dataclass, field
+import types
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,29 +48,28 @@ from rasterio.windows import Window
 from .change.detect import ChangeResult, detect
 from .change.register import AlignedReader, post_on_pre_grid
 from .craters.catalog import Catalog
-from .craters.extract import disc_mean, extract_craters, extraction_options
+from .craters.extract import crater_threshold, disc_mean, extract_craters, extraction_options
 from .craters.match import candidate_pairs
-from .craters.segment import ImageStats, _missing, _prepare, image_stats, segment_array
+from .craters.segment import pixel_size_of, prepare_window, run_blocks, window_probability
 from .errors import InputError
-from .raster import atomic_output, check_writable, is_georeferenced, open_raster, overview_shape, read_window
+from .raster import IntensityStats, dataset_stats, is_georeferenced, open_raster, read_window
+from .report import OUTPUTS, SUMMARY_COLUMNS, MonitorResult, chip_panels, is_complete, overview_png, summary_row
+from .runners import LocalRunner, Runner
 from .tiling import Tile, halo_tiles
+
+__all__ = ["monitor", "monitor_batch", "MonitorResult", "OUTPUTS", "PairSetup", "BlockCraters", "monitor_block",
+           "merge_blocks", "new_crater_flags", "nearby_change", "candidate_scores", "prepare_setup", "assemble",
+           "read_pairs", "is_complete", "summary_row", "SUMMARY_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
-#: Files of a finished run (``monitor.json`` is written last: its presence marks a complete output).
-OUTPUTS = ("new_craters.csv", "new_craters.gpkg", "pre_craters.csv", "post_craters.csv", "report.html", "monitor.json")
-CHANGE_DIR = "change"
-CHIP_DIR = "chips"
-DONE_MARKER = "monitor.json"
-#: Columns of ``new_craters.csv`` after the catalog's own (map, lon/lat, diameter) columns.
-SCORE_COLUMNS = ("score", "change_ratio", "confidence", "pre_support", "patch_row_off", "patch_col_off")
 
 
 # ----------------------------------------------------------------------------- configuration
 
 
 @dataclass(frozen=True)
-class SegmentSetup:
+class PairSetup:
     """Everything a worker needs to segment one block of a pair (small and picklable).
 
     Attributes
@@ -74,13 +78,13 @@ class SegmentSetup:
         The two rasters; post is read on pre's grid with ``displacement`` undone.
     displacement : (dy, dx)
         Displacement of post relative to pre, pixels (from :func:`detect`).
-    pre_stats, post_stats : ImageStats
-        Whole-image normalisation of each image (as :func:`planetcd.craters.segment.image_stats`).
-    threshold : float
-        Probability threshold of the crater mask.
+    pre_stats, post_stats : IntensityStats
+        Whole-image statistics of each image's first band (:func:`planetcd.raster.dataset_stats`).
+    prob_threshold : float
+        Crater probability threshold.
     extraction : dict
         Keyword arguments of :func:`planetcd.craters.extract.extract_craters`.
-    tile, overlap, batch_size : int
+    tile_size, overlap, batch_size : int
         Network tiles inside a block (pixels) and tiles per pass.
     match_mode : str
         Rule of :mod:`planetcd.craters.match` deciding that a post crater existed before.
@@ -89,29 +93,18 @@ class SegmentSetup:
     pre_path: str
     post_path: str
     displacement: tuple[float, float]
-    pre_stats: ImageStats
-    post_stats: ImageStats
-    threshold: float
+    pre_stats: IntensityStats
+    post_stats: IntensityStats
+    prob_threshold: float
     extraction: dict
-    tile: int = 512
+    tile_size: int = 512
     overlap: int = 64
     batch_size: int = 4
     match_mode: str = "deepmoon"
 
 
-def load_segmenter(model: str | os.PathLike | torch.nn.Module, device: str = "cpu") -> torch.nn.Module:
-    """A crater segmenter from the registry (:func:`planetcd.models.load`), a checkpoint path, or as given."""
-    if isinstance(model, torch.nn.Module):
-        if not hasattr(model, "metadata"):
-            model.metadata = {"threshold": 0.5, "name": type(model).__name__}
-        return model.eval()
-    from . import models
-
-    return models.load(model, device=device)
-
-
 @contextlib.contextmanager
-def open_pair(setup: SegmentSetup):
+def open_pair(setup: PairSetup):
     """Yield ``(pre dataset, post reader on pre's grid)`` for a setup."""
     with open_raster(setup.pre_path) as pre_ds, open_raster(setup.post_path) as post_ds:
         with post_on_pre_grid(pre_ds, post_ds) as post_grid:
@@ -143,25 +136,9 @@ class BlockCraters:
     pre_support: np.ndarray
 
 
-def _prepared_window(data: np.ndarray, valid: np.ndarray, nodata, stats: ImageStats) -> tuple[np.ndarray, np.ndarray]:
-    """First band of a raw window ``(bands, h, w)`` → segmenter input ``(h, w)`` in -1..1 and its missing mask."""
-    missing = _missing(data[0], valid, nodata)
-    return _prepare(data[0], missing, stats), missing
-
-
-def _probability(model: torch.nn.Module, prepared: np.ndarray, missing: np.ndarray, setup: SegmentSetup) -> np.ndarray:
-    """Crater probability ``(h, w)`` of a prepared window; 0 where pixels are missing."""
-    tile = min(setup.tile, *prepared.shape)
-    overlap = min(setup.overlap, max(0, tile // 2))
-    prob = segment_array(model, prepared, tile=tile, overlap=overlap, device=next(model.parameters()).device,
-                         batch_size=setup.batch_size, prepared=True)
-    prob[missing] = 0.0
-    return prob
-
-
-def _in_core(craters: np.ndarray, tile: Tile) -> np.ndarray:
-    """Boolean mask of craters (whole-image pixels) whose centre lies in the tile's core."""
-    r, c, h, w = tile.core
+def _in_core(craters: np.ndarray, block: Tile) -> np.ndarray:
+    """Boolean mask of craters (whole-image pixels) whose centre lies in the block's core."""
+    r, c, h, w = block.core
     x, y = craters[:, 0], craters[:, 1]
     return (y >= r - 0.5) & (y < r + h - 0.5) & (x >= c - 0.5) & (x < c + w - 0.5)
 
@@ -184,54 +161,53 @@ def new_crater_flags(post: np.ndarray, pre: np.ndarray, mode: str = "deepmoon") 
     return new
 
 
-def segment_block(model: torch.nn.Module, pre_ds, post_reader: AlignedReader, tile: Tile, setup: SegmentSetup) -> BlockCraters:
+def monitor_block(block: Tile, *, setup: PairSetup, model, device: str = "cpu", tta: bool | None = None) -> BlockCraters:
     """Segment one block of pre and of post (on pre's grid) and decide which post craters are new.
+
+    The block function of :func:`monitor` (run through :func:`planetcd.craters.segment.run_blocks`).
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The crater segmenter (eval mode).
-    pre_ds : rasterio dataset
-        The pre image.
-    post_reader : AlignedReader
-        The post image on pre's grid.
-    tile : Tile
-        The block: its core (craters kept) and its read window (core + halo).
-    setup : SegmentSetup
+    block : Tile
+        Its core (craters kept) and its read window (core + halo).
+    setup : PairSetup
+    model : str, path or torch.nn.Module
+        The crater segmenter, loaded once per process (:func:`planetcd.models.cached`).
+    device : str
+    tta : bool, optional
 
     Returns
     -------
     BlockCraters
         In whole-image pixel coordinates of pre's grid.
     """
-    r, c, h, w = tile.read
+    from . import models
+
+    net = models.cached(model, device, tta)
+    r, c, h, w = block.read
     window = Window(c, r, w, h)
-    pre_data, pre_valid = read_window(pre_ds, window)
-    post_data, post_valid = post_reader.read(window)
-    pre_in, pre_missing = _prepared_window(pre_data, pre_valid, pre_ds.nodata, setup.pre_stats)
-    post_in, post_missing = _prepared_window(post_data, post_valid, post_reader.dataset.nodata, setup.post_stats)
-    pre_prob = _probability(model, pre_in, pre_missing | post_missing, setup)
-    post_prob = _probability(model, post_in, pre_missing | post_missing, setup)
+    with open_pair(setup) as (pre_ds, post_reader):
+        pre_data, pre_valid = read_window(pre_ds, window)
+        post_data, post_valid = post_reader.read(window)
+        pre_in, pre_missing = prepare_window(pre_data[0], pre_valid, pre_ds.nodata, setup.pre_stats)
+        post_in, post_missing = prepare_window(post_data[0], post_valid, post_reader.dataset.nodata, setup.post_stats)
+    missing = pre_missing | post_missing
+    probs = []
+    for prepared in (pre_in, post_in):
+        prob = window_probability(net, prepared, tile_size=setup.tile_size, overlap=setup.overlap,
+                                  batch_size=setup.batch_size)
+        prob[missing] = 0.0
+        probs.append(prob)
+    pre_prob, post_prob = probs
     pre_local = extract_craters(pre_prob, **setup.extraction)
     post_local = extract_craters(post_prob, **setup.extraction)
     offset = np.array([c, r, 0.0, 0.0])
     pre_all = pre_local + offset
     post_all = post_local + offset
-    keep = _in_core(post_all, tile)
+    keep = _in_core(post_all, block)
     post_new = new_crater_flags(post_all[keep], pre_all, setup.match_mode)
     support = np.nan_to_num(disc_mean(pre_prob, post_local[keep]), nan=0.0)
-    return BlockCraters(pre_all[_in_core(pre_all, tile)], post_all[keep], post_new, support)
-
-
-def block_grid(height: int, width: int, block_size: int, halo: int) -> list[Tile]:
-    """The blocks of a monitor run: :func:`planetcd.tiling.halo_tiles` of ``block_size`` with ``halo`` pixels."""
-    return halo_tiles(height, width, block_size, halo)
-
-
-def run_block(setup: SegmentSetup, tile: Tile, model: torch.nn.Module) -> BlockCraters:
-    """Open the pair, segment one block, close: the unit of work of a worker."""
-    with open_pair(setup) as (pre_ds, post_reader):
-        return segment_block(model, pre_ds, post_reader, tile, setup)
+    return BlockCraters(pre_all[_in_core(pre_all, block)], post_all[keep], post_new, support)
 
 
 def merge_blocks(blocks: list[BlockCraters]) -> BlockCraters:
@@ -294,228 +270,28 @@ def candidate_scores(confidence: np.ndarray, pre_support: np.ndarray, change_rat
     return np.clip(confidence * (1.0 - np.clip(pre_support, 0.0, 1.0)) * change_term, 0.0, 1.0)
 
 
-# ----------------------------------------------------------------------------- chips and overview
-
-
-def _gray8(data: np.ndarray, stats: ImageStats) -> np.ndarray:
-    scaled = (data - stats.low) / (stats.high - stats.low)
-    return np.clip(np.round(scaled * 255.0), 0, 255).astype(np.uint8)
-
-
-def chip_panels(pre_ds, post_reader: AlignedReader, crater: np.ndarray, pre_stats: ImageStats,
-                post_stats: ImageStats, min_size: int = 64) -> np.ndarray:
-    """Pre, registered post and their difference around one crater.
-
-    Parameters
-    ----------
-    crater : ndarray, shape (>=3,)
-        ``x_px, y_px, radius_px`` on pre's grid.
-    min_size : int
-        Smallest chip side, pixels (the chip spans at least 6 radii).
-
-    Returns
-    -------
-    ndarray, uint8, shape (3, size, size)
-        Pre and post stretched to 0..255 with their own robust range; the
-        difference post − pre mapped so that 128 is no change (±0.5 of the range at 0 and 255).
-    """
-    x, y, radius = (float(v) for v in crater[:3])
-    size = int(max(min_size, np.ceil(6 * radius)))
-    window = Window(int(round(x)) - size // 2, int(round(y)) - size // 2, size, size)
-    pre, pre_valid = read_window(pre_ds, window, boundless=True)
-    post, post_valid = post_reader.read(window)
-    pre8 = _gray8(pre[0], pre_stats)
-    post8 = _gray8(post[0], post_stats)
-    diff = post8.astype(np.float32) - pre8.astype(np.float32)
-    diff8 = np.clip(np.round(128.0 + diff * 0.5), 0, 255).astype(np.uint8)
-    both = pre_valid & post_valid
-    for panel in (pre8, post8, diff8):
-        panel[~both] = 0
-    return np.stack([pre8, post8, diff8])
-
-
-def chip_image(panels: np.ndarray, crater: np.ndarray, scale: int | None = None):
-    """A PIL image ``pre | post | difference`` with the crater outlined (red) on pre and post."""
-    from PIL import Image, ImageDraw
-
-    _, size, _ = panels.shape
-    scale = scale or max(1, int(np.ceil(160 / size)))
-    gap = 4
-    side = size * scale
-    canvas = Image.new("RGB", (3 * side + 2 * gap, side), (255, 255, 255))
-    x, y, radius = (float(v) for v in crater[:3])
-    # position of the crater centre inside the chip (the chip starts at round(x) - size // 2)
-    cx = (x - (round(x) - size // 2) + 0.5) * scale
-    cy = (y - (round(y) - size // 2) + 0.5) * scale
-    rr = (radius + 1.5) * scale
-    for k, panel in enumerate(panels):
-        image = Image.fromarray(panel).resize((side, side), Image.NEAREST).convert("RGB")
-        if k < 2:
-            ImageDraw.Draw(image).ellipse((cx - rr, cy - rr, cx + rr, cy + rr), outline=(230, 40, 40), width=2)
-        canvas.paste(image, (k * (side + gap), 0))
-    return canvas
-
-
-def overview_png(pre_ds, stats: ImageStats, max_pixels: int = 640_000) -> tuple[bytes, tuple[int, int]]:
-    """A decimated gray PNG of pre (bytes) and its ``(rows, cols)``."""
-    import io
-
-    from PIL import Image
-
-    shape = overview_shape(pre_ds.height, pre_ds.width, max_pixels)
-    data, valid = read_window(pre_ds, bands=[1], out_shape=shape)
-    gray = _gray8(data[0], stats)
-    gray[~valid] = 0
-    buffer = io.BytesIO()
-    Image.fromarray(gray).save(buffer, format="PNG", optimize=True)
-    return buffer.getvalue(), shape
-
-
-# ----------------------------------------------------------------------------- the result
-
-
-@dataclass
-class MonitorResult:
-    """New-crater candidates of one pair, ranked best first, on pre's pixel grid.
-
-    Attributes
-    ----------
-    candidates : Catalog
-        The candidates (``x_px, y_px, radius_px, confidence`` plus map and
-        planetocentric coordinates and diameters when the pair is georeferenced
-        or ``pixel_size_m`` is given), in rank order.
-    scores : dict of ndarray (n,)
-        ``score, change_ratio, confidence, pre_support, patch_row_off, patch_col_off`` per candidate.
-    change : ChangeResult
-        What :func:`detect` found (written to ``OUTDIR/change``).
-    pre_craters, post_craters : Catalog
-        Every crater segmented in pre and in post (post on pre's grid).
-    chips : list of ndarray, uint8, shape (3, s, s)
-        Pre | post | difference around each candidate.
-    overview : bytes
-        PNG of pre, decimated; ``overview_shape`` gives its ``(rows, cols)``.
-    """
-
-    candidates: Catalog
-    scores: dict[str, np.ndarray]
-    change: ChangeResult
-    pre_craters: Catalog
-    post_craters: Catalog
-    chips: list[np.ndarray]
-    overview: bytes
-    overview_shape: tuple[int, int]
-    shape: tuple[int, int]
-    params: dict = field(default_factory=dict)
-    timings: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.candidates)
-
-    def table(self) -> dict[str, np.ndarray]:
-        """The ranked candidate table: ``rank``, the catalog's columns, then the scores."""
-        cat = self.candidates
-        table = {"rank": np.arange(1, len(self) + 1), "x_px": cat.x_px, "y_px": cat.y_px, "radius_px": cat.radius_px}
-        table.update(cat.table())  # confidence, map and planetocentric coordinates, diameter
-        for name in SCORE_COLUMNS:
-            table[name] = self.scores[name]
-        return table
-
-    def write(self, outdir: str | os.PathLike, overwrite: bool = False) -> list[Path]:
-        """Write every output into ``outdir``; ``monitor.json`` last, so its presence marks a complete run.
-
-        Raises :class:`~planetcd.errors.OutputExistsError` before writing
-        anything when an output exists and ``overwrite`` is false.
-        """
-        from .change.outputs import output_names
-        from .report import write_report
-
-        outdir = Path(outdir)
-        chip_dir = outdir / CHIP_DIR
-        chip_names = [chip_dir / f"candidate_{k:04d}.png" for k in range(1, len(self) + 1)]
-        existing_chips = sorted(chip_dir.glob("candidate_*.png")) if chip_dir.is_dir() else []
-        check_writable([outdir / n for n in OUTPUTS] + [outdir / CHANGE_DIR / n for n in output_names(False)]
-                       + existing_chips, overwrite)
-        outdir.mkdir(parents=True, exist_ok=True)
-        marker = outdir / DONE_MARKER
-        if marker.exists():
-            marker.unlink()  # overwrite: the run is incomplete until the marker is written again
-        written = self.change.write(outdir / CHANGE_DIR, overwrite=overwrite)
-        chip_dir.mkdir(exist_ok=True)
-        for stale in existing_chips:
-            if stale not in chip_names:
-                stale.unlink()
-        for path, panels, crater in zip(chip_names, self.chips, self.candidates.pixels):
-            with atomic_output(path) as tmp:
-                chip_image(panels, crater).save(tmp, format="PNG")
-        written += chip_names
-        self._write_tables(outdir)
-        write_report(self, outdir / "report.html")
-        with atomic_output(marker) as tmp:
-            tmp.write_text(json.dumps(self.record(), indent=2, default=str))
-        return written + [outdir / n for n in OUTPUTS]
-
-    def _write_tables(self, outdir: Path) -> None:
-        from .vector import circle_rings, points_wkb, rings_wkb, write_csv, write_gpkg
-
-        table = self.table()
-        write_csv(outdir / "new_craters.csv", table)
-        cat = self.candidates
-        if cat.transform is not None:
-            wkb = rings_wkb(circle_rings(cat.x_map, cat.y_map, cat.radius_map, 64))
-            crs = cat.crs if cat.crs is None or isinstance(cat.crs, str) or hasattr(cat.crs, "to_wkt") else str(cat.crs)
-        else:
-            wkb, crs = rings_wkb(circle_rings(cat.x_px, cat.y_px, cat.radius_px, 64)), None
-        if len(cat) == 0:
-            wkb = points_wkb(np.zeros(0), np.zeros(0))
-        write_gpkg(outdir / "new_craters.gpkg", table, wkb, "Polygon", crs=crs, layer="new_craters")
-        self.pre_craters.to_csv(outdir / "pre_craters.csv")
-        self.post_craters.to_csv(outdir / "post_craters.csv")
-
-    def record(self) -> dict:
-        """Parameters, counts, timings and the top candidates (written as ``monitor.json``)."""
-        from . import __version__
-
-        table = self.table()
-        top = min(10, len(self))
-        return {
-            "planetcd_version": __version__,
-            "parameters": self.params,
-            "image_shape": list(self.shape),
-            "displacement_px": {"dy": self.change.displacement[0], "dx": self.change.displacement[1]},
-            "tau": self.change.tau,
-            "n_changed_patches": int(self.change.changed.sum()),
-            "n_pre_craters": len(self.pre_craters),
-            "n_post_craters": len(self.post_craters),
-            "n_candidates": len(self),
-            "top_candidates": [{k: (v[j].item() if hasattr(v[j], "item") else v[j]) for k, v in table.items()}
-                               for j in range(top)],
-            "timings_s": {k.removesuffix("_s"): round(v, 3) for k, v in self.timings.items()},
-        }
-
-
 # ----------------------------------------------------------------------------- the pipeline
 
 
 def prepare_setup(pre, post, displacement: tuple[float, float], model: torch.nn.Module, *,
-                  threshold: float | None, tile: int, overlap: int, batch_size: int, match_mode: str) -> SegmentSetup:
+                  prob_threshold: float | None, tile_size: int, overlap: int, batch_size: int,
+                  match_mode: str) -> PairSetup:
     """Whole-image statistics and options for segmenting a pair (reads decimated overviews only)."""
     meta = getattr(model, "metadata", {})
-    threshold = float(meta.get("threshold", 0.5) if threshold is None else threshold)
-    if not 0.0 < threshold < 1.0:
-        raise InputError(f"threshold {threshold}: must be between 0 and 1")
+    threshold = crater_threshold(meta, prob_threshold)
     with open_raster(pre) as pre_ds, open_raster(post) as post_ds:
         with post_on_pre_grid(pre_ds, post_ds) as post_grid:
-            pre_stats = image_stats(pre_ds)
-            post_stats = image_stats(post_grid)
-    return SegmentSetup(str(pre), str(post), (float(displacement[0]), float(displacement[1])), pre_stats, post_stats,
-                        threshold, extraction_options(meta, threshold), tile, overlap, batch_size, match_mode)
+            pre_stats = dataset_stats(pre_ds, bands=[1])
+            post_stats = dataset_stats(post_grid, bands=[1])
+    return PairSetup(str(pre), str(post), (float(displacement[0]), float(displacement[1])), pre_stats, post_stats,
+                     threshold, extraction_options(meta, threshold), tile_size, overlap, batch_size, match_mode)
 
 
 def _catalog(craters: np.ndarray, georef: dict, name: str) -> Catalog:
     return Catalog.from_pixels(craters.reshape(-1, 4), name=name, **georef)
 
 
-def assemble(change: ChangeResult, craters: BlockCraters, setup: SegmentSetup, *, near_px: float,
+def assemble(change: ChangeResult, craters: BlockCraters, setup: PairSetup, *, near_px: float,
              min_score: float, georef: dict, chips: bool = True) -> tuple[Catalog, dict, Catalog, Catalog, list]:
     """Candidates from the merged block craters and the change result, ranked best first."""
     ratio, patch = nearby_change(craters.post, change, near_px)
@@ -569,13 +345,14 @@ def monitor(
     patch_size: int = 100,
     n_pseudo: int = 100,
     model: str | os.PathLike | torch.nn.Module = "ctx-craters",
-    threshold: float | None = None,
+    prob_threshold: float | None = None,
+    tta: bool | None = None,
     match_mode: str = "deepmoon",
     near_px: float = 32.0,
     min_score: float = 0.0,
     block_size: int = 2048,
     block_halo: int = 192,
-    tile: int = 512,
+    tile_size: int = 512,
     overlap: int = 64,
     batch_size: int = 4,
     pixel_size_m: float | None = None,
@@ -584,7 +361,7 @@ def monitor(
     seed: int = 0,
     progress: bool = False,
     trunk=None,
-    client=None,
+    runner: Runner | None = None,
 ) -> MonitorResult:
     """Find new-impact candidates between a pre and a post image.
 
@@ -601,8 +378,10 @@ def monitor(
         Pseudo-unchanged pairs calibrating τ.
     model : str, path or torch.nn.Module
         Crater segmenter: registry name (:func:`planetcd.models.load`), checkpoint path, or a loaded model.
-    threshold : float, optional
-        Crater probability threshold (default: the model's).
+    prob_threshold : float, optional
+        Crater probability threshold, in (0, 1) (default: the model's).
+    tta : bool, optional
+        Average the segmenter over the four flips of each tile (default: the model's).
     match_mode : {"deepmoon", "strict", "iou"}
         Rule of :mod:`planetcd.craters.match` under which a post crater already existed in pre.
     near_px : float
@@ -612,7 +391,7 @@ def monitor(
     block_size, block_halo : int
         Segmentation blocks (pixels): memory is bounded by ``(block_size + 2 block_halo)²``;
         the halo must exceed the largest crater radius.
-    tile, overlap, batch_size : int
+    tile_size, overlap, batch_size : int
         Network tiles inside a block.
     pixel_size_m : float, optional
         Pixel size for diameters when the images are not georeferenced.
@@ -624,13 +403,17 @@ def monitor(
         Progress bars on stderr.
     trunk : VGGFeatures, optional
         A loaded VGG trunk to reuse.
-    client : distributed.Client, optional
-        Run the blocks (and detect's tiles) on a Dask cluster (see :mod:`planetcd.distributed`).
+    runner : planetcd.runners.Runner, optional
+        Who runs the segmentation blocks and detect's tiles (default: this process;
+        ``planetcd.distributed.DaskRunner`` on a cluster).
 
     Returns
     -------
     MonitorResult
     """
+    from . import models
+    from .features import pick_device
+
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     if method not in ("nn", "paper"):
@@ -640,34 +423,30 @@ def monitor(
     from .inputs import check_pair  # the one input check: missing, truncated, empty, too small, no overlap
     check_pair(pre, post, min_size=patch_size, size_of=f"one {patch_size} px patch")
     _check_inputs(pre, post)
-    from .features import pick_device
-
-    torch_device = pick_device(device)
-    segmenter = load_segmenter(model, device=str(torch_device))
+    torch_device = str(pick_device(device))
+    segmenter = models.cached(model, torch_device, tta)
+    meta = segmenter.metadata
+    crater_threshold(meta, prob_threshold)  # a bad threshold fails before detect runs
+    with open_raster(pre) as pre_ds:
+        advice = models.pixel_scale_advice(meta, pixel_size_of(pre_ds, pixel_size_m))
+    if advice:
+        log.warning(advice)
+    local = runner is None or isinstance(runner, LocalRunner)
 
     t0 = time.perf_counter()
     detect_options = dict(method=method, patch_size=patch_size, n_pseudo=n_pseudo, weights=weights, device=device,
                           seed=seed, progress=progress, trunk=trunk)
-    if client is not None:
-        from .distributed import detect_distributed
-
-        change = detect_distributed(client, pre, post, **detect_options)
-    else:
-        change = detect(pre, post, **detect_options)
+    change = detect(pre, post, **detect_options) if local else detect(pre, post, runner=runner, **detect_options)
     timings["detect_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    setup = prepare_setup(pre, post, change.displacement, segmenter, threshold=threshold, tile=tile, overlap=overlap,
-                          batch_size=batch_size, match_mode=match_mode)
-    blocks = block_grid(change.shape[0], change.shape[1], block_size, block_halo)
-    if client is not None:
-        from .distributed import segment_blocks_distributed
-
-        model_ref = segmenter if isinstance(model, torch.nn.Module) else model
-        results = segment_blocks_distributed(client, setup, blocks, model_ref, str(torch_device))
-    else:
-        results = _segment_blocks_local(segmenter, setup, blocks, progress)
-    craters = merge_blocks(results)
+    setup = prepare_setup(pre, post, change.displacement, segmenter, prob_threshold=prob_threshold,
+                          tile_size=tile_size, overlap=overlap, batch_size=batch_size, match_mode=match_mode)
+    blocks = halo_tiles(change.shape[0], change.shape[1], block_size, block_halo)
+    model_ref = segmenter if local or isinstance(model, torch.nn.Module) else (
+        os.path.abspath(model) if os.path.isfile(str(model)) else str(model))
+    craters = merge_blocks(list(run_blocks(monitor_block, blocks, runner=runner, progress=progress, desc="segment",
+                                           setup=setup, model=model_ref, device=torch_device, tta=tta)))
     timings["segment_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -681,27 +460,14 @@ def monitor(
     log.info("%d pre and %d post craters; %d new-crater candidates", len(pre_cat), len(post_cat), len(candidates))
     params = {
         "pre": str(pre), "post": str(post), "method": method, "patch_size": patch_size, "n_pseudo": n_pseudo,
-        "model": str(getattr(segmenter, "metadata", {}).get("name", model)),
-        "tta": bool(getattr(segmenter, "metadata", {}).get("tta", False)), "threshold": setup.threshold,
-        "extraction": setup.extraction, "match_mode": match_mode, "near_px": near_px, "min_score": min_score,
-        "block_size": block_size, "block_halo": block_halo, "tile": tile, "overlap": overlap, "seed": seed,
-        "device": str(torch_device), "pixel_size_m": pixel_size_m,
+        "model": str(meta.get("name", model)), "tta": bool(meta.get("tta", False)),
+        "prob_threshold": setup.prob_threshold, "extraction": setup.extraction, "match_mode": match_mode,
+        "near_px": near_px, "min_score": min_score, "block_size": block_size, "block_halo": block_halo,
+        "tile_size": tile_size, "overlap": overlap, "seed": seed, "device": torch_device, "pixel_size_m": pixel_size_m,
         "score": "confidence * (1 - pre_support) * (1 - 1 / change_ratio)",
     }
     return MonitorResult(candidates, scores, change, pre_cat, post_cat, panels, overview, ov_shape, change.shape,
                          params, timings)
-
-
-def _segment_blocks_local(model: torch.nn.Module, setup: SegmentSetup, blocks: list[Tile], progress: bool) -> list[BlockCraters]:
-    from tqdm.auto import tqdm
-
-    results = []
-    with open_pair(setup) as (pre_ds, post_reader), \
-            tqdm(total=len(blocks), disable=not progress, desc="segment", unit="block", leave=False) as bar:
-        for tile in blocks:
-            results.append(segment_block(model, pre_ds, post_reader, tile, setup))
-            bar.update(1)
-    return results
 
 
 # ----------------------------------------------------------------------------- batch mode
@@ -742,29 +508,6 @@ def read_pairs(path: str | os.PathLike) -> list[dict[str, str]]:
     return rows
 
 
-def is_complete(outdir: str | os.PathLike) -> bool:
-    """Whether a monitor output folder holds a finished run (its ``monitor.json`` marker)."""
-    return (Path(outdir) / DONE_MARKER).is_file()
-
-
-SUMMARY_COLUMNS = ("id", "status", "n_candidates", "best_score", "n_changed_patches", "dy", "dx", "seconds", "outdir", "message")
-
-
-def summary_row(pair_id: str, outdir: Path, status: str, seconds: float = float("nan"), message: str = "") -> dict:
-    """One row of the batch summary, read back from a finished output's ``monitor.json`` when there is one."""
-    row = {"id": pair_id, "status": status, "n_candidates": -1, "best_score": float("nan"), "n_changed_patches": -1,
-           "dy": float("nan"), "dx": float("nan"), "seconds": seconds, "outdir": str(outdir), "message": message}
-    if is_complete(outdir):
-        record = json.loads((outdir / DONE_MARKER).read_text())
-        top = record.get("top_candidates") or []
-        row.update(n_candidates=record["n_candidates"], n_changed_patches=record["n_changed_patches"],
-                   dy=record["displacement_px"]["dy"], dx=record["displacement_px"]["dx"],
-                   best_score=top[0]["score"] if top else float("nan"))
-        if not np.isfinite(seconds):
-            row["seconds"] = record.get("timings_s", {}).get("total", float("nan"))
-    return row
-
-
 def monitor_batch(pairs_csv: str | os.PathLike, outdir: str | os.PathLike, *, overwrite: bool = False,
                   keep_going: bool = True, progress: bool = False, **options) -> dict[str, np.ndarray]:
     """Run :func:`monitor` on every pair of a CSV into ``outdir/<id>``; resumable.
@@ -780,10 +523,11 @@ def monitor_batch(pairs_csv: str | os.PathLike, outdir: str | os.PathLike, *, ov
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     options = dict(options)
-    if not isinstance(options.get("model", "ctx-craters"), torch.nn.Module):
-        from .features import pick_device
+    from . import models
+    from .features import pick_device
 
-        options["model"] = load_segmenter(options.get("model", "ctx-craters"), str(pick_device(options.get("device", "auto"))))
+    # a bad model fails here, once, not once per pair; each pair then finds it in the per-process cache
+    models.cached(options.get("model", "ctx-craters"), str(pick_device(options.get("device", "auto"))), options.get("tta"))
     if options.get("trunk") is None:
         from .features import VGGFeatures
 
@@ -811,3 +555,13 @@ def monitor_batch(pairs_csv: str | os.PathLike, outdir: str | os.PathLike, *, ov
              for name in SUMMARY_COLUMNS}
     write_csv(outdir / "summary.csv", table)
     return table
+
+
+class _CallableModule(types.ModuleType):
+    """``planetcd.monitor`` is this module; calling it runs :func:`monitor` (``planetcd.monitor(pre, post)``)."""
+
+    def __call__(self, pre, post, **options) -> MonitorResult:
+        return monitor(pre, post, **options)
+
+
+sys.modules[__name__].__class__ = _CallableModule

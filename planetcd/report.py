@@ -1,4 +1,8 @@
-"""``report.html``: one self-contained page to vet new-crater candidates one by one.
+"""What monitor hands over: :class:`MonitorResult` and its writers (tables, chips, ``report.html``, ``monitor.json``).
+
+:meth:`MonitorResult.write` writes every output of a pair; :func:`is_complete`
+and :func:`summary_row` read a written one back (batch mode). ``report.html``
+is one page to vet new-crater candidates one by one.
 
 Everything is inside the file: the candidate table as JSON, every chip
 (pre | post | difference) and an overview of the pre image as base64 PNGs,
@@ -17,15 +21,260 @@ import io
 import json
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from rasterio.windows import Window
 
-from .raster import atomic_output
+from .raster import atomic_output, check_writable, overview_shape, read_window
+
+if TYPE_CHECKING:
+    from .change.detect import ChangeResult
+    from .craters.catalog import Catalog
+
+#: Files of a finished run (``monitor.json`` is written last: its presence marks a complete output).
+OUTPUTS = ("new_craters.csv", "new_craters.gpkg", "pre_craters.csv", "post_craters.csv", "report.html", "monitor.json")
+CHANGE_DIR = "change"
+CHIP_DIR = "chips"
+DONE_MARKER = "monitor.json"
+#: Columns of ``new_craters.csv`` after the catalog's own (map, lon/lat, diameter) columns.
+SCORE_COLUMNS = ("score", "change_ratio", "confidence", "pre_support", "patch_row_off", "patch_col_off")
 
 #: Columns of the candidate table copied into the page (when present).
 PAGE_COLUMNS = ("rank", "x_px", "y_px", "radius_px", "x_map", "y_map", "lon_deg", "lat_deg", "diameter_km",
                 "score", "change_ratio", "confidence", "pre_support")
+
+
+# ----------------------------------------------------------------------------- the result of monitor
+
+
+@dataclass
+class MonitorResult:
+    """New-crater candidates of one pair, ranked best first, on pre's pixel grid.
+
+    Attributes
+    ----------
+    candidates : Catalog
+        The candidates (``x_px, y_px, radius_px, confidence`` plus map and
+        planetocentric coordinates and diameters when the pair is georeferenced
+        or ``pixel_size_m`` is given), in rank order.
+    scores : dict of ndarray (n,)
+        ``score, change_ratio, confidence, pre_support, patch_row_off, patch_col_off`` per candidate.
+    change : ChangeResult
+        What :func:`detect` found (written to ``OUTDIR/change``).
+    pre_craters, post_craters : Catalog
+        Every crater segmented in pre and in post (post on pre's grid).
+    chips : list of ndarray, uint8, shape (3, s, s)
+        Pre | post | difference around each candidate.
+    overview : bytes
+        PNG of pre, decimated; ``overview_shape`` gives its ``(rows, cols)``.
+    """
+
+    candidates: Catalog
+    scores: dict[str, np.ndarray]
+    change: ChangeResult
+    pre_craters: Catalog
+    post_craters: Catalog
+    chips: list[np.ndarray]
+    overview: bytes
+    overview_shape: tuple[int, int]
+    shape: tuple[int, int]
+    params: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.candidates)
+
+    def table(self) -> dict[str, np.ndarray]:
+        """The ranked candidate table: ``rank``, the catalog's columns, then the scores."""
+        cat = self.candidates
+        table = {"rank": np.arange(1, len(self) + 1), "x_px": cat.x_px, "y_px": cat.y_px, "radius_px": cat.radius_px}
+        table.update(cat.table())  # confidence, map and planetocentric coordinates, diameter
+        for name in SCORE_COLUMNS:
+            table[name] = self.scores[name]
+        return table
+
+    def write(self, outdir: str | os.PathLike, overwrite: bool = False) -> list[Path]:
+        """Write every output into ``outdir``; ``monitor.json`` last, so its presence marks a complete run.
+
+        Raises :class:`~planetcd.errors.OutputExistsError` before writing
+        anything when an output exists and ``overwrite`` is false.
+        """
+        from .change.outputs import output_names
+
+        outdir = Path(outdir)
+        chip_dir = outdir / CHIP_DIR
+        chip_names = [chip_dir / f"candidate_{k:04d}.png" for k in range(1, len(self) + 1)]
+        existing_chips = sorted(chip_dir.glob("candidate_*.png")) if chip_dir.is_dir() else []
+        check_writable([outdir / n for n in OUTPUTS] + [outdir / CHANGE_DIR / n for n in output_names(False)]
+                       + existing_chips, overwrite)
+        outdir.mkdir(parents=True, exist_ok=True)
+        marker = outdir / DONE_MARKER
+        if marker.exists():
+            marker.unlink()  # overwrite: the run is incomplete until the marker is written again
+        written = self.change.write(outdir / CHANGE_DIR, overwrite=overwrite)
+        chip_dir.mkdir(exist_ok=True)
+        for stale in existing_chips:
+            if stale not in chip_names:
+                stale.unlink()
+        for path, panels, crater in zip(chip_names, self.chips, self.candidates.pixels):
+            with atomic_output(path) as tmp:
+                chip_image(panels, crater).save(tmp, format="PNG")
+        written += chip_names
+        self._write_tables(outdir)
+        write_report(self, outdir / "report.html")
+        with atomic_output(marker) as tmp:
+            tmp.write_text(json.dumps(self.record(), indent=2, default=str))
+        return written + [outdir / n for n in OUTPUTS]
+
+    def _write_tables(self, outdir: Path) -> None:
+        from .vector import circle_rings, points_wkb, rings_wkb, write_csv, write_gpkg
+
+        table = self.table()
+        write_csv(outdir / "new_craters.csv", table)
+        cat = self.candidates
+        if cat.transform is not None:
+            wkb = rings_wkb(circle_rings(cat.x_map, cat.y_map, cat.radius_map, 64))
+            crs = cat.crs if cat.crs is None or isinstance(cat.crs, str) or hasattr(cat.crs, "to_wkt") else str(cat.crs)
+        else:
+            wkb, crs = rings_wkb(circle_rings(cat.x_px, cat.y_px, cat.radius_px, 64)), None
+        if len(cat) == 0:
+            wkb = points_wkb(np.zeros(0), np.zeros(0))
+        write_gpkg(outdir / "new_craters.gpkg", table, wkb, "Polygon", crs=crs, layer="new_craters")
+        self.pre_craters.to_csv(outdir / "pre_craters.csv")
+        self.post_craters.to_csv(outdir / "post_craters.csv")
+
+    def record(self) -> dict:
+        """Parameters, counts, timings and the top candidates (written as ``monitor.json``)."""
+        from . import __version__
+
+        table = self.table()
+        top = min(10, len(self))
+        return {
+            "planetcd_version": __version__,
+            "parameters": self.params,
+            "image_shape": list(self.shape),
+            "displacement_px": {"dy": self.change.displacement[0], "dx": self.change.displacement[1]},
+            "tau": self.change.tau,
+            "n_changed_patches": int(self.change.changed.sum()),
+            "n_pre_craters": len(self.pre_craters),
+            "n_post_craters": len(self.post_craters),
+            "n_candidates": len(self),
+            "top_candidates": [{k: (v[j].item() if hasattr(v[j], "item") else v[j]) for k, v in table.items()}
+                               for j in range(top)],
+            "timings_s": {k.removesuffix("_s"): round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+# ----------------------------------------------------------------------------- a written result, read back
+
+
+def is_complete(outdir: str | os.PathLike) -> bool:
+    """Whether a monitor output folder holds a finished run (its ``monitor.json`` marker)."""
+    return (Path(outdir) / DONE_MARKER).is_file()
+
+
+SUMMARY_COLUMNS = ("id", "status", "n_candidates", "best_score", "n_changed_patches", "dy", "dx", "seconds", "outdir", "message")
+
+
+def summary_row(pair_id: str, outdir: Path, status: str, seconds: float = float("nan"), message: str = "") -> dict:
+    """One row of the batch summary, read back from a finished output's ``monitor.json`` when there is one."""
+    row = {"id": pair_id, "status": status, "n_candidates": -1, "best_score": float("nan"), "n_changed_patches": -1,
+           "dy": float("nan"), "dx": float("nan"), "seconds": seconds, "outdir": str(outdir), "message": message}
+    if is_complete(outdir):
+        record = json.loads((outdir / DONE_MARKER).read_text())
+        top = record.get("top_candidates") or []
+        row.update(n_candidates=record["n_candidates"], n_changed_patches=record["n_changed_patches"],
+                   dy=record["displacement_px"]["dy"], dx=record["displacement_px"]["dx"],
+                   best_score=top[0]["score"] if top else float("nan"))
+        if not np.isfinite(seconds):
+            row["seconds"] = record.get("timings_s", {}).get("total", float("nan"))
+    return row
+
+
+# ----------------------------------------------------------------------------- chips and overview
+
+
+def gray8(data: np.ndarray, stats, band: int = 0) -> np.ndarray:
+    """Raw intensities → uint8 0..255 with an image's robust range (``stats``: :class:`planetcd.raster.IntensityStats`)."""
+    low, high = float(stats.low[band]), float(stats.high[band])
+    scaled = (data - low) / (high - low)
+    return np.clip(np.round(scaled * 255.0), 0, 255).astype(np.uint8)
+
+
+def chip_panels(pre_ds, post_reader, crater: np.ndarray, pre_stats, post_stats, min_size: int = 64) -> np.ndarray:
+    """Pre, registered post and their difference around one crater.
+
+    Parameters
+    ----------
+    pre_ds : rasterio dataset
+    post_reader : planetcd.change.register.AlignedReader
+        Post on pre's grid.
+    crater : ndarray, shape (>=3,)
+        ``x_px, y_px, radius_px`` on pre's grid.
+    pre_stats, post_stats : IntensityStats
+    min_size : int
+        Smallest chip side, pixels (the chip spans at least 6 radii).
+
+    Returns
+    -------
+    ndarray, uint8, shape (3, size, size)
+        Pre and post stretched to 0..255 with their own robust range; the
+        difference post − pre mapped so that 128 is no change (±0.5 of the range at 0 and 255).
+    """
+    x, y, radius = (float(v) for v in crater[:3])
+    size = int(max(min_size, np.ceil(6 * radius)))
+    window = Window(int(round(x)) - size // 2, int(round(y)) - size // 2, size, size)
+    pre, pre_valid = read_window(pre_ds, window, boundless=True)
+    post, post_valid = post_reader.read(window)
+    pre8 = gray8(pre[0], pre_stats)
+    post8 = gray8(post[0], post_stats)
+    diff = post8.astype(np.float32) - pre8.astype(np.float32)
+    diff8 = np.clip(np.round(128.0 + diff * 0.5), 0, 255).astype(np.uint8)
+    both = pre_valid & post_valid
+    for panel in (pre8, post8, diff8):
+        panel[~both] = 0
+    return np.stack([pre8, post8, diff8])
+
+
+def chip_image(panels: np.ndarray, crater: np.ndarray, scale: int | None = None):
+    """A PIL image ``pre | post | difference`` with the crater outlined (red) on pre and post."""
+    from PIL import Image, ImageDraw
+
+    _, size, _ = panels.shape
+    scale = scale or max(1, int(np.ceil(160 / size)))
+    gap = 4
+    side = size * scale
+    canvas = Image.new("RGB", (3 * side + 2 * gap, side), (255, 255, 255))
+    x, y, radius = (float(v) for v in crater[:3])
+    # position of the crater centre inside the chip (the chip starts at round(x) - size // 2)
+    cx = (x - (round(x) - size // 2) + 0.5) * scale
+    cy = (y - (round(y) - size // 2) + 0.5) * scale
+    rr = (radius + 1.5) * scale
+    for k, panel in enumerate(panels):
+        image = Image.fromarray(panel).resize((side, side), Image.NEAREST).convert("RGB")
+        if k < 2:
+            ImageDraw.Draw(image).ellipse((cx - rr, cy - rr, cx + rr, cy + rr), outline=(230, 40, 40), width=2)
+        canvas.paste(image, (k * (side + gap), 0))
+    return canvas
+
+
+def overview_png(pre_ds, stats, max_pixels: int = 640_000) -> tuple[bytes, tuple[int, int]]:
+    """A decimated gray PNG of pre (bytes) and its ``(rows, cols)``."""
+    from PIL import Image
+
+    shape = overview_shape(pre_ds.height, pre_ds.width, max_pixels)
+    data, valid = read_window(pre_ds, bands=[1], out_shape=shape)
+    gray = gray8(data[0], stats)
+    gray[~valid] = 0
+    buffer = io.BytesIO()
+    Image.fromarray(gray).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue(), shape
+
+
+# ----------------------------------------------------------------------------- the page
 
 
 def _png_base64(image) -> str:
@@ -44,8 +293,6 @@ def _json_value(value):
 
 def page_data(result) -> dict:
     """What the page shows: candidates (with their chips) and the overview, as plain JSON types."""
-    from .monitor import chip_image
-
     table = result.table()
     names = [n for n in PAGE_COLUMNS if n in table]
     candidates = []

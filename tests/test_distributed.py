@@ -1,4 +1,5 @@
-"""Dask: detect and monitor on a real LocalCluster of two worker processes equal the single-process run."""
+"""Dask: detect, segment and monitor with a DaskRunner on a real LocalCluster of two worker processes equal the
+single-process run."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import pytest
 import torch
 
 from planetcd.change.detect import detect
+from planetcd.craters.segment import segment
 from planetcd.datasets.synthetic import make_change_pair, write_synthetic_geotiff
+from planetcd.distributed import DaskRunner
 from planetcd.features import VGGFeatures
 from planetcd.monitor import monitor
 
@@ -56,9 +59,7 @@ def test_detect_on_two_workers_equals_single_process(client, pair, trunk):
     pre, post = pair
     options = dict(method="paper", n_pseudo=8, tile_size=128, seed=2, trunk=trunk)
     local = detect(pre, post, **options)
-    from planetcd.distributed import detect_distributed
-
-    remote = detect_distributed(client, pre, post, **options)
+    remote = detect(pre, post, runner=DaskRunner(client), **options)
     assert len(remote.patches) == len(local.patches) > 4
     np.testing.assert_array_equal(remote.patches, local.patches)
     np.testing.assert_allclose(remote.change_score, local.change_score, rtol=1e-6, atol=1e-7)
@@ -66,17 +67,14 @@ def test_detect_on_two_workers_equals_single_process(client, pair, trunk):
     assert remote.tau == pytest.approx(local.tau, rel=1e-6)
     np.testing.assert_array_equal(remote.changed, local.changed)
     assert remote.displacement == local.displacement
-    # the workers did the tile work: each loaded one trunk
-    loaded = client.run(lambda: sum(1 for k in __import__("planetcd.distributed").distributed._CACHE if k[0] == "trunk"))
-    assert len(loaded) == 2 and all(n == 1 for n in loaded.values())
 
 
 def test_monitor_on_two_workers_equals_single_process(client, pair, trunk, segmenter):
     pre, post = pair
-    options = dict(model=segmenter, trunk=trunk, n_pseudo=8, block_size=128, block_halo=48, tile=96, overlap=16,
-                   threshold=0.5, seed=1)
+    options = dict(model=segmenter, trunk=trunk, n_pseudo=8, block_size=128, block_halo=48, tile_size=96, overlap=16,
+                   prob_threshold=0.5, seed=1)
     local = monitor(pre, post, **options)
-    remote = monitor(pre, post, client=client, **options)
+    remote = monitor(pre, post, runner=DaskRunner(client), **options)
     for name in ("pre_craters", "post_craters", "candidates"):
         a, b = getattr(local, name).pixels, getattr(remote, name).pixels
         assert a.shape == b.shape, name
@@ -84,20 +82,23 @@ def test_monitor_on_two_workers_equals_single_process(client, pair, trunk, segme
     assert len(local.post_craters) > 0
     for name, values in local.scores.items():
         np.testing.assert_allclose(remote.scores[name], values, rtol=1e-6, atol=1e-6, err_msg=name)
-    loaded = client.run(lambda: sum(1 for k in __import__("planetcd.distributed").distributed._CACHE if k[0] == "segmenter"))
+    # the workers did the block work, each loading the segmenter once (planetcd.models.cached)
+    loaded = client.run(lambda: sum(1 for k in __import__("planetcd.models").models._CACHE if k[0] == str(segmenter)))
     assert all(n <= 1 for n in loaded.values()) and sum(loaded.values()) >= 1
 
 
 def test_segment_on_two_workers_equals_single_process(client, pair, segmenter):
-    from planetcd.distributed import segment_catalog
-
+    """Several blocks (128 px cores, 48 px halo) as tasks: the same probability, mask and catalogue."""
     pre, _ = pair
-    options = dict(block_size=128, block_halo=48, tile=96, overlap=16, threshold=0.5)
-    local = segment_catalog(pre, segmenter, **options)
-    remote = segment_catalog(pre, segmenter, client=client, **options)
-    assert len(local) > 0 and remote.pixels.shape == local.pixels.shape
-    np.testing.assert_allclose(remote.pixels, local.pixels, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(remote.diameter_km, local.diameter_km, rtol=1e-9)
+    options = dict(block_size=128, block_halo=48, tile_size=96, overlap=16, prob_threshold=0.5, scales=[1.0],
+                   device="cpu")
+    local = segment(pre, segmenter, **options)
+    remote = segment(pre, segmenter, runner=DaskRunner(client), **options)
+    np.testing.assert_allclose(remote.probability, local.probability, rtol=1e-6, atol=1e-6, equal_nan=True)
+    np.testing.assert_array_equal(remote.mask, local.mask)
+    assert len(local.catalog) > 0 and remote.catalog.pixels.shape == local.catalog.pixels.shape
+    np.testing.assert_allclose(remote.catalog.pixels, local.catalog.pixels, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(remote.catalog.diameter_km, local.catalog.diameter_km, rtol=1e-9)
 
 
 # ----------------------------------------------------------------------------- the command line
@@ -185,7 +186,7 @@ def test_segment_cli_on_a_scheduler_equals_single_process(client, pair, segmente
     _assert_same_tables(local_rows, _csv(tmp_path / "remote" / "craters.csv"))
     assert (tmp_path / "remote" / "craters.gpkg").stat().st_size > 0
     # the cluster did the network work: workers loaded this model
-    loaded = client.run(lambda: [k[1] for k in __import__("planetcd.distributed").distributed._CACHE if k[0] == "segmenter"])
+    loaded = client.run(lambda: [k[0] for k in __import__("planetcd.models").models._CACHE])
     assert any(str(model) in keys for keys in loaded.values())
 
 

@@ -138,9 +138,7 @@ def test_pair_commands(command, case, side, good_pair, tmp_path, vgg_weights, un
 def test_segment(case, tmp_path, unet):
     bad = make_bad_raster(tmp_path / "in", case)
     out = tmp_path / "out"
-    # -q: cli/segment.py (not refactored on this branch) logs the model it loaded before segment_raster checks the
-    # image; once the check runs before the model is loaded, drop it
-    line = assert_one_line_failure(_invoke(["segment", bad, "-o", out, "--model", unet, "-q"]), out)
+    line = assert_one_line_failure(_invoke(["segment", bad, "-o", out, "--model", unet]), out)
     assert str(bad) in line
 
 

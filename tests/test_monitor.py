@@ -14,7 +14,8 @@ from planetcd.change.detect import ChangeResult
 from planetcd.craters.match import same_crater
 from planetcd.datasets.synthetic import add_fresh_crater, write_synthetic_geotiff
 from planetcd.features import VGGFeatures
-from planetcd.monitor import candidate_scores, disc_mean, monitor, nearby_change, new_crater_flags, read_pairs
+from planetcd.craters.extract import disc_mean
+from planetcd.monitor import candidate_scores, monitor, nearby_change, new_crater_flags, read_pairs
 from planetcd.errors import InputError
 
 #: CTX pixel size, metres (the MC11E tiles are about 6 m/px).
@@ -204,3 +205,23 @@ def test_read_pairs_checks_the_list(tmp_path):
     dup.write_text("pre,post,id\na.tif,b.tif,x\nc.tif,d.tif,x\n")
     with pytest.raises(InputError, match="duplicate"):
         read_pairs(dup)
+
+
+def test_planetcd_monitor_is_callable_after_import_planetcd():
+    """``import planetcd; planetcd.monitor(pre, post)`` in a fresh interpreter, whichever import comes first."""
+    import subprocess
+    import sys
+
+    code = ("import planetcd, inspect\n"
+            "first = planetcd.monitor\n"
+            "import planetcd.monitor as module\n"
+            "from planetcd.monitor import monitor, MonitorResult\n"
+            "assert first is module is planetcd.monitor and callable(first) and callable(planetcd.monitor)\n"
+            "assert MonitorResult is planetcd.MonitorResult\n"
+            "try:\n"
+            "    planetcd.monitor('no-such-pre.tif', 'no-such-post.tif')\n"
+            "except planetcd.errors.InputError as exc:\n"
+            "    print('ok', exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok") and "no-such-pre.tif" in out.stdout

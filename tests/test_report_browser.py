@@ -13,8 +13,7 @@ import pytest
 from planetcd.change.detect import ChangeResult
 from planetcd.craters.catalog import Catalog
 from planetcd.datasets.synthetic import MARS_EQC_WKT
-from planetcd.monitor import MonitorResult, chip_image
-from planetcd.report import write_report
+from planetcd.report import MonitorResult, chip_image, write_report
 
 
 def _chromium() -> str:

@@ -10,8 +10,8 @@ import click
 from ..errors import InputError
 from .options import (
     common_options,
-    dask_client,
     dask_options,
+    dask_runner,
     device_opt,
     outdir_opt,
     overwrite_opt,
@@ -71,26 +71,17 @@ def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_na
 
     show_progress = setup_logging(verbose, quiet)
     outdir = Path(outdir)
-    if threshold is not None and not 0.0 < threshold < 1.0:
-        raise InputError(f"--threshold {threshold}: must be between 0 and 1")
-    model = model_name
-    if tta is not None:  # an override: load here, and the module (flip-averaged or not) goes everywhere
-        from .. import models
-        from ..features import pick_device
-
-        model = models.load(model_name, device=str(pick_device(device)), tta=tta)
-    options = dict(method=method, patch_size=patch_size, n_pseudo=n_pseudo, threshold=threshold, match_mode=match_mode,
-                   near_px=near_px, min_score=min_score, block_size=block_size, pixel_size_m=pixel_size,
-                   weights=weights, device=device, seed=seed)
+    options = dict(method=method, patch_size=patch_size, n_pseudo=n_pseudo, model=model_name, prob_threshold=threshold,
+                   tta=tta, match_mode=match_mode, near_px=near_px, min_score=min_score, block_size=block_size,
+                   pixel_size_m=pixel_size, weights=weights, device=device, seed=seed)
     if pairs_csv is not None:
         if pre is not None or post is not None:
             raise InputError("give PRE POST or --pairs, not both")
         from ..monitor import read_pairs
 
         read_pairs(pairs_csv)  # bad lists fail before any model is loaded
-        options["model"] = model
-        with dask_client(scheduler, workers) as client:
-            table = monitor_batch(pairs_csv, outdir, overwrite=overwrite, progress=show_progress, client=client, **options)
+        with dask_runner(scheduler, workers) as runner:
+            table = monitor_batch(pairs_csv, outdir, overwrite=overwrite, progress=show_progress, runner=runner, **options)
         for row in zip(*(table[k] for k in ("id", "status", "n_candidates", "best_score"))):
             log.info("%-20s %-8s %5s candidates  best score %s", row[0], row[1], row[2], f"{row[3]:.3f}")
         log.info("summary in %s", outdir / "summary.csv")
@@ -100,8 +91,8 @@ def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_na
     if pre is None or post is None:
         raise InputError("give PRE and POST images, or --pairs pairs.csv")
     check_writable([outdir / n for n in OUTPUTS], overwrite)
-    with dask_client(scheduler, workers) as client:
-        result = run_monitor(pre, post, model=model, progress=show_progress, client=client, **options)
+    with dask_runner(scheduler, workers) as runner:
+        result = run_monitor(pre, post, progress=show_progress, runner=runner, **options)
     result.write(outdir, overwrite=overwrite)
     table = result.table()
     dy, dx = result.change.displacement

@@ -34,10 +34,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..errors import InputError
 from .match import suppress_duplicates
 
 __all__ = [
-    "TARGETS", "METHODS", "extract_craters", "extraction_options", "crater_template", "disc_mean", "ring_mean",
+    "TARGETS", "METHODS", "EXTRACTION_DEFAULTS", "extract_craters", "extraction_options", "crater_threshold",
+    "model_metadata", "crater_template", "disc_mean", "ring_mean",
     "disc_contrast", "synthetic_probability_map",
 ]
 
@@ -119,15 +121,31 @@ def disc_contrast(prob: np.ndarray, craters: np.ndarray, outer: float = CONTRAST
     return inside - around
 
 
+def crater_threshold(metadata: dict, prob_threshold: float | None = None) -> float:
+    """The crater probability threshold: ``prob_threshold``, else the model's (``metadata["threshold"]``, 0.5).
+
+    The one place a model's default threshold is read.
+
+    Raises
+    ------
+    InputError
+        When the threshold is not strictly between 0 and 1.
+    """
+    value = float(metadata.get("threshold", 0.5) if prob_threshold is None else prob_threshold)
+    if not 0.0 < value < 1.0:
+        raise InputError(f"prob_threshold {value:g}: must be between 0 and 1")
+    return value
+
+
 def extraction_options(metadata: dict, threshold: float | None = None) -> dict:
     """:func:`extract_craters` keyword arguments from a model's registry metadata (its ``extraction`` entry).
 
-    ``threshold`` overrides the model's probability threshold.
+    ``threshold`` overrides the model's probability threshold (:func:`crater_threshold`).
     """
     ext = metadata.get("extraction", {})
     options = {
         "method": ext.get("method", "components"),
-        "threshold": float(metadata.get("threshold", 0.5) if threshold is None else threshold),
+        "threshold": crater_threshold(metadata, threshold),
         "target": metadata.get("target", "filled"),
         "min_radius": float(ext.get("min_radius", 2.0)),
         "max_radius": float(ext.get("max_radius", 150.0)),
@@ -135,6 +153,19 @@ def extraction_options(metadata: dict, threshold: float | None = None) -> dict:
     if ext.get("min_contrast") is not None:
         options["min_contrast"] = float(ext["min_contrast"])
     return options
+
+
+def model_metadata(model) -> dict:
+    """The metadata of a segmenter given as a registry name, a checkpoint path, a loaded module or a dict."""
+    if isinstance(model, dict):
+        return model
+    if hasattr(model, "metadata"):
+        return model.metadata
+    from .. import models
+
+    if str(model) in models.available():
+        return models.metadata(str(model))
+    return models.cached(model).metadata
 
 
 def crater_template(radius: float, target: str = "filled", pad: int | None = None) -> np.ndarray:
@@ -188,21 +219,30 @@ def _check(prob: np.ndarray, method: str, target: str, min_radius: float, max_ra
     return np.nan_to_num(prob, nan=0.0)
 
 
+#: Settings of :func:`extract_craters` when neither the call nor a model gives them.
+EXTRACTION_DEFAULTS = {"method": "components", "threshold": 0.5, "min_radius": 3.0, "max_radius": 50.0, "target": "filled"}
+
+
 def extract_craters(
     prob: np.ndarray,
     *,
-    method: str = "components",
-    threshold: float = 0.5,
-    min_radius: float = 3.0,
-    max_radius: float = 50.0,
-    target: str = "filled",
+    method: str | None = None,
+    threshold: float | None = None,
+    min_radius: float | None = None,
+    max_radius: float | None = None,
+    target: str | None = None,
     match_threshold: float | None = None,
     radius_step: float = 1.0,
     duplicate_mode: str = "deepmoon",
     close_gaps: int = 2,
     min_contrast: float | None = None,
+    model=None,
 ) -> np.ndarray:
     """Craters from a probability map.
+
+    Settings not given come from ``model``'s registry extraction
+    (:func:`extraction_options`) when a model is given, else from
+    :data:`EXTRACTION_DEFAULTS` (components, threshold 0.5, radii 3-50 px, filled targets).
 
     Parameters
     ----------
@@ -232,7 +272,10 @@ def extract_craters(
     min_contrast : float, optional
         Filled targets: drop craters whose :func:`disc_contrast` (mean
         probability in the disc minus that of the ring from 1 to 1.5 radii) is
-        below this.  None: no screening.
+        below this.  None: no screening (or the model's); -1 keeps every crater.
+    model : str, path, torch.nn.Module or dict, optional
+        A segmenter (registry name, checkpoint, loaded model or its metadata) whose extraction settings fill
+        the settings not given.
 
     Returns
     -------
@@ -241,6 +284,17 @@ def extract_craters(
         Confidence: the correlation peak (``template``) or the mean probability
         over the crater's region (``components``).
     """
+    settings = dict(EXTRACTION_DEFAULTS)
+    if model is not None:
+        settings.update(extraction_options(model_metadata(model)))
+    given = {"method": method, "threshold": threshold, "min_radius": min_radius, "max_radius": max_radius,
+             "target": target, "min_contrast": min_contrast}
+    settings.update({k: v for k, v in given.items() if v is not None})
+    method, threshold, target = settings["method"], settings["threshold"], settings["target"]
+    min_radius, max_radius = settings["min_radius"], settings["max_radius"]
+    min_contrast = settings.get("min_contrast")
+    if min_contrast is not None and min_contrast <= -1.0:
+        min_contrast = None  # every contrast is at least -1
     prob = _check(prob, method, target, min_radius, max_radius)
     if min_contrast is not None and target != "filled":
         raise ValueError(f"min_contrast screens filled-disc maps; the map holds {target!r} targets")

@@ -1,22 +1,43 @@
-"""Whole-image crater segmentation: overlapping tiles, blended, streamed to GeoTIFFs on the input grid.
+"""Crater segmentation: the one engine from an image to a crater probability map, a mask and a catalogue.
 
-A raster of any size is read window by window (:func:`planetcd.raster.read_window`),
-one row of tiles at a time; tiles overlap by ``overlap`` pixels and their
-probabilities are blended with :func:`planetcd.tiling.blend_weights`, so tile
-seams leave no mark.  Finished rows are written at once, so memory stays
-bounded by one row of tiles.  Intensities are normalized with limits estimated
-once for the whole raster (the same percentiles as in training), and missing
-pixels (zero, nodata) are replaced by the image mean before the network sees
-them, as in DeLatte et al.
+Two functions do the work, and every caller (:func:`segment`, ``planetcd
+segment``, :func:`planetcd.monitor.monitor`, on one process or a Dask cluster)
+uses them:
+
+* :func:`window_probability` segments one in-memory window already prepared
+  for the network (:func:`prepare_window`): overlapping tiles of at most
+  ``tile_size`` pixels, blended with :func:`planetcd.tiling.blend_weights` so
+  tile seams leave no mark.
+* :func:`run_blocks` maps a block function over the halo blocks of
+  :func:`planetcd.tiling.halo_tiles` through a runner
+  (:class:`planetcd.runners.LocalRunner` by default,
+  ``planetcd.distributed.DaskRunner`` on a cluster) and yields the results in
+  block order; :func:`segment_block` is the block function of one image.
+
+Intensities are scaled with statistics of the whole image
+(:func:`planetcd.raster.dataset_stats`: the 0.5 and 99.5 percentiles of a
+decimated read, as in training) to ``-1..1``; missing pixels
+(:func:`planetcd.raster.missing_pixels`) are filled with the image mean before
+the network sees them, as in DeLatte et al.
+
+Memory: a block is segmented in memory, about 30 bytes per pixel of its window
+(core and halo): raw, prepared, accumulated and blended float32 planes and
+masks. The default block of :data:`DEFAULT_BLOCK_SIZE` px holds an ordinary CTX
+tile (up to 8192 px a side, ~2 GB) in one block, so that its probability is
+exactly the whole-image tiled pass; bigger images are cut into blocks whose
+halo of ``block_halo`` px gives the network its context across block borders.
+The :class:`SegmentResult` holds the whole probability map (4 bytes per pixel).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,66 +45,56 @@ import torch
 from rasterio.windows import Window
 
 from ..errors import InputError
-from ..raster import geotiff_profile, geotiff_writer, open_raster, overview_shape, read_window
-from ..tiling import blend_weights, overlapping_tiles
-from .train import NORM_PERCENTILES, normalize_image
+from ..inputs import check_array, check_raster
+from ..raster import (
+    IntensityStats, atomic_output, check_writable, dataset_stats, intensity_stats, is_georeferenced, missing_pixels,
+    open_raster, read_window, write_geotiff,
+)
+from ..runners import LocalRunner, Runner, resolve_runner
+from ..tiling import Tile, blend_weights, halo_tiles, overlapping_tiles
+from .catalog import Catalog
+from .extract import crater_threshold, extraction_options
 
 log = logging.getLogger("planetcd.craters.segment")
 
 __all__ = [
-    "MIN_SIZE", "ImageStats", "image_stats", "predict_tiles", "segment_array", "segment_raster", "SegmentResult",
+    "MIN_SIZE", "MAX_SCALE", "DEFAULT_BLOCK_SIZE", "OUTPUTS", "SegmentResult", "segment", "prepare_window",
+    "window_probability", "window_tiles", "predict_tiles", "segment_block", "run_blocks", "image_probability", "pixel_size_of",
     "merge_scales", "multiscale_craters", "catalog_craters", "parse_scales", "scale_craters", "scale_min_radius",
+    "read_scaled", "resample_array",
 ]
 
 #: Smallest image side (pixels) that is segmented.
 MIN_SIZE = 16
-#: Largest resampling factor of the catalogue's extra scales (``--scales``); a scale s holds s² times the image in memory.
+#: Smallest network tile side (pixels).
+MIN_TILE = 32
+#: Largest resampling factor of the catalogue's extra scales; a scale s holds s² times the image in memory.
 MAX_SCALE = 4.0
+#: Default block side of :func:`segment` (pixels): an ordinary CTX tile is one block.
+DEFAULT_BLOCK_SIZE = 8192
 PROB_NAME = "crater_prob.tif"
 MASK_NAME = "crater_mask.tif"
+CSV_NAME = "craters.csv"
+GPKG_NAME = "craters.gpkg"
+#: Files written by :meth:`SegmentResult.write`.
+OUTPUTS = (PROB_NAME, MASK_NAME, CSV_NAME, GPKG_NAME)
 MASK_NODATA = 255
 
 
-@dataclass(frozen=True)
-class ImageStats:
-    """Whole-image normalization: percentile limits and the fill value of missing pixels."""
-
-    low: float
-    high: float
-    mean: float
+# --------------------------------------------------------------------------- one window
 
 
-def _missing(data: np.ndarray, valid: np.ndarray, nodata) -> np.ndarray:
-    """Missing pixels: outside ``valid``, zero, equal to ``nodata`` or not finite."""
-    ok = valid & np.isfinite(data) & (data != 0)
-    if nodata is not None and np.isfinite(nodata):
-        ok &= data != nodata
-    return ~ok
+def prepare_window(data: np.ndarray, valid: np.ndarray | None, nodata: float | None,
+                   stats: IntensityStats) -> tuple[np.ndarray, np.ndarray]:
+    """A raw window ``(h, w)`` → the network's input ``(h, w)`` float32 in ``-1..1`` and its missing mask.
 
-
-def check_input(ds, path, band: int) -> None:
-    """Raise :class:`InputError` when an open raster is too small to segment or lacks ``band`` (1-based)."""
-    if ds.height < MIN_SIZE or ds.width < MIN_SIZE:
-        raise InputError(f"{path}: image of {ds.height}x{ds.width} px is too small (at least {MIN_SIZE}x{MIN_SIZE})")
-    if band < 1 or band > ds.count:
-        raise InputError(f"{path}: no band {band} (the raster has {ds.count})")
-
-
-def image_stats(ds, band: int = 1) -> ImageStats:
-    """Normalization limits of a dataset's band, from a decimated read of its valid, non-zero pixels."""
-    data, valid = read_window(ds, bands=[band], out_shape=overview_shape(ds.height, ds.width))
-    values = data[0][~_missing(data[0], valid, ds.nodata)]
-    if values.size == 0:
-        raise InputError(f"{ds.name}: image has no valid pixels (all nodata or zero)")
-    low, high = np.percentile(values, NORM_PERCENTILES)
-    if not high > low:
-        high = low + 1.0
-    return ImageStats(float(low), float(high), float(values.mean()))
-
-
-def _prepare(data: np.ndarray, missing: np.ndarray, stats: ImageStats) -> np.ndarray:
-    data = np.where(missing, np.float32(stats.mean), data).astype(np.float32, copy=False)
-    return normalize_image(data, stats.low, stats.high)
+    Missing pixels (:func:`planetcd.raster.missing_pixels`) get the image mean
+    (``stats.mean``) before the scaling ``stats.signed``. ``stats`` holds one band.
+    """
+    data = np.asarray(data)
+    missing = missing_pixels(data, valid, nodata)
+    filled = np.where(missing, np.float32(stats.mean[0]), data).astype(np.float32, copy=False)
+    return stats.signed(filled), missing
 
 
 def predict_tiles(model: torch.nn.Module, tiles: np.ndarray, device="cpu", batch_size: int = 4) -> np.ndarray:
@@ -96,219 +107,439 @@ def predict_tiles(model: torch.nn.Module, tiles: np.ndarray, device="cpu", batch
     return out
 
 
-def _iter_tile_rows(height: int, width: int, tile: int, overlap: int):
-    """Tiles grouped by row offset, in order: yields ``(row_off, tile_h, [col_offs], tile_w)``."""
-    grid = overlapping_tiles(height, width, tile, overlap)
-    for r in np.unique(grid[:, 0]):
-        sel = grid[grid[:, 0] == r]
-        yield int(r), int(sel[0, 2]), [int(c) for c in sel[:, 1]], int(sel[0, 3])
+def _model_device(model: torch.nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
 
 
-def _run(
-    height: int,
-    width: int,
-    read: Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray]],
-    emit: Callable[[int, np.ndarray, np.ndarray], None],
-    model: torch.nn.Module,
-    *,
-    tile: int,
-    overlap: int,
-    device,
-    batch_size: int,
-    progress: bool,
-) -> None:
-    """Stream tile rows: ``read(r, c, h, w)`` gives prepared pixels and the missing mask;
-    ``emit(row_off, prob_rows, missing_rows)`` receives finished rows."""
-    if overlap >= min(tile, height, width) and min(height, width) > 1:
-        overlap = max(0, min(tile, height, width) // 2)
-    rows = list(_iter_tile_rows(height, width, tile, overlap))
-    n_tiles = sum(len(cols) for _, _, cols, _ in rows)
+def window_tiles(height: int, width: int, tile_size: int = 512, overlap: int = 64) -> tuple[np.ndarray, int]:
+    """The tiles :func:`window_probability` cuts a ``height × width`` window into, and their overlap.
+
+    Squares of ``min(tile_size, height, width)`` pixels overlapping by ``min(overlap, side // 2)``
+    (:func:`planetcd.tiling.overlapping_tiles`): ``(n, 4)`` int64 ``row_off, col_off, height, width``.
+    """
+    tile = min(tile_size, height, width)
+    overlap = min(overlap, max(0, tile // 2))
+    return overlapping_tiles(height, width, tile, overlap), overlap
+
+
+def window_probability(model: torch.nn.Module, prepared: np.ndarray, *, tile_size: int = 512, overlap: int = 64,
+                       batch_size: int = 4, progress: bool = False) -> np.ndarray:
+    """Crater probability of one prepared window, segmented in overlapping, blended tiles.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The segmenter (eval mode); it runs where its parameters are.
+    prepared : ndarray, float32, shape (h, w)
+        Network input in ``-1..1`` (:func:`prepare_window`).
+    tile_size, overlap : int
+        Tiles are squares of ``min(tile_size, h, w)`` pixels overlapping by
+        ``min(overlap, side // 2)`` pixels, the last row and column flush with the edges.
+    batch_size : int
+        Tiles per network pass (tiles of one row of tiles).
+
+    Returns
+    -------
+    ndarray, float32, shape (h, w)
+        Probabilities in ``0..1`` (missing pixels are not masked here).
+    """
+    prepared = np.asarray(prepared, np.float32)
+    if prepared.ndim != 2:
+        raise InputError(f"a window to segment must be (H, W); got shape {prepared.shape}")
+    height, width = prepared.shape
+    grid, overlap = window_tiles(height, width, tile_size, overlap)
+    device = _model_device(model)
+    acc = np.zeros((height, width), np.float32)
+    wsum = np.zeros((height, width), np.float32)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n_tiles, desc="segmenting", unit="tile", file=sys.stderr, leave=False)
-    buf_start = 0
-    acc = np.zeros((0, width), np.float32)
-    wsum = np.zeros((0, width), np.float32)
-    miss = np.zeros((0, width), bool)
+        bar = tqdm(total=len(grid), desc="segmenting", unit="tile", file=sys.stderr, leave=False)
     try:
-        for k, (r0, th, cols, tw) in enumerate(rows):
-            need = r0 + th - buf_start
-            if acc.shape[0] < need:
-                grow = need - acc.shape[0]
-                acc = np.vstack([acc, np.zeros((grow, width), np.float32)])
-                wsum = np.vstack([wsum, np.zeros((grow, width), np.float32)])
-                miss = np.vstack([miss, np.zeros((grow, width), bool)])
+        for r0 in np.unique(grid[:, 0]):
+            row = grid[grid[:, 0] == r0]
+            r0, th, tw = int(r0), int(row[0, 2]), int(row[0, 3])
             weights = blend_weights(th, tw, overlap)
+            cols = [int(c) for c in row[:, 1]]
             for i in range(0, len(cols), batch_size):
                 chunk = cols[i : i + batch_size]
-                stack, masks = zip(*(read(r0, c, th, tw) for c in chunk))
-                probs = predict_tiles(model, np.stack(stack), device, batch_size)
-                for c, p, m in zip(chunk, probs, masks):
-                    rr = slice(r0 - buf_start, r0 - buf_start + th)
-                    acc[rr, c : c + tw] += p * weights
-                    wsum[rr, c : c + tw] += weights
-                    miss[rr, c : c + tw] |= m
+                probs = predict_tiles(model, np.stack([prepared[r0 : r0 + th, c : c + tw] for c in chunk]), device,
+                                      batch_size)
+                for c, p in zip(chunk, probs):
+                    acc[r0 : r0 + th, c : c + tw] += p * weights
+                    wsum[r0 : r0 + th, c : c + tw] += weights
                 if bar is not None:
                     bar.update(len(chunk))
-            done_to = rows[k + 1][0] if k + 1 < len(rows) else height
-            n_done = done_to - buf_start
-            if n_done > 0:
-                prob = (acc[:n_done] / np.maximum(wsum[:n_done], 1e-12)).astype(np.float32)
-                emit(buf_start, prob, miss[:n_done].copy())
-                acc, wsum, miss = acc[n_done:], wsum[n_done:], miss[n_done:]
-                buf_start = done_to
     finally:
         if bar is not None:
             bar.close()
+    return (acc / np.maximum(wsum, 1e-12)).astype(np.float32)
 
 
-def segment_array(
-    model: torch.nn.Module,
-    image: np.ndarray,
-    *,
-    tile: int = 512,
-    overlap: int = 64,
-    device="cpu",
-    batch_size: int = 4,
-    prepared: bool = False,
-    progress: bool = False,
-) -> np.ndarray:
-    """Crater probability of a whole in-memory image ``(H, W)``, tiled and blended.
+def image_probability(model: torch.nn.Module, image: np.ndarray, *, tile_size: int = 512, overlap: int = 64,
+                      batch_size: int = 4) -> np.ndarray:
+    """Crater probability ``(H, W)`` float32 of a raw in-memory image, as one window.
 
-    ``image`` is raw (normalized here with whole-image limits, missing pixels =
-    zeros and NaNs filled with the mean) unless ``prepared`` is true, in which
-    case it is used as is (already in -1..1).
+    Its own statistics (every present pixel) scale it; missing pixels (zero,
+    NaN) are filled with its mean and keep the probability computed there.
     """
     image = np.asarray(image, np.float32)
-    if image.ndim != 2:
-        raise ValueError("segment_array expects a (H, W) image")
-    h, w = image.shape
-    if prepared:
-        stats = None
-        missing = np.zeros_like(image, bool)
-        data = image
+    missing = missing_pixels(image)
+    stats = intensity_stats(image, missing)
+    prepared, _ = prepare_window(image, None, None, stats)
+    return window_probability(model, prepared, tile_size=tile_size, overlap=overlap, batch_size=batch_size)
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+def run_blocks(func: Callable, blocks: Iterable[Tile], *, runner: Runner | None = None, progress: bool = False,
+               desc: str = "blocks", **shared) -> Iterator:
+    """``func(block, **shared)`` for every block through ``runner``, yielded in block order.
+
+    The one block loop of planetcd: :func:`segment` and :func:`planetcd.monitor.monitor`
+    run their block functions through it, on this process (``runner=None``) or a cluster.
+    ``func`` must be a module-level function (a worker imports it by name).
+    """
+    from tqdm.auto import tqdm
+
+    blocks = list(blocks)
+    with tqdm(total=len(blocks), disable=not progress or len(blocks) < 2, desc=desc, unit="block",
+              file=sys.stderr, leave=False) as bar:
+        for result in resolve_runner(runner).map(func, blocks, **shared):
+            bar.update(1)
+            yield result
+
+
+def segment_block(block: Tile, *, source, stats: IntensityStats, model, device: str = "cpu", tta: bool | None = None,
+                  band: int = 1, tile_size: int = 512, overlap: int = 64, batch_size: int = 4,
+                  tile_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Probability and missing mask of one block's core (the block function of :func:`segment`).
+
+    Parameters
+    ----------
+    block : Tile
+        Its read window (core and halo) is segmented; its core is returned.
+    source : path or ndarray (H, W)
+        The image (a path is opened here, so a worker reads only its window).
+    stats : IntensityStats
+        Whole-image statistics of the band (:func:`planetcd.raster.dataset_stats`).
+    model : str, path or torch.nn.Module
+        Loaded once per process with :func:`planetcd.models.cached`.
+    tile_progress : bool
+        A progress bar over the block's tiles (for a run of one block).
+
+    Returns
+    -------
+    prob : ndarray, float32, shape (core_h, core_w)
+    missing : ndarray of bool, shape (core_h, core_w)
+    """
+    from .. import models
+
+    r, c, h, w = block.read
+    if isinstance(source, np.ndarray):
+        data, valid, nodata = source[r : r + h, c : c + w], None, None
     else:
-        missing = _missing(image, np.ones_like(image, bool), None)
-        values = image[~missing]
-        if values.size == 0:
-            raise InputError("image has no valid pixels")
-        low, high = np.percentile(values, NORM_PERCENTILES)
-        stats = ImageStats(float(low), float(high if high > low else low + 1), float(values.mean()))
-        data = _prepare(image, missing, stats)
-    out = np.zeros((h, w), np.float32)
+        with open_raster(source) as ds:
+            raw, valid = read_window(ds, Window(c, r, w, h), bands=[band])
+            data, nodata = raw[0], ds.nodata
+    prepared, missing = prepare_window(data, valid, nodata, stats)
+    net = models.cached(model, device, tta)
+    prob = window_probability(net, prepared, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+                              progress=tile_progress)
+    ir, ic, ih, iw = block.inner
+    return prob[ir : ir + ih, ic : ic + iw], missing[ir : ir + ih, ic : ic + iw]
 
-    def read(r, c, th, tw):
-        return data[r : r + th, c : c + tw], missing[r : r + th, c : c + tw]
 
-    def emit(r, prob, _miss):
-        out[r : r + prob.shape[0]] = prob
-
-    model.eval()
-    _run(h, w, read, emit, model, tile=tile, overlap=overlap, device=device, batch_size=batch_size, progress=progress)
-    return out
+# --------------------------------------------------------------------------- the result
 
 
 @dataclass
 class SegmentResult:
-    """Paths written by :func:`segment_raster` and what was found."""
+    """What :func:`segment` found in one image, on the image's grid.
 
-    prob_path: Path
-    mask_path: Path
-    shape: tuple[int, int]
-    crater_pixels: int
-    seconds: float
-
-
-@contextlib.contextmanager
-def prob_mask_writers(outdir: Path, profile: dict, width: int, threshold: float):
-    """Open ``crater_prob.tif`` and ``crater_mask.tif`` in ``outdir`` for bands of full rows.
-
-    Yields ``(emit, counts)``: ``emit(row, prob, missing)`` writes a band of
-    probabilities ``(rows, width)`` starting at ``row`` (NaN and mask 255 where
-    ``missing``; mask 1 where the probability reaches ``threshold``) and adds
-    its crater pixels to ``counts["crater"]``. Both files appear only when the
-    block ends without an error (:func:`planetcd.raster.geotiff_writer`).
+    Attributes
+    ----------
+    probability : ndarray, float32, shape (H, W)
+        Crater probability in ``0..1``; NaN where pixels are missing.
+    mask : ndarray, uint8, shape (H, W)
+        1 where the probability reaches ``params["prob_threshold"]``, 0 elsewhere, 255 where pixels are missing.
+    catalog : Catalog
+        The craters (``x_px, y_px, radius_px, confidence``; map and planetocentric
+        coordinates and diameters when the image is georeferenced or ``pixel_size_m`` is given).
+    params : dict
+        The settings used (model, threshold, extraction, scales, tiles, blocks, device).
+    profile : dict
+        The source's raster profile (size, CRS, transform) the rasters are written with.
+    seconds : float
+        Wall time of :func:`segment`.
     """
-    prob_profile = geotiff_profile(profile, dtype="float32", nodata=float("nan"))
-    mask_profile = geotiff_profile(profile, dtype="uint8", nodata=MASK_NODATA)
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    counts = {"crater": 0}
-    with geotiff_writer(outdir / PROB_NAME, prob_profile) as prob_dst, geotiff_writer(outdir / MASK_NAME, mask_profile) as mask_dst:
 
-        def emit(r, prob, miss):
-            mask = (prob >= threshold).astype(np.uint8)
-            mask[miss] = MASK_NODATA
-            prob = prob.copy()
-            prob[miss] = np.nan
-            counts["crater"] += int((mask == 1).sum())
-            win = Window(0, r, width, prob.shape[0])
-            prob_dst.write(prob[None], window=win)
-            mask_dst.write(mask[None], window=win)
+    probability: np.ndarray
+    mask: np.ndarray
+    catalog: Catalog
+    params: dict = field(default_factory=dict)
+    profile: dict = field(default_factory=dict)
+    seconds: float = 0.0
 
-        yield emit, counts
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.probability.shape
+
+    @property
+    def crater_pixels(self) -> int:
+        """Pixels of the mask that are crater (value 1)."""
+        return int((self.mask == 1).sum())
+
+    def __len__(self) -> int:
+        return len(self.catalog)
+
+    def write(self, outdir: str | os.PathLike, overwrite: bool = False) -> list[Path]:
+        """Write ``crater_prob.tif``, ``crater_mask.tif``, ``craters.csv`` and ``craters.gpkg`` into ``outdir``.
+
+        The rasters keep the source's grid (size, CRS, transform); the probability's
+        nodata is NaN, the mask's 255. Every file is written under a temporary name
+        and all are renamed together at the end, so a failure leaves none of them.
+
+        Raises
+        ------
+        OutputExistsError
+            When an output exists and ``overwrite`` is false (nothing is written).
+        """
+        outdir = Path(outdir)
+        paths = [outdir / name for name in OUTPUTS]
+        check_writable(paths, overwrite)
+        outdir.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            prob_tmp, mask_tmp, csv_tmp, gpkg_tmp = (stack.enter_context(atomic_output(p)) for p in paths)
+            write_geotiff(prob_tmp, self.probability.astype(np.float32, copy=False), self.profile, nodata=float("nan"))
+            write_geotiff(mask_tmp, self.mask.astype(np.uint8, copy=False), self.profile, nodata=MASK_NODATA)
+            self.catalog.to_csv(csv_tmp)
+            self.catalog.to_gpkg(gpkg_tmp, layer=Path(GPKG_NAME).stem)
+        return paths
 
 
-def segment_raster(
-    path,
-    outdir,
-    model: torch.nn.Module,
+# --------------------------------------------------------------------------- the pipeline
+
+
+def pixel_size_of(ds, pixel_size_m: float | None = None) -> float | None:
+    """Pixel size of an open raster in metres (projected CRS), else ``pixel_size_m``."""
+    if ds is not None and is_georeferenced(ds) and ds.crs.is_projected:
+        try:
+            factor = float(ds.crs.linear_units_factor[1])
+        except Exception:  # noqa: BLE001 - a CRS without known units: assume metres
+            factor = 1.0
+        return abs(float(ds.transform.a)) * factor
+    return pixel_size_m
+
+
+@dataclass(frozen=True)
+class _Image:
+    """An image to segment: its source for the blocks, statistics, profile and georeferencing."""
+
+    source: object  # absolute path (str) or ndarray (H, W) float32
+    stats: IntensityStats
+    profile: dict
+    georef: dict
+    name: str
+    pixel_size_m: float | None
+
+
+def _open_image(image, band: int, pixel_size_m: float | None) -> _Image:
+    if isinstance(image, np.ndarray):
+        data = np.asarray(image, np.float32)
+        if data.ndim != 2:
+            raise InputError(f"image: expected an (H, W) array, got shape {data.shape}")
+        check_array(data, min_size=MIN_SIZE, what="image")
+        stats = intensity_stats(data, missing_pixels(data))
+        profile = {"width": data.shape[1], "height": data.shape[0], "crs": None, "transform": None}
+        return _Image(data, stats, profile, {"pixel_size_m": pixel_size_m}, "image", pixel_size_m)
+    check_raster(image, min_size=MIN_SIZE, band=band, stats=False)  # the one input check (truncation included)
+    with open_raster(image) as ds:
+        stats = dataset_stats(ds, bands=[band])
+        georef = ({"transform": ds.transform, "crs": ds.crs, "pixel_size_m": pixel_size_m} if is_georeferenced(ds)
+                  else {"transform": None, "crs": None, "pixel_size_m": pixel_size_m})
+        return _Image(os.path.abspath(image), stats, dict(ds.profile), georef, Path(str(image)).stem,
+                      pixel_size_of(ds, pixel_size_m))
+
+
+#: Keyword arguments of :func:`planetcd.craters.extract.extract_craters` that :func:`segment` accepts as overrides.
+EXTRACTION_KEYS = ("method", "min_radius", "max_radius", "match_threshold", "radius_step", "duplicate_mode",
+                   "close_gaps", "min_contrast")
+
+
+def _extraction_overrides(meta: dict, overrides: dict) -> dict:
+    unknown = sorted(set(overrides) - set(EXTRACTION_KEYS))
+    if unknown:
+        raise InputError(f"unknown extraction option(s) {', '.join(unknown)} (known: {', '.join(EXTRACTION_KEYS)})")
+    out = dict(overrides)
+    if "min_contrast" in out:
+        value = out["min_contrast"]
+        if value is not None and not -1.0 <= value <= 1.0:
+            raise InputError(f"min_contrast {value}: must be between -1 and 1")
+        if value is None or value <= -1.0:
+            out["min_contrast"] = None  # -1 keeps every crater: no screening
+        elif meta.get("target", "filled") != "filled":
+            raise InputError(f"min_contrast: model {meta.get('name')} draws {meta.get('target')} targets; "
+                             "the contrast screens filled discs")
+    return out
+
+
+def _check_options(tile_size, overlap, batch_size, block_size, block_halo, pixel_size_m) -> None:
+    if tile_size < MIN_TILE:
+        raise InputError(f"tile_size {tile_size}: must be at least {MIN_TILE} pixels")
+    if overlap < 0 or overlap >= tile_size:
+        raise InputError(f"overlap {overlap}: must be at least 0 and smaller than tile_size ({tile_size})")
+    if batch_size < 1:
+        raise InputError(f"batch_size {batch_size}: must be at least 1")
+    if block_size < 64 or block_halo < 0:
+        raise InputError(f"block_size {block_size} / block_halo {block_halo}: the block must be at least 64 px "
+                         "and the halo at least 0")
+    if pixel_size_m is not None and not pixel_size_m > 0:
+        raise InputError(f"pixel_size_m {pixel_size_m}: must be positive")
+
+
+def _model_reference(model):
+    """What a worker loads: the module as given, a checkpoint by absolute path, or a registry name."""
+    if isinstance(model, torch.nn.Module):
+        return model
+    return os.path.abspath(model) if os.path.isfile(str(model)) else str(model)
+
+
+def segment(
+    image,
+    model="ctx-craters",
     *,
-    threshold: float = 0.5,
-    tile: int = 512,
+    prob_threshold: float | None = None,
+    scales=None,
+    tile_size: int = 512,
     overlap: int = 64,
-    device="cpu",
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    block_halo: int = 192,
     batch_size: int = 4,
     band: int = 1,
+    pixel_size_m: float | None = None,
+    device: str = "auto",
+    tta: bool | None = None,
+    runner: Runner | None = None,
     progress: bool = False,
+    **extraction,
 ) -> SegmentResult:
-    """Segment a raster file window by window; write ``crater_prob.tif`` and ``crater_mask.tif`` in ``outdir``.
+    """Segment the craters of one image: probability map, mask and crater catalogue.
 
-    Both outputs are on the input's grid (size, CRS, transform).  Missing
-    pixels get probability NaN (the file's nodata) and mask value 255 (nodata);
-    elsewhere the mask is 1 where the probability reaches ``threshold``.
-    Outputs appear only when complete.
+    Parameters
+    ----------
+    image : path or ndarray (H, W)
+        A raster GDAL reads (GeoTIFF, PNG, PGM, JPEG, ISIS...) or raw intensities.
+        Missing pixels (outside the mask, nodata, NaN or 0) get probability NaN.
+    model : str, path or torch.nn.Module
+        Registry name, ``.pt`` checkpoint path, or a loaded segmenter (:func:`planetcd.models.load`).
+    prob_threshold : float, optional
+        Crater probability threshold of the mask and the extraction, in (0, 1) (default: the model's).
+    scales : sequence of float or str, optional
+        Also find craters on the image resampled by these factors (in (0, 4];
+        e.g. ``(1, 0.5)`` or ``"1,0.5"``) and merge them with the duplicate
+        rule (:func:`multiscale_craters`). Default: the model's ``extraction.scales``.
+    tile_size, overlap : int
+        Network tiles (pixels; at least 32) and their blended overlap.
+    block_size, block_halo : int
+        Blocks (pixels) segmented one at a time (memory: about 30 bytes per pixel of
+        ``block_size + 2 block_halo`` squared); the unit of work of a runner.
+    batch_size : int
+        Tiles per network pass.
+    band : int
+        1-based band of a raster.
+    pixel_size_m : float, optional
+        Pixel size in metres, for diameters when the image is not georeferenced
+        (and for the advice when it differs from the model's).
+    device : {"auto", "cpu", "cuda"}
+    tta : bool, optional
+        Average the network over the four flips of each tile (default: the model's).
+    runner : planetcd.runners.Runner, optional
+        Who runs the blocks (default: this process; ``planetcd.distributed.DaskRunner`` on a cluster).
+    progress : bool
+        A progress bar on stderr.
+    **extraction
+        Overrides of the model's crater extraction (:data:`EXTRACTION_KEYS`), e.g.
+        ``min_contrast=0.1`` (``-1`` or ``None``: no contrast screening), ``min_radius=4``.
+
+    Returns
+    -------
+    SegmentResult
+        Write it with ``.write(outdir)``.
     """
-    import time
+    from .. import models
+    from ..features import pick_device
 
-    from ..inputs import check_raster  # the one input check: missing, truncated, empty, too small, no band
-    check_raster(path, min_size=MIN_SIZE, band=band)
     t0 = time.monotonic()
-    outdir = Path(outdir)
-    with open_raster(path) as ds:
-        check_input(ds, path, band)
-        stats = image_stats(ds, band)
-        nodata = ds.nodata
-        src_profile = ds.profile
-        h, w = ds.height, ds.width
+    _check_options(tile_size, overlap, batch_size, block_size, block_halo, pixel_size_m)
+    scales = parse_scales(scales)
+    source = _open_image(image, band, pixel_size_m)
+    torch_device = str(pick_device(device))
+    net = models.cached(model, torch_device, tta)
+    meta = net.metadata
+    threshold = crater_threshold(meta, prob_threshold)
+    overrides = _extraction_overrides(meta, extraction)
+    advice = models.pixel_scale_advice(meta, source.pixel_size_m)
+    if advice:
+        log.warning(advice)
+    log.info("model %s (%s%s), threshold %.2f, tiles of %d px overlapping by %d px on %s", meta.get("name"),
+             meta.get("arch"), ", flip-averaged" if meta.get("tta") else "", threshold, tile_size, overlap, torch_device)
 
-        def read(r, c, th, tw):
-            data, valid = read_window(ds, Window(c, r, tw, th), bands=[band])
-            missing = _missing(data[0], valid, nodata)
-            return _prepare(data[0], missing, stats), missing
+    height, width = source.profile["height"], source.profile["width"]
+    blocks = halo_tiles(height, width, block_size, block_halo)
+    local = runner is None or isinstance(runner, LocalRunner)
+    prob = np.empty((height, width), np.float32)
+    missing = np.empty((height, width), bool)
+    parts = run_blocks(segment_block, blocks, runner=runner, progress=progress, desc="segment",
+                       source=source.source, stats=source.stats, model=net if local else _model_reference(model),
+                       device=torch_device, tta=tta, band=band, tile_size=tile_size, overlap=overlap,
+                       batch_size=batch_size, tile_progress=progress and local and len(blocks) == 1)
+    for block, (block_prob, block_missing) in zip(blocks, parts):
+        r, c, h, w = block.core
+        prob[r : r + h, c : c + w] = block_prob
+        missing[r : r + h, c : c + w] = block_missing
+    prob[missing] = np.nan
+    log.info("segmented %dx%d px in %.1f s", height, width, time.monotonic() - t0)
 
-        model.eval()
-        with prob_mask_writers(outdir, src_profile, w, threshold) as (emit, counts):
-            _run(h, w, read, emit, model, tile=tile, overlap=overlap, device=device, batch_size=batch_size, progress=progress)
-    return SegmentResult(outdir / PROB_NAME, outdir / MASK_NAME, (h, w), counts["crater"], time.monotonic() - t0)
+    craters = catalog_craters(net, source.source, prob, threshold=threshold, scales=scales, overrides=overrides,
+                              band=band, tile_size=tile_size, overlap=overlap, batch_size=batch_size)
+    catalog = Catalog.from_pixels(craters, name=source.name, **source.georef)
+    mask = (prob >= threshold).astype(np.uint8)
+    mask[missing] = MASK_NODATA
+    params = {
+        "image": str(image) if not isinstance(image, np.ndarray) else "array", "model": str(meta.get("name", model)),
+        "tta": bool(meta.get("tta", False)), "prob_threshold": threshold,
+        "extraction": {**extraction_options(meta, threshold), **overrides},
+        "scales": list(scales or meta.get("extraction", {}).get("scales", [1.0])), "tile_size": tile_size,
+        "overlap": overlap, "block_size": block_size, "block_halo": block_halo, "batch_size": batch_size,
+        "band": band, "device": torch_device, "pixel_size_m": source.pixel_size_m,
+    }
+    return SegmentResult(prob, mask, catalog, params, source.profile, time.monotonic() - t0)
 
 
 # --------------------------------------------------------------------------- several scales
 
 
-def parse_scales(text: str | None) -> tuple[float, ...] | None:
-    """``"2,1,0.5"`` → ``(2.0, 1.0, 0.5)``; every scale in (0, MAX_SCALE]. ``None``/empty → ``None``."""
-    if text is None or not str(text).strip():
+def parse_scales(scales) -> tuple[float, ...] | None:
+    """Scales of the catalogue: ``"2,1,0.5"`` or a sequence → ``(2.0, 1.0, 0.5)``; each in (0, MAX_SCALE].
+
+    ``None`` or an empty text → ``None`` (the model's scales).
+    """
+    if scales is None or (isinstance(scales, str) and not scales.strip()):
         return None
     try:
-        scales = tuple(float(s) for s in str(text).split(","))
-    except ValueError:
-        raise InputError(f"--scales {text}: expected comma-separated numbers, e.g. 1,0.5") from None
-    if not all(0.0 < s <= MAX_SCALE for s in scales):
-        raise InputError(f"--scales {text}: every scale must be in (0, {MAX_SCALE:g}]")
-    return tuple(dict.fromkeys(scales))
+        values = tuple(float(s) for s in (scales.split(",") if isinstance(scales, str) else scales))
+    except (TypeError, ValueError):
+        raise InputError(f"scales {scales}: expected numbers, e.g. 1,0.5") from None
+    if not values or not all(0.0 < s <= MAX_SCALE for s in values):
+        raise InputError(f"scales {scales}: every scale must be in (0, {MAX_SCALE:g}]")
+    return tuple(dict.fromkeys(values))
 
 
 def scale_craters(craters: np.ndarray, scale: float) -> np.ndarray:
@@ -367,9 +598,8 @@ def multiscale_craters(
     min_radius: float = 3.0,
     coarse_min_radius: float | None = None,
     band: int = 1,
-    tile: int = 512,
+    tile_size: int = 512,
     overlap: int = 64,
-    device="cpu",
     batch_size: int = 4,
 ) -> np.ndarray:
     """Craters found on the image at several scales, merged with the duplicate rule.
@@ -381,7 +611,8 @@ def multiscale_craters(
     full-image pixels (:func:`scale_craters`).  The lists are merged with
     :func:`planetcd.craters.match.suppress_duplicates` (DeepMoon rule; the
     higher confidence wins).  A scale ``s`` costs ``s²`` times the network
-    time of the full image and holds the resampled image and its map in memory.
+    time of the full image and holds the resampled image and its map in memory
+    (each is one window of :func:`image_probability`).
 
     Parameters
     ----------
@@ -410,7 +641,7 @@ def multiscale_craters(
         if min(data.shape) < MIN_SIZE:
             log.warning("scale %g: image of %dx%d px is too small to segment; skipped", s, *data.shape)
             continue
-        prob = segment_array(model, data, tile=tile, overlap=overlap, device=device, batch_size=batch_size)
+        prob = image_probability(model, data, tile_size=tile_size, overlap=overlap, batch_size=batch_size)
         found[s] = extract(prob, scale_min_radius(s, min_radius, coarse_min_radius))
         log.info("scale %g: %d craters", s, len(found[s]))
     return merge_scales(found)
@@ -425,12 +656,11 @@ def catalog_craters(
     scales=None,
     overrides: dict | None = None,
     band: int = 1,
-    tile: int = 512,
+    tile_size: int = 512,
     overlap: int = 64,
-    device="cpu",
     batch_size: int = 4,
 ) -> np.ndarray:
-    """The craters of an image as ``planetcd segment`` lists them, from its full-image probability map.
+    """The craters of an image as :func:`segment` lists them, from its full-image probability map.
 
     The model's registry extraction (:func:`planetcd.craters.extract.extraction_options`,
     ``threshold`` and ``overrides`` of its keyword arguments replacing the
@@ -448,7 +678,7 @@ def catalog_craters(
     -------
     ndarray (n, 4), float64: ``x_px, y_px, radius_px, confidence`` in full-image pixels.
     """
-    from .extract import extract_craters, extraction_options
+    from .extract import extract_craters
 
     options = extraction_options(model.metadata, threshold)
     options.update(overrides or {})
@@ -463,7 +693,7 @@ def catalog_craters(
     if scales != (1.0,):
         craters = multiscale_craters(model, image, scales, extract, full_craters=craters if 1.0 in scales else None,
                                      min_radius=min_radius, coarse_min_radius=ext.get("coarse_min_radius"), band=band,
-                                     tile=tile, overlap=overlap, device=device, batch_size=batch_size)
+                                     tile_size=tile_size, overlap=overlap, batch_size=batch_size)
     return craters
 
 

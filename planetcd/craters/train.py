@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..raster import IntensityStats, intensity_stats, missing_pixels
 from ..tiling import patch_grid
 from .targets import make_target
 from .unet import build_model, load_checkpoint, save_checkpoint
@@ -54,7 +55,7 @@ NORM_PERCENTILES = (0.5, 99.5)
 
 
 def fill_missing(image: np.ndarray, valid: np.ndarray | None = None, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Replace missing pixels (zero, ``nodata``, NaN or outside ``valid``) by the mean of the others.
+    """Replace missing pixels (:func:`planetcd.raster.missing_pixels`) by the mean of the others.
 
     Parameters
     ----------
@@ -69,11 +70,7 @@ def fill_missing(image: np.ndarray, valid: np.ndarray | None = None, nodata: flo
         Where the pixel held data.
     """
     image = np.asarray(image, np.float32)
-    ok = np.isfinite(image) & (image != 0)
-    if nodata is not None and np.isfinite(nodata):
-        ok &= image != nodata
-    if valid is not None:
-        ok &= np.asarray(valid, bool)
+    ok = ~missing_pixels(image, valid, nodata)
     if ok.all():
         return image, ok
     out = image.copy()
@@ -82,22 +79,20 @@ def fill_missing(image: np.ndarray, valid: np.ndarray | None = None, nodata: flo
 
 
 def robust_limits(image: np.ndarray, valid: np.ndarray | None = None) -> tuple[float, float]:
-    """The :data:`NORM_PERCENTILES` of the valid pixels (a decimated sample for big images)."""
-    values = image[valid] if valid is not None else image.ravel()
-    if values.size > 4_000_000:
-        values = values[:: values.size // 4_000_000]
-    if values.size == 0:
+    """The :data:`NORM_PERCENTILES` of the valid pixels (:func:`planetcd.raster.intensity_stats`, a decimated
+    sample of at most 4,000,000 for big images); ``(0, 1)`` when none is valid."""
+    image = np.asarray(image, np.float32)
+    present = np.ones(image.shape, bool) if valid is None else np.asarray(valid, bool)
+    if not present.any():
         return 0.0, 1.0
-    low, high = np.percentile(values, NORM_PERCENTILES)
-    if not high > low:
-        high = low + 1.0
-    return float(low), float(high)
+    stats = intensity_stats(image, ~present, NORM_PERCENTILES, max_values=4_000_000)
+    return float(stats.low[0]), float(stats.high[0])
 
 
 def normalize_image(image: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Map ``low..high`` to ``-1..1`` (clipped), DeLatte et al.'s input range."""
-    scaled = (np.asarray(image, np.float32) - np.float32(low)) / np.float32(high - low)
-    return np.clip(scaled, 0.0, 1.0) * 2.0 - 1.0
+    """Map ``low..high`` to ``-1..1`` (clipped), DeLatte et al.'s input range (:meth:`IntensityStats.signed`)."""
+    stats = IntensityStats(np.array([low], np.float64), np.array([high], np.float64), np.zeros(1), np.zeros(1, np.float32))
+    return stats.signed(image)
 
 
 def prepare_image(image: np.ndarray, valid: np.ndarray | None = None, nodata: float | None = None) -> np.ndarray:

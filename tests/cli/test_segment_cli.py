@@ -135,7 +135,7 @@ def test_min_contrast_option_screens_the_catalog(tmp_path, tiny_model, rng):
 
 def test_tta_option_writes_the_flip_averaged_probability(tmp_path, tiny_model, rng):
     import planetcd.models as models
-    from planetcd.craters.segment import segment_array
+    from planetcd.craters.segment import segment
 
     img = rng.integers(1, 255, (140, 150)).astype(np.uint8)
     src = _geotiff(tmp_path / "in.tif", img)
@@ -145,7 +145,8 @@ def test_tta_option_writes_the_flip_averaged_probability(tmp_path, tiny_model, r
         assert res.exit_code == 0, res.output
         with rasterio.open(tmp_path / flag / "crater_prob.tif") as p:
             probs[flag] = p.read(1)
-    expected = segment_array(models.load(str(tiny_model), tta=True), img.astype(np.float32), tile=128, overlap=32)
+    expected = segment(img.astype(np.float32), models.load(str(tiny_model), tta=True), tile_size=128, overlap=32,
+                       device="cpu").probability
     np.testing.assert_allclose(probs["--tta"], expected, atol=1e-5)
     assert np.abs(probs["--tta"] - probs["--no-tta"]).max() > 1e-3
 

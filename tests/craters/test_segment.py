@@ -1,4 +1,4 @@
-"""Whole-image segmentation: tiles + blending, streaming to GeoTIFF, bad inputs."""
+"""Crater segmentation: tiles + blending of one window, blocks, ``segment()`` and its result, bad inputs."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 import rasterio
 import torch
 
-from planetcd.craters.segment import MASK_NODATA, segment_array, segment_raster
+from planetcd.craters.segment import MASK_NODATA, OUTPUTS, SegmentResult, segment, window_probability
 from planetcd.craters.train import prepare_image
 from planetcd.datasets.synthetic import write_synthetic_geotiff
-from planetcd.errors import InputError
+from planetcd.errors import InputError, OutputExistsError
 from planetcd.tiling import overlapping_tiles
 
 
@@ -35,7 +35,7 @@ def _whole(model, img):
 
 def test_tiles_and_blending_reproduce_a_pointwise_model_exactly(rng):
     img = prepare_image(rng.normal(100, 20, (150, 170)).astype(np.float32))
-    out = segment_array(Pointwise(), img, tile=64, overlap=16, prepared=True, batch_size=3)
+    out = window_probability(Pointwise(), img, tile_size=64, overlap=16, batch_size=3)
     np.testing.assert_allclose(out, _whole(Pointwise(), img), atol=1e-6)
 
 
@@ -45,7 +45,7 @@ def test_tiles_and_blending_reproduce_a_whole_image_pass(rng):
     model = _local_model()
     img = prepare_image(rng.normal(100, 20, (150, 170)).astype(np.float32))
     tile, overlap = 64, 24
-    out = segment_array(model, img, tile=tile, overlap=overlap, prepared=True)
+    out = window_probability(model, img, tile_size=tile, overlap=overlap)
     whole = _whole(model, img)
     near_seam = np.zeros(img.shape, bool)
     for r, c, h, w in overlapping_tiles(*img.shape, tile, overlap):
@@ -60,7 +60,7 @@ def test_tiles_and_blending_reproduce_a_whole_image_pass(rng):
     np.testing.assert_allclose(out[~near_seam], whole[~near_seam], atol=1e-5)
     assert np.abs(out - whole).max() < 3.0 / (overlap + 1)
     # without overlap the seams are visible: blending is doing the work
-    seams = segment_array(model, img, tile=tile, overlap=0, prepared=True)
+    seams = window_probability(model, img, tile_size=tile, overlap=0)
     assert np.abs(seams - whole).max() > np.abs(out - whole).max()
 
 
@@ -70,10 +70,10 @@ def test_symmetric_unet_tiles_match_whole_pass_on_small_input(rng):
     torch.manual_seed(0)
     model = SymmetricUNet(dropout=False).eval()
     img = prepare_image(rng.normal(100, 20, (256, 256)).astype(np.float32))
-    out = segment_array(model, img, tile=256, overlap=64, prepared=True)
+    out = window_probability(model, img, tile_size=256, overlap=64)
     np.testing.assert_allclose(out, _whole(model, img), atol=1e-6)  # one tile: the padding path only
     img2 = prepare_image(rng.normal(100, 20, (200, 300)).astype(np.float32))
-    tiled = segment_array(model, img2, tile=128, overlap=64, prepared=True)
+    tiled = window_probability(model, img2, tile_size=128, overlap=64)
     assert tiled.shape == img2.shape
     assert np.abs(tiled - _whole(model, img2)).mean() < 0.1 * np.abs(_whole(model, img2) - 0.5).mean() + 1e-3
 
@@ -82,37 +82,109 @@ def test_symmetric_unet_tiles_match_whole_pass_on_small_input(rng):
 _geotiff = partial(write_synthetic_geotiff, crs="EPSG:32633", pixel_size=6.0, origin=(500000.0, 4000000.0), dtype=None)
 
 
-def test_segment_raster_streams_on_the_input_grid(tmp_path, rng):
+def _with_metadata(model, **meta):
+    model.metadata = {"threshold": 0.5, "name": "test", "tta": False, "extraction": {"scales": [1.0]}, **meta}
+    return model
+
+
+def test_segment_writes_on_the_input_grid(tmp_path, rng):
     data = rng.integers(1, 255, (300, 260)).astype(np.uint8)
     data[:20, :30] = 0  # missing
     src = _geotiff(tmp_path / "in.tif", data, nodata=0)
-    model = _local_model(1)
-    res = segment_raster(src, tmp_path / "out", model, threshold=0.5, tile=128, overlap=32)
-    with rasterio.open(res.prob_path) as p, rasterio.open(res.mask_path) as m, rasterio.open(src) as s:
+    model = _with_metadata(_local_model(1))
+    result = segment(src, model, prob_threshold=0.5, tile_size=128, overlap=32, device="cpu")
+    assert isinstance(result, SegmentResult) and result.shape == (300, 260)
+    assert result.params["prob_threshold"] == 0.5 and result.params["tile_size"] == 128
+    written = result.write(tmp_path / "out")
+    assert [p.name for p in written] == list(OUTPUTS) and all(p.exists() for p in written)
+    with rasterio.open(written[0]) as p, rasterio.open(written[1]) as m, rasterio.open(src) as s:
         assert p.crs == s.crs and p.transform == s.transform and p.shape == s.shape
         assert p.dtypes[0] == "float32" and m.dtypes[0] == "uint8"
         prob, mask = p.read(1), m.read(1)
+    np.testing.assert_array_equal(prob, result.probability)
+    np.testing.assert_array_equal(mask, result.mask)
     assert np.isnan(prob[:20, :30]).all() and (mask[:20, :30] == MASK_NODATA).all()
     valid = ~np.isnan(prob)
     assert ((mask[valid] == 1) == (prob[valid] >= 0.5)).all()
-    # streaming by rows of tiles gives what the in-memory path gives
-    expected = segment_array(model, data.astype(np.float32), tile=128, overlap=32)
-    np.testing.assert_allclose(prob[valid], expected[valid], atol=1e-5)
-    assert res.crater_pixels == int((mask == 1).sum())
+    assert result.crater_pixels == int((mask == 1).sum())
+    # the file gives what the array gives (same statistics: a small image is read whole)
+    expected = segment(data.astype(np.float32), model, prob_threshold=0.5, tile_size=128, overlap=32, device="cpu")
+    np.testing.assert_allclose(prob[valid], expected.probability[valid], atol=1e-6)
+    np.testing.assert_array_equal(np.isnan(expected.probability), ~valid)
+    # the catalogue: diameters from the 6 m UTM pixels, written as CSV
+    cat = result.catalog
+    np.testing.assert_allclose(cat.diameter_km, 2 * cat.radius_px * 6.0 / 1000, rtol=2e-3)  # geodesic, on WGS 84
+    assert len((tmp_path / "out" / "craters.csv").read_text().splitlines()) == len(cat) + 1
 
 
-def test_bad_inputs_write_nothing(tmp_path):
-    model = Pointwise()
+def test_blocks_assemble_the_whole_image_pass(tmp_path, rng):
+    """A pointwise network does not care about tiles or blocks: small blocks give the one-block probability."""
+    data = rng.integers(1, 255, (300, 260)).astype(np.uint8)
+    src = _geotiff(tmp_path / "in.tif", data)
+    model = _with_metadata(Pointwise())
+    one = segment(src, model, tile_size=64, overlap=16, device="cpu")
+    blocks = segment(src, model, tile_size=64, overlap=16, block_size=96, block_halo=16, device="cpu")
+    np.testing.assert_allclose(blocks.probability, one.probability, atol=1e-6)
+    np.testing.assert_array_equal(blocks.mask, one.mask)
+    np.testing.assert_allclose(blocks.catalog.pixels, one.catalog.pixels, atol=1e-6)
+
+
+def test_write_refuses_existing_outputs(tmp_path, rng):
+    src = _geotiff(tmp_path / "in.tif", rng.integers(1, 255, (64, 64)).astype(np.uint8))
+    result = segment(src, _with_metadata(Pointwise()), tile_size=32, overlap=8, device="cpu")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "craters.csv").write_text("keep me")
+    with pytest.raises(OutputExistsError, match=r"overwrite=True") as info:
+        result.write(out)
+    assert "--overwrite" not in str(info.value)
+    assert sorted(p.name for p in out.iterdir()) == ["craters.csv"]  # nothing written
+    assert (out / "craters.csv").read_text() == "keep me"
+    result.write(out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)  # no temporary file left
+    assert (out / "craters.csv").read_text().startswith("x_px")
+
+
+def test_pixel_scale_advice_is_one_log_line(tmp_path, rng, caplog, monkeypatch):
+    import logging
+
+    from planetcd.datasets.synthetic import write_synthetic_geotiff as write
+
+    monkeypatch.setattr(logging.getLogger("planetcd"), "propagate", True)  # a CLI test may have cut it off
+
+    src = write(tmp_path / "hirise.tif", rng.integers(1, 255, (64, 64)).astype(np.uint8), crs="EPSG:32633",
+                pixel_size=0.25, origin=(500000.0, 4000000.0), dtype=None)
+    model = _with_metadata(Pointwise(), pixel_scale_m=6.0)
+    with caplog.at_level("WARNING", logger="planetcd"):
+        segment(src, model, tile_size=32, overlap=8, device="cpu")
+    advice = [r for r in caplog.records if "trained at 6 m" in r.getMessage()]
+    assert len(advice) == 1 and "\n" not in advice[0].getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="planetcd"):
+        segment(src, model, tile_size=32, overlap=8, device="cpu", pixel_size_m=6.0)  # georeferencing wins
+        segment(rng.integers(1, 255, (64, 64)).astype(np.float32), model, tile_size=32, overlap=8, device="cpu",
+                pixel_size_m=6.0)
+    assert len([r for r in caplog.records if "trained at" in r.getMessage()]) == 1
+
+
+def test_bad_inputs_and_options(tmp_path):
+    model = _with_metadata(Pointwise())
     empty = _geotiff(tmp_path / "empty.tif", np.zeros((64, 64), np.uint8), nodata=0)
     with pytest.raises(InputError, match="no valid pixels"):
-        segment_raster(empty, tmp_path / "o1", model)
+        segment(empty, model)
     small = _geotiff(tmp_path / "small.tif", np.ones((8, 40), np.uint8))
     with pytest.raises(InputError, match="too small"):
-        segment_raster(small, tmp_path / "o2", model)
+        segment(small, model)
     with pytest.raises(InputError, match="no such file"):
-        segment_raster(tmp_path / "missing.tif", tmp_path / "o3", model)
-    for d in ("o1", "o2", "o3"):
-        assert not (tmp_path / d).exists() or not any((tmp_path / d).iterdir())
+        segment(tmp_path / "missing.tif", model)
+    good = _geotiff(tmp_path / "good.tif", np.full((64, 64), 9, np.uint8))
+    for options, words in (({"band": 2}, "no band 2"), ({"tile_size": 8}, "tile_size 8"), ({"overlap": 40, "tile_size": 32}, "overlap 40"),
+                           ({"prob_threshold": 1.5}, "prob_threshold 1.5"), ({"scales": "1,x"}, "scales"),
+                           ({"min_contrast": 2.0}, "min_contrast 2"), ({"min_radius_px": 3}, "unknown extraction")):
+        with pytest.raises(InputError, match=words) as info:
+            segment(good, model, device="cpu", **options)
+        assert "--" not in str(info.value), str(info.value)  # API errors speak of arguments, not options
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.tif", "good.tif", "small.tif"]
 
 
 class TopHat(torch.nn.Module):
@@ -202,6 +274,23 @@ def test_scale_craters_and_parse_scales():
     assert parse_scales("1,0.5,0.25") == (1.0, 0.5, 0.25)
     assert parse_scales(None) is None
     assert parse_scales("2,1,0.5") == (2.0, 1.0, 0.5)
+    assert parse_scales([1, 0.5, 1]) == (1.0, 0.5)
     for bad in ("0", "4.5", "a,b", "1,-0.5"):
         with pytest.raises(InputError):
             parse_scales(bad)
+
+
+def test_extract_craters_takes_the_models_settings():
+    import planetcd
+    from planetcd.craters.extract import extract_craters, extraction_options, synthetic_probability_map
+
+    prob, _ = synthetic_probability_map((256, 256), 30, seed=3)
+    meta = planetcd.models.metadata("ctx-craters")
+    expected = extract_craters(prob, **extraction_options(meta))
+    assert len(expected) > 5 and "min_contrast" in extraction_options(meta)
+    np.testing.assert_array_equal(planetcd.extract_craters(prob, model="ctx-craters"), expected)
+    np.testing.assert_array_equal(extract_craters(prob, model=meta), expected)
+    # a setting given wins over the model's; without a model the defaults stay
+    np.testing.assert_array_equal(extract_craters(prob, model=meta, min_radius=10.0),
+                                  extract_craters(prob, **{**extraction_options(meta), "min_radius": 10.0}))
+    np.testing.assert_array_equal(extract_craters(prob), extract_craters(prob, threshold=0.5, min_radius=3.0, max_radius=50.0))
