@@ -163,6 +163,7 @@ def test_detect_cli_with_workers_equals_single_process(pair, vgg_weights, tmp_pa
     _assert_same_rasters(tmp_path / "local", tmp_path / "remote", ["change_score.tif", "change_mask.tif"])
     _assert_same_tables(_csv(tmp_path / "local" / "candidates.csv"), _csv(tmp_path / "remote" / "candidates.csv"))
     runs = [json.loads((tmp_path / d / "run.json").read_text()) for d in ("local", "remote")]
+    assert [run["parameters"].pop("runner") for run in runs] == ["LocalRunner", "DaskRunner"]
     for key in ("parameters", "displacement_px", "image_shape", "n_patches", "n_scored", "n_changed", "outputs"):
         assert runs[1][key] == runs[0][key], key
     assert runs[1]["tau"] == pytest.approx(runs[0]["tau"], rel=1e-6)

@@ -470,7 +470,7 @@ def detect(
         "tau": policy if isinstance(policy, str) else float(policy), "percentile": percentile,
         "max_shift": max_shift, "noise_std": noise_std, "n_pseudo": n_pseudo, "register": register,
         "pixelwise": pixelwise, "relu": getattr(trunk, "relu", relu), "tile_size": tile_size, "seed": seed,
-        "device": str(torch_device), "runner": repr(runner), "weights": str(getattr(trunk, "weights_path", None)),
+        "device": str(torch_device), "runner": type(runner).__name__, "weights": str(getattr(trunk, "weights_path", None)),
         "pre": str(pre) if not isinstance(pre, np.ndarray) else "<array>",
         "post": str(post) if not isinstance(post, np.ndarray) else "<array>",
         "n_pixelwise_patches": n_pixelwise,
