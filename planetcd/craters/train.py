@@ -653,7 +653,7 @@ METRICS = ("loss", "accuracy", "balanced_accuracy", "iou", "dice")
 class TrainConfig:
     """Everything that defines a training run (stored in the checkpoint and the log folder)."""
 
-    arch: str = "symmetric"  # "symmetric" (SymmetricUNet) or "small" (SmallUNet)
+    arch: str = "symmetric"  # "symmetric" (SymmetricUNet), "small" (SmallUNet) or "vgg16-unet" (VGG16UNet)
     kernel_size: int = 3
     filter_multiple: float = 1.0
     in_channels: int = 1
@@ -692,6 +692,8 @@ class TrainConfig:
     confidence_weights: bool = False  # weigh crater pixels by min(1, annotators / 3) (clustered VOC labels)
     precision: str = "fp32"  # "fp32", "bf16" (autocast) or "auto" (bf16 where the hardware runs it natively)
     channels_last: bool = False  # channels-last memory format for the model and batches
+    vgg_frozen_blocks: int = 2  # arch "vgg16-unet": VGG-16 blocks kept at their ImageNet weights
+    vgg_weights: str | None = None  # arch "vgg16-unet": ImageNet VGG-16 weights (default: planetcd.features' lookup)
 
     @classmethod
     def sun_aware_recipe(cls, **overrides) -> "TrainConfig":
@@ -706,6 +708,8 @@ class TrainConfig:
     def model_config(self) -> dict:
         if self.arch in ("symmetric", "SymmetricUNet"):
             return {"in_channels": self.in_channels, "kernel_size": self.kernel_size, "filter_multiple": self.filter_multiple}
+        if self.arch in ("vgg16-unet", "VGG16UNet"):  # ImageNet encoder to start from; checkpoints rebuild without it
+            return {"in_channels": self.in_channels, "frozen_blocks": self.vgg_frozen_blocks, "pretrained": self.vgg_weights or True}
         return {"in_channels": self.in_channels}
 
 

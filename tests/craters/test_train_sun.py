@@ -225,3 +225,40 @@ def test_old_recipe_is_unchanged_by_the_new_defaults(tmp_path):
     a = augment_batch(x, y, 48, torch.Generator().manual_seed(5))
     b = augment_batch(x, y, 48, torch.Generator().manual_seed(5), flips=True)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_vgg16_unet_shapes_frozen_blocks_and_checkpoint_round_trip(tmp_path):
+    from planetcd.craters.unet import VGG16UNet, build_model, load_checkpoint as load_ckpt, save_checkpoint
+
+    model = build_model("vgg16-unet", frozen_blocks=2, decoder=8)
+    x = torch.rand(2, 1, 70, 50) * 2 - 1
+    assert model(x).shape == (2, 1, 70, 50)
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen == [f"features.{i}.{w}" for i in (0, 2, 5, 7) for w in ("weight", "bias")]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    model.forward_logits(x).mean().backward()
+    opt.step()
+    after = dict(model.named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in frozen)
+    assert not torch.equal(before["features.10.weight"], after["features.10.weight"])
+    save_checkpoint(tmp_path / "v.pt", model, "vgg16-unet")
+    again, payload = load_ckpt(tmp_path / "v.pt")
+    assert isinstance(again, VGG16UNet) and payload["config"] == {"in_channels": 1, "frozen_blocks": 2, "decoder": 8}
+    model.eval()
+    torch.testing.assert_close(again(x), model(x))
+
+
+def test_vgg16_unet_starts_from_the_imagenet_weights():
+    import os
+    from pathlib import Path
+
+    path = Path(os.environ.get("PLANETCD_VGG16_WEIGHTS", "/nonexistent"))
+    if not path.is_file():
+        pytest.skip("no ImageNet VGG-16 weights ($PLANETCD_VGG16_WEIGHTS)")
+    from planetcd.craters.unet import VGG16UNet
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = VGG16UNet(decoder=8, pretrained=str(path))
+    torch.testing.assert_close(model.features[0].weight, state["features.0.weight"].float())
+    torch.testing.assert_close(model.features[28].bias, state["features.28.bias"].float())
