@@ -90,7 +90,7 @@ def tile_azimuth(image: np.ndarray) -> dict:
             "confidence": round(est.confidence, 3), "source": "estimated" if est.confident else "fallback"}
 
 
-def canonical_probability(model: torch.nn.Module, image: np.ndarray, azimuth: float | None):
+def canonical_probability(model: torch.nn.Module, image: np.ndarray, azimuth: float | None, device: str = "cpu"):
     """Crater probability of a raw image on its canonical grid, and the frame back to the input grid.
 
     The ONE place this benchmark calls the segmentation engine (adapt it when
@@ -102,7 +102,7 @@ def canonical_probability(model: torch.nn.Module, image: np.ndarray, azimuth: fl
 
     turned, frame = sun.to_canonical(image, sun.CANONICAL_AZIMUTH_DEG if azimuth is None else azimuth, fill=0.0)
     with torch.no_grad():
-        prob = segment_array(model, np.asarray(turned, np.float32), tile=512, overlap=64)
+        prob = segment_array(model, np.asarray(turned, np.float32), tile=512, overlap=64, device=device)
     return np.nan_to_num(prob, nan=0.0), frame
 
 
@@ -124,10 +124,10 @@ def is_sun_aware(model: torch.nn.Module) -> bool:
     return bool(meta.get("sun_aware", False))
 
 
-def detect(model, image: np.ndarray, thresholds=THRESHOLDS, target: str = "filled") -> tuple[dict, dict]:
+def detect(model, image: np.ndarray, thresholds=THRESHOLDS, target: str = "filled", device: str = "cpu") -> tuple[dict, dict]:
     """``({threshold: craters (n, 4) on the input grid}, azimuth record)`` of one raw tile."""
     record = tile_azimuth(image) if is_sun_aware(model) else {"azimuth_deg": None, "source": "not sun-aware: no turn"}
-    prob, frame = canonical_probability(model, image, record["azimuth_deg"])
+    prob, frame = canonical_probability(model, image, record["azimuth_deg"], device)
     return {th: craters_from(prob, frame, th, target) for th in thresholds}, record
 
 
@@ -197,7 +197,7 @@ def run_fold(args, folds, k) -> dict:
         summary, train_seconds = json.loads((outdir / "result.json").read_text()).get("training", {}), None
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = models.load(ckpt, tta=False)
+    model = models.load(ckpt, device=args.device, tta=False)
     target = model.metadata.get("target", "filled")
 
     # threshold: on the inner validation tiles, with the test-time pipeline
@@ -205,7 +205,7 @@ def run_fold(args, folds, k) -> dict:
     val_azimuths = {}
     for t in val_tiles:
         image, truth = raw_tile(t)
-        found, record = detect(model, image, THRESHOLDS, target)
+        found, record = detect(model, image, THRESHOLDS, target, args.device)
         val_azimuths[t] = record
         for th in THRESHOLDS:
             val_results[th].append(score(found[th], truth, t))
@@ -216,7 +216,7 @@ def run_fold(args, folds, k) -> dict:
     per_tile, azimuths = {}, {}
     for t in test + (["HRSC"] if args.hrsc else []):
         image, truth = raw_tile(t)
-        found, record = detect(model, image, (threshold,), target)
+        found, record = detect(model, image, (threshold,), target, args.device)
         azimuths[t] = record
         per_tile[t] = prf(score(found[threshold], truth, t))
         log.info("fold %s: %s %s", "".join(test), t, per_tile[t])
@@ -258,7 +258,7 @@ def print_table(results: list[dict]) -> None:
 # --------------------------------------------------------------------------- mound test
 
 
-def mound_test(model, tiles, threshold: float, chip: int = 128) -> dict:
+def mound_test(model, tiles, threshold: float, chip: int = 128, device: str = "cpu") -> dict:
     """Share of labelled craters (>= 8 px) found on chips around them, and on the same chips turned 180°."""
     from planetcd.craters import sun
     from planetcd.craters.extract import extract_craters
@@ -291,7 +291,7 @@ def mound_test(model, tiles, threshold: float, chip: int = 128) -> dict:
             for name, img, crater in (("upright", window, local),
                                       ("turned", window[::-1, ::-1], np.array([[side - 1 - local[0, 0], side - 1 - local[0, 1], r]]))):
                 with torch.no_grad():
-                    prob = model(torch.from_numpy(np.ascontiguousarray(img, np.float32))[None, None])[0, 0].numpy()
+                    prob = model(torch.from_numpy(np.ascontiguousarray(img, np.float32))[None, None].to(device))[0, 0].float().cpu().numpy()
                 det = extract_craters(prob, method="components", threshold=threshold, target=target, min_radius=2.0, max_radius=150.0)
                 hit = match_craters(det[:, :3], crater, mode="deepmoon", min_diameter_px=0).tp > 0 if len(det) else False
                 found[name] += int(hit)
@@ -343,14 +343,14 @@ def main(argv=None) -> int:
 
         if not args.model:
             raise SystemExit("--mound-test needs --model")
-        model = models.load(args.model, tta=False)
+        model = models.load(args.model, device=args.device, tta=False)
         threshold = args.threshold
         sidecar = Path(args.model).with_name("result.json")
         if threshold is None and sidecar.exists():
             threshold = json.loads(sidecar.read_text())["threshold"]
         if threshold is None:
             threshold = float(model.metadata.get("threshold", 0.5))
-        res = mound_test(model, [t.strip().upper() for t in args.tiles.split(",")], threshold)
+        res = mound_test(model, [t.strip().upper() for t in args.tiles.split(",")], threshold, device=args.device)
         print(f"mound test of {args.model} (threshold {threshold:g}; sun-aware: {is_sun_aware(model)})")
         print("tile  craters  found  found_turned")
         for t, v in res.items():

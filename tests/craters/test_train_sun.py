@@ -262,3 +262,17 @@ def test_vgg16_unet_starts_from_the_imagenet_weights():
     model = VGG16UNet(decoder=8, pretrained=str(path))
     torch.testing.assert_close(model.features[0].weight, state["features.0.weight"].float())
     torch.testing.assert_close(model.features[28].bias, state["features.28.bias"].float())
+
+
+def test_voc_confidence_is_read_in_box_order(tmp_path):
+    from planetcd.craters.train import read_label_confidence, read_labels
+
+    box = "<object><name>crater</name><bndbox><xmin>{0}</xmin><ymin>{0}</ymin><xmax>{1}</xmax><ymax>{1}</ymax></bndbox>{2}</object>"
+    xml = "<annotation>" + box.format(10, 20, "<confidence>4</confidence>") + box.format(30, 34, "") + "</annotation>"
+    path = tmp_path / "t.xml"
+    path.write_text(xml)
+    assert read_labels(path).shape == (2, 3)
+    conf = read_label_confidence(path)
+    assert conf[0] == 4.0 and np.isnan(conf[1])
+    path.write_text("<annotation>" + box.format(10, 20, "") + "</annotation>")
+    assert read_label_confidence(path) is None  # no confidences at all (e.g. expert labels)
