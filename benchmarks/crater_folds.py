@@ -161,7 +161,7 @@ def inner_split(folds: list[list[str]], k: int) -> tuple[list[str], list[str]]:
     return train, val
 
 
-def make_config(args, name: str):
+def make_config(args):
     from planetcd.craters.train import TrainConfig
 
     common = dict(epochs=args.epochs, crops_per_epoch=args.crops_per_epoch, batch_size=args.batch_size, crop=args.crop,
@@ -186,7 +186,7 @@ def run_fold(args, folds, k) -> dict:
         log.info("fold %s: training on %s, inner validation %s", "".join(test), ",".join(train_tiles), ",".join(val_tiles))
         train_set = [load_labelled(*tile_paths(t)) for t in train_tiles]
         val_set = [load_labelled(*tile_paths(t)) for t in val_tiles]
-        config = make_config(args, "".join(test))
+        config = make_config(args)
         t0 = time.monotonic()
         summary = train(train_set, val_set, config, outdir, extra_metadata={"folds": {"test": test, "train": train_tiles, "val": val_tiles}})
         train_seconds = time.monotonic() - t0
@@ -233,8 +233,6 @@ def run_fold(args, folds, k) -> dict:
 
 
 def print_table(results: list[dict]) -> None:
-    from planetcd.craters.match import MatchResult  # noqa: F401  (pooled below from counts)
-
     print("fold  tile  threshold  tp  fp  fn  precision  recall  F1")
     tp = fp = fn = 0
     worst = None
