@@ -16,6 +16,8 @@ __all__ = [
     "outlines",
     "rings",
     "make_target",
+    "disk_values",
+    "confidence_weights",
     "synthetic_dots",
 ]
 
@@ -105,6 +107,74 @@ def make_target(craters, shape: tuple[int, int], kind: str = "filled", **kwargs)
     if kind == "rings":
         return rings(craters, shape, **kwargs)
     raise ValueError(f"unknown target kind {kind!r}; expected one of {TARGET_KINDS}")
+
+
+def disk_values(craters, values, shape: tuple[int, int], margin: float = 0.0, fill: float = 0.0) -> np.ndarray:
+    """Per-pixel maximum of ``values[i]`` over the disks (radius ``r_i + margin``) that cover the pixel.
+
+    Parameters
+    ----------
+    craters : array, shape (n, >=3)
+        ``x_px, y_px, radius_px``.
+    values : array, shape (n,)
+    shape : (rows, cols)
+    margin : float
+        Pixels added to every radius (1 covers the outline and ring targets too).
+    fill : float
+        Value of pixels no disk covers.
+
+    Returns
+    -------
+    ndarray, float32, shape ``shape``
+    """
+    craters = _as_craters(craters)
+    values = np.asarray(values, np.float64).reshape(-1)
+    if len(values) != len(craters):
+        raise ValueError(f"{len(values)} values for {len(craters)} craters")
+    out = np.full(shape, -np.inf, np.float64)
+    for (x, y, r), v in zip(craters, values):
+        reach = r + margin
+        win = _window(x, y, reach, shape)
+        if win is not None:
+            sl, d2 = win
+            view = out[sl]
+            inside = d2 <= reach * reach
+            view[inside] = np.maximum(view[inside], v)
+    out[~np.isfinite(out)] = fill
+    return out.astype(np.float32)
+
+
+#: Annotators (of six) at which a clustered label counts fully in :func:`confidence_weights`.
+FULL_CONFIDENCE = 3.0
+
+
+def confidence_weights(craters, confidence, target: np.ndarray, full: float = FULL_CONFIDENCE) -> np.ndarray:
+    """Per-pixel loss weights from the labels' confidence (annotators who marked each crater).
+
+    Target pixels of a crater marked by ``c`` annotators weigh ``min(1, c / full)``
+    (the most confident crater covering a pixel wins; a crater without a
+    confidence, NaN, weighs 1); every other pixel weighs 1. Uncertain craters
+    pull the network less towards "crater" without teaching it "not a crater"
+    (a soft target of 1/3 would do the latter at a 0.5 threshold, while the
+    benchmarks count every clustered label as a crater).
+
+    Parameters
+    ----------
+    craters : array (n, >=3)
+    confidence : array (n,)
+    target : ndarray (rows, cols)
+        The segmentation target drawn from ``craters`` (any kind).
+    full : float
+        Confidence at and above which a crater weighs 1.
+
+    Returns
+    -------
+    ndarray, float32, shape of ``target``
+    """
+    conf = np.asarray(confidence, np.float64).reshape(-1)
+    w = np.where(np.isfinite(conf), np.minimum(1.0, conf / float(full)), 1.0)
+    inside = disk_values(craters, w, np.shape(target), margin=1.0, fill=1.0)
+    return np.where(np.asarray(target) > 0, inside, 1.0).astype(np.float32)
 
 
 def synthetic_dots(

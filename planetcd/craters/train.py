@@ -9,6 +9,17 @@ random crops of the training images and augments image and target together
 on a fixed grid of tiles of the validation images.  Each epoch appends a row
 to ``log.csv`` (loss, pixel accuracy, balanced accuracy, IoU and Dice for
 training and validation) and redraws ``curves.png``.
+
+Sun-aware recipe (``TrainConfig(sun_aware=True, ...)``, or
+:meth:`TrainConfig.sun_aware_recipe`; docs/training.md): a crater and a mound
+differ only in where the shading falls relative to the sun, so every image is
+first turned to the canonical frame of :mod:`planetcd.craters.sun` (light from
+the left, 270°) with its own azimuth (given, else read from its labels, else
+estimated; :func:`canonical_image`), augmentation keeps the light direction
+(only the up-down mirror, which is the mirror along a horizontal light axis;
+small rotations), labelled craters turned 180° are pasted into the crops as
+mounds with target 0 (:class:`MoundBank`), and the clustered labels'
+confidence weighs each crater's pixels (:func:`planetcd.craters.targets.confidence_weights`).
 """
 
 from __future__ import annotations
@@ -28,7 +39,8 @@ import torch.nn.functional as F
 
 from ..raster import IntensityStats, intensity_stats, missing_pixels
 from ..tiling import patch_grid
-from .targets import make_target
+from . import sun
+from .targets import confidence_weights, make_target
 from .unet import build_model, load_checkpoint, save_checkpoint
 
 log = logging.getLogger("planetcd.craters.train")
@@ -41,6 +53,10 @@ __all__ = [
     "prepare_image",
     "tile_array",
     "augment_batch",
+    "FLIP_MODES",
+    "canonical_image",
+    "MoundBank",
+    "resolve_precision",
     "loss_fn",
     "PixelCounts",
     "train",
@@ -125,18 +141,36 @@ def tile_array(array: np.ndarray, tile: int = 512, stride: int | None = None) ->
 
 @dataclass
 class LabelledImage:
-    """One training or validation image: normalized pixels, target mask and the crater list."""
+    """One training or validation image: normalized pixels, target mask and the crater list.
+
+    Optional, for the sun-aware recipe: ``confidence`` (n,) of the craters
+    (annotators who marked each; NaN unknown), ``weight`` (H, W) per-pixel loss
+    weights (None: all 1), ``sun_azimuth`` the image's known sun azimuth
+    (degrees clockwise from the top, light coming from; None: unknown), and
+    ``frame`` the :class:`planetcd.craters.sun.CanonicalFrame` it was turned
+    with (None: as read).
+    """
 
     name: str
     image: np.ndarray  # float32 (H, W), -1..1
     target: np.ndarray  # uint8 (H, W)
     craters: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    confidence: np.ndarray | None = None
+    weight: np.ndarray | None = None
+    sun_azimuth: float | None = None
+    frame: "sun.CanonicalFrame | None" = None
 
     @classmethod
-    def from_arrays(cls, name: str, image: np.ndarray, craters: np.ndarray, kind: str = "filled", prepared: bool = False) -> "LabelledImage":
+    def from_arrays(cls, name: str, image: np.ndarray, craters: np.ndarray, kind: str = "filled", prepared: bool = False,
+                    confidence: np.ndarray | None = None, sun_azimuth: float | None = None) -> "LabelledImage":
         img = np.asarray(image, np.float32) if prepared else prepare_image(image)
         craters = np.asarray(craters, np.float64).reshape(-1, 3)
-        return cls(name, img, make_target(craters, img.shape, kind), craters)
+        if confidence is not None:
+            confidence = np.asarray(confidence, np.float64).reshape(-1)
+            if len(confidence) != len(craters):
+                raise ValueError(f"{name}: {len(confidence)} confidences for {len(craters)} craters")
+        return cls(name, img, make_target(craters, img.shape, kind), craters, confidence=confidence,
+                   sun_azimuth=None if sun_azimuth is None else float(sun_azimuth))
 
 
 def read_labels(path: str | os.PathLike) -> np.ndarray:
@@ -156,6 +190,17 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
     raise InputError(f"{path}: unknown label format (expected a Pascal-VOC .xml or a pixel .csv)")
 
 
+def read_label_confidence(path: str | os.PathLike) -> np.ndarray | None:
+    """The per-crater ``<confidence>`` of a VOC ``.xml`` (NaN where absent), in :func:`read_labels`' order; None for CSV."""
+    from ..datasets.crater_labels import read_voc_confidence
+
+    path = Path(path)
+    if path.suffix.lower() != ".xml":
+        return None
+    conf = read_voc_confidence(path)
+    return None if np.isnan(conf).all() else conf
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """First band of a raster, prepared (missing pixels to the mean, stretched to -1..1)."""
     from ..raster import open_raster, read_window
@@ -170,17 +215,99 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return prepare_image(data[0], valid, nodata)
 
 
-def load_labelled(image_path: str | os.PathLike, labels_path: str | os.PathLike, kind: str = "filled") -> LabelledImage:
-    """Read an image and its crater list into a :class:`LabelledImage` (target of ``kind``)."""
+def load_labelled(image_path: str | os.PathLike, labels_path: str | os.PathLike, kind: str = "filled",
+                  sun_azimuth: float | None = None) -> LabelledImage:
+    """Read an image and its crater list (and the VOC labels' ``<confidence>``) into a :class:`LabelledImage`.
+
+    ``sun_azimuth``: the image's sun azimuth when known (degrees clockwise from
+    the top, light coming from), used by the sun-aware recipe.
+    """
     image = read_image(image_path)
-    return LabelledImage.from_arrays(Path(image_path).stem, image, read_labels(labels_path), kind, prepared=True)
+    return LabelledImage.from_arrays(Path(image_path).stem, image, read_labels(labels_path), kind, prepared=True,
+                                     confidence=read_label_confidence(labels_path), sun_azimuth=sun_azimuth)
+
+
+# --------------------------------------------------------------------------- the canonical (light-from-the-left) frame
+
+#: Labelled craters (radius >= 4 px) needed to read an image's sun azimuth from its labels.
+MIN_LABEL_CRATERS = 10
+
+
+def image_sun_azimuth(im: LabelledImage, given: float | None = None) -> tuple[float, str, dict]:
+    """The sun azimuth of a training image and where it came from.
+
+    Returns ``(azimuth_deg, source, details)``; ``source`` is ``"given"``
+    (``given``, else ``im.sun_azimuth``), ``"labels"``
+    (:func:`planetcd.craters.sun.azimuth_from_craters` over at least
+    :data:`MIN_LABEL_CRATERS` craters), ``"estimated"``
+    (:func:`planetcd.craters.sun.estimate_sun_azimuth`, confident) or
+    ``"fallback"`` (the estimate was not confident:
+    :data:`planetcd.craters.sun.FALLBACK_AZIMUTH_DEG`).
+    """
+    if given is None:
+        given = im.sun_azimuth
+    if given is not None:
+        return float(given) % 360.0, "given", {}
+    if len(im.craters):
+        azimuth, used = sun.azimuth_from_craters(im.image, im.craters, min_radius=4.0)
+        if used >= MIN_LABEL_CRATERS and np.isfinite(azimuth):
+            return float(azimuth), "labels", {"label_craters": int(used)}
+    est = sun.estimate_sun_azimuth(im.image)
+    details = {"estimate_deg": round(est.azimuth_deg, 2), "confidence": round(est.confidence, 3)}
+    if est.confident:
+        return float(est.azimuth_deg), "estimated", details
+    log.info("%s: sun azimuth not confidently estimated (%.0f deg, confidence %.2f); using the fallback %.0f deg",
+             im.name, est.azimuth_deg, est.confidence, sun.FALLBACK_AZIMUTH_DEG)
+    return float(sun.FALLBACK_AZIMUTH_DEG), "fallback", details
+
+
+def canonical_image(im: LabelledImage, azimuth: float | None = None, kind: str = "filled",
+                    use_confidence: bool = True) -> tuple[LabelledImage, dict]:
+    """``im`` turned to the canonical frame (light from the left), its craters mapped and its target redrawn.
+
+    Parameters
+    ----------
+    im : LabelledImage
+        As read (normalized -1..1).
+    azimuth : float, optional
+        Its sun azimuth; else ``im.sun_azimuth``, its labels or the estimator (:func:`image_sun_azimuth`).
+    kind : str
+        Target kind drawn on the canonical grid.
+    use_confidence : bool
+        Weigh crater pixels by the labels' confidence (:func:`planetcd.craters.targets.confidence_weights`).
+
+    Returns
+    -------
+    image : LabelledImage
+        On the canonical grid; pixels outside the turned input hold the image
+        mean and weigh 0 in the loss (``weight``).
+    record : dict
+        ``azimuth_deg``, ``source`` and the frame (:meth:`CanonicalFrame.to_dict`), for the checkpoint metadata.
+    """
+    az, source, details = image_sun_azimuth(im, azimuth)
+    mean = float(im.image.mean())
+    img, frame = sun.to_canonical(im.image, az, fill=mean)
+    img = np.asarray(img, np.float32)
+    craters = frame.craters_to_canonical(im.craters) if len(im.craters) else np.zeros((0, 3))
+    target = make_target(craters, img.shape, kind)
+    weight = np.ones(img.shape, np.float32) if frame.exact else frame.footprint().astype(np.float32)
+    if use_confidence and im.confidence is not None and len(craters):
+        weight = weight * confidence_weights(craters, im.confidence, target)
+    record = {"azimuth_deg": round(az, 2), "source": source, **details, "frame": frame.to_dict()}
+    out = LabelledImage(im.name, img, target, craters, confidence=im.confidence, weight=weight, sun_azimuth=az, frame=frame)
+    return out, record
 
 
 # --------------------------------------------------------------------------- augmentation
 
 
-def _sample_crops(images: Sequence[LabelledImage], n: int, size: int, rng: np.random.Generator, positive_fraction: float):
-    """``n`` windows of side ``size`` (clipped to the image) from images chosen by area."""
+def _sample_crops(images: Sequence[LabelledImage], n: int, size: int, rng: np.random.Generator, positive_fraction: float,
+                  weights: bool = False):
+    """``n`` windows of side ``size`` (clipped to the image) from images chosen by area.
+
+    Returns images ``(n, 1, size, size)`` and targets ``(n, 1 or 2, size, size)``:
+    with ``weights``, channel 1 holds the per-pixel loss weights (1 where an image has none).
+    """
     areas = np.array([im.image.size for im in images], float)
     choice = rng.choice(len(images), size=n, p=areas / areas.sum())
     crops_x, crops_y = [], []
@@ -194,13 +321,115 @@ def _sample_crops(images: Sequence[LabelledImage], n: int, size: int, rng: np.ra
             c0 = int(np.clip(x - sw / 2 + rng.uniform(-sw / 4, sw / 4), 0, w - sw))
         else:
             r0, c0 = int(rng.integers(0, h - sh + 1)), int(rng.integers(0, w - sw + 1))
-        img, tgt = im.image[r0 : r0 + sh, c0 : c0 + sw], im.target[r0 : r0 + sh, c0 : c0 + sw]
+        img, tgt = im.image[r0 : r0 + sh, c0 : c0 + sw], im.target[r0 : r0 + sh, c0 : c0 + sw].astype(np.float32)
+        if weights:
+            wgt = im.weight[r0 : r0 + sh, c0 : c0 + sw] if im.weight is not None else np.ones((sh, sw), np.float32)
+            tgt = np.stack([tgt, wgt])
+        else:
+            tgt = tgt[None]
         if (sh, sw) != (size, size):
             pad = ((0, size - sh), (0, size - sw))
-            img, tgt = np.pad(img, pad, mode="reflect"), np.pad(tgt, pad, mode="reflect")
+            img, tgt = np.pad(img, pad, mode="reflect"), np.pad(tgt, ((0, 0),) + pad, mode="reflect")
         crops_x.append(img)
         crops_y.append(tgt)
-    return np.stack(crops_x)[:, None], np.stack(crops_y)[:, None].astype(np.float32)
+    return np.stack(crops_x)[:, None], np.stack(crops_y).astype(np.float32)
+
+
+class MoundBank:
+    """Mounds made from real labelled craters, to paste into training crops as hard negatives.
+
+    In the canonical frame a crater is dark on its left (sun-facing) inner wall
+    and bright on the right; the same chip turned 180° is lit from the right
+    side's way round: bright on the left, shadowed on the right -- how a mound
+    looks under light from the left. Each chip spans ``2 × reach`` radii around
+    a labelled crater of ``min_radius..max_radius`` pixels lying wholly inside
+    its image (and inside the turned image's footprint).
+
+    Parameters
+    ----------
+    images : LabelledImage sequence, in the canonical frame (training images only)
+    min_radius, max_radius : float
+        Crater radii used, pixels.
+    reach : float
+        Chip half-side in radii (the pasted disk blends out between
+        ``0.75 × reach`` and ``reach`` radii).
+    """
+
+    def __init__(self, images: Sequence[LabelledImage], min_radius: float = 4.0, max_radius: float = 32.0, reach: float = 2.0):
+        self.reach = float(reach)
+        self.chips: list[np.ndarray] = []
+        self.radii: list[float] = []
+        for im in images:
+            h, w = im.image.shape
+            for x, y, r in np.asarray(im.craters, float).reshape(-1, 3):
+                if not min_radius <= r <= max_radius:
+                    continue
+                half = int(math.ceil(self.reach * r))
+                cx, cy = int(round(x)), int(round(y))
+                if cy - half < 0 or cx - half < 0 or cy + half >= h or cx + half >= w:
+                    continue
+                sl = (slice(cy - half, cy + half + 1), slice(cx - half, cx + half + 1))
+                if im.weight is not None and float(im.weight[sl].min()) <= 0.0:
+                    continue  # touches the outside of a turned image
+                self.chips.append(np.ascontiguousarray(im.image[sl][::-1, ::-1], dtype=np.float32))
+                self.radii.append(float(r))
+
+    def __len__(self) -> int:
+        return len(self.chips)
+
+    @staticmethod
+    def blend_mask(half: int, radius: float, reach: float = 2.0) -> np.ndarray:
+        """Soft disk ``(2 half + 1)²``: 1 within ``0.75 reach`` radii, a cosine taper to 0 at ``reach`` radii."""
+        yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
+        d = np.sqrt(xx**2 + yy**2) / max(radius, 1e-6)
+        inner = 0.75 * reach
+        taper = 0.5 * (1.0 + np.cos(np.pi * np.clip((d - inner) / (reach - inner), 0.0, 1.0)))
+        return taper.astype(np.float32)
+
+    def paste(self, image: np.ndarray, target: np.ndarray, count: int, rng: np.random.Generator,
+              region: tuple[int, int, int, int] | None = None, tries: int = 4) -> int:
+        """Paste ``count`` random mounds into ``image`` (H, W) in place; ``target`` (C, H, W) gets 0 under them.
+
+        The chip's level is matched to the crop (the masked means agree) so the
+        mound differs from its surroundings only by its shading. ``target``
+        channel 0 (the mask) is set to 0 and further channels (loss weights) to
+        1 where the blend weight is at least 0.5. A spot is skipped when over 5 %
+        of the pixels under the disk are crater target (tries ``tries`` spots).
+        ``region = (row0, col0, rows, cols)`` limits the centres (default: the whole image).
+        Returns how many were pasted.
+        """
+        if not self.chips or count <= 0:
+            return 0
+        h, w = image.shape
+        r0, c0, rh, rw = region if region is not None else (0, 0, h, w)
+        done = 0
+        for _ in range(int(count)):
+            k = int(rng.integers(len(self.chips)))
+            chip, radius = self.chips[k], self.radii[k]
+            half = chip.shape[0] // 2
+            mask = self.blend_mask(half, radius, self.reach)
+            for _ in range(tries):
+                cy = int(rng.integers(max(half, r0), max(max(half, r0) + 1, min(h - half, r0 + rh))))
+                cx = int(rng.integers(max(half, c0), max(max(half, c0) + 1, min(w - half, c0 + rw))))
+                if cy - half < 0 or cx - half < 0 or cy + half >= h or cx + half >= w:
+                    continue
+                sl = (slice(cy - half, cy + half + 1), slice(cx - half, cx + half + 1))
+                core = mask >= 0.5
+                if float(target[0][sl][mask > 0].mean()) > 0.05:
+                    continue
+                under = image[sl]
+                level = float((mask * under).sum() / mask.sum()) - float((mask * chip).sum() / mask.sum())
+                image[sl] = (1.0 - mask) * under + mask * (chip + level)
+                target[0][sl][core] = 0.0
+                for c in range(1, target.shape[0]):
+                    target[c][sl][core] = 1.0
+                done += 1
+                break
+        return done
+
+
+#: Mirror modes of :func:`augment_batch`.
+FLIP_MODES = ("all", "light-axis", "none")
 
 
 def augment_batch(
@@ -211,7 +440,7 @@ def augment_batch(
     *,
     rotation: float = 20.0,
     zoom: float = 0.3,
-    flips: bool = True,
+    flips: bool | str = True,
     brightness: float = 0.1,
     contrast: float = 0.2,
     noise: float = 0.0,
@@ -220,10 +449,15 @@ def augment_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment images and targets together.
 
-    ``x`` and ``y`` are ``(B, 1, L, L)`` windows; the output is the central
+    ``x`` is ``(B, 1, L, L)`` and ``y`` ``(B, C, L, L)`` windows: channel 0 of
+    ``y`` the target, further channels (e.g. per-pixel loss weights) resampled
+    bilinearly with it but not thresholded. The output is the central
     ``out_size`` × ``out_size`` part after a random rotation within
-    ±``rotation`` degrees, zoom by a factor within ``1 ± zoom``, horizontal and
-    vertical flips; then a random contrast (``1 ± contrast``) and brightness
+    ±``rotation`` degrees, zoom by a factor within ``1 ± zoom``, random mirrors
+    by ``flips``: ``True``/``"all"`` left-right and up-down (the old recipe),
+    ``"light-axis"`` only the up-down mirror (the mirror along the light axis
+    of the canonical frame, light from the left: it keeps where the light comes
+    from, so a crater stays a crater), ``False``/``"none"`` none; then a random contrast (``1 ± contrast``) and brightness
     (``± brightness``) change of the image only; optionally (image only, each
     image its own draw) a Gaussian blur of standard deviation within
     ``0..blur`` pixels and additive Gaussian noise of standard deviation within
@@ -251,8 +485,12 @@ def augment_batch(
         if not 0 < low <= high:
             raise ValueError(f"zoom_range must be 0 < low <= high, got {zoom_range}")
         scale = torch.exp(uniform(math.log(low), math.log(high)))
-    sx = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0) if flips else torch.ones(b)
-    sy = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0) if flips else torch.ones(b)
+    mode = {True: "all", False: "none"}.get(flips, flips) if isinstance(flips, bool) else flips
+    if mode not in FLIP_MODES:
+        raise ValueError(f"flips must be True, False or one of {FLIP_MODES}, got {flips!r}")
+    # grid x_in = sx * x_out (columns: left-right mirror), y_in = sy * y_out (rows: up-down mirror)
+    sx = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0) if mode == "all" else torch.ones(b)
+    sy = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0) if mode in ("all", "light-axis") else torch.ones(b)
     ratio = out_size / (big * scale)
     cos, sin = torch.cos(theta) * ratio, torch.sin(theta) * ratio
     mat = torch.zeros(b, 2, 3)
@@ -261,7 +499,7 @@ def augment_batch(
     grid = F.affine_grid(mat, (b, 1, out_size, out_size), align_corners=False)
     xa = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     ya = F.grid_sample(y, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    ya = (ya >= 0.5).float()
+    ya = torch.cat([(ya[:, :1] >= 0.5).float(), ya[:, 1:]], dim=1)
     c = uniform(1.0 - contrast, 1.0 + contrast).view(b, 1, 1, 1)
     d = uniform(-brightness, brightness).view(b, 1, 1, 1)
     mean = xa.mean(dim=(2, 3), keepdim=True)
@@ -289,29 +527,75 @@ def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- losses and metrics
 
 
-def loss_fn(name: str, pos_weight: float | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """A loss on logits: ``bce`` (binary cross-entropy), ``dice`` (soft Dice) or ``focal`` (γ = 2, α = 0.25)."""
+def loss_fn(name: str, pos_weight: float | None = None) -> Callable[..., torch.Tensor]:
+    """A loss on logits: ``bce`` (binary cross-entropy), ``dice`` (soft Dice) or ``focal`` (γ = 2, α = 0.25).
+
+    The returned ``criterion(logits, target, weight=None)`` takes optional
+    per-pixel weights (same shape as ``target``): the weighted mean of the
+    per-pixel losses (``sum(w l) / sum(w)``), for Dice the weighted sums.
+    Logits are taken in float32 (also under bf16 autocast).
+    """
     pw = None if pos_weight is None else torch.tensor(float(pos_weight))
 
-    def bce(logits, target):
-        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw)
+    def weighted_mean(values, weight):
+        return (values * weight).sum() / weight.sum().clamp_min(1e-6)
 
-    def dice(logits, target):
-        p = torch.sigmoid(logits)
-        inter = (p * target).sum()
-        return 1.0 - (2.0 * inter + 1.0) / (p.sum() + target.sum() + 1.0)
+    def bce(logits, target, weight=None):
+        logits = logits.float()
+        if weight is None:
+            return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw)
+        return weighted_mean(F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw, reduction="none"), weight)
 
-    def focal(logits, target, gamma=2.0, alpha=0.25):
+    def dice(logits, target, weight=None):
+        p = torch.sigmoid(logits.float())
+        w = torch.ones_like(p) if weight is None else weight
+        inter = (p * target * w).sum()
+        return 1.0 - (2.0 * inter + 1.0) / ((p * w).sum() + (target * w).sum() + 1.0)
+
+    def focal(logits, target, weight=None, gamma=2.0, alpha=0.25):
+        logits = logits.float()
         ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
         p = torch.sigmoid(logits)
         pt = p * target + (1 - p) * (1 - target)
         at = alpha * target + (1 - alpha) * (1 - target)
-        return (at * (1 - pt) ** gamma * ce).mean()
+        values = at * (1 - pt) ** gamma * ce
+        return values.mean() if weight is None else weighted_mean(values, weight)
 
     losses = {"bce": bce, "dice": dice, "focal": focal}
     if name not in losses:
         raise ValueError(f"unknown loss {name!r}; expected one of {sorted(losses)}")
     return losses[name]
+
+
+#: ``TrainConfig.precision`` values.
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """``"fp32"`` or ``"bf16"``: ``"auto"`` is bf16 where the device runs it natively (CUDA with bf16; a CPU with
+    oneDNN bf16 support, e.g. AVX512-BF16/AMX), else fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    if kind == "cpu":
+        try:
+            return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+        except (AttributeError, RuntimeError):
+            return "fp32"
+    return "fp32"
+
+
+def autocast(precision: str, device: str | torch.device = "cpu"):
+    """A ``torch.autocast`` context for ``"bf16"`` (on the device's type), a null context for ``"fp32"``."""
+    import contextlib
+
+    if precision == "bf16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 @dataclass
@@ -327,7 +611,7 @@ class PixelCounts:
 
     def add(self, prob: torch.Tensor, target: torch.Tensor, loss: float | None = None, threshold: float = 0.5) -> None:
         pred = prob >= threshold
-        truth = target >= 0.5
+        truth = target[:, :1] >= 0.5 if target.ndim == 4 else target >= 0.5
         self.tp += int((pred & truth).sum())
         self.fp += int((pred & ~truth).sum())
         self.fn += int((~pred & truth).sum())
@@ -364,7 +648,7 @@ METRICS = ("loss", "accuracy", "balanced_accuracy", "iou", "dice")
 class TrainConfig:
     """Everything that defines a training run (stored in the checkpoint and the log folder)."""
 
-    arch: str = "symmetric"  # "symmetric" (SymmetricUNet) or "small" (SmallUNet)
+    arch: str = "symmetric"  # "symmetric" (SymmetricUNet), "small" (SmallUNet) or "vgg16-unet" (VGG16UNet)
     kernel_size: int = 3
     filter_multiple: float = 1.0
     in_channels: int = 1
@@ -394,10 +678,33 @@ class TrainConfig:
     monitor: str = "val_loss"  # early stopping and best checkpoint: "val_loss", "val_f1" or "val_balanced_accuracy"
     init: str | None = None  # start from the weights of this checkpoint (same architecture)
     device: str = "cpu"
+    # sun-aware recipe (docs/training.md); the defaults are the old recipe
+    sun_aware: bool = False  # turn every image to the canonical frame (light from the left) first
+    sun_azimuths: dict[str, float] | None = None  # image name -> sun azimuth (deg clockwise from the top, light from)
+    flips: str = "all"  # "all" (old recipe), "light-axis" (up-down mirror only; keeps the light direction) or "none"
+    hard_negative_rate: float = 0.0  # mean number of 180°-turned labelled craters (mounds) pasted per crop (Poisson)
+    hard_negative_radius: tuple[float, float] = (4.0, 32.0)  # radii (px) of the craters turned into mounds
+    confidence_weights: bool = False  # weigh crater pixels by min(1, annotators / 3) (clustered VOC labels)
+    precision: str = "fp32"  # "fp32", "bf16" (autocast) or "auto" (bf16 where the hardware runs it natively)
+    channels_last: bool = False  # channels-last memory format for the model and batches
+    vgg_frozen_blocks: int = 2  # arch "vgg16-unet": VGG-16 blocks kept at their ImageNet weights
+    vgg_weights: str | None = None  # arch "vgg16-unet": ImageNet VGG-16 weights (default: planetcd.features' lookup)
+
+    @classmethod
+    def sun_aware_recipe(cls, **overrides) -> "TrainConfig":
+        """The sun-aware recipe of docs/training.md (canonical frame, light-axis mirror, mounds, confidence
+        weights, crater-F1 selection, bf16 where native); keyword arguments override fields."""
+        recipe = dict(sun_aware=True, flips="light-axis", hard_negative_rate=1.0, confidence_weights=True,
+                      positive_fraction=0.5, monitor="val_f1", precision="auto", channels_last=True,
+                      lr_schedule="cosine", lr_min=5e-5, noise=0.03, blur=1.0)
+        recipe.update(overrides)
+        return cls(**recipe)
 
     def model_config(self) -> dict:
         if self.arch in ("symmetric", "SymmetricUNet"):
             return {"in_channels": self.in_channels, "kernel_size": self.kernel_size, "filter_multiple": self.filter_multiple}
+        if self.arch in ("vgg16-unet", "VGG16UNet"):  # ImageNet encoder to start from; checkpoints rebuild without it
+            return {"in_channels": self.in_channels, "frozen_blocks": self.vgg_frozen_blocks, "pretrained": self.vgg_weights or True}
         return {"in_channels": self.in_channels}
 
 
@@ -437,11 +744,13 @@ def evaluate(
     criterion,
     device="cpu",
     return_prob: bool = False,
+    precision: str = "fp32",
 ):
     """Validation metrics on a fixed grid of ``tile`` × ``tile`` tiles of each image.
 
     With ``return_prob``, also returns the probability map of each image
     stitched from its tiles (a list of ``(H, W)`` float32 arrays).
+    ``precision``: ``"bf16"`` runs the network under autocast.
     """
     counts = PixelCounts()
     probs = []
@@ -455,7 +764,9 @@ def evaluate(
             for i in range(0, len(xs), batch_size):
                 x = torch.from_numpy(np.ascontiguousarray(xs[i : i + batch_size, None])).to(device)
                 y = torch.from_numpy(ys[i : i + batch_size, None].astype(np.float32)).to(device)
-                logits = model.forward_logits(x)
+                with autocast(precision, device):
+                    logits = model.forward_logits(x)
+                logits = logits.float()
                 prob = torch.sigmoid(logits)
                 counts.add(prob, y, float(criterion(logits, y)))
                 for (r, c, th, tw), p in zip(windows[i : i + batch_size], prob[:, 0].cpu().numpy()):
@@ -541,8 +852,32 @@ def train(
         raise ValueError(f"images in both training and validation sets: {sorted(overlap)} (split by image)")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
+    if config.flips not in FLIP_MODES:
+        raise ValueError(f"flips must be one of {FLIP_MODES}, got {config.flips!r}")
+    precision = resolve_precision(config.precision, config.device)
     if config.threads:
         torch.set_num_threads(int(config.threads))
+    sun_records: dict[str, dict] = {}
+    if config.sun_aware:
+        given = dict(config.sun_azimuths or {})
+        unknown = set(given) - names_train - {im.name for im in val_images}
+        if unknown:
+            raise ValueError(f"sun_azimuths names images not in the training or validation set: {sorted(unknown)}")
+        turned = []
+        for group in (train_images, val_images):
+            out = []
+            for im in group:
+                c_im, record = canonical_image(im, given.get(im.name), config.target, config.confidence_weights)
+                sun_records[im.name] = record
+                out.append(c_im)
+            turned.append(out)
+        train_images, val_images = turned
+    elif config.confidence_weights:
+        train_images = [im if im.confidence is None else
+                        LabelledImage(im.name, im.image, im.target, im.craters, im.confidence,
+                                      confidence_weights(im.craters, im.confidence, im.target), im.sun_azimuth, im.frame)
+                        for im in train_images]
+    use_weights = any(im.weight is not None for im in train_images)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
@@ -555,7 +890,16 @@ def train(
             raise ValueError(f"{config.init}: a {start_model.config} model, not {model.config}")
         model.load_state_dict(start_model.state_dict())
     model = model.to(device)
+    memory = torch.channels_last if config.channels_last else torch.contiguous_format
+    if config.channels_last:
+        model = model.to(memory_format=memory)
     criterion = loss_fn(config.loss, config.pos_weight)
+    mounds = None
+    if config.hard_negative_rate > 0:
+        mounds = MoundBank(train_images, *config.hard_negative_radius)
+        if not len(mounds):
+            log.warning("no labelled crater of radius %g..%g px fits a mound chip; no hard negatives", *config.hard_negative_radius)
+            mounds = None
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     window = config.crop
     if config.augment:
@@ -576,7 +920,16 @@ def train(
         "val_images": sorted(im.name for im in val_images),
         "normalization": {"method": "percentile", "percentiles": list(NORM_PERCENTILES), "range": [-1.0, 1.0], "missing": "mean"},
         "target": config.target,
+        "precision": precision,
     }
+    if config.sun_aware:
+        meta.update({
+            "sun_aware": True,
+            "canonical_azimuth_deg": sun.CANONICAL_AZIMUTH_DEG,
+            "sun_azimuths": sun_records,
+            "augmentation_flips": config.flips,
+            "hard_negatives": {"rate": config.hard_negative_rate, "mounds": len(mounds) if mounds else 0},
+        })
     meta.update(extra_metadata or {})
     bar = None
     if progress:
@@ -592,24 +945,32 @@ def train(
                 done = ((epoch - 1) * steps + step) / max(1, total_steps - 1)
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(done, config.lr, config.lr_min)
-            xb, yb = _sample_crops(train_images, config.batch_size, window, rng, config.positive_fraction)
+            xb, yb = _sample_crops(train_images, config.batch_size, window, rng, config.positive_fraction, weights=use_weights)
+            if mounds is not None:
+                lo = (window - config.crop) // 2
+                for i in range(len(xb)):
+                    mounds.paste(xb[i, 0], yb[i], int(rng.poisson(config.hard_negative_rate)), rng,
+                                 region=(lo, lo, config.crop, config.crop))
             x, y = torch.from_numpy(xb), torch.from_numpy(yb)
             if config.augment:
                 x, y = augment_batch(x, y, config.crop, gen, rotation=config.rotation, zoom=config.zoom, noise=config.noise, blur=config.blur,
-                                     zoom_range=config.zoom_range)
+                                     zoom_range=config.zoom_range, flips=config.flips)
             elif x.shape[-1] != config.crop:
                 x, y = x[..., : config.crop, : config.crop], y[..., : config.crop, : config.crop]
-            x, y = x.to(device), y.to(device)
-            logits = model.forward_logits(x)
-            loss = criterion(logits, y)
+            x, y = x.to(device, memory_format=memory), y.to(device)
+            target, weight = y[:, :1], (y[:, 1:2] if use_weights else None)
+            with autocast(precision, device):
+                logits = model.forward_logits(x)
+            loss = criterion(logits, target) if weight is None else criterion(logits, target, weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            counts.add(torch.sigmoid(logits.detach()), y, float(loss.detach()))
+            counts.add(torch.sigmoid(logits.detach().float()), target, float(loss.detach()))
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         row.update({f"train_{k}": v for k, v in counts.metrics().items()})
         if val_images:
-            metrics, probs = evaluate(model, val_images, config.val_tile, config.batch_size, criterion, device, return_prob=True)
+            metrics, probs = evaluate(model, val_images, config.val_tile, config.batch_size, criterion, device, return_prob=True,
+                                      precision=precision)
             row.update({f"val_{k}": v for k, v in metrics.items()})
             if config.crater_f1 and any(len(im.craters) for im in val_images):
                 try:

@@ -33,6 +33,7 @@ __all__ = [
     "PadToMultiple",
     "SymmetricUNet",
     "SmallUNet",
+    "VGG16UNet",
     "count_parameters",
     "init_weights",
     "flip_average",
@@ -256,6 +257,102 @@ class SmallUNet(nn.Module):
         return torch.sigmoid(self.forward_logits(x))
 
 
+#: ImageNet statistics of the VGG-16 inputs (RGB, 0..1).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Layers (torchvision ``features`` indices, end exclusive) of the five VGG-16 blocks before their max-pools.
+VGG16_BLOCKS = ((0, 4), (5, 9), (10, 16), (17, 23), (24, 30))
+VGG16_WIDTHS = (64, 128, 256, 512, 512)
+
+
+class VGG16UNet(nn.Module):
+    """A TernausNet-style U-Net whose encoder is the ImageNet VGG-16 (``arch="vgg16-unet"``).
+
+    Encoder: the 13 convolutions of VGG-16 in five blocks (64, 128, 256, 512,
+    512 filters; ``planetcd.features`` builds the trunk with torchvision's
+    key names), the first ``frozen_blocks`` blocks kept at their ImageNet
+    weights. Centre: max-pool, a 3×3 convolution and a 2× transposed
+    convolution. Decoder (Iglovikov & Shvets 2018, TernausNet): per block,
+    concatenate the encoder block's output, a 3×3 convolution with ReLU and a
+    2× transposed convolution, down to a 1×1 head. The gray input (about
+    -1..1) is mapped to 0..1, repeated to three bands and standardised with
+    the ImageNet statistics. Total stride 32 (inputs padded and cropped back).
+
+    Parameters
+    ----------
+    in_channels : int
+        Must be 1 (gray images).
+    frozen_blocks : int
+        Encoder blocks (0..5) whose weights are not trained.
+    decoder : int
+        Base width of the decoder (TernausNet: 32).
+    pretrained : bool or path
+        Load the ImageNet weights (True: :func:`planetcd.features.resolve_vgg16_weights`;
+        a path: that file). Checkpoints rebuild with ``False`` and load their own
+        weights, so the ImageNet file is needed only to start training.
+    """
+
+    stride = 32
+
+    def __init__(self, in_channels: int = 1, frozen_blocks: int = 2, decoder: int = 32, pretrained: bool | str | os.PathLike = False) -> None:
+        super().__init__()
+        from ..features import _build_features, load_vgg16_state, resolve_vgg16_weights
+
+        if in_channels != 1:
+            raise ValueError("VGG16UNet takes gray (1-band) images")
+        if not 0 <= frozen_blocks <= 5:
+            raise ValueError("frozen_blocks must be 0..5")
+        self.config = {"in_channels": 1, "frozen_blocks": int(frozen_blocks), "decoder": int(decoder)}
+        self.pad = PadToMultiple(self.stride)
+        self.features = _build_features(13)  # torchvision indices 0..29 (conv/relu, pools at 4, 9, 16, 23)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        d = int(decoder)
+
+        def conv(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True))
+
+        def up(cin: int, mid: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(conv(cin, mid), nn.ConvTranspose2d(mid, cout, 4, stride=2, padding=1), nn.ReLU(inplace=True))
+
+        self.center = up(512, 16 * d, 8 * d)
+        # decoder blocks from the deepest: in = previous up + skip
+        self.dec5 = up(8 * d + 512, 16 * d, 8 * d)
+        self.dec4 = up(8 * d + 512, 16 * d, 4 * d)
+        self.dec3 = up(4 * d + 256, 8 * d, 2 * d)
+        self.dec2 = up(2 * d + 128, 4 * d, d)
+        self.dec1 = conv(d + 64, d)
+        self.head = nn.Conv2d(d, 1, 1)
+        init_weights(self)
+        if pretrained:
+            path = resolve_vgg16_weights(None if pretrained is True else pretrained)
+            self.features.load_state_dict({k.removeprefix("features."): v for k, v in load_vgg16_state(path, 13).items()})
+        for start, stop in VGG16_BLOCKS[: self.config["frozen_blocks"]]:
+            for p in self.features[start:stop].parameters():
+                p.requires_grad_(False)
+
+    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        x, size = self.pad(x)
+        x = ((x + 1.0) * 0.5).expand(-1, 3, -1, -1)
+        x = (x - self.mean) / self.std
+        skips = []
+        for k, (start, stop) in enumerate(VGG16_BLOCKS):
+            if k:
+                x = F.max_pool2d(x, 2)
+            x = self.features[start:stop](x)
+            skips.append(x)
+        x = self.center(F.max_pool2d(x, 2))
+        x = self.dec5(torch.cat([x, skips[4]], 1))
+        x = self.dec4(torch.cat([x, skips[3]], 1))
+        x = self.dec3(torch.cat([x, skips[2]], 1))
+        x = self.dec2(torch.cat([x, skips[1]], 1))
+        x = self.dec1(torch.cat([x, skips[0]], 1))
+        return crop_to(self.head(x), size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.forward_logits(x))
+
+
 def flip_average(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Test-time augmentation: the mean of ``model`` over the four mirror images of ``x``.
 
@@ -290,12 +387,15 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def build_model(arch: str, **config) -> nn.Module:
-    """Build ``"symmetric"`` (:class:`SymmetricUNet`) or ``"small"`` (:class:`SmallUNet`) from its config."""
+    """Build ``"symmetric"`` (:class:`SymmetricUNet`), ``"small"`` (:class:`SmallUNet`) or ``"vgg16-unet"``
+    (:class:`VGG16UNet`) from its config."""
     if arch in ("symmetric", "SymmetricUNet"):
         return SymmetricUNet(**config)
     if arch in ("small", "SmallUNet"):
         return SmallUNet(**config)
-    raise ValueError(f"unknown architecture {arch!r} (expected 'symmetric' or 'small')")
+    if arch in ("vgg16-unet", "VGG16UNet"):
+        return VGG16UNet(**config)
+    raise ValueError(f"unknown architecture {arch!r} (expected 'symmetric', 'small' or 'vgg16-unet')")
 
 
 # --------------------------------------------------------------------------- checkpoints

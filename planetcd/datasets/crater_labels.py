@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["read_voc_boxes", "read_pycda_csv", "read_robbins_csv", "read_pixel_csv", "read_csv_columns"]
+__all__ = ["read_voc_boxes", "read_voc_confidence", "read_pycda_csv", "read_robbins_csv", "read_pixel_csv", "read_csv_columns"]
 
 
 def _existing(path: str | PathLike) -> Path:
@@ -68,6 +68,33 @@ def read_voc_boxes(path: str | PathLike) -> np.ndarray:
             raise InputError(f"{path}: box {number + 1} has xmax < xmin or ymax < ymin")
         rows.append(((xmin + xmax) / 2, (ymin + ymax) / 2, ((xmax - xmin) + (ymax - ymin)) / 4))
     return np.array(rows, dtype=np.float64).reshape(-1, 3)
+
+
+def read_voc_confidence(path: str | PathLike) -> np.ndarray:
+    """The ``<confidence>`` of every box of a Pascal-VOC XML file, in :func:`read_voc_boxes`' order.
+
+    In the clustered MC11-East labels it is the number of the six annotators
+    who marked the crater (1..6).
+
+    Returns
+    -------
+    ndarray, float64, shape (n,)
+        NaN for a box without a numeric ``<confidence>`` (e.g. the expert labels).
+    """
+    path = _existing(path)
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise InputError(f"{path}: not a readable Pascal-VOC XML file ({exc})") from None
+    values = []
+    for obj in root.iter("object"):
+        if obj.find("bndbox") is None:
+            continue
+        try:
+            values.append(float(obj.findtext("confidence")))
+        except (TypeError, ValueError):
+            values.append(float("nan"))
+    return np.array(values, dtype=np.float64)
 
 
 def read_csv_columns(path: str | PathLike, columns: tuple[str, ...]) -> list[np.ndarray]:

@@ -1,0 +1,370 @@
+"""Crater segmenters selected and scored on unseen terrain: k-fold by tile over MC11E A-I, and the mound test.
+
+    python benchmarks/crater_folds.py --out runs/folds [--recipe sun-aware|old] [--folds ADG,BEH,CFI] [--only BEH]
+        [--epochs 60] [--crops-per-epoch 512] [--time-limit SECONDS] [--threads 2] [--precision auto] [--device cpu]
+        [--hrsc] [--score-only]
+    python benchmarks/crater_folds.py --mound-test --model runs/folds/fold-BEH/best.pt [--tiles H,I] [--threshold T]
+
+Folds. Each fold holds out its tiles (e.g. {A, D, G}); the model is trained
+on the other folds' tiles minus an inner validation set (the last tile of
+each other fold, e.g. H and I for fold ADG). The epoch is the one with the
+best crater F1 on the inner validation tiles (``monitor="val_f1"``), and the
+probability threshold is chosen afterwards on the same inner validation tiles
+with the test-time pipeline below. Neither ever sees the reported tiles.
+Then each held-out tile (and with ``--hrsc`` the PyCDA HRSC tile, another
+camera) is scored: DeepMoon rule, craters of diameter >= 8 px, clustered
+labels (``match_craters(mode="deepmoon", min_diameter_px=8)``). Prints per
+tile P/R/F1, the pooled F1 over all held-out CTX tiles of the folds run and
+the worst tile; ``fold-*/result.json`` keeps them (``--score-only`` rescores
+trained folds).
+
+Test-time pipeline (:func:`detect`): the tile's sun azimuth is *estimated*
+(``sun.estimate_sun_azimuth``, or the fallback when not confident: labels are
+not known at test time), a sun-aware model sees the tile turned to its
+canonical frame (light from the left), the probability map is made by
+``planetcd.craters.segment.segment_array`` (512 px tiles, 64 px overlap),
+craters are extracted by components and mapped back to the input grid.
+
+Mound test (issue 13's acceptance: >= 80 % found, <= 10 % on turned chips):
+chips of 128 px (more for big craters) around every labelled crater of
+diameter >= 8 px of tiles H and I, cut from the tile's canonical frame
+(normalized with whole-tile limits); the share of craters the model finds on
+its chip (a crater matching it by the DeepMoon rule), and the share found on
+the same chip turned 180° (where, lit from the left, it looks like a mound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SHARED = Path(os.environ.get("PLANETCD_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared"))
+CTX = SHARED / "data" / "ctx-mc11e"
+HRSC = SHARED / "data" / "hrsc-pycda"
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+MIN_DIAMETER_PX = 8.0
+
+log = logging.getLogger("crater_folds")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def tile_paths(tile: str) -> tuple[Path, Path]:
+    """Image and clustered label paths of MC11E-<tile>, or of the HRSC tile."""
+    if tile.upper() == "HRSC":
+        return HRSC / "holdout_tile.pgm", HRSC / "holdout_tile_labels.csv"
+    return CTX / "images" / f"MC11E-{tile}.png", CTX / "annotations" / "clustered" / f"MC11E-{tile}.xml"
+
+
+def raw_tile(tile: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(image float32 (H, W) as stored, truth craters (n, 3))``."""
+    from planetcd.craters.train import read_labels
+    from planetcd.raster import open_raster
+
+    image_path, labels_path = tile_paths(tile)
+    with open_raster(image_path) as ds:
+        image = ds.read(1).astype(np.float32)
+    return image, read_labels(labels_path)
+
+
+# --------------------------------------------------------------------------- the one inference function
+
+
+def tile_azimuth(image: np.ndarray) -> dict:
+    """Estimated sun azimuth of a test tile (labels unknown): the estimate, or the fallback when not confident."""
+    from planetcd.craters import sun
+    from planetcd.raster import missing_pixels
+
+    est = sun.estimate_sun_azimuth(image, missing=missing_pixels(image, np.ones(image.shape, bool), None))
+    return {"azimuth_deg": round(est.azimuth_or_fallback, 2), "estimate_deg": round(est.azimuth_deg, 2),
+            "confidence": round(est.confidence, 3), "source": "estimated" if est.confident else "fallback"}
+
+
+def canonical_probability(model: torch.nn.Module, image: np.ndarray, azimuth: float | None, device: str = "cpu"):
+    """Crater probability of a raw image on its canonical grid, and the frame back to the input grid.
+
+    The ONE place this benchmark calls the segmentation engine (adapt it when
+    ``planetcd.craters.segment`` changes). ``azimuth`` None: no turn (a model
+    trained without the sun-aware recipe).
+    """
+    from planetcd.craters import sun
+    from planetcd.craters.segment import segment_array
+
+    turned, frame = sun.to_canonical(image, sun.CANONICAL_AZIMUTH_DEG if azimuth is None else azimuth, fill=0.0)
+    with torch.no_grad():
+        prob = segment_array(model, np.asarray(turned, np.float32), tile=512, overlap=64, device=device)
+    return np.nan_to_num(prob, nan=0.0), frame
+
+
+def craters_from(prob: np.ndarray, frame, threshold: float, target: str = "filled") -> np.ndarray:
+    """Craters (n, 4) extracted from a canonical probability map, on the input grid (those that fall on it)."""
+    from planetcd.craters.extract import extract_craters
+
+    found = extract_craters(prob, method="components", threshold=threshold, target=target, min_radius=2.0, max_radius=150.0)
+    if frame is None or not len(found):
+        return found
+    back = frame.craters_to_input(found)
+    rows, cols = frame.input_shape
+    keep = (back[:, 0] >= -0.5) & (back[:, 0] <= cols - 0.5) & (back[:, 1] >= -0.5) & (back[:, 1] <= rows - 0.5)
+    return back[keep]
+
+
+def is_sun_aware(model: torch.nn.Module) -> bool:
+    meta = getattr(model, "metadata", {}) or {}
+    return bool(meta.get("sun_aware", False))
+
+
+def detect(model, image: np.ndarray, thresholds=THRESHOLDS, target: str = "filled", device: str = "cpu") -> tuple[dict, dict]:
+    """``({threshold: craters (n, 4) on the input grid}, azimuth record)`` of one raw tile."""
+    record = tile_azimuth(image) if is_sun_aware(model) else {"azimuth_deg": None, "source": "not sun-aware: no turn"}
+    prob, frame = canonical_probability(model, image, record["azimuth_deg"], device)
+    return {th: craters_from(prob, frame, th, target) for th in thresholds}, record
+
+
+def score(found: np.ndarray, truth: np.ndarray, name: str):
+    from planetcd.craters.match import match_craters
+
+    return match_craters(np.asarray(found)[:, :3], truth, mode="deepmoon", min_diameter_px=MIN_DIAMETER_PX, name=name)
+
+
+def prf(result) -> dict:
+    return {"tp": int(result.tp), "fp": int(result.fp), "fn": int(result.fn), "precision": round(float(result.precision), 4),
+            "recall": round(float(result.recall), 4), "f1": round(float(np.nan_to_num(result.f1)), 4)}
+
+
+# --------------------------------------------------------------------------- folds
+
+
+def parse_folds(text: str) -> list[list[str]]:
+    folds = [list(part.strip().upper()) for part in text.split(",") if part.strip()]
+    seen = [t for f in folds for t in f]
+    if len(folds) < 2 or len(set(seen)) != len(seen) or not set(seen) <= set("ABCDEFGHI"):
+        raise SystemExit(f"--folds: at least two disjoint groups of MC11E tiles A-I, got {text!r}")
+    return folds
+
+
+def inner_split(folds: list[list[str]], k: int) -> tuple[list[str], list[str]]:
+    """Training and inner-validation tiles of fold ``k``: the other folds, their last tiles for validation."""
+    others = [f for j, f in enumerate(folds) if j != k]
+    val = [f[-1] for f in others]
+    train = [t for f in others for t in f if t not in val]
+    return train, val
+
+
+def make_config(args):
+    from planetcd.craters.train import TrainConfig
+
+    common = dict(epochs=args.epochs, crops_per_epoch=args.crops_per_epoch, batch_size=args.batch_size, crop=args.crop,
+                  patience=args.patience, threads=args.threads, time_limit=args.time_limit, seed=args.seed,
+                  device=args.device, filter_multiple=args.filter_multiple, val_tile=512)
+    if args.recipe == "sun-aware":
+        return TrainConfig.sun_aware_recipe(precision=args.precision, hard_negative_rate=args.hard_negative_rate, **common)
+    # the old recipe (all flips, no turn, no mounds, no confidence), with the same crater-F1 selection
+    return TrainConfig(positive_fraction=0.5, monitor="val_f1", lr_schedule="cosine", lr_min=5e-5, **common)
+
+
+def run_fold(args, folds, k) -> dict:
+    from planetcd import models
+    from planetcd.craters.match import pool_results
+    from planetcd.craters.train import load_labelled, train
+
+    test = folds[k]
+    train_tiles, val_tiles = inner_split(folds, k)
+    outdir = Path(args.out) / f"fold-{''.join(test)}"
+    ckpt = outdir / "best.pt"
+    if not args.score_only:
+        log.info("fold %s: training on %s, inner validation %s", "".join(test), ",".join(train_tiles), ",".join(val_tiles))
+        train_set = [load_labelled(*tile_paths(t)) for t in train_tiles]
+        val_set = [load_labelled(*tile_paths(t)) for t in val_tiles]
+        config = make_config(args)
+        t0 = time.monotonic()
+        summary = train(train_set, val_set, config, outdir, extra_metadata={"folds": {"test": test, "train": train_tiles, "val": val_tiles}})
+        train_seconds = time.monotonic() - t0
+        epochs = summary["history"]
+        log.info("fold %s: %d epochs in %.0f s (%.1f s/epoch), best epoch %d", "".join(test), len(epochs), train_seconds,
+                 train_seconds / max(1, len(epochs)), summary["best_epoch"])
+    else:
+        summary, train_seconds = json.loads((outdir / "result.json").read_text()).get("training", {}), None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = models.load(ckpt, device=args.device, tta=False)
+    target = model.metadata.get("target", "filled")
+
+    # threshold: on the inner validation tiles, with the test-time pipeline
+    val_results = {th: [] for th in THRESHOLDS}
+    val_azimuths = {}
+    for t in val_tiles:
+        image, truth = raw_tile(t)
+        found, record = detect(model, image, THRESHOLDS, target, args.device)
+        val_azimuths[t] = record
+        for th in THRESHOLDS:
+            val_results[th].append(score(found[th], truth, t))
+    val_f1 = {th: float(np.nan_to_num(pool_results(r).f1)) for th, r in val_results.items()}
+    threshold = max(THRESHOLDS, key=lambda th: (val_f1[th], -abs(th - 0.5)))
+    log.info("fold %s: threshold %.2f (inner-validation F1 %.3f)", "".join(test), threshold, val_f1[threshold])
+
+    per_tile, azimuths = {}, {}
+    for t in test + (["HRSC"] if args.hrsc else []):
+        image, truth = raw_tile(t)
+        found, record = detect(model, image, (threshold,), target, args.device)
+        azimuths[t] = record
+        per_tile[t] = prf(score(found[threshold], truth, t))
+        log.info("fold %s: %s %s", "".join(test), t, per_tile[t])
+    result = {
+        "test": test, "train": train_tiles, "val": val_tiles, "recipe": args.recipe, "threshold": threshold,
+        "inner_val_f1": {f"{th:g}": round(v, 4) for th, v in val_f1.items()},
+        "best_epoch": model.metadata.get("epoch"), "val_azimuths": val_azimuths, "test_azimuths": azimuths, "tiles": per_tile,
+        "training": {k2: v for k2, v in summary.items() if k2 != "history"} | (
+            {"seconds": round(train_seconds, 1), "epochs_run": summary.get("epochs_run"),
+             "seconds_per_epoch": round(train_seconds / max(1, summary.get("epochs_run", 1)), 1)} if train_seconds else {}),
+    }
+    (outdir / "result.json").write_text(json.dumps(result, indent=2, default=float))
+    return result
+
+
+def print_table(results: list[dict]) -> None:
+    print("fold  tile  threshold  tp  fp  fn  precision  recall  F1")
+    tp = fp = fn = 0
+    worst = None
+    for res in results:
+        for t, c in res["tiles"].items():
+            print(f"{''.join(res['test'])}  {t:4s}  {res['threshold']:.2f}  {c['tp']}  {c['fp']}  {c['fn']}  "
+                  f"{c['precision']:.3f}  {c['recall']:.3f}  {c['f1']:.3f}")
+            if t == "HRSC":
+                continue
+            tp, fp, fn = tp + c["tp"], fp + c["fp"], fn + c["fn"]
+            if worst is None or c["f1"] < worst[1]:
+                worst = (t, c["f1"])
+    p = tp / (tp + fp) if tp + fp else float("nan")
+    r = tp / (tp + fn) if tp + fn else float("nan")
+    f1 = 2 * p * r / (p + r) if p + r > 0 else 0.0
+    print(f"pooled (held-out CTX tiles): tp {tp} fp {fp} fn {fn}  P {p:.3f}  R {r:.3f}  F1 {f1:.3f}")
+    if worst:
+        print(f"worst tile: {worst[0]} F1 {worst[1]:.3f}")
+
+
+# --------------------------------------------------------------------------- mound test
+
+
+def mound_test(model, tiles, threshold: float, chip: int = 128, device: str = "cpu") -> dict:
+    """Share of labelled craters (>= 8 px) found on chips around them, and on the same chips turned 180°."""
+    from planetcd.craters import sun
+    from planetcd.craters.extract import extract_craters
+    from planetcd.craters.match import match_craters
+    from planetcd.craters.train import prepare_image
+
+    target = model.metadata.get("target", "filled")
+    out = {}
+    for t in tiles:
+        image, truth = raw_tile(t)
+        record = tile_azimuth(image) if is_sun_aware(model) else {"azimuth_deg": None}
+        turned, frame = sun.to_canonical(image, sun.CANONICAL_AZIMUTH_DEG if record["azimuth_deg"] is None else record["azimuth_deg"])
+        valid = frame.footprint() & (np.asarray(turned) != 0)
+        prepared = prepare_image(np.asarray(turned, np.float32), valid)
+        craters = frame.craters_to_canonical(truth[truth[:, 2] * 2 >= MIN_DIAMETER_PX])
+        h, w = prepared.shape
+        found = {"upright": 0, "turned": 0}
+        n = 0
+        for x, y, r in craters[:, :3]:
+            side = int(max(chip, 128 * math.ceil(8 * r / 128)))
+            half = side // 2
+            cx, cy = int(round(x)), int(round(y))
+            if cy - half < 0 or cx - half < 0 or cy - half + side > h or cx - half + side > w:
+                continue
+            if not valid[cy - half : cy - half + side, cx - half : cx - half + side].all():
+                continue
+            window = prepared[cy - half : cy - half + side, cx - half : cx - half + side]
+            local = np.array([[x - (cx - half), y - (cy - half), r]])
+            n += 1
+            for name, img, crater in (("upright", window, local),
+                                      ("turned", window[::-1, ::-1], np.array([[side - 1 - local[0, 0], side - 1 - local[0, 1], r]]))):
+                with torch.no_grad():
+                    prob = model(torch.from_numpy(np.ascontiguousarray(img, np.float32))[None, None].to(device))[0, 0].float().cpu().numpy()
+                det = extract_craters(prob, method="components", threshold=threshold, target=target, min_radius=2.0, max_radius=150.0)
+                hit = match_craters(det[:, :3], crater, mode="deepmoon", min_diameter_px=0).tp > 0 if len(det) else False
+                found[name] += int(hit)
+        out[t] = {"craters": n, "found": round(found["upright"] / max(n, 1), 4), "found_turned": round(found["turned"] / max(n, 1), 4),
+                  "azimuth": record}
+    n_all = sum(v["craters"] for v in out.values())
+    out["pooled"] = {"craters": n_all,
+                     "found": round(sum(v["found"] * v["craters"] for v in out.values()) / max(n_all, 1), 4),
+                     "found_turned": round(sum(v["found_turned"] * v["craters"] for v in out.values()) / max(n_all, 1), 4)}
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/crater-folds", help="folder of the fold models and results")
+    ap.add_argument("--recipe", choices=("sun-aware", "old"), default="sun-aware")
+    ap.add_argument("--folds", default="ADG,BEH,CFI")
+    ap.add_argument("--only", default=None, help="run only these folds (e.g. BEH)")
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--crops-per-epoch", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--crop", type=int, default=256)
+    ap.add_argument("--patience", type=int, default=15)
+    ap.add_argument("--filter-multiple", type=float, default=1.0)
+    ap.add_argument("--hard-negative-rate", type=float, default=1.0)
+    ap.add_argument("--time-limit", type=float, default=None, help="seconds of training per fold")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", default="auto", choices=("fp32", "bf16", "auto"))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hrsc", action="store_true", help="also score the PyCDA HRSC tile (another camera)")
+    ap.add_argument("--score-only", action="store_true", help="rescore trained folds (fold-*/best.pt)")
+    ap.add_argument("--mound-test", action="store_true")
+    ap.add_argument("--model", default=None, help="mound test: checkpoint path or registry name")
+    ap.add_argument("--tiles", default="H,I", help="mound test tiles")
+    ap.add_argument("--threshold", type=float, default=None, help="mound test threshold (default: the fold's, else the model's)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    for name in ("planetcd.craters.train",):
+        logging.getLogger(name).setLevel(logging.INFO)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    if args.mound_test:
+        from planetcd import models
+
+        if not args.model:
+            raise SystemExit("--mound-test needs --model")
+        model = models.load(args.model, device=args.device, tta=False)
+        threshold = args.threshold
+        sidecar = Path(args.model).with_name("result.json")
+        if threshold is None and sidecar.exists():
+            threshold = json.loads(sidecar.read_text())["threshold"]
+        if threshold is None:
+            threshold = float(model.metadata.get("threshold", 0.5))
+        res = mound_test(model, [t.strip().upper() for t in args.tiles.split(",")], threshold, device=args.device)
+        print(f"mound test of {args.model} (threshold {threshold:g}; sun-aware: {is_sun_aware(model)})")
+        print("tile  craters  found  found_turned")
+        for t, v in res.items():
+            print(f"{t}  {v['craters']}  {v['found']:.3f}  {v['found_turned']:.3f}")
+        return 0
+
+    folds = parse_folds(args.folds)
+    only = {s.strip().upper() for s in args.only.split(",")} if args.only else None
+    results = []
+    for k, f in enumerate(folds):
+        if only and "".join(f) not in only:
+            continue
+        results.append(run_fold(args, folds, k))
+    print_table(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
