@@ -109,7 +109,7 @@ def _check_layer(layer: int) -> None:
         raise ValueError(f"layer must be 1..13 (VGG-16 has 13 conv layers), got {layer}")
 
 
-def _build_features(layer: int) -> nn.Sequential:
+def build_features(layer: int) -> nn.Sequential:
     modules: list[nn.Module] = []
     in_ch, conv = 3, 0
     for item in _CFG:
@@ -199,7 +199,7 @@ def load_vgg16_state(path: str | os.PathLike, layer: int = 13) -> dict[str, torc
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise WeightsError(f"{path}: expected a state dict, got {type(state).__name__}")
-    expected = _build_features(13)
+    expected = build_features(13)
     expected_shapes = {f"features.{k}": v.shape for k, v in expected.state_dict().items()}
     for key, shape in expected_shapes.items():
         if key in state and tuple(state[key].shape) != tuple(shape):
@@ -266,7 +266,7 @@ class VGGFeatures(nn.Module):
         _check_layer(layer)
         self.layer = int(layer)
         self.relu = relu
-        self.features = _build_features(self.layer)
+        self.features = build_features(self.layer)
         self.weights_path: Path | None = None
         if pretrained:
             self.weights_path = resolve_vgg16_weights(weights)

@@ -296,7 +296,7 @@ class VGG16UNet(nn.Module):
 
     def __init__(self, in_channels: int = 1, frozen_blocks: int = 2, decoder: int = 32, pretrained: bool | str | os.PathLike = False) -> None:
         super().__init__()
-        from ..features import _build_features, load_vgg16_state, resolve_vgg16_weights
+        from ..features import build_features, load_vgg16_state, resolve_vgg16_weights
 
         if in_channels != 1:
             raise ValueError("VGG16UNet takes gray (1-band) images")
@@ -304,7 +304,7 @@ class VGG16UNet(nn.Module):
             raise ValueError("frozen_blocks must be 0..5")
         self.config = {"in_channels": 1, "frozen_blocks": int(frozen_blocks), "decoder": int(decoder)}
         self.pad = PadToMultiple(self.stride)
-        self.features = _build_features(13)  # torchvision indices 0..29 (conv/relu, pools at 4, 9, 16, 23)
+        self.features = build_features(13)  # torchvision indices 0..29 (conv/relu, pools at 4, 9, 16, 23)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         d = int(decoder)
