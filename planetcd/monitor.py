@@ -6,7 +6,7 @@
    displacement ``(dy, dx)`` of post relative to pre.
 2. Both images are segmented block by block on **pre's pixel grid** with the
    engine of :mod:`planetcd.craters.segment` (:func:`~planetcd.craters.segment.prepare_window`,
-   :func:`~planetcd.craters.segment.window_probability`, :func:`~planetcd.craters.segment.run_blocks`):
+   :func:`~planetcd.craters.segment.canonical_probability`, :func:`~planetcd.craters.segment.run_blocks`):
    post is read through :class:`planetcd.change.register.AlignedReader` (its grid put
    on pre's with ``WarpedVRT`` when they differ, the displacement undone with
    sub-pixel interpolation), so pre and post craters share one coordinate
@@ -33,6 +33,7 @@ by :mod:`planetcd.report`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -50,7 +51,7 @@ from .change.register import AlignedReader, post_on_pre_grid
 from .craters.catalog import Catalog
 from .craters.extract import crater_threshold, disc_mean, extract_craters, extraction_options
 from .craters.match import candidate_pairs
-from .craters.segment import pixel_size_of, prepare_window, run_blocks, window_probability
+from .craters.segment import canonical_probability, parse_sun_azimuth, pixel_size_of, prepare_window, resolve_sun, run_blocks
 from .errors import InputError
 from .raster import IntensityStats, dataset_stats, is_georeferenced, open_raster, read_window
 from .report import OUTPUTS, SUMMARY_COLUMNS, MonitorResult, chip_panels, is_complete, overview_png, summary_row
@@ -88,6 +89,9 @@ class PairSetup:
         Network tiles inside a block (pixels) and tiles per pass.
     match_mode : str
         Rule of :mod:`planetcd.craters.match` deciding that a post crater existed before.
+    pre_sun_azimuth, post_sun_azimuth : float or None
+        Each image's windows are segmented in the canonical frame for this azimuth
+        (:func:`planetcd.craters.segment.canonical_probability`); None: as they are.
     """
 
     pre_path: str
@@ -101,6 +105,8 @@ class PairSetup:
     overlap: int = 64
     batch_size: int = 4
     match_mode: str = "deepmoon"
+    pre_sun_azimuth: float | None = None
+    post_sun_azimuth: float | None = None
 
 
 @contextlib.contextmanager
@@ -193,9 +199,9 @@ def monitor_block(block: Tile, *, setup: PairSetup, model, device: str = "cpu", 
         post_in, post_missing = prepare_window(post_data[0], post_valid, post_reader.dataset.nodata, setup.post_stats)
     missing = pre_missing | post_missing
     probs = []
-    for prepared in (pre_in, post_in):
-        prob = window_probability(net, prepared, tile_size=setup.tile_size, overlap=setup.overlap,
-                                  batch_size=setup.batch_size)
+    for prepared, sun in ((pre_in, setup.pre_sun_azimuth), (post_in, setup.post_sun_azimuth)):
+        prob = canonical_probability(net, prepared, sun, tile_size=setup.tile_size, overlap=setup.overlap,
+                                     batch_size=setup.batch_size)
         prob[missing] = 0.0
         probs.append(prob)
     pre_prob, post_prob = probs
@@ -362,6 +368,8 @@ def monitor(
     progress: bool = False,
     trunk=None,
     runner: Runner | None = None,
+    sun_azimuth: float | str | None = None,
+    post_sun_azimuth: float | str | None = None,
 ) -> MonitorResult:
     """Find new-impact candidates between a pre and a post image.
 
@@ -406,6 +414,14 @@ def monitor(
     runner : planetcd.runners.Runner, optional
         Who runs the segmentation blocks and detect's tiles (default: this process;
         ``planetcd.distributed.DaskRunner`` on a cluster).
+    sun_azimuth : float, "none" or None
+        Where the light comes from in pre (and in post unless ``post_sun_azimuth`` is given),
+        degrees clockwise from the image top (as :func:`planetcd.craters.segment.segment`;
+        docs/sun.md). None: estimated from each image; ``"none"``: no estimate, no turn.
+        Sun-aware models segment each image in the canonical frame; the values are
+        recorded in ``params["sun"]`` (``monitor.json``).
+    post_sun_azimuth : float, "none" or None
+        Post's own sun azimuth (a second date has its own sun); default: ``sun_azimuth``.
 
     Returns
     -------
@@ -427,6 +443,9 @@ def monitor(
     segmenter = models.cached(model, torch_device, tta)
     meta = segmenter.metadata
     crater_threshold(meta, prob_threshold)  # a bad threshold fails before detect runs
+    post_sun = sun_azimuth if post_sun_azimuth is None else post_sun_azimuth
+    parse_sun_azimuth(sun_azimuth)
+    parse_sun_azimuth(post_sun, "post_sun_azimuth")
     with open_raster(pre) as pre_ds:
         advice = models.pixel_scale_advice(meta, pixel_size_of(pre_ds, pixel_size_m))
     if advice:
@@ -442,6 +461,10 @@ def monitor(
     t0 = time.perf_counter()
     setup = prepare_setup(pre, post, change.displacement, segmenter, prob_threshold=prob_threshold,
                           tile_size=tile_size, overlap=overlap, batch_size=batch_size, match_mode=match_mode)
+    pre_rotate, pre_sun_record = resolve_sun(sun_azimuth, meta, setup.pre_path, shape=change.shape, name="pre")
+    post_rotate, post_sun_record = resolve_sun(post_sun, meta, setup.post_path, shape=change.shape,
+                                               what="post_sun_azimuth", name="post")
+    setup = dataclasses.replace(setup, pre_sun_azimuth=pre_rotate, post_sun_azimuth=post_rotate)
     blocks = halo_tiles(change.shape[0], change.shape[1], block_size, block_halo)
     model_ref = segmenter if local or isinstance(model, torch.nn.Module) else (
         os.path.abspath(model) if os.path.isfile(str(model)) else str(model))
@@ -465,6 +488,7 @@ def monitor(
         "near_px": near_px, "min_score": min_score, "block_size": block_size, "block_halo": block_halo,
         "tile_size": tile_size, "overlap": overlap, "seed": seed, "device": torch_device, "pixel_size_m": pixel_size_m,
         "score": "confidence * (1 - pre_support) * (1 - 1 / change_ratio)",
+        "sun": {"pre": pre_sun_record, "post": post_sun_record},
     }
     return MonitorResult(candidates, scores, change, pre_cat, post_cat, panels, overview, ov_shape, change.shape,
                          params, timings)

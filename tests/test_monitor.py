@@ -225,3 +225,61 @@ def test_planetcd_monitor_is_callable_after_import_planetcd():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok") and "no-such-pre.tif" in out.stdout
+
+
+# ----------------------------------------------------------------------------- the sun
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_monitor_segments_each_date_in_its_own_canonical_frame(tmp_path, trunk):
+    """A sun-aware segmenter finds the craters of a pair lit from the top only when each image is turned with
+    its azimuth; post's own azimuth (a second date, a second sun) is used for post; monitor.json records both."""
+    from planetcd.craters.segment import segment
+    from planetcd.craters.match import match_craters
+    from planetcd.datasets.synthetic import hillshade, random_craters, terrain_height
+
+    from tests.craters.test_segment_sun import LitFromLeft
+
+    rng = np.random.default_rng(5)
+    craters = random_craters((384, 384), 80, rng, r_min=6, r_max=10)
+    lit = hillshade(terrain_height((384, 384), craters, rng, relief=0.0), 0.0, 30.0) * 0.8 + 0.1  # from the top
+    pre = write_synthetic_geotiff(tmp_path / "pre.tif", lit, dtype=None)
+    post = write_synthetic_geotiff(tmp_path / "post.tif", lit * 1.1 + rng.normal(0, 0.005, lit.shape), dtype=None)
+    model = LitFromLeft().eval()
+    options = dict(model=model, trunk=trunk, n_pseudo=8, patch_size=64, tile_size=128, overlap=16, block_size=256,
+                   device="cpu", seed=0)
+    ref = segment(pre, model, sun_azimuth=0, tile_size=128, overlap=16, device="cpu").catalog
+    ref_xyr = np.c_[ref.x_px, ref.y_px, ref.radius_px]
+
+    def found(cat):
+        return match_craters(np.c_[cat.x_px, cat.y_px, cat.radius_px], ref_xyr, mode="deepmoon").tp
+
+    result = monitor(pre, post, sun_azimuth=0, **options)
+    assert len(ref_xyr) > 50
+    assert found(result.pre_craters) >= 0.8 * len(ref_xyr) and found(result.post_craters) >= 0.8 * len(ref_xyr)
+    sun = result.params["sun"]
+    assert sun["pre"]["source"] == sun["post"]["source"] == "given"
+    assert sun["pre"]["frame"]["quarter_turns"] == sun["post"]["frame"]["quarter_turns"] == 3
+    result.write(tmp_path / "out")
+    record = json.loads((tmp_path / "out" / "monitor.json").read_text())
+    assert record["parameters"]["sun"] == json.loads(json.dumps(sun))
+    # post said to be lit from the bottom: turned the wrong way, its craters look like mounds
+    other = monitor(pre, post, sun_azimuth=0, post_sun_azimuth=180, **options)
+    assert other.params["sun"]["post"]["sun_azimuth_deg"] == 180.0 and other.params["sun"]["post"]["frame"]["quarter_turns"] == 1
+    assert found(other.pre_craters) == found(result.pre_craters)
+    assert found(other.post_craters) < 0.2 * len(ref_xyr)
+    with pytest.raises(InputError, match="post_sun_azimuth"):
+        monitor(pre, post, sun_azimuth=0, post_sun_azimuth="east", **options)
+
+
+def test_cli_refuses_a_bad_sun_azimuth_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from planetcd.cli import main
+
+    img = write_synthetic_geotiff(tmp_path / "a.tif", np.full((128, 128), 0.5, np.float32), dtype=None)
+    for option in ("--sun-azimuth", "--post-sun-azimuth"):
+        out = CliRunner().invoke(main, ["monitor", str(img), str(img), "-o", str(tmp_path / "o"), option, "west"])
+        assert out.exit_code != 0 and option in out.output and "Traceback" not in out.output, out.output
+        assert len(out.output.strip().splitlines()) == 1 and not (tmp_path / "o").exists()

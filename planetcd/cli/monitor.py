@@ -47,6 +47,10 @@ log = logging.getLogger("planetcd")
               help="Segmentation block side, pixels (memory bound; the unit of work on a cluster).")
 @click.option("--pixel-size", type=click.FloatRange(0, min_open=True), default=None,
               help="Pixel size in metres, for diameters when the images are not georeferenced.")
+@click.option("--sun-azimuth", default=None, metavar="DEG|auto|none",
+              help="Where the light comes from in PRE (and POST unless --post-sun-azimuth), degrees clockwise from the image top (0 top, 90 right, 180 bottom, 270 left; modulo 360; docs/sun.md); 'auto' estimates it from each image, 'none' switches the canonical frame off. Recorded in monitor.json [default: auto].")
+@click.option("--post-sun-azimuth", default=None, metavar="DEG|auto|none",
+              help="POST's own sun azimuth (a second date has its own sun) [default: --sun-azimuth].")
 @dask_options
 @weights_opt
 @device_opt
@@ -54,7 +58,7 @@ log = logging.getLogger("planetcd")
 @overwrite_opt
 @common_options
 def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_name, threshold, tta, match_mode, near_px,
-            min_score, block_size, pixel_size, scheduler, workers, weights, device, seed, overwrite, verbose, quiet):
+            min_score, block_size, pixel_size, sun_azimuth, post_sun_azimuth, scheduler, workers, weights, device, seed, overwrite, verbose, quiet):
     """Find new impact craters between PRE and POST, ranked for vetting.
 
     Writes new_craters.csv and new_craters.gpkg (candidates ranked best
@@ -73,7 +77,12 @@ def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_na
     outdir = Path(outdir)
     options = dict(method=method, patch_size=patch_size, n_pseudo=n_pseudo, model=model_name, prob_threshold=threshold,
                    tta=tta, match_mode=match_mode, near_px=near_px, min_score=min_score, block_size=block_size,
-                   pixel_size_m=pixel_size, weights=weights, device=device, seed=seed)
+                   pixel_size_m=pixel_size, weights=weights, device=device, seed=seed, sun_azimuth=sun_azimuth,
+                   post_sun_azimuth=post_sun_azimuth)
+    from ..craters.segment import parse_sun_azimuth
+
+    parse_sun_azimuth(sun_azimuth, "--sun-azimuth")  # bad values fail before any work
+    parse_sun_azimuth(post_sun_azimuth, "--post-sun-azimuth")
     if pairs_csv is not None:
         if pre is not None or post is not None:
             raise InputError("give PRE POST or --pairs, not both")

@@ -11,7 +11,6 @@ from .options import common_options, dask_options, dask_runner, device_opt, outd
 
 log = logging.getLogger("planetcd.segment")
 
-OUTPUTS = ("crater_prob.tif", "crater_mask.tif", "craters.csv", "craters.gpkg")
 
 
 @click.command("segment")
@@ -29,34 +28,38 @@ OUTPUTS = ("crater_prob.tif", "crater_mask.tif", "craters.csv", "craters.gpkg")
 @click.option("--scales", default=None, help="Also find craters on the image resampled by these factors, e.g. 2,1,0.5 (above 1: small craters, below: big ones); merged with the duplicate rule [default: the model's].")
 @click.option("--min-contrast", type=float, default=None, help="Keep craters whose mean probability inside the disc exceeds that of the ring around it (1-1.5 radii) by at least this (-1 keeps all; filled-disc models only) [default: the model's].")
 @click.option("--tta/--no-tta", default=None, help="Average the network over the four flips of each tile (four times the network time) [default: the model's].")
+@click.option("--sun-azimuth", default=None, metavar="DEG|auto|none",
+              help="Where the light comes from, degrees clockwise from the image top (0 top, 90 right, 180 bottom, 270 left; taken modulo 360; see docs/sun.md). 'auto' estimates it from the image; 'none' switches the canonical frame off. Sun-aware models segment the image turned so the light comes from the left; the value is recorded in run.json [default: auto].")
 @dask_options
 @device_opt
 @overwrite_opt
 @common_options
 def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, batch_size, band, block_size, scales,
-            min_contrast, tta, scheduler, workers, device, overwrite, verbose, quiet):
+            min_contrast, tta, sun_azimuth, scheduler, workers, device, overwrite, verbose, quiet):
     """Segment craters in IMAGE (GeoTIFF, PNG, PGM, JPEG, ...).
 
     Writes OUTDIR/crater_prob.tif (float32 probability on the input grid and
     CRS), crater_mask.tif (1 = crater, 0 = not, 255 = no data) and
     craters.csv / craters.gpkg (one row per crater: x_px, y_px, radius_px,
     confidence, with map and planetographic coordinates and diameters in
-    metres when the image is georeferenced or --pixel-size is given).
+    metres when the image is georeferenced or --pixel-size is given) and
+    run.json (the settings, and the sun azimuth used: given or estimated).
 
     With --workers N (a local Dask cluster) or --scheduler ADDRESS, each block of the image is a task on the
     cluster (workers load the model once); the outputs are those of a single-process run.
     """
-    from ..craters.segment import DEFAULT_BLOCK_SIZE, segment as run_segment
+    from ..craters.segment import DEFAULT_BLOCK_SIZE, OUTPUTS, parse_sun_azimuth, segment as run_segment
     from ..raster import check_writable
 
     progress = setup_logging(verbose, quiet)
     outdir = Path(outdir)
+    parse_sun_azimuth(sun_azimuth, "--sun-azimuth")  # a bad value fails before any work
     check_writable([outdir / name for name in OUTPUTS], overwrite)  # refuse before any work
     extraction = {} if min_contrast is None else {"min_contrast": min_contrast}
     with dask_runner(scheduler, workers) as runner:
         result = run_segment(image, model_name, prob_threshold=threshold, scales=scales, tile_size=tile,
                              overlap=overlap, block_size=block_size or DEFAULT_BLOCK_SIZE, batch_size=batch_size,
                              band=band, pixel_size_m=pixel_size, device=device, tta=tta, runner=runner,
-                             progress=progress, **extraction)
+                             progress=progress, sun_azimuth=sun_azimuth, **extraction)
     result.write(outdir, overwrite=overwrite)
     log.info("%d craters; outputs in %s (%.1f s)", len(result.catalog), outdir, result.seconds)

@@ -14,6 +14,13 @@ uses them:
   ``planetcd.distributed.DaskRunner`` on a cluster) and yields the results in
   block order; :func:`segment_block` is the block function of one image.
 
+The sun: :func:`canonical_probability` is the one place where a window is
+turned so that its light comes from the left (the canonical frame of
+:mod:`planetcd.craters.sun`), segmented, and its probability turned back; it is
+used for models whose metadata says ``sun_aware: true``, with the azimuth given
+(``sun_azimuth=``) or estimated (:func:`resolve_sun`). Extraction, blocks and
+writers always work on the input grid.
+
 Intensities are scaled with statistics of the whole image
 (:func:`planetcd.raster.dataset_stats`: the 0.5 and 99.5 percentiles of a
 decimated read, as in training) to ``-1..1``; missing pixels
@@ -32,6 +39,7 @@ The :class:`SegmentResult` holds the whole probability map (4 bytes per pixel).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -54,12 +62,14 @@ from ..runners import LocalRunner, Runner, resolve_runner
 from ..tiling import Tile, blend_weights, halo_tiles, overlapping_tiles
 from .catalog import Catalog
 from .extract import crater_threshold, extraction_options
+from .sun import FALLBACK_AZIMUTH_DEG, canonical_frame, estimate_sun_azimuth, to_canonical
 
 log = logging.getLogger("planetcd.craters.segment")
 
 __all__ = [
     "MIN_SIZE", "MAX_SCALE", "DEFAULT_BLOCK_SIZE", "OUTPUTS", "SegmentResult", "segment", "prepare_window",
-    "window_probability", "window_tiles", "predict_tiles", "segment_block", "run_blocks", "image_probability", "pixel_size_of",
+    "window_probability", "canonical_probability", "parse_sun_azimuth", "image_sun_estimate", "resolve_sun",
+    "window_tiles", "predict_tiles", "segment_block", "run_blocks", "image_probability", "pixel_size_of",
     "merge_scales", "multiscale_craters", "catalog_craters", "parse_scales", "scale_craters", "scale_min_radius",
     "read_scaled", "resample_array",
 ]
@@ -76,8 +86,13 @@ PROB_NAME = "crater_prob.tif"
 MASK_NAME = "crater_mask.tif"
 CSV_NAME = "craters.csv"
 GPKG_NAME = "craters.gpkg"
+RUN_NAME = "run.json"
 #: Files written by :meth:`SegmentResult.write`.
-OUTPUTS = (PROB_NAME, MASK_NAME, CSV_NAME, GPKG_NAME)
+OUTPUTS = (PROB_NAME, MASK_NAME, CSV_NAME, GPKG_NAME, RUN_NAME)
+#: ``sun_azimuth`` value that switches the canonical frame off (and skips the estimate).
+SUN_OFF = "none"
+#: Longest side of the decimated read the sun estimate runs on (pixels).
+SUN_ESTIMATE_MAX_SIDE = 4096
 MASK_NODATA = 255
 
 
@@ -181,18 +196,180 @@ def window_probability(model: torch.nn.Module, prepared: np.ndarray, *, tile_siz
     return (acc / np.maximum(wsum, 1e-12)).astype(np.float32)
 
 
+def canonical_probability(model: torch.nn.Module, prepared: np.ndarray, sun_azimuth: float | None = None, *,
+                          fill: float | None = None, tile_size: int = 512, overlap: int = 64, batch_size: int = 4,
+                          progress: bool = False) -> np.ndarray:
+    """Crater probability of one prepared window, segmented in the canonical (light-from-the-left) frame.
+
+    THE place where segmentation meets the sun direction (docs/sun.md): the
+    window is turned with :func:`planetcd.craters.sun.to_canonical` so that
+    its light comes from the left (an exact ``np.rot90`` when the turn is within
+    5° of a multiple of 90°, bilinear resampling otherwise), segmented there
+    with :func:`window_probability`, and the probability is turned back onto
+    the window's grid (:meth:`~planetcd.craters.sun.CanonicalFrame.array_to_input`).
+    Everything after it (extraction, blocks, writers, CRS) stays on the input grid.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    prepared : ndarray, float32, shape (h, w)
+        Network input in ``-1..1`` (:func:`prepare_window`).
+    sun_azimuth : float, optional
+        Where the window's light comes from (degrees clockwise from the top).
+        None: no turn (exactly :func:`window_probability`).
+    fill : float, optional
+        Network input of the canonical pixels outside the window's footprint
+        (resampled turns only); default: the window's mean.
+    tile_size, overlap, batch_size, progress
+        As :func:`window_probability`.
+
+    Returns
+    -------
+    ndarray, float32, shape (h, w)
+    """
+    options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, progress=progress)
+    if sun_azimuth is None:
+        return window_probability(model, prepared, **options)
+    prepared = np.asarray(prepared, np.float32)
+    if prepared.ndim != 2:
+        raise InputError(f"a window to segment must be (H, W); got shape {prepared.shape}")
+    frame = canonical_frame(prepared.shape, sun_azimuth)
+    if frame.identity:
+        return window_probability(model, prepared, **options)
+    fill = float(prepared.mean()) if fill is None else float(fill)
+    rotated, frame = to_canonical(prepared, sun_azimuth, fill=fill)
+    prob = window_probability(model, rotated, **options)
+    return np.clip(frame.array_to_input(prob), 0.0, 1.0).astype(np.float32, copy=False)
+
+
 def image_probability(model: torch.nn.Module, image: np.ndarray, *, tile_size: int = 512, overlap: int = 64,
-                      batch_size: int = 4) -> np.ndarray:
+                      batch_size: int = 4, sun_azimuth: float | None = None) -> np.ndarray:
     """Crater probability ``(H, W)`` float32 of a raw in-memory image, as one window.
 
     Its own statistics (every present pixel) scale it; missing pixels (zero,
     NaN) are filled with its mean and keep the probability computed there.
+    ``sun_azimuth``: segment in the canonical frame (:func:`canonical_probability`).
     """
     image = np.asarray(image, np.float32)
     missing = missing_pixels(image)
     stats = intensity_stats(image, missing)
     prepared, _ = prepare_window(image, None, None, stats)
-    return window_probability(model, prepared, tile_size=tile_size, overlap=overlap, batch_size=batch_size)
+    return canonical_probability(model, prepared, sun_azimuth, fill=_prepared_mean(stats), tile_size=tile_size,
+                                 overlap=overlap, batch_size=batch_size)
+
+
+def _prepared_mean(stats: IntensityStats) -> float:
+    """The network input of a missing pixel (the image mean, scaled): the fill outside a turned window."""
+    return float(stats.signed(np.array([stats.mean[0]], np.float32))[0])
+
+
+# --------------------------------------------------------------------------- the sun
+
+
+def parse_sun_azimuth(value, what: str = "sun_azimuth") -> float | str | None:
+    """``sun_azimuth`` as given → a float in ``[0, 360)``, :data:`SUN_OFF` (``"none"``), or None (estimate).
+
+    Any finite number of degrees is taken modulo 360 (``-90`` → 270, ``450`` → 90);
+    text is parsed as a number, or ``"none"``/``"off"`` (no canonical frame, no estimate),
+    or ``"auto"``/``"estimate"``/empty (estimate). Anything else is a one-line :class:`InputError`.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("", "auto", "estimate"):
+            return None
+        if text in ("none", "off"):
+            return SUN_OFF
+        try:
+            value = float(text)
+        except ValueError:
+            raise InputError(f"{what} {value!r}: expected degrees clockwise from the image top (0..360), "
+                             "'auto' to estimate it, or 'none'") from None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} {value!r}: expected a number of degrees, 'auto' or 'none'") from None
+    if not np.isfinite(number):
+        raise InputError(f"{what} {value!r}: must be a finite number of degrees")
+    return float(number % 360.0)
+
+
+def image_sun_estimate(image, band: int = 1, max_side: int = SUN_ESTIMATE_MAX_SIDE):
+    """:func:`planetcd.craters.sun.estimate_sun_azimuth` of an image (path or ``(H, W)`` array).
+
+    A raster is read decimated so that its longer side is at most ``max_side``
+    (area average), and the estimator's own decimation is reduced to match, so
+    that it works on about the same 2× working pixels as on the full image.
+    Missing pixels: :func:`planetcd.raster.missing_pixels`.
+    """
+    from rasterio.enums import Resampling
+
+    if isinstance(image, np.ndarray):
+        data, factor = np.asarray(image, np.float32), 1.0
+    else:
+        with open_raster(image) as ds:
+            factor = min(1.0, max_side / max(ds.height, ds.width))
+            shape = (max(1, int(round(ds.height * factor))), max(1, int(round(ds.width * factor))))
+            read = ds.read(band, out_shape=shape, resampling=Resampling.average, masked=True).astype(np.float32)
+            data = np.ma.filled(read, 0.0)
+    decimate = max(1, int(round(2 * factor)))
+    return estimate_sun_azimuth(data, missing=missing_pixels(data), decimate=decimate)
+
+
+def resolve_sun(sun_azimuth, meta: dict, image, *, band: int = 1, shape: tuple[int, int] | None = None,
+                what: str = "sun_azimuth", name: str = "image") -> tuple[float | None, dict]:
+    """Decide the sun azimuth of an image and whether segmentation turns it (the canonical frame).
+
+    Parameters
+    ----------
+    sun_azimuth : float, str or None
+        As given (:func:`parse_sun_azimuth`): degrees, None to estimate, ``"none"`` for no frame.
+    meta : dict
+        The model's metadata: only a model with ``sun_aware: true`` is run in
+        the canonical frame; for the others the azimuth is recorded only.
+    image : path or ndarray
+        Estimated from when ``sun_azimuth`` is None (:func:`image_sun_estimate`).
+    shape : (rows, cols), optional
+        The input grid, for the record of the frame.
+
+    Returns
+    -------
+    rotate : float or None
+        The azimuth to give :func:`canonical_probability` (None: no turn).
+    record : dict
+        JSON-ready: ``sun_azimuth_deg`` (the value used, None when off), ``source``
+        (``given``, ``estimated``, ``fallback`` when the estimate was not confident, ``none``),
+        ``estimate`` (azimuth, confidence, confident, method) when estimated,
+        ``sun_aware_model``, ``canonical_frame`` (bool) and ``frame``
+        (:meth:`~planetcd.craters.sun.CanonicalFrame.to_dict`) when turned.
+    """
+    value = parse_sun_azimuth(sun_azimuth, what)
+    aware = bool(meta.get("sun_aware", False))
+    record: dict = {"sun_aware_model": aware}
+    if value == SUN_OFF:
+        record.update(sun_azimuth_deg=None, source="none", canonical_frame=False)
+        return None, record
+    if value is None:
+        est = image_sun_estimate(image, band)
+        record["estimate"] = {"azimuth_deg": round(float(est.azimuth_deg), 3),
+                              "confidence": round(float(est.confidence), 4), "confident": bool(est.confident),
+                              "method": est.method}
+        if est.confident:
+            azimuth, source = float(est.azimuth_deg), "estimated"
+            log.info("%s: sun azimuth estimated at %.1f deg (confidence %.2f)", name, azimuth, est.confidence)
+        else:
+            azimuth, source = FALLBACK_AZIMUTH_DEG, "fallback"
+            (log.warning if aware else log.info)(
+                "%s: the sun azimuth estimate (%.1f deg, confidence %.2f) is not confident; using the fallback "
+                "%.0f deg (light from the left, no turn); give %s if you know it", name, est.azimuth_deg,
+                est.confidence, FALLBACK_AZIMUTH_DEG, what)
+    else:
+        azimuth, source = float(value), "given"
+    record.update(sun_azimuth_deg=round(azimuth, 6), source=source, canonical_frame=aware)
+    if aware and shape is not None:
+        record["frame"] = canonical_frame(shape, azimuth).to_dict()
+    return (azimuth if aware else None), record
 
 
 # --------------------------------------------------------------------------- blocks
@@ -218,7 +395,7 @@ def run_blocks(func: Callable, blocks: Iterable[Tile], *, runner: Runner | None 
 
 def segment_block(block: Tile, *, source, stats: IntensityStats, model, device: str = "cpu", tta: bool | None = None,
                   band: int = 1, tile_size: int = 512, overlap: int = 64, batch_size: int = 4,
-                  tile_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                  tile_progress: bool = False, sun_azimuth: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Probability and missing mask of one block's core (the block function of :func:`segment`).
 
     Parameters
@@ -233,6 +410,9 @@ def segment_block(block: Tile, *, source, stats: IntensityStats, model, device: 
         Loaded once per process with :func:`planetcd.models.cached`.
     tile_progress : bool
         A progress bar over the block's tiles (for a run of one block).
+    sun_azimuth : float, optional
+        Segment the block's window (core and halo) in the canonical frame
+        (:func:`canonical_probability`); None: as it is.
 
     Returns
     -------
@@ -250,8 +430,8 @@ def segment_block(block: Tile, *, source, stats: IntensityStats, model, device: 
             data, nodata = raw[0], ds.nodata
     prepared, missing = prepare_window(data, valid, nodata, stats)
     net = models.cached(model, device, tta)
-    prob = window_probability(net, prepared, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-                              progress=tile_progress)
+    prob = canonical_probability(net, prepared, sun_azimuth, fill=_prepared_mean(stats), tile_size=tile_size,
+                                 overlap=overlap, batch_size=batch_size, progress=tile_progress)
     ir, ic, ih, iw = block.inner
     return prob[ir : ir + ih, ic : ic + iw], missing[ir : ir + ih, ic : ic + iw]
 
@@ -300,7 +480,9 @@ class SegmentResult:
         return len(self.catalog)
 
     def write(self, outdir: str | os.PathLike, overwrite: bool = False) -> list[Path]:
-        """Write ``crater_prob.tif``, ``crater_mask.tif``, ``craters.csv`` and ``craters.gpkg`` into ``outdir``.
+        """Write ``crater_prob.tif``, ``crater_mask.tif``, ``craters.csv``, ``craters.gpkg`` and ``run.json`` into ``outdir``.
+
+        ``run.json`` holds :attr:`params` (settings, the sun record) and the run time.
 
         The rasters keep the source's grid (size, CRS, transform); the probability's
         nodata is NaN, the mask's 255. Every file is written under a temporary name
@@ -316,11 +498,14 @@ class SegmentResult:
         check_writable(paths, overwrite)
         outdir.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
-            prob_tmp, mask_tmp, csv_tmp, gpkg_tmp = (stack.enter_context(atomic_output(p)) for p in paths)
+            prob_tmp, mask_tmp, csv_tmp, gpkg_tmp, run_tmp = (stack.enter_context(atomic_output(p)) for p in paths)
             write_geotiff(prob_tmp, self.probability.astype(np.float32, copy=False), self.profile, nodata=float("nan"))
             write_geotiff(mask_tmp, self.mask.astype(np.uint8, copy=False), self.profile, nodata=MASK_NODATA)
             self.catalog.to_csv(csv_tmp)
             self.catalog.to_gpkg(gpkg_tmp, layer=Path(GPKG_NAME).stem)
+            record = {"command": "segment", "params": self.params, "craters": len(self.catalog),
+                      "seconds": round(float(self.seconds), 3)}
+            run_tmp.write_text(json.dumps(record, indent=2, default=str))
         return paths
 
 
@@ -428,6 +613,7 @@ def segment(
     tta: bool | None = None,
     runner: Runner | None = None,
     progress: bool = False,
+    sun_azimuth: float | str | None = None,
     **extraction,
 ) -> SegmentResult:
     """Segment the craters of one image: probability map, mask and crater catalogue.
@@ -464,6 +650,15 @@ def segment(
         Who runs the blocks (default: this process; ``planetcd.distributed.DaskRunner`` on a cluster).
     progress : bool
         A progress bar on stderr.
+    sun_azimuth : float, "none" or None
+        Where the light comes from, degrees clockwise from the image top (0 top, 90 right,
+        180 bottom, 270 left; any number is taken modulo 360; docs/sun.md). None: estimated
+        from the image (:func:`planetcd.craters.sun.estimate_sun_azimuth`; when not confident,
+        one log line and the fallback 270°, no turn). ``"none"``: no estimate, no turn.
+        A model whose metadata says ``sun_aware: true`` runs in the canonical frame
+        (image turned so the light comes from the left, :func:`canonical_probability`);
+        other models (the shipped ``ctx-craters``) are not turned and the azimuth is
+        only recorded (``params["sun"]``, ``run.json``).
     **extraction
         Overrides of the model's crater extraction (:data:`EXTRACTION_KEYS`), e.g.
         ``min_contrast=0.1`` (``-1`` or ``None``: no contrast screening), ``min_radius=4``.
@@ -485,13 +680,15 @@ def segment(
     meta = net.metadata
     threshold = crater_threshold(meta, prob_threshold)
     overrides = _extraction_overrides(meta, extraction)
+    height, width = source.profile["height"], source.profile["width"]
+    rotate, sun_record = resolve_sun(sun_azimuth, meta, source.source, band=band, shape=(height, width),
+                                     name=source.name)
     advice = models.pixel_scale_advice(meta, source.pixel_size_m)
     if advice:
         log.warning(advice)
     log.info("model %s (%s%s), threshold %.2f, tiles of %d px overlapping by %d px on %s", meta.get("name"),
              meta.get("arch"), ", flip-averaged" if meta.get("tta") else "", threshold, tile_size, overlap, torch_device)
 
-    height, width = source.profile["height"], source.profile["width"]
     blocks = halo_tiles(height, width, block_size, block_halo)
     local = runner is None or isinstance(runner, LocalRunner)
     prob = np.empty((height, width), np.float32)
@@ -499,7 +696,8 @@ def segment(
     parts = run_blocks(segment_block, blocks, runner=runner, progress=progress, desc="segment",
                        source=source.source, stats=source.stats, model=net if local else _model_reference(model),
                        device=torch_device, tta=tta, band=band, tile_size=tile_size, overlap=overlap,
-                       batch_size=batch_size, tile_progress=progress and local and len(blocks) == 1)
+                       batch_size=batch_size, tile_progress=progress and local and len(blocks) == 1,
+                       sun_azimuth=rotate)
     for block, (block_prob, block_missing) in zip(blocks, parts):
         r, c, h, w = block.core
         prob[r : r + h, c : c + w] = block_prob
@@ -508,7 +706,8 @@ def segment(
     log.info("segmented %dx%d px in %.1f s", height, width, time.monotonic() - t0)
 
     craters = catalog_craters(net, source.source, prob, threshold=threshold, scales=scales, overrides=overrides,
-                              band=band, tile_size=tile_size, overlap=overlap, batch_size=batch_size)
+                              band=band, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+                              sun_azimuth=rotate)
     catalog = Catalog.from_pixels(craters, name=source.name, **source.georef)
     mask = (prob >= threshold).astype(np.uint8)
     mask[missing] = MASK_NODATA
@@ -518,7 +717,7 @@ def segment(
         "extraction": {**extraction_options(meta, threshold), **overrides},
         "scales": list(scales or meta.get("extraction", {}).get("scales", [1.0])), "tile_size": tile_size,
         "overlap": overlap, "block_size": block_size, "block_halo": block_halo, "batch_size": batch_size,
-        "band": band, "device": torch_device, "pixel_size_m": source.pixel_size_m,
+        "band": band, "device": torch_device, "pixel_size_m": source.pixel_size_m, "sun": sun_record,
     }
     return SegmentResult(prob, mask, catalog, params, source.profile, time.monotonic() - t0)
 
@@ -601,6 +800,7 @@ def multiscale_craters(
     tile_size: int = 512,
     overlap: int = 64,
     batch_size: int = 4,
+    sun_azimuth: float | None = None,
 ) -> np.ndarray:
     """Craters found on the image at several scales, merged with the duplicate rule.
 
@@ -623,6 +823,8 @@ def multiscale_craters(
     min_radius : smallest radius at scale 1, in pixels; at a scale above 1 the same size
         (``min_radius × s`` pixels of the upsampled map)
     coarse_min_radius : smallest radius at scales below 1, in pixels of the resampled map (default ``min_radius``)
+    sun_azimuth : segment every scale in the canonical frame (:func:`canonical_probability`; a resampling
+        by a scale keeps the light direction); None: as it is
 
     Returns
     -------
@@ -641,7 +843,8 @@ def multiscale_craters(
         if min(data.shape) < MIN_SIZE:
             log.warning("scale %g: image of %dx%d px is too small to segment; skipped", s, *data.shape)
             continue
-        prob = image_probability(model, data, tile_size=tile_size, overlap=overlap, batch_size=batch_size)
+        prob = image_probability(model, data, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+                                 sun_azimuth=sun_azimuth)
         found[s] = extract(prob, scale_min_radius(s, min_radius, coarse_min_radius))
         log.info("scale %g: %d craters", s, len(found[s]))
     return merge_scales(found)
@@ -659,6 +862,7 @@ def catalog_craters(
     tile_size: int = 512,
     overlap: int = 64,
     batch_size: int = 4,
+    sun_azimuth: float | None = None,
 ) -> np.ndarray:
     """The craters of an image as :func:`segment` lists them, from its full-image probability map.
 
@@ -673,6 +877,8 @@ def catalog_craters(
     image : path of a raster, or an (H, W) array (raw intensities)
     prob : ndarray, shape (H, W)
         The full-image probability (NaN counts as 0).
+    sun_azimuth : float, optional
+        The other scales are segmented in the canonical frame (as ``prob`` was); None: as they are.
 
     Returns
     -------
@@ -693,7 +899,8 @@ def catalog_craters(
     if scales != (1.0,):
         craters = multiscale_craters(model, image, scales, extract, full_craters=craters if 1.0 in scales else None,
                                      min_radius=min_radius, coarse_min_radius=ext.get("coarse_min_radius"), band=band,
-                                     tile_size=tile_size, overlap=overlap, batch_size=batch_size)
+                                     tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+                                     sun_azimuth=sun_azimuth)
     return craters
 
 

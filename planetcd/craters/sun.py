@@ -64,6 +64,7 @@ __all__ = [
     "estimate_sun_azimuth",
     "CanonicalFrame",
     "canonical_rotation",
+    "canonical_frame",
     "to_canonical",
     "azimuth_from_craters",
 ]
@@ -530,15 +531,24 @@ def to_canonical(
     data = np.asarray(image)
     if data.ndim not in (2, 3) or min(data.shape[-2:]) < 1:
         raise InputError(f"image must have shape (rows, cols) or (bands, rows, cols), got {data.shape}")
-    rows, cols = data.shape[-2:]
+    frame = canonical_frame(data.shape[-2:], azimuth_deg, tolerance_deg)
+    return frame.array_to_canonical(data, order=order, fill=fill), frame
+
+
+def canonical_frame(shape: tuple[int, int], azimuth_deg: float,
+                    tolerance_deg: float = ROTATION_TOLERANCE_DEG) -> CanonicalFrame:
+    """The :class:`CanonicalFrame` :func:`to_canonical` uses for an input grid of ``shape`` ``(rows, cols)``.
+
+    Nothing is resampled: for records (``frame.to_dict()``) and for mapping coordinates.
+    """
+    rows, cols = (int(v) for v in tuple(shape)[-2:])
     angle, k = canonical_rotation(azimuth_deg, tolerance_deg)
     if k is not None:
-        shape = (rows, cols) if k % 2 == 0 else (cols, rows)
+        out = (rows, cols) if k % 2 == 0 else (cols, rows)
     else:
         c, s = abs(math.cos(math.radians(angle))), abs(math.sin(math.radians(angle)))
-        shape = (int(math.ceil(s * cols + c * rows - 1e-9)), int(math.ceil(c * cols + s * rows - 1e-9)))
-    frame = CanonicalFrame((int(rows), int(cols)), shape, float(angle), k, float(azimuth_deg) % 360.0)
-    return frame.array_to_canonical(data, order=order, fill=fill), frame
+        out = (int(math.ceil(s * cols + c * rows - 1e-9)), int(math.ceil(c * cols + s * rows - 1e-9)))
+    return CanonicalFrame((rows, cols), out, float(angle), k, float(azimuth_deg) % 360.0)
 
 
 def azimuth_from_craters(

@@ -13,7 +13,7 @@ from PIL import Image
 from planetcd.cli import main
 from planetcd.datasets.synthetic import write_synthetic_geotiff
 
-OUTPUTS = ("crater_prob.tif", "crater_mask.tif", "craters.csv", "craters.gpkg")
+OUTPUTS = ("crater_prob.tif", "crater_mask.tif", "craters.csv", "craters.gpkg", "run.json")
 
 
 @pytest.fixture(scope="module")
