@@ -38,7 +38,7 @@ from .calibration import (
     pseudo_scores,
 )
 from .outputs import ChangeResult
-from .preparation import central_window, image_overview, open_input, prepare_pair, read_present
+from .preparation import central_window, image_overview, open_input, prepare_pair, read_present, shared_overview
 from .nn import NN_BLUR, NN_SMOOTH, match_resolution, nn_change_map
 from .pixelwise import pixelwise_maps
 from .register import AlignedReader, estimate_shift, post_on_pre_grid, undo_displacement
@@ -51,13 +51,41 @@ log = logging.getLogger(__name__)
 REGISTRATION_CROP = 1024
 
 
-def register_pair(pre_ds, post_grid, pre_stats: IntensityStats, post_stats: IntensityStats
-                  ) -> tuple[tuple[float, float], float]:
-    """Displacement ``(dy, dx)`` of post (on pre's grid) relative to pre, and its error, on a central crop."""
-    window = central_window(pre_ds.height, pre_ds.width, REGISTRATION_CROP)
+def registration_window(height: int, width: int, shared: np.ndarray | None = None) -> Window:
+    """The crop of at most :data:`REGISTRATION_CROP` px per side the global shift is estimated on.
+
+    The central crop, unless less than half of it is ground both dates see (``shared``: an overview
+    ``(h, w)`` of that ground, any decimation): then the crop is centred on the shared ground's centroid.
+    """
+    window = central_window(height, width, REGISTRATION_CROP)
+    if shared is None or not shared.any():
+        return window
+    fy, fx = shared.shape[0] / height, shared.shape[1] / width
+    r0, c0 = int(window.row_off * fy), int(window.col_off * fx)
+    inside = shared[r0 : r0 + max(1, int(window.height * fy)), c0 : c0 + max(1, int(window.width * fx))]
+    if inside.mean() >= 0.5:
+        return window
+    rows, cols = np.nonzero(shared)
+    cy, cx = (rows.mean() + 0.5) / fy, (cols.mean() + 0.5) / fx
+    row = int(np.clip(round(cy - window.height / 2), 0, height - window.height))
+    col = int(np.clip(round(cx - window.width / 2), 0, width - window.width))
+    return Window(col, row, window.width, window.height)
+
+
+def register_pair(pre_ds, post_grid, pre_stats: IntensityStats, post_stats: IntensityStats,
+                  shared: np.ndarray | None = None) -> tuple[tuple[float, float], float]:
+    """Displacement ``(dy, dx)`` of post (on pre's grid) relative to pre, and its error.
+
+    Estimated by phase correlation on :func:`registration_window`, on the ground both dates see only
+    (pixels missing in either image are filled with the mean in both).
+    """
+    window = registration_window(pre_ds.height, pre_ds.width, shared)
     pre, pre_valid = read_present(AlignedReader(pre_ds), window)
     post, post_valid = read_present(AlignedReader(post_grid), window)
-    return estimate_shift(pre_stats.unit(pre).mean(axis=0), post_stats.unit(post).mean(axis=0), pre_valid, post_valid)
+    both = pre_valid & post_valid
+    if not both.any():
+        raise InputError("the images share no ground with data in both (do their footprints overlap?)")
+    return estimate_shift(pre_stats.unit(pre).mean(axis=0), post_stats.unit(post).mean(axis=0), both, both)
 
 
 def _valid_counts(valid: np.ndarray, patches: np.ndarray, row0: int, col0: int) -> tuple[np.ndarray, np.ndarray]:
@@ -357,6 +385,7 @@ def detect(
         pre_image = image_overview(pre_ds, "pre")
         post_image = image_overview(post_grid, "post")
         pre_stats, post_stats = pre_image.stats, post_image.stats
+        shared = shared_overview(pre_image, post_image)  # refuses data footprints that do not overlap
         torch_device = pick_device(device)
         if trunk is None:  # before any heavy work, so a weights problem is reported at once
             trunk = cached_trunk(layer, relu, weights, torch_device)
@@ -364,7 +393,7 @@ def detect(
         t0 = time.perf_counter()
         displacement, reg_error = (0.0, 0.0), float("nan")
         if register:
-            displacement, reg_error = register_pair(pre_ds, post_grid, pre_stats, post_stats)
+            displacement, reg_error = register_pair(pre_ds, post_grid, pre_stats, post_stats, shared)
             log.info("post is displaced by dy=%.2f, dx=%.2f px relative to pre", *displacement)
         timings["register_s"] = time.perf_counter() - t0
         pre_reader = AlignedReader(pre_ds)
