@@ -272,3 +272,58 @@ def kmeans_threshold(scores: np.ndarray, seed: int = 0) -> float:
     low_max = scores[labels != high].max()
     high_min = scores[labels == high].min()
     return float((low_max + high_min) / 2)
+
+
+#: ``k`` of the empirical null: τ = median + k · 1.4826 · MAD of the pair's own scores.
+EMPIRICAL_K = 3.0
+#: Fewest scored patches for an empirical null; with fewer, ``both`` falls back to the pseudo-pair τ.
+EMPIRICAL_MIN_PATCHES = 20
+#: Threshold policies of ``detect`` (``tau=`` / ``--threshold``) besides a fixed number.
+TAU_POLICIES = ("pseudo", "empirical", "both", "kmeans")
+
+
+def empirical_threshold(scores: np.ndarray, k: float = EMPIRICAL_K, min_patches: int = EMPIRICAL_MIN_PATCHES) -> float:
+    """τ from the pair's own scores: an empirical null of the unchanged patches.
+
+    Most patches of a real pair are unchanged, so the bulk of their scores is a sample of the unchanged
+    score distribution *with every nuisance the pair really has* (illumination, albedo, resolution,
+    residual misregistration), which pseudo pairs only model. Its robust location and spread — the
+    median and the MAD scaled to a normal σ (1.4826 · MAD) — stay put while fewer than half the patches
+    changed; τ = median + ``k`` · σ.
+
+    Parameters
+    ----------
+    scores : ndarray, shape (n,)
+        ρ of the scored patches (NaN ignored).
+    k : float
+        Spread multiplier (default :data:`EMPIRICAL_K` = 3).
+    min_patches : int
+        Fewer finite scores than this give NaN (no null can be estimated).
+
+    Returns
+    -------
+    float
+        τ, or NaN when there are too few scores.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    scores = scores[np.isfinite(scores)]
+    if scores.size < max(2, min_patches):
+        return float("nan")
+    median = float(np.median(scores))
+    sigma = 1.4826 * float(np.median(np.abs(scores - median)))
+    return median + k * sigma
+
+
+def combine_thresholds(pseudo: float, empirical: float) -> float:
+    """The ``both`` rule: τ = max(pseudo-pair τ, empirical τ); the pseudo-pair τ alone when the other is NaN.
+
+    Each is a label-free estimate of the top of the unchanged score distribution: the pseudo pairs hold
+    only the nuisances they simulate (so on a real pair their τ is too low and flags ground that merely
+    looks different), the empirical null holds the pair's real nuisances but rises when many patches
+    changed. Taking the larger keeps a false alarm to what neither explains.
+    """
+    if not np.isfinite(empirical):
+        return float(pseudo)
+    if not np.isfinite(pseudo):
+        return float(empirical)
+    return float(max(pseudo, empirical))
