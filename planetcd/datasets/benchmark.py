@@ -357,7 +357,8 @@ def _donors_away_from(craters: np.ndarray, y0: int, x0: int, s: int, m: int, sha
         return craters
     x, y, r = craters.T
     half = np.ceil(1.8 * r) + 2
-    inside_image = (y - half >= 0) & (x - half >= 0) & (y + half < shape[0]) & (x + half < shape[1])
+    cy, cx = np.round(y), np.round(x)  # the cut-out is centred on the rounded centre (_transplant)
+    inside_image = (cy - half >= 0) & (cx - half >= 0) & (cy + half + 1 <= shape[0]) & (cx + half + 1 <= shape[1])
     outside_region = (y + half < y0 - m) | (y - half > y0 + s + m) | (x + half < x0 - m) | (x - half > x0 + s + m)
     return craters[inside_image & outside_region]
 
