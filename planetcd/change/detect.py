@@ -340,7 +340,7 @@ def detect(
     stride: int | None = None,
     layer: int = 6,
     pooling: str = "max",
-    method: str = "paper",
+    method: str = "nn",
     nn_radius: int = 2,
     tau: str | float = "both",
     percentile: float = 95.0,
@@ -374,10 +374,11 @@ def detect(
         VGG-16 conv layer 1..13 (paper: 6 = conv3_2).
     pooling : {"max", "avg"}
         Global pooling per patch (paper: max).
-    method : {"paper", "nn"}
-        ``paper``: ρ = L1 norm of the pooled feature difference (Saha & Zhu).
-        ``nn``: the worst nearest-neighbour feature disagreement in the patch
-        (see :mod:`planetcd.change.nn`): shift-tolerant, sensitive to small new objects.
+    method : {"nn", "paper"}
+        ``nn`` (default): the worst nearest-neighbour feature disagreement in the patch
+        (see :mod:`planetcd.change.nn`): shift-tolerant, sensitive to small new objects; the best
+        method on every benchmark of docs/benchmarks.md. ``paper``: ρ = L1 norm of the pooled feature
+        difference (Saha & Zhu; with ``tau="pseudo", max_shift=10`` the faithful reproduction).
     nn_radius : int
         Search radius of ``nn`` in feature cells (stride 4 px at layer 6).
     tau : {"both", "pseudo", "empirical", "kmeans"} or float
