@@ -297,8 +297,10 @@ def evaluate(
         Pseudo-unchanged pairs per method (default: the method's own, at least 100).
     max_shift : float, optional
         Largest misregistration expected between pre and post, pixels per axis: the
-        pseudo-unchanged pairs are shifted up to it (default: the methods' own, the paper's 10 px).
-        A property of the acquisition, not of the labels.
+        pseudo-unchanged pairs are shifted up to it. Default: found from the pairs themselves
+        (``max_shift="auto"`` of :func:`planetcd.change.patch_pairs.score_pairs`: the 90th percentile of
+        the pairs' displacements + 1 px, at least 4 px for ``nn`` and the paper's 10 px for the others);
+        the value each method used is in ``params["max_shift_used"]``. Never from the labels.
     progress : bool
         Show a progress bar per method on stderr (pairs and pseudo pairs scored).
 
@@ -316,6 +318,7 @@ def evaluate(
         raise InputError(f"{changeset.name}: no pairs")
     labels = np.asarray(changeset.labels, np.int64)
     scored: dict[str, tuple[np.ndarray, float, float]] = {}
+    shifts_used: dict[str, float | None] = {}
     results: dict[str, MethodResult] = {}
     for name in methods:
         oracle = name.endswith(ORACLE_SUFFIX)
@@ -334,9 +337,11 @@ def evaluate(
                                   **({} if n_pseudo is None else {"n_pseudo": n_pseudo}),
                                   **({} if max_shift is None else {"max_shift": float(max_shift)}))
             scored[base] = (np.asarray(out.scores, np.float64), float(out.tau), time.perf_counter() - t0)
+            shifts_used[base] = out.max_shift
         scores, tau, seconds = scored[base]
         if oracle:
             tau = oracle_threshold(labels, scores)
         results[name] = MethodResult(name, scores, tau, metrics(labels, scores, tau), oracle, seconds)
-    params = {"seed": seed, "methods": methods, "n_pseudo": n_pseudo, "max_shift": max_shift}
+    params = {"seed": seed, "methods": methods, "n_pseudo": n_pseudo,
+              "max_shift": "auto" if max_shift is None else max_shift, "max_shift_used": shifts_used}
     return Evaluation(changeset.name, len(labels), int(labels.sum()), results, params)

@@ -28,6 +28,9 @@ from .threshold import choose_patches, draw_pseudo_pairs, iter_pseudo_pairs, mar
 
 #: Patches with less than this fraction of valid pixels (in both images) get no score.
 MIN_VALID_FRACTION = 0.5
+#: Valid fraction a patch needs to seed pseudo pairs (isolated missing pixels, such as the exact zeros of an
+#: integer image, cost a few per cent with the 2 px co-registration drops next to them).
+PSEUDO_SOURCE_FRACTION = 0.95
 #: Memory (bytes) the main pass may keep of pre's feature map for the ``nn`` pseudo pairs (one crop window
 #: per pair, 2 MB at the defaults): those pairs need no second trunk pass on their pre crop. 0 turns it off.
 PSEUDO_REUSE_BYTES = 256 * 2**20
@@ -86,8 +89,12 @@ def pseudo_geometry(patches: np.ndarray, context: int, s: int, max_shift: float,
 
 
 def pseudo_pool(valid_fraction: np.ndarray, interior: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Patches pseudo pairs may be drawn from, and whether they are all interior ones."""
-    usable = valid_fraction >= 0.99
+    """Patches pseudo pairs may be drawn from, and whether they are all interior ones.
+
+    A source needs :data:`PSEUDO_SOURCE_FRACTION` of its pixels valid in both images (interior patches of an
+    image without missing pixels: all), else — when none has — half.
+    """
+    usable = valid_fraction >= PSEUDO_SOURCE_FRACTION
     if np.any(usable & interior):
         return usable & interior, True  # context from real terrain, not from beyond the image edge
     if not np.any(usable):
@@ -121,12 +128,20 @@ def plan_captures(patches: np.ndarray, context: int, s: int, max_shift: float, h
     wrong the crop is computed as before. The scores are the same either way (up to float rounding).
     """
     _, crop_h, crop_w, origin_r, origin_c, interior = pseudo_geometry(patches, context, s, max_shift, height, width)
-    usable, _ = pseudo_pool(guess_valid_fraction(pre, post, patches, height, width), interior)
+    guessed = guess_valid_fraction(pre, post, patches, height, width)
+    usable, _ = pseudo_pool(guessed, interior)
     per_window = 4 * channels * (crop_h // s) * (crop_w // s)
     if not np.any(usable) or PSEUDO_REUSE_BYTES < per_window:
         return None
-    guess = np.unique(choose_patches(len(patches), n_pairs, copy.deepcopy(rng), usable))
-    guess = guess[interior[guess]][: PSEUDO_REUSE_BYTES // per_window]
+    # When every interior patch that may be drawn fits in the budget, keep them all: the draw made after
+    # the main pass then finds its maps even where the overviews misjudge a patch's valid fraction
+    # (missing pixels too small for the overview, or the 2 px next to them that co-registration drops).
+    candidates = np.flatnonzero(interior & (guessed >= MIN_VALID_FRACTION))
+    if 0 < len(candidates) <= PSEUDO_REUSE_BYTES // per_window:
+        guess = candidates
+    else:
+        guess = np.unique(choose_patches(len(patches), n_pairs, copy.deepcopy(rng), usable))
+        guess = guess[interior[guess]][: PSEUDO_REUSE_BYTES // per_window]
     if len(guess) == 0:
         return None
     windows = np.stack([origin_r[guess] // s, origin_c[guess] // s, np.full(len(guess), crop_h // s),

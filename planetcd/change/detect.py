@@ -38,12 +38,20 @@ from .calibration import (
     pseudo_scores,
 )
 from .outputs import ChangeResult
-from .preparation import central_window, image_overview, open_input, prepare_pair, read_present
+from .preparation import central_window, image_overview, open_input, prepare_pair, read_present, shared_overview
 from .nn import NN_BLUR, NN_SMOOTH, match_resolution, nn_change_map
 from .pixelwise import pixelwise_maps
 from .register import AlignedReader, estimate_shift, post_on_pre_grid, undo_displacement
 from .scores import PatchPooler, change_scores, patch_cells
-from .threshold import kmeans_threshold, self_calibrated_threshold
+from .threshold import (
+    EMPIRICAL_K,
+    EMPIRICAL_MIN_PATCHES,
+    TAU_POLICIES,
+    combine_thresholds,
+    empirical_threshold,
+    kmeans_threshold,
+    self_calibrated_threshold,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +59,95 @@ log = logging.getLogger(__name__)
 REGISTRATION_CROP = 1024
 
 
-def register_pair(pre_ds, post_grid, pre_stats: IntensityStats, post_stats: IntensityStats
-                  ) -> tuple[tuple[float, float], float]:
-    """Displacement ``(dy, dx)`` of post (on pre's grid) relative to pre, and its error, on a central crop."""
-    window = central_window(pre_ds.height, pre_ds.width, REGISTRATION_CROP)
+def registration_window(height: int, width: int, shared: np.ndarray | None = None) -> Window:
+    """The crop of at most :data:`REGISTRATION_CROP` px per side the global shift is estimated on.
+
+    The central crop, unless less than half of it is ground both dates see (``shared``: an overview
+    ``(h, w)`` of that ground, any decimation): then the crop is centred on the shared ground's centroid.
+    """
+    window = central_window(height, width, REGISTRATION_CROP)
+    if shared is None or not shared.any():
+        return window
+    fy, fx = shared.shape[0] / height, shared.shape[1] / width
+    r0, c0 = int(window.row_off * fy), int(window.col_off * fx)
+    inside = shared[r0 : r0 + max(1, int(window.height * fy)), c0 : c0 + max(1, int(window.width * fx))]
+    if inside.mean() >= 0.5:
+        return window
+    rows, cols = np.nonzero(shared)
+    cy, cx = (rows.mean() + 0.5) / fy, (cols.mean() + 0.5) / fx
+    row = int(np.clip(round(cy - window.height / 2), 0, height - window.height))
+    col = int(np.clip(round(cx - window.width / 2), 0, width - window.width))
+    return Window(col, row, window.width, window.height)
+
+
+def register_pair(pre_ds, post_grid, pre_stats: IntensityStats, post_stats: IntensityStats,
+                  shared: np.ndarray | None = None) -> tuple[tuple[float, float], float]:
+    """Displacement ``(dy, dx)`` of post (on pre's grid) relative to pre, and its error.
+
+    Estimated by phase correlation on :func:`registration_window`, on the ground both dates see only
+    (pixels missing in either image are filled with the mean in both).
+    """
+    window = registration_window(pre_ds.height, pre_ds.width, shared)
     pre, pre_valid = read_present(AlignedReader(pre_ds), window)
     post, post_valid = read_present(AlignedReader(post_grid), window)
-    return estimate_shift(pre_stats.unit(pre).mean(axis=0), post_stats.unit(post).mean(axis=0), pre_valid, post_valid)
+    both = pre_valid & post_valid
+    if not both.any():
+        raise InputError("the images share no ground with data in both (do their footprints overlap?)")
+    return estimate_shift(pre_stats.unit(pre).mean(axis=0), post_stats.unit(post).mean(axis=0), both, both)
+
+
+#: Side of the windows, pixels, on which the residual misregistration is measured (``max_shift="auto"``).
+LOCAL_WINDOW = 256
+#: Most windows measured for the residual misregistration.
+LOCAL_SAMPLES = 16
+#: Quantile of the local shifts' magnitudes taken as the residual misregistration (robust to a few bad windows).
+LOCAL_QUANTILE = 80.0
+#: Smallest pseudo-pair shift of ``max_shift="auto"``, pixels: ``nn`` 4 (its search radius of 2 cells at stride 4,
+#: halved), ``paper`` 10 (the paper's value).
+AUTO_MIN_SHIFT = {"nn": 4.0, "paper": 10.0}
+
+
+def local_shifts(pre_reader: AlignedReader, post_reader: AlignedReader, pre_stats: IntensityStats,
+                 post_stats: IntensityStats, shared: np.ndarray, window: int = LOCAL_WINDOW,
+                 samples: int = LOCAL_SAMPLES) -> np.ndarray:
+    """Residual shifts ``(m, 2)`` (dy, dx) of post as read by ``post_reader`` (its displacement undone), px.
+
+    Phase correlation on up to ``samples`` windows of ``window`` px spread evenly over the ground both
+    dates see (``shared``: an overview ``(h, w)``; windows at least 90 % shared); empty when none fits.
+    """
+    height, width = pre_reader.height, pre_reader.width
+    size = min(window, height, width)
+    fy, fx = shared.shape[0] / height, shared.shape[1] / width
+    rows = np.arange(0, height - size + 1, max(1, size // 2))
+    cols = np.arange(0, width - size + 1, max(1, size // 2))
+    candidates = []
+    for r in rows:
+        for c in cols:
+            part = shared[int(r * fy) : max(int(r * fy) + 1, int((r + size) * fy)),
+                          int(c * fx) : max(int(c * fx) + 1, int((c + size) * fx))]
+            if part.mean() >= 0.9:
+                candidates.append((int(r), int(c)))
+    if not candidates:
+        return np.zeros((0, 2))
+    pick = np.unique(np.linspace(0, len(candidates) - 1, min(samples, len(candidates))).round().astype(int))
+    found = []
+    for k in pick:
+        r, c = candidates[k]
+        win = Window(c, r, size, size)
+        pre, pre_valid = read_present(pre_reader, win)
+        post, post_valid = read_present(post_reader, win)
+        both = pre_valid & post_valid
+        if both.mean() < 0.9:
+            continue
+        shift, _ = estimate_shift(pre_stats.unit(pre).mean(axis=0), post_stats.unit(post).mean(axis=0), both, both)
+        found.append(shift)
+    return np.array(found).reshape(-1, 2)
+
+
+def auto_shift(residual: float, method: str) -> float:
+    """The pseudo-pair shift of ``max_shift="auto"``: the residual misregistration + 1 px, rounded up to
+    0.5 px, at least :data:`AUTO_MIN_SHIFT` of the method."""
+    return float(max(AUTO_MIN_SHIFT[method], np.ceil(2 * (residual + 1.0)) / 2))
 
 
 def _valid_counts(valid: np.ndarray, patches: np.ndarray, row0: int, col0: int) -> tuple[np.ndarray, np.ndarray]:
@@ -232,6 +322,10 @@ def merge_tile(partial: TilePartial, pre_pool: PatchPooler, post_pool: PatchPool
     valid_pixels[partial.valid_hit] += partial.valid_counts
 
 
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
 def _progress(total: int, enabled: bool, desc: str):
     from tqdm.auto import tqdm
 
@@ -246,11 +340,11 @@ def detect(
     stride: int | None = None,
     layer: int = 6,
     pooling: str = "max",
-    method: str = "paper",
+    method: str = "nn",
     nn_radius: int = 2,
-    tau: str | float = "pseudo",
+    tau: str | float = "both",
     percentile: float = 95.0,
-    max_shift: float = 10.0,
+    max_shift: float | str = "auto",
     noise_std: float = 0.02,
     n_pseudo: int = 100,
     register: bool = True,
@@ -280,18 +374,29 @@ def detect(
         VGG-16 conv layer 1..13 (paper: 6 = conv3_2).
     pooling : {"max", "avg"}
         Global pooling per patch (paper: max).
-    method : {"paper", "nn"}
-        ``paper``: ρ = L1 norm of the pooled feature difference (Saha & Zhu).
-        ``nn``: the worst nearest-neighbour feature disagreement in the patch
-        (see :mod:`planetcd.change.nn`): shift-tolerant, sensitive to small new objects.
+    method : {"nn", "paper"}
+        ``nn`` (default): the worst nearest-neighbour feature disagreement in the patch
+        (see :mod:`planetcd.change.nn`): shift-tolerant, sensitive to small new objects; the best
+        method on every benchmark of docs/benchmarks.md. ``paper``: ρ = L1 norm of the pooled feature
+        difference (Saha & Zhu; with ``tau="pseudo", max_shift=10`` the faithful reproduction).
     nn_radius : int
         Search radius of ``nn`` in feature cells (stride 4 px at layer 6).
-    tau : "pseudo", "kmeans" or float
-        The change threshold τ: from pseudo-unchanged pairs (paper), k-means (k = 2) on ρ, or fixed.
+    tau : {"both", "pseudo", "empirical", "kmeans"} or float
+        The change threshold τ, chosen without labels: ``pseudo`` from pseudo-unchanged pairs (the paper),
+        ``empirical`` from the pair's own scores (median + 3 · 1.4826 · MAD,
+        :func:`~planetcd.change.threshold.empirical_threshold`), ``both`` the larger of the two
+        (:func:`~planetcd.change.threshold.combine_thresholds`; the pseudo τ alone with fewer than 20 scored
+        patches), ``kmeans`` k-means (k = 2) on ρ, or a fixed number. Both label-free values are in
+        :attr:`ChangeResult.thresholds` and run.json.
     percentile : float
         Percentile of pseudo-pair scores taken as τ (paper: 95).
-    max_shift : float
-        Largest shift per axis in pseudo pairs, pixels (paper: 10).
+    max_shift : "auto" or float
+        Largest shift per axis in pseudo pairs, pixels (paper: 10). ``"auto"`` (default): measured on the
+        pair — after the global registration, phase correlation on up to 16 windows of 256 px over the
+        shared ground (:func:`local_shifts`); the 80th percentile of their magnitudes is the residual
+        misregistration r, and the pseudo shifts go up to r + 1 px (:func:`auto_shift`; at least 4 px for
+        ``nn``, 10 px for ``paper``), the ``nn`` search radius to at least twice that. Recorded in
+        :attr:`ChangeResult.misregistration` and run.json.
     noise_std : float
         Gaussian noise of pseudo pairs on the ``0..1`` intensity scale.
     n_pseudo : int
@@ -330,16 +435,17 @@ def detect(
     """
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
+    shift_policy = max_shift
     stride = patch_size if stride is None else int(stride)
     from ..inputs import check_pair  # the one input check: missing, truncated, empty, too small, no overlap
     check_pair(pre, post, min_size=patch_size, size_of=f"one {patch_size} px patch")
     if method not in ("paper", "nn"):
         raise InputError(f"method must be 'paper' or 'nn', got {method!r}")
-    if isinstance(tau, str) and tau not in ("pseudo", "kmeans"):
+    if isinstance(tau, str) and tau not in TAU_POLICIES:
         try:
             tau = float(tau)
         except ValueError:
-            raise InputError(f"tau must be 'pseudo', 'kmeans' or a number, got {tau!r}") from None
+            raise InputError(f"tau must be 'pseudo', 'empirical', 'both', 'kmeans' or a number, got {tau!r}") from None
     policy = tau
     rng = np.random.default_rng(seed)
     runner = resolve_runner(runner)
@@ -357,6 +463,7 @@ def detect(
         pre_image = image_overview(pre_ds, "pre")
         post_image = image_overview(post_grid, "post")
         pre_stats, post_stats = pre_image.stats, post_image.stats
+        shared = shared_overview(pre_image, post_image)  # refuses data footprints that do not overlap
         torch_device = pick_device(device)
         if trunk is None:  # before any heavy work, so a weights problem is reported at once
             trunk = cached_trunk(layer, relu, weights, torch_device)
@@ -364,14 +471,33 @@ def detect(
         t0 = time.perf_counter()
         displacement, reg_error = (0.0, 0.0), float("nan")
         if register:
-            displacement, reg_error = register_pair(pre_ds, post_grid, pre_stats, post_stats)
+            displacement, reg_error = register_pair(pre_ds, post_grid, pre_stats, post_stats, shared)
             log.info("post is displaced by dy=%.2f, dx=%.2f px relative to pre", *displacement)
         timings["register_s"] = time.perf_counter() - t0
         pre_reader = AlignedReader(pre_ds)
         post_reader = AlignedReader(post_grid, displacement)
-
         trunk = trunk.to(torch_device)
         s = trunk.stride
+
+        misregistration: dict = {"global_px": list(displacement) if register else None}
+        if isinstance(max_shift, str):
+            if max_shift != "auto":
+                raise InputError(f"max_shift must be 'auto' or a number of pixels, got {max_shift!r}")
+            t0 = time.perf_counter()
+            local = local_shifts(pre_reader, post_reader, pre_stats, post_stats, shared)
+            magnitude = np.max(np.abs(local), axis=1) if len(local) else np.zeros(0)
+            residual = float(np.percentile(magnitude, LOCAL_QUANTILE)) if len(local) else 0.0
+            max_shift = auto_shift(residual, method)
+            if method == "nn":  # the search reaches twice the pseudo shifts, as at the defaults (2 cells, 4 px)
+                nn_radius = max(nn_radius, int(np.ceil(2 * max_shift / s)))
+            misregistration.update(
+                local_px=local.round(2).tolist(), residual_px=residual, residual_quantile=LOCAL_QUANTILE,
+                max_shift_px=max_shift, nn_radius=nn_radius if method == "nn" else None)
+            log.info("residual misregistration %.2f px (%d windows): pseudo shifts up to %.1f px%s", residual,
+                     len(local), max_shift, f", nn radius {nn_radius} cells" if method == "nn" else "")
+            timings["misregistration_s"] = time.perf_counter() - t0
+        else:
+            max_shift = float(max_shift)
         halo = -(-trunk.halo // s) * s
         if method == "nn":
             halo += (nn_radius + NN_SMOOTH) * s  # the neighbour search and the box average look past each core cell
@@ -384,7 +510,7 @@ def detect(
         valid_pixels = np.zeros(len(patches), np.int64)
 
         captures = None
-        if policy == "pseudo" and method == "nn":
+        if policy in ("pseudo", "both") and method == "nn":
             # Residual misregistration after global registration is small: pseudo shifts stay inside the search radius.
             max_shift = min(max_shift, nn_radius * s / 2)
             captures = plan_captures(patches, halo, s, max_shift, height, width, n_pseudo, rng, pre_image, post_image,
@@ -393,7 +519,7 @@ def detect(
 
         tiles = halo_tiles(height, width, tile_size, halo, align=s)
         n_pixelwise = 0
-        bar = _progress(len(tiles) + (1 if policy == "pseudo" else 0), progress, "detect")
+        bar = _progress(len(tiles) + (1 if policy in ("pseudo", "both") else 0), progress, "detect")
         t0 = time.perf_counter()
         if here:
             context = TileContext(pre_reader, post_reader, pre_stats, post_stats, trunk, torch_device, patches, cells,
@@ -425,7 +551,9 @@ def detect(
         t0 = time.perf_counter()
         pseudo = None
         n_reused = 0
-        if policy == "pseudo":
+        tau_pseudo = float("nan")
+        tau_empirical = empirical_threshold(change_score[scored])
+        if policy in ("pseudo", "both"):
             nn = None
             if method == "nn":  # the noise is brought up to post's level, measured on a central crop
                 nn = NNCalibration(nn_radius, post_noise(post_reader, post_stats), pre_maps)
@@ -434,8 +562,15 @@ def detect(
                 pooling=pooling, n_pairs=n_pseudo, max_shift=max_shift, noise_std=noise_std, rng=rng,
                 pre_vectors=pre_vectors, nn=nn,
             )
-            tau = self_calibrated_threshold(pseudo, percentile)
+            tau = tau_pseudo = self_calibrated_threshold(pseudo, percentile)
+            if policy == "both":
+                tau = combine_thresholds(tau_pseudo, tau_empirical)
             bar.update(1)
+        elif policy == "empirical":
+            if not np.isfinite(tau_empirical):
+                raise InputError(f"tau='empirical' needs at least {EMPIRICAL_MIN_PATCHES} scored patches, this pair "
+                                 f"has {int(scored.sum())}: use tau='pseudo' or a smaller patch size")
+            tau = tau_empirical
         elif policy == "kmeans":
             tau = kmeans_threshold(change_score[scored], seed=seed)
         else:
@@ -468,7 +603,8 @@ def detect(
         "method": method, "nn_radius": nn_radius if method == "nn" else None,
         "patch_size": patch_size, "stride": stride, "layer": getattr(trunk, "layer", layer), "pooling": pooling,
         "tau": policy if isinstance(policy, str) else float(policy), "percentile": percentile,
-        "max_shift": max_shift, "noise_std": noise_std, "n_pseudo": n_pseudo, "register": register,
+        "max_shift": max_shift, "max_shift_policy": shift_policy if isinstance(shift_policy, str) else "fixed",
+        "noise_std": noise_std, "n_pseudo": n_pseudo, "register": register,
         "pixelwise": pixelwise, "relu": getattr(trunk, "relu", relu), "tile_size": tile_size, "seed": seed,
         "device": str(torch_device), "runner": type(runner).__name__, "weights": str(getattr(trunk, "weights_path", None)),
         "pre": str(pre) if not isinstance(pre, np.ndarray) else "<array>",
@@ -481,5 +617,8 @@ def detect(
         displacement=displacement, registration_error=reg_error, shape=(height, width),
         crs=crs, transform=transform if (crs is not None and not transform.is_identity) else None,
         pseudo_scores=pseudo, pixelwise=pixel_maps, pixelwise_threshold=pixel_tau,
+        misregistration=misregistration,
+        thresholds={"policy": params["tau"], "pseudo": _finite(tau_pseudo), "empirical": _finite(tau_empirical),
+                    "empirical_k": EMPIRICAL_K, "both_rule": "max(pseudo, empirical)", "used": float(tau)},
         params=params, timings=timings, overview_pre=pre_image.overview, overview_post=overview_post,
     )

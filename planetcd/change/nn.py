@@ -170,16 +170,28 @@ def match_radiometry(pre: np.ndarray, post: np.ndarray, overlap: np.ndarray,
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
+def pair_shifts(pre: np.ndarray, post: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Displacement ``(n, 2)`` (dy, dx, px) of each post patch relative to its pre patch
+    (:func:`~planetcd.change.register.estimate_shift_overlap` on the band means)."""
+    found = np.zeros((len(pre), 2))
+    for i in range(len(pre)):
+        post_valid = np.ones(pre.shape[2:], bool) if valid is None else valid[i]
+        found[i] = estimate_shift_overlap(pre[i].mean(0), post[i].mean(0), post_valid)
+    return found
+
+
 def register_pairs(pre: np.ndarray, post: np.ndarray, valid: np.ndarray | None = None,
                    max_shift: float | None = None,
-                   radiometry: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   radiometry: bool | None = None,
+                   shifts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Co-register each post patch onto its pre patch (phase correlation, then undo).
 
     With ``radiometry`` (default :data:`NN_MATCH_RADIOMETRY`) post is then
     matched to pre on the ground both see (:func:`match_radiometry`). Where post has no data afterwards it takes
     pre's pixels, so uncovered borders read as unchanged. Returns the
     registered post ``(n, bands, h, w)``, the displacements ``(n, 2)`` and
-    the pixels both dates see ``(n, h, w)`` (bool).
+    the pixels both dates see ``(n, h, w)`` (bool). ``shifts`` ``(n, 2)``: displacements already
+    estimated (:func:`pair_shifts`); a displacement over 1.5 × ``max_shift`` is not credible and ignored.
     """
     radiometry = NN_MATCH_RADIOMETRY if radiometry is None else radiometry
     out = np.empty_like(post)
@@ -187,7 +199,10 @@ def register_pairs(pre: np.ndarray, post: np.ndarray, valid: np.ndarray | None =
     overlap = np.zeros((len(pre), *pre.shape[2:]), bool)
     for i in range(len(pre)):
         post_valid = np.ones(pre.shape[2:], bool) if valid is None else valid[i]
-        shift = estimate_shift_overlap(pre[i].mean(0), post[i].mean(0), post_valid)
+        if shifts is None:
+            shift = estimate_shift_overlap(pre[i].mean(0), post[i].mean(0), post_valid)
+        else:
+            shift = (float(shifts[i][0]), float(shifts[i][1]))
         if max_shift is not None and max(abs(shift[0]), abs(shift[1])) > 1.5 * max_shift:
             shift = (0.0, 0.0)  # no credible peak: compare as is
         moved, moved_valid = shifted_copy(post[i], (-shift[0], -shift[1]))

@@ -61,6 +61,11 @@ class ChangeResult:
     timings: dict = field(default_factory=dict)
     overview_pre: np.ndarray | None = None
     overview_post: np.ndarray | None = None
+    #: τ of each label-free policy: ``policy``, ``pseudo`` (pseudo pairs), ``empirical`` (the pair's own null),
+    #: ``used`` (the τ applied), the rule of ``both``; values None where not computed
+    thresholds: dict = field(default_factory=dict)
+    #: the misregistration found from the pair (``max_shift="auto"``): global and residual shifts, px
+    misregistration: dict = field(default_factory=dict)
 
     @property
     def ratio(self) -> np.ndarray:
@@ -252,6 +257,8 @@ def run_record(result, outputs: list[str]) -> dict:
                      "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__},
         "parameters": result.params,
         "tau": result.tau,
+        "thresholds": result.thresholds,
+        "misregistration": result.misregistration,
         "displacement_px": {"dy": result.displacement[0], "dx": result.displacement[1]},
         "registration_error": None if not np.isfinite(result.registration_error) else result.registration_error,
         "image_shape": list(result.shape),

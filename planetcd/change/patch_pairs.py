@@ -16,11 +16,12 @@ import numpy as np
 
 from ..features import cached_trunk
 from ..raster import robust_range, scale_intensity
-from .nn import nn_scores, patch_features, register_pairs
+from .nuisance import PSEUDO_NUISANCE, RealNuisance
+from .nn import nn_scores, pair_shifts, patch_features, register_pairs
 from .scores import change_scores, cva_scores, pool_patches, rcva_scores
 from .threshold import draw_pseudo_pairs, iter_pseudo_pairs, kmeans_threshold, noise_sigma, self_calibrated_threshold
 
-METHOD_NAMES = ("paper", "paper-avg", "paper-kmeans", "paper-layer5", "paper-layer7", "cva", "rcva", "nn")
+METHOD_NAMES = ("paper", "paper-avg", "paper-kmeans", "paper-layer5", "paper-layer7", "cva", "rcva", "nn", "nn-basic")
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -30,6 +31,7 @@ class MethodSpec:
     layer: int = 6
     pooling: str = "max"
     threshold: str = "pseudo"  #: "pseudo" or "kmeans"
+    real_nuisance: bool = True  #: nn: pseudo pairs with the real nuisances (False: gamma, blur and noise only)
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -41,7 +43,21 @@ METHODS: dict[str, MethodSpec] = {
     "cva": MethodSpec("cva"),
     "rcva": MethodSpec("rcva"),
     "nn": MethodSpec("nn"),
+    "nn-basic": MethodSpec("nn", real_nuisance=False),
 }
+
+
+#: Quantile of the pairs' displacement magnitudes taken as a set's misregistration (``max_shift="auto"``).
+AUTO_QUANTILE = 90.0
+
+
+def auto_max_shift(shifts: np.ndarray, kind: str) -> float:
+    """``max_shift="auto"`` for a set of pairs from their displacements ``(n, 2)``: the 90th percentile of
+    ``max(|dy|, |dx|)`` + 1 px, rounded up to 0.5 px, at least 4 px (``nn``) or the paper's 10 px (others)."""
+    magnitude = np.max(np.abs(np.asarray(shifts, float).reshape(-1, 2)), axis=1)
+    found = float(np.percentile(magnitude, AUTO_QUANTILE)) if len(magnitude) else 0.0
+    floor = 4.0 if kind == "nn" else 10.0
+    return float(max(floor, np.ceil(2 * (found + 1.0)) / 2))
 
 
 @dataclass
@@ -51,6 +67,7 @@ class PairScores:
     scores: np.ndarray  #: (n,) float64, higher = more changed
     tau: float
     pseudo_scores: np.ndarray | None = None
+    max_shift: float | None = None  #: the pseudo pairs' largest shift, px (found from the pairs with "auto")
 
     @property
     def changed(self) -> np.ndarray:
@@ -70,7 +87,7 @@ def scale_patches(patches: np.ndarray) -> np.ndarray:
 
 
 def pseudo_unchanged_patches(pre: np.ndarray, n_pairs: int, max_shift: float, noise_std: float | np.ndarray,
-                             rng: np.random.Generator, nuisance: bool = False
+                             rng: np.random.Generator, nuisance: bool = False, real: RealNuisance | None = None
                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pseudo-unchanged pairs from standalone pre patches (scaled ``0..1``), by the one sampler.
 
@@ -79,13 +96,14 @@ def pseudo_unchanged_patches(pre: np.ndarray, n_pairs: int, max_shift: float, no
     ``noise_std`` is the σ of the added noise, or with ``nuisance`` the noise
     level, one value or one per pre patch, shape (n,) (as measured by
     :func:`~planetcd.change.threshold.noise_sigma`) the pseudo post is brought to,
-    after a random gamma and blur (:func:`~planetcd.change.threshold.make_pseudo_pair`).
+    after a random gamma and blur (:func:`~planetcd.change.threshold.make_pseudo_pair`), and with ``real``
+    the real nuisances first (:func:`~planetcd.change.threshold.apply_nuisance`).
 
     Returns ``pre (m, bands, h, w)``, ``post (m, bands, h, w)``, ``valid (m, h, w)``.
     """
     draw = draw_pseudo_pairs(len(pre), n_pairs, max_shift, rng, image_order=False)
     if nuisance:
-        pairs = iter_pseudo_pairs(draw, pre.__getitem__, rng, target_noise=noise_std)
+        pairs = iter_pseudo_pairs(draw, pre.__getitem__, rng, target_noise=noise_std, real=real)
     else:
         pairs = iter_pseudo_pairs(draw, pre.__getitem__, rng, noise_std=noise_std)
     out = list(pairs)
@@ -101,7 +119,7 @@ def score_pairs(
     device: str = "auto",
     weights=None,
     n_pseudo: int | None = None,
-    max_shift: float = 10.0,
+    max_shift: float | str = "auto",
     noise_std: float = 0.02,
     percentile: float = 95.0,
     progress: Callable[[int, int], None] | None = None,
@@ -121,8 +139,10 @@ def score_pairs(
         :func:`planetcd.features.cached_trunk`, so each loads once per process.
     n_pseudo : int, optional
         Pseudo-unchanged pairs (default: as many as pairs, at least 100).
-    max_shift : float
-        Largest shift per axis of the pseudo pairs, pixels (paper: 10).
+    max_shift : "auto" or float
+        Largest shift per axis of the pseudo pairs, pixels (paper: 10). ``"auto"`` (default): from the
+        pairs themselves — each pair's displacement (:func:`~planetcd.change.nn.pair_shifts`), then
+        :func:`auto_max_shift` (no labels involved).
     noise_std : float
         Gaussian noise of the paper's pseudo pairs (``0..1`` scale).
     percentile : float
@@ -151,19 +171,27 @@ def score_pairs(
     pre = scale_patches(pre)
     post = scale_patches(post)
     full = np.array([[0, 0, pre.shape[2], pre.shape[3]]])
+    shifts = None
+    if isinstance(max_shift, str):
+        if max_shift != "auto":
+            raise ValueError(f"max_shift must be 'auto' or a number, got {max_shift!r}")
+        shifts = pair_shifts(pre, post)
+        max_shift = auto_max_shift(shifts, spec.kind)
+    max_shift = float(max_shift)
 
     if spec.kind == "nn":
         trunk = cached_trunk(spec.layer, weights=weights, device=device)
         # Noise of the pseudo pairs: the level measured on each pre patch's real post partner (no labels).
         post_noise = np.array([noise_sigma(p.mean(0)) for p in post])
-        pseudo_pre, pseudo_post, pseudo_valid = pseudo_unchanged_patches(pre, n_pseudo, max_shift, post_noise, rng,
-                                                                         nuisance=True)
-        registered, _, overlap = register_pairs(pre, post, max_shift=max_shift)
+        pseudo_pre, pseudo_post, pseudo_valid = pseudo_unchanged_patches(
+            pre, n_pseudo, max_shift, post_noise, rng, nuisance=True,
+            real=PSEUDO_NUISANCE if spec.real_nuisance else None)
+        registered, _, overlap = register_pairs(pre, post, max_shift=max_shift, shifts=shifts)
         pseudo_registered, _, pseudo_overlap = register_pairs(pseudo_pre, pseudo_post, pseudo_valid,
                                                               max_shift=max_shift)
         scores = nn_scores(trunk, pre, registered, overlap=overlap, progress=tick)
         pseudo = nn_scores(trunk, pseudo_pre, pseudo_registered, overlap=pseudo_overlap, progress=tick)
-        return PairScores(scores, self_calibrated_threshold(pseudo, percentile), pseudo)
+        return PairScores(scores, self_calibrated_threshold(pseudo, percentile), pseudo, max_shift)
 
     def score(a: np.ndarray, b: np.ndarray, batch_size: int = 16) -> np.ndarray:
         out = []
@@ -184,10 +212,10 @@ def score_pairs(
 
     scores = score(pre, post)
     if spec.threshold == "kmeans":
-        return PairScores(scores, kmeans_threshold(scores, seed=seed))
+        return PairScores(scores, kmeans_threshold(scores, seed=seed), None, max_shift)
     # The paper's pseudo pairs: noise and a shift. A standalone patch has no surroundings to take the
     # shift from, so the strip the shift uncovers keeps the pre pixels (no wrap-around roll).
     pseudo_pre, pseudo_post, pseudo_valid = pseudo_unchanged_patches(pre, n_pseudo, max_shift, noise_std, rng)
     pseudo_post = np.where(pseudo_valid[:, None], pseudo_post, pseudo_pre)
     pseudo = score(pseudo_pre, pseudo_post)
-    return PairScores(scores, self_calibrated_threshold(pseudo, percentile), pseudo)
+    return PairScores(scores, self_calibrated_threshold(pseudo, percentile), pseudo, max_shift)

@@ -61,6 +61,20 @@ def image_overview(ds, name: str) -> ImageOverview:
     return ImageOverview(stats, fill_invalid(stats.unit(data), present, stats.unit_mean), present)
 
 
+def shared_overview(pre: ImageOverview, post: ImageOverview) -> np.ndarray:
+    """Where both overviews (of images on one grid) hold ground, ``(h, w)`` bool.
+
+    Raises
+    ------
+    InputError
+        When they share no pixel: the footprints of the data do not overlap (even if the rasters' bounds do).
+    """
+    shared = pre.overview_valid & post.overview_valid
+    if not shared.any():
+        raise InputError("pre and post share no ground: the footprints of their data do not overlap")
+    return shared
+
+
 def read_present(reader, window: Window) -> tuple[np.ndarray, np.ndarray]:
     """A window ``(bands, h, w)`` float32 of an :class:`~planetcd.change.register.AlignedReader` and where it holds
     ground ``(h, w)`` (:func:`~planetcd.raster.missing_pixels`)."""

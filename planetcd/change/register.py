@@ -24,7 +24,7 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from ..errors import InputError
-from ..raster import is_georeferenced, read_window
+from ..raster import is_georeferenced, missing_pixels, read_window
 
 log = logging.getLogger(__name__)
 
@@ -203,9 +203,15 @@ class AlignedReader:
         self.whole = (int(round(self.displacement[0])), int(round(self.displacement[1])))
         self.frac = (self.displacement[0] - self.whole[0], self.displacement[1] - self.whole[1])
         self.height, self.width, self.count = dataset.height, dataset.width, dataset.count
+        self.nodata = dataset.nodata
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Data ``(bands, h, w)`` float32 and validity ``(h, w)`` for a window of pre's grid."""
+        """Data ``(bands, h, w)`` float32 and validity ``(h, w)`` for a window of pre's grid.
+
+        Validity is :func:`planetcd.raster.missing_pixels`'s rule applied to the raw read (so the outside of
+        a footprint, read as 0, stays missing after the sub-pixel shift), eroded by 2 px next to missing
+        pixels when a sub-pixel shift is undone.
+        """
         pad = 0 if self.frac == (0.0, 0.0) else 2
         src = Window(
             window.col_off + self.whole[1] - pad,
@@ -220,6 +226,9 @@ class AlignedReader:
             and src.row_off + src.height <= self.height
         )
         data, valid = read_window(self.dataset, src, boundless=not inside)
+        # Which pixels hold ground is decided before interpolation: the sub-pixel shift turns the exact
+        # zeros of a footprint's outside (a raster with no nodata tag) into tiny values that would pass.
+        valid = ~missing_pixels(data, valid, self.nodata)
         data, valid = undo_displacement(data, valid, self.frac)
         if pad:
             data = data[:, pad:-pad, pad:-pad]

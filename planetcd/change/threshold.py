@@ -12,8 +12,11 @@ its features see the same surroundings as in the full-image pass; a standalone
 patch leaves the strip the shift uncovers without data.
 
 The ``nn`` method's pairs add the nuisances its pipeline must tolerate
-(:func:`apply_nuisance`): a random gamma and blur, and noise brought up to a
-measured level (:func:`noise_sigma`, :func:`top_up_noise`).
+(:func:`apply_nuisance`): the real nuisances of a second date
+(:mod:`planetcd.change.nuisance`: another sun, dust-devil tracks, haze, a coarser
+resolution, drawn mildly: :data:`~planetcd.change.nuisance.PSEUDO_NUISANCE`), a
+random gamma and blur, and noise brought up to a measured level
+(:func:`noise_sigma`, :func:`top_up_noise`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .nuisance import PSEUDO_NUISANCE, RealNuisance, real_nuisance
 from .register import shift_image, shifted_copy
 
 
@@ -74,8 +78,18 @@ def top_up_noise(image: np.ndarray, target_sigma: float, rng: np.random.Generato
     return image + rng.normal(0.0, extra, image.shape).astype(np.float32)
 
 
-def apply_nuisance(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random gamma (0.8–1.25, log-uniform) and Gaussian blur (σ ≤ 1 px) of ``(bands, rows, cols)`` in ``0..1``."""
+def apply_nuisance(image: np.ndarray, rng: np.random.Generator, real: RealNuisance | None = PSEUDO_NUISANCE
+                   ) -> np.ndarray:
+    """The nuisances of a second date on ``(bands, rows, cols)`` in ``0..1``.
+
+    With ``real`` (default :data:`planetcd.change.nuisance.PSEUDO_NUISANCE`), first the real nuisances
+    of :func:`planetcd.change.nuisance.real_nuisance` — another sun (relit from a photoclinometric
+    height field), dust-devil tracks, haze, a coarser resolution — the same on every band; then a
+    random gamma (0.8–1.25, log-uniform) and Gaussian blur (σ ≤ 1 px). ``real=None``: gamma and blur only.
+    """
+    if real is not None:
+        seed = int(rng.integers(2**31))
+        image = np.stack([real_nuisance(band, np.random.default_rng(seed), real) for band in np.asarray(image)])
     gamma = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
     blur = float(rng.uniform(0.0, 1.0))
     return ndimage.gaussian_filter(np.clip(image, 0, 1) ** gamma, (0, blur, blur))
@@ -101,7 +115,8 @@ def choose_patches(n_patches: int, n_pairs: int, rng: np.random.Generator, usabl
 
 
 def make_pseudo_pair(source: np.ndarray, shift: tuple[float, float], rng: np.random.Generator, *, margin: int = 0,
-                     noise_std: float = 0.0, target_noise: float | None = None
+                     noise_std: float = 0.0, target_noise: float | None = None,
+                     real: RealNuisance | None = PSEUDO_NUISANCE
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """One pseudo-unchanged pair from one source patch.
 
@@ -121,6 +136,8 @@ def make_pseudo_pair(source: np.ndarray, shift: tuple[float, float], rng: np.ran
         (:func:`top_up_noise`). Noise goes where a real post image gets it, before an interpolation:
         with surroundings the pseudo shift stands in for co-registration's, so noise comes first; a
         standalone patch is co-registered afterwards, so its noise comes after the shift.
+    real : RealNuisance, optional
+        The real nuisances :func:`apply_nuisance` adds to the ``nn`` pairs' post (None: gamma and blur only).
 
     Returns
     -------
@@ -128,7 +145,7 @@ def make_pseudo_pair(source: np.ndarray, shift: tuple[float, float], rng: np.ran
     valid : ndarray of bool, shape (rows, cols), or None
         Pixels of post with a source (standalone patches); ``None`` with a margin (all have one).
     """
-    seen = source if target_noise is None else apply_nuisance(source, rng)
+    seen = source if target_noise is None else apply_nuisance(source, rng, real)
     if margin:
         if target_noise is not None:
             seen = top_up_noise(seen, target_noise, rng)
@@ -170,6 +187,7 @@ def iter_pseudo_pairs(
     noise_std: float = 0.02,
     target_noise: float | np.ndarray | None = None,
     margin: int = 0,
+    real: RealNuisance | None = PSEUDO_NUISANCE,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]]:
     """THE pseudo-unchanged pair sampler: ``(source index, pre, post, valid)`` for each pair of a draw.
 
@@ -190,11 +208,13 @@ def iter_pseudo_pairs(
         Noise level of the ``nn`` pairs' post, one value or one per source (indexed by source).
     margin : int
         Extra pixels each source holds on each side (0: standalone patches).
+    real : RealNuisance, optional
+        Real nuisances of the ``nn`` pairs' post (:func:`apply_nuisance`); None: gamma and blur only.
     """
     for i, shift in zip(draw.index, draw.shifts):
         target = None if target_noise is None else float(target_noise[i] if np.ndim(target_noise) else target_noise)
         pre, post, valid = make_pseudo_pair(source_of(int(i)), tuple(shift), rng, margin=margin, noise_std=noise_std,
-                                            target_noise=target)
+                                            target_noise=target, real=real)
         yield int(i), pre, post, valid
 
 
@@ -272,3 +292,58 @@ def kmeans_threshold(scores: np.ndarray, seed: int = 0) -> float:
     low_max = scores[labels != high].max()
     high_min = scores[labels == high].min()
     return float((low_max + high_min) / 2)
+
+
+#: ``k`` of the empirical null: τ = median + k · 1.4826 · MAD of the pair's own scores.
+EMPIRICAL_K = 3.0
+#: Fewest scored patches for an empirical null; with fewer, ``both`` falls back to the pseudo-pair τ.
+EMPIRICAL_MIN_PATCHES = 20
+#: Threshold policies of ``detect`` (``tau=`` / ``--threshold``) besides a fixed number.
+TAU_POLICIES = ("pseudo", "empirical", "both", "kmeans")
+
+
+def empirical_threshold(scores: np.ndarray, k: float = EMPIRICAL_K, min_patches: int = EMPIRICAL_MIN_PATCHES) -> float:
+    """τ from the pair's own scores: an empirical null of the unchanged patches.
+
+    Most patches of a real pair are unchanged, so the bulk of their scores is a sample of the unchanged
+    score distribution *with every nuisance the pair really has* (illumination, albedo, resolution,
+    residual misregistration), which pseudo pairs only model. Its robust location and spread — the
+    median and the MAD scaled to a normal σ (1.4826 · MAD) — stay put while fewer than half the patches
+    changed; τ = median + ``k`` · σ.
+
+    Parameters
+    ----------
+    scores : ndarray, shape (n,)
+        ρ of the scored patches (NaN ignored).
+    k : float
+        Spread multiplier (default :data:`EMPIRICAL_K` = 3).
+    min_patches : int
+        Fewer finite scores than this give NaN (no null can be estimated).
+
+    Returns
+    -------
+    float
+        τ, or NaN when there are too few scores.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    scores = scores[np.isfinite(scores)]
+    if scores.size < max(2, min_patches):
+        return float("nan")
+    median = float(np.median(scores))
+    sigma = 1.4826 * float(np.median(np.abs(scores - median)))
+    return median + k * sigma
+
+
+def combine_thresholds(pseudo: float, empirical: float) -> float:
+    """The ``both`` rule: τ = max(pseudo-pair τ, empirical τ); the pseudo-pair τ alone when the other is NaN.
+
+    Each is a label-free estimate of the top of the unchanged score distribution: the pseudo pairs hold
+    only the nuisances they simulate (so on a real pair their τ is too low and flags ground that merely
+    looks different), the empirical null holds the pair's real nuisances but rises when many patches
+    changed. Taking the larger keeps a false alarm to what neither explains.
+    """
+    if not np.isfinite(empirical):
+        return float(pseudo)
+    if not np.isfinite(pseudo):
+        return float(empirical)
+    return float(max(pseudo, empirical))

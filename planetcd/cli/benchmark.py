@@ -18,7 +18,7 @@ def benchmark() -> None:
 
 @benchmark.command()
 @click.argument("outdir", type=click.Path(file_okay=False))
-@click.option("--preset", type=click.Choice(["ctx-impacts", "lroc", "rsl"]), default="ctx-impacts",
+@click.option("--preset", type=click.Choice(["ctx-impacts", "lroc", "rsl", "small-craters", "real-nuisance"]), default="ctx-impacts",
               show_default=True, help="ctx-impacts: 150 px, shifts <= 10 px; lroc: 100 px, <= 40 px; "
                                       "rsl: 100 px, dark slope streaks.")
 @click.option("--n-pairs", type=click.IntRange(1), default=200, show_default=True, help="Number of pairs.")

@@ -73,7 +73,10 @@ def demo(outdir, size, seed, weights, device, overwrite, verbose, quiet):
     top = result.candidates()
     r0, c0 = top["row_off"][0], top["col_off"][0]
     found = r0 <= row < r0 + patch and c0 <= col < c0 + patch
+    flagged = bool(found and top["changed"][0])
     dy, dx = result.displacement
-    log.info("estimated shift dy=%+.2f dx=%+.2f px; tau=%.4g; top patch at row %d col %d (ratio %.2f): %s",
-             dy, dx, result.tau, r0, c0, top["ratio"][0], "the new crater" if found else "NOT the new crater")
+    log.info("estimated shift dy=%+.2f dx=%+.2f px; tau=%.4g; %d of %d patches changed; top patch at row %d col %d "
+             "(ratio %.2f): %s", dy, dx, result.tau, int(result.changed.sum()), len(top["rank"]), r0, c0,
+             top["ratio"][0], ("the new crater, flagged" if flagged else "the new crater, NOT flagged") if found
+             else "NOT the new crater")
     log.info("see %s (quicklook.png, candidates.gpkg opens in QGIS)", result_dir)

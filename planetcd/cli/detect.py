@@ -22,13 +22,27 @@ from .options import (
 log = logging.getLogger("planetcd")
 
 
+def _max_shift(value: str) -> str | float:
+    if value == "auto":
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number >= 0:
+        raise click.BadParameter("use 'auto' or a number of pixels >= 0", param_hint="--max-shift")
+    return number
+
+
 def _tau(value: str) -> str | float:
-    if value in ("pseudo", "kmeans"):
+    from ..change.threshold import TAU_POLICIES
+
+    if value in TAU_POLICIES:
         return value
     try:
         return float(value)
     except ValueError:
-        raise click.BadParameter("use 'pseudo', 'kmeans' or a number") from None
+        raise click.BadParameter("use 'pseudo', 'empirical', 'both', 'kmeans' or a number") from None
 
 
 @click.command()
@@ -38,18 +52,21 @@ def _tau(value: str) -> str | float:
 @click.option("--patch-size", type=click.IntRange(8), default=100, show_default=True, help="Patch side, pixels.")
 @click.option("--stride", type=click.IntRange(1), default=None, help="Step between patches, pixels [default: patch size].")
 @click.option("--layer", type=click.IntRange(1, 13), default=6, show_default=True, help="VGG-16 conv layer (6 = conv3_2).")
-@click.option("--method", type=click.Choice(["paper", "nn"]), default="paper", show_default=True,
-              help="paper: L1 of pooled features (Saha & Zhu); nn: worst nearest-neighbour feature disagreement "
-                   "(shift-tolerant, sees small new craters).")
+@click.option("--method", type=click.Choice(["nn", "paper"]), default="nn", show_default=True,
+              help="nn: worst nearest-neighbour feature disagreement (shift-tolerant, sees small new craters; "
+                   "the best on every benchmark); paper: L1 of pooled features (Saha & Zhu; with "
+                   "--threshold pseudo --max-shift 10, the faithful reproduction).")
 @click.option("--nn-radius", type=click.IntRange(0, 8), default=2, show_default=True,
               help="Search radius of --method nn, in feature cells (4 px at layer 6).")
 @click.option("--pooling", type=click.Choice(["max", "avg"]), default="max", show_default=True, help="Global pooling per patch.")
-@click.option("--threshold", "threshold", default="pseudo", show_default=True,
-              help="'pseudo' (95th percentile of pseudo-unchanged pairs), 'kmeans', or a fixed τ.")
+@click.option("--threshold", "threshold", default="both", show_default=True,
+              help="'pseudo' (95th percentile of pseudo-unchanged pairs), 'empirical' (median + 3 MAD of the "
+                   "pair's own scores), 'both' (the larger of the two), 'kmeans', or a fixed τ.")
 @click.option("--percentile", type=click.FloatRange(0, 100), default=95.0, show_default=True,
               help="Percentile of pseudo-pair scores taken as τ.")
-@click.option("--max-shift", type=click.FloatRange(0), default=10.0, show_default=True,
-              help="Largest shift per axis in pseudo pairs, pixels.")
+@click.option("--max-shift", default="auto", show_default=True,
+              help="Largest shift per axis in pseudo pairs, pixels, or 'auto': the residual misregistration "
+                   "measured on the pair (+1 px; at least 4 for nn, 10 for paper), which also widens nn's search.")
 @click.option("--noise-std", type=click.FloatRange(0), default=0.02, show_default=True,
               help="Gaussian noise of pseudo pairs (0..1 intensity scale).")
 @click.option("--n-pseudo", type=click.IntRange(2), default=100, show_default=True, help="Number of pseudo pairs.")
@@ -68,7 +85,7 @@ def _tau(value: str) -> str | float:
 def detect(pre, post, outdir, patch_size, stride, layer, method, nn_radius, pooling, threshold, percentile, max_shift, noise_std,
            n_pseudo, register, pixelwise, tile_size, no_quicklook, scheduler, workers, weights, device, seed, overwrite, verbose,
            quiet):
-    """Find changed patches between PRE and POST images (Saha & Zhu's VGG-16 patch method).
+    """Find changed patches between PRE and POST images (VGG-16 features; Saha & Zhu's patch method or nn).
 
     Writes change_score.tif, change_mask.tif (on PRE's grid), candidates.csv and
     candidates.gpkg (patches ranked by change score), quicklook.png and run.json.
@@ -85,7 +102,7 @@ def detect(pre, post, outdir, patch_size, stride, layer, method, nn_radius, pool
     check_writable([outdir / n for n in output_names(pixelwise, not no_quicklook)], overwrite)
     options = dict(
         patch_size=patch_size, stride=stride, layer=layer, method=method, nn_radius=nn_radius, pooling=pooling,
-        tau=_tau(threshold), percentile=percentile, max_shift=max_shift, noise_std=noise_std,
+        tau=_tau(threshold), percentile=percentile, max_shift=_max_shift(max_shift), noise_std=noise_std,
         n_pseudo=n_pseudo, register=register, pixelwise=pixelwise, weights=weights, device=device,
         tile_size=tile_size, seed=seed, progress=show_progress,
     )

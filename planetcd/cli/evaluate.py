@@ -34,7 +34,8 @@ LAYOUTS = ("auto", "canonical", "marsbench", "saha")
               help="Pseudo-unchanged pairs per method [default: the method's own, at least 100].")
 @click.option("--max-shift", type=click.FloatRange(0), default=None,
               help="Largest misregistration expected between pre and post, px per axis: pseudo-unchanged pairs "
-                   "are shifted up to it [default: 10, the paper's].")
+                   "are shifted up to it [default: found from the pairs' own displacements, at least 4 px for nn "
+                   "and 10 (the paper's) for the others].")
 @weights_opt
 @device_opt
 @seed_opt

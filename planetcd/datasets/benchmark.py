@@ -15,6 +15,11 @@ module builds sets of the same shape from real images:
   in; a *rendered fresh crater* with a dark or bright blast zone
   (:func:`planetcd.datasets.synthetic.add_fresh_crater`); or, for the ``rsl``
   preset, a few elongated *dark slope streaks*.
+- the ``real-nuisance`` preset adds what a real second date brings, to both
+  dates independently (:mod:`planetcd.change.nuisance`): another sun (the
+  ground relit from a photoclinometric height field), dust-devil tracks, a
+  mosaic seam, haze and a coarser resolution; ``small-craters`` has new
+  craters of radius 3–7 px on pairs misregistered by up to 20 px.
 
 New craters are 10–40 px across. Every random draw of pair ``i`` comes from
 ``numpy.random.default_rng([seed, i])``, so a set is reproducible to the byte
@@ -43,6 +48,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from ..change.nuisance import REAL_NUISANCE, real_nuisance
 from ..errors import InputError
 from ..raster import open_raster, read_window
 from .changeset import ChangeSet, write_changeset
@@ -75,8 +81,10 @@ KNOWN_IMAGES = {
     "hrsc-holdout": ("data/hrsc-pycda/holdout_tile.pgm", "data/hrsc-pycda/holdout_tile_labels.csv"),
 }
 
-#: Radii (pixels) of new craters: 10–40 px across.
+#: Radii (pixels) of new craters: 10–40 px across (the ``small-craters`` preset: 3–7 px).
 CRATER_RADIUS = (5.0, 20.0)
+#: Radii (pixels) of the labelled craters kept as donors: every preset's range.
+DONOR_RADIUS = (3.0, 20.0)
 
 
 @dataclass(frozen=True)
@@ -88,9 +96,15 @@ class Preset:
     max_shift: float
     implants: tuple[str, ...]
     mirrors: str
+    #: radii of new craters, pixels
+    crater_radius: tuple[float, float] = (5.0, 20.0)
+    #: both dates get real nuisances, drawn independently (:func:`planetcd.change.nuisance.real_nuisance`)
+    real_nuisance: bool = False
 
     def describe(self) -> str:
-        return f"{self.name}: {self.patch_size} px patches, shifts <= {self.max_shift:g} px, {', '.join(self.implants)}"
+        extra = ", real nuisances on both dates" if self.real_nuisance else ""
+        return (f"{self.name}: {self.patch_size} px patches, shifts <= {self.max_shift:g} px, "
+                f"{', '.join(self.implants)} (r {self.crater_radius[0]:g}-{self.crater_radius[1]:g} px){extra}")
 
 
 PRESETS: dict[str, Preset] = {
@@ -99,6 +113,13 @@ PRESETS: dict[str, Preset] = {
     "lroc": Preset("lroc", 100, 40.0, ("crater", "fresh-dark", "fresh-bright"),
                    "LROC NAC new impacts: 100 px patches, poorly co-registered"),
     "rsl": Preset("rsl", 100, 10.0, ("streaks",), "HiRISE recurring slope lineae: dark streaks appearing"),
+    "small-craters": Preset("small-craters", 150, 20.0, ("crater", "fresh-dark", "fresh-bright"),
+                            "small new craters (r 3-7 px) on poorly co-registered 150 px pairs (shifts up to 20 px)",
+                            crater_radius=(3.0, 7.0)),
+    "real-nuisance": Preset("real-nuisance", 150, 10.0, ("crater", "fresh-dark", "fresh-bright"),
+                            "ctx-impacts with the nuisances of a real second date on both dates: another sun "
+                            "(relit by photoclinometry), dust-devil tracks, mosaic seams, haze, resolution",
+                            real_nuisance=True),
 }
 
 #: Nuisance ranges of the post image (all pairs, changed or not).
@@ -233,7 +254,7 @@ def load_sources(
             name = image_path.stem
         image, full = _read_gray(image_path)
         craters = _read_craters(label_path)
-        keep = (craters[:, 2] >= CRATER_RADIUS[0]) & (craters[:, 2] <= CRATER_RADIUS[1]) if len(craters) else []
+        keep = (craters[:, 2] >= DONOR_RADIUS[0]) & (craters[:, 2] <= DONOR_RADIUS[1]) if len(craters) else []
         sources.append(SourceImage(name, image, craters[keep] if len(craters) else craters, full))
     return sources
 
@@ -285,8 +306,11 @@ def draw_spec(
         spec.radius, spec.angle = half_length, float(rng.uniform(0, np.pi))
         spec.n_streaks, spec.strength = int(rng.integers(1, 5)), float(rng.uniform(0.2, 0.45))
     else:
-        radius = float(rng.uniform(*CRATER_RADIUS))
+        radius = float(rng.uniform(*preset.crater_radius))
         donors = source.craters
+        if len(donors):
+            low, high = preset.crater_radius
+            donors = donors[(donors[:, 2] >= low) & (donors[:, 2] <= high)]
         if kind == "crater":
             far = _donors_away_from(donors, y0, x0, s, m, source.image.shape)
             if len(far):
@@ -333,7 +357,8 @@ def _donors_away_from(craters: np.ndarray, y0: int, x0: int, s: int, m: int, sha
         return craters
     x, y, r = craters.T
     half = np.ceil(1.8 * r) + 2
-    inside_image = (y - half >= 0) & (x - half >= 0) & (y + half < shape[0]) & (x + half < shape[1])
+    cy, cx = np.round(y), np.round(x)  # the cut-out is centred on the rounded centre (_transplant)
+    inside_image = (cy - half >= 0) & (cx - half >= 0) & (cy + half + 1 <= shape[0]) & (cx + half + 1 <= shape[1])
     outside_region = (y + half < y0 - m) | (y - half > y0 + s + m) | (x + half < x0 - m) | (x - half > x0 + s + m)
     return craters[inside_image & outside_region]
 
@@ -385,7 +410,8 @@ def _streaks(ground: np.ndarray, spec: PairSpec, gy: float, gx: float, rng: np.r
 
 
 def render_pair(
-    spec: PairSpec, source: SourceImage, patch_size: int, max_shift: float, implant: bool = True
+    spec: PairSpec, source: SourceImage, patch_size: int, max_shift: float, implant: bool = True,
+    nuisance=None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Make one pair from its spec.
 
@@ -396,6 +422,10 @@ def render_pair(
     footprint : ndarray of bool
         Post pixels the implant can touch (its extent moved by the shift,
         widened by the blur and the interpolation kernel).
+
+    With ``nuisance`` (a :class:`planetcd.change.nuisance.RealNuisance`), each date's ground first gets
+    its own real nuisances (seeds ``noise_seed + 2`` for pre, ``+ 3`` for post), and the implant is added
+    to post's as a difference, so a changed pair and its unchanged twin still differ only in the implant.
     """
     s, m = patch_size, _margin(max_shift)
     region = source.image[spec.y0 - m : spec.y0 + s + m, spec.x0 - m : spec.x0 + s + m].astype(np.float64)
@@ -420,13 +450,18 @@ def render_pair(
         moved = ndimage.shift(touched.astype(np.float32), (spec.dy, spec.dx), order=1, mode="constant") > 0
         grow = int(np.ceil(3 * spec.blur)) + 4  # blur kernel + cubic-spline interpolation support
         footprint = ndimage.binary_dilation(moved, iterations=grow)[m : m + s, m : m + s]
+    pre_region = region
+    if nuisance is not None:
+        pre_region = real_nuisance(region, np.random.default_rng(spec.noise_seed + 2), nuisance).astype(np.float64)
+        post_region = real_nuisance(region, np.random.default_rng(spec.noise_seed + 3), nuisance).astype(np.float64)
+        ground = post_region + (ground - region)
     seen = ndimage.shift(ground, (spec.dy, spec.dx), order=3, mode="nearest")
     if spec.blur > 0:
         seen = ndimage.gaussian_filter(seen, spec.blur, mode="nearest")
     post = seen[m : m + s, m : m + s]
     post = spec.gain * np.clip(post, 0.0, 1.0) ** spec.gamma + spec.offset
     post = post + np.random.default_rng(spec.noise_seed).normal(0.0, spec.noise, post.shape)
-    pre = region[m : m + s, m : m + s]
+    pre = pre_region[m : m + s, m : m + s]
     return pre.astype(np.float32), np.clip(post, 0.0, 1.0).astype(np.float32), footprint
 
 
@@ -452,7 +487,7 @@ def make_benchmark(
     Parameters
     ----------
     preset : str or Preset
-        ``ctx-impacts``, ``lroc`` or ``rsl`` (see :data:`PRESETS`).
+        ``ctx-impacts``, ``lroc``, ``rsl``, ``small-craters`` or ``real-nuisance`` (see :data:`PRESETS`).
     n_pairs : int
     seed : int
         The same seed (and sources) gives the same pairs, to the byte.
@@ -489,10 +524,11 @@ def make_benchmark(
     labels = master.permutation(np.r_[np.ones(n_changed, np.int64), np.zeros(n_pairs - n_changed, np.int64)])
     which = master.integers(len(sources), size=n_pairs)
     specs, pres, posts, footprints = [], [], [], []
+    nuisance = REAL_NUISANCE if preset.real_nuisance else None
     for i in range(n_pairs):
         source = sources[int(which[i])]
         spec = draw_spec(np.random.default_rng([seed, i]), source, preset, bool(labels[i]), s, shift)
-        pre, post, footprint = render_pair(spec, source, s, shift, implant=implants)
+        pre, post, footprint = render_pair(spec, source, s, shift, implant=implants, nuisance=nuisance)
         specs.append(spec)
         pres.append(_to_uint8(pre))
         posts.append(_to_uint8(post))
@@ -503,7 +539,8 @@ def make_benchmark(
                           f"{preset.name}-seed{seed}")
     params = {"preset": preset.name, "n_pairs": n_pairs, "seed": seed, "images": [src.name for src in sources],
               "patch_size": s, "max_shift": shift, "changed_fraction": changed_fraction, "implants": implants,
-              "nuisance": {k: list(v) for k, v in NUISANCE.items()}, "crater_radius_px": list(CRATER_RADIUS)}
+              "nuisance": {k: list(v) for k, v in NUISANCE.items()}, "crater_radius_px": list(preset.crater_radius),
+              "real_nuisance": preset.real_nuisance}
     return Benchmark(changeset, specs, np.stack(footprints), preset, seed, tuple(src.name for src in sources), params)
 
 

@@ -228,10 +228,15 @@ def test_real_ctx_tile_with_a_pasted_real_crater_ranks_first(shared_dir, trunk, 
     pre_path = write_synthetic_geotiff(tmp_path / "pre.tif", area, dtype="float32")
     post_path = write_synthetic_geotiff(tmp_path / "post.tif", post, dtype="float32")
 
-    result = detect(pre_path, post_path, trunk=trunk, n_pseudo=40)
+    result = detect(pre_path, post_path, trunk=trunk, n_pseudo=40, method="paper", tau="pseudo", max_shift=10)
     table = result.candidates()
     assert (table["row_off"][0], table["col_off"][0]) == target
     np.testing.assert_allclose(result.displacement, displacement, atol=0.5)
+    # the defaults (nn): the pasted crater (up to 1.4 radii of the tile's largest crater, wider than a patch)
+    # also changes its neighbours; its patch is among the first and flagged
+    nn = detect(pre_path, post_path, trunk=trunk, n_pseudo=40).candidates()
+    top = list(zip(nn["row_off"][:3].tolist(), nn["col_off"][:3].tolist()))
+    assert target in top and nn["changed"][top.index(target)]
 
 
 def test_nn_method_finds_a_small_new_crater_the_paper_misses(trunk):
@@ -243,6 +248,6 @@ def test_nn_method_finds_a_small_new_crater_the_paper_misses(trunk):
     assert (table["row_off"][0], table["col_off"][0]) == (200, 300)
     assert table["changed"][0] and table["changed"].sum() == 1
     assert nn.params["method"] == "nn"
-    paper = detect(pair.pre, pair.post, trunk=trunk, n_pseudo=40).candidates()
+    paper = detect(pair.pre, pair.post, trunk=trunk, n_pseudo=40, method="paper", tau="pseudo", max_shift=10).candidates()
     planted = _patch_of(paper, 250, 350)
     assert not paper["changed"][planted]  # the limitation of pooled descriptors that docs/detect.md describes

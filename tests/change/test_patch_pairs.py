@@ -145,3 +145,20 @@ def test_every_method_scores_the_tiny_set(tiny_set, vgg_weights):
     assert (info.currsize, info.misses) == (3, 3)  # layers 5, 6, 7 loaded once each
     with pytest.raises(ValueError, match="unknown method"):
         score_pairs(pre, post, "magic")
+
+
+def test_auto_max_shift_is_found_from_the_pairs_displacements(rng):
+    from planetcd.change.nn import pair_shifts
+    from planetcd.change.patch_pairs import auto_max_shift
+    from scipy import ndimage
+
+    from planetcd.datasets.synthetic import synthetic_terrain
+
+    ground = synthetic_terrain((260, 260), seed=4)[0]
+    truth = [(20.0, -3.5), (-12.25, 17.5), (6.0, 19.0), (-19.5, -8.0)]
+    pre = np.stack([ground[60:210, 60:210]] * 4)[:, None]
+    post = np.stack([ndimage.shift(ground, d, order=3, mode="nearest")[60:210, 60:210] for d in truth])[:, None]
+    found = pair_shifts(pre, post)
+    np.testing.assert_allclose(found, truth, atol=2.0)
+    assert auto_max_shift(found, "nn") == pytest.approx(21.0, abs=1.0)
+    assert auto_max_shift(np.zeros((5, 2)), "nn") == 4.0 and auto_max_shift(np.zeros((5, 2)), "paper") == 10.0

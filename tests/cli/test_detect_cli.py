@@ -109,3 +109,29 @@ def test_help_lists_every_command():
     assert result.exit_code == 0
     for command in ("detect", "demo"):
         assert command in result.output
+
+
+def test_demo_flags_its_own_crater_with_the_defaults(vgg_weights, tmp_path):
+    out = _run(["demo", tmp_path / "demo", "--weights", vgg_weights])
+    assert out.exit_code == 0, out.output
+    assert "the new crater, flagged" in out.output, out.output
+    import json
+
+    record = json.loads((tmp_path / "demo" / "detect" / "run.json").read_text())
+    assert record["parameters"]["method"] == "nn" and record["thresholds"]["policy"] == "both"
+    assert record["misregistration"]["max_shift_px"] >= 4.0
+    assert 1 <= record["n_changed"] <= 3  # its crater, and next to nothing else
+
+
+def test_threshold_and_max_shift_options(pair_paths, vgg_weights, tmp_path):
+    pre, post = pair_paths
+    bad = _run(["detect", pre, post, "-o", tmp_path / "a", "--weights", vgg_weights, "--max-shift", "far"])
+    assert bad.exit_code != 0 and "max-shift" in bad.output
+    ok = _run(["detect", pre, post, "-o", tmp_path / "b", "--weights", vgg_weights, "--method", "paper",
+               "--threshold", "pseudo", "--max-shift", "10", "--n-pseudo", "20"])
+    assert ok.exit_code == 0, ok.output
+    import json
+
+    record = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert record["parameters"]["max_shift"] == 10.0 and record["thresholds"]["empirical"] is None
+    assert record["tau"] == record["thresholds"]["pseudo"]

@@ -53,13 +53,17 @@ def test_changed_pairs_differ_from_their_twin_only_in_the_implant(sources, prese
     twins = make_benchmark(preset, 8, seed=21, sources=sources, patch_size=size, implants=False)
     cs, tw = made.changeset, twins.changeset
     np.testing.assert_array_equal(cs.labels, tw.labels)
-    np.testing.assert_array_equal(cs.pre, tw.pre)  # the pre patch is real and untouched
+    np.testing.assert_array_equal(cs.pre, tw.pre)  # the pre patch is real (and untouched but by real nuisances)
     diff = np.abs(cs.post.astype(np.int16) - tw.post.astype(np.int16))[:, 0]
     max_shift = PRESETS[preset].max_shift
     for i, spec in enumerate(made.specs):
         source = next(s for s in sources if s.name == spec.source)
         window = source.image[spec.y0 : spec.y0 + size, spec.x0 : spec.x0 + size]
-        np.testing.assert_array_equal(cs.pre[i, 0], np.round(window * 255))
+        if PRESETS[preset].real_nuisance:  # pre is the same ground under its own nuisances
+            assert np.corrcoef(cs.pre[i, 0].ravel(), window.ravel())[0, 1] > 0.3
+            assert np.abs(cs.pre[i, 0] - np.round(window * 255)).mean() > 1.0
+        else:
+            np.testing.assert_array_equal(cs.pre[i, 0], np.round(window * 255))
         assert abs(spec.dy) <= max_shift and abs(spec.dx) <= max_shift
         # The nuisance alone changes post (shift, gain, gamma, blur, noise) ...
         assert np.abs(tw.post[i, 0].astype(float) - tw.pre[i, 0]).mean() > 1.0
@@ -79,13 +83,17 @@ def test_changed_pairs_differ_from_their_twin_only_in_the_implant(sources, prese
         rows, cols = np.nonzero(changed)
         assert abs(rows.mean() - spec.y) < 0.35 * size and abs(cols.mean() - spec.x) < 0.35 * size
         if spec.implant != "streaks":
-            assert 5.0 <= spec.radius <= 20.0  # 10-40 px across
+            low, high = PRESETS[preset].crater_radius
+            assert low <= spec.radius <= high  # 10-40 px across; small-craters: 6-14 px
 
 
 def test_presets_mirror_the_published_sets():
     assert (PRESETS["ctx-impacts"].patch_size, PRESETS["ctx-impacts"].max_shift) == (150, 10.0)
     assert (PRESETS["lroc"].patch_size, PRESETS["lroc"].max_shift) == (100, 40.0)
     assert PRESETS["rsl"].patch_size == 100 and PRESETS["rsl"].implants == ("streaks",)
+    small = PRESETS["small-craters"]
+    assert (small.patch_size, small.max_shift, small.crater_radius) == (150, 20.0, (3.0, 7.0))
+    assert PRESETS["real-nuisance"].real_nuisance and not PRESETS["ctx-impacts"].real_nuisance
 
 
 def test_training_images_are_refused_for_test_sets(shared_dir):

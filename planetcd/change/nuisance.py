@@ -1,0 +1,184 @@
+"""Real nuisances of a second date: relighting (photoclinometry), albedo streaks, mosaic seams, haze, resolution.
+
+A second orbital image of the same ground differs from the first in more than
+noise, gain and a shift. This module renders the differences that are not
+change, on single-band images ``(rows, cols)`` in ``0..1``; the benchmark
+generator (:mod:`planetcd.datasets.benchmark`, preset ``real-nuisance``) and
+the pseudo-unchanged pairs (:func:`planetcd.change.threshold.apply_nuisance`)
+draw them from here.
+
+Sun convention (as :mod:`planetcd.craters.sun`): ``azimuth`` is the direction
+the light comes FROM, degrees clockwise from the image top; ``elevation`` is
+the sun's angle above the horizon, degrees.
+
+Relighting model (:func:`relight`): the ground is Lambertian with a slowly
+varying albedo. Linearised, ``I / mean(I) ≈ 1 − cot(e) · (∇h · d)`` where ``d``
+is the horizontal unit vector toward the sun, so the slope along ``d`` is
+``(1 − I / mean(I)) · tan(e)``; integrating it along ``d`` (in Fourier space,
+regularised where the frequency is perpendicular to ``d``) gives a height field
+``h`` (:func:`height_from_shading`). The image is re-rendered under the new sun
+with the full Lambertian law, and what the model does not explain (the ratio of
+the image to its own rendering under the old sun: albedo, noise) is kept where
+the old sun lit the ground (shadows hold no albedo and are lit anew).
+Geometry does not move: a crater's bowl stays where it is, only its bright and
+dark halves turn with the sun.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+
+def _toward_sun(azimuth: float) -> tuple[float, float]:
+    """Horizontal unit vector ``(drow, dcol)`` pointing to the sun (light FROM ``azimuth``, clockwise from top)."""
+    a = np.deg2rad(azimuth)
+    return -float(np.cos(a)), float(np.sin(a))
+
+
+def _frequencies(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    return np.fft.fftfreq(shape[0])[:, None], np.fft.fftfreq(shape[1])[None, :]
+
+
+def height_from_shading(image: np.ndarray, azimuth: float, elevation: float, eps: float = 0.02) -> np.ndarray:
+    """A height field ``(rows, cols)`` (pixels of height per pixel of ground) whose shading under the sun is ``image``.
+
+    Linear photoclinometry: the slope toward the sun is ``(1 − I/Ī) · tan(elevation)``, integrated along
+    the sun direction by Fourier division, regularised by ``eps`` (cycles/px) across it (the component
+    shading cannot see). Mirror-padded, so the image borders do not wrap.
+    """
+    image = np.asarray(image, np.float64)
+    mean = image.mean() or 1.0
+    slope = (1.0 - image / mean) * np.tan(np.deg2rad(elevation))
+    rows, cols = image.shape
+    padded = np.pad(slope - slope.mean(), ((0, rows), (0, cols)), mode="symmetric")
+    fy, fx = _frequencies(padded.shape)
+    dy, dx = _toward_sun(azimuth)
+    k = 2j * np.pi * (fy * dy + fx * dx)  # the derivative along d in Fourier space
+    height = np.real(np.fft.ifft2(np.fft.fft2(padded) * np.conj(k) / (np.abs(k) ** 2 + (2 * np.pi * eps) ** 2)))
+    return height[:rows, :cols]
+
+
+def shade(height: np.ndarray, azimuth: float, elevation: float) -> np.ndarray:
+    """Lambertian shading ``cos(incidence)`` (clipped at 0) of a height field under the sun, ``(rows, cols)``."""
+    gy, gx = np.gradient(np.asarray(height, np.float64))
+    dy, dx = _toward_sun(azimuth)
+    e = np.deg2rad(elevation)
+    light = np.array([np.cos(e) * dy, np.cos(e) * dx, np.sin(e)])
+    # normal ∝ (−∂h/∂row, −∂h/∂col, 1)
+    dot = -gy * light[0] - gx * light[1] + light[2]
+    return np.clip(dot / np.sqrt(1.0 + gy**2 + gx**2), 0.0, None)
+
+
+def relight(image: np.ndarray, azimuth: float, elevation: float, new_azimuth: float, new_elevation: float
+            ) -> np.ndarray:
+    """The image ``(rows, cols)`` (``0..1``) seen under another sun (module docstring: the model).
+
+    Returns float32 in ``0..1``; the same sun gives the image back (to the regularisation).
+    """
+    image = np.asarray(image, np.float64)
+    height = height_from_shading(image, azimuth, elevation)
+    old = shade(height, azimuth, elevation)
+    new = shade(height, new_azimuth, new_elevation)
+    old, new = old / (old.mean() or 1.0), new / (new.mean() or 1.0)
+    # Lit ground: the image times the change of shading (its albedo and what the linear model missed are
+    # kept). Shadow holds no albedo: it gets the mean brightness times the gain in shading.
+    lit = image > 0.2 * image.mean()
+    ratio = np.clip(new / np.maximum(old, 1e-3), 0.0, 3.0)
+    out = np.where(lit, image * ratio, image + image.mean() * np.maximum(new - old, 0.0))
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def albedo_streaks(image: np.ndarray, rng: np.random.Generator, n: int = 3, strength: tuple[float, float] = (0.05, 0.15),
+                   width: tuple[float, float] = (1.5, 4.0)) -> np.ndarray:
+    """Dark, curving tracks like dust-devil tracks: ``n`` random walks crossing the image, each darkening the
+    ground by a fraction in ``strength`` over a Gaussian profile of σ in ``width`` px."""
+    rows, cols = image.shape
+    darkening = np.zeros((rows, cols))
+    for _ in range(n):
+        track = np.zeros((rows, cols))
+        heading = rng.uniform(0, 2 * np.pi)
+        y, x = rng.uniform(0, rows), rng.uniform(0, cols)
+        # start outside the image half the time so tracks cross it
+        for _ in range(4 * (rows + cols)):
+            heading += rng.normal(0, 0.05)
+            y, x = y + np.sin(heading), x + np.cos(heading)
+            if 0 <= y < rows and 0 <= x < cols:
+                track[int(y), int(x)] = 1.0
+        sigma = rng.uniform(*width)
+        track = ndimage.gaussian_filter(track, sigma) * sigma * np.sqrt(2 * np.pi)
+        darkening = np.maximum(darkening, np.clip(track, 0, 1) * rng.uniform(*strength))
+    return (image * (1.0 - darkening)).astype(np.float32)
+
+
+def mosaic_seam(image: np.ndarray, rng: np.random.Generator, gain: tuple[float, float] = (0.9, 1.1),
+                offset: float = 0.03) -> np.ndarray:
+    """A straight seam across the image between two acquisitions: one side gets another gain and offset."""
+    rows, cols = image.shape
+    angle = rng.uniform(0, np.pi)
+    rr, cc = np.mgrid[:rows, :cols]
+    side = (rr - rng.uniform(0.25, 0.75) * rows) * np.cos(angle) - (cc - rng.uniform(0.25, 0.75) * cols) * np.sin(angle)
+    other = image * rng.uniform(*gain) + rng.uniform(-offset, offset)
+    return np.where(side > 0, other, image).clip(0, 1).astype(np.float32)
+
+
+def haze(image: np.ndarray, amount: float) -> np.ndarray:
+    """Contrast loss by an atmospheric veil: ``I (1 − amount) + amount · mean(I)``."""
+    return (image * (1.0 - amount) + amount * float(image.mean())).astype(np.float32)
+
+
+def resolution(image: np.ndarray, factor: float) -> np.ndarray:
+    """The image seen at ``factor`` × coarser pixels (area-averaged down, cubic back up to the same grid)."""
+    if factor <= 1.0:
+        return np.asarray(image, np.float32)
+    small = ndimage.zoom(ndimage.gaussian_filter(image, 0.5 * factor), 1.0 / factor, order=1, mode="nearest")
+    back = ndimage.zoom(small, (image.shape[0] / small.shape[0], image.shape[1] / small.shape[1]), order=3,
+                        mode="nearest")
+    return back[: image.shape[0], : image.shape[1]].astype(np.float32)
+
+
+@dataclass(frozen=True)
+class RealNuisance:
+    """Ranges of the real nuisances drawn by :func:`real_nuisance` (probabilities per image)."""
+
+    sun_azimuth_change: float = 45.0  #: the new sun azimuth is within ± this many degrees
+    sun_elevation: tuple[float, float] = (25.0, 65.0)  #: both elevations are drawn here, degrees
+    p_relight: float = 1.0
+    p_streaks: float = 0.5
+    p_seam: float = 0.3
+    haze: tuple[float, float] = (0.0, 0.35)
+    p_haze: float = 0.5
+    resolution: tuple[float, float] = (1.0, 2.0)
+    p_resolution: float = 0.5
+
+
+#: The benchmark's ``real-nuisance`` preset.
+REAL_NUISANCE = RealNuisance()
+#: The milder draw of the ``nn`` pseudo-unchanged pairs (no seam, rarely streaks).
+PSEUDO_NUISANCE = RealNuisance(sun_azimuth_change=30.0, p_relight=0.5, p_streaks=0.2, p_seam=0.0, haze=(0.0, 0.25),
+                               p_haze=0.3, resolution=(1.0, 1.5), p_resolution=0.3)
+
+
+def real_nuisance(image: np.ndarray, rng: np.random.Generator, ranges: RealNuisance = REAL_NUISANCE) -> np.ndarray:
+    """One date's real nuisances on ``(rows, cols)`` (``0..1``): relighting, streaks, seam, haze, resolution.
+
+    Every draw comes from ``rng`` in a fixed order (the same ``rng`` state gives the same image).
+    """
+    out = np.asarray(image, np.float32)
+    azimuth = rng.uniform(0, 360)
+    e0, e1 = rng.uniform(*ranges.sun_elevation, size=2)
+    turn = rng.uniform(-ranges.sun_azimuth_change, ranges.sun_azimuth_change)
+    draws = rng.uniform(size=5)
+    if draws[0] < ranges.p_relight:
+        out = relight(out, azimuth, e0, azimuth + turn, e1)
+    if draws[1] < ranges.p_streaks:
+        out = albedo_streaks(out, rng, n=int(rng.integers(1, 4)))
+    if draws[2] < ranges.p_seam:
+        out = mosaic_seam(out, rng)
+    if draws[3] < ranges.p_haze:
+        out = haze(out, rng.uniform(*ranges.haze))
+    if draws[4] < ranges.p_resolution:
+        out = resolution(out, rng.uniform(*ranges.resolution))
+    return np.clip(out, 0.0, 1.0).astype(np.float32)

@@ -1,0 +1,68 @@
+"""Real nuisances of a second date: relighting keeps geometry, the others do what they say."""
+
+import numpy as np
+import pytest
+
+from planetcd.change.nuisance import (
+    REAL_NUISANCE,
+    albedo_streaks,
+    haze,
+    mosaic_seam,
+    real_nuisance,
+    relight,
+    resolution,
+    shade,
+)
+
+N, CY, CX, R = 160, 70.0, 85.0, 15.0
+
+
+@pytest.fixture(scope="module")
+def crater():
+    rr, cc = np.mgrid[:N, :N]
+    d = np.hypot(rr - CY, cc - CX) / R
+    height = np.where(d < 1, 0.4 * R * (d**2 - 1), 0.0)  # a parabolic bowl
+    return np.clip(0.5 * shade(height, 90, 35), 0, 1).astype(np.float32)  # lit from the east (right)
+
+
+def _centre(image):
+    """Centroid of the shading's magnitude: both halves of a bowl weigh alike whatever the sun."""
+    rr, cc = np.mgrid[: image.shape[0], : image.shape[1]]
+    w = np.abs(image - np.median(image))
+    return np.array([(w * rr).sum() / w.sum(), (w * cc).sum() / w.sum()])
+
+
+@pytest.mark.parametrize("sun", [(45, 35), (135, 50), (60, 25), (120, 60)])
+def test_relighting_turns_the_shading_but_the_crater_stays_put(crater, sun):
+    relit = relight(crater, 90, 35, *sun)
+    assert np.abs(relit - crater).max() > 0.05  # the shading changed
+    # the bright wall follows the sun: from the east to the sun's side of the bowl's centre
+    assert np.linalg.norm(_centre(relit) - _centre(crater)) < 2.5
+    assert np.linalg.norm(_centre(relit) - (CY, CX)) < 5.0
+    same = relight(crater, 90, 35, 90, 35)
+    assert np.abs(same - crater).max() < 0.02  # the same sun gives the image back
+
+
+def test_relighting_moves_the_bright_wall_with_the_sun(crater):
+    east = relight(crater, 90, 35, 90, 35)
+    west = relight(crater, 90, 35, 270, 35)  # a 180° turn: linear photoclinometry handles it exactly
+    inner = (slice(int(CY) - 5, int(CY) + 6),)
+    left, right = slice(int(CX - R) + 2, int(CX) - 2), slice(int(CX) + 2, int(CX + R) - 2)
+    # lit from the east, the bowl's west inner wall faces the sun
+    assert east[inner + (left,)].mean() > east[inner + (right,)].mean()
+    assert west[inner + (left,)].mean() < west[inner + (right,)].mean()
+
+
+def test_other_nuisances(rng):
+    image = np.clip(rng.normal(0.5, 0.1, (120, 120)), 0, 1).astype(np.float32)
+    streaked = albedo_streaks(image, np.random.default_rng(1), n=2)
+    assert np.all(streaked <= image + 1e-6) and (streaked < image - 0.01).mean() > 0.01
+    seam = mosaic_seam(image, np.random.default_rng(2))
+    assert 0.1 < np.mean(seam != image) < 0.9
+    hazy = haze(image, 0.3)
+    assert hazy.std() == pytest.approx(0.7 * image.std(), rel=1e-3)
+    coarse = resolution(image, 2.0)
+    assert coarse.shape == image.shape and coarse.std() < 0.8 * image.std()
+    a = real_nuisance(image, np.random.default_rng(5), REAL_NUISANCE)
+    b = real_nuisance(image, np.random.default_rng(5), REAL_NUISANCE)
+    assert np.array_equal(a, b) and a.shape == image.shape and a.min() >= 0 and a.max() <= 1
