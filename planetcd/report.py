@@ -40,10 +40,11 @@ CHANGE_DIR = "change"
 CHIP_DIR = "chips"
 DONE_MARKER = "monitor.json"
 #: Columns of ``new_craters.csv`` after the catalog's own (map, lon/lat, diameter) columns.
-SCORE_COLUMNS = ("score", "change_ratio", "confidence", "pre_support", "patch_row_off", "patch_col_off")
+SCORE_COLUMNS = ("type", "score", "change_ratio", "confidence", "pre_support", "change_peak", "patch_row_off",
+                 "patch_col_off")
 
 #: Columns of the candidate table copied into the page (when present).
-PAGE_COLUMNS = ("rank", "x_px", "y_px", "radius_px", "x_map", "y_map", "lon_deg", "lat_deg", "diameter_km",
+PAGE_COLUMNS = ("rank", "type", "x_px", "y_px", "radius_px", "x_map", "y_map", "lon_deg", "lat_deg", "diameter_km",
                 "score", "change_ratio", "confidence", "pre_support")
 
 
@@ -93,7 +94,8 @@ class MonitorResult:
         table = {"rank": np.arange(1, len(self) + 1), "x_px": cat.x_px, "y_px": cat.y_px, "radius_px": cat.radius_px}
         table.update(cat.table())  # confidence, map and planetocentric coordinates, diameter
         for name in SCORE_COLUMNS:
-            table[name] = self.scores[name]
+            if name in self.scores:
+                table[name] = self.scores[name]
         return table
 
     def write(self, outdir: str | os.PathLike, overwrite: bool = False) -> list[Path]:
