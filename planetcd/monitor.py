@@ -23,6 +23,10 @@
      radiometrically to the other by a least-squares gain and offset, smoothed
      with a Gaussian of σ = 1.5 px) and given the extent of the changed blob
      around the peak (equivalent radius of the connected pixels above half the peak).
+     Before that, the patch is searched again for a new crater (:func:`local_craters`: post
+     and post − pre segmented at :data:`LOCAL_THRESHOLD_FACTOR` × the threshold and at
+     :data:`LOCAL_SCALES`); a crater there holding the change blob's centre makes the
+     candidate a ``new_crater`` with its radius.
 
 5. ONE score ranks all types together:
    ``score = (1 − 1 / change_ratio) × evidence``, where ``change_ratio`` is the
@@ -30,7 +34,8 @@
    ``evidence`` is ``confidence × (1 − pre_support)`` for a ``new_crater``
    (``pre_support``: the mean pre crater probability inside the post crater's
    disc — a crater the pre segmentation half saw is less likely new) and
-   :data:`CHANGE_EVIDENCE` (0.5, an even chance) for a ``change`` candidate.
+   :data:`CHANGE_EVIDENCE` (0.5, an even chance) for a ``change`` candidate (a crater of
+   the local search takes the larger of the two).
    Every factor is in ``0..1``, so the score is too; strong change evidence
    alone (ρ/τ = 4 → 0.375) ranks above a doubtful crater at a weak change.
 
@@ -63,7 +68,7 @@ from .change.register import AlignedReader, post_on_pre_grid
 from .craters.catalog import Catalog
 from .craters.extract import crater_threshold, disc_mean, extract_craters, extraction_options
 from .craters.match import candidate_pairs
-from .craters.segment import pixel_size_of, prepare_window, run_blocks, window_probability
+from .craters.segment import catalog_craters, image_probability, pixel_size_of, prepare_window, run_blocks, window_probability
 from .errors import InputError
 from .raster import IntensityStats, dataset_stats, is_georeferenced, open_raster, read_window
 from .report import OUTPUTS, SUMMARY_COLUMNS, MonitorResult, chip_panels, is_complete, overview_png, summary_row
@@ -71,7 +76,7 @@ from .runners import LocalRunner, Runner
 from .tiling import Tile, halo_tiles
 
 __all__ = ["monitor", "monitor_batch", "MonitorResult", "OUTPUTS", "PairSetup", "BlockCraters", "monitor_block",
-           "merge_blocks", "new_crater_flags", "nearby_change", "candidate_scores", "change_scores", "change_term", "change_peak", "change_candidates",
+           "merge_blocks", "new_crater_flags", "nearby_change", "candidate_scores", "change_scores", "local_scores", "local_craters", "change_term", "change_peak", "change_candidates",
            "CHANGE_EVIDENCE", "CANDIDATE_TYPES", "prepare_setup", "assemble",
            "read_pairs", "is_complete", "summary_row", "SUMMARY_COLUMNS"]
 
@@ -83,8 +88,13 @@ CHANGE_EVIDENCE = 0.5
 CANDIDATE_TYPES = ("new_crater", "change")
 #: Gaussian σ (pixels) smoothing the post − pre map before its peak is taken.
 CHANGE_SIGMA = 1.5
-#: Margin (pixels) around a changed patch searched for its change peak (a crater on the patch edge is found whole).
-PEAK_MARGIN = 16
+#: Margin (pixels) around a changed patch searched for its change peak and its local craters
+#: (a crater on the patch edge is found whole).
+PEAK_MARGIN = 24
+#: The local crater search segments a changed patch again at this fraction of the model's probability threshold ...
+LOCAL_THRESHOLD_FACTOR = 0.6
+#: ... and at these scales (2: the network sees small craters twice as big).
+LOCAL_SCALES = (1.0, 2.0)
 #: Smallest extent (radius, pixels) of a ``change`` candidate.
 MIN_CHANGE_RADIUS = 3.0
 
@@ -300,9 +310,31 @@ def candidate_scores(confidence: np.ndarray, pre_support: np.ndarray, change_rat
     return np.clip(confidence * (1.0 - np.clip(pre_support, 0.0, 1.0)) * change_term(change_ratio), 0.0, 1.0)
 
 
+def local_scores(confidence: np.ndarray, pre_support: np.ndarray, change_ratio: np.ndarray) -> np.ndarray:
+    """Score of a crater of the local search: ``(1 − 1 / change_ratio) × max(CHANGE_EVIDENCE, confidence × (1 − pre_support))``.
+
+    Its patch would otherwise have given a ``change`` candidate, so the crater never lowers its rank.
+    """
+    evidence = np.maximum(CHANGE_EVIDENCE, np.asarray(confidence) * (1.0 - np.clip(pre_support, 0.0, 1.0)))
+    return np.clip(change_term(change_ratio) * evidence, 0.0, 1.0)
+
+
 def change_scores(change_ratio: np.ndarray) -> np.ndarray:
     """Score of ``change`` candidates: ``(1 − 1 / change_ratio) × CHANGE_EVIDENCE``, in ``0..1``."""
     return np.clip(change_term(change_ratio) * CHANGE_EVIDENCE, 0.0, 1.0)
+
+
+def _matched_difference(pre: np.ndarray, post: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """``post − pre`` after matching post to pre by a least-squares gain and offset over the valid pixels (0 where missing)."""
+    ok = ~missing
+    a, b = pre[ok].astype(np.float64), post[ok].astype(np.float64)
+    if len(a) < 2:
+        return np.zeros(pre.shape)
+    var = a.var()
+    gain = ((a - a.mean()) * (b - b.mean())).mean() / var if var > 0 else 1.0
+    gain = gain if gain > 0 else 1.0
+    matched = (post - b.mean()) / gain + a.mean()
+    return np.where(ok, matched - pre, 0.0)
 
 
 def change_peak(pre: np.ndarray, post: np.ndarray, missing: np.ndarray, inside: np.ndarray,
@@ -334,12 +366,7 @@ def change_peak(pre: np.ndarray, post: np.ndarray, missing: np.ndarray, inside: 
     ok = ~missing
     if ok.sum() < 16 or not (inside & ok).any():
         return None
-    a, b = pre[ok].astype(np.float64), post[ok].astype(np.float64)
-    var = a.var()
-    gain = ((a - a.mean()) * (b - b.mean())).mean() / var if var > 0 else 1.0
-    gain = gain if gain > 0 else 1.0
-    matched = (post - b.mean()) / gain + a.mean()
-    diff = np.where(ok, matched - pre, 0.0)
+    diff = _matched_difference(pre, post, missing)
     change = np.abs(ndimage.gaussian_filter(diff, sigma)) if sigma > 0 else np.abs(diff)
     change[~ok] = 0.0
     noise = 1.4826 * np.median(np.abs(change[ok] - np.median(change[ok]))) + 1e-12
@@ -358,9 +385,50 @@ def change_peak(pre: np.ndarray, post: np.ndarray, missing: np.ndarray, inside: 
     return cy, cx, radius, float(peak / noise)
 
 
+def local_craters(model: torch.nn.Module, pre: np.ndarray, post: np.ndarray, diff: np.ndarray,
+                  threshold: float, match_mode: str = "deepmoon", scales=LOCAL_SCALES) -> np.ndarray:
+    """New craters of one changed window, searched again at a lower threshold and finer scales.
+
+    Post and post − pre are segmented with the engine of :mod:`planetcd.craters.segment`
+    (:func:`~planetcd.craters.segment.image_probability`, :func:`~planetcd.craters.segment.catalog_craters`
+    with ``scales``); pre is segmented the same way, and a post or difference
+    crater that a pre crater matches (rule ``match_mode``) is dropped.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The segmenter (with ``metadata``).
+    pre, post, diff : ndarray, float32, shape (h, w)
+        Prepared windows (``-1..1``, :func:`~planetcd.craters.segment.prepare_window`) and
+        their gain-matched difference, on one grid.
+    threshold : float
+        Probability threshold of the search.
+
+    Returns
+    -------
+    ndarray, float64, shape (n, 5)
+        ``x, y, radius, confidence, pre_support`` in window pixels, by decreasing confidence.
+    """
+    found, pre_prob, pre_craters = [], None, None
+    for name, image in (("pre", pre), ("post", post), ("diff", diff)):
+        image = np.asarray(image, np.float32)
+        image = image - float(image.min()) + 1.0  # strictly positive: no pixel reads as missing
+        prob = image_probability(model, image)
+        craters = catalog_craters(model, image, prob, threshold=threshold, scales=scales).reshape(-1, 4)
+        if name == "pre":
+            pre_prob, pre_craters = prob, craters
+        else:
+            found.append(craters)
+    post_craters = np.concatenate(found).reshape(-1, 4)
+    new = post_craters[new_crater_flags(post_craters, pre_craters, match_mode)]
+    support = np.nan_to_num(disc_mean(pre_prob, new), nan=0.0) if len(new) else np.zeros(0)
+    out = np.column_stack([new, support]).reshape(-1, 5)
+    return out[np.argsort(-out[:, 3], kind="stable")]
+
+
 def change_candidates(change: ChangeResult, setup: PairSetup, covered: np.ndarray,
-                      margin: int = PEAK_MARGIN) -> np.ndarray:
-    """One ``change`` candidate per changed patch that no other candidate covers.
+                      margin: int = PEAK_MARGIN, model: torch.nn.Module | None = None) -> np.ndarray:
+    """One candidate per changed patch that no other candidate covers: a local crater, else the change peak.
 
     Patches are visited from the largest ρ/τ down. A patch is covered when the
     disc of a candidate already made reaches into it, or when its change peak
@@ -375,12 +443,19 @@ def change_candidates(change: ChangeResult, setup: PairSetup, covered: np.ndarra
         ``x_px, y_px, radius_px`` of the candidates already made (``new_crater``).
     margin : int
         Pixels around the patch searched for the peak.
+    model : torch.nn.Module, optional
+        The segmenter: the window is searched for a new crater (:func:`local_craters`,
+        threshold ``LOCAL_THRESHOLD_FACTOR × setup.prob_threshold``, scales
+        :data:`LOCAL_SCALES`); one whose disc (+3 px) holds the change blob's centre
+        becomes a ``new_crater`` candidate. None: no local search.
 
     Returns
     -------
-    ndarray, float64, shape (n, 5)
-        ``x_px, y_px, radius_px, peak, patch index`` on pre's grid (``peak``: the
-        change at the peak in noise units, see :func:`change_peak`).
+    ndarray, float64, shape (n, 8)
+        ``x_px, y_px, radius_px, peak, patch index, is_crater, confidence, pre_support`` on
+        pre's grid (``peak``: the change at the peak in noise units, see :func:`change_peak`;
+        ``is_crater`` 1 for a crater of the local search, whose ``confidence`` and ``pre_support``
+        follow; 0 and NaN for a change peak).
     """
     made = [(float(c[0]), float(c[1]), float(c[2])) for c in np.asarray(covered, np.float64)]
     ratio = np.where(np.isfinite(change.change_score), change.ratio, -np.inf)
@@ -388,7 +463,7 @@ def change_candidates(change: ChangeResult, setup: PairSetup, covered: np.ndarra
     changed = changed[np.lexsort((changed, -ratio[changed]))]
     out = []
     if len(changed) == 0:
-        return np.zeros((0, 5))
+        return np.zeros((0, 8))
     height, width = change.shape
     with open_pair(setup) as (pre_ds, post_reader):
         for j in changed:
@@ -410,9 +485,18 @@ def change_candidates(change: ChangeResult, setup: PairSetup, covered: np.ndarra
             x, y = cx + c0, cy + r0
             if any(np.hypot(x - mx, y - my) <= mr + 5.0 for mx, my, mr in made):
                 continue  # the same change as a candidate already made (a crater across two patches)
-            made.append((x, y, radius))
-            out.append((x, y, radius, peak, float(j)))
-    return np.array(out, np.float64).reshape(-1, 5)
+            row = (x, y, radius, peak, float(j), 0.0, np.nan, np.nan)
+            if model is not None:
+                diff = _matched_difference(pre_in, post_in, pre_missing | post_missing)
+                local = local_craters(model, pre_in, post_in, diff, LOCAL_THRESHOLD_FACTOR * setup.prob_threshold,
+                                      setup.match_mode)
+                hit = np.hypot(local[:, 0] - cx, local[:, 1] - cy) <= local[:, 2] + 3.0
+                if hit.any():
+                    lx, ly, lr, conf, support = local[np.flatnonzero(hit)[0]]
+                    row = (lx + c0, ly + r0, lr, peak, float(j), 1.0, conf, support)
+            made.append(row[:3])
+            out.append(row)
+    return np.array(out, np.float64).reshape(-1, 8)
 
 
 def _disc_meets_patch(x: float, y: float, radius: float, patch: tuple[int, int, int, int]) -> bool:
@@ -444,7 +528,8 @@ def _catalog(craters: np.ndarray, georef: dict, name: str) -> Catalog:
 
 
 def assemble(change: ChangeResult, craters: BlockCraters, setup: PairSetup, *, near_px: float,
-             min_score: float, georef: dict, chips: bool = True) -> tuple[Catalog, dict, Catalog, Catalog, list]:
+             min_score: float, georef: dict, chips: bool = True,
+             model: torch.nn.Module | None = None) -> tuple[Catalog, dict, Catalog, Catalog, list]:
     """Typed candidates from the merged block craters and the change result, ranked best first.
 
     ``new_crater`` candidates are new post craters next to a changed patch;
@@ -456,16 +541,20 @@ def assemble(change: ChangeResult, craters: BlockCraters, setup: PairSetup, *, n
     near_changed[patch >= 0] = change.changed[patch[patch >= 0]] | (ratio[patch >= 0] > 1.0)
     chosen = np.flatnonzero(craters.post_new & near_changed)
     crater_score = candidate_scores(craters.post[chosen, 3], craters.pre_support[chosen], ratio[chosen])
-    extra = change_candidates(change, setup, craters.post[chosen])
+    extra = change_candidates(change, setup, craters.post[chosen], model=model)
     extra_patch = extra[:, 4].astype(np.int64)
     extra_ratio = change.ratio[extra_patch] if len(extra) else np.zeros(0)
+    local = extra[:, 5] > 0  # a crater of the local search
     n_new, n_change = len(chosen), len(extra)
-    pixels = np.concatenate([craters.post[chosen], np.column_stack([extra[:, :3], np.zeros(n_change)])]).reshape(-1, 4)
-    score = np.concatenate([crater_score, change_scores(extra_ratio)])
-    kind = np.array(["new_crater"] * n_new + ["change"] * n_change, dtype=object)
+    extra_conf = np.where(local, extra[:, 6], 0.0)
+    pixels = np.concatenate([craters.post[chosen], np.column_stack([extra[:, :3], extra_conf])]).reshape(-1, 4)
+    extra_score = np.where(local, local_scores(extra_conf, np.nan_to_num(extra[:, 7]), extra_ratio),
+                           change_scores(extra_ratio))
+    score = np.concatenate([crater_score, extra_score])
+    kind = np.array(["new_crater"] * n_new + ["new_crater" if k else "change" for k in local], dtype=object)
     cand_ratio = np.concatenate([ratio[chosen], extra_ratio])
     cand_patch = np.concatenate([patch[chosen], extra_patch])
-    pre_support = np.concatenate([craters.pre_support[chosen], np.full(n_change, np.nan)])
+    pre_support = np.concatenate([craters.pre_support[chosen], np.where(local, extra[:, 7], np.nan)])
     change_peak_v = np.concatenate([np.full(n_new, np.nan), extra[:, 3]])
     keep = np.flatnonzero(score >= min_score)
     # best first; ties: new craters before change, then by position in the post list / patch order (deterministic)
@@ -620,7 +709,7 @@ def monitor(
     t0 = time.perf_counter()
     georef = _georeference(pre, pixel_size_m)
     candidates, scores, pre_cat, post_cat, panels = assemble(change, craters, setup, near_px=near_px,
-                                                             min_score=min_score, georef=georef)
+                                                             min_score=min_score, georef=georef, model=segmenter)
     with open_raster(pre) as pre_ds:
         overview, ov_shape = overview_png(pre_ds, setup.pre_stats)
     timings["candidates_s"] = time.perf_counter() - t0

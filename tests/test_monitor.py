@@ -285,3 +285,22 @@ def test_change_scores_rank_strong_change_above_weak_crater():
     crater = candidate_scores(np.array([0.6]), np.array([0.0]), np.array([1.5]))
     assert change_scores(np.array([4.0]))[0] > crater[0]
     np.testing.assert_allclose(change_scores(np.array([0.5, 2.0])), [0.0, 0.25])
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+@pytest.mark.parametrize("prob_threshold", [None, 0.95])
+def test_local_search_gives_the_new_crater_its_radius(small_pair, segmenter, trunk, prob_threshold):
+    """A real new crater segmented in post is a ``new_crater`` of the implanted radius, ranked first: found by
+    the whole-image segmentation (default threshold), or — at a threshold too high for it (0.95) — by the
+    local search of the changed patch."""
+    pre, post = small_pair
+    result = monitor(pre, post, model=segmenter, tta=False, trunk=trunk, n_pseudo=30, seed=0,
+                     prob_threshold=prob_threshold)
+    table = result.table()
+    if prob_threshold is not None:  # the whole-image segmentation missed it: the local search found it
+        assert not np.any(np.hypot(result.post_craters.x_px - 170.0, result.post_craters.y_px - 200.0) <= 9.0)
+    near = np.flatnonzero((np.hypot(table["x_px"] - 170.0, table["y_px"] - 200.0) <= 9.0) & (table["type"] == "new_crater"))
+    assert len(near), {k: table[k][:5] for k in ("type", "x_px", "y_px", "radius_px", "score")}
+    assert abs(table["radius_px"][near[0]] - 9.0) <= 0.3 * 9.0
+    assert table["rank"][near[0]] == 1
