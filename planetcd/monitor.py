@@ -561,7 +561,6 @@ def assemble(change: ChangeResult, craters: BlockCraters, setup: PairSetup, *, n
     order = keep[np.lexsort((np.arange(len(score))[keep], -score[keep]))]
     best_patch = change.patches[cand_patch[order]] if len(order) else np.zeros((0, 4), np.int64)
     scores = {
-        "type": kind[order],
         "score": score[order],
         "change_ratio": cand_ratio[order],
         "confidence": pixels[order, 3],
@@ -571,6 +570,7 @@ def assemble(change: ChangeResult, craters: BlockCraters, setup: PairSetup, *, n
         "patch_col_off": best_patch[:, 1],
     }
     candidates = _catalog(pixels[order], georef, "new_craters")
+    scores["type"] = kind[order]  # popped by monitor into MonitorResult.types: scores stay numeric
     panels = []
     if chips and len(order):
         with open_pair(setup) as (pre_ds, post_reader):
@@ -725,8 +725,9 @@ def monitor(
         "score": "(1 - 1 / change_ratio) * evidence; evidence = confidence * (1 - pre_support) for new_crater, "
                  f"{CHANGE_EVIDENCE} for change",
     }
+    types = scores.pop("type")
     return MonitorResult(candidates, scores, change, pre_cat, post_cat, panels, overview, ov_shape, change.shape,
-                         params, timings)
+                         params, timings, types=types)
 
 
 # ----------------------------------------------------------------------------- batch mode

@@ -40,7 +40,7 @@ CHANGE_DIR = "change"
 CHIP_DIR = "chips"
 DONE_MARKER = "monitor.json"
 #: Columns of ``new_craters.csv`` after the catalog's own (map, lon/lat, diameter) columns.
-SCORE_COLUMNS = ("type", "score", "change_ratio", "confidence", "pre_support", "change_peak", "patch_row_off",
+SCORE_COLUMNS = ("score", "change_ratio", "confidence", "pre_support", "change_peak", "patch_row_off",
                  "patch_col_off")
 
 #: Columns of the candidate table copied into the page (when present).
@@ -69,6 +69,9 @@ class MonitorResult:
         Every crater segmented in pre and in post (post on pre's grid).
     chips : list of ndarray, uint8, shape (3, s, s)
         Pre | post | difference around each candidate.
+    types : ndarray of str, shape (n,), optional
+        Each candidate's type: ``new_crater`` (a new crater segmented in post) or ``change``
+        (a changed patch located at its change peak, no crater segmented); all ``new_crater`` when None.
     overview : bytes
         PNG of pre, decimated; ``overview_shape`` gives its ``(rows, cols)``.
     """
@@ -84,14 +87,17 @@ class MonitorResult:
     shape: tuple[int, int]
     params: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    types: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.candidates)
 
     def table(self) -> dict[str, np.ndarray]:
-        """The ranked candidate table: ``rank``, the catalog's columns, then the scores."""
+        """The ranked candidate table: ``rank``, ``type``, the catalog's columns, then the scores."""
         cat = self.candidates
-        table = {"rank": np.arange(1, len(self) + 1), "x_px": cat.x_px, "y_px": cat.y_px, "radius_px": cat.radius_px}
+        types = self.types if self.types is not None else np.full(len(self), "new_crater", dtype=object)
+        table = {"rank": np.arange(1, len(self) + 1), "type": np.asarray(types, dtype=object), "x_px": cat.x_px,
+                 "y_px": cat.y_px, "radius_px": cat.radius_px}
         table.update(cat.table())  # confidence, map and planetocentric coordinates, diameter
         for name in SCORE_COLUMNS:
             if name in self.scores:
