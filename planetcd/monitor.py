@@ -710,8 +710,11 @@ def monitor(
     georef = _georeference(pre, pixel_size_m)
     candidates, scores, pre_cat, post_cat, panels = assemble(change, craters, setup, near_px=near_px,
                                                              min_score=min_score, georef=georef, model=segmenter)
-    with open_raster(pre) as pre_ds:
+    with open_pair(setup) as (pre_ds, post_reader):
         overview, ov_shape = overview_png(pre_ds, setup.pre_stats)
+        overview_post, post_shape = overview_png(post_reader.dataset, setup.post_stats)
+    if post_shape != ov_shape:
+        overview_post = None
     timings["candidates_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
     log.info("%d pre and %d post craters; %d candidates (%d new_crater)", len(pre_cat), len(post_cat), len(candidates),
@@ -727,7 +730,7 @@ def monitor(
     }
     types = scores.pop("type")
     return MonitorResult(candidates, scores, change, pre_cat, post_cat, panels, overview, ov_shape, change.shape,
-                         params, timings, types=types)
+                         params, timings, types=types, overview_post=overview_post)
 
 
 # ----------------------------------------------------------------------------- batch mode
