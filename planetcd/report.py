@@ -62,7 +62,8 @@ class MonitorResult:
         planetocentric coordinates and diameters when the pair is georeferenced
         or ``pixel_size_m`` is given), in rank order.
     scores : dict of ndarray (n,)
-        ``score, change_ratio, confidence, pre_support, patch_row_off, patch_col_off`` per candidate.
+        ``score, change_ratio, confidence, pre_support, change_peak, patch_row_off, patch_col_off`` per candidate
+        (``pre_support`` NaN for ``change`` candidates, ``change_peak`` NaN for whole-image ``new_crater`` ones).
     change : ChangeResult
         What :func:`detect` found (written to ``OUTDIR/change``).
     pre_craters, post_craters : Catalog
