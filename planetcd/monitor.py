@@ -14,12 +14,30 @@
 3. A post crater is *new* when no pre crater is the same crater under the rule
    of :mod:`planetcd.craters.match` (``deepmoon`` by default) and a changed
    patch lies inside or within ``near_px`` pixels of its rim.
-4. Each candidate is scored from the change-score ratio ρ/τ of the best nearby
-   patch and the crater confidence:
-   ``score = confidence × (1 − pre_support) × (1 − 1 / change_ratio)``, where
-   ``pre_support`` is the mean pre crater probability inside the post crater's
-   disc (a crater the pre segmentation half saw is less likely new). Every
-   factor is in ``0..1``, so the score is too.
+4. Every changed patch yields at least one candidate. Candidates are typed:
+
+   * ``new_crater``: a new post crater (step 3);
+   * ``change``: a changed patch that no ``new_crater`` candidate covers. It is
+     located at the peak of the change map inside the patch (:func:`change_peak`:
+     post − pre on pre's grid after co-registration, each window matched
+     radiometrically to the other by a least-squares gain and offset, smoothed
+     with a Gaussian of σ = 1.5 px) and given the extent of the changed blob
+     around the peak (equivalent radius of the connected pixels above half the peak).
+     Before that, the patch is searched again for a new crater (:func:`local_craters`: post
+     and post − pre segmented at :data:`LOCAL_THRESHOLD_FACTOR` × the threshold and at
+     :data:`LOCAL_SCALES`); a crater there holding the change blob's centre makes the
+     candidate a ``new_crater`` with its radius.
+
+5. ONE score ranks all types together:
+   ``score = (1 − 1 / change_ratio) × evidence``, where ``change_ratio`` is the
+   ρ/τ of the best patch inside or next to the candidate (0 when ρ ≤ τ) and
+   ``evidence`` is ``confidence × (1 − pre_support)`` for a ``new_crater``
+   (``pre_support``: the mean pre crater probability inside the post crater's
+   disc — a crater the pre segmentation half saw is less likely new) and
+   :data:`CHANGE_EVIDENCE` (0.5, an even chance) for a ``change`` candidate (a crater of
+   the local search takes the larger of the two).
+   Every factor is in ``0..1``, so the score is too; strong change evidence
+   alone (ρ/τ = 4 → 0.375) ranks above a doubtful crater at a weak change.
 
 Blocks are tiles of :func:`planetcd.tiling.halo_tiles` (a core and a halo of
 context): a block is segmented, its craters extracted and its new craters
@@ -51,7 +69,8 @@ from .change.register import AlignedReader, post_on_pre_grid
 from .craters.catalog import Catalog
 from .craters.extract import crater_threshold, disc_mean, extract_craters, extraction_options
 from .craters.match import candidate_pairs
-from .craters.segment import canonical_probability, parse_sun_azimuth, pixel_size_of, prepare_window, resolve_sun, run_blocks
+from .craters.segment import (canonical_probability, catalog_craters, image_probability, parse_sun_azimuth, pixel_size_of,
+                               prepare_window, resolve_sun, run_blocks)
 from .errors import InputError
 from .raster import IntensityStats, dataset_stats, is_georeferenced, open_raster, read_window
 from .report import OUTPUTS, SUMMARY_COLUMNS, MonitorResult, chip_panels, is_complete, overview_png, summary_row
@@ -59,10 +78,27 @@ from .runners import LocalRunner, Runner
 from .tiling import Tile, halo_tiles
 
 __all__ = ["monitor", "monitor_batch", "MonitorResult", "OUTPUTS", "PairSetup", "BlockCraters", "monitor_block",
-           "merge_blocks", "new_crater_flags", "nearby_change", "candidate_scores", "prepare_setup", "assemble",
+           "merge_blocks", "new_crater_flags", "nearby_change", "candidate_scores", "change_scores", "local_scores", "local_craters", "change_term", "change_peak", "change_candidates",
+           "CHANGE_EVIDENCE", "CANDIDATE_TYPES", "prepare_setup", "assemble",
            "read_pairs", "is_complete", "summary_row", "SUMMARY_COLUMNS"]
 
 log = logging.getLogger(__name__)
+
+#: Crater evidence of a ``change`` candidate (no crater segmented there): an even chance.
+CHANGE_EVIDENCE = 0.5
+#: Candidate types, in the order of the report's filter.
+CANDIDATE_TYPES = ("new_crater", "change")
+#: Gaussian σ (pixels) smoothing the post − pre map before its peak is taken.
+CHANGE_SIGMA = 1.5
+#: Margin (pixels) around a changed patch searched for its change peak and its local craters
+#: (a crater on the patch edge is found whole).
+PEAK_MARGIN = 24
+#: The local crater search segments a changed patch again at this fraction of the model's probability threshold ...
+LOCAL_THRESHOLD_FACTOR = 0.6
+#: ... and at these scales (2: the network sees small craters twice as big).
+LOCAL_SCALES = (1.0, 2.0)
+#: Smallest extent (radius, pixels) of a ``change`` candidate.
+MIN_CHANGE_RADIUS = 3.0
 
 
 
@@ -270,10 +306,217 @@ def nearby_change(craters: np.ndarray, change: ChangeResult, near_px: float) -> 
     return ratio, best
 
 
+def change_term(change_ratio: np.ndarray) -> np.ndarray:
+    """``1 − 1 / change_ratio`` where ρ/τ > 1, else 0: the change evidence every candidate's score carries."""
+    change_ratio = np.asarray(change_ratio, np.float64)
+    return np.where(change_ratio > 1.0, 1.0 - 1.0 / np.maximum(change_ratio, 1.0), 0.0)
+
+
 def candidate_scores(confidence: np.ndarray, pre_support: np.ndarray, change_ratio: np.ndarray) -> np.ndarray:
-    """``confidence × (1 − pre_support) × (1 − 1 / change_ratio)``, clipped to ``0..1``; 0 where ratio ≤ 1."""
-    change_term = np.where(change_ratio > 1.0, 1.0 - 1.0 / np.maximum(change_ratio, 1.0), 0.0)
-    return np.clip(confidence * (1.0 - np.clip(pre_support, 0.0, 1.0)) * change_term, 0.0, 1.0)
+    """Score of ``new_crater`` candidates: ``(1 − 1 / change_ratio) × confidence × (1 − pre_support)``, in ``0..1``."""
+    return np.clip(confidence * (1.0 - np.clip(pre_support, 0.0, 1.0)) * change_term(change_ratio), 0.0, 1.0)
+
+
+def local_scores(confidence: np.ndarray, pre_support: np.ndarray, change_ratio: np.ndarray) -> np.ndarray:
+    """Score of a crater of the local search: ``(1 − 1 / change_ratio) × max(CHANGE_EVIDENCE, confidence × (1 − pre_support))``.
+
+    Its patch would otherwise have given a ``change`` candidate, so the crater never lowers its rank.
+    """
+    evidence = np.maximum(CHANGE_EVIDENCE, np.asarray(confidence) * (1.0 - np.clip(pre_support, 0.0, 1.0)))
+    return np.clip(change_term(change_ratio) * evidence, 0.0, 1.0)
+
+
+def change_scores(change_ratio: np.ndarray) -> np.ndarray:
+    """Score of ``change`` candidates: ``(1 − 1 / change_ratio) × CHANGE_EVIDENCE``, in ``0..1``."""
+    return np.clip(change_term(change_ratio) * CHANGE_EVIDENCE, 0.0, 1.0)
+
+
+def _matched_difference(pre: np.ndarray, post: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """``post − pre`` after matching post to pre by a least-squares gain and offset over the valid pixels (0 where missing)."""
+    ok = ~missing
+    a, b = pre[ok].astype(np.float64), post[ok].astype(np.float64)
+    if len(a) < 2:
+        return np.zeros(pre.shape)
+    var = a.var()
+    gain = ((a - a.mean()) * (b - b.mean())).mean() / var if var > 0 else 1.0
+    gain = gain if gain > 0 else 1.0
+    matched = (post - b.mean()) / gain + a.mean()
+    return np.where(ok, matched - pre, 0.0)
+
+
+def change_peak(pre: np.ndarray, post: np.ndarray, missing: np.ndarray, inside: np.ndarray,
+                sigma: float = CHANGE_SIGMA) -> tuple[float, float, float, float] | None:
+    """Peak of the change between two co-registered windows and the extent of its blob.
+
+    Parameters
+    ----------
+    pre, post : ndarray, float, shape (h, w)
+        The two windows on one grid (any radiometry: post is matched to pre by
+        a least-squares gain and offset over the valid pixels first).
+    missing : ndarray of bool, shape (h, w)
+        Pixels missing in either window (never a peak).
+    inside : ndarray of bool, shape (h, w)
+        Where the peak may lie (the patch and its margin).
+    sigma : float
+        Gaussian smoothing of ``|post − pre|``, pixels.
+
+    Returns
+    -------
+    (row, col, radius, peak) or None
+        Centre of the changed blob (its ``|post − pre|``-weighted centroid, window
+        pixels), its equivalent radius ``sqrt(area / π)`` (at least
+        :data:`MIN_CHANGE_RADIUS`), and the peak of the smoothed change in units
+        of the window's robust noise (MAD of the change); None when no valid pixel.
+    """
+    from scipy import ndimage
+
+    ok = ~missing
+    if ok.sum() < 16 or not (inside & ok).any():
+        return None
+    diff = _matched_difference(pre, post, missing)
+    change = np.abs(ndimage.gaussian_filter(diff, sigma)) if sigma > 0 else np.abs(diff)
+    change[~ok] = 0.0
+    noise = 1.4826 * np.median(np.abs(change[ok] - np.median(change[ok]))) + 1e-12
+    search = np.where(inside & ok, change, -1.0)
+    r, c = np.unravel_index(int(np.argmax(search)), search.shape)
+    peak = change[r, c]
+    # the blob: pixels above half the peak, joined across the dark and bright halves of a crater
+    above = ndimage.binary_closing(change > 0.5 * peak, iterations=2) & ok
+    labels, _ = ndimage.label(above)
+    blob = labels == labels[r, c] if labels[r, c] else np.zeros_like(above)
+    blob[r, c] = True
+    rows, cols = np.nonzero(blob)
+    w = change[rows, cols]
+    cy, cx = float((rows * w).sum() / w.sum()), float((cols * w).sum() / w.sum())
+    radius = max(MIN_CHANGE_RADIUS, float(np.sqrt(blob.sum() / np.pi)))
+    return cy, cx, radius, float(peak / noise)
+
+
+def local_craters(model: torch.nn.Module, pre: np.ndarray, post: np.ndarray, diff: np.ndarray,
+                  threshold: float, match_mode: str = "deepmoon", scales=LOCAL_SCALES,
+                  pre_sun_azimuth: float | None = None, post_sun_azimuth: float | None = None) -> np.ndarray:
+    """New craters of one changed window, searched again at a lower threshold and finer scales.
+
+    Post and post − pre are segmented with the engine of :mod:`planetcd.craters.segment`
+    (:func:`~planetcd.craters.segment.image_probability`, :func:`~planetcd.craters.segment.catalog_craters`
+    with ``scales``); pre is segmented the same way, and a post or difference
+    crater that a pre crater matches (rule ``match_mode``) is dropped.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The segmenter (with ``metadata``).
+    pre, post, diff : ndarray, float32, shape (h, w)
+        Prepared windows (``-1..1``, :func:`~planetcd.craters.segment.prepare_window`) and
+        their gain-matched difference, on one grid.
+    threshold : float
+        Probability threshold of the search.
+    pre_sun_azimuth, post_sun_azimuth : float, optional
+        Segment pre, and post and the difference, in the canonical frame of their own sun
+        (:func:`~planetcd.craters.segment.canonical_probability`); None: as they are.
+
+    Returns
+    -------
+    ndarray, float64, shape (n, 5)
+        ``x, y, radius, confidence, pre_support`` in window pixels, by decreasing confidence.
+    """
+    found, pre_prob, pre_craters = [], None, None
+    suns = {"pre": pre_sun_azimuth, "post": post_sun_azimuth, "diff": post_sun_azimuth}
+    for name, image in (("pre", pre), ("post", post), ("diff", diff)):
+        image = np.asarray(image, np.float32)
+        image = image - float(image.min()) + 1.0  # strictly positive: no pixel reads as missing
+        prob = image_probability(model, image, sun_azimuth=suns[name])
+        craters = catalog_craters(model, image, prob, threshold=threshold, scales=scales).reshape(-1, 4)
+        if name == "pre":
+            pre_prob, pre_craters = prob, craters
+        else:
+            found.append(craters)
+    post_craters = np.concatenate(found).reshape(-1, 4)
+    new = post_craters[new_crater_flags(post_craters, pre_craters, match_mode)]
+    support = np.nan_to_num(disc_mean(pre_prob, new), nan=0.0) if len(new) else np.zeros(0)
+    out = np.column_stack([new, support]).reshape(-1, 5)
+    return out[np.argsort(-out[:, 3], kind="stable")]
+
+
+def change_candidates(change: ChangeResult, setup: PairSetup, covered: np.ndarray,
+                      margin: int = PEAK_MARGIN, model: torch.nn.Module | None = None) -> np.ndarray:
+    """One candidate per changed patch that no other candidate covers: a local crater, else the change peak.
+
+    Patches are visited from the largest ρ/τ down. A patch is covered when the
+    disc of a candidate already made reaches into it, or when its change peak
+    falls within 5 px of such a disc (one crater across two patches is one candidate).
+
+    Parameters
+    ----------
+    change : ChangeResult
+    setup : PairSetup
+        Reads pre and post (on pre's grid, displacement undone).
+    covered : ndarray, shape (k, >=3)
+        ``x_px, y_px, radius_px`` of the candidates already made (``new_crater``).
+    margin : int
+        Pixels around the patch searched for the peak.
+    model : torch.nn.Module, optional
+        The segmenter: the window is searched for a new crater (:func:`local_craters`,
+        threshold ``LOCAL_THRESHOLD_FACTOR × setup.prob_threshold``, scales
+        :data:`LOCAL_SCALES`); one whose disc (+3 px) holds the change blob's centre
+        becomes a ``new_crater`` candidate. None: no local search.
+
+    Returns
+    -------
+    ndarray, float64, shape (n, 8)
+        ``x_px, y_px, radius_px, peak, patch index, is_crater, confidence, pre_support`` on
+        pre's grid (``peak``: the change at the peak in noise units, see :func:`change_peak`;
+        ``is_crater`` 1 for a crater of the local search, whose ``confidence`` and ``pre_support``
+        follow; 0 and NaN for a change peak).
+    """
+    made = [(float(c[0]), float(c[1]), float(c[2])) for c in np.asarray(covered, np.float64)]
+    ratio = np.where(np.isfinite(change.change_score), change.ratio, -np.inf)
+    changed = np.flatnonzero(change.changed & np.isfinite(change.change_score))
+    changed = changed[np.lexsort((changed, -ratio[changed]))]
+    out = []
+    if len(changed) == 0:
+        return np.zeros((0, 8))
+    height, width = change.shape
+    with open_pair(setup) as (pre_ds, post_reader):
+        for j in changed:
+            pr, pc, ph, pw = (int(v) for v in change.patches[j])
+            if any(_disc_meets_patch(x, y, r, (pr, pc, ph, pw)) for x, y, r in made):
+                continue  # a candidate's disc reaches into this patch
+            r0, c0 = max(0, pr - margin), max(0, pc - margin)
+            r1, c1 = min(height, pr + ph + margin), min(width, pc + pw + margin)
+            window = Window(c0, r0, c1 - c0, r1 - r0)
+            pre_data, pre_valid = read_window(pre_ds, window)
+            post_data, post_valid = post_reader.read(window)
+            pre_in, pre_missing = prepare_window(pre_data[0], pre_valid, pre_ds.nodata, setup.pre_stats)
+            post_in, post_missing = prepare_window(post_data[0], post_valid, post_reader.dataset.nodata, setup.post_stats)
+            inside = np.ones(pre_in.shape, bool)
+            found = change_peak(pre_in, post_in, pre_missing | post_missing, inside)
+            if found is None:
+                continue
+            cy, cx, radius, peak = found
+            x, y = cx + c0, cy + r0
+            if any(np.hypot(x - mx, y - my) <= mr + 5.0 for mx, my, mr in made):
+                continue  # the same change as a candidate already made (a crater across two patches)
+            row = (x, y, radius, peak, float(j), 0.0, np.nan, np.nan)
+            if model is not None:
+                diff = _matched_difference(pre_in, post_in, pre_missing | post_missing)
+                local = local_craters(model, pre_in, post_in, diff, LOCAL_THRESHOLD_FACTOR * setup.prob_threshold,
+                                      setup.match_mode, pre_sun_azimuth=setup.pre_sun_azimuth,
+                                      post_sun_azimuth=setup.post_sun_azimuth)
+                hit = np.hypot(local[:, 0] - cx, local[:, 1] - cy) <= local[:, 2] + 3.0
+                if hit.any():
+                    lx, ly, lr, conf, support = local[np.flatnonzero(hit)[0]]
+                    row = (lx + c0, ly + r0, lr, peak, float(j), 1.0, conf, support)
+            made.append(row[:3])
+            out.append(row)
+    return np.array(out, np.float64).reshape(-1, 8)
+
+
+def _disc_meets_patch(x: float, y: float, radius: float, patch: tuple[int, int, int, int]) -> bool:
+    r, c, h, w = patch
+    dy = max(0.0, r - 0.5 - y, y - (r + h - 0.5))
+    dx = max(0.0, c - 0.5 - x, x - (c + w - 0.5))
+    return bool(np.hypot(dy, dx) <= radius)
 
 
 # ----------------------------------------------------------------------------- the pipeline
@@ -298,32 +541,53 @@ def _catalog(craters: np.ndarray, georef: dict, name: str) -> Catalog:
 
 
 def assemble(change: ChangeResult, craters: BlockCraters, setup: PairSetup, *, near_px: float,
-             min_score: float, georef: dict, chips: bool = True) -> tuple[Catalog, dict, Catalog, Catalog, list]:
-    """Candidates from the merged block craters and the change result, ranked best first."""
+             min_score: float, georef: dict, chips: bool = True,
+             model: torch.nn.Module | None = None) -> tuple[Catalog, dict, Catalog, Catalog, list]:
+    """Typed candidates from the merged block craters and the change result, ranked best first.
+
+    ``new_crater`` candidates are new post craters next to a changed patch;
+    every changed patch none of them covers gets a ``change`` candidate
+    (:func:`change_candidates`). One score ranks both (module docstring).
+    """
     ratio, patch = nearby_change(craters.post, change, near_px)
     near_changed = np.zeros(len(patch), bool)
     near_changed[patch >= 0] = change.changed[patch[patch >= 0]] | (ratio[patch >= 0] > 1.0)
     chosen = np.flatnonzero(craters.post_new & near_changed)
-    score = candidate_scores(craters.post[chosen, 3], craters.pre_support[chosen], ratio[chosen])
-    keep = score >= min_score
-    chosen, score = chosen[keep], score[keep]
-    order = np.lexsort((chosen, -score))  # best first; ties by position in the post list (deterministic)
-    chosen, score = chosen[order], score[order]
-    best_patch = change.patches[patch[chosen]] if len(chosen) else np.zeros((0, 4), np.int64)
+    crater_score = candidate_scores(craters.post[chosen, 3], craters.pre_support[chosen], ratio[chosen])
+    extra = change_candidates(change, setup, craters.post[chosen], model=model)
+    extra_patch = extra[:, 4].astype(np.int64)
+    extra_ratio = change.ratio[extra_patch] if len(extra) else np.zeros(0)
+    local = extra[:, 5] > 0  # a crater of the local search
+    n_new, n_change = len(chosen), len(extra)
+    extra_conf = np.where(local, extra[:, 6], 0.0)
+    pixels = np.concatenate([craters.post[chosen], np.column_stack([extra[:, :3], extra_conf])]).reshape(-1, 4)
+    extra_score = np.where(local, local_scores(extra_conf, np.nan_to_num(extra[:, 7]), extra_ratio),
+                           change_scores(extra_ratio))
+    score = np.concatenate([crater_score, extra_score])
+    kind = np.array(["new_crater"] * n_new + ["new_crater" if k else "change" for k in local], dtype=object)
+    cand_ratio = np.concatenate([ratio[chosen], extra_ratio])
+    cand_patch = np.concatenate([patch[chosen], extra_patch])
+    pre_support = np.concatenate([craters.pre_support[chosen], np.where(local, extra[:, 7], np.nan)])
+    change_peak_v = np.concatenate([np.full(n_new, np.nan), extra[:, 3]])
+    keep = np.flatnonzero(score >= min_score)
+    # best first; ties: new craters before change, then by position in the post list / patch order (deterministic)
+    order = keep[np.lexsort((np.arange(len(score))[keep], -score[keep]))]
+    best_patch = change.patches[cand_patch[order]] if len(order) else np.zeros((0, 4), np.int64)
     scores = {
-        "score": score,
-        "change_ratio": ratio[chosen],
-        "confidence": craters.post[chosen, 3],
-        "pre_support": craters.pre_support[chosen],
+        "score": score[order],
+        "change_ratio": cand_ratio[order],
+        "confidence": pixels[order, 3],
+        "pre_support": pre_support[order],
+        "change_peak": change_peak_v[order],
         "patch_row_off": best_patch[:, 0],
         "patch_col_off": best_patch[:, 1],
     }
-    candidates = _catalog(craters.post[chosen], georef, "new_craters")
+    candidates = _catalog(pixels[order], georef, "new_craters")
+    scores["type"] = kind[order]  # popped by monitor into MonitorResult.types: scores stay numeric
     panels = []
-    if chips and len(chosen):
+    if chips and len(order):
         with open_pair(setup) as (pre_ds, post_reader):
-            panels = [chip_panels(pre_ds, post_reader, c, setup.pre_stats, setup.post_stats)
-                      for c in craters.post[chosen]]
+            panels = [chip_panels(pre_ds, post_reader, c, setup.pre_stats, setup.post_stats) for c in pixels[order]]
     return candidates, scores, _catalog(craters.pre, georef, "pre"), _catalog(craters.post, georef, "post"), panels
 
 
@@ -475,23 +739,29 @@ def monitor(
     t0 = time.perf_counter()
     georef = _georeference(pre, pixel_size_m)
     candidates, scores, pre_cat, post_cat, panels = assemble(change, craters, setup, near_px=near_px,
-                                                             min_score=min_score, georef=georef)
-    with open_raster(pre) as pre_ds:
+                                                             min_score=min_score, georef=georef, model=segmenter)
+    with open_pair(setup) as (pre_ds, post_reader):
         overview, ov_shape = overview_png(pre_ds, setup.pre_stats)
+        overview_post, post_shape = overview_png(post_reader.dataset, setup.post_stats)
+    if post_shape != ov_shape:
+        overview_post = None
     timings["candidates_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
-    log.info("%d pre and %d post craters; %d new-crater candidates", len(pre_cat), len(post_cat), len(candidates))
+    log.info("%d pre and %d post craters; %d candidates (%d new_crater)", len(pre_cat), len(post_cat), len(candidates),
+             int(np.sum(scores["type"] == "new_crater")))
     params = {
         "pre": str(pre), "post": str(post), "method": method, "patch_size": patch_size, "n_pseudo": n_pseudo,
         "model": str(meta.get("name", model)), "tta": bool(meta.get("tta", False)),
         "prob_threshold": setup.prob_threshold, "extraction": setup.extraction, "match_mode": match_mode,
         "near_px": near_px, "min_score": min_score, "block_size": block_size, "block_halo": block_halo,
         "tile_size": tile_size, "overlap": overlap, "seed": seed, "device": torch_device, "pixel_size_m": pixel_size_m,
-        "score": "confidence * (1 - pre_support) * (1 - 1 / change_ratio)",
+        "score": "(1 - 1 / change_ratio) * evidence; evidence = confidence * (1 - pre_support) for new_crater, "
+                 f"{CHANGE_EVIDENCE} for change",
         "sun": {"pre": pre_sun_record, "post": post_sun_record},
     }
+    types = scores.pop("type")
     return MonitorResult(candidates, scores, change, pre_cat, post_cat, panels, overview, ov_shape, change.shape,
-                         params, timings)
+                         params, timings, types=types, overview_post=overview_post)
 
 
 # ----------------------------------------------------------------------------- batch mode

@@ -2,7 +2,7 @@
 
 :meth:`MonitorResult.write` writes every output of a pair; :func:`is_complete`
 and :func:`summary_row` read a written one back (batch mode). ``report.html``
-is one page to vet new-crater candidates one by one.
+is one page to vet typed candidates (new craters, bare change) one by one.
 
 Everything is inside the file: the candidate table as JSON, every chip
 (pre | post | difference) and an overview of the pre image as base64 PNGs,
@@ -40,10 +40,11 @@ CHANGE_DIR = "change"
 CHIP_DIR = "chips"
 DONE_MARKER = "monitor.json"
 #: Columns of ``new_craters.csv`` after the catalog's own (map, lon/lat, diameter) columns.
-SCORE_COLUMNS = ("score", "change_ratio", "confidence", "pre_support", "patch_row_off", "patch_col_off")
+SCORE_COLUMNS = ("score", "change_ratio", "confidence", "pre_support", "change_peak", "patch_row_off",
+                 "patch_col_off")
 
 #: Columns of the candidate table copied into the page (when present).
-PAGE_COLUMNS = ("rank", "x_px", "y_px", "radius_px", "x_map", "y_map", "lon_deg", "lat_deg", "diameter_km",
+PAGE_COLUMNS = ("rank", "type", "x_px", "y_px", "radius_px", "x_map", "y_map", "lon_deg", "lat_deg", "diameter_km",
                 "score", "change_ratio", "confidence", "pre_support")
 
 
@@ -61,15 +62,21 @@ class MonitorResult:
         planetocentric coordinates and diameters when the pair is georeferenced
         or ``pixel_size_m`` is given), in rank order.
     scores : dict of ndarray (n,)
-        ``score, change_ratio, confidence, pre_support, patch_row_off, patch_col_off`` per candidate.
+        ``score, change_ratio, confidence, pre_support, change_peak, patch_row_off, patch_col_off`` per candidate
+        (``pre_support`` NaN for ``change`` candidates, ``change_peak`` NaN for whole-image ``new_crater`` ones).
     change : ChangeResult
         What :func:`detect` found (written to ``OUTDIR/change``).
     pre_craters, post_craters : Catalog
         Every crater segmented in pre and in post (post on pre's grid).
     chips : list of ndarray, uint8, shape (3, s, s)
         Pre | post | difference around each candidate.
+    types : ndarray of str, shape (n,), optional
+        Each candidate's type: ``new_crater`` (a new crater segmented in post) or ``change``
+        (a changed patch located at its change peak, no crater segmented); all ``new_crater`` when None.
     overview : bytes
         PNG of pre, decimated; ``overview_shape`` gives its ``(rows, cols)``.
+    overview_post : bytes, optional
+        The same of post on pre's grid (the page switches between the two).
     """
 
     candidates: Catalog
@@ -83,17 +90,22 @@ class MonitorResult:
     shape: tuple[int, int]
     params: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    types: np.ndarray | None = None
+    overview_post: bytes | None = None
 
     def __len__(self) -> int:
         return len(self.candidates)
 
     def table(self) -> dict[str, np.ndarray]:
-        """The ranked candidate table: ``rank``, the catalog's columns, then the scores."""
+        """The ranked candidate table: ``rank``, ``type``, the catalog's columns, then the scores."""
         cat = self.candidates
-        table = {"rank": np.arange(1, len(self) + 1), "x_px": cat.x_px, "y_px": cat.y_px, "radius_px": cat.radius_px}
+        types = self.types if self.types is not None else np.full(len(self), "new_crater", dtype=object)
+        table = {"rank": np.arange(1, len(self) + 1), "type": np.asarray(types, dtype=object), "x_px": cat.x_px,
+                 "y_px": cat.y_px, "radius_px": cat.radius_px}
         table.update(cat.table())  # confidence, map and planetocentric coordinates, diameter
         for name in SCORE_COLUMNS:
-            table[name] = self.scores[name]
+            if name in self.scores:
+                table[name] = self.scores[name]
         return table
 
     def write(self, outdir: str | os.PathLike, overwrite: bool = False) -> list[Path]:
@@ -307,6 +319,7 @@ def page_data(result) -> dict:
         "post": str(result.params.get("post", "")),
         "shape": list(result.shape),
         "overview": base64.b64encode(result.overview).decode("ascii"),
+        "overview_post": base64.b64encode(result.overview_post).decode("ascii") if result.overview_post else None,
         "overview_shape": list(result.overview_shape),
         "displacement": [round(float(dy), 3), round(float(dx), 3)],
         "tau": _json_value(result.change.tau),
@@ -373,13 +386,20 @@ _TEMPLATE = r"""<!DOCTYPE html>
   #list-wrap { max-height: 360px; overflow: auto; }
   .keys { color: #667; font-size: 12px; }
   .empty { color: #667; font-style: italic; }
+  .hidden { display: none; }
+  button.on { background: #1d2430; color: #fff; }
 </style>
 </head>
 <body>
 <header><h1>New-impact candidates</h1><span class="meta" id="meta"></span></header>
 <main>
   <section>
-    <h2>Overview (pre) — <span id="count"></span></h2>
+    <h2>Overview (<span id="ov-name">pre</span>) — <span id="count"></span></h2>
+    <div class="buttons">
+      <button id="show-pre" title="overview of pre (p)">pre</button>
+      <button id="show-post" title="overview of post on pre's grid (o)">post</button>
+      <label>type <select id="type-filter"><option value="">all</option></select></label>
+    </div>
     <div id="overview-wrap"><img id="overview" alt="pre image overview"><svg id="marks" preserveAspectRatio="none"></svg></div>
     <p class="keys">Circles: candidates (yellow; green accepted, red rejected, blue current). Dashed red boxes: changed patches. Click a circle or a row to open a candidate.</p>
   </section>
@@ -409,12 +429,13 @@ const STORE = "planetcd-vet:" + DATA.pre + "|" + DATA.post;
 let decisions = {};
 try { decisions = JSON.parse(localStorage.getItem(STORE) || "{}"); } catch (e) { decisions = {}; }
 let current = 0;
-const LABELS = {rank: "rank", x_px: "x px", y_px: "y px", radius_px: "radius px", x_map: "x map", y_map: "y map",
+let typeFilter = "";
+const LABELS = {rank: "rank", type: "type", x_px: "x px", y_px: "y px", radius_px: "radius px", x_map: "x map", y_map: "y map",
   lon_deg: "lon °E", lat_deg: "lat °", diameter_km: "diameter m", score: "score", change_ratio: "ρ/τ",
   confidence: "confidence", pre_support: "pre support"};
 function fmt(col, v) {
   if (v === null || v === undefined) return "–";
-  if (col === "rank") return String(v);
+  if (col === "rank" || typeof v === "string") return String(v);
   if (col === "diameter_km") return (v * 1000).toFixed(1);
   if (col === "lon_deg" || col === "lat_deg") return v.toFixed(5);
   if (col === "x_map" || col === "y_map") return v.toFixed(1);
@@ -433,6 +454,7 @@ function buildList() {
     const tr = document.createElement("tr");
     tr.className = "candidate";
     tr.dataset.rank = c.rank;
+    tr.dataset.type = c.type || "";
     tr.innerHTML = cols.map(col => "<td>" + fmt(col, c[col]) + "</td>").join("") +
       '<td class="status-' + status(c) + '">' + (status(c) || "–") + "</td>";
     tr.addEventListener("click", () => show(i));
@@ -454,32 +476,39 @@ function buildMarks() {
     const circle = document.createElementNS("http://www.w3.org/2000/svg", "circle");
     circle.setAttribute("cx", c.x_px + 0.5); circle.setAttribute("cy", c.y_px + 0.5); circle.setAttribute("r", r);
     circle.dataset.rank = c.rank;
+    circle.dataset.type = c.type || "";
     circle.addEventListener("click", () => show(i));
     const title = document.createElementNS("http://www.w3.org/2000/svg", "title");
-    title.textContent = "#" + c.rank + " score " + c.score.toFixed(3);
+    title.textContent = "#" + c.rank + " " + (c.type || "") + " score " + c.score.toFixed(3);
     circle.appendChild(title);
     svg.appendChild(circle);
     const text = document.createElementNS("http://www.w3.org/2000/svg", "text");
     text.setAttribute("x", c.x_px + r + w / 300); text.setAttribute("y", c.y_px - r);
     text.setAttribute("font-size", Math.max(w / 60, 10));
     text.textContent = c.rank;
+    text.dataset.type = c.type || "";
     svg.appendChild(text);
   });
 }
+function visible(c) { return !typeFilter || c.type === typeFilter; }
 function refresh() {
   document.querySelectorAll("#list tbody tr").forEach((tr, i) => {
     const c = DATA.candidates[i];
     tr.classList.toggle("current", i === current);
+    tr.classList.toggle("hidden", !visible(c));
     const cell = tr.lastElementChild;
     cell.className = "status-" + status(c);
     cell.textContent = status(c) || "–";
   });
   document.querySelectorAll("#marks circle").forEach((el, i) => {
     const s = status(DATA.candidates[i]);
-    el.setAttribute("class", (s || "") + (i === current ? " current" : ""));
+    el.setAttribute("class", (s || "") + (i === current ? " current" : "") + (visible(DATA.candidates[i]) ? "" : " hidden"));
   });
+  document.querySelectorAll("#marks text").forEach(el => el.classList.toggle("hidden", !!typeFilter && el.dataset.type !== typeFilter));
   const done = Object.keys(decisions).length;
-  document.getElementById("count").textContent = DATA.candidates.length + " candidates, " + done + " vetted";
+  const shown = DATA.candidates.filter(visible).length;
+  document.getElementById("count").textContent = DATA.candidates.length + " candidates, " + done + " vetted" +
+    (typeFilter ? ", " + shown + " shown (" + typeFilter + ")" : "");
 }
 function show(i) {
   const n = DATA.candidates.length;
@@ -490,7 +519,10 @@ function show(i) {
     refresh();
     return;
   }
-  current = (i + n) % n;
+  const step = i < current ? -1 : 1;
+  i = (i + n) % n;
+  for (let k = 0; k < n && !visible(DATA.candidates[i]); k++) i = (i + step + n) % n;  // skip filtered-out types
+  current = i;
   const c = DATA.candidates[current];
   document.getElementById("cand-title").textContent = "Candidate #" + c.rank + " of " + n + (status(c) ? " — " + status(c) : "");
   const rows = DATA.columns.filter(col => col !== "rank")
@@ -522,7 +554,33 @@ function download() {
 document.getElementById("meta").textContent = DATA.title + " · " + DATA.shape[1] + "×" + DATA.shape[0] + " px · shift dy=" +
   DATA.displacement[0] + " dx=" + DATA.displacement[1] + " px · " + DATA.n_changed + " changed patches · " +
   DATA.n_pre + " pre / " + DATA.n_post + " post craters · score = " + DATA.score_rule;
-document.getElementById("overview").src = "data:image/png;base64," + DATA.overview;
+function showOverview(which) {
+  const data = which === "post" && DATA.overview_post ? DATA.overview_post : DATA.overview;
+  const name = data === DATA.overview ? "pre" : "post";
+  document.getElementById("overview").src = "data:image/png;base64," + data;
+  document.getElementById("ov-name").textContent = name;
+  document.getElementById("show-pre").classList.toggle("on", name === "pre");
+  document.getElementById("show-post").classList.toggle("on", name === "post");
+}
+showOverview("pre");
+if (!DATA.overview_post) document.getElementById("show-post").disabled = true;
+document.getElementById("show-pre").onclick = () => showOverview("pre");
+document.getElementById("show-post").onclick = () => showOverview("post");
+const filterEl = document.getElementById("type-filter");
+[...new Set(DATA.candidates.map(c => c.type).filter(t => t))].forEach(t => {
+  const opt = document.createElement("option");
+  opt.value = t; opt.textContent = t + " (" + DATA.candidates.filter(c => c.type === t).length + ")";
+  filterEl.appendChild(opt);
+});
+function setFilter(value) {
+  typeFilter = value;
+  filterEl.value = value;
+  const first = DATA.candidates.findIndex(visible);
+  show(first >= 0 ? first : 0);
+}
+filterEl.onchange = () => setFilter(filterEl.value);
+// the filter can be set from the address too (report.html#type=change)
+const hashType = (location.hash.match(/type=([a-z_]+)/) || [])[1];
 document.getElementById("prev").onclick = () => show(current - 1);
 document.getElementById("next").onclick = () => show(current + 1);
 document.getElementById("accept").onclick = () => decide("accepted");
@@ -537,12 +595,14 @@ document.addEventListener("keydown", ev => {
   else if (k === "a") decide("accepted");
   else if (k === "r") decide("rejected");
   else if (k === "u") decide("");
+  else if (k === "p") showOverview("pre");
+  else if (k === "o") showOverview("post");
   else return;
   ev.preventDefault();
 });
 buildList();
 buildMarks();
-show(0);
+if (hashType && DATA.candidates.some(c => c.type === hashType)) setFilter(hashType); else show(0);
 </script>
 </body>
 </html>

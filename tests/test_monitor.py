@@ -15,7 +15,8 @@ from planetcd.craters.match import same_crater
 from planetcd.datasets.synthetic import add_fresh_crater, write_synthetic_geotiff
 from planetcd.features import VGGFeatures
 from planetcd.craters.extract import disc_mean
-from planetcd.monitor import candidate_scores, monitor, nearby_change, new_crater_flags, read_pairs
+from planetcd.monitor import (candidate_scores, change_peak, change_scores, monitor, nearby_change,
+                              new_crater_flags, read_pairs)
 from planetcd.errors import InputError
 
 #: CTX pixel size, metres (the MC11E tiles are about 6 m/px).
@@ -227,7 +228,89 @@ def test_planetcd_monitor_is_callable_after_import_planetcd():
     assert out.stdout.startswith("ok") and "no-such-pre.tif" in out.stdout
 
 
+# ----------------------------------------------------------------------------- typed candidates
+
+
+class FindsNothing(__import__("torch").nn.Module):
+    """A stand-in segmenter that finds no crater anywhere (probability 0)."""
+
+    metadata = {"name": "finds-nothing", "threshold": 0.5}
+
+    def forward(self, x):
+        return x * 0.0
+
+
+@pytest.fixture(scope="module")
+def small_pair(shared_dir, tmp_path_factory):
+    """A 384 px pair cut from tile H with one implanted crater (r = 9 px) at (200, 170), shifted, brighter, noisier."""
+    from PIL import Image
+
+    tile = np.asarray(Image.open(shared_dir / "data" / "ctx-mc11e" / "images" / "MC11E-H.png").convert("L"), np.float32) / 255
+    pre, post = implanted_pair(tile[800:1300, 800:1300], 384, np.array([[200.0, 170.0, 9.0]]), (1.4, -2.2), seed=3)
+    folder = tmp_path_factory.mktemp("small_pair")
+    return (write_synthetic_geotiff(folder / "pre.tif", pre, pixel_size=PIXEL_M),
+            write_synthetic_geotiff(folder / "post.tif", post, pixel_size=PIXEL_M))
+
+
+@pytest.mark.shared
+def test_change_alone_gives_the_first_candidate(small_pair, trunk):
+    """With a segmenter that finds nothing, the implanted change is candidate 1, typed ``change``, at its centre."""
+    pre, post = small_pair
+    result = monitor(pre, post, model=FindsNothing(), trunk=trunk, n_pseudo=30, seed=0)
+    table = result.table()
+    assert len(result) >= 1 and len(result.post_craters) == 0
+    assert set(table["type"]) == {"change"}
+    # every changed patch yields a candidate: one whose disc (+5 px) reaches into it
+    for r, c, h, w in result.change.patches[result.change.changed]:
+        dy = np.maximum(0, np.maximum(r - table["y_px"], table["y_px"] - (r + h)))
+        dx = np.maximum(0, np.maximum(c - table["x_px"], table["x_px"] - (c + w)))
+        assert np.any(np.hypot(dy, dx) <= table["radius_px"] + 5.0), (r, c)
+    distance = np.hypot(table["x_px"][0] - 170.0, table["y_px"][0] - 200.0)
+    assert distance <= max(9.0, 5.0), (table["x_px"][0], table["y_px"][0])
+    assert table["score"][0] > 0 and np.all(np.diff(table["score"]) <= 0)
+
+
+def test_change_peak_locates_a_blob():
+    rng = np.random.default_rng(0)
+    pre = rng.normal(0.0, 0.05, (80, 80))
+    post = 1.3 * pre + 0.2 + rng.normal(0.0, 0.01, pre.shape)  # another gain and offset: no change
+    yy, xx = np.mgrid[:80, :80]
+    post = post - 0.8 * ((yy - 30) ** 2 + (xx - 50) ** 2 <= 36)  # a dark disc of radius 6 at row 30, col 50
+    row, col, radius, peak = change_peak(pre, post, np.zeros(pre.shape, bool), np.ones(pre.shape, bool))
+    assert abs(row - 30) <= 1.5 and abs(col - 50) <= 1.5 and 4.0 <= radius <= 9.0 and peak > 5
+    assert change_peak(pre, post, np.ones(pre.shape, bool), np.ones(pre.shape, bool)) is None
+
+
+def test_change_scores_rank_strong_change_above_weak_crater():
+    crater = candidate_scores(np.array([0.6]), np.array([0.0]), np.array([1.5]))
+    assert change_scores(np.array([4.0]))[0] > crater[0]
+    np.testing.assert_allclose(change_scores(np.array([0.5, 2.0])), [0.0, 0.25])
+
+
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+@pytest.mark.parametrize("prob_threshold", [None, 0.95])
+def test_local_search_gives_the_new_crater_its_radius(small_pair, segmenter, trunk, prob_threshold):
+    """A real new crater segmented in post is a ``new_crater`` of the implanted radius, ranked first: found by
+    the whole-image segmentation (default threshold), or — at a threshold too high for it (0.95) — by the
+    local search of the changed patch."""
+    pre, post = small_pair
+    result = monitor(pre, post, model=segmenter, tta=False, trunk=trunk, n_pseudo=30, seed=0,
+                     prob_threshold=prob_threshold)
+    table = result.table()
+    if prob_threshold is not None:  # the whole-image segmentation missed it: the local search found it
+        assert not np.any(np.hypot(result.post_craters.x_px - 170.0, result.post_craters.y_px - 200.0) <= 9.0)
+    near = np.flatnonzero((np.hypot(table["x_px"] - 170.0, table["y_px"] - 200.0) <= 9.0) & (table["type"] == "new_crater"))
+    assert len(near), {k: table[k][:5] for k in ("type", "x_px", "y_px", "radius_px", "score")}
+    assert abs(table["radius_px"][near[0]] - 9.0) <= 0.3 * 9.0
+    assert table["rank"][near[0]] == 1
+
+
 # ----------------------------------------------------------------------------- the sun
+
+
 
 
 @pytest.mark.shared

@@ -47,12 +47,16 @@ def _result(n: int, rng: np.random.Generator) -> MonitorResult:
     buffer = io.BytesIO()
     Image.fromarray(rng.integers(0, 255, (80, 100), dtype=np.uint8)).save(buffer, format="PNG")
     empty = Catalog.from_pixels(np.zeros((0, 4)), transform=transform, crs=MARS_EQC_WKT)
+    types = np.array(["new_crater", "change"] * (n // 2) + ["new_crater"] * (n % 2), dtype=object)
+    post_buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (80, 100), dtype=np.uint8)).save(post_buffer, format="PNG")
     return MonitorResult(catalog, scores, change, empty, empty, chips, buffer.getvalue(), (80, 100), shape,
-                         {"pre": "pre.tif", "post": "post.tif", "score": "confidence * (1 - pre_support) * (1 - 1 / change_ratio)"})
+                         {"pre": "pre.tif", "post": "post.tif", "score": "confidence * (1 - pre_support) * (1 - 1 / change_ratio)"},
+                         types=types, overview_post=post_buffer.getvalue())
 
 
-def _dump_dom(browser: str, page) -> str:
-    out = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
+def _dump_dom(browser: str, page, fragment: str = "") -> str:
+    out = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri() + fragment],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
@@ -84,6 +88,33 @@ def test_report_renders_every_candidate_in_chromium(tmp_path):
 
     pixels = np.asarray(Image.open(shot).convert("L"), float)
     assert pixels.std() > 10  # a rendered page, not a blank one
+
+
+def test_report_type_filter_shows_one_type(tmp_path):
+    """The type filter (select, or ``#type=change`` in the address) hides the other type's rows and circles and
+    opens the first candidate of the chosen type; the type is shown in the table; pre/post overview buttons exist."""
+    browser = _chromium()
+    result = _result(7, np.random.default_rng(4))  # ranks 1, 3, 5, 7: new_crater; 2, 4, 6: change
+    page = write_report(result, tmp_path / "report.html")
+
+    plain = _dump_dom(browser, page)
+    options = re.findall(r'<option value="([a-z_]*)">', plain)
+    assert options == ["", "new_crater", "change"]
+    assert not re.search(r'<tr class="[^"]*hidden', plain)
+    assert "<td>change</td>" in plain and "<td>new_crater</td>" in plain
+    assert 'id="show-pre"' in plain and 'id="show-post"' in plain
+
+    dom = _dump_dom(browser, page, "#type=change")
+    shown = re.findall(r'<tr class="candidate(?! hidden)[^"]*" data-rank="(\d+)" data-type="(\w+)"', dom)
+    hidden = re.findall(r'<tr class="candidate[^"]*hidden[^"]*" data-rank="(\d+)" data-type="(\w+)"', dom)
+    assert [r for r, _ in shown] == ["2", "4", "6"] and {t for _, t in shown} == {"change"}
+    assert [r for r, _ in hidden] == ["1", "3", "5", "7"] and {t for _, t in hidden} == {"new_crater"}
+    assert "Candidate #2 of 7" in dom  # the first change candidate is open
+    assert "3 shown (change)" in dom
+    circles = re.findall(r'<circle[^>]*>', dom)
+    hidden_circles = [c for c in circles if re.search(r'class="[^"]*hidden', c)]
+    assert len(circles) == 7 and len(hidden_circles) == 4
+    assert all('data-type="new_crater"' in c for c in hidden_circles)
 
 
 def test_report_without_candidates_says_so(tmp_path):

@@ -92,3 +92,31 @@ def test_monitor_tta_override_is_recorded(pair_paths, tiny_model, vgg_weights, t
     bad = _run(["monitor", pre, post, "-o", tmp_path / "bad", "--tta", "--model", "no-such-model", "-q"])
     assert bad.exit_code != 0 and bad.output.strip().startswith("planetcd: error:")
     assert len(bad.output.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+
+
+def test_batch_and_two_workers_give_the_candidates_of_the_single_run(pair_paths, tiny_model, vgg_weights, tmp_path):
+    """``--pairs`` and ``--workers 2`` write the same typed candidates as a plain run (every changed patch has one)."""
+    pre, post = pair_paths
+    single = _run(["monitor", pre, post, "-o", tmp_path / "single", *_fast(tiny_model, vgg_weights)])
+    assert single.exit_code == 0, single.output
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"pre,post,id\n{pre},{post},only\n")
+    batch = _run(["monitor", "--pairs", pairs, "-o", tmp_path / "batch", *_fast(tiny_model, vgg_weights)])
+    assert batch.exit_code == 0, batch.output
+    dask = _run(["monitor", pre, post, "-o", tmp_path / "dask", "--workers", "2", *_fast(tiny_model, vgg_weights)])
+    assert dask.exit_code == 0, dask.output
+
+    def rows(folder):
+        with open(folder / "new_craters.csv", newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    expected = rows(tmp_path / "single")
+    record = json.loads((tmp_path / "single" / "monitor.json").read_text())
+    assert len(expected) >= 1 and record["n_changed_patches"] >= 1
+    assert {r["type"] for r in expected} <= {"new_crater", "change"}
+    for other in (tmp_path / "batch" / "only", tmp_path / "dask"):
+        got = rows(other)
+        assert [r["type"] for r in got] == [r["type"] for r in expected]
+        for a, b in zip(got, expected):
+            for name in ("x_px", "y_px", "radius_px", "score", "change_ratio"):
+                assert float(a[name]) == pytest.approx(float(b[name]), rel=1e-6, abs=1e-6), name
