@@ -22,7 +22,7 @@ Test-time pipeline (:func:`detect`): the tile's sun azimuth is *estimated*
 (``sun.estimate_sun_azimuth``, or the fallback when not confident: labels are
 not known at test time), a sun-aware model sees the tile turned to its
 canonical frame (light from the left), the probability map is made by
-``planetcd.craters.segment.segment_array`` (512 px tiles, 64 px overlap),
+``planetcd.craters.segment.image_probability`` (512 px tiles, 64 px overlap),
 craters are extracted by components and mapped back to the input grid.
 
 Mound test (issue 13's acceptance: >= 80 % found, <= 10 % on turned chips):
@@ -98,11 +98,12 @@ def canonical_probability(model: torch.nn.Module, image: np.ndarray, azimuth: fl
     trained without the sun-aware recipe).
     """
     from planetcd.craters import sun
-    from planetcd.craters.segment import segment_array
+    from planetcd.craters.segment import image_probability
 
+    # fill 0: the pixels outside the turned tile are missing, and image_probability fills them with the mean
     turned, frame = sun.to_canonical(image, sun.CANONICAL_AZIMUTH_DEG if azimuth is None else azimuth, fill=0.0)
     with torch.no_grad():
-        prob = segment_array(model, np.asarray(turned, np.float32), tile=512, overlap=64, device=device)
+        prob = image_probability(model.to(device), np.asarray(turned, np.float32), tile_size=512, overlap=64)
     return np.nan_to_num(prob, nan=0.0), frame
 
 
