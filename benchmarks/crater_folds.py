@@ -4,6 +4,7 @@
         [--epochs 60] [--crops-per-epoch 512] [--time-limit SECONDS] [--threads 2] [--precision auto] [--device cpu]
         [--hrsc] [--score-only]
     python benchmarks/crater_folds.py --mound-test --model runs/folds/fold-BEH/best.pt [--tiles H,I] [--threshold T]
+    python benchmarks/crater_folds.py --score-model --model ctx-craters --tiles H,I,HRSC [--threshold T]
 
 Folds. Each fold holds out its tiles (e.g. {A, D, G}); the model is trained
 on the other folds' tiles minus an inner validation set (the last tile of
@@ -327,6 +328,8 @@ def main(argv=None) -> int:
     ap.add_argument("--hrsc", action="store_true", help="also score the PyCDA HRSC tile (another camera)")
     ap.add_argument("--score-only", action="store_true", help="rescore trained folds (fold-*/best.pt)")
     ap.add_argument("--mound-test", action="store_true")
+    ap.add_argument("--score-model", action="store_true",
+                    help="score --model on --tiles with the fold pipeline (at --threshold, else each of 0.3-0.8)")
     ap.add_argument("--model", default=None, help="mound test: checkpoint path or registry name")
     ap.add_argument("--tiles", default="H,I", help="mound test tiles")
     ap.add_argument("--threshold", type=float, default=None, help="mound test threshold (default: the fold's, else the model's)")
@@ -354,6 +357,24 @@ def main(argv=None) -> int:
         print("tile  craters  found  found_turned")
         for t, v in res.items():
             print(f"{t}  {v['craters']}  {v['found']:.3f}  {v['found_turned']:.3f}")
+        return 0
+
+    if args.score_model:
+        from planetcd import models
+
+        if not args.model:
+            raise SystemExit("--score-model needs --model")
+        model = models.load(args.model, device=args.device, tta=False)
+        thresholds = (args.threshold,) if args.threshold is not None else THRESHOLDS
+        print(f"{args.model} (sun-aware: {is_sun_aware(model)}), fold pipeline, no flip averaging")
+        print("tile  threshold  tp  fp  fn  precision  recall  F1  azimuth")
+        for t in [t.strip().upper() for t in args.tiles.split(",")]:
+            image, truth = raw_tile(t)
+            found, record = detect(model, image, thresholds, model.metadata.get("target", "filled"), args.device)
+            for th in thresholds:
+                c = prf(score(found[th], truth, t))
+                print(f"{t}  {th:.2f}  {c['tp']}  {c['fp']}  {c['fn']}  {c['precision']:.3f}  {c['recall']:.3f}  "
+                      f"{c['f1']:.3f}  {record.get('azimuth_deg')}")
         return 0
 
     folds = parse_folds(args.folds)
