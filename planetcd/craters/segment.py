@@ -709,6 +709,7 @@ def segment(
                               band=band, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
                               sun_azimuth=rotate)
     catalog = Catalog.from_pixels(craters, name=source.name, **source.georef)
+    catalog.metadata = {"command": "segment", "model": str(meta.get("name", model)), "sun": sun_record}
     mask = (prob >= threshold).astype(np.uint8)
     mask[missing] = MASK_NODATA
     params = {

@@ -10,6 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from planetcd.craters.catalog import read_catalog_gpkg
 from planetcd.craters.match import match_craters
 from planetcd.craters.segment import parse_sun_azimuth, segment
 from planetcd.datasets.synthetic import hillshade, random_craters, terrain_height, write_synthetic_geotiff
@@ -190,6 +191,9 @@ def test_cli_sun_azimuth(tmp_path, lit_left, monkeypatch):
     assert out.exit_code == 0, out.output
     run = json.loads((tmp_path / "o" / "run.json").read_text())
     assert run["params"]["sun"]["sun_azimuth_deg"] == 90.0 and run["params"]["sun"]["source"] == "given"
+    # the catalogue carries the same record (GeoPackage layer metadata)
+    catalog = read_catalog_gpkg(tmp_path / "o" / "craters.gpkg")
+    assert catalog.metadata["sun"] == run["params"]["sun"] and catalog.metadata["command"] == "segment"
     bad = runner.invoke(main, ["segment", str(path), "-o", str(tmp_path / "p"), "--sun-azimuth", "west"])
     assert bad.exit_code != 0 and "--sun-azimuth" in bad.output and "Traceback" not in bad.output
     assert not (tmp_path / "p").exists()
