@@ -81,7 +81,7 @@ def _sun_azimuths(values, paths: list[Path]) -> dict[str, float]:
 @click.option("--recipe", type=click.Choice(["old", "sun-aware"]), default="old", show_default=True,
               help="sun-aware: TrainConfig.sun_aware_recipe (canonical frame, light-axis mirror, mounds as hard negatives, confidence weights, crater-F1 selection, cosine schedule, bf16 where native; docs/training.md); options given on the command line override its fields (the defaults shown are the old recipe's).")
 @click.option("--sun-azimuth", "sun_azimuths", multiple=True, metavar="[IMAGE=]DEG",
-              help="Sun azimuth of an image (IMAGE: its file name or stem; repeat), or one plain DEG for all images: degrees clockwise from the image top, the direction the light comes from; 'auto' estimates it. Images without one: read from their labels, else estimated. Needs --recipe sun-aware.")
+              help="Sun azimuth of an image (IMAGE: its file name or stem; repeat), or one plain DEG for all images: degrees clockwise from the image top, the direction the light comes from. Images without one (or 'auto'): read from their labels, else estimated. Needs --recipe sun-aware.")
 @click.option("--arch", type=click.Choice(["symmetric", "small", "vgg16-unet"]), default="symmetric", show_default=True, help="DeLatte's SymmetricUNet, the 48×48-chip SmallUNet, or VGG16UNet (ImageNet VGG-16 encoder, TernausNet decoder; its weights from $PLANETCD_VGG16_WEIGHTS).")
 @click.option("--vgg-frozen-blocks", type=click.IntRange(0, 5), default=2, show_default=True, help="--arch vgg16-unet: VGG-16 blocks kept at their ImageNet weights.")
 @click.option("--kernel-size", type=click.Choice(["3", "7", "11"]), default="3", show_default=True)
