@@ -82,6 +82,39 @@ def cases(shared: Path, tiles=TILES, **estimator_options) -> list[dict]:
     return rows
 
 
+HEADER = (
+    "Reference: per tile, the mean standardised chip of its labelled craters (radius >= 4 px; clustered\n"
+    "VOC labels for MC11E-A..I, holdout_tile_labels.csv for HRSC); the light comes from the side of the\n"
+    "dark inner wall (planetcd.craters.sun.azimuth_from_craters). Azimuths: degrees clockwise from the top,\n"
+    "direction the light comes from. Turn: clockwise rotation applied to the tile (np.rot90)."
+)
+
+FOOTER = (
+    "Design data: the statistic and its settings (decimate 2, block 128, high-pass 16, clip at the block's\n"
+    "median gradient) were chosen while looking at these same ten tiles; this table is in-sample, not held out."
+)
+
+
+def table(rows: list[dict], seconds: bool = True) -> str:
+    """The case table (one line per tile and turn) and its summary, as printed by :func:`main`."""
+    head = f"{'tile':<5} {'turn':>4} {'labels':>6} {'reference':>9} {'estimate':>8} {'error':>6} {'conf':>5} {'confident':>9} {'axis':>5}"
+    lines = [head + (f" {'s':>5}" if seconds else "")]
+    for r in rows:
+        lines.append(
+            f"{r['tile']:<5} {r['turn']:>4d} {r['n_labels']:>6d} {r['reference']:>9.1f} {r['estimate']:>8.1f} {r['error']:>+6.1f} "
+            f"{r['confidence']:>5.2f} {str(r['confident']):>9} {r['axis']:>5.0f}" + (f" {r['seconds']:>5.2f}" if seconds else "")
+        )
+    errors = np.abs([r["error"] for r in rows])
+    lines.append("")
+    lines.append(f"within 30 deg: {int((errors <= 30).sum())} of {len(rows)}; median |error| {np.median(errors):.1f} deg, "
+                 f"worst {errors.max():.1f} deg")
+    confident = [r for r in rows if r["confident"]]
+    if confident:
+        ok = int((np.abs([r["error"] for r in confident]) <= 30).sum())
+        lines.append(f"confident (confidence >= 0.9): {len(confident)} of {len(rows)}, of which {ok} within 30 deg")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=SHARED)
@@ -91,28 +124,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     tiles = [t.strip() for t in args.tiles.split(",") if t.strip()]
     rows = cases(args.shared, tiles, decimate=args.decimate, block=args.block)
-    print("Reference: per tile, the mean standardised chip of its labelled craters (radius >= 4 px; clustered")
-    print("VOC labels for MC11E-A..I, holdout_tile_labels.csv for HRSC); the light comes from the side of the")
-    print("dark inner wall (planetcd.craters.sun.azimuth_from_craters). Azimuths: degrees clockwise from the top,")
-    print("direction the light comes from. Turn: clockwise rotation applied to the tile (np.rot90).")
+    print(HEADER)
     print()
-    print(f"{'tile':<5} {'turn':>4} {'labels':>6} {'reference':>9} {'estimate':>8} {'error':>6} {'conf':>5} {'confident':>9} {'axis':>5} {'s':>5}")
-    for r in rows:
-        print(
-            f"{r['tile']:<5} {r['turn']:>4d} {r['n_labels']:>6d} {r['reference']:>9.1f} {r['estimate']:>8.1f} {r['error']:>+6.1f} "
-            f"{r['confidence']:>5.2f} {str(r['confident']):>9} {r['axis']:>5.0f} {r['seconds']:>5.2f}"
-        )
-    errors = np.abs([r["error"] for r in rows])
-    within = int((errors <= 30).sum())
-    confident = [r for r in rows if r["confident"]]
+    print(table(rows))
     print()
-    print(f"within 30 deg: {within} of {len(rows)}; median |error| {np.median(errors):.1f} deg, worst {errors.max():.1f} deg")
-    if confident:
-        ok = int((np.abs([r['error'] for r in confident]) <= 30).sum())
-        print(f"confident (confidence >= 0.9): {len(confident)} of {len(rows)}, of which {ok} within 30 deg")
-    print()
-    print("Design data: the statistic and its settings (decimate 2, block 128, high-pass 16, clip at the block's")
-    print("median gradient) were chosen while looking at these same ten tiles; this table is in-sample, not held out.")
+    print(FOOTER)
     return 0
 
 

@@ -751,7 +751,7 @@ def monitor(
              int(np.sum(scores["type"] == "new_crater")))
     params = {
         "pre": str(pre), "post": str(post), "method": method, "patch_size": patch_size, "n_pseudo": n_pseudo,
-        "model": str(meta.get("name", model)), "tta": bool(meta.get("tta", False)),
+        "model": str(meta.get("name", model)), "tta": bool(meta.get("tta", False)), "tta_flips": meta.get("tta_flips"),
         "prob_threshold": setup.prob_threshold, "extraction": setup.extraction, "match_mode": match_mode,
         "near_px": near_px, "min_score": min_score, "block_size": block_size, "block_halo": block_halo,
         "tile_size": tile_size, "overlap": overlap, "seed": seed, "device": torch_device, "pixel_size_m": pixel_size_m,

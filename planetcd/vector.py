@@ -81,6 +81,7 @@ def write_gpkg(
     geometry_type: str,
     crs=None,
     layer: str | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> None:
     """Write a GeoPackage layer atomically.
 
@@ -92,6 +93,10 @@ def write_gpkg(
     geometry_type : {"Point", "Polygon"}
     crs : rasterio CRS, pyproj CRS, WKT string or None
         Kept as given (for Mars and Moon: the body's own CRS).
+    layer : str, optional
+        Layer name (default: the file's stem).
+    metadata : mapping of str to str, optional
+        The layer's metadata (GDAL key/value items; ``pyogrio.read_info(path)["layer_metadata"]`` reads them).
     """
     import pyogrio.raw
 
@@ -119,4 +124,5 @@ def write_gpkg(
             driver="GPKG",
             geometry_type=geometry_type,
             crs=crs_wkt,
+            layer_metadata=dict(metadata) if metadata else None,
         )

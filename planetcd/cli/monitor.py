@@ -37,7 +37,7 @@ log = logging.getLogger("planetcd")
               help="Crater segmenter: registered model name or a .pt checkpoint path.")
 @click.option("--threshold", type=float, default=None, help="Crater probability threshold [default: the model's].")
 @click.option("--tta/--no-tta", default=None,
-              help="Average the segmenter over the four flips of each tile (four times its time) [default: the model's].")
+              help="Average the segmenter over the four flips of each tile (four times its time; a sun-aware model: the identity and the up-down mirror only) [default: the model's].")
 @click.option("--match-mode", type=click.Choice(["deepmoon", "strict", "iou"]), default="deepmoon", show_default=True,
               help="Rule under which a post crater already existed in pre.")
 @click.option("--near", "near_px", type=click.FloatRange(0), default=32.0, show_default=True,

@@ -27,7 +27,7 @@ log = logging.getLogger("planetcd.segment")
               help="Segment blocks of this side (pixels; with a 192 px halo) one at a time: the memory bound and the unit of work on a cluster [default: 8192, an ordinary CTX tile in one block].")
 @click.option("--scales", default=None, help="Also find craters on the image resampled by these factors, e.g. 2,1,0.5 (above 1: small craters, below: big ones); merged with the duplicate rule [default: the model's].")
 @click.option("--min-contrast", type=float, default=None, help="Keep craters whose mean probability inside the disc exceeds that of the ring around it (1-1.5 radii) by at least this (-1 keeps all; filled-disc models only) [default: the model's].")
-@click.option("--tta/--no-tta", default=None, help="Average the network over the four flips of each tile (four times the network time) [default: the model's].")
+@click.option("--tta/--no-tta", default=None, help="Average the network over the four flips of each tile (four times the network time; a sun-aware model: the identity and the up-down mirror only, twice) [default: the model's].")
 @click.option("--sun-azimuth", default=None, metavar="DEG|auto|none",
               help="Where the light comes from, degrees clockwise from the image top (0 top, 90 right, 180 bottom, 270 left; taken modulo 360; see docs/sun.md). 'auto' estimates it from the image; 'none' switches the canonical frame off. Sun-aware models segment the image turned so the light comes from the left; the value is recorded in run.json [default: auto].")
 @dask_options

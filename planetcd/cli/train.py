@@ -29,12 +29,61 @@ def _labels_for(image: Path, labels_dir: Path | None) -> Path:
     raise InputError(f"{image}: no label file {image.stem}.xml / {image.stem}.csv in {folder}")
 
 
+#: Where a click option's value counts as given by the user (not its default).
+_GIVEN = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+
+
+def _sun_azimuths(values, paths: list[Path]) -> dict[str, float]:
+    """``--sun-azimuth`` values (``IMAGE=DEG`` or one plain ``DEG``) → ``{image stem: degrees}``.
+
+    IMAGE is an image's file name or stem; a plain DEG applies to every image
+    not named; ``auto`` leaves an image to its labels or the estimator. Degrees
+    follow :func:`planetcd.craters.segment.parse_sun_azimuth` (any number modulo 360).
+    """
+    from ..craters.segment import SUN_OFF, parse_sun_azimuth
+
+    names = {}
+    for p in paths:
+        names[p.name] = names[p.stem] = p.stem
+    default, named = None, {}
+    plain = 0
+    for value in values:
+        image, sep, degrees = value.rpartition("=")
+        if sep and not image:
+            raise InputError(f"--sun-azimuth {value!r}: give IMAGE=DEG (IMAGE: an image's file name or stem) or DEG")
+        if sep and image not in names:
+            raise InputError(f"--sun-azimuth {value!r}: {image!r} is not one of the training or validation images "
+                             f"({', '.join(sorted({p.name for p in paths}))})")
+        if not degrees.strip():
+            raise InputError(f"--sun-azimuth {value!r}: no degrees given")
+        azimuth = parse_sun_azimuth(degrees, "--sun-azimuth")
+        if azimuth == SUN_OFF:
+            raise InputError(f"--sun-azimuth {value!r}: training turns every image by its sun azimuth; give degrees or 'auto'")
+        if not sep:
+            plain += 1
+            if plain > 1:
+                raise InputError(f"--sun-azimuth {value!r}: only one plain DEG (for all images); name the others IMAGE=DEG")
+            default = azimuth
+        elif names[image] in named:
+            raise InputError(f"--sun-azimuth {value!r}: {image} given twice")
+        else:
+            named[names[image]] = azimuth
+    out = {p.stem: default for p in paths if default is not None}
+    out.update(named)
+    return {k: v for k, v in out.items() if v is not None}
+
+
 @click.command("train")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--val", "val_images", multiple=True, type=click.Path(dir_okay=False), help="Validation image (repeat); never trained on.")
 @click.option("--labels", "labels_dir", type=click.Path(file_okay=False), default=None, help="Folder of label files named after the images (<stem>.xml VOC boxes or <stem>.csv pixel craters); default: beside each image.")
 @outdir_opt
-@click.option("--arch", type=click.Choice(["symmetric", "small"]), default="symmetric", show_default=True, help="DeLatte's SymmetricUNet or the 48×48-chip SmallUNet.")
+@click.option("--recipe", type=click.Choice(["old", "sun-aware"]), default="old", show_default=True,
+              help="sun-aware: TrainConfig.sun_aware_recipe (canonical frame, light-axis mirror, mounds as hard negatives, confidence weights, crater-F1 selection, cosine schedule, bf16 where native; docs/training.md); options given on the command line override its fields (the defaults shown are the old recipe's).")
+@click.option("--sun-azimuth", "sun_azimuths", multiple=True, metavar="[IMAGE=]DEG",
+              help="Sun azimuth of an image (IMAGE: its file name or stem; repeat), or one plain DEG for all images: degrees clockwise from the image top, the direction the light comes from. Images without one (or 'auto'): read from their labels, else estimated. Needs --recipe sun-aware.")
+@click.option("--arch", type=click.Choice(["symmetric", "small", "vgg16-unet"]), default="symmetric", show_default=True, help="DeLatte's SymmetricUNet, the 48×48-chip SmallUNet, or VGG16UNet (ImageNet VGG-16 encoder, TernausNet decoder; its weights from $PLANETCD_VGG16_WEIGHTS).")
+@click.option("--vgg-frozen-blocks", type=click.IntRange(0, 5), default=2, show_default=True, help="--arch vgg16-unet: VGG-16 blocks kept at their ImageNet weights.")
 @click.option("--kernel-size", type=click.Choice(["3", "7", "11"]), default="3", show_default=True)
 @click.option("--filter-multiple", type=click.Choice(["0.5", "1", "2"]), default="1", show_default=True)
 @click.option("--target", type=click.Choice(["filled", "outline", "rings"]), default="filled", show_default=True)
@@ -56,20 +105,33 @@ def _labels_for(image: Path, labels_dir: Path | None) -> Path:
 @click.option("--noise", type=float, default=0.0, show_default=True, help="Augmentation: additive Gaussian noise of std up to this (image normalized to -1..1).")
 @click.option("--blur", type=float, default=0.0, show_default=True, help="Augmentation: Gaussian blur of sigma up to this many pixels.")
 @click.option("--zoom-range", default=None, metavar="LOW,HIGH", help="Augmentation: magnifications drawn log-uniformly in LOW..HIGH (e.g. 0.7,2.5) instead of 1 ± 0.3.")
+@click.option("--flips", type=click.Choice(["all", "light-axis", "none"]), default="all", show_default=True,
+              help="Augmentation mirrors: all (left-right and up-down; the old recipe), light-axis (up-down only: keeps the light from the left; sun-aware default), none.")
+@click.option("--hard-negative-rate", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+              help="Mean number of labelled craters turned 180° (mounds, target 0) pasted into each training crop (sun-aware default 1).")
+@click.option("--confidence-weights/--no-confidence-weights", default=False, show_default=True,
+              help="Weigh crater pixels by min(1, annotators / 3) from the VOC labels' <confidence> (sun-aware default: on).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="fp32", show_default=True,
+              help="bf16: autocast; auto: bf16 where the device runs it natively (sun-aware default), else fp32.")
+@click.option("--channels-last/--no-channels-last", default=False, show_default=True,
+              help="Channels-last memory format for the model and batches (sun-aware default: on).")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
 @click.option("--time-limit", type=float, default=None, help="Stop after the epoch that passes this many minutes.")
 @seed_opt
 @device_opt
 @overwrite_opt
 @common_options
-def train(images, val_images, labels_dir, outdir, arch, kernel_size, filter_multiple, target, loss, pos_weight, lr, lr_schedule, lr_min, batch_size,
-          epochs, patience, crop, crops_per_epoch, positive_fraction, val_tile, monitor, init, no_augment, noise, blur, zoom_range, threads, time_limit,
+def train(images, val_images, labels_dir, outdir, recipe, sun_azimuths, arch, vgg_frozen_blocks, kernel_size, filter_multiple, target, loss,
+          pos_weight, lr, lr_schedule, lr_min, batch_size, epochs, patience, crop, crops_per_epoch, positive_fraction, val_tile, monitor, init,
+          no_augment, noise, blur, zoom_range, flips, hard_negative_rate, confidence_weights, precision, channels_last, threads, time_limit,
           seed, device, overwrite, verbose, quiet):
     """Train a crater segmenter on IMAGES (with --val images held out).
 
     Writes OUTDIR/best.pt (the checkpoint with the lowest validation loss, or
     the best crater F1 with --monitor val_f1), last.pt, log.csv (metrics per
-    epoch), curves.png and config.json.
+    epoch), curves.png and config.json. --recipe sun-aware trains the
+    sun-aware recipe of docs/training.md; the other options given override
+    its fields.
     """
     from ..craters import train as train_mod
     from ..craters.train import TrainConfig, load_labelled
@@ -96,23 +158,39 @@ def train(images, val_images, labels_dir, outdir, arch, kernel_size, filter_mult
             zoom_limits = ()
         if len(zoom_limits) != 2 or not 0 < zoom_limits[0] <= zoom_limits[1]:
             raise InputError(f"--zoom-range {zoom_range}: give LOW,HIGH with 0 < LOW <= HIGH, e.g. 0.7,2.5")
+    given_azimuths = _sun_azimuths(sun_azimuths, [*train_paths, *val_paths])
+    if given_azimuths and recipe != "sun-aware":
+        raise InputError("--sun-azimuth: only the sun-aware recipe turns images by their sun azimuth; add --recipe sun-aware")
     if device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    config = TrainConfig(
+    fields = dict(
         arch=arch, kernel_size=int(kernel_size), filter_multiple=float(filter_multiple), target=target, loss=loss, pos_weight=pos_weight,
         lr=lr, lr_schedule=lr_schedule, lr_min=lr_min, batch_size=batch_size, epochs=epochs, patience=patience, crop=crop, crops_per_epoch=crops_per_epoch,
         positive_fraction=positive_fraction, val_tile=val_tile, monitor=monitor, init=init, augment=not no_augment, noise=noise, blur=blur, zoom_range=zoom_limits, seed=seed, threads=threads,
-        time_limit=None if time_limit is None else 60.0 * time_limit, device=device,
+        time_limit=None if time_limit is None else 60.0 * time_limit, device=device, flips=flips, hard_negative_rate=hard_negative_rate,
+        confidence_weights=confidence_weights, precision=precision, channels_last=channels_last, vgg_frozen_blocks=vgg_frozen_blocks,
     )
+    if recipe == "sun-aware":
+        # the recipe's own fields keep its values unless their option was given on the command line
+        ctx = click.get_current_context()
+        option_of = {"augment": "no_augment", "zoom_range": "zoom_range", "time_limit": "time_limit"}
+        base, sun_recipe = TrainConfig(), TrainConfig.sun_aware_recipe()
+        for name in list(fields):
+            source = ctx.get_parameter_source(option_of.get(name, name))
+            if getattr(sun_recipe, name) != getattr(base, name) and source not in _GIVEN:
+                del fields[name]
+        config = TrainConfig.sun_aware_recipe(**fields, sun_azimuths=given_azimuths or None)
+    else:
+        config = TrainConfig(**fields)
     label_paths = {}
     for path in [*train_paths, *val_paths]:  # every input checked before any is read in full
         check_raster(path, min_size=MIN_IMAGE_SIZE, band=1, size_of=f"the {MIN_IMAGE_SIZE} px a training image needs")
         label_paths[path] = _labels_for(path, labels)
     log.info("reading %d training and %d validation images", len(train_paths), len(val_paths))
-    train_set = [load_labelled(p, label_paths[p], target) for p in train_paths]
-    val_set = [load_labelled(p, label_paths[p], target) for p in val_paths]
+    train_set = [load_labelled(p, label_paths[p], config.target) for p in train_paths]
+    val_set = [load_labelled(p, label_paths[p], config.target) for p in val_paths]
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "config.json").write_text(json.dumps(
         {"config": config.__dict__, "train": [str(p) for p in train_paths], "val": [str(p) for p in val_paths]}, indent=2))

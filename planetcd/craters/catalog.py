@@ -21,6 +21,7 @@ with fractions), and planetcd's own CSV / GeoPackage.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 import warnings
@@ -147,6 +148,12 @@ class Catalog:
         Planetocentric east longitude and latitude (degrees) and diameter (km);
         derived from the pixels when a transform and CRS are given.
     name : str
+    metadata : dict, optional
+        How the catalogue was made (e.g. ``planetcd segment``'s model and sun
+        record: ``{"sun": {"sun_azimuth_deg": 90.0, "source": "given", ...}}``);
+        JSON-ready values. Written as the GeoPackage layer's metadata (one
+        item per key, the value JSON-encoded) and read back by
+        :func:`read_catalog_gpkg`; not in the CSV (``run.json`` sits beside it).
     """
 
     x_px: np.ndarray
@@ -161,6 +168,7 @@ class Catalog:
     lat_deg: np.ndarray | None = None
     diameter_km: np.ndarray | None = None
     name: str = ""
+    metadata: dict = field(default_factory=dict, compare=False)
     _pyproj_crs: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
@@ -386,7 +394,8 @@ class Catalog:
             wkb, kind = rings_wkb(self._geodesic_rings(n_vertices)), "Polygon"
         if crs is not None and not isinstance(crs, str) and not hasattr(crs, "to_wkt"):
             crs = str(crs)
-        write_gpkg(path, self.table(), wkb, kind, crs=crs, layer=layer)
+        metadata = {str(key): json.dumps(value, default=str) for key, value in (self.metadata or {}).items()}
+        write_gpkg(path, self.table(), wkb, kind, crs=crs, layer=layer, metadata=metadata)
 
     def _geodesic_rings(self, n_vertices: int) -> list[np.ndarray]:
         from pyproj import Geod
@@ -588,12 +597,14 @@ def read_catalog_csv(path: str | PathLike, body_radius_m: float | None = None) -
 
 
 def read_catalog_gpkg(path: str | PathLike, layer: str | None = None) -> Catalog:
-    """A GeoPackage written by :meth:`Catalog.to_gpkg` (attributes and CRS)."""
+    """A GeoPackage written by :meth:`Catalog.to_gpkg` (attributes, CRS and the layer's metadata)."""
+    import pyogrio
     import pyogrio.raw
 
     path = _existing(path)
     try:
         meta, _, _, field_data = pyogrio.raw.read(str(path), layer=layer, read_geometry=False)
+        layer_metadata = pyogrio.read_info(str(path), layer=layer).get("layer_metadata") or {}
     except Exception as exc:
         raise InputError(f"{path}: not a readable GeoPackage ({str(exc).splitlines()[0]})") from None
     try:
@@ -609,8 +620,19 @@ def read_catalog_gpkg(path: str | PathLike, layer: str | None = None) -> Catalog
     return Catalog(
         columns.get("x_px", nan), columns.get("y_px", nan), columns.get("radius_px", nan), columns.get("confidence"),
         crs=meta.get("crs"), body_radius_m=body_radius, lon_deg=columns.get("lon_deg"), lat_deg=columns.get("lat_deg"),
-        diameter_km=columns.get("diameter_km"), name=path.stem,
+        diameter_km=columns.get("diameter_km"), name=path.stem, metadata=_decode_metadata(layer_metadata),
     )
+
+
+def _decode_metadata(items: dict) -> dict:
+    """GeoPackage layer metadata items → values (JSON-decoded where they are JSON, else the text)."""
+    out = {}
+    for key, text in items.items():
+        try:
+            out[key] = json.loads(text)
+        except (TypeError, ValueError):
+            out[key] = text
+    return out
 
 
 # craterstats files ------------------------------------------------------------

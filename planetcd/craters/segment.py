@@ -709,11 +709,12 @@ def segment(
                               band=band, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
                               sun_azimuth=rotate)
     catalog = Catalog.from_pixels(craters, name=source.name, **source.georef)
+    catalog.metadata = {"command": "segment", "model": str(meta.get("name", model)), "sun": sun_record}
     mask = (prob >= threshold).astype(np.uint8)
     mask[missing] = MASK_NODATA
     params = {
         "image": str(image) if not isinstance(image, np.ndarray) else "array", "model": str(meta.get("name", model)),
-        "tta": bool(meta.get("tta", False)), "prob_threshold": threshold,
+        "tta": bool(meta.get("tta", False)), "tta_flips": meta.get("tta_flips"), "prob_threshold": threshold,
         "extraction": {**extraction_options(meta, threshold), **overrides},
         "scales": list(scales or meta.get("extraction", {}).get("scales", [1.0])), "tile_size": tile_size,
         "overlap": overlap, "block_size": block_size, "block_halo": block_halo, "batch_size": batch_size,

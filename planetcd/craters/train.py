@@ -59,6 +59,7 @@ __all__ = [
     "resolve_precision",
     "loss_fn",
     "PixelCounts",
+    "score_segmenter",
     "train",
     "plot_curves",
 ]
@@ -736,7 +737,7 @@ def plot_curves(rows: list[dict], path: str | os.PathLike) -> None:
 # --------------------------------------------------------------------------- the loop
 
 
-def evaluate(
+def score_segmenter(
     model: torch.nn.Module,
     images: Sequence[LabelledImage],
     tile: int,
@@ -746,7 +747,8 @@ def evaluate(
     return_prob: bool = False,
     precision: str = "fp32",
 ):
-    """Validation metrics on a fixed grid of ``tile`` × ``tile`` tiles of each image.
+    """Pixel metrics of a segmenter (loss, accuracy, balanced accuracy, IoU, Dice) on a fixed grid of ``tile`` × ``tile``
+    tiles of each labelled image: the validation step of :func:`train`.
 
     With ``return_prob``, also returns the probability map of each image
     stitched from its tiles (a list of ``(H, W)`` float32 arrays).
@@ -969,7 +971,7 @@ def train(
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         row.update({f"train_{k}": v for k, v in counts.metrics().items()})
         if val_images:
-            metrics, probs = evaluate(model, val_images, config.val_tile, config.batch_size, criterion, device, return_prob=True,
+            metrics, probs = score_segmenter(model, val_images, config.val_tile, config.batch_size, criterion, device, return_prob=True,
                                       precision=precision)
             row.update({f"val_{k}": v for k, v in metrics.items()})
             if config.crater_f1 and any(len(im.craters) for im in val_images):

@@ -38,6 +38,8 @@ __all__ = [
     "init_weights",
     "flip_average",
     "FlipAverage",
+    "TTA_FLIPS",
+    "tta_flips_for",
 ]
 
 #: Filters of the seven down rounds of the default model (filter multiple 1).
@@ -353,32 +355,57 @@ class VGG16UNet(nn.Module):
         return torch.sigmoid(self.forward_logits(x))
 
 
-def flip_average(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Test-time augmentation: the mean of ``model`` over the four mirror images of ``x``.
+#: Test-time mirror sets of :func:`flip_average`: the dims each extra view flips (the identity is always in).
+#: ``"all"``: left-right, up-down and both (models trained with all flips); ``"light-axis"``: only the
+#: up-down mirror, the mirror along the light axis of the canonical frame (light from the left), for
+#: sun-aware models -- the left-right mirror would put the light on the right and turn craters into mounds.
+TTA_FLIPS: dict[str, tuple[tuple[int, ...], ...]] = {"all": ((3,), (2,), (2, 3)), "light-axis": ((2,),)}
 
-    ``x`` (B, C, H, W) is passed as is, flipped left-right, up-down and both;
-    each output is flipped back and the four are averaged.  The network was
-    trained with flips, so the four views are equally valid; their mean damps
-    responses that depend on the orientation of texture and noise.  Costs four
-    forward passes.
+
+def tta_flips_for(metadata: dict | None) -> str:
+    """The :data:`TTA_FLIPS` set a model may be averaged over: ``"light-axis"`` when its metadata says
+    ``sun_aware: true``, else ``"all"``."""
+    return "light-axis" if (metadata or {}).get("sun_aware", False) else "all"
+
+
+def flip_average(model: nn.Module, x: torch.Tensor, flips: str = "all") -> torch.Tensor:
+    """Test-time augmentation: the mean of ``model`` over mirror images of ``x``.
+
+    ``x`` (B, C, H, W) is passed as is and mirrored by ``flips`` (:data:`TTA_FLIPS`):
+    ``"all"`` left-right, up-down and both (four forward passes; the network
+    was trained with flips, so the four views are equally valid), or
+    ``"light-axis"`` up-down only (two passes; for sun-aware models, which see
+    the image with the light from the left). Each output is mirrored back and
+    the views are averaged; their mean damps responses that depend on the
+    orientation of texture and noise.
     """
+    if flips not in TTA_FLIPS:
+        raise ValueError(f"flips must be one of {sorted(TTA_FLIPS)}, got {flips!r}")
+    views = TTA_FLIPS[flips]
     total = model(x)
-    for dims in ((3,), (2,), (2, 3)):
+    for dims in views:
         total = total + torch.flip(model(torch.flip(x, dims)), dims)
-    return total / 4.0
+    return total / float(len(views) + 1)
 
 
 class FlipAverage(nn.Module):
-    """:func:`flip_average` as a module wrapping a segmenter (its ``metadata`` is carried over)."""
+    """:func:`flip_average` as a module wrapping a segmenter (its ``metadata`` is carried over).
 
-    def __init__(self, model: nn.Module):
+    ``flips``: the mirror set (:data:`TTA_FLIPS`); default :func:`tta_flips_for` the model's
+    metadata (``"light-axis"`` for a sun-aware model, else ``"all"``).
+    """
+
+    def __init__(self, model: nn.Module, flips: str | None = None):
         super().__init__()
         self.model = model
+        self.flips = tta_flips_for(getattr(model, "metadata", None)) if flips is None else flips
+        if self.flips not in TTA_FLIPS:
+            raise ValueError(f"flips must be one of {sorted(TTA_FLIPS)}, got {flips!r}")
         if hasattr(model, "metadata"):
             self.metadata = model.metadata
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return flip_average(self.model, x)
+        return flip_average(self.model, x, self.flips)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -72,10 +72,14 @@ def load(name_or_path: str | os.PathLike | torch.nn.Module = DEFAULT_MODEL, devi
     Returns the network in eval mode on ``device`` with a ``metadata`` dict
     attribute (the registry JSON for shipped models, the checkpoint's own
     fields for a path), including ``threshold`` for the probability mask.
-    ``tta``: average over the four flips of every input
-    (:class:`planetcd.craters.unet.FlipAverage`, four times the network time);
-    default: the model's ``tta`` entry (off for checkpoints).
-    ``metadata["tta"]`` says which was loaded.
+    ``tta``: average over mirror images of every input
+    (:class:`planetcd.craters.unet.FlipAverage`): the four flips (four times
+    the network time), or for a model whose metadata says ``sun_aware: true``
+    only the identity and the up-down mirror (the mirror along the light axis
+    of the canonical frame; twice the network time); default: the model's
+    ``tta`` entry (off for checkpoints). ``metadata["tta"]`` says which was
+    loaded, ``metadata["tta_flips"]`` the mirror set (``"all"`` or
+    ``"light-axis"``; None without tta).
     """
     from ..craters.unet import load_checkpoint
 
@@ -95,11 +99,12 @@ def load(name_or_path: str | os.PathLike | torch.nn.Module = DEFAULT_MODEL, devi
     meta.setdefault("threshold", 0.5)
     meta.setdefault("name", path.stem)
     meta["tta"] = bool(meta.get("tta", False) if tta is None else tta)
+    from ..craters.unet import FlipAverage, tta_flips_for
+
+    meta["tta_flips"] = tta_flips_for(meta) if meta["tta"] else None
     model.metadata = meta
     if meta["tta"]:
-        from ..craters.unet import FlipAverage
-
-        model = FlipAverage(model).eval()
+        model = FlipAverage(model, meta["tta_flips"]).eval()
     return model.to(device)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import partial
 
 import numpy as np
@@ -149,6 +150,9 @@ def test_tta_option_writes_the_flip_averaged_probability(tmp_path, tiny_model, r
                        device="cpu").probability
     np.testing.assert_allclose(probs["--tta"], expected, atol=1e-5)
     assert np.abs(probs["--tta"] - probs["--no-tta"]).max() > 1e-3
+    runs = {flag: json.loads((tmp_path / flag / "run.json").read_text())["params"] for flag in probs}
+    assert runs["--tta"]["tta"] and runs["--tta"]["tta_flips"] == "all"  # not sun-aware: the four flips
+    assert not runs["--no-tta"]["tta"] and runs["--no-tta"]["tta_flips"] is None
 
 
 def test_registry_metadata():

@@ -86,6 +86,19 @@ def test_csv_and_gpkg_round_trip_in_source_crs(tmp_path):
         np.testing.assert_allclose(back.lon_deg, catalog.lon_deg, rtol=1e-8)
         np.testing.assert_allclose(back.diameter_km, catalog.diameter_km, rtol=1e-8)
         assert back.body == "Moon"
+    assert read_catalog(tmp_path / "c.gpkg").metadata == {}  # none given, none written
+
+
+def test_gpkg_keeps_the_catalogue_metadata(tmp_path):
+    sun = {"sun_azimuth_deg": 90.0, "source": "given", "canonical_frame": True, "frame": {"quarter_turns": 2}}
+    catalog = Catalog.from_pixels(np.array([[10.0, 20.0, 5.0, 0.9]]), name="t")
+    catalog.metadata = {"command": "segment", "model": "m", "sun": sun}
+    catalog.to_gpkg(tmp_path / "c.gpkg")
+    items = pyogrio.read_info(tmp_path / "c.gpkg")["layer_metadata"]  # what GIS tools show: JSON text per key
+    assert set(items) == {"command", "model", "sun"} and '"source": "given"' in items["sun"]
+    back = read_catalog(tmp_path / "c.gpkg")
+    assert back.metadata == catalog.metadata
+    assert catalog.subset(np.array([0])).metadata == catalog.metadata
 
 
 def test_lunar_catalogs_with_cr_line_endings(shared_dir):

@@ -7,9 +7,11 @@ import logging
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 from click.testing import CliRunner
 
+from planetcd.craters.catalog import read_catalog_gpkg
 from planetcd.craters.match import match_craters
 from planetcd.craters.segment import parse_sun_azimuth, segment
 from planetcd.datasets.synthetic import hillshade, random_craters, terrain_height, write_synthetic_geotiff
@@ -190,6 +192,9 @@ def test_cli_sun_azimuth(tmp_path, lit_left, monkeypatch):
     assert out.exit_code == 0, out.output
     run = json.loads((tmp_path / "o" / "run.json").read_text())
     assert run["params"]["sun"]["sun_azimuth_deg"] == 90.0 and run["params"]["sun"]["source"] == "given"
+    # the catalogue carries the same record (GeoPackage layer metadata)
+    catalog = read_catalog_gpkg(tmp_path / "o" / "craters.gpkg")
+    assert catalog.metadata["sun"] == run["params"]["sun"] and catalog.metadata["command"] == "segment"
     bad = runner.invoke(main, ["segment", str(path), "-o", str(tmp_path / "p"), "--sun-azimuth", "west"])
     assert bad.exit_code != 0 and "--sun-azimuth" in bad.output and "Traceback" not in bad.output
     assert not (tmp_path / "p").exists()
@@ -216,3 +221,68 @@ def test_shipped_model_on_a_quarter_turned_ctx_crop(shared_dir):
     fraction = got.tp / max(len(ref), 1)
     print(f"MC11E-H 1024² crop turned 90°: {len(ref)} craters unturned, {len(res)} turned, match fraction {fraction:.3f}")
     assert len(ref) > 5 and fraction >= 0.95 and abs(len(res) - len(ref)) <= 0.05 * len(ref) + 1
+
+
+@pytest.fixture(scope="module")
+def sun_aware_model():
+    """The shipped ``ctx-craters`` when its metadata says ``sun_aware: true``, else the stand-in :class:`LitFromLeft`."""
+    import planetcd.models
+
+    shipped = planetcd.models.load("ctx-craters", device="cpu")
+    if shipped.metadata.get("sun_aware", False):
+        return shipped
+    return LitFromLeft().eval()
+
+
+def _h_crop(shared_dir) -> np.ndarray:
+    """The 1024² corner of MC11E-H with the most labelled craters (24); H is lit from about 264°."""
+    from PIL import Image
+
+    tile = np.asarray(Image.open(shared_dir / "data/ctx-mc11e/images/MC11E-H.png"))
+    tile = tile[..., 0] if tile.ndim == 3 else tile
+    return np.ascontiguousarray(tile[976:2000, 976:2000])
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_cli_quarter_turned_ctx_crop_gives_the_mapped_catalogue(shared_dir, sun_aware_model, tmp_path, monkeypatch):
+    """``planetcd segment`` on a crop of MC11E-H turned 90° clockwise gives the catalogue of the unturned crop,
+    mapped back (DeepMoon rule): with the matching ``--sun-azimuth``, and with the sun left to the estimator."""
+    from planetcd.cli import main
+    from planetcd.craters.catalog import read_catalog_csv
+
+    monkeypatch.setattr("planetcd.models.cached", lambda *a, **k: sun_aware_model)
+    crop = _h_crop(shared_dir)
+    n = crop.shape[0]
+    paths = {"plain": write_synthetic_geotiff(tmp_path / "plain.tif", crop, dtype=None),
+             "turned": write_synthetic_geotiff(tmp_path / "turned.tif", np.rot90(crop, -1).copy(), dtype=None)}
+    runner = CliRunner()
+
+    def run(name, *sun):
+        out = tmp_path / f"{name}{'-' + sun[1] if sun else '-auto'}"
+        res = runner.invoke(main, ["segment", str(paths[name]), "-o", str(out), "--tile", "512", "--overlap", "64", *sun, "-q"])
+        assert res.exit_code == 0, res.output
+        record = json.loads((out / "run.json").read_text())["params"]["sun"]
+        assert read_catalog_gpkg(out / "craters.gpkg").metadata["sun"] == record  # the catalogue says it too
+        cat = read_catalog_csv(out / "craters.csv")
+        with rasterio.open(out / "crater_prob.tif") as src:
+            prob = src.read(1)
+        return np.c_[cat.x_px, cat.y_px, cat.radius_px], prob, record
+
+    for how, plain_sun, turned_sun in (("given", ("--sun-azimuth", "270"), ("--sun-azimuth", "0")), ("estimated", (), ())):
+        ref, ref_prob, ref_sun = run("plain", *plain_sun)
+        got, got_prob, got_sun = run("turned", *turned_sun)
+        assert ref_sun["source"] == got_sun["source"] == how and ref_sun["canonical_frame"] and got_sun["canonical_frame"]
+        turn = (got_sun["sun_azimuth_deg"] - ref_sun["sun_azimuth_deg"]) % 360.0
+        assert abs(turn - 90.0) < 1.0, (ref_sun, got_sun)  # the light turned with the image
+        if how == "estimated":  # the estimate is near the labels' 264° (the crop's own: about 245°)
+            assert abs((ref_sun["sun_azimuth_deg"] - 264.0 + 180.0) % 360.0 - 180.0) < 30.0, ref_sun
+        else:  # the network saw the same canonical image: the probability maps back exactly
+            np.testing.assert_allclose(np.rot90(got_prob, 1), ref_prob, atol=1e-6)
+        back = _rotated_back(got, n)
+        matched = match_craters(back, ref, mode="deepmoon")
+        fraction = matched.tp / max(len(ref), len(back), 1)
+        print(f"{how}: {len(ref)} craters unturned, {len(back)} turned, {matched.tp} matched ({fraction:.2f}); "
+              f"azimuths {ref_sun['sun_azimuth_deg']:.1f} / {got_sun['sun_azimuth_deg']:.1f}")
+        # connected components split touching blobs a little differently on the turned grid: not every one
+        assert len(ref) >= 10 and fraction >= 0.8, (how, matched.tp, len(ref), len(back))

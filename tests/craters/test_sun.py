@@ -196,8 +196,20 @@ def _benchmark():
 
 
 @pytest.mark.shared
+@pytest.mark.slow
 def test_estimator_on_labelled_tiles(shared_dir):
-    rows = _benchmark().cases(shared_dir)
-    assert len(rows) == 40
+    """Issue 13's acceptance: the estimator on tiles MC11E-A..I and the HRSC tile, each turned by 0/90/180/270°,
+    is within 30° of the tile's label-based reference (``azimuth_from_craters``, turned with the tile) in at
+    least 34 of the 40 cases. In-sample: these tiles were looked at while the estimator was designed (docs/sun.md)."""
+    bench = _benchmark()
+    rows = bench.cases(shared_dir)
+    assert [(r["tile"], r["turn"]) for r in rows] == [(t, k) for t in bench.TILES for k in (0, 90, 180, 270)]
+    assert bench.TILES == ("A", "B", "C", "D", "E", "F", "G", "H", "I", "HRSC")
+    for r in rows:
+        assert r["n_labels"] >= 50 and np.isfinite(r["reference"]) and np.isfinite(r["estimate"])
+        assert r["error"] == pytest.approx(angle_difference(r["estimate"], r["reference"]), abs=1e-9)
+    for tile in bench.TILES:  # the reference turns with the tile
+        refs = [r["reference"] for r in rows if r["tile"] == tile]
+        assert all(abs(angle_difference(refs[k], refs[0] + 90.0 * k)) < 1e-6 for k in range(4)), tile
     within = sum(abs(r["error"]) <= 30.0 for r in rows)
-    assert within >= 34, [(r["tile"], r["turn"], round(r["error"], 1)) for r in rows]
+    assert within >= 34, f"{within} of 40 within 30 deg (34 needed):\n" + bench.table(rows, seconds=False)

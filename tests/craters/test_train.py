@@ -216,8 +216,8 @@ def test_crater_scores_of_a_perfect_map_and_an_empty_map():
     assert empty["val_f1"] == 0.0
 
 
-def test_evaluate_stitches_the_whole_probability_map():
-    from planetcd.craters.train import evaluate
+def test_score_segmenter_stitches_the_whole_probability_map():
+    from planetcd.craters.train import score_segmenter
 
     class Pointwise(torch.nn.Module):
         def forward_logits(self, x):
@@ -226,7 +226,7 @@ def test_evaluate_stitches_the_whole_probability_map():
     rng = np.random.default_rng(2)
     images = [LabelledImage.from_arrays(f"im{i}", rng.normal(size=shape), [[20, 20, 5]])
               for i, shape in enumerate([(300, 200), (90, 140)])]
-    metrics, probs = evaluate(Pointwise(), images, 128, 4, loss_fn("bce"), return_prob=True)
+    metrics, probs = score_segmenter(Pointwise(), images, 128, 4, loss_fn("bce"), return_prob=True)
     for im, prob in zip(images, probs):
         assert prob.shape == im.image.shape
         np.testing.assert_allclose(prob, 1 / (1 + np.exp(-3 * im.image)), rtol=1e-5, atol=1e-6)

@@ -111,6 +111,40 @@ def test_flip_average_is_the_mean_of_the_four_mirrored_passes():
     with torch.no_grad():
         sym.weight.copy_(torch.tensor([[[[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]]]))
     torch.testing.assert_close(flip_average(sym, x), sym(x))
+    with pytest.raises(ValueError, match="flips"):
+        flip_average(net, x, flips="left-right")
+
+
+class LightFromTheLeft(torch.nn.Module):
+    """A stand-in sun-aware segmenter: answers a rise in brightness from left to right (a crater's far wall
+    under light from the left), so a left-right mirror changes its output and an up-down mirror does not undo it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 1, 3, padding=1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([[[[-1.0, 0.0, 2.0], [-2.0, 0.5, 3.0], [-1.0, 0.0, 1.0]]]]))
+        self.metadata = {"threshold": 0.5, "sun_aware": True}
+
+    def forward(self, x):
+        return torch.sigmoid(self.conv(x))
+
+
+def test_tta_of_a_sun_aware_model_averages_only_the_identity_and_the_up_down_mirror():
+    torch.manual_seed(1)
+    net = LightFromTheLeft().eval()
+    x = torch.rand(2, 1, 16, 20)
+    with torch.no_grad():
+        identity, up_down = net(x), net(x.flip(2)).flip(2)
+        left_right = net(x.flip(3)).flip(3)
+        assert (left_right - identity).abs().max() > 0.05  # the mirror that turns craters into mounds matters
+        wrapped = FlipAverage(net)  # the mirror set follows the model's metadata
+        assert wrapped.flips == "light-axis"
+        torch.testing.assert_close(wrapped(x), (identity + up_down) / 2, rtol=0, atol=1e-7)
+        four = FlipAverage(net, flips="all")(x)
+        assert (four - wrapped(x)).abs().max() > 1e-3
+    net.metadata = {"threshold": 0.5}  # an old model keeps the four flips
+    assert FlipAverage(net).flips == "all"
 
 
 def test_models_load_wraps_in_flip_average_on_request(untrained_unet):
@@ -124,3 +158,21 @@ def test_models_load_wraps_in_flip_average_on_request(untrained_unet):
     x = torch.rand(1, 1, 128, 128)
     with torch.no_grad():
         torch.testing.assert_close(tta(x), flip_average(plain, x))
+    assert tta.metadata["tta_flips"] == "all" and plain.metadata["tta_flips"] is None
+
+
+def test_models_load_averages_a_sun_aware_checkpoint_over_the_light_axis_mirror_only(tmp_path):
+    import planetcd.models as models
+    from planetcd.craters.unet import save_checkpoint
+
+    torch.manual_seed(3)
+    net = SymmetricUNet(filter_multiple=0.5)
+    save_checkpoint(tmp_path / "sun.pt", net, "symmetric", {"target": "filled", "threshold": 0.5, "sun_aware": True})
+    plain = models.load(tmp_path / "sun.pt")
+    tta = models.load(tmp_path / "sun.pt", tta=True)
+    assert isinstance(tta, FlipAverage) and tta.flips == "light-axis" and tta.metadata["tta_flips"] == "light-axis"
+    x = torch.rand(1, 1, 128, 128)
+    with torch.no_grad():
+        identity, up_down, left_right = plain(x), plain(x.flip(2)).flip(2), plain(x.flip(3)).flip(3)
+        assert (left_right - identity).abs().max() > 1e-4
+        torch.testing.assert_close(tta(x), (identity + up_down) / 2, rtol=0, atol=1e-6)
