@@ -17,27 +17,34 @@
 4. Every changed patch yields at least one candidate. Candidates are typed:
 
    * ``new_crater``: a new post crater (step 3);
-   * ``change``: a changed patch that no ``new_crater`` candidate covers. It is
-     located at the peak of the change map inside the patch (:func:`change_peak`:
-     post − pre on pre's grid after co-registration, each window matched
-     radiometrically to the other by a least-squares gain and offset, smoothed
-     with a Gaussian of σ = 1.5 px) and given the extent of the changed blob
-     around the peak (equivalent radius of the connected pixels above half the peak).
+   * ``change``: a change no other candidate covers. Every changed patch, and every
+     patch with ρ/τ ≥ :data:`CANDIDATE_RATIO` (a small new crater can leave its patch just
+     below τ), is searched for the peak of its change map (:func:`change_peak`: post − pre on
+     pre's grid after co-registration, each window matched radiometrically to the other by a
+     least-squares gain and offset, smoothed with a Gaussian of σ = 1.5 px), inside the patch and
+     :data:`PEAK_INSIDE` px around it, and given the extent of the changed blob around the peak
+     (equivalent radius of the connected pixels above half the peak). The change is *covered*
+     when the blob's centre lies within :data:`COVER_PX` of the disc of a candidate already made
+     (a candidate merely touching the patch hides nothing); up to :data:`MAX_PEAKS_PER_PATCH` peaks
+     per patch (further ones at least :data:`EXTRA_PEAK` noise units, away from every candidate).
      Before that, the patch is searched again for a new crater (:func:`local_craters`: post
      and post − pre segmented at :data:`LOCAL_THRESHOLD_FACTOR` × the threshold and at
      :data:`LOCAL_SCALES`); a crater there holding the change blob's centre makes the
      candidate a ``new_crater`` with its radius.
 
 5. ONE score ranks all types together:
-   ``score = (1 − 1 / change_ratio) × evidence``, where ``change_ratio`` is the
-   ρ/τ of the best patch inside or next to the candidate (0 when ρ ≤ τ) and
+   ``score = t / (1 + t) × evidence`` with ``t = change_ratio``, the ρ/τ of the best patch
+   inside or next to the candidate (0.5 at τ, 0.8 at 4 τ, above 0 below τ), and
    ``evidence`` is ``confidence × (1 − pre_support)`` for a ``new_crater``
    (``pre_support``: the mean pre crater probability inside the post crater's
    disc — a crater the pre segmentation half saw is less likely new) and
-   :data:`CHANGE_EVIDENCE` (0.5, an even chance) for a ``change`` candidate (a crater of
-   the local search takes the larger of the two).
+   ``CHANGE_EVIDENCE × max(0, 1 − PEAK_FLOOR / change_peak)`` for a ``change`` candidate
+   (:data:`CHANGE_EVIDENCE` 0.5, an even chance, reached by a change peak far above the
+   noise; :data:`PEAK_FLOOR` 8 noise units, what unchanged windows reach); a crater of the
+   local search takes the larger of the two.
    Every factor is in ``0..1``, so the score is too; strong change evidence
-   alone (ρ/τ = 4 → 0.375) ranks above a doubtful crater at a weak change.
+   alone (ρ/τ = 4, peak 80 → 0.36) ranks above a doubtful crater at a weak change
+   (confidence 0.5 at ρ/τ = 1.5 → 0.3).
 
 Blocks are tiles of :func:`planetcd.tiling.halo_tiles` (a core and a halo of
 context): a block is segmented, its craters extracted and its new craters
@@ -79,7 +86,7 @@ from .tiling import Tile, halo_tiles
 
 __all__ = ["monitor", "monitor_batch", "MonitorResult", "OUTPUTS", "PairSetup", "BlockCraters", "monitor_block",
            "merge_blocks", "new_crater_flags", "nearby_change", "candidate_scores", "change_scores", "local_scores", "local_craters", "change_term", "peak_term", "change_peak", "change_candidates",
-           "CHANGE_EVIDENCE", "CANDIDATE_TYPES", "prepare_setup", "assemble",
+           "CHANGE_EVIDENCE", "CANDIDATE_TYPES", "CANDIDATE_RATIO", "PEAK_FLOOR", "COVER_PX", "prepare_setup", "assemble",
            "read_pairs", "is_complete", "summary_row", "SUMMARY_COLUMNS"]
 
 log = logging.getLogger(__name__)
@@ -391,7 +398,7 @@ def change_peak(pre: np.ndarray, post: np.ndarray, missing: np.ndarray, inside: 
     Returns
     -------
     (row, col, radius, peak) or None
-        Centre of the changed blob (its ``|post − pre|``-weighted centroid, window
+        Centre of the changed blob (its ``|post − pre|²``-weighted centroid, window
         pixels), its equivalent radius ``sqrt(area / π)`` (at least
         :data:`MIN_CHANGE_RADIUS`), and the peak of the smoothed change in units
         of the window's robust noise (MAD of the change); None when no valid pixel.
