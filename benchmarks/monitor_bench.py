@@ -12,9 +12,12 @@ one window of each training tile MC11E-A..G ("train A-G").
 For every scene: an implanted crater is *found* when a candidate's centre lies within max(r, 5) px of its
 centre; recall in the top 5 (found among the first five candidates), recall overall, and false candidates
 (found at no implanted crater) per km² (pixels taken as 6 m, the CTX tiles' size). ``--no-segmenter``
-replaces the crater model by one that finds nothing: the change candidates alone.
+replaces the crater model by one that finds nothing: the change candidates alone. ``--nuisance real`` also
+gives post the real nuisances of a second date (:mod:`planetcd.change.nuisance`: relighting, dust-devil
+tracks, haze, resolution; the mild draw ``PSEUDO_NUISANCE`` of the change detector's pseudo pairs, which
+draws no seam), after the craters are implanted and before the shift, blur, gain and noise.
 
-    python benchmarks/monitor_bench.py [--size 512] [--no-segmenter] [--out table.md]
+    python benchmarks/monitor_bench.py [--size 512] [--no-segmenter] [--nuisance real] [--out table.md]
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from planetcd.change.nuisance import PSEUDO_NUISANCE, real_nuisance
 from planetcd.datasets.benchmark import load_sources
 from planetcd.datasets.synthetic import write_synthetic_geotiff
 
@@ -98,8 +102,15 @@ def paste(ground: np.ndarray, donor_image: np.ndarray, donor: np.ndarray, gy: fl
     return out
 
 
-def make_scene(scene: dict, sources: dict, size: int, index: int, folder: Path) -> tuple[str, str, np.ndarray]:
-    """Write the pair of one scene; returns the paths and the implanted craters ``(n, 3)`` (row, col, r) in pre pixels."""
+def make_scene(scene: dict, sources: dict, size: int, index: int, folder: Path, nuisance: str = "none"
+               ) -> tuple[str, str, np.ndarray]:
+    """Write the pair of one scene; returns the paths and the implanted craters ``(n, 3)`` (row, col, r) in pre pixels.
+
+    ``nuisance="real"``: post (craters implanted) first gets the real nuisances of a second date
+    (:func:`planetcd.change.nuisance.real_nuisance` with the mild draw
+    :data:`~planetcd.change.nuisance.PSEUDO_NUISANCE` of the change detector's pseudo pairs, from its own
+    seeded generator, so the craters, shift, blur, gain and noise are those of the plain scene).
+    """
     rng = np.random.default_rng([7, index])
     src = sources[scene["tile"]]
     m = 8
@@ -122,6 +133,11 @@ def make_scene(scene: dict, sources: dict, size: int, index: int, folder: Path) 
         ground_post = paste(ground if not truth else post_ground, donor_src.image, donor, gy + m, gx + m)
         post_ground = ground_post
         truth.append((gy, gx, float(donor[2])))
+    if nuisance == "real":
+        post_ground = real_nuisance(np.clip(post_ground, 0.0, 1.0), np.random.default_rng([11, index]),
+                                    PSEUDO_NUISANCE).astype(np.float64)
+    elif nuisance != "none":
+        raise ValueError(f"nuisance must be 'none' or 'real', got {nuisance!r}")
     shift = rng.uniform(-3, 3, 2)
     post = ndimage.shift(post_ground, shift, order=3, mode="nearest")
     post = ndimage.gaussian_filter(post, rng.uniform(0.0, 1.0))
@@ -154,6 +170,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-segmenter", action="store_true")
     parser.add_argument("--tta", action="store_true", help="the segmenter's flip averaging (slower)")
     parser.add_argument("--n-pseudo", type=int, default=40)
+    parser.add_argument("--nuisance", choices=("none", "real"), default="none",
+                        help="real: post also gets the real nuisances of a second date (mild draw, PSEUDO_NUISANCE)")
     parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
     args = parser.parse_args(argv)
     from planetcd import models
@@ -167,7 +185,7 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for k, scene in enumerate(scenes(sources, args.size)):
-            pre, post, truth = make_scene(scene, sources, args.size, k, Path(tmp))
+            pre, post, truth = make_scene(scene, sources, args.size, k, Path(tmp), args.nuisance)
             t0 = time.perf_counter()
             result = monitor(pre, post, model=model, tta=args.tta, trunk=trunk, n_pseudo=args.n_pseudo, seed=0)
             n, top5, found, false = score_scene(result, truth)
@@ -186,6 +204,8 @@ def main(argv=None) -> int:
         lines.append(f"| {g} | {len(sel)} | {n} | {sum(r['top5'] for r in sel) / n:.2f} | "
                      f"{sum(r['found'] for r in sel) / n:.2f} | {sum(r['false'] for r in sel) / (len(sel) * km2):.2f} |")
     mode = "segmenter replaced by one that finds nothing" if args.no_segmenter else "ctx-craters" + (" (tta)" if args.tta else "")
+    if args.nuisance == "real":
+        mode += ", real nuisances on post (PSEUDO_NUISANCE)"
     text = f"{len(rows)} scenes of {args.size}² px, {mode}\n\n" + "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -17,27 +17,34 @@
 4. Every changed patch yields at least one candidate. Candidates are typed:
 
    * ``new_crater``: a new post crater (step 3);
-   * ``change``: a changed patch that no ``new_crater`` candidate covers. It is
-     located at the peak of the change map inside the patch (:func:`change_peak`:
-     post − pre on pre's grid after co-registration, each window matched
-     radiometrically to the other by a least-squares gain and offset, smoothed
-     with a Gaussian of σ = 1.5 px) and given the extent of the changed blob
-     around the peak (equivalent radius of the connected pixels above half the peak).
+   * ``change``: a change no other candidate covers. Every changed patch, and every
+     patch with ρ/τ ≥ :data:`CANDIDATE_RATIO` (a small new crater can leave its patch just
+     below τ), is searched for the peak of its change map (:func:`change_peak`: post − pre on
+     pre's grid after co-registration, each window matched radiometrically to the other by a
+     least-squares gain and offset, smoothed with a Gaussian of σ = 1.5 px), inside the patch and
+     :data:`PEAK_INSIDE` px around it, and given the extent of the changed blob around the peak
+     (equivalent radius of the connected pixels above half the peak). The change is *covered*
+     when the blob's centre lies within :data:`COVER_PX` of the disc of a candidate already made
+     (a candidate merely touching the patch hides nothing); up to :data:`MAX_PEAKS_PER_PATCH` peaks
+     per patch (further ones at least :data:`EXTRA_PEAK` noise units, away from every candidate).
      Before that, the patch is searched again for a new crater (:func:`local_craters`: post
      and post − pre segmented at :data:`LOCAL_THRESHOLD_FACTOR` × the threshold and at
      :data:`LOCAL_SCALES`); a crater there holding the change blob's centre makes the
      candidate a ``new_crater`` with its radius.
 
 5. ONE score ranks all types together:
-   ``score = (1 − 1 / change_ratio) × evidence``, where ``change_ratio`` is the
-   ρ/τ of the best patch inside or next to the candidate (0 when ρ ≤ τ) and
+   ``score = t / (1 + t) × evidence`` with ``t = change_ratio``, the ρ/τ of the best patch
+   inside or next to the candidate (0.5 at τ, 0.8 at 4 τ, above 0 below τ), and
    ``evidence`` is ``confidence × (1 − pre_support)`` for a ``new_crater``
    (``pre_support``: the mean pre crater probability inside the post crater's
    disc — a crater the pre segmentation half saw is less likely new) and
-   :data:`CHANGE_EVIDENCE` (0.5, an even chance) for a ``change`` candidate (a crater of
-   the local search takes the larger of the two).
+   ``CHANGE_EVIDENCE × max(0, 1 − PEAK_FLOOR / change_peak)`` for a ``change`` candidate
+   (:data:`CHANGE_EVIDENCE` 0.5, an even chance, reached by a change peak far above the
+   noise; :data:`PEAK_FLOOR` 8 noise units, what unchanged windows reach); a crater of the
+   local search takes the larger of the two.
    Every factor is in ``0..1``, so the score is too; strong change evidence
-   alone (ρ/τ = 4 → 0.375) ranks above a doubtful crater at a weak change.
+   alone (ρ/τ = 4, peak 80 → 0.36) ranks above a doubtful crater at a weak change
+   (confidence 0.5 at ρ/τ = 1.5 → 0.3).
 
 Blocks are tiles of :func:`planetcd.tiling.halo_tiles` (a core and a halo of
 context): a block is segmented, its craters extracted and its new craters
@@ -78,8 +85,8 @@ from .runners import LocalRunner, Runner
 from .tiling import Tile, halo_tiles
 
 __all__ = ["monitor", "monitor_batch", "MonitorResult", "OUTPUTS", "PairSetup", "BlockCraters", "monitor_block",
-           "merge_blocks", "new_crater_flags", "nearby_change", "candidate_scores", "change_scores", "local_scores", "local_craters", "change_term", "change_peak", "change_candidates",
-           "CHANGE_EVIDENCE", "CANDIDATE_TYPES", "prepare_setup", "assemble",
+           "merge_blocks", "new_crater_flags", "nearby_change", "candidate_scores", "change_scores", "local_scores", "local_craters", "change_term", "peak_term", "change_peak", "change_candidates",
+           "CHANGE_EVIDENCE", "CANDIDATE_TYPES", "CANDIDATE_RATIO", "PEAK_FLOOR", "COVER_PX", "prepare_setup", "assemble",
            "read_pairs", "is_complete", "summary_row", "SUMMARY_COLUMNS"]
 
 log = logging.getLogger(__name__)
@@ -99,6 +106,21 @@ LOCAL_THRESHOLD_FACTOR = 0.6
 LOCAL_SCALES = (1.0, 2.0)
 #: Smallest extent (radius, pixels) of a ``change`` candidate.
 MIN_CHANGE_RADIUS = 3.0
+#: Patches with ρ/τ at least this (changed or not) are searched for a ``change`` candidate: a small
+#: new crater can leave a patch just below τ (ranked by the score, such candidates come last).
+CANDIDATE_RATIO = 0.5
+#: The change peak of a patch is searched inside the patch and this many pixels around it.
+PEAK_INSIDE = 8
+#: A patch yields at most this many change peaks: the first, and further ones of at least
+#: :data:`EXTRA_PEAK` noise units away from every candidate made (two new craters in one patch).
+MAX_PEAKS_PER_PATCH = 3
+EXTRA_PEAK = 16.0
+#: A ``change`` candidate's evidence grows from 0 at this change peak (noise units of the window:
+#: the largest peaks of unchanged windows reach 5–8) towards :data:`CHANGE_EVIDENCE`.
+PEAK_FLOOR = 8.0
+#: A patch's change is covered by a candidate already made when its blob's centre lies within this many
+#: pixels of that candidate's disc.
+COVER_PX = 5.0
 
 
 
@@ -307,28 +329,41 @@ def nearby_change(craters: np.ndarray, change: ChangeResult, near_px: float) -> 
 
 
 def change_term(change_ratio: np.ndarray) -> np.ndarray:
-    """``1 − 1 / change_ratio`` where ρ/τ > 1, else 0: the change evidence every candidate's score carries."""
-    change_ratio = np.asarray(change_ratio, np.float64)
-    return np.where(change_ratio > 1.0, 1.0 - 1.0 / np.maximum(change_ratio, 1.0), 0.0)
+    """``t / (1 + t)`` with ``t = ρ/τ`` (0 where not finite or ≤ 0): the change evidence every candidate's score carries.
+
+    It grows with ρ/τ (0.5 at τ, 0.8 at 4 τ) and stays above 0 below τ, so a patch just under the
+    threshold still ranks its candidate (after the changed ones of equal evidence).
+    """
+    t = np.nan_to_num(np.asarray(change_ratio, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    t = np.maximum(t, 0.0)
+    return t / (1.0 + t)
+
+
+def peak_term(change_peak: np.ndarray) -> np.ndarray:
+    """``1 − PEAK_FLOOR / change_peak`` where the peak exceeds :data:`PEAK_FLOOR`, else 0 (NaN: 0)."""
+    peak = np.nan_to_num(np.asarray(change_peak, np.float64), nan=0.0)
+    return np.where(peak > PEAK_FLOOR, 1.0 - PEAK_FLOOR / np.maximum(peak, PEAK_FLOOR), 0.0)
 
 
 def candidate_scores(confidence: np.ndarray, pre_support: np.ndarray, change_ratio: np.ndarray) -> np.ndarray:
-    """Score of ``new_crater`` candidates: ``(1 − 1 / change_ratio) × confidence × (1 − pre_support)``, in ``0..1``."""
+    """Score of ``new_crater`` candidates: ``change_term(ρ/τ) × confidence × (1 − pre_support)``, in ``0..1``."""
     return np.clip(confidence * (1.0 - np.clip(pre_support, 0.0, 1.0)) * change_term(change_ratio), 0.0, 1.0)
 
 
-def local_scores(confidence: np.ndarray, pre_support: np.ndarray, change_ratio: np.ndarray) -> np.ndarray:
-    """Score of a crater of the local search: ``(1 − 1 / change_ratio) × max(CHANGE_EVIDENCE, confidence × (1 − pre_support))``.
+def change_scores(change_ratio: np.ndarray, change_peak: np.ndarray) -> np.ndarray:
+    """Score of ``change`` candidates: ``change_term(ρ/τ) × CHANGE_EVIDENCE × peak_term(peak)``, in ``0..1``."""
+    return np.clip(change_term(change_ratio) * CHANGE_EVIDENCE * peak_term(change_peak), 0.0, 1.0)
+
+
+def local_scores(confidence: np.ndarray, pre_support: np.ndarray, change_ratio: np.ndarray,
+                 change_peak: np.ndarray) -> np.ndarray:
+    """Score of a crater of the local search: ``change_term × max(CHANGE_EVIDENCE × peak_term, confidence × (1 − pre_support))``.
 
     Its patch would otherwise have given a ``change`` candidate, so the crater never lowers its rank.
     """
-    evidence = np.maximum(CHANGE_EVIDENCE, np.asarray(confidence) * (1.0 - np.clip(pre_support, 0.0, 1.0)))
+    evidence = np.maximum(CHANGE_EVIDENCE * peak_term(change_peak),
+                          np.asarray(confidence) * (1.0 - np.clip(pre_support, 0.0, 1.0)))
     return np.clip(change_term(change_ratio) * evidence, 0.0, 1.0)
-
-
-def change_scores(change_ratio: np.ndarray) -> np.ndarray:
-    """Score of ``change`` candidates: ``(1 − 1 / change_ratio) × CHANGE_EVIDENCE``, in ``0..1``."""
-    return np.clip(change_term(change_ratio) * CHANGE_EVIDENCE, 0.0, 1.0)
 
 
 def _matched_difference(pre: np.ndarray, post: np.ndarray, missing: np.ndarray) -> np.ndarray:
@@ -363,7 +398,7 @@ def change_peak(pre: np.ndarray, post: np.ndarray, missing: np.ndarray, inside: 
     Returns
     -------
     (row, col, radius, peak) or None
-        Centre of the changed blob (its ``|post − pre|``-weighted centroid, window
+        Centre of the changed blob (its ``|post − pre|²``-weighted centroid, window
         pixels), its equivalent radius ``sqrt(area / π)`` (at least
         :data:`MIN_CHANGE_RADIUS`), and the peak of the smoothed change in units
         of the window's robust noise (MAD of the change); None when no valid pixel.
@@ -386,7 +421,7 @@ def change_peak(pre: np.ndarray, post: np.ndarray, missing: np.ndarray, inside: 
     blob = labels == labels[r, c] if labels[r, c] else np.zeros_like(above)
     blob[r, c] = True
     rows, cols = np.nonzero(blob)
-    w = change[rows, cols]
+    w = change[rows, cols] ** 2  # the core of the blob, not its faint skirt, places it
     cy, cx = float((rows * w).sum() / w.sum()), float((cols * w).sum() / w.sum())
     radius = max(MIN_CHANGE_RADIUS, float(np.sqrt(blob.sum() / np.pi)))
     return cy, cx, radius, float(peak / noise)
@@ -439,12 +474,17 @@ def local_craters(model: torch.nn.Module, pre: np.ndarray, post: np.ndarray, dif
 
 
 def change_candidates(change: ChangeResult, setup: PairSetup, covered: np.ndarray,
-                      margin: int = PEAK_MARGIN, model: torch.nn.Module | None = None) -> np.ndarray:
-    """One candidate per changed patch that no other candidate covers: a local crater, else the change peak.
+                      margin: int = PEAK_MARGIN, model: torch.nn.Module | None = None,
+                      min_ratio: float = CANDIDATE_RATIO) -> np.ndarray:
+    """One candidate per changed (or nearly changed) patch whose change no other candidate covers.
 
-    Patches are visited from the largest ρ/τ down. A patch is covered when the
-    disc of a candidate already made reaches into it, or when its change peak
-    falls within 5 px of such a disc (one crater across two patches is one candidate).
+    Patches with ``ρ/τ ≥ min_ratio`` (every changed patch, and the patches just below τ) are visited
+    from the largest ρ/τ down. The change peak of each (:func:`change_peak`, searched inside the patch
+    and :data:`PEAK_INSIDE` px around it) is *covered* when the changed blob's centre lies within
+    :data:`COVER_PX` of the disc of a candidate already made (the same change: one crater across two
+    patches, or a ``new_crater`` there); otherwise the patch yields a candidate: a crater of the local
+    search holding the blob's centre, else the change peak itself. A candidate merely touching the
+    patch does not hide a change elsewhere in it.
 
     Parameters
     ----------
@@ -454,12 +494,14 @@ def change_candidates(change: ChangeResult, setup: PairSetup, covered: np.ndarra
     covered : ndarray, shape (k, >=3)
         ``x_px, y_px, radius_px`` of the candidates already made (``new_crater``).
     margin : int
-        Pixels around the patch searched for the peak.
+        Pixels of context read around the patch (change map, local crater search).
     model : torch.nn.Module, optional
         The segmenter: the window is searched for a new crater (:func:`local_craters`,
         threshold ``LOCAL_THRESHOLD_FACTOR × setup.prob_threshold``, scales
         :data:`LOCAL_SCALES`); one whose disc (+3 px) holds the change blob's centre
         becomes a ``new_crater`` candidate. None: no local search.
+    min_ratio : float
+        Patches with a smaller ρ/τ yield no candidate of their own.
 
     Returns
     -------
@@ -471,52 +513,54 @@ def change_candidates(change: ChangeResult, setup: PairSetup, covered: np.ndarra
     """
     made = [(float(c[0]), float(c[1]), float(c[2])) for c in np.asarray(covered, np.float64)]
     ratio = np.where(np.isfinite(change.change_score), change.ratio, -np.inf)
-    changed = np.flatnonzero(change.changed & np.isfinite(change.change_score))
-    changed = changed[np.lexsort((changed, -ratio[changed]))]
+    visit = np.flatnonzero((change.changed | (ratio >= min_ratio)) & np.isfinite(change.change_score))
+    visit = visit[np.lexsort((visit, -ratio[visit]))]
     out = []
-    if len(changed) == 0:
+    if len(visit) == 0:
         return np.zeros((0, 8))
     height, width = change.shape
     with open_pair(setup) as (pre_ds, post_reader):
-        for j in changed:
+        for j in visit:
             pr, pc, ph, pw = (int(v) for v in change.patches[j])
-            if any(_disc_meets_patch(x, y, r, (pr, pc, ph, pw)) for x, y, r in made):
-                continue  # a candidate's disc reaches into this patch
             r0, c0 = max(0, pr - margin), max(0, pc - margin)
             r1, c1 = min(height, pr + ph + margin), min(width, pc + pw + margin)
             window = Window(c0, r0, c1 - c0, r1 - r0)
+            local = None  # the local crater search of this window, run once when first needed
             pre_data, pre_valid = read_window(pre_ds, window)
             post_data, post_valid = post_reader.read(window)
             pre_in, pre_missing = prepare_window(pre_data[0], pre_valid, pre_ds.nodata, setup.pre_stats)
             post_in, post_missing = prepare_window(post_data[0], post_valid, post_reader.dataset.nodata, setup.post_stats)
-            inside = np.ones(pre_in.shape, bool)
-            found = change_peak(pre_in, post_in, pre_missing | post_missing, inside)
-            if found is None:
-                continue
-            cy, cx, radius, peak = found
-            x, y = cx + c0, cy + r0
-            if any(np.hypot(x - mx, y - my) <= mr + 5.0 for mx, my, mr in made):
-                continue  # the same change as a candidate already made (a crater across two patches)
-            row = (x, y, radius, peak, float(j), 0.0, np.nan, np.nan)
-            if model is not None:
-                diff = _matched_difference(pre_in, post_in, pre_missing | post_missing)
-                local = local_craters(model, pre_in, post_in, diff, LOCAL_THRESHOLD_FACTOR * setup.prob_threshold,
-                                      setup.match_mode, pre_sun_azimuth=setup.pre_sun_azimuth,
-                                      post_sun_azimuth=setup.post_sun_azimuth)
-                hit = np.hypot(local[:, 0] - cx, local[:, 1] - cy) <= local[:, 2] + 3.0
-                if hit.any():
-                    lx, ly, lr, conf, support = local[np.flatnonzero(hit)[0]]
-                    row = (lx + c0, ly + r0, lr, peak, float(j), 1.0, conf, support)
-            made.append(row[:3])
-            out.append(row)
+            inside = np.zeros(pre_in.shape, bool)
+            inside[max(0, pr - r0 - PEAK_INSIDE): pr - r0 + ph + PEAK_INSIDE,
+                   max(0, pc - c0 - PEAK_INSIDE): pc - c0 + pw + PEAK_INSIDE] = True
+            rows, cols = np.mgrid[r0:r1, c0:c1]
+            for k in range(MAX_PEAKS_PER_PATCH):
+                search = inside.copy()
+                if k:  # further peaks: away from every candidate made, and strong
+                    for mx, my, mr in made:
+                        search &= np.hypot(cols - mx, rows - my) > mr + COVER_PX
+                found = change_peak(pre_in, post_in, pre_missing | post_missing, search)
+                if found is None or (k and found[3] < EXTRA_PEAK):
+                    break
+                cy, cx, radius, peak = found
+                x, y = cx + c0, cy + r0
+                if any(np.hypot(x - mx, y - my) <= mr + COVER_PX for mx, my, mr in made):
+                    continue  # the same change as a candidate already made
+                row = (x, y, radius, peak, float(j), 0.0, np.nan, np.nan)
+                if model is not None:
+                    if local is None:
+                        diff = _matched_difference(pre_in, post_in, pre_missing | post_missing)
+                        local = local_craters(model, pre_in, post_in, diff,
+                                              LOCAL_THRESHOLD_FACTOR * setup.prob_threshold, setup.match_mode,
+                                              pre_sun_azimuth=setup.pre_sun_azimuth,
+                                              post_sun_azimuth=setup.post_sun_azimuth)
+                    hit = np.hypot(local[:, 0] - cx, local[:, 1] - cy) <= local[:, 2] + 3.0
+                    if hit.any():
+                        lx, ly, lr, conf, support = local[np.flatnonzero(hit)[0]]
+                        row = (lx + c0, ly + r0, lr, peak, float(j), 1.0, conf, support)
+                made.append(row[:3])
+                out.append(row)
     return np.array(out, np.float64).reshape(-1, 8)
-
-
-def _disc_meets_patch(x: float, y: float, radius: float, patch: tuple[int, int, int, int]) -> bool:
-    r, c, h, w = patch
-    dy = max(0.0, r - 0.5 - y, y - (r + h - 0.5))
-    dx = max(0.0, c - 0.5 - x, x - (c + w - 0.5))
-    return bool(np.hypot(dy, dx) <= radius)
 
 
 # ----------------------------------------------------------------------------- the pipeline
@@ -561,8 +605,8 @@ def assemble(change: ChangeResult, craters: BlockCraters, setup: PairSetup, *, n
     n_new, n_change = len(chosen), len(extra)
     extra_conf = np.where(local, extra[:, 6], 0.0)
     pixels = np.concatenate([craters.post[chosen], np.column_stack([extra[:, :3], extra_conf])]).reshape(-1, 4)
-    extra_score = np.where(local, local_scores(extra_conf, np.nan_to_num(extra[:, 7]), extra_ratio),
-                           change_scores(extra_ratio))
+    extra_score = np.where(local, local_scores(extra_conf, np.nan_to_num(extra[:, 7]), extra_ratio, extra[:, 3]),
+                           change_scores(extra_ratio, extra[:, 3]))
     score = np.concatenate([crater_score, extra_score])
     kind = np.array(["new_crater"] * n_new + ["new_crater" if k else "change" for k in local], dtype=object)
     cand_ratio = np.concatenate([ratio[chosen], extra_ratio])
@@ -755,8 +799,9 @@ def monitor(
         "prob_threshold": setup.prob_threshold, "extraction": setup.extraction, "match_mode": match_mode,
         "near_px": near_px, "min_score": min_score, "block_size": block_size, "block_halo": block_halo,
         "tile_size": tile_size, "overlap": overlap, "seed": seed, "device": torch_device, "pixel_size_m": pixel_size_m,
-        "score": "(1 - 1 / change_ratio) * evidence; evidence = confidence * (1 - pre_support) for new_crater, "
-                 f"{CHANGE_EVIDENCE} for change",
+        "score": "t / (1 + t) * evidence, t = change_ratio; evidence = confidence * (1 - pre_support) for "
+                 f"new_crater, {CHANGE_EVIDENCE} * max(0, 1 - {PEAK_FLOOR} / change_peak) for change, the larger "
+                 "of the two for a crater of the local search",
         "sun": {"pre": pre_sun_record, "post": post_sun_record},
     }
     types = scores.pop("type")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -15,8 +16,8 @@ from planetcd.craters.match import same_crater
 from planetcd.datasets.synthetic import add_fresh_crater, write_synthetic_geotiff
 from planetcd.features import VGGFeatures
 from planetcd.craters.extract import disc_mean
-from planetcd.monitor import (candidate_scores, change_peak, change_scores, monitor, nearby_change,
-                              new_crater_flags, read_pairs)
+from planetcd.monitor import (candidate_scores, change_candidates, change_peak, change_scores, monitor,
+                              nearby_change, new_crater_flags, prepare_setup, read_pairs)
 from planetcd.errors import InputError
 
 #: CTX pixel size, metres (the MC11E tiles are about 6 m/px).
@@ -189,7 +190,8 @@ def test_nearby_change_takes_the_best_patch_within_reach():
 
 def test_candidate_scores_combine_the_factors():
     score = candidate_scores(np.array([0.8, 0.8, 0.8, 1.0]), np.array([0.0, 0.5, 0.0, 0.0]), np.array([2.0, 2.0, 1.0, 4.0]))
-    np.testing.assert_allclose(score, [0.4, 0.2, 0.0, 0.75])
+    # change_term t / (1 + t): 2/3 at t = 2, 1/2 at t = 1, 4/5 at t = 4
+    np.testing.assert_allclose(score, [0.8 * 2 / 3, 0.4 * 2 / 3, 0.4, 0.8])
 
 
 def test_read_pairs_checks_the_list(tmp_path):
@@ -282,9 +284,39 @@ def test_change_peak_locates_a_blob():
 
 
 def test_change_scores_rank_strong_change_above_weak_crater():
-    crater = candidate_scores(np.array([0.6]), np.array([0.0]), np.array([1.5]))
-    assert change_scores(np.array([4.0]))[0] > crater[0]
-    np.testing.assert_allclose(change_scores(np.array([0.5, 2.0])), [0.0, 0.25])
+    crater = candidate_scores(np.array([0.5]), np.array([0.0]), np.array([1.5]))
+    assert change_scores(np.array([4.0]), np.array([80.0]))[0] > crater[0]
+    # below τ the change term stays above 0; a peak at the noise floor (8 noise units) gives no evidence
+    np.testing.assert_allclose(change_scores(np.array([0.5, 2.0, 2.0]), np.array([40.0, 40.0, 6.0])),
+                               [0.5 / 1.5 * 0.5 * 0.8, 2 / 3 * 0.5 * 0.8, 0.0])
+
+
+def test_a_candidate_touching_a_patch_does_not_hide_its_change(tmp_path):
+    """A crater candidate on the patch's edge does not cover a strong change elsewhere in the patch; one
+    on the change does; a second strong change in the same patch gets its own candidate."""
+    rng = np.random.default_rng(0)
+    pre = np.clip(0.5 + ndimage.gaussian_filter(rng.normal(0, 0.2, (200, 200)), 2.0), 0.05, 1.0).astype(np.float32)
+    post = (pre + rng.normal(0, 0.005, pre.shape)).astype(np.float32)
+    yy, xx = np.mgrid[:200, :200]
+    post[(yy - 60) ** 2 + (xx - 140) ** 2 <= 36] -= 0.4  # a dark disc r 6 at row 60, col 140
+    post = np.clip(post, 0.01, 1.0)
+    a = write_synthetic_geotiff(tmp_path / "pre.tif", pre, pixel_size=PIXEL_M)
+    b = write_synthetic_geotiff(tmp_path / "post.tif", post, pixel_size=PIXEL_M)
+    setup = prepare_setup(a, b, (0.0, 0.0), FindsNothing(), prob_threshold=None, tile_size=512, overlap=64,
+                          batch_size=4, match_mode="deepmoon")
+    change = ChangeResult(patches=np.array([[0, 100, 100, 100]]), change_score=np.array([2.0]), tau=1.0,
+                          changed=np.array([True]), valid_fraction=np.ones(1), displacement=(0.0, 0.0),
+                          registration_error=0.0, shape=(200, 200))
+    edge = np.array([[105.0, 95.0, 8.0]])  # a crater candidate whose disc reaches into the patch's corner
+    out = change_candidates(change, setup, edge)
+    assert len(out) == 1 and np.hypot(out[0, 0] - 140, out[0, 1] - 60) <= 3, out
+    on_it = np.array([[141.0, 61.0, 7.0]])  # a candidate on the change covers it
+    assert len(change_candidates(change, setup, on_it)) == 0
+    post[(yy - 30) ** 2 + (xx - 170) ** 2 <= 25] += 0.4  # a second, bright change in the same patch
+    b = write_synthetic_geotiff(tmp_path / "post2.tif", np.clip(post, 0.01, 1.0), pixel_size=PIXEL_M)
+    out = change_candidates(change, dataclasses.replace(setup, post_path=str(b)), edge)
+    found = sorted((round(y), round(x)) for x, y in out[:, :2])
+    assert len(out) == 2 and np.allclose(found, [(30, 170), (60, 140)], atol=3), out
 
 
 
