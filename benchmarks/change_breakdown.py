@@ -7,6 +7,11 @@ Reads a set written by ``planetcd benchmark make`` (its ``pairs.csv``) and the p
 
 With ``--visibility-only`` it needs no scores and prints only how many changed pairs have their implant's
 centre on ground the pre patch does not show (0 by construction since commit 6f1947f).
+
+With ``--attribution unlit|relit`` it generates its own pairs (development seed 1234 by default) and prints
+which real nuisance makes unchanged pairs score high: 30 unchanged ``real-nuisance`` pairs per nuisance
+alone, ranked by ``nn``'s score (without or with the relighting of pre to post's sun) against 30 changed
+pairs with all of them (docs/benchmarks.md § Development).
 """
 
 from __future__ import annotations
@@ -54,13 +59,68 @@ def outside_pre_view(set_dir: Path) -> tuple[int, int]:
     return outside, len(changed)
 
 
+def attribution(variant: str, n: int = 30, seed: int = 1234) -> str:
+    """Median unchanged score and ROC AUC against changed ``real-nuisance`` pairs, per nuisance alone."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from planetcd.change.nn import nn_scores, register_pairs, relight_pre
+    from planetcd.change.nuisance import REAL_NUISANCE, RealNuisance
+    from planetcd.change.patch_pairs import scale_patches
+    from planetcd.datasets.benchmark import PRESETS, draw_spec, load_sources, render_pair
+    from planetcd.evaluate import roc_auc
+    from planetcd.features import cached_trunk
+
+    sources = load_sources(["MC11E-H", "MC11E-I", "hrsc-holdout"], None, False)
+    preset = PRESETS["real-nuisance"]
+    zero = RealNuisance(p_relight=0, p_streaks=0, p_seam=0, p_haze=0, p_resolution=0)
+    groups = {"none": zero, "relighting": replace(zero, p_relight=1), "dust-devil tracks": replace(zero, p_streaks=1),
+              "seam": replace(zero, p_seam=1), "haze": replace(zero, p_haze=1),
+              "resolution": replace(zero, p_resolution=1), "all (the preset)": REAL_NUISANCE}
+    trunk = cached_trunk(6, weights=None, device="cpu")
+
+    def make(nuisance, changed: bool, offset: int):
+        pre, post = [], []
+        for i in range(n):
+            source = sources[i % len(sources)]
+            spec = draw_spec(np.random.default_rng([seed, offset + i]), source, preset, changed, 150, 10.0)
+            a, b, _ = render_pair(spec, source, 150, 10.0, implant=changed, nuisance=nuisance)
+            pre.append(np.round(a * 255))
+            post.append(np.round(b * 255))
+        return np.stack(pre)[:, None], np.stack(post)[:, None]
+
+    def score(pre, post):
+        pre, post = scale_patches(pre), scale_patches(post)
+        registered, _, overlap = register_pairs(pre, post, max_shift=10.0)
+        if variant == "relit":
+            pre, _ = relight_pre(pre, registered, overlap)
+        return nn_scores(trunk, pre, registered, overlap=overlap)
+
+    changed = score(*make(REAL_NUISANCE, True, 1000))
+    labels = np.r_[np.ones(n), np.zeros(n)]
+    lines = [f"nn {variant}, seed {seed}, {n} pairs per row; changed pairs: median {np.median(changed):.3f}", "",
+             "| unchanged pairs with | median | ROC AUC |", "|---|---:|---:|"]
+    for name, nuisance in groups.items():
+        unchanged = score(*make(nuisance, False, 0))
+        lines.append(f"| {name} | {np.median(unchanged):.3f} | {roc_auc(labels, np.r_[changed, unchanged]):.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("set_dir", type=Path)
+    parser.add_argument("set_dir", type=Path, nargs="?")
     parser.add_argument("scores_csv", type=Path, nargs="?")
     parser.add_argument("--visibility-only", action="store_true", help="only count implants outside pre's view")
     parser.add_argument("--methods", default="paper,paper-layer7,rcva,nn")
+    parser.add_argument("--attribution", choices=["unlit", "relit"], help="which nuisance drives nn's scores")
+    parser.add_argument("--seed", type=int, default=1234, help="with --attribution (development seed)")
     args = parser.parse_args()
+    if args.attribution:
+        print(attribution(args.attribution, seed=args.seed), end="")
+        return
+    if args.set_dir is None:
+        parser.error("set_dir is required (or --attribution)")
     if args.visibility_only or args.scores_csv is None:
         outside, changed = outside_pre_view(args.set_dir)
         print(f"{args.set_dir}: {outside} of {changed} changed pairs have the implant centre outside pre's view")

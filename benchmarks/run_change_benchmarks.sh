@@ -10,7 +10,7 @@
 # OUTDIR/<preset>/ (the sets), OUTDIR/*.json, OUTDIR/*.md and OUTDIR/tables.md (pasted into docs/benchmarks.md).
 # Environment: SEED (default 20261201: the seed of the tables in docs/benchmarks.md, never used while
 # developing; earlier seeds are listed there), N (pairs per set, default 200), PRESETS, METHODS
-# (default paper,nn,nn-basic,paper-oracle,nn-oracle), PLANETCD_SHARED (default ../shared),
+# (default paper,nn,nn-unlit,nn-basic,paper-oracle,nn-oracle), PLANETCD_SHARED (default ../shared),
 # PLANETCD_VGG16_WEIGHTS (default: the shared copy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,7 @@ OUT=${1:-bench_out/change}
 SEED=${SEED:-20261201}
 N=${N:-200}
 PRESETS=${PRESETS:-ctx-impacts lroc small-craters real-nuisance}
-METHODS=${METHODS:-paper,nn,nn-basic,paper-oracle,nn-oracle}
+METHODS=${METHODS:-paper,nn,nn-unlit,nn-basic,paper-oracle,nn-oracle}
 export PLANETCD_SHARED=${PLANETCD_SHARED:-$(cd .. && pwd)/shared}
 export PLANETCD_VGG16_WEIGHTS=${PLANETCD_VGG16_WEIGHTS:-$PLANETCD_SHARED/weights/vgg16_imagenet_features.pth}
 IMAGES=MC11E-H,MC11E-I,hrsc-holdout
@@ -34,7 +34,7 @@ done
   for preset in $PRESETS; do
     cat "$OUT/$preset.md"; echo
     echo "Breakdown ($preset):"; echo
-    python benchmarks/change_breakdown.py "$OUT/$preset" "$OUT/$preset-scores.csv" --methods "${BREAKDOWN:-paper,nn,nn-basic}"; echo
+    python benchmarks/change_breakdown.py "$OUT/$preset" "$OUT/$preset-scores.csv" --methods "${BREAKDOWN:-paper,nn,nn-unlit,nn-basic}"; echo
   done
 } > "$OUT/tables.md"
 cat "$OUT/tables.md"

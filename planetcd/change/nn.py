@@ -276,3 +276,100 @@ def nn_scores(trunk: VGGFeatures, pre: np.ndarray, post: np.ndarray, radius: int
         if progress is not None:
             progress(len(d))
     return np.concatenate(scores).astype(np.float64)
+
+
+#: Direction bins (over 180°) and radial bin edges (cycles/px) of :func:`illumination_transfer`.
+TRANSFER_ANGLES = 16
+TRANSFER_RADII = (0.0, 0.06, 0.15, 0.5001)
+#: Wiener floor of the transfer fit, as a fraction of pre's mean power per bin.
+TRANSFER_FLOOR = 1e-3
+
+
+def _transfer_bins(fy: np.ndarray, fx: np.ndarray, n_angles: int, radii: tuple[float, ...]) -> np.ndarray:
+    angle = np.mod(np.arctan2(fy, fx), np.pi)
+    a = np.minimum((angle / np.pi * n_angles).astype(np.int64), n_angles - 1)
+    r = np.clip(np.searchsorted(radii, np.hypot(fy, fx), side="right") - 1, 0, len(radii) - 2)
+    return a + n_angles * r
+
+
+def fit_transfer(pre: np.ndarray, post: np.ndarray, overlap: np.ndarray, n_angles: int = TRANSFER_ANGLES,
+                 radii: tuple[float, ...] = TRANSFER_RADII, clip: tuple[float, float] = (-2.0, 3.0)
+                 ) -> np.ndarray:
+    """The transfer function ``H`` (direction x frequency bins) that takes pre's look to post's.
+
+    Parameters
+    ----------
+    pre, post : ndarray, shape (h, w)
+        One co-registered pair (single band, ``0..1``).
+    overlap : ndarray of bool, shape (h, w)
+        Ground both dates see; the fit uses only it (times a Hann taper).
+
+    Returns
+    -------
+    ndarray, shape (len(radii) - 1, n_angles)
+        ``Re Σ Y X̄ / (Σ |X|² + floor)`` per bin of direction (0..180°) and spatial frequency.
+
+    Notes
+    -----
+    Linearised Lambertian shading of a height field ``h`` under a sun toward ``d`` at elevation
+    ``e`` is ``I/Ī ≈ 1 − cot(e) ∇h·d`` (:mod:`planetcd.change.nuisance`), so in Fourier space
+    ``Î(k) ∝ cot(e) (k·d) ĥ(k)``: another sun multiplies every component by
+    ``(k·d') tan(e) / ((k·d) tan(e'))``, a real function of the direction of ``k`` alone. Fitting it per
+    direction bin relights pre to post's sun without knowing either azimuth; the radial bins take up
+    haze (a gain) and a resolution change (a low-pass). A new crater in post is uncorrelated with pre
+    and moves the cross-spectrum of a bin of hundreds of frequencies little.
+    """
+    h, w = pre.shape
+    win = np.outer(np.hanning(h), np.hanning(w)) * overlap
+    total = win.sum()
+    if total <= 0:
+        return np.ones((len(radii) - 1, n_angles))
+    x = (pre - (pre * win).sum() / total) * win
+    y = (post - (post * win).sum() / total) * win
+    X, Y = np.fft.fft2(x), np.fft.fft2(y)
+    bins = _transfer_bins(np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :], n_angles, radii).ravel()
+    nb = n_angles * (len(radii) - 1)
+    cross = np.bincount(bins, (Y * np.conj(X)).real.ravel(), nb)
+    power = np.bincount(bins, (np.abs(X) ** 2).ravel(), nb)
+    H = np.clip(cross / (power + TRANSFER_FLOOR * power.mean() + 1e-12), *clip)
+    return H.reshape(len(radii) - 1, n_angles)
+
+
+def apply_transfer(image: np.ndarray, H: np.ndarray, mean: float | None = None,
+                   radii: tuple[float, ...] = TRANSFER_RADII) -> np.ndarray:
+    """Filter ``image`` ``(h, w)`` by a transfer ``H`` of :func:`fit_transfer` (mirror-padded; the mean is kept,
+    or set to ``mean``). Returns float32 clipped to ``0..1``."""
+    h, w = image.shape
+    level = float(image.mean())
+    padded = np.pad(image - level, ((h // 2, h // 2), (w // 2, w // 2)), mode="symmetric")
+    ph, pw = padded.shape
+    bins = _transfer_bins(np.fft.fftfreq(ph)[:, None], np.fft.fftfreq(pw)[None, :], H.shape[1], radii)
+    gain = H.ravel()[bins]
+    gain[0, 0] = 1.0
+    out = np.real(np.fft.ifft2(np.fft.fft2(padded) * gain))[h // 2 : h // 2 + h, w // 2 : w // 2 + w]
+    return np.clip(out + (level if mean is None else mean), 0.0, 1.0).astype(np.float32)
+
+
+def relight_pre(pre: np.ndarray, post: np.ndarray, overlap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pre patches ``(n, bands, h, w)`` relit to their registered post partner's sun (:func:`fit_transfer`, on the
+    band means; every band gets its pair's transfer), and the transfers ``(n, radial bins, angles)``.
+
+    Not in Saha & Zhu: ``nn``'s answer to a second date under another sun (and haze, resolution): the
+    disagreement is then measured between post and pre as post's illumination would show it.
+    """
+    out = np.empty_like(pre)
+    transfers = []
+    for i in range(len(pre)):
+        H = fit_transfer(pre[i].mean(0), post[i].mean(0), overlap[i])
+        level = float(post[i].mean(0)[overlap[i]].mean()) if overlap[i].any() else None
+        out[i] = np.stack([apply_transfer(band, H, level) for band in pre[i]])
+        transfers.append(H)
+    return out, np.stack(transfers) if transfers else np.zeros((0, len(TRANSFER_RADII) - 1, TRANSFER_ANGLES))
+
+
+def transfer_anisotropy(H: np.ndarray) -> np.ndarray:
+    """How much a transfer ``(..., radial bins, angles)`` depends on direction: per transfer, the RMS over the
+    two lowest radial bins of ``H`` minus its mean over directions (0 for haze, gain or blur alone; a change of
+    the sun's azimuth turns it up)."""
+    low = np.asarray(H)[..., :2, :]
+    return np.sqrt(((low - low.mean(-1, keepdims=True)) ** 2).mean((-2, -1)))

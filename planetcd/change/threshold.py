@@ -21,7 +21,7 @@ random gamma and blur, and noise brought up to a measured level
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -187,7 +187,7 @@ def iter_pseudo_pairs(
     noise_std: float = 0.02,
     target_noise: float | np.ndarray | None = None,
     margin: int = 0,
-    real: RealNuisance | None = PSEUDO_NUISANCE,
+    real: RealNuisance | None | Sequence[RealNuisance | None] = PSEUDO_NUISANCE,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]]:
     """THE pseudo-unchanged pair sampler: ``(source index, pre, post, valid)`` for each pair of a draw.
 
@@ -209,12 +209,14 @@ def iter_pseudo_pairs(
     margin : int
         Extra pixels each source holds on each side (0: standalone patches).
     real : RealNuisance, optional
-        Real nuisances of the ``nn`` pairs' post (:func:`apply_nuisance`); None: gamma and blur only.
+        Real nuisances of the ``nn`` pairs' post (:func:`apply_nuisance`); None: gamma and blur only. A
+        list or tuple: one per source (indexed by source), as the pair's own statistics call for.
     """
     for i, shift in zip(draw.index, draw.shifts):
+        nuisance = real[int(i)] if isinstance(real, (list, tuple)) else real
         target = None if target_noise is None else float(target_noise[i] if np.ndim(target_noise) else target_noise)
         pre, post, valid = make_pseudo_pair(source_of(int(i)), tuple(shift), rng, margin=margin, noise_std=noise_std,
-                                            target_noise=target, real=real)
+                                            target_noise=target, real=nuisance)
         yield int(i), pre, post, valid
 
 
