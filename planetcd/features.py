@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .errors import WeightsError, WeightsNotFoundError
+from .precision import autocast
 
 log = logging.getLogger(__name__)
 
@@ -305,19 +306,18 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def run_trunk(trunk: VGGFeatures, images: np.ndarray, device: torch.device) -> np.ndarray:
+def run_trunk(trunk: VGGFeatures, images: np.ndarray, device: torch.device, precision: str | None = None) -> np.ndarray:
     """Feature maps of a batch of ``(B, 3, H, W)`` float32 images in ``0..1`` -> ``(B, C, h, w)`` float32.
 
     Inference mode and channels-last layout (the fast path for convolutions on CPU).
+    ``precision``: ``"bf16"`` runs the trunk under bfloat16 autocast, ``"fp32"`` in float32
+    (:func:`planetcd.precision.autocast`; ``None``: as the caller's context is); the maps come
+    back float32 either way.
     """
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(precision, device):
         x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
         x = x.contiguous(memory_format=torch.channels_last)
-        if device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                out = trunk(x)
-        else:
-            out = trunk(x)
+        out = trunk(x)
         return out.float().contiguous().cpu().numpy()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
-from .options import common_options, device_opt, outdir_opt, overwrite_opt, seed_opt, setup_logging
+from .options import common_options, device_opt, outdir_opt, overwrite_opt, precision_opt, seed_opt, setup_logging
 
 log = logging.getLogger("planetcd.train")
 
@@ -60,11 +60,12 @@ def _labels_for(image: Path, labels_dir: Path | None) -> Path:
 @click.option("--time-limit", type=float, default=None, help="Stop after the epoch that passes this many minutes.")
 @seed_opt
 @device_opt
+@precision_opt
 @overwrite_opt
 @common_options
 def train(images, val_images, labels_dir, outdir, arch, kernel_size, filter_multiple, target, loss, pos_weight, lr, lr_schedule, lr_min, batch_size,
           epochs, patience, crop, crops_per_epoch, positive_fraction, val_tile, monitor, init, no_augment, noise, blur, zoom_range, threads, time_limit,
-          seed, device, overwrite, verbose, quiet):
+          seed, device, precision, overwrite, verbose, quiet):
     """Train a crater segmenter on IMAGES (with --val images held out).
 
     Writes OUTDIR/best.pt (the checkpoint with the lowest validation loss, or
@@ -105,6 +106,7 @@ def train(images, val_images, labels_dir, outdir, arch, kernel_size, filter_mult
         lr=lr, lr_schedule=lr_schedule, lr_min=lr_min, batch_size=batch_size, epochs=epochs, patience=patience, crop=crop, crops_per_epoch=crops_per_epoch,
         positive_fraction=positive_fraction, val_tile=val_tile, monitor=monitor, init=init, augment=not no_augment, noise=noise, blur=blur, zoom_range=zoom_limits, seed=seed, threads=threads,
         time_limit=None if time_limit is None else 60.0 * time_limit, device=device,
+        precision=precision,
     )
     label_paths = {}
     for path in [*train_paths, *val_paths]:  # every input checked before any is read in full
