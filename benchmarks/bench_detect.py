@@ -246,7 +246,10 @@ def tile_breakdown(pre, post, trunk: VGGFeatures, device, tile: int, repeats: in
         t_pre, (pre_data, pre_valid) = best(lambda: read_present(pre_reader, window))
         t_post, (post_data, post_valid) = best(lambda: read_present(post_reader, window))
         t_prep, batch = best(lambda: prepare_pair(pre_data, pre_valid, post_data, post_valid, pre_stats, post_stats))
-        t_trunk, feats = best(lambda: run_trunk(trunk, batch, device))
+        from planetcd.precision import resolve_precision
+
+        used = resolve_precision("auto", device)  # detect's default
+        t_trunk, feats = best(lambda: run_trunk(trunk, batch, device, used))
         f_pre, f_post = torch.from_numpy(feats[:1]), torch.from_numpy(feats[1:])
         t_nn, _ = best(lambda: nn_change_map(f_pre, f_post, 2))
         cells = patch_cells(patch_grid(side, side, 100), s, side // s, side // s)

@@ -87,7 +87,7 @@ def trunk_floor(trunk, images, side, tile=1024):
 
 def unet_floor(net, side, tile=512, batch=8):
     tiles = np.random.default_rng(0).uniform(-1, 1, (batch, min(tile, side), min(tile, side))).astype(np.float32)
-    n = -(-side // tile) ** 2
+    n = (-(-side // tile)) ** 2
     for k in range(0, n, batch):
         predict_tiles(net, tiles[: min(batch, n - k)], DEVICE, batch, PRECISION)
 
