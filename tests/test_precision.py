@@ -156,7 +156,7 @@ def test_segment_bf16_probability_and_craters_close_to_fp32(shared_dir):
     diff = np.abs(a.probability - b.probability)
     assert 0 < np.nanmean(diff) < 0.005 and np.nanmax(diff) < 0.05
     assert len(a.catalog) >= 4
-    match = match_craters(b.catalog.pixels(), a.catalog.pixels())
+    match = match_craters(b.catalog.pixels, a.catalog.pixels)
     assert match.f1 >= 0.85
 
 
