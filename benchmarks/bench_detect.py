@@ -20,6 +20,18 @@ Usage::
     python benchmarks/bench_detect.py --pair /tmp/pair4096 --breakdown
     python benchmarks/bench_detect.py --pair /tmp/pair2048 --methods nn --configs 512:off,1024:on,1024:off --rounds 2
 
+``--floors`` (the issue-16 acceptance run) prints, per ``--sizes`` synthetic pair (default 2048,4096),
+``--rounds`` interleaved rounds of: the fp32 trunk floor, the bf16 trunk floor (the trunk alone on the
+same pixels, each once, under bfloat16 autocast) and the default ``detect`` (``precision="auto"``), with
+the ratios of detect to both floors (median over rounds of the per-round ratios). ``--segment`` adds the
+same for ``segment`` on the 2000² CTX tile MC11E-I (synthetic without ``$PLANETCD_SHARED``) against the
+UNet's own fp32 and bf16 floors (the network alone over the tile's pixels, each once, with the model's
+flip averaging); ``--monitor`` adds the default ``monitor`` on the first size's pair against the sum of
+detect's fp32 floor and the UNet's fp32 floor over both images::
+
+    python benchmarks/bench_detect.py --floors --sizes 2048,4096 --rounds 3 --segment --monitor [--json out.json]
+    python benchmarks/bench_detect.py --floors --sizes 256 --rounds 1 --segment --monitor --segment-size 256  # smoke test
+
 ``--configs TILE:REUSE,...`` times ``detect`` once per configuration and round, interleaved (so a
 change of the machine's load hits every configuration alike): the tile side, and whether the
 ``nn`` calibration reuses pre's feature maps from the main pass (``on``) or recomputes its pre crops
@@ -48,9 +60,9 @@ from planetcd.tiling import halo_tiles
 
 
 def trunk_seconds(trunk: VGGFeatures, height: int, width: int, tile: int, device, repeats: int = 1,
-                  halo: bool = True) -> float:
+                  halo: bool = True, precision: str | None = "fp32") -> float:
     """Time the trunk alone on both images of ``height x width``: detect's halo tiles, or (``halo=False``)
-    non-overlapping tiles, so each pixel goes through the trunk once."""
+    non-overlapping tiles, so each pixel goes through the trunk once; at ``precision`` (``"fp32"``, ``"bf16"``)."""
     s = trunk.stride
     tiles = halo_tiles(height, width, tile, -(-trunk.halo // s) * s if halo else 0, align=s)
     rng = np.random.default_rng(0)
@@ -59,9 +71,145 @@ def trunk_seconds(trunk: VGGFeatures, height: int, width: int, tile: int, device
         start = time.perf_counter()
         for t in tiles:
             batch = rng.random((2, 3, t.read[2], t.read[3]), dtype=np.float32)
-            run_trunk(trunk, batch, device)
+            run_trunk(trunk, batch, device, precision)
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def unet_seconds(net, height: int, width: int, tile: int, device, precision: str, images: int = 1,
+                 batch_size: int = 4) -> float:
+    """Time the segmenter alone on ``images`` images of ``height x width`` in non-overlapping tiles (edge tiles
+    cut to the image), each pixel once, at ``precision``: the UNet's floor (with the model's flip averaging)."""
+    from planetcd.craters.segment import predict_tiles
+
+    rng = np.random.default_rng(0)
+    shapes: dict[tuple[int, int], int] = {}
+    for r in range(0, height, tile):
+        for c in range(0, width, tile):
+            key = (min(tile, height - r), min(tile, width - c))
+            shapes[key] = shapes.get(key, 0) + images
+    start = time.perf_counter()
+    for (h, w), n in shapes.items():
+        for k in range(0, n, batch_size):
+            tiles = rng.uniform(-1, 1, (min(batch_size, n - k), h, w)).astype(np.float32)
+            predict_tiles(net, tiles, device, batch_size, precision)
+    return time.perf_counter() - start
+
+
+def _median(values) -> float:
+    return float(np.median(np.asarray(values, dtype=np.float64)))
+
+
+def floors(args, device) -> dict:
+    """The ``--floors`` run: interleaved floors (fp32, bf16) and default detect / segment / monitor runs."""
+    from planetcd import models
+    from planetcd.craters.segment import segment
+    from planetcd.monitor import monitor
+    from planetcd.precision import resolve_precision
+
+    trunk = VGGFeatures(layer=6, weights=args.weights).to(device)
+    run_trunk(trunk, np.zeros((1, 3, 64, 64), np.float32), device, "bf16")  # warm-up of both kernels
+    run_trunk(trunk, np.zeros((1, 3, 64, 64), np.float32), device, "fp32")
+    report = {"load_average_before": [round(x, 2) for x in os.getloadavg()], "threads": args.threads,
+              "device": str(device), "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+              "auto_precision": resolve_precision("auto", device), "rounds": args.rounds, "detect": [], "segment": None,
+              "monitor": None}
+    net = models.cached(args.model, str(device), None) if (args.segment or args.monitor) else None
+    lines = []
+    with tempfile.TemporaryDirectory() as folder:
+        pairs = {}
+        for size in [int(s) for s in args.sizes.split(",")]:
+            pair = make_change_pair((size, size), seed=1, displacement=(4.2, -6.1),
+                                    new_craters=[[size * 0.4, size * 0.6, 20.0]])
+            pre = write_synthetic_geotiff(Path(folder) / f"pre{size}.tif", pair.pre)
+            post = write_synthetic_geotiff(Path(folder) / f"post{size}.tif", pair.post)
+            pairs[size] = (pre, post)
+            del pair
+            runs = []
+            for round_ in range(args.rounds):
+                f32 = trunk_seconds(trunk, size, size, args.floor_tile, device, halo=False, precision="fp32")
+                b16 = trunk_seconds(trunk, size, size, args.floor_tile, device, halo=False, precision="bf16")
+                start = time.perf_counter()
+                result = detect(pre, post, trunk=trunk, n_pseudo=args.n_pseudo, device=args.device)
+                seconds = time.perf_counter() - start
+                runs.append({"round": round_, "fp32_floor_s": f32, "bf16_floor_s": b16, "detect_s": seconds,
+                             "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
+                             "precision": result.params["precision"]["used"], "method": result.params["method"],
+                             "load_average": round(os.getloadavg()[0], 2)})
+                print(json.dumps({"size": size, **runs[-1]}), flush=True)
+            entry = {"size": size, "runs": runs,
+                     "fp32_floor_s": _median([r["fp32_floor_s"] for r in runs]),
+                     "bf16_floor_s": _median([r["bf16_floor_s"] for r in runs]),
+                     "detect_s": _median([r["detect_s"] for r in runs]),
+                     "detect_over_fp32_floor": _median([r["detect_s"] / r["fp32_floor_s"] for r in runs]),
+                     "detect_over_bf16_floor": _median([r["detect_s"] / r["bf16_floor_s"] for r in runs]),
+                     "bf16_floor_over_fp32_floor": _median([r["bf16_floor_s"] / r["fp32_floor_s"] for r in runs])}
+            report["detect"].append(entry)
+            lines.append(f"detect {size}x{size}: fp32 floor {entry['fp32_floor_s']:.2f} s, bf16 floor "
+                         f"{entry['bf16_floor_s']:.2f} s, detect ({runs[-1]['method']}, {runs[-1]['precision']}) "
+                         f"{entry['detect_s']:.2f} s = {entry['detect_over_fp32_floor']:.2f} x fp32 floor, "
+                         f"{entry['detect_over_bf16_floor']:.2f} x bf16 floor")
+
+        if args.segment:
+            src = Path(os.environ.get("PLANETCD_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / \
+                "ctx-mc11e" / "images" / "MC11E-I.png"
+            if args.segment_size is not None or not src.exists():
+                side = args.segment_size or 2000
+                data = np.random.default_rng(0).integers(1, 255, (side, side)).astype(np.float32)
+                src = write_synthetic_geotiff(Path(folder) / "segment.tif", data)
+            with open_raster(src) as ds:
+                h, w = ds.height, ds.width
+            runs = []
+            for round_ in range(args.rounds):
+                f32 = unet_seconds(net, h, w, args.unet_tile, device, "fp32")
+                b16 = unet_seconds(net, h, w, args.unet_tile, device, "bf16")
+                start = time.perf_counter()
+                result = segment(src, args.model, device=args.device)
+                seconds = time.perf_counter() - start
+                runs.append({"round": round_, "fp32_floor_s": f32, "bf16_floor_s": b16, "segment_s": seconds,
+                             "precision": result.params["precision"]["used"], "scales": result.params["scales"],
+                             "load_average": round(os.getloadavg()[0], 2)})
+                print(json.dumps({"segment": f"{h}x{w}", **runs[-1]}), flush=True)
+            entry = {"image": str(src), "shape": [h, w], "tta": bool(net.metadata.get("tta")), "runs": runs,
+                     "fp32_floor_s": _median([r["fp32_floor_s"] for r in runs]),
+                     "bf16_floor_s": _median([r["bf16_floor_s"] for r in runs]),
+                     "segment_s": _median([r["segment_s"] for r in runs]),
+                     "segment_over_fp32_floor": _median([r["segment_s"] / r["fp32_floor_s"] for r in runs]),
+                     "segment_over_bf16_floor": _median([r["segment_s"] / r["bf16_floor_s"] for r in runs])}
+            report["segment"] = entry
+            lines.append(f"segment {h}x{w} ({runs[-1]['precision']}, scales {runs[-1]['scales']}): UNet fp32 floor "
+                         f"{entry['fp32_floor_s']:.2f} s, bf16 floor {entry['bf16_floor_s']:.2f} s, segment "
+                         f"{entry['segment_s']:.2f} s = {entry['segment_over_fp32_floor']:.2f} x fp32 floor, "
+                         f"{entry['segment_over_bf16_floor']:.2f} x bf16 floor")
+
+        if args.monitor:
+            size = min(pairs)
+            pre, post = pairs[size]
+            runs = []
+            for round_ in range(args.rounds):
+                trunk_floor = trunk_seconds(trunk, size, size, args.floor_tile, device, halo=False, precision="fp32")
+                unet_floor = unet_seconds(net, size, size, args.unet_tile, device, "fp32", images=2)
+                start = time.perf_counter()
+                result = monitor(pre, post, trunk=trunk, device=args.device, n_pseudo=args.n_pseudo)
+                seconds = time.perf_counter() - start
+                runs.append({"round": round_, "detect_fp32_floor_s": trunk_floor, "unet_fp32_floor_s": unet_floor,
+                             "monitor_s": seconds, "precision": result.params["precision"]["used"],
+                             "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
+                             "load_average": round(os.getloadavg()[0], 2)})
+                print(json.dumps({"monitor": f"{size}x{size}", **runs[-1]}), flush=True)
+            entry = {"size": size, "runs": runs,
+                     "monitor_s": _median([r["monitor_s"] for r in runs]),
+                     "floor_sum_s": _median([r["detect_fp32_floor_s"] + r["unet_fp32_floor_s"] for r in runs]),
+                     "monitor_over_floor_sum": _median([r["monitor_s"] / (r["detect_fp32_floor_s"] + r["unet_fp32_floor_s"])
+                                                        for r in runs])}
+            report["monitor"] = entry
+            lines.append(f"monitor {size}x{size} ({runs[-1]['precision']}): {entry['monitor_s']:.2f} s = "
+                         f"{entry['monitor_over_floor_sum']:.2f} x (detect fp32 floor + UNet fp32 floor on both "
+                         f"images = {entry['floor_sum_s']:.2f} s)")
+    report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    report["summary"] = lines
+    print("\n".join(lines))
+    return report
 
 
 def tile_breakdown(pre, post, trunk: VGGFeatures, device, tile: int, repeats: int = 3) -> dict:
@@ -98,7 +246,10 @@ def tile_breakdown(pre, post, trunk: VGGFeatures, device, tile: int, repeats: in
         t_pre, (pre_data, pre_valid) = best(lambda: read_present(pre_reader, window))
         t_post, (post_data, post_valid) = best(lambda: read_present(post_reader, window))
         t_prep, batch = best(lambda: prepare_pair(pre_data, pre_valid, post_data, post_valid, pre_stats, post_stats))
-        t_trunk, feats = best(lambda: run_trunk(trunk, batch, device))
+        from planetcd.precision import resolve_precision
+
+        used = resolve_precision("auto", device)  # detect's default
+        t_trunk, feats = best(lambda: run_trunk(trunk, batch, device, used))
         f_pre, f_post = torch.from_numpy(feats[:1]), torch.from_numpy(feats[1:])
         t_nn, _ = best(lambda: nn_change_map(f_pre, f_post, 2))
         cells = patch_cells(patch_grid(side, side, 100), s, side // s, side // s)
@@ -127,9 +278,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--floors", action="store_true",
+                        help="Interleaved fp32 and bf16 floors and default runs, with ratios (see above).")
+    parser.add_argument("--sizes", default="2048,4096", help="Sides of the synthetic pairs of --floors.")
+    parser.add_argument("--segment", action="store_true", help="--floors: also segment against the UNet's floors.")
+    parser.add_argument("--monitor", action="store_true", help="--floors: also monitor on the first size's pair.")
+    parser.add_argument("--model", default="ctx-craters", help="Segmenter of --segment / --monitor.")
+    parser.add_argument("--segment-size", type=int, default=None,
+                        help="--segment on a synthetic image of this side instead of MC11E-I (2000 px).")
+    parser.add_argument("--unet-tile", type=int, default=512, help="Tile side of the UNet floor.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
+    if args.floors:
+        report = floors(args, device)
+        report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        return
     trunk = VGGFeatures(layer=6, weights=args.weights).to(device)
     tile_option = {} if args.tile is None else {"tile_size": args.tile}
     report = {"load_average_before": [round(x, 2) for x in os.getloadavg()], "threads": args.threads,

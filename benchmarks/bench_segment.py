@@ -1,7 +1,7 @@
 """Crater segmentation speed: pixels per second on a 2000×2000 tile with 2 CPU threads.
 
     python benchmarks/bench_segment.py [--model ctx-craters] [--threads 2] [--tile 512] [--overlap 64] [--repeat 2]
-        [--tta model|on|off] [--scales 2,1,0.5]
+        [--tta model|on|off] [--scales 2,1,0.5] [--precision auto|fp32|bf16]
 
 Uses CTX tile MC11E-I from ``$PLANETCD_SHARED`` (default ``../shared``) when
 present, else a synthetic 2000×2000 image (the speed does not depend on the
@@ -39,6 +39,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--tta", choices=["model", "on", "off"], default="model")
     ap.add_argument("--scales", default=None, help="catalogue scales, e.g. 2,1,0.5 (default: the model's)")
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                    help="segment's precision (and the network-alone line's); bench_detect.py --floors --segment "
+                         "compares fp32 and bf16 interleaved")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -64,7 +67,8 @@ def main(argv=None) -> int:
             n_px = ds.width * ds.height
             shape = (ds.height, ds.width)
         times, catalog_times = [], []
-        options = dict(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch_size, device="cpu")
+        options = dict(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch_size, device="cpu",
+                       precision=args.precision)
         for _ in range(args.repeat):
             t0 = time.perf_counter()
             segment(src, model, scales=[1.0], **options).write(Path(tmp) / "out", overwrite=True)
@@ -72,8 +76,10 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             craters = segment(src, model, scales=scales, **options).catalog
             catalog_times.append(time.perf_counter() - t0)
+        from planetcd.precision import autocast, resolve_precision
+
         x = torch.zeros(1, 1, args.tile, args.tile)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(resolve_precision(args.precision, "cpu"), "cpu"):
             model(x)
             t0 = time.perf_counter()
             for _ in range(3):
@@ -84,7 +90,7 @@ def main(argv=None) -> int:
     print(f"model            {model.metadata.get('name')} ({sum(p.numel() for p in model.parameters()):,} parameters), "
           f"flip averaging {'on' if model.metadata['tta'] else 'off'}")
     print(f"threads          {args.threads} (torch.get_num_threads() = {torch.get_num_threads()}); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"tiles            {args.tile} px, overlap {args.overlap} px")
+    print(f"tiles            {args.tile} px, overlap {args.overlap} px; precision {args.precision}")
     print(f"segment + write  {best:.2f} s (best of {args.repeat}) = {n_px / best:,.0f} px/s")
     print(f"with catalogue   {best_catalog:.2f} s (best of {args.repeat}) = {n_px / best_catalog:,.0f} px/s "
           f"({len(craters)} craters; scales {', '.join(f'{s:g}' for s in scales or model.metadata.get('extraction', {}).get('scales', [1.0]))})")

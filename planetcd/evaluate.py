@@ -278,6 +278,7 @@ def evaluate(
     n_pseudo: int | None = None,
     max_shift: float | None = None,
     progress: bool = False,
+    precision: str = "auto",
 ) -> Evaluation:
     """Score every method on the same pairs and compute the metrics.
 
@@ -303,6 +304,9 @@ def evaluate(
         the value each method used is in ``params["max_shift_used"]``. Never from the labels.
     progress : bool
         Show a progress bar per method on stderr (pairs and pseudo pairs scored).
+    precision : {"auto", "fp32", "bf16"}
+        Precision of the VGG trunk, one for every method and its pseudo pairs
+        (:func:`planetcd.precision.resolve_precision`); recorded in ``params["precision"]``.
 
     Returns
     -------
@@ -311,7 +315,11 @@ def evaluate(
     from tqdm.auto import tqdm
 
     from .change.patch_pairs import score_pairs
+    from .features import pick_device
+    from .precision import precision_record, resolve_precision
 
+    asked = precision
+    used = resolve_precision(asked, pick_device(device))
     methods = list(methods) if methods else list(default_methods())
     parse_methods(",".join(methods))  # checks names
     if len(changeset) == 0:
@@ -333,7 +341,7 @@ def evaluate(
                     bar.update(done)
 
                 out = score_pairs(changeset.pre, changeset.post, method=base, seed=seed, device=device,
-                                  weights=weights, progress=advance,
+                                  weights=weights, progress=advance, precision=used,
                                   **({} if n_pseudo is None else {"n_pseudo": n_pseudo}),
                                   **({} if max_shift is None else {"max_shift": float(max_shift)}))
             scored[base] = (np.asarray(out.scores, np.float64), float(out.tau), time.perf_counter() - t0)
@@ -343,5 +351,6 @@ def evaluate(
             tau = oracle_threshold(labels, scores)
         results[name] = MethodResult(name, scores, tau, metrics(labels, scores, tau), oracle, seconds)
     params = {"seed": seed, "methods": methods, "n_pseudo": n_pseudo,
-              "max_shift": "auto" if max_shift is None else max_shift, "max_shift_used": shifts_used}
+              "max_shift": "auto" if max_shift is None else max_shift, "max_shift_used": shifts_used,
+              "precision": precision_record(asked, used)}
     return Evaluation(changeset.name, len(labels), int(labels.sum()), results, params)

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .errors import WeightsError, WeightsNotFoundError
+from .precision import autocast
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,16 @@ def resolve_vgg16_weights(path: str | os.PathLike | None = None, download: bool 
     raise WeightsNotFoundError(_offline_message())
 
 
+def _vgg16_shapes() -> dict[str, tuple[int, ...]]:
+    """``{"features.<i>.weight": (out, in, 3, 3), "features.<i>.bias": (out,)}`` of VGG-16's 13 convs."""
+    shapes, in_ch = {}, 3
+    for index, out_ch in zip(CONV_INDEX, [c for c in _CFG if c != "M"]):
+        shapes[f"features.{index}.weight"] = (out_ch, in_ch, 3, 3)
+        shapes[f"features.{index}.bias"] = (out_ch,)
+        in_ch = out_ch
+    return shapes
+
+
 def load_vgg16_state(path: str | os.PathLike, layer: int = 13) -> dict[str, torch.Tensor]:
     """Load and check the ``features.*`` tensors needed up to conv ``layer``.
 
@@ -191,16 +202,18 @@ def load_vgg16_state(path: str | os.PathLike, layer: int = 13) -> dict[str, torc
     VGG-16's shape; every one needed up to ``layer`` must be present.
     """
     path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"{path}: not a PyTorch weights file ({type(exc).__name__})") from None
+    try:  # memory-mapped: of torchvision's 528 MB file only the trunk's tensors are read
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        try:  # files in the legacy (non-zip) format cannot be mapped
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise WeightsError(f"{path}: not a PyTorch weights file ({type(exc).__name__})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise WeightsError(f"{path}: expected a state dict, got {type(state).__name__}")
-    expected = build_features(13)
-    expected_shapes = {f"features.{k}": v.shape for k, v in expected.state_dict().items()}
+    expected_shapes = _vgg16_shapes()  # from the configuration: building 13 random conv layers costs ~0.2 s
     for key, shape in expected_shapes.items():
         if key in state and tuple(state[key].shape) != tuple(shape):
             raise WeightsError(
@@ -210,7 +223,7 @@ def load_vgg16_state(path: str | os.PathLike, layer: int = 13) -> dict[str, torc
     missing = [k for k in needed if k not in state]
     if missing:
         raise WeightsError(f"{path}: not VGG-16 weights (missing {missing[0]}, {len(missing)} tensors in all)")
-    return {k: state[k].float() for k in needed}
+    return {k: state[k].float().clone() for k in needed}  # clone: owned memory, not the mapped file
 
 
 # --------------------------------------------------------------------------- model
@@ -305,19 +318,18 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def run_trunk(trunk: VGGFeatures, images: np.ndarray, device: torch.device) -> np.ndarray:
+def run_trunk(trunk: VGGFeatures, images: np.ndarray, device: torch.device, precision: str | None = None) -> np.ndarray:
     """Feature maps of a batch of ``(B, 3, H, W)`` float32 images in ``0..1`` -> ``(B, C, h, w)`` float32.
 
     Inference mode and channels-last layout (the fast path for convolutions on CPU).
+    ``precision``: ``"bf16"`` runs the trunk under bfloat16 autocast, ``"fp32"`` in float32
+    (:func:`planetcd.precision.autocast`; ``None``: as the caller's context is); the maps come
+    back float32 either way.
     """
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(precision, device):
         x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
         x = x.contiguous(memory_format=torch.channels_last)
-        if device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                out = trunk(x)
-        else:
-            out = trunk(x)
+        out = trunk(x)
         return out.float().contiguous().cpu().numpy()
 
 

@@ -79,6 +79,7 @@ from .craters.match import candidate_pairs
 from .craters.segment import (canonical_probability, catalog_craters, image_probability, parse_sun_azimuth, pixel_size_of,
                                prepare_window, resolve_sun, run_blocks)
 from .errors import InputError
+from .precision import autocast, precision_record, resolve_precision
 from .raster import IntensityStats, dataset_stats, is_georeferenced, open_raster, read_window
 from .report import OUTPUTS, SUMMARY_COLUMNS, MonitorResult, chip_panels, is_complete, overview_png, summary_row
 from .runners import LocalRunner, Runner
@@ -225,7 +226,8 @@ def new_crater_flags(post: np.ndarray, pre: np.ndarray, mode: str = "deepmoon") 
     return new
 
 
-def monitor_block(block: Tile, *, setup: PairSetup, model, device: str = "cpu", tta: bool | None = None) -> BlockCraters:
+def monitor_block(block: Tile, *, setup: PairSetup, model, device: str = "cpu", tta: bool | None = None,
+                  precision: str = "fp32") -> BlockCraters:
     """Segment one block of pre and of post (on pre's grid) and decide which post craters are new.
 
     The block function of :func:`monitor` (run through :func:`planetcd.craters.segment.run_blocks`).
@@ -239,6 +241,8 @@ def monitor_block(block: Tile, *, setup: PairSetup, model, device: str = "cpu", 
         The crater segmenter, loaded once per process (:func:`planetcd.models.cached`).
     device : str
     tta : bool, optional
+    precision : {"fp32", "bf16"}
+        The run's resolved precision of the segmenter (:func:`planetcd.precision.resolve_precision`).
 
     Returns
     -------
@@ -259,7 +263,7 @@ def monitor_block(block: Tile, *, setup: PairSetup, model, device: str = "cpu", 
     probs = []
     for prepared, sun in ((pre_in, setup.pre_sun_azimuth), (post_in, setup.post_sun_azimuth)):
         prob = canonical_probability(net, prepared, sun, tile_size=setup.tile_size, overlap=setup.overlap,
-                                     batch_size=setup.batch_size)
+                                     batch_size=setup.batch_size, precision=precision)
         prob[missing] = 0.0
         probs.append(prob)
     pre_prob, post_prob = probs
@@ -678,6 +682,7 @@ def monitor(
     runner: Runner | None = None,
     sun_azimuth: float | str | None = None,
     post_sun_azimuth: float | str | None = None,
+    precision: str = "auto",
 ) -> MonitorResult:
     """Find new-impact candidates between a pre and a post image.
 
@@ -730,6 +735,9 @@ def monitor(
         recorded in ``params["sun"]`` (``monitor.json``).
     post_sun_azimuth : float, "none" or None
         Post's own sun azimuth (a second date has its own sun); default: ``sun_azimuth``.
+    precision : {"auto", "fp32", "bf16"}
+        Precision of the networks (VGG trunk and segmenter), one for the whole run
+        (:func:`planetcd.precision.resolve_precision`); recorded in ``params["precision"]``.
 
     Returns
     -------
@@ -748,6 +756,7 @@ def monitor(
     check_pair(pre, post, min_size=patch_size, size_of=f"one {patch_size} px patch")
     _check_inputs(pre, post)
     torch_device = str(pick_device(device))
+    used_precision = resolve_precision(precision, torch_device)
     segmenter = models.cached(model, torch_device, tta)
     meta = segmenter.metadata
     crater_threshold(meta, prob_threshold)  # a bad threshold fails before detect runs
@@ -762,7 +771,7 @@ def monitor(
 
     t0 = time.perf_counter()
     detect_options = dict(method=method, patch_size=patch_size, n_pseudo=n_pseudo, weights=weights, device=device,
-                          seed=seed, progress=progress, trunk=trunk)
+                          seed=seed, progress=progress, trunk=trunk, precision=used_precision)
     change = detect(pre, post, **detect_options) if local else detect(pre, post, runner=runner, **detect_options)
     timings["detect_s"] = time.perf_counter() - t0
 
@@ -777,13 +786,15 @@ def monitor(
     model_ref = segmenter if local or isinstance(model, torch.nn.Module) else (
         os.path.abspath(model) if os.path.isfile(str(model)) else str(model))
     craters = merge_blocks(list(run_blocks(monitor_block, blocks, runner=runner, progress=progress, desc="segment",
-                                           setup=setup, model=model_ref, device=torch_device, tta=tta)))
+                                           setup=setup, model=model_ref, device=torch_device, tta=tta,
+                                           precision=used_precision)))
     timings["segment_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     georef = _georeference(pre, pixel_size_m)
-    candidates, scores, pre_cat, post_cat, panels = assemble(change, craters, setup, near_px=near_px,
-                                                             min_score=min_score, georef=georef, model=segmenter)
+    with autocast(used_precision, torch_device):  # the local crater search segments at the run's precision
+        candidates, scores, pre_cat, post_cat, panels = assemble(change, craters, setup, near_px=near_px,
+                                                                 min_score=min_score, georef=georef, model=segmenter)
     with open_pair(setup) as (pre_ds, post_reader):
         overview, ov_shape = overview_png(pre_ds, setup.pre_stats)
         overview_post, post_shape = overview_png(post_reader.dataset, setup.post_stats)
@@ -803,6 +814,7 @@ def monitor(
                  f"new_crater, {CHANGE_EVIDENCE} * max(0, 1 - {PEAK_FLOOR} / change_peak) for change, the larger "
                  "of the two for a crater of the local search",
         "sun": {"pre": pre_sun_record, "post": post_sun_record},
+        "precision": precision_record(precision, used_precision),
     }
     types = scores.pop("type")
     return MonitorResult(candidates, scores, change, pre_cat, post_cat, panels, overview, ov_shape, change.shape,

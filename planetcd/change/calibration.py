@@ -158,7 +158,8 @@ def _chunks(items, size: int):
 def pseudo_scores(trunk, device: torch.device, pre_reader, pre_stats, patches: np.ndarray, *,
                   valid_fraction: np.ndarray, context: int, pooling: str, n_pairs: int, max_shift: float,
                   noise_std: float, rng: np.random.Generator, pre_vectors: np.ndarray | None = None,
-                  nn: NNCalibration | None = None, batch_size: int = 8) -> tuple[np.ndarray, int]:
+                  nn: NNCalibration | None = None, batch_size: int = 8,
+                  precision: str | None = None) -> tuple[np.ndarray, int]:
     """ρ of pseudo-unchanged pairs drawn from the pre image (read window by window).
 
     Each pseudo-post crop keeps ``context`` pixels of real surroundings and
@@ -173,6 +174,8 @@ def pseudo_scores(trunk, device: torch.device, pre_reader, pre_stats, patches: n
     (:func:`plan_captures`): the map of the same pixels, so those pairs run the trunk on their post
     crop only. Its cells near the crop edge differ from a crop's (they saw real context, not
     padding), but the halo keeps them out of the patch's scores.
+
+    ``precision``: of the trunk (``"fp32"``, ``"bf16"``; None: the caller's context), the main pass's.
 
     Returns the scores ``(n_pairs,)`` and the number of pairs that reused a pre map.
     """
@@ -200,7 +203,7 @@ def pseudo_scores(trunk, device: torch.device, pre_reader, pre_stats, patches: n
         pre_crops = [a for i, a, _, _ in batch if not reuse and i not in pre_maps]
         inner = [[patches[i, 0] - origin_r[i], patches[i, 1] - origin_c[i], h, w] for i in index]
         crops = np.stack(post_crops + pre_crops)
-        feats = run_trunk(trunk, crops if nn is None else match_resolution(crops), device)
+        feats = run_trunk(trunk, crops if nn is None else match_resolution(crops), device, precision)
         n = len(batch)
         if nn is not None:
             computed = iter(feats[n:])

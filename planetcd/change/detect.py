@@ -26,6 +26,7 @@ from rasterio.windows import Window
 
 from ..errors import InputError
 from ..features import VGGFeatures, cached_trunk, pick_device, run_trunk
+from ..precision import precision_record, resolve_precision
 from ..raster import IntensityStats, open_raster
 from ..runners import LocalRunner, Runner, resolve_runner
 from ..tiling import Tile, box_sums, halo_tiles, patch_grid
@@ -51,6 +52,7 @@ from .threshold import (
     empirical_threshold,
     kmeans_threshold,
     self_calibrated_threshold,
+    threshold_spread,
 )
 
 log = logging.getLogger(__name__)
@@ -184,6 +186,7 @@ class DetectSpec:
     pooling: str
     device: str
     capture: np.ndarray | None = None  #: (m, 4) cell windows of pre's feature map to return (:class:`TilePartial`)
+    precision: str = "fp32"  #: the run's resolved precision of the trunk (:func:`planetcd.precision.resolve_precision`)
 
 
 @dataclass
@@ -202,6 +205,7 @@ class TileContext:
     nn_radius: int
     pooling: str
     capture: np.ndarray | None = None  #: (m, 4) ``row, col, height, width`` cell windows of pre's map to copy out
+    precision: str | None = None  #: the trunk's precision, ``"fp32"`` or ``"bf16"`` (None: the caller's context)
 
 
 @dataclass
@@ -261,7 +265,7 @@ def detect_tile(ctx: TileContext, tile) -> TilePartial:
     batch = prepare_pair(pre_data, pre_valid, post_data, post_valid, ctx.pre_stats, ctx.post_stats)
     if ctx.method == "nn":  # both dates low-passed alike, as in nn.nn_scores
         batch = match_resolution(batch)
-    feats = run_trunk(ctx.trunk, batch, ctx.device)
+    feats = run_trunk(ctx.trunk, batch, ctx.device, ctx.precision)
     cr0, cc0 = tile.core[0] // s, tile.core[1] // s
     cr1 = min(-(-(tile.core[0] + tile.core[2]) // s), height // s)
     cc1 = min(-(-(tile.core[1] + tile.core[3]) // s), width // s)
@@ -296,7 +300,7 @@ def detect_tile_task(tile: Tile, *, spec: DetectSpec, patches: np.ndarray, cells
     with open_raster(spec.pre) as pre_ds, open_raster(spec.post) as post_ds, post_on_pre_grid(pre_ds, post_ds) as grid:
         context = TileContext(AlignedReader(pre_ds), AlignedReader(grid, spec.displacement), spec.pre_stats,
                               spec.post_stats, trunk, torch.device(spec.device), patches, cells, spec.method,
-                              spec.nn_radius, spec.pooling, spec.capture)
+                              spec.nn_radius, spec.pooling, spec.capture, spec.precision)
         return detect_tile(context, tile)
 
 
@@ -357,6 +361,7 @@ def detect(
     progress: bool = False,
     trunk: VGGFeatures | None = None,
     runner: Runner | None = None,
+    precision: str = "auto",
 ) -> ChangeResult:
     """Detect changed patches between a pre and a post image.
 
@@ -428,6 +433,12 @@ def detect(
         here, with the open rasters and ``trunk``. Any other runner (``planetcd.distributed.DaskRunner``)
         gets :func:`detect_tile_task` with a :class:`DetectSpec` and needs ``pre`` and ``post`` as paths
         it can open. Tiles are merged in order, so every runner gives the same result.
+    precision : {"auto", "fp32", "bf16"}
+        Precision of the VGG trunk, one for the whole run (main pass, pseudo pairs, pixelwise maps):
+        ``bf16`` runs it under bfloat16 autocast, ``fp32`` in float32, ``auto`` (default) bf16 where the
+        hardware runs it natively (:func:`planetcd.precision.resolve_precision`). Features are cast back
+        to float32 at once, so scores and τ are computed in float32/float64. Recorded in
+        ``params["precision"]`` (run.json).
 
     Returns
     -------
@@ -465,6 +476,7 @@ def detect(
         pre_stats, post_stats = pre_image.stats, post_image.stats
         shared = shared_overview(pre_image, post_image)  # refuses data footprints that do not overlap
         torch_device = pick_device(device)
+        used_precision = resolve_precision(precision, torch_device)
         if trunk is None:  # before any heavy work, so a weights problem is reported at once
             trunk = cached_trunk(layer, relu, weights, torch_device)
 
@@ -523,12 +535,12 @@ def detect(
         t0 = time.perf_counter()
         if here:
             context = TileContext(pre_reader, post_reader, pre_stats, post_stats, trunk, torch_device, patches, cells,
-                                  method, nn_radius, pooling, capture)
+                                  method, nn_radius, pooling, capture, used_precision)
             partials = runner.map(_tile_here, tiles, context=context)
         else:
             spec = DetectSpec(str(pre), str(post), displacement, pre_stats, post_stats, trunk.layer, trunk.relu,
                               str(trunk.weights_path) if trunk.weights_path is not None else None, method, nn_radius,
-                              pooling, str(torch_device), capture)
+                              pooling, str(torch_device), capture, used_precision)
             partials = runner.map(detect_tile_task, tiles, spec=spec, patches=patches, cells=cells)
         for partial in partials:  # merged in tile order, so any runner gives the same result
             merge_tile(partial, pre_pool, post_pool, nn_pool, valid_pixels, captures)
@@ -550,6 +562,7 @@ def detect(
 
         t0 = time.perf_counter()
         pseudo = None
+        spread = None
         n_reused = 0
         tau_pseudo = float("nan")
         tau_empirical = empirical_threshold(change_score[scored])
@@ -560,9 +573,10 @@ def detect(
             pseudo, n_reused = pseudo_scores(
                 trunk, torch_device, pre_reader, pre_stats, patches, valid_fraction=valid_fraction, context=halo,
                 pooling=pooling, n_pairs=n_pseudo, max_shift=max_shift, noise_std=noise_std, rng=rng,
-                pre_vectors=pre_vectors, nn=nn,
+                pre_vectors=pre_vectors, nn=nn, precision=used_precision,
             )
             tau = tau_pseudo = self_calibrated_threshold(pseudo, percentile)
+            spread = threshold_spread(pseudo, percentile, seed=seed)
             if policy == "both":
                 tau = combine_thresholds(tau_pseudo, tau_empirical)
             bar.update(1)
@@ -585,7 +599,7 @@ def detect(
         if pixelwise:
             t0 = time.perf_counter()
             pixel_maps, pixel_tau = pixelwise_maps(trunk, torch_device, pre_reader, post_reader, pre_stats, post_stats,
-                                                   patches, np.flatnonzero(changed), halo)
+                                                   patches, np.flatnonzero(changed), halo, precision=used_precision)
             n_pixelwise = len(pixel_maps)
             timings["pixelwise_s"] = time.perf_counter() - t0
 
@@ -611,6 +625,7 @@ def detect(
         "post": str(post) if not isinstance(post, np.ndarray) else "<array>",
         "n_pixelwise_patches": n_pixelwise,
         "n_pseudo_pre_reused": n_reused,
+        "precision": precision_record(precision, used_precision),
     }
     return ChangeResult(
         patches=patches, change_score=change_score, tau=tau, changed=changed, valid_fraction=valid_fraction,
@@ -619,6 +634,7 @@ def detect(
         pseudo_scores=pseudo, pixelwise=pixel_maps, pixelwise_threshold=pixel_tau,
         misregistration=misregistration,
         thresholds={"policy": params["tau"], "pseudo": _finite(tau_pseudo), "empirical": _finite(tau_empirical),
-                    "empirical_k": EMPIRICAL_K, "both_rule": "max(pseudo, empirical)", "used": float(tau)},
+                    "empirical_k": EMPIRICAL_K, "both_rule": "max(pseudo, empirical)", "used": float(tau),
+                    "pseudo_spread": spread},
         params=params, timings=timings, overview_pre=pre_image.overview, overview_post=overview_post,
     )

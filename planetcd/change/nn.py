@@ -63,11 +63,16 @@ NN_BLUR = 1.0
 NN_MATCH_RADIOMETRY = True
 
 
-def patch_features(trunk: VGGFeatures, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Feature maps ``(n, C, h, w)`` of patches ``(n, bands, H, W)`` in ``0..1`` (any band count), in batches."""
+def patch_features(trunk: VGGFeatures, images: np.ndarray, batch_size: int = 16,
+                   precision: str | None = None) -> np.ndarray:
+    """Feature maps ``(n, C, h, w)`` float32 of patches ``(n, bands, H, W)`` in ``0..1`` (any band count), in batches.
+
+    ``precision``: of the trunk, ``"fp32"`` or ``"bf16"`` (:func:`planetcd.features.run_trunk`; None: the
+    caller's context)."""
     device = next(trunk.parameters()).device
     rgb = np.stack([to_three_bands(im) for im in images])
-    return np.concatenate([run_trunk(trunk, rgb[k : k + batch_size], device) for k in range(0, len(rgb), batch_size)])
+    return np.concatenate([run_trunk(trunk, rgb[k : k + batch_size], device, precision)
+                           for k in range(0, len(rgb), batch_size)])
 
 
 def nn_disagreement(f_pre: torch.Tensor, f_post: torch.Tensor, radius: int, eps: float = NN_EPS) -> torch.Tensor:
@@ -251,20 +256,22 @@ def overlap_cells(overlap: np.ndarray, stride: int, shape: tuple[int, int], bord
 
 def nn_scores(trunk: VGGFeatures, pre: np.ndarray, post: np.ndarray, radius: int = 2, border: int = 1,
               batch_size: int = 16, overlap: np.ndarray | None = None, blur: float | None = None,
-              progress=None) -> np.ndarray:
+              progress=None, precision: str | None = None) -> np.ndarray:
     """Worst nearest-neighbour disagreement per pair; ``(n, bands, h, w)`` x2 (registered, 0..1) -> ``(n,)``.
 
     ``overlap`` ``(n, h, w)``: pixels both dates see; the worst cell is taken
     only among cells ``border`` cells inside it (without it: inside the patch
     edge), so the seam where post's data ends is never scored. ``blur``:
     σ of :func:`match_resolution` (default :data:`NN_BLUR`). ``progress``: called with the number
-    of pairs of each batch once scored.
+    of pairs of each batch once scored. ``precision``: of the trunk (:func:`patch_features`).
     """
     blur = NN_BLUR if blur is None else blur
     scores = []
     for k in range(0, len(pre), batch_size):
-        f_pre = torch.from_numpy(patch_features(trunk, match_resolution(pre[k : k + batch_size], blur)))
-        f_post = torch.from_numpy(patch_features(trunk, match_resolution(post[k : k + batch_size], blur)))
+        f_pre = torch.from_numpy(patch_features(trunk, match_resolution(pre[k : k + batch_size], blur),
+                                                precision=precision))
+        f_post = torch.from_numpy(patch_features(trunk, match_resolution(post[k : k + batch_size], blur),
+                                                 precision=precision))
         d = nn_change_map(f_pre, f_post, radius).numpy()
         if overlap is None:
             keep = np.ones(d.shape, bool)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..features import cached_trunk
+from ..features import cached_trunk, pick_device
+from ..precision import resolve_precision
 from ..raster import robust_range, scale_intensity
 from .nuisance import PSEUDO_NUISANCE, RealNuisance
 from .nn import nn_scores, pair_shifts, patch_features, register_pairs, relight_pre, transfer_anisotropy
@@ -132,6 +133,7 @@ def score_pairs(
     noise_std: float = 0.02,
     percentile: float = 95.0,
     progress: Callable[[int, int], None] | None = None,
+    precision: str = "auto",
 ) -> PairScores:
     """Score a set of patch pairs with a named method and choose τ without labels.
 
@@ -159,6 +161,9 @@ def score_pairs(
     progress : callable, optional
         ``progress(done, total)`` after each batch: ``done`` pairs (real and pseudo) just scored,
         of ``total`` to score for this method.
+    precision : {"auto", "fp32", "bf16"}
+        Precision of the VGG trunk for the pairs and the pseudo pairs alike
+        (:func:`planetcd.precision.resolve_precision`); scores are float64.
 
     Returns
     -------
@@ -169,6 +174,7 @@ def score_pairs(
     if pre.shape != post.shape or pre.ndim != 4:
         raise ValueError(f"pre and post must share a shape (n, bands, h, w); got {pre.shape} and {post.shape}")
     spec = METHODS[method]
+    precision = resolve_precision(precision, pick_device(device))
     rng = np.random.default_rng(seed)
     n_pseudo = max(100, len(pre)) if n_pseudo is None else n_pseudo
     total = len(pre) + (0 if spec.threshold == "kmeans" and spec.kind != "nn" else n_pseudo)
@@ -208,8 +214,9 @@ def score_pairs(
         if spec.relight:
             pseudo_pre, _ = relight_pre(pseudo_pre, pseudo_registered, pseudo_overlap)
             pre = lit_pre
-        scores = nn_scores(trunk, pre, registered, overlap=overlap, progress=tick)
-        pseudo = nn_scores(trunk, pseudo_pre, pseudo_registered, overlap=pseudo_overlap, progress=tick)
+        scores = nn_scores(trunk, pre, registered, overlap=overlap, progress=tick, precision=precision)
+        pseudo = nn_scores(trunk, pseudo_pre, pseudo_registered, overlap=pseudo_overlap, progress=tick,
+                           precision=precision)
         return PairScores(scores, self_calibrated_threshold(pseudo, percentile), pseudo, max_shift)
 
     def score(a: np.ndarray, b: np.ndarray, batch_size: int = 16) -> np.ndarray:
@@ -222,7 +229,8 @@ def score_pairs(
                 out += [rcva_scores(u, v, full)[0] for u, v in zip(x, y)]
             else:
                 trunk = cached_trunk(spec.layer, weights=weights, device=device)
-                fa, fb = patch_features(trunk, x, batch_size), patch_features(trunk, y, batch_size)
+                fa = patch_features(trunk, x, batch_size, precision)
+                fb = patch_features(trunk, y, batch_size, precision)
                 s = trunk.stride
                 out += [change_scores(pool_patches(u, full, s, spec.pooling), pool_patches(v, full, s, spec.pooling))[0]
                         for u, v in zip(fa, fb)]

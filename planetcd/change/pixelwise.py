@@ -19,12 +19,13 @@ def region_window(patch: np.ndarray, pad: int) -> Window:
 
 def pixelwise_maps(trunk: VGGFeatures, device: torch.device, pre_reader, post_reader, pre_stats: IntensityStats,
                    post_stats: IntensityStats, patches: np.ndarray, changed_index: np.ndarray, context: int,
-                   batch_size: int = 8) -> tuple[dict[int, np.ndarray], float | None]:
+                   batch_size: int = 8, precision: str | None = None) -> tuple[dict[int, np.ndarray], float | None]:
     """Deep change vector analysis inside changed patches.
 
     Per changed patch: the L2 magnitude of the feature difference per cell,
     upsampled (bilinear) to pixels. Returns ``{patch index: (h, w) float32}``
     and the Otsu threshold of all those magnitudes (``None`` without a changed patch).
+    ``precision``: of the trunk (``"fp32"``, ``"bf16"``; None: the caller's context).
     """
     from skimage.filters import threshold_otsu
 
@@ -38,7 +39,7 @@ def pixelwise_maps(trunk: VGGFeatures, device: torch.device, pre_reader, post_re
             pre_data, pre_valid = read_present(pre_reader, window)
             post_data, post_valid = read_present(post_reader, window)
             crops += list(prepare_pair(pre_data, pre_valid, post_data, post_valid, pre_stats, post_stats))
-        feats = run_trunk(trunk, np.stack(crops), device)
+        feats = run_trunk(trunk, np.stack(crops), device, precision)
         for k, i in enumerate(batch):
             magnitude = np.sqrt(((feats[2 * k + 1] - feats[2 * k]) ** 2).sum(axis=0))
             h, w = int(patches[i, 2]), int(patches[i, 3])

@@ -281,6 +281,31 @@ def self_calibrated_threshold(pseudo_scores: np.ndarray, percentile: float = 95.
     return float(np.percentile(pseudo_scores, percentile))
 
 
+#: Bootstrap resamples of :func:`threshold_spread`.
+SPREAD_RESAMPLES = 1000
+
+
+def threshold_spread(pseudo_scores: np.ndarray, percentile: float = 95.0, resamples: int = SPREAD_RESAMPLES,
+                     seed: int = 0) -> dict | None:
+    """How well the pseudo pairs pin τ: the bootstrap spread of :func:`self_calibrated_threshold`.
+
+    τ is recomputed on ``resamples`` resamples (with replacement) of the finite pseudo scores; the
+    result gives the 5th and 95th percentiles of those τ (``low``, ``high``), their ratio to τ
+    (``relative``: ``(high - low) / τ``) and the sample size ``n``. ``None`` with fewer than 2 scores.
+    Uses its own generator (``seed``), so it draws nothing from the caller's.
+    """
+    scores = np.asarray(pseudo_scores, dtype=np.float64)
+    scores = scores[np.isfinite(scores)]
+    if scores.size < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    taus = np.percentile(scores[rng.integers(0, scores.size, (resamples, scores.size))], percentile, axis=1)
+    low, high = (float(v) for v in np.percentile(taus, [5.0, 95.0]))
+    tau = float(np.percentile(scores, percentile))
+    return {"low": low, "high": high, "relative": (high - low) / tau if tau > 0 else None, "n": int(scores.size),
+            "resamples": int(resamples), "range": "5-95 % of the bootstrap τ"}
+
+
 def kmeans_threshold(scores: np.ndarray, seed: int = 0) -> float:
     """τ from k-means (k = 2) on the change scores: midway between the two clusters' facing edges."""
     from sklearn.cluster import KMeans

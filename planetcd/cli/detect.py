@@ -13,6 +13,7 @@ from .options import (
     dask_runner,
     device_opt,
     outdir_opt,
+    precision_opt,
     overwrite_opt,
     seed_opt,
     setup_logging,
@@ -79,12 +80,13 @@ def _tau(value: str) -> str | float:
 @dask_options
 @weights_opt
 @device_opt
+@precision_opt
 @seed_opt
 @overwrite_opt
 @common_options
 def detect(pre, post, outdir, patch_size, stride, layer, method, nn_radius, pooling, threshold, percentile, max_shift, noise_std,
-           n_pseudo, register, pixelwise, tile_size, no_quicklook, scheduler, workers, weights, device, seed, overwrite, verbose,
-           quiet):
+           n_pseudo, register, pixelwise, tile_size, no_quicklook, scheduler, workers, weights, device, precision, seed, overwrite,
+           verbose, quiet):
     """Find changed patches between PRE and POST images (VGG-16 features; Saha & Zhu's patch method or nn).
 
     Writes change_score.tif, change_mask.tif (on PRE's grid), candidates.csv and
@@ -104,7 +106,7 @@ def detect(pre, post, outdir, patch_size, stride, layer, method, nn_radius, pool
         patch_size=patch_size, stride=stride, layer=layer, method=method, nn_radius=nn_radius, pooling=pooling,
         tau=_tau(threshold), percentile=percentile, max_shift=_max_shift(max_shift), noise_std=noise_std,
         n_pseudo=n_pseudo, register=register, pixelwise=pixelwise, weights=weights, device=device,
-        tile_size=tile_size, seed=seed, progress=show_progress,
+        tile_size=tile_size, seed=seed, progress=show_progress, precision=precision,
     )
     with dask_runner(scheduler, workers) as runner:
         result = run_detect(pre, post, runner=runner, **options)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import common_options, device_opt, overwrite_opt, seed_opt, setup_logging, weights_opt
+from .options import common_options, device_opt, overwrite_opt, precision_opt, seed_opt, setup_logging, weights_opt
 
 log = logging.getLogger("planetcd")
 
@@ -38,11 +38,12 @@ LAYOUTS = ("auto", "canonical", "marsbench", "saha")
                    "and 10 (the paper's) for the others].")
 @weights_opt
 @device_opt
+@precision_opt
 @seed_opt
 @overwrite_opt
 @common_options
-def evaluate(directory, methods, json_path, markdown_path, scores_path, layout, split, labels_dir, title, n_pseudo, max_shift, weights, device, seed,
-             overwrite, verbose, quiet):
+def evaluate(directory, methods, json_path, markdown_path, scores_path, layout, split, labels_dir, title, n_pseudo, max_shift, weights, device,
+             precision, seed, overwrite, verbose, quiet):
     """Score every change method on the labelled pairs in DIR and print one table.
 
     Columns: accuracy, precision, recall, F1, balanced accuracy, ROC AUC and τ.
@@ -62,7 +63,7 @@ def evaluate(directory, methods, json_path, markdown_path, scores_path, layout, 
     log.info("%s: %d pairs (%d changed), %s", changeset.name, len(changeset), int(changeset.labels.sum()),
              "x".join(map(str, changeset.pre.shape[1:])))
     result = run_evaluate(changeset, names, seed=seed, weights=weights, device=device, n_pseudo=n_pseudo,
-                          max_shift=max_shift, progress=show_progress)
+                          max_shift=max_shift, progress=show_progress, precision=precision)
     for name, method in result.results.items():
         log.debug("%s scored in %.1f s", name, method.seconds)
     table = result.to_markdown(title)

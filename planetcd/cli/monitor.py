@@ -15,6 +15,7 @@ from .options import (
     device_opt,
     outdir_opt,
     overwrite_opt,
+    precision_opt,
     seed_opt,
     setup_logging,
     weights_opt,
@@ -54,11 +55,12 @@ log = logging.getLogger("planetcd")
 @dask_options
 @weights_opt
 @device_opt
+@precision_opt
 @seed_opt
 @overwrite_opt
 @common_options
 def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_name, threshold, tta, match_mode, near_px,
-            min_score, block_size, pixel_size, sun_azimuth, post_sun_azimuth, scheduler, workers, weights, device, seed, overwrite, verbose, quiet):
+            min_score, block_size, pixel_size, sun_azimuth, post_sun_azimuth, scheduler, workers, weights, device, precision, seed, overwrite, verbose, quiet):
     """Find new impact craters between PRE and POST, ranked for vetting.
 
     Writes new_craters.csv and new_craters.gpkg (candidates ranked best
@@ -78,7 +80,7 @@ def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_na
     options = dict(method=method, patch_size=patch_size, n_pseudo=n_pseudo, model=model_name, prob_threshold=threshold,
                    tta=tta, match_mode=match_mode, near_px=near_px, min_score=min_score, block_size=block_size,
                    pixel_size_m=pixel_size, weights=weights, device=device, seed=seed, sun_azimuth=sun_azimuth,
-                   post_sun_azimuth=post_sun_azimuth)
+                   post_sun_azimuth=post_sun_azimuth, precision=precision)
     from ..craters.segment import parse_sun_azimuth
 
     parse_sun_azimuth(sun_azimuth, "--sun-azimuth")  # bad values fail before any work

@@ -17,6 +17,14 @@ device_opt = click.option(
     show_default=True,
     help="Where networks run (auto: cuda when available).",
 )
+precision_opt = click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="Network precision for the whole run: bf16 (bfloat16 autocast), fp32, or auto: bf16 where the CPU "
+         "(AVX512-BF16/AMX) or GPU runs it natively, else fp32. Recorded in the run's json.",
+)
 seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 outdir_opt = click.option(
     "-o",

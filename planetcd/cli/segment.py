@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from .options import common_options, dask_options, dask_runner, device_opt, outdir_opt, overwrite_opt, setup_logging
+from .options import (common_options, dask_options, dask_runner, device_opt, outdir_opt, overwrite_opt, precision_opt,
+                      setup_logging)
 
 log = logging.getLogger("planetcd.segment")
 
@@ -32,10 +33,11 @@ log = logging.getLogger("planetcd.segment")
               help="Where the light comes from, degrees clockwise from the image top (0 top, 90 right, 180 bottom, 270 left; taken modulo 360; see docs/sun.md). 'auto' estimates it from the image; 'none' switches the canonical frame off. Sun-aware models segment the image turned so the light comes from the left; the value is recorded in run.json [default: auto].")
 @dask_options
 @device_opt
+@precision_opt
 @overwrite_opt
 @common_options
 def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, batch_size, band, block_size, scales,
-            min_contrast, tta, sun_azimuth, scheduler, workers, device, overwrite, verbose, quiet):
+            min_contrast, tta, sun_azimuth, scheduler, workers, device, precision, overwrite, verbose, quiet):
     """Segment craters in IMAGE (GeoTIFF, PNG, PGM, JPEG, ...).
 
     Writes OUTDIR/crater_prob.tif (float32 probability on the input grid and
@@ -60,6 +62,7 @@ def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, bat
         result = run_segment(image, model_name, prob_threshold=threshold, scales=scales, tile_size=tile,
                              overlap=overlap, block_size=block_size or DEFAULT_BLOCK_SIZE, batch_size=batch_size,
                              band=band, pixel_size_m=pixel_size, device=device, tta=tta, runner=runner,
-                             progress=progress, sun_azimuth=sun_azimuth, **extraction)
+                             progress=progress, sun_azimuth=sun_azimuth, precision=precision,
+                             **extraction)
     result.write(outdir, overwrite=overwrite)
     log.info("%d craters; outputs in %s (%.1f s)", len(result.catalog), outdir, result.seconds)

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
-from .options import common_options, device_opt, outdir_opt, overwrite_opt, seed_opt, setup_logging
+from .options import common_options, device_opt, outdir_opt, overwrite_opt, precision_opt, seed_opt, setup_logging
 
 log = logging.getLogger("planetcd.train")
 
@@ -111,14 +111,13 @@ def _sun_azimuths(values, paths: list[Path]) -> dict[str, float]:
               help="Mean number of labelled craters turned 180° (mounds, target 0) pasted into each training crop (sun-aware default 1).")
 @click.option("--confidence-weights/--no-confidence-weights", default=False, show_default=True,
               help="Weigh crater pixels by min(1, annotators / 3) from the VOC labels' <confidence> (sun-aware default: on).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="fp32", show_default=True,
-              help="bf16: autocast; auto: bf16 where the device runs it natively (sun-aware default), else fp32.")
 @click.option("--channels-last/--no-channels-last", default=False, show_default=True,
               help="Channels-last memory format for the model and batches (sun-aware default: on).")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
 @click.option("--time-limit", type=float, default=None, help="Stop after the epoch that passes this many minutes.")
 @seed_opt
 @device_opt
+@precision_opt
 @overwrite_opt
 @common_options
 def train(images, val_images, labels_dir, outdir, recipe, sun_azimuths, arch, vgg_frozen_blocks, kernel_size, filter_multiple, target, loss,

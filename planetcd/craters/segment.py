@@ -53,6 +53,7 @@ import torch
 from rasterio.windows import Window
 
 from ..errors import InputError
+from ..precision import autocast, precision_record, resolve_precision
 from ..inputs import check_array, check_raster
 from ..raster import (
     IntensityStats, atomic_output, check_writable, dataset_stats, intensity_stats, is_georeferenced, missing_pixels,
@@ -112,10 +113,15 @@ def prepare_window(data: np.ndarray, valid: np.ndarray | None, nodata: float | N
     return stats.signed(filled), missing
 
 
-def predict_tiles(model: torch.nn.Module, tiles: np.ndarray, device="cpu", batch_size: int = 4) -> np.ndarray:
-    """Probabilities for a stack of prepared tiles ``(n, H, W)`` → ``(n, H, W)`` float32."""
+def predict_tiles(model: torch.nn.Module, tiles: np.ndarray, device="cpu", batch_size: int = 4,
+                  precision: str | None = None) -> np.ndarray:
+    """Probabilities for a stack of prepared tiles ``(n, H, W)`` → ``(n, H, W)`` float32.
+
+    ``precision``: ``"bf16"`` runs the network under bfloat16 autocast, ``"fp32"`` in float32
+    (:func:`planetcd.precision.autocast`; None: as the caller's context is); float32 out either way.
+    """
     out = np.empty(tiles.shape, np.float32)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(precision, device):
         for i in range(0, len(tiles), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(tiles[i : i + batch_size, None], np.float32)).to(device)
             out[i : i + batch_size] = model(x)[:, 0].float().cpu().numpy()
@@ -142,7 +148,7 @@ def window_tiles(height: int, width: int, tile_size: int = 512, overlap: int = 6
 
 
 def window_probability(model: torch.nn.Module, prepared: np.ndarray, *, tile_size: int = 512, overlap: int = 64,
-                       batch_size: int = 4, progress: bool = False) -> np.ndarray:
+                       batch_size: int = 4, progress: bool = False, precision: str | None = None) -> np.ndarray:
     """Crater probability of one prepared window, segmented in overlapping, blended tiles.
 
     Parameters
@@ -156,6 +162,8 @@ def window_probability(model: torch.nn.Module, prepared: np.ndarray, *, tile_siz
         ``min(overlap, side // 2)`` pixels, the last row and column flush with the edges.
     batch_size : int
         Tiles per network pass (tiles of one row of tiles).
+    precision : {"fp32", "bf16"}, optional
+        Of the network (:func:`predict_tiles`); None: the caller's context.
 
     Returns
     -------
@@ -184,7 +192,7 @@ def window_probability(model: torch.nn.Module, prepared: np.ndarray, *, tile_siz
             for i in range(0, len(cols), batch_size):
                 chunk = cols[i : i + batch_size]
                 probs = predict_tiles(model, np.stack([prepared[r0 : r0 + th, c : c + tw] for c in chunk]), device,
-                                      batch_size)
+                                      batch_size, precision)
                 for c, p in zip(chunk, probs):
                     acc[r0 : r0 + th, c : c + tw] += p * weights
                     wsum[r0 : r0 + th, c : c + tw] += weights
@@ -198,7 +206,7 @@ def window_probability(model: torch.nn.Module, prepared: np.ndarray, *, tile_siz
 
 def canonical_probability(model: torch.nn.Module, prepared: np.ndarray, sun_azimuth: float | None = None, *,
                           fill: float | None = None, tile_size: int = 512, overlap: int = 64, batch_size: int = 4,
-                          progress: bool = False) -> np.ndarray:
+                          progress: bool = False, precision: str | None = None) -> np.ndarray:
     """Crater probability of one prepared window, segmented in the canonical (light-from-the-left) frame.
 
     THE place where segmentation meets the sun direction (docs/sun.md): the
@@ -220,14 +228,14 @@ def canonical_probability(model: torch.nn.Module, prepared: np.ndarray, sun_azim
     fill : float, optional
         Network input of the canonical pixels outside the window's footprint
         (resampled turns only); default: the window's mean.
-    tile_size, overlap, batch_size, progress
+    tile_size, overlap, batch_size, progress, precision
         As :func:`window_probability`.
 
     Returns
     -------
     ndarray, float32, shape (h, w)
     """
-    options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, progress=progress)
+    options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, progress=progress, precision=precision)
     if sun_azimuth is None:
         return window_probability(model, prepared, **options)
     prepared = np.asarray(prepared, np.float32)
@@ -243,19 +251,21 @@ def canonical_probability(model: torch.nn.Module, prepared: np.ndarray, sun_azim
 
 
 def image_probability(model: torch.nn.Module, image: np.ndarray, *, tile_size: int = 512, overlap: int = 64,
-                      batch_size: int = 4, sun_azimuth: float | None = None) -> np.ndarray:
+                      batch_size: int = 4, sun_azimuth: float | None = None,
+                      precision: str | None = None) -> np.ndarray:
     """Crater probability ``(H, W)`` float32 of a raw in-memory image, as one window.
 
     Its own statistics (every present pixel) scale it; missing pixels (zero,
     NaN) are filled with its mean and keep the probability computed there.
     ``sun_azimuth``: segment in the canonical frame (:func:`canonical_probability`).
+    ``precision``: of the network (:func:`predict_tiles`).
     """
     image = np.asarray(image, np.float32)
     missing = missing_pixels(image)
     stats = intensity_stats(image, missing)
     prepared, _ = prepare_window(image, None, None, stats)
     return canonical_probability(model, prepared, sun_azimuth, fill=_prepared_mean(stats), tile_size=tile_size,
-                                 overlap=overlap, batch_size=batch_size)
+                                 overlap=overlap, batch_size=batch_size, precision=precision)
 
 
 def _prepared_mean(stats: IntensityStats) -> float:
@@ -395,7 +405,8 @@ def run_blocks(func: Callable, blocks: Iterable[Tile], *, runner: Runner | None 
 
 def segment_block(block: Tile, *, source, stats: IntensityStats, model, device: str = "cpu", tta: bool | None = None,
                   band: int = 1, tile_size: int = 512, overlap: int = 64, batch_size: int = 4,
-                  tile_progress: bool = False, sun_azimuth: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  tile_progress: bool = False, sun_azimuth: float | None = None,
+                  precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
     """Probability and missing mask of one block's core (the block function of :func:`segment`).
 
     Parameters
@@ -413,6 +424,8 @@ def segment_block(block: Tile, *, source, stats: IntensityStats, model, device: 
     sun_azimuth : float, optional
         Segment the block's window (core and halo) in the canonical frame
         (:func:`canonical_probability`); None: as it is.
+    precision : {"fp32", "bf16"}
+        The run's resolved precision of the network (:func:`planetcd.precision.resolve_precision`).
 
     Returns
     -------
@@ -431,7 +444,7 @@ def segment_block(block: Tile, *, source, stats: IntensityStats, model, device: 
     prepared, missing = prepare_window(data, valid, nodata, stats)
     net = models.cached(model, device, tta)
     prob = canonical_probability(net, prepared, sun_azimuth, fill=_prepared_mean(stats), tile_size=tile_size,
-                                 overlap=overlap, batch_size=batch_size, progress=tile_progress)
+                                 overlap=overlap, batch_size=batch_size, progress=tile_progress, precision=precision)
     ir, ic, ih, iw = block.inner
     return prob[ir : ir + ih, ic : ic + iw], missing[ir : ir + ih, ic : ic + iw]
 
@@ -614,6 +627,7 @@ def segment(
     runner: Runner | None = None,
     progress: bool = False,
     sun_azimuth: float | str | None = None,
+    precision: str = "auto",
     **extraction,
 ) -> SegmentResult:
     """Segment the craters of one image: probability map, mask and crater catalogue.
@@ -659,6 +673,11 @@ def segment(
         (image turned so the light comes from the left, :func:`canonical_probability`);
         other models (the shipped ``ctx-craters``) are not turned and the azimuth is
         only recorded (``params["sun"]``, ``run.json``).
+    precision : {"auto", "fp32", "bf16"}
+        Precision of the network, one for the whole run (blocks and other scales): ``bf16`` bfloat16
+        autocast, ``fp32`` float32, ``auto`` (default) bf16 where the hardware runs it natively
+        (:func:`planetcd.precision.resolve_precision`). Probabilities are float32 either way.
+        Recorded in ``params["precision"]`` (run.json).
     **extraction
         Overrides of the model's crater extraction (:data:`EXTRACTION_KEYS`), e.g.
         ``min_contrast=0.1`` (``-1`` or ``None``: no contrast screening), ``min_radius=4``.
@@ -676,6 +695,7 @@ def segment(
     scales = parse_scales(scales)
     source = _open_image(image, band, pixel_size_m)
     torch_device = str(pick_device(device))
+    used_precision = resolve_precision(precision, torch_device)
     net = models.cached(model, torch_device, tta)
     meta = net.metadata
     threshold = crater_threshold(meta, prob_threshold)
@@ -697,7 +717,7 @@ def segment(
                        source=source.source, stats=source.stats, model=net if local else _model_reference(model),
                        device=torch_device, tta=tta, band=band, tile_size=tile_size, overlap=overlap,
                        batch_size=batch_size, tile_progress=progress and local and len(blocks) == 1,
-                       sun_azimuth=rotate)
+                       sun_azimuth=rotate, precision=used_precision)
     for block, (block_prob, block_missing) in zip(blocks, parts):
         r, c, h, w = block.core
         prob[r : r + h, c : c + w] = block_prob
@@ -707,7 +727,7 @@ def segment(
 
     craters = catalog_craters(net, source.source, prob, threshold=threshold, scales=scales, overrides=overrides,
                               band=band, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-                              sun_azimuth=rotate)
+                              sun_azimuth=rotate, precision=used_precision)
     catalog = Catalog.from_pixels(craters, name=source.name, **source.georef)
     catalog.metadata = {"command": "segment", "model": str(meta.get("name", model)), "sun": sun_record}
     mask = (prob >= threshold).astype(np.uint8)
@@ -719,6 +739,7 @@ def segment(
         "scales": list(scales or meta.get("extraction", {}).get("scales", [1.0])), "tile_size": tile_size,
         "overlap": overlap, "block_size": block_size, "block_halo": block_halo, "batch_size": batch_size,
         "band": band, "device": torch_device, "pixel_size_m": source.pixel_size_m, "sun": sun_record,
+        "precision": precision_record(precision, used_precision),
     }
     return SegmentResult(prob, mask, catalog, params, source.profile, time.monotonic() - t0)
 
@@ -802,6 +823,7 @@ def multiscale_craters(
     overlap: int = 64,
     batch_size: int = 4,
     sun_azimuth: float | None = None,
+    precision: str | None = None,
 ) -> np.ndarray:
     """Craters found on the image at several scales, merged with the duplicate rule.
 
@@ -826,6 +848,7 @@ def multiscale_craters(
     coarse_min_radius : smallest radius at scales below 1, in pixels of the resampled map (default ``min_radius``)
     sun_azimuth : segment every scale in the canonical frame (:func:`canonical_probability`; a resampling
         by a scale keeps the light direction); None: as it is
+    precision : of the network (:func:`predict_tiles`); None: the caller's context
 
     Returns
     -------
@@ -845,7 +868,7 @@ def multiscale_craters(
             log.warning("scale %g: image of %dx%d px is too small to segment; skipped", s, *data.shape)
             continue
         prob = image_probability(model, data, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-                                 sun_azimuth=sun_azimuth)
+                                 sun_azimuth=sun_azimuth, precision=precision)
         found[s] = extract(prob, scale_min_radius(s, min_radius, coarse_min_radius))
         log.info("scale %g: %d craters", s, len(found[s]))
     return merge_scales(found)
@@ -864,6 +887,7 @@ def catalog_craters(
     overlap: int = 64,
     batch_size: int = 4,
     sun_azimuth: float | None = None,
+    precision: str | None = None,
 ) -> np.ndarray:
     """The craters of an image as :func:`segment` lists them, from its full-image probability map.
 
@@ -880,6 +904,8 @@ def catalog_craters(
         The full-image probability (NaN counts as 0).
     sun_azimuth : float, optional
         The other scales are segmented in the canonical frame (as ``prob`` was); None: as they are.
+    precision : {"fp32", "bf16"}, optional
+        Of the network at the other scales (as ``prob``'s); None: the caller's context.
 
     Returns
     -------
@@ -901,7 +927,7 @@ def catalog_craters(
         craters = multiscale_craters(model, image, scales, extract, full_craters=craters if 1.0 in scales else None,
                                      min_radius=min_radius, coarse_min_radius=ext.get("coarse_min_radius"), band=band,
                                      tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-                                     sun_azimuth=sun_azimuth)
+                                     sun_azimuth=sun_azimuth, precision=precision)
     return craters
 
 

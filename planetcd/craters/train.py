@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..precision import autocast, resolve_precision
 from ..raster import IntensityStats, intensity_stats, missing_pixels
 from ..tiling import patch_grid
 from . import sun
@@ -568,35 +569,8 @@ def loss_fn(name: str, pos_weight: float | None = None) -> Callable[..., torch.T
     return losses[name]
 
 
-#: ``TrainConfig.precision`` values.
+#: ``TrainConfig.precision`` values (resolved by :func:`planetcd.precision.resolve_precision`, the one resolver).
 PRECISIONS = ("fp32", "bf16", "auto")
-
-
-def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
-    """``"fp32"`` or ``"bf16"``: ``"auto"`` is bf16 where the device runs it natively (CUDA with bf16; a CPU with
-    oneDNN bf16 support, e.g. AVX512-BF16/AMX), else fp32."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision != "auto":
-        return precision
-    kind = torch.device(device).type
-    if kind == "cuda":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    if kind == "cpu":
-        try:
-            return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-        except (AttributeError, RuntimeError):
-            return "fp32"
-    return "fp32"
-
-
-def autocast(precision: str, device: str | torch.device = "cpu"):
-    """A ``torch.autocast`` context for ``"bf16"`` (on the device's type), a null context for ``"fp32"``."""
-    import contextlib
-
-    if precision == "bf16":
-        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @dataclass

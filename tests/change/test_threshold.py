@@ -71,3 +71,17 @@ def test_a_standalone_patch_leaves_the_uncovered_strip_without_data():
     np.testing.assert_allclose(post[:, :, 6:-2], patch[:, :, 2:-6], atol=1e-4)
     _, noisy, _ = make_pseudo_pair(patch, (0.0, 4.0), np.random.default_rng(0), target_noise=0.05)
     assert not np.array_equal(noisy, post)  # gamma, blur and noise: the nn nuisances
+
+
+def test_threshold_spread_brackets_tau_and_shrinks_with_more_pairs():
+    from planetcd.change.threshold import self_calibrated_threshold, threshold_spread
+
+    rng = np.random.default_rng(3)
+    few, many = rng.gamma(4.0, 1.0, 40), rng.gamma(4.0, 1.0, 4000)
+    small, large = threshold_spread(many), threshold_spread(few)
+    for spread, scores in ((small, many), (large, few)):
+        assert spread["low"] <= self_calibrated_threshold(scores) <= spread["high"]
+        assert spread["n"] == len(scores)
+    assert small["relative"] < large["relative"] / 3  # the 5-95 % range narrows about as 1/sqrt(n)
+    assert threshold_spread(few) == threshold_spread(few)  # its own seeded generator
+    assert threshold_spread(np.array([1.0, np.nan])) is None
