@@ -6,7 +6,8 @@
 
 Probability maps come from the code paths of ``planetcd segment``: the full
 image through ``segment`` (512 px tiles, 64 px overlap) and each other
-scale through ``read_scaled`` + ``image_probability``; craters are extracted by
+scale through ``read_scaled`` + ``image_probability`` (in the canonical frame of the
+estimated sun for a sun-aware model, as ``segment``); craters are extracted by
 components (minimum radius per scale as ``multiscale_craters``: ``--min-radii``
 at scale 1 and the same size above it, ``--coarse-min-radii`` below) and merged
 over scales as ``multiscale_craters`` does; they are matched
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
     from planetcd import models
     from planetcd.craters.extract import disc_contrast, extract_craters
     from planetcd.craters.match import match_craters, pool_results
-    from planetcd.craters.segment import image_probability, merge_scales, read_scaled, scale_min_radius, segment
+    from planetcd.craters.segment import image_probability, merge_scales, read_scaled, resolve_sun, scale_min_radius, segment
     from planetcd.datasets.crater_labels import read_pycda_csv, read_voc_boxes
 
     model = models.load(args.model, tta=args.tta)
@@ -90,8 +91,9 @@ def main(argv=None) -> int:
             if not path.exists():
                 if s == 1.0:
                     prob = segment(images[t], model, prob_threshold=0.5, scales=[1.0], device="cpu").probability
-                else:
-                    prob = image_probability(model, read_scaled(images[t], s))
+                else:  # a sun-aware model sees every scale in the canonical frame, as segment does
+                    rotate, _ = resolve_sun(None, model.metadata, images[t])
+                    prob = image_probability(model, read_scaled(images[t], s), sun_azimuth=rotate)
                 np.save(path, np.nan_to_num(prob, nan=0.0))
                 print(f"# {t} scale {s:g}: probability map {prob.shape}", file=sys.stderr, flush=True)
             probs[t, s] = np.load(path)
