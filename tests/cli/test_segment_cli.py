@@ -99,7 +99,8 @@ def test_scales_option_merges_the_coarser_scales(tmp_path, tiny_model):
     yy, xx = np.mgrid[:160, :160]
     img = np.where((xx - 70) ** 2 + (yy - 80) ** 2 < 30**2, 200, 60).astype(np.uint8)
     src = _geotiff(tmp_path / "in.tif", img)
-    res = _run("segment", src, "-o", tmp_path / "o", "--model", tiny_model, "--scales", "1,0.5", "--threshold", "0.5", "-q")
+    res = _run("segment", src, "-o", tmp_path / "o", "--model", tiny_model, "--scales", "1,0.5", "--threshold", "0.5",
+               "--precision", "fp32", "-q")
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(open(tmp_path / "o" / "craters.csv")))
     model = models.load(str(tiny_model))

@@ -107,7 +107,11 @@ def test_train_cli_old_recipe_takes_the_new_options(tmp_path):
     _, payload = load_checkpoint(out / "last.pt")
     config = payload["train_config"]
     assert "sun_aware" not in payload and config["sun_aware"] is False and config["flips"] == "all"
-    assert config["precision"] == "fp32" and payload["precision"] == "fp32" and not config["channels_last"]
+    # --precision defaults to auto (issue 16): bf16 where this CPU runs it natively, else fp32
+    from planetcd.precision import resolve_precision
+
+    assert config["precision"] == "auto" and payload["precision"] == resolve_precision("auto", "cpu")
+    assert not config["channels_last"]
     assert config["hard_negative_rate"] == 0.0 and not config["confidence_weights"] and config["lr_schedule"] == "constant"
     res = CliRunner().invoke(main, ["train", *map(str, train), "-o", str(tmp_path / "run2"), "--flips", "light-axis",
                                     "--precision", "bf16", "--channels-last", "--confidence-weights",
