@@ -17,7 +17,7 @@ gives post the real nuisances of a second date (:mod:`planetcd.change.nuisance`:
 tracks, haze, resolution; the mild draw ``PSEUDO_NUISANCE`` of the change detector's pseudo pairs, which
 draws no seam), after the craters are implanted and before the shift, blur, gain and noise.
 
-    python benchmarks/monitor_bench.py [--size 512] [--no-segmenter] [--nuisance real] [--out table.md]
+    python benchmarks/monitor_bench.py [--size 512] [--no-segmenter] [--nuisance real] [--seed N] [--out table.md]
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def paste(ground: np.ndarray, donor_image: np.ndarray, donor: np.ndarray, gy: fl
     return out
 
 
-def make_scene(scene: dict, sources: dict, size: int, index: int, folder: Path, nuisance: str = "none"
+def make_scene(scene: dict, sources: dict, size: int, index: int, folder: Path, nuisance: str = "none", seed: int = 0
                ) -> tuple[str, str, np.ndarray]:
     """Write the pair of one scene; returns the paths and the implanted craters ``(n, 3)`` (row, col, r) in pre pixels.
 
@@ -111,7 +111,7 @@ def make_scene(scene: dict, sources: dict, size: int, index: int, folder: Path, 
     :data:`~planetcd.change.nuisance.PSEUDO_NUISANCE` of the change detector's pseudo pairs, from its own
     seeded generator, so the craters, shift, blur, gain and noise are those of the plain scene).
     """
-    rng = np.random.default_rng([7, index])
+    rng = np.random.default_rng([7, index] if seed == 0 else [7, seed, index])
     src = sources[scene["tile"]]
     m = 8
     y0, x0 = scene["y0"] - m, scene["x0"] - m
@@ -134,8 +134,8 @@ def make_scene(scene: dict, sources: dict, size: int, index: int, folder: Path, 
         post_ground = ground_post
         truth.append((gy, gx, float(donor[2])))
     if nuisance == "real":
-        post_ground = real_nuisance(np.clip(post_ground, 0.0, 1.0), np.random.default_rng([11, index]),
-                                    PSEUDO_NUISANCE).astype(np.float64)
+        nuisance_rng = np.random.default_rng([11, index] if seed == 0 else [11, seed, index])
+        post_ground = real_nuisance(np.clip(post_ground, 0.0, 1.0), nuisance_rng, PSEUDO_NUISANCE).astype(np.float64)
     elif nuisance != "none":
         raise ValueError(f"nuisance must be 'none' or 'real', got {nuisance!r}")
     shift = rng.uniform(-3, 3, 2)
@@ -173,6 +173,9 @@ def main(argv=None) -> int:
     parser.add_argument("--nuisance", choices=("none", "real"), default="none",
                         help="real: post also gets the real nuisances of a second date (mild draw, PSEUDO_NUISANCE)")
     parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="scene draw: 0 is the development set (the constants of planetcd.monitor were set on it); "
+                             "any other seed draws other windows and craters")
     args = parser.parse_args(argv)
     from planetcd import models
     from planetcd.features import VGGFeatures
@@ -184,8 +187,8 @@ def main(argv=None) -> int:
     trunk = VGGFeatures(layer=6)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for k, scene in enumerate(scenes(sources, args.size)):
-            pre, post, truth = make_scene(scene, sources, args.size, k, Path(tmp), args.nuisance)
+        for k, scene in enumerate(scenes(sources, args.size, args.seed)):
+            pre, post, truth = make_scene(scene, sources, args.size, k, Path(tmp), args.nuisance, args.seed)
             t0 = time.perf_counter()
             result = monitor(pre, post, model=model, tta=args.tta, trunk=trunk, n_pseudo=args.n_pseudo, seed=0)
             n, top5, found, false = score_scene(result, truth)
