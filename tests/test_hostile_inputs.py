@@ -213,33 +213,28 @@ def test_match(case, side, tmp_path):
         assert str(bad) in line
 
 
+#: Crater-count files the age command must refuse: case -> (file name, contents).
+COUNT_FILES = {
+    "scc_no_table": ("a.scc", "Total_area = 100 <km^2>\n"),
+    "scc_text_diameters": ("a.scc", "Total_area = 100\ncrater = {diam, fraction\nbig, 1\nsmall, 1\n}\n"),
+    "scc_negative": ("a.scc", "Total_area = 100\ncrater = {diam, fraction\n-1, 1\n0.5, 1\n}\n"),
+    "scc_no_area": ("a.scc", "crater = {diam, fraction\n1, 1\n0.5, 1\n}\n"),
+    "diam_image": ("a.diam", b"\x89PNG\r\n\x1a\n" + bytes(200)),
+    "pixel_list_no_size": ("craters.csv", "x_px,y_px,radius_px\n10,20,5\n"),  # no diameters in km: not counts
+    "no_craters": ("a.scc", "Total_area = 100\ncrater = {diam, fraction\n}\n"),
+}
+
+
 def _count_file(folder: Path, case: str) -> tuple[Path, list]:
     folder.mkdir(parents=True, exist_ok=True)
     if case in ("missing", "empty", "binary", "no_columns", "no_radius", "folder"):
         return _crater_list(folder, case), ["--area", 100]
-    if case == "scc_no_table":
-        path = folder / "a.scc"
-        path.write_text("Total_area = 100 <km^2>\n")
-    elif case == "scc_text_diameters":
-        path = folder / "a.scc"
-        path.write_text("Total_area = 100\ncrater = {diam, fraction\nbig, 1\nsmall, 1\n}\n")
-    elif case == "scc_negative":
-        path = folder / "a.scc"
-        path.write_text("Total_area = 100\ncrater = {diam, fraction\n-1, 1\n0.5, 1\n}\n")
-    elif case == "scc_no_area":
-        path = folder / "a.scc"
-        path.write_text("crater = {diam, fraction\n1, 1\n0.5, 1\n}\n")
-    elif case == "diam_image":
-        path = folder / "a.diam"
-        path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
-    elif case == "pixel_list_no_size":
-        path = folder / "craters.csv"
-        path.write_text("x_px,y_px,radius_px\n10,20,5\n")  # no diameters in km: not counts
-    elif case == "no_craters":
-        path = folder / "a.scc"
-        path.write_text("Total_area = 100\ncrater = {diam, fraction\n}\n")
-    else:  # pragma: no cover
-        raise ValueError(case)
+    name, content = COUNT_FILES[case]
+    path = folder / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
     return path, []
 
 
