@@ -39,6 +39,14 @@ def vgg_weights(shared_dir) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def trunk(vgg_weights):
+    """The ImageNet VGG-16 trunk to conv3_2 (``VGGFeatures(layer=6)``), built once per test session."""
+    from planetcd.features import VGGFeatures
+
+    return VGGFeatures(layer=6, weights=vgg_weights)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)

@@ -11,7 +11,6 @@ from planetcd.change.detect import detect
 from planetcd.craters.segment import segment
 from planetcd.datasets.synthetic import make_change_pair, write_synthetic_geotiff
 from planetcd.distributed import DaskRunner
-from planetcd.features import VGGFeatures
 from planetcd.monitor import monitor
 
 distributed = pytest.importorskip("distributed")
@@ -42,11 +41,6 @@ def pair(tmp_path_factory):
     folder = tmp_path_factory.mktemp("dask_pair")
     made = make_change_pair((256, 320), seed=21, displacement=(2.2, -3.1), new_craters=[[130, 170, 16.0]])
     return write_synthetic_geotiff(folder / "pre.tif", made.pre), write_synthetic_geotiff(folder / "post.tif", made.post)
-
-
-@pytest.fixture(scope="module")
-def trunk(vgg_weights):
-    return VGGFeatures(layer=6, weights=vgg_weights)
 
 
 @pytest.fixture(scope="module")

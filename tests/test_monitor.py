@@ -14,7 +14,6 @@ from scipy import ndimage
 from planetcd.change.detect import ChangeResult
 from planetcd.craters.match import same_crater
 from planetcd.datasets.synthetic import add_fresh_crater, write_synthetic_geotiff
-from planetcd.features import VGGFeatures
 from planetcd.craters.extract import disc_mean
 from planetcd.monitor import (candidate_scores, change_candidates, change_peak, change_scores, monitor,
                               nearby_change, new_crater_flags, prepare_setup, read_pairs)
@@ -44,11 +43,6 @@ def segmenter():
             pytest.fail(message)
         pytest.skip(message)
     return models.load("ctx-craters")
-
-
-@pytest.fixture(scope="module")
-def trunk(vgg_weights):
-    return VGGFeatures(layer=6, weights=vgg_weights)
 
 
 def implanted_pair(tile: np.ndarray, size: int, craters: np.ndarray, shift: tuple[float, float], seed: int = 0):

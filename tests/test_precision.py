@@ -86,13 +86,6 @@ def test_autocast_contexts():
 
 
 @pytest.fixture(scope="module")
-def trunk(vgg_weights):
-    from planetcd.features import VGGFeatures
-
-    return VGGFeatures(layer=6, weights=vgg_weights)
-
-
-@pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     from planetcd.datasets.synthetic import make_change_pair, write_synthetic_geotiff
 

@@ -11,14 +11,8 @@ from scipy import ndimage
 from planetcd.change.detect import detect
 from planetcd.errors import InputError
 from planetcd.datasets.synthetic import MARS_EQC_WKT, make_change_pair, write_synthetic_geotiff
-from planetcd.features import VGGFeatures
 
 PATCH = 100
-
-
-@pytest.fixture(scope="module")
-def trunk(vgg_weights):
-    return VGGFeatures(layer=6, weights=vgg_weights)
 
 
 def _patch_of(table, row, col):

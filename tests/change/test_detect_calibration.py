@@ -6,12 +6,6 @@ import pytest
 import planetcd.change.calibration as calibration
 from planetcd.change.detect import detect
 from planetcd.datasets.synthetic import make_change_pair, write_synthetic_geotiff
-from planetcd.features import VGGFeatures
-
-
-@pytest.fixture(scope="module")
-def trunk(vgg_weights):
-    return VGGFeatures(layer=6, weights=vgg_weights)
 
 
 @pytest.fixture(scope="module")

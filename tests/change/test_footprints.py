@@ -13,7 +13,6 @@ from planetcd.change.detect import detect
 from planetcd.change.register import AlignedReader, post_on_pre_grid
 from planetcd.cli import main
 from planetcd.errors import InputError
-from planetcd.features import VGGFeatures
 
 CRS = "+proj=eqc +lat_ts=0 +lat_0=0 +lon_0=0 +x_0=0 +y_0=0 +R=3396190 +units=m +no_defs"
 PX = 6.0
@@ -47,11 +46,6 @@ def crop_pair(shared_dir, tmp_path_factory):
                   POST_SIZE)
     far = _write(folder / "far.tif", moved[r : r + POST_SIZE, c : c + POST_SIZE], r + 5000, c, POST_SIZE)
     return pre, post, far
-
-
-@pytest.fixture(scope="module")
-def trunk(vgg_weights):
-    return VGGFeatures(layer=6, weights=vgg_weights)
 
 
 def test_outside_of_a_crop_with_no_nodata_tag_is_missing_after_the_subpixel_shift(crop_pair):

@@ -9,7 +9,6 @@ from planetcd.change.detect import auto_shift, detect
 from planetcd.change.threshold import combine_thresholds, empirical_threshold
 from planetcd.datasets.synthetic import make_change_pair, write_synthetic_geotiff
 from planetcd.errors import InputError
-from planetcd.features import VGGFeatures
 
 
 def test_empirical_null_ignores_a_minority_of_changed_patches(rng):
@@ -38,11 +37,6 @@ def shifted_pair(tmp_path_factory):
     pair = make_change_pair((400, 400), seed=5, displacement=(20.0, -6.5), new_craters=np.zeros((0, 3)),
                             crater_density=3e-4)
     return write_synthetic_geotiff(folder / "pre.tif", pair.pre), write_synthetic_geotiff(folder / "post.tif", pair.post)
-
-
-@pytest.fixture(scope="module")
-def trunk(vgg_weights):
-    return VGGFeatures(layer=6, weights=vgg_weights)
 
 
 def test_auto_max_shift_recovers_a_20px_misregistration(shifted_pair, trunk, tmp_path):
