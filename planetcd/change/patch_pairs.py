@@ -18,7 +18,15 @@ from ..features import cached_trunk, pick_device
 from ..precision import resolve_precision
 from ..raster import robust_range, scale_intensity
 from .nuisance import PSEUDO_NUISANCE, RealNuisance
-from .nn import nn_scores, pair_shifts, patch_features, register_pairs, relight_pre, transfer_anisotropy
+from .nn import (
+    RELIT_ANISOTROPY,
+    nn_scores,
+    pair_shifts,
+    patch_features,
+    register_pairs,
+    relight_pre,
+    transfer_anisotropy,
+)
 from .scores import change_scores, cva_scores, pool_patches, rcva_scores
 from .threshold import draw_pseudo_pairs, iter_pseudo_pairs, kmeans_threshold, noise_sigma, self_calibrated_threshold
 
@@ -51,11 +59,6 @@ METHODS: dict[str, MethodSpec] = {
     "nn-basic": MethodSpec("nn", real_nuisance=False),
 }
 
-
-#: Direction dependence (:func:`~planetcd.change.nn.transfer_anisotropy`) above which a pair's two dates are
-#: taken to be under different suns. Chosen on the development seed 1234 (60 pairs): unchanged pairs without
-#: relighting 0.01-0.07 (ctx-impacts, small-craters, haze, resolution), relit 0.26-0.86 (10th-90th percentile).
-RELIT_ANISOTROPY = 0.15
 
 #: Quantile of the pairs' displacement magnitudes taken as a set's misregistration (``max_shift="auto"``).
 AUTO_QUANTILE = 90.0
