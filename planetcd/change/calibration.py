@@ -22,7 +22,8 @@ from ..features import run_trunk
 from ..raster import read_window
 from ..tiling import box_sums
 from .preparation import ImageOverview, central_window, prepare, read_present
-from .nn import match_resolution, nn_change_map
+from .nn import match_resolution, nn_change_map, relight_image
+from .register import estimate_shift_overlap
 from .scores import change_scores, pool_patches
 from .threshold import choose_patches, draw_pseudo_pairs, iter_pseudo_pairs, margin_for, noise_sigma
 
@@ -62,6 +63,9 @@ class NNCalibration:
     radius: int  #: search radius, cells
     post_noise: float  #: noise level of post (0..1 scale) the pseudo posts are brought to
     pre_maps: dict[int, np.ndarray] = field(default_factory=dict)  #: pre's feature maps kept by the main pass
+    #: each pair's pre relit to its post (:func:`~planetcd.change.nn.relight_image`) as the main pass relights
+    #: pre's tiles; pre's kept maps are then of no use (the relit crop is another image)
+    relight: bool = False
 
 
 def post_noise(post_reader, stats) -> float:
@@ -149,6 +153,20 @@ def plan_captures(patches: np.ndarray, context: int, s: int, max_shift: float, h
     return Captures(windows, guess, channels)
 
 
+def pseudo_relit(pre: np.ndarray, post: np.ndarray, max_shift: float) -> np.ndarray:
+    """A pseudo pair's pre crop ``(bands, h, w)`` relit to its post crop, as ``detect`` relights pre's tiles.
+
+    The main pass relights tiles of post already registered onto pre; a pseudo post is displaced by up to
+    ``max_shift`` (standing in for the residual the search absorbs), so the transfer is fitted with that
+    displacement undone (estimated, :func:`~planetcd.change.register.estimate_shift_overlap`; one over
+    1.5 x ``max_shift`` is not credible and ignored, as in :func:`~planetcd.change.nn.register_pairs`).
+    """
+    shift = estimate_shift_overlap(pre.mean(0), post.mean(0))
+    if max(abs(shift[0]), abs(shift[1])) > 1.5 * max_shift:
+        shift = (0.0, 0.0)
+    return relight_image(pre, post, np.ones(pre.shape[1:], bool), shift)[0]
+
+
 def _chunks(items, size: int):
     items = iter(items)
     while chunk := list(itertools.islice(items, size)):
@@ -174,6 +192,9 @@ def pseudo_scores(trunk, device: torch.device, pre_reader, pre_stats, patches: n
     (:func:`plan_captures`): the map of the same pixels, so those pairs run the trunk on their post
     crop only. Its cells near the crop edge differ from a crop's (they saw real context, not
     padding), but the halo keeps them out of the patch's scores.
+    With ``nn.relight`` (``detect``'s ``nn`` when the pair shows another sun) each pair's pre crop is
+    relit to its post crop (:func:`pseudo_relit`) before the trunk, as the main pass relights pre's
+    tiles; no pre map is reused then.
 
     ``precision``: of the trunk (``"fp32"``, ``"bf16"``; None: the caller's context), the main pass's.
 
@@ -186,7 +207,8 @@ def pseudo_scores(trunk, device: torch.device, pre_reader, pre_stats, patches: n
                                                                            width)
     usable, inside = pseudo_pool(valid_fraction, interior)
     reuse = inside and nn is None
-    pre_maps = {} if nn is None else nn.pre_maps or {}
+    relight = nn is not None and nn.relight
+    pre_maps = {} if nn is None or relight else nn.pre_maps or {}
     n_reused = 0
 
     def region(i: int) -> np.ndarray:
@@ -200,6 +222,8 @@ def pseudo_scores(trunk, device: torch.device, pre_reader, pre_stats, patches: n
     for batch in _chunks(pairs, batch_size):
         index = [i for i, _, _, _ in batch]
         post_crops = [b for _, _, b, _ in batch]
+        if relight:
+            batch = [(i, pseudo_relit(a, b, max_shift), b, v) for i, a, b, v in batch]
         pre_crops = [a for i, a, _, _ in batch if not reuse and i not in pre_maps]
         inner = [[patches[i, 0] - origin_r[i], patches[i, 1] - origin_c[i], h, w] for i in index]
         crops = np.stack(post_crops + pre_crops)

@@ -40,7 +40,16 @@ from .calibration import (
 )
 from .outputs import ChangeResult
 from .preparation import central_window, image_overview, open_input, prepare_pair, read_present, shared_overview
-from .nn import NN_BLUR, NN_SMOOTH, match_resolution, nn_change_map
+from .nn import (
+    NN_BLUR,
+    NN_SMOOTH,
+    RELIT_ANISOTROPY,
+    TRANSFER_RADII,
+    match_resolution,
+    nn_change_map,
+    relight_image,
+    transfer_anisotropy,
+)
 from .pixelwise import pixelwise_maps
 from .register import AlignedReader, estimate_shift, post_on_pre_grid, undo_displacement
 from .scores import PatchPooler, change_scores, patch_cells
@@ -187,6 +196,7 @@ class DetectSpec:
     device: str
     capture: np.ndarray | None = None  #: (m, 4) cell windows of pre's feature map to return (:class:`TilePartial`)
     precision: str = "fp32"  #: the run's resolved precision of the trunk (:func:`planetcd.precision.resolve_precision`)
+    relight: bool = False  #: ``nn``: relight each pre tile to post's look (:func:`detect_tile`)
 
 
 @dataclass
@@ -206,6 +216,7 @@ class TileContext:
     pooling: str
     capture: np.ndarray | None = None  #: (m, 4) ``row, col, height, width`` cell windows of pre's map to copy out
     precision: str | None = None  #: the trunk's precision, ``"fp32"`` or ``"bf16"`` (None: the caller's context)
+    relight: bool = False  #: ``nn``: relight the pre window to post's look before the trunk
 
 
 @dataclass
@@ -226,6 +237,10 @@ class TilePartial:
     captured : list of (j, row, col, values)
         The parts of the context's capture windows inside the core: window ``j``'s cells from
         ``(row, col)`` (relative to the window) are ``values`` ``(C, h, w)`` of pre's feature map.
+    transfer : ndarray, shape (radial bins, angles), or None
+        With relighting: the transfer pre's window was relit by (:func:`~planetcd.change.nn.fit_transfer`).
+    shared : float
+        Fraction of the window's pixels both images see (what the transfer was fitted on).
     """
 
     hit: np.ndarray
@@ -234,6 +249,8 @@ class TilePartial:
     valid_hit: np.ndarray
     valid_counts: np.ndarray
     captured: list = field(default_factory=list)
+    transfer: np.ndarray | None = None
+    shared: float = 0.0
 
 
 def _partial_pool(cells: np.ndarray, maps: np.ndarray, row0: int, col0: int, pooling: str):
@@ -250,7 +267,9 @@ def detect_tile(ctx: TileContext, tile) -> TilePartial:
     """Features of one halo tile of both images, pooled per patch over the tile's core.
 
     Reads the tile's window of pre and of registered post, runs the trunk once
-    on the pair, and returns partial pooled vectors (``paper``) or the partial
+    on the pair (``nn`` with ``ctx.relight``: pre's window — core and halo — first relit to post's look
+    by the transfer fitted on the window's shared ground, :func:`~planetcd.change.nn.relight_image`;
+    where post has no data it takes the relit pre, so no change), and returns partial pooled vectors (``paper``) or the partial
     worst nn disagreement (``nn``) of the patches the core meets, with the
     patches' valid-pixel counts. :func:`merge_tile` adds them up; merging all
     tiles in any process gives the same result as the whole-image pass.
@@ -263,6 +282,10 @@ def detect_tile(ctx: TileContext, tile) -> TilePartial:
     post_data, post_valid = read_present(ctx.post_reader, window)
     both = pre_valid & post_valid
     batch = prepare_pair(pre_data, pre_valid, post_data, post_valid, ctx.pre_stats, ctx.post_stats)
+    transfer = None
+    if ctx.method == "nn" and ctx.relight:  # pre as post's sun shows it (a tile's transfer; the halo hides seams)
+        lit, transfer = relight_image(batch[0], batch[1], both)
+        batch = np.stack([lit, np.where(both[None], batch[1], lit)])
     if ctx.method == "nn":  # both dates low-passed alike, as in nn.nn_scores
         batch = match_resolution(batch)
     feats = run_trunk(ctx.trunk, batch, ctx.device, ctx.precision)
@@ -287,7 +310,7 @@ def detect_tile(ctx: TileContext, tile) -> TilePartial:
             if r1 > r0 and c1 > c0:
                 block = feats[0, :, r0 - r // s : r1 - r // s, c0 - c // s : c1 - c // s]
                 captured.append((j, r0 - wr, c0 - wc, np.array(block)))
-    return TilePartial(hit, pooled, counts, valid_hit, valid_counts, captured)
+    return TilePartial(hit, pooled, counts, valid_hit, valid_counts, captured, transfer, float(both.mean()))
 
 
 def detect_tile_task(tile: Tile, *, spec: DetectSpec, patches: np.ndarray, cells: np.ndarray) -> TilePartial:
@@ -300,7 +323,7 @@ def detect_tile_task(tile: Tile, *, spec: DetectSpec, patches: np.ndarray, cells
     with open_raster(spec.pre) as pre_ds, open_raster(spec.post) as post_ds, post_on_pre_grid(pre_ds, post_ds) as grid:
         context = TileContext(AlignedReader(pre_ds), AlignedReader(grid, spec.displacement), spec.pre_stats,
                               spec.post_stats, trunk, torch.device(spec.device), patches, cells, spec.method,
-                              spec.nn_radius, spec.pooling, spec.capture, spec.precision)
+                              spec.nn_radius, spec.pooling, spec.capture, spec.precision, spec.relight)
         return detect_tile(context, tile)
 
 
@@ -324,6 +347,56 @@ def merge_tile(partial: TilePartial, pre_pool: PatchPooler, post_pool: PatchPool
             pool.acc[hit] += values
         pool.count[hit] += partial.cell_counts
     valid_pixels[partial.valid_hit] += partial.valid_counts
+
+
+#: The methods of :func:`detect`: ``nn`` (relights pre to post's look), ``nn-unlit`` (``nn`` without the
+#: relighting: the ``nn`` of before it, exactly) and ``paper``.
+DETECT_METHODS = ("nn", "nn-unlit", "paper")
+#: Tiles whose window is less than this fraction shared ground do not count in the pair's anisotropy
+#: (:func:`relight_record`), unless no tile reaches it.
+RELIGHT_MIN_SHARED = 0.25
+
+
+def relight_record(transfers: list[np.ndarray], shared: list[float]) -> dict:
+    """What the relighting of ``detect``'s ``nn`` found, for :attr:`ChangeResult.relight` and run.json.
+
+    Parameters
+    ----------
+    transfers : list of ndarray, shape (radial bins, angles)
+        The transfer each tile's pre window was relit by (:func:`~planetcd.change.nn.fit_transfer`).
+    shared : list of float
+        Each tile window's fraction of ground both dates see.
+
+    Returns
+    -------
+    dict
+        ``relit`` (True: pre's tiles were relit), ``anisotropy`` (the median over tiles with at least
+        :data:`RELIGHT_MIN_SHARED` shared ground of :func:`~planetcd.change.nn.transfer_anisotropy`),
+        ``anisotropy_threshold`` (:data:`~planetcd.change.nn.RELIT_ANISOTROPY`), ``pseudo_relit``
+        (the pair shows another sun: its pseudo pairs are relit too), ``tiles`` (how many counted, and
+        the anisotropy's min and max over them), ``transfer`` (the element-wise median of their transfers,
+        rows = radial bins between ``radii_cycles_per_px``, columns = directions over 0..180°).
+    """
+    if not transfers:
+        return {"relit": True, "anisotropy": None, "anisotropy_threshold": RELIT_ANISOTROPY, "pseudo_relit": False,
+                "tiles": {"n": 0}, "transfer": None}
+    stack, shared = np.stack(transfers), np.asarray(shared)
+    keep = shared >= RELIGHT_MIN_SHARED
+    if not keep.any():
+        keep = shared > 0
+    if not keep.any():
+        keep[:] = True
+    values = transfer_anisotropy(stack[keep])
+    anisotropy = float(np.median(values))
+    return {
+        "relit": True,
+        "anisotropy": round(anisotropy, 4),
+        "anisotropy_threshold": RELIT_ANISOTROPY,
+        "pseudo_relit": bool(anisotropy > RELIT_ANISOTROPY),
+        "tiles": {"n": int(keep.sum()), "min": round(float(values.min()), 4), "max": round(float(values.max()), 4)},
+        "transfer": {"radii_cycles_per_px": [round(r, 4) for r in TRANSFER_RADII], "n_angles": int(stack.shape[2]),
+                     "median": np.round(np.median(stack[keep], axis=0), 3).tolist()},
+    }
 
 
 def _finite(value: float) -> float | None:
@@ -379,10 +452,17 @@ def detect(
         VGG-16 conv layer 1..13 (paper: 6 = conv3_2).
     pooling : {"max", "avg"}
         Global pooling per patch (paper: max).
-    method : {"nn", "paper"}
+    method : {"nn", "nn-unlit", "paper"}
         ``nn`` (default): the worst nearest-neighbour feature disagreement in the patch
         (see :mod:`planetcd.change.nn`): shift-tolerant, sensitive to small new objects; the best
-        method on every benchmark of docs/benchmarks.md. ``paper``: ρ = L1 norm of the pooled feature
+        method on every benchmark of docs/benchmarks.md. Each tile of pre (core and halo) is first relit
+        to post's look by the direction x frequency transfer fitted on the tile's shared ground
+        (:func:`~planetcd.change.nn.relight_image`); when the pair shows another sun (the tiles' median
+        :func:`~planetcd.change.nn.transfer_anisotropy` over :data:`~planetcd.change.nn.RELIT_ANISOTROPY`)
+        the pseudo pairs are relit the same way (their nuisances, :data:`~planetcd.change.nuisance.PSEUDO_NUISANCE`,
+        include another sun), otherwise they are as without relighting. Recorded in
+        :attr:`ChangeResult.relight` and run.json (``relight``). ``nn-unlit``: ``nn`` without the
+        relighting (the ``nn`` of before it, exactly). ``paper``: ρ = L1 norm of the pooled feature
         difference (Saha & Zhu; with ``tau="pseudo", max_shift=10`` the faithful reproduction).
     nn_radius : int
         Search radius of ``nn`` in feature cells (stride 4 px at layer 6).
@@ -450,8 +530,10 @@ def detect(
     stride = patch_size if stride is None else int(stride)
     from ..inputs import check_pair  # the one input check: missing, truncated, empty, too small, no overlap
     check_pair(pre, post, min_size=patch_size, size_of=f"one {patch_size} px patch")
-    if method not in ("paper", "nn"):
-        raise InputError(f"method must be 'paper' or 'nn', got {method!r}")
+    if method not in DETECT_METHODS:
+        raise InputError(f"method must be 'nn', 'nn-unlit' or 'paper', got {method!r}")
+    kind = "paper" if method == "paper" else "nn"
+    relight = method == "nn"  # nn-unlit: the nn of before the relighting, exactly
     if isinstance(tau, str) and tau not in TAU_POLICIES:
         try:
             tau = float(tau)
@@ -499,19 +581,19 @@ def detect(
             local = local_shifts(pre_reader, post_reader, pre_stats, post_stats, shared)
             magnitude = np.max(np.abs(local), axis=1) if len(local) else np.zeros(0)
             residual = float(np.percentile(magnitude, LOCAL_QUANTILE)) if len(local) else 0.0
-            max_shift = auto_shift(residual, method)
-            if method == "nn":  # the search reaches twice the pseudo shifts, as at the defaults (2 cells, 4 px)
+            max_shift = auto_shift(residual, kind)
+            if kind == "nn":  # the search reaches twice the pseudo shifts, as at the defaults (2 cells, 4 px)
                 nn_radius = max(nn_radius, int(np.ceil(2 * max_shift / s)))
             misregistration.update(
                 local_px=local.round(2).tolist(), residual_px=residual, residual_quantile=LOCAL_QUANTILE,
-                max_shift_px=max_shift, nn_radius=nn_radius if method == "nn" else None)
+                max_shift_px=max_shift, nn_radius=nn_radius if kind == "nn" else None)
             log.info("residual misregistration %.2f px (%d windows): pseudo shifts up to %.1f px%s", residual,
-                     len(local), max_shift, f", nn radius {nn_radius} cells" if method == "nn" else "")
+                     len(local), max_shift, f", nn radius {nn_radius} cells" if kind == "nn" else "")
             timings["misregistration_s"] = time.perf_counter() - t0
         else:
             max_shift = float(max_shift)
         halo = -(-trunk.halo // s) * s
-        if method == "nn":
+        if kind == "nn":
             halo += (nn_radius + NN_SMOOTH) * s  # the neighbour search and the box average look past each core cell
             halo += -(-int(np.ceil(4 * NN_BLUR)) // s) * s  # and the low-pass (truncated at 4 σ)
         patches = patch_grid(height, width, patch_size, stride)
@@ -522,11 +604,12 @@ def detect(
         valid_pixels = np.zeros(len(patches), np.int64)
 
         captures = None
-        if policy in ("pseudo", "both") and method == "nn":
+        if policy in ("pseudo", "both") and kind == "nn":
             # Residual misregistration after global registration is small: pseudo shifts stay inside the search radius.
             max_shift = min(max_shift, nn_radius * s / 2)
-            captures = plan_captures(patches, halo, s, max_shift, height, width, n_pseudo, rng, pre_image, post_image,
-                                     trunk.channels)
+            if not relight:  # relit tiles' pre maps are not the pseudo pairs' pre: those are computed from crops
+                captures = plan_captures(patches, halo, s, max_shift, height, width, n_pseudo, rng, pre_image,
+                                         post_image, trunk.channels)
         capture = None if captures is None else captures.windows
 
         tiles = halo_tiles(height, width, tile_size, halo, align=s)
@@ -535,17 +618,22 @@ def detect(
         t0 = time.perf_counter()
         if here:
             context = TileContext(pre_reader, post_reader, pre_stats, post_stats, trunk, torch_device, patches, cells,
-                                  method, nn_radius, pooling, capture, used_precision)
+                                  kind, nn_radius, pooling, capture, used_precision, relight)
             partials = runner.map(_tile_here, tiles, context=context)
         else:
             spec = DetectSpec(str(pre), str(post), displacement, pre_stats, post_stats, trunk.layer, trunk.relu,
-                              str(trunk.weights_path) if trunk.weights_path is not None else None, method, nn_radius,
-                              pooling, str(torch_device), capture, used_precision)
+                              str(trunk.weights_path) if trunk.weights_path is not None else None, kind, nn_radius,
+                              pooling, str(torch_device), capture, used_precision, relight)
             partials = runner.map(detect_tile_task, tiles, spec=spec, patches=patches, cells=cells)
+        transfers, tile_shared = [], []
         for partial in partials:  # merged in tile order, so any runner gives the same result
             merge_tile(partial, pre_pool, post_pool, nn_pool, valid_pixels, captures)
+            if partial.transfer is not None:
+                transfers.append(partial.transfer)
+                tile_shared.append(partial.shared)
             bar.update(1)
         timings["features_s"] = time.perf_counter() - t0
+        relit = relight_record(transfers, tile_shared) if relight else {"relit": False}
         pre_maps = {} if captures is None else captures.complete()
         captures = None
 
@@ -553,7 +641,7 @@ def detect(
         scored = valid_fraction >= MIN_VALID_FRACTION
         if not np.any(scored):
             raise InputError("no patch has enough valid pixels in both images (do the images overlap?)")
-        if method == "nn":
+        if kind == "nn":
             pre_vectors = None
             change_score = np.where(scored, nn_pool.result()[:, 0].astype(np.float64), np.nan)
         else:
@@ -568,8 +656,9 @@ def detect(
         tau_empirical = empirical_threshold(change_score[scored])
         if policy in ("pseudo", "both"):
             nn = None
-            if method == "nn":  # the noise is brought up to post's level, measured on a central crop
-                nn = NNCalibration(nn_radius, post_noise(post_reader, post_stats), pre_maps)
+            if kind == "nn":  # the noise is brought up to post's level, measured on a central crop
+                nn = NNCalibration(nn_radius, post_noise(post_reader, post_stats), pre_maps,
+                                   relight=relit["pseudo_relit"] if relight else False)
             pseudo, n_reused = pseudo_scores(
                 trunk, torch_device, pre_reader, pre_stats, patches, valid_fraction=valid_fraction, context=halo,
                 pooling=pooling, n_pairs=n_pseudo, max_shift=max_shift, noise_std=noise_std, rng=rng,
@@ -614,7 +703,7 @@ def detect(
 
     timings["total_s"] = time.perf_counter() - t_start
     params = {
-        "method": method, "nn_radius": nn_radius if method == "nn" else None,
+        "method": method, "nn_radius": nn_radius if kind == "nn" else None,
         "patch_size": patch_size, "stride": stride, "layer": getattr(trunk, "layer", layer), "pooling": pooling,
         "tau": policy if isinstance(policy, str) else float(policy), "percentile": percentile,
         "max_shift": max_shift, "max_shift_policy": shift_policy if isinstance(shift_policy, str) else "fixed",
@@ -632,7 +721,7 @@ def detect(
         displacement=displacement, registration_error=reg_error, shape=(height, width),
         crs=crs, transform=transform if (crs is not None and not transform.is_identity) else None,
         pseudo_scores=pseudo, pixelwise=pixel_maps, pixelwise_threshold=pixel_tau,
-        misregistration=misregistration,
+        misregistration=misregistration, relight=relit,
         thresholds={"policy": params["tau"], "pseudo": _finite(tau_pseudo), "empirical": _finite(tau_empirical),
                     "empirical_k": EMPIRICAL_K, "both_rule": "max(pseudo, empirical)", "used": float(tau),
                     "pseudo_spread": spread},

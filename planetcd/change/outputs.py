@@ -66,6 +66,10 @@ class ChangeResult:
     thresholds: dict = field(default_factory=dict)
     #: the misregistration found from the pair (``max_shift="auto"``): global and residual shifts, px
     misregistration: dict = field(default_factory=dict)
+    #: ``nn``'s relighting of pre to post's look (:func:`planetcd.change.detect.relight_record`): ``relit``,
+    #: the pair's transfer ``anisotropy``, whether the pseudo pairs were relit (``pseudo_relit``), the transfer;
+    #: ``{"relit": False}`` for ``nn-unlit`` and ``paper``
+    relight: dict = field(default_factory=dict)
 
     @property
     def ratio(self) -> np.ndarray:
@@ -259,6 +263,7 @@ def run_record(result, outputs: list[str]) -> dict:
         "tau": result.tau,
         "thresholds": result.thresholds,
         "misregistration": result.misregistration,
+        "relight": result.relight,
         "displacement_px": {"dy": result.displacement[0], "dx": result.displacement[1]},
         "registration_error": None if not np.isfinite(result.registration_error) else result.registration_error,
         "image_shape": list(result.shape),

@@ -53,9 +53,10 @@ def _tau(value: str) -> str | float:
 @click.option("--patch-size", type=click.IntRange(8), default=100, show_default=True, help="Patch side, pixels.")
 @click.option("--stride", type=click.IntRange(1), default=None, help="Step between patches, pixels [default: patch size].")
 @click.option("--layer", type=click.IntRange(1, 13), default=6, show_default=True, help="VGG-16 conv layer (6 = conv3_2).")
-@click.option("--method", type=click.Choice(["nn", "paper"]), default="nn", show_default=True,
+@click.option("--method", type=click.Choice(["nn", "nn-unlit", "paper"]), default="nn", show_default=True,
               help="nn: worst nearest-neighbour feature disagreement (shift-tolerant, sees small new craters; "
-                   "the best on every benchmark); paper: L1 of pooled features (Saha & Zhu; with "
+                   "the best on every benchmark), with pre relit to post's look tile by tile; nn-unlit: nn "
+                   "without the relighting (as before it); paper: L1 of pooled features (Saha & Zhu; with "
                    "--threshold pseudo --max-shift 10, the faithful reproduction).")
 @click.option("--nn-radius", type=click.IntRange(0, 8), default=2, show_default=True,
               help="Search radius of --method nn, in feature cells (4 px at layer 6).")
