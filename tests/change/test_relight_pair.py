@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from planetcd.change.nn import apply_transfer, fit_transfer, relight_pre, transfer_anisotropy
+from planetcd.change.nn import apply_transfer, fit_transfer, relight_image, relight_pre, transfer_anisotropy
 from planetcd.change.nuisance import PSEUDO_NUISANCE, shade
 from planetcd.change.patch_pairs import METHODS, RELIT_ANISOTROPY
 from planetcd.change.threshold import draw_pseudo_pairs, iter_pseudo_pairs
+from planetcd.datasets.synthetic import add_fresh_crater
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,35 @@ def test_relight_pre_uses_only_the_shared_ground(height):
     lit, transfers = relight_pre(pre[None, None], corrupted[None, None], overlap[None])
     assert lit.shape == (1, 1, 128, 128) and transfers.shape[0] == 1
     assert _rms(lit[0, 0, :, :92], post[:, :92], post[:, :92]) < 0.1
+
+
+def test_a_new_crater_does_not_drive_the_robust_transfer(height):
+    # a fresh crater with a dark halo (no other difference) reads, in one fit, as another sun; the refits
+    # without the pixels the fit leaves far off find the identity again
+    pre = _render(height, 0, 45)
+    full = np.ones(pre.shape, bool)
+    post = add_fresh_crater(pre, 64, 50, 5.0, halo="dark", halo_strength=0.5)
+    _, single = relight_image(pre[None], post[None], full, robust=False)
+    _, robust = relight_image(pre[None], post[None], full)
+    assert transfer_anisotropy(single) > RELIT_ANISOTROPY > transfer_anisotropy(robust)
+    # under another sun, with the crater: the robust transfer stays near the crater-free one
+    turned = _render(height, 20, 35)
+    truth = fit_transfer(pre, turned, full)
+    with_crater = add_fresh_crater(turned, 64, 50, 5.0, halo="dark", halo_strength=0.5)
+    _, single = relight_image(pre[None], with_crater[None], full, robust=False)
+    _, robust = relight_image(pre[None], with_crater[None], full)
+    assert np.abs(robust - truth)[:2].mean() < 0.5 * np.abs(single - truth)[:2].mean()
+
+
+def test_relight_image_fits_with_posts_shift_undone(height):
+    pre, post = _render(height, 0, 45), _render(height, 20, 35)
+    full = np.ones(pre.shape, bool)
+    truth = fit_transfer(pre, post, full)
+    moved = ndimage.shift(post, (2.5, -1.5), order=3, mode="nearest")
+    _, blind = relight_image(pre[None], moved[None], full, robust=False)
+    _, undone = relight_image(pre[None], moved[None], full, shift=(2.5, -1.5), robust=False)
+    assert np.abs(blind - truth)[:2].mean() > 0.2  # a 3 px shift turns the cross-spectrum's phase
+    assert np.abs(undone - truth)[:2].mean() < 0.02
 
 
 def test_pseudo_pairs_take_nuisances_per_source(monkeypatch):

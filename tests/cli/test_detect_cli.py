@@ -135,3 +135,18 @@ def test_threshold_and_max_shift_options(pair_paths, vgg_weights, tmp_path):
     record = json.loads((tmp_path / "b" / "run.json").read_text())
     assert record["parameters"]["max_shift"] == 10.0 and record["thresholds"]["empirical"] is None
     assert record["tau"] == record["thresholds"]["pseudo"]
+
+
+def test_method_nn_unlit_is_nn_without_relighting(pair_paths, vgg_weights, tmp_path):
+    import json
+
+    pre, post = pair_paths
+    for method in ("nn-unlit", "nn"):
+        result = _run(["detect", pre, post, "-o", tmp_path / method, "--weights", vgg_weights, "--method", method,
+                       "--n-pseudo", "10", "--no-quicklook", "-q"])
+        assert result.exit_code == 0, result.output
+    unlit = json.loads((tmp_path / "nn-unlit" / "run.json").read_text())
+    lit = json.loads((tmp_path / "nn" / "run.json").read_text())
+    assert unlit["parameters"]["method"] == "nn-unlit" and unlit["relight"] == {"relit": False}
+    assert lit["relight"]["relit"] is True and isinstance(lit["relight"]["anisotropy"], float)
+    assert "--method" in _run(["detect", pre, post, "-o", tmp_path / "x", "--method", "lit"]).output
