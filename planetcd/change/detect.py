@@ -269,8 +269,8 @@ def detect_tile(ctx: TileContext, tile) -> TilePartial:
     Reads the tile's window of pre and of registered post, runs the trunk once
     on the pair (``nn`` with ``ctx.relight``: pre's window — core and halo — first relit to post's look
     by the transfer fitted on the window's shared ground, :func:`~planetcd.change.nn.relight_image`;
-    where post has no data it takes the relit pre, so no change), and returns partial pooled vectors (``paper``) or the partial
-    worst nn disagreement (``nn``) of the patches the core meets, with the
+    where post has no data it takes the relit pre, so no change), and returns partial pooled vectors
+    (``paper``) or the partial worst nn disagreement (``nn``) of the patches the core meets, with the
     patches' valid-pixel counts. :func:`merge_tile` adds them up; merging all
     tiles in any process gives the same result as the whole-image pass.
     """
