@@ -263,6 +263,20 @@ def _partial_pool(cells: np.ndarray, maps: np.ndarray, row0: int, col0: int, poo
     return hit, np.stack([p.acc for p in poolers]), poolers[0].count
 
 
+def tile_residual(pre: np.ndarray, post: np.ndarray, both: np.ndarray) -> tuple[float, float]:
+    """The displacement ``(dy, dx)`` px left between a tile's pre and registered post ``(bands, h, w)``, for the
+    transfer fit only (:func:`~planetcd.change.nn.relight_image`): a residual shift turns the cross-spectrum's
+    phase and would read as another sun. Phase correlation on the shared ground ``both`` (as
+    :func:`register_pair`); (0, 0) with little shared ground or a shift over a quarter of the window.
+    """
+    if both.mean() < 0.25:
+        return 0.0, 0.0
+    shift, _ = estimate_shift(pre.mean(0), post.mean(0), both, both)
+    if not np.all(np.isfinite(shift)) or max(abs(shift[0]), abs(shift[1])) > min(both.shape) / 4:
+        return 0.0, 0.0
+    return float(shift[0]), float(shift[1])
+
+
 def detect_tile(ctx: TileContext, tile) -> TilePartial:
     """Features of one halo tile of both images, pooled per patch over the tile's core.
 
@@ -284,7 +298,7 @@ def detect_tile(ctx: TileContext, tile) -> TilePartial:
     batch = prepare_pair(pre_data, pre_valid, post_data, post_valid, ctx.pre_stats, ctx.post_stats)
     transfer = None
     if ctx.method == "nn" and ctx.relight:  # pre as post's sun shows it (a tile's transfer; the halo hides seams)
-        lit, transfer = relight_image(batch[0], batch[1], both)
+        lit, transfer = relight_image(batch[0], batch[1], both, tile_residual(batch[0], batch[1], both))
         batch = np.stack([lit, np.where(both[None], batch[1], lit)])
     if ctx.method == "nn":  # both dates low-passed alike, as in nn.nn_scores
         batch = match_resolution(batch)

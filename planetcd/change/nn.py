@@ -37,6 +37,8 @@ and 8, never the reported seed) the low-pass did most of the gain.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -292,11 +294,17 @@ TRANSFER_RADII = (0.0, 0.06, 0.15, 0.5001)
 TRANSFER_FLOOR = 1e-3
 
 
-def _transfer_bins(fy: np.ndarray, fx: np.ndarray, n_angles: int, radii: tuple[float, ...]) -> np.ndarray:
+@functools.lru_cache(maxsize=4)
+def _transfer_bins(h: int, w: int, n_angles: int, radii: tuple[float, ...]) -> np.ndarray:
+    """Bin ``(h, w)`` (uint8, read-only) of each FFT frequency of an ``h`` x ``w`` grid: direction + n_angles x
+    radial bin. Cached: ``detect``'s tiles share a few sizes."""
+    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]
     angle = np.mod(np.arctan2(fy, fx), np.pi)
     a = np.minimum((angle / np.pi * n_angles).astype(np.int64), n_angles - 1)
     r = np.clip(np.searchsorted(radii, np.hypot(fy, fx), side="right") - 1, 0, len(radii) - 2)
-    return a + n_angles * r
+    bins = (a + n_angles * r).astype(np.uint8 if n_angles * (len(radii) - 1) <= 256 else np.int64)
+    bins.flags.writeable = False
+    return bins
 
 
 def fit_transfer(pre: np.ndarray, post: np.ndarray, overlap: np.ndarray, n_angles: int = TRANSFER_ANGLES,
@@ -334,7 +342,7 @@ def fit_transfer(pre: np.ndarray, post: np.ndarray, overlap: np.ndarray, n_angle
     x = (pre - (pre * win).sum() / total) * win
     y = (post - (post * win).sum() / total) * win
     X, Y = np.fft.fft2(x), np.fft.fft2(y)
-    bins = _transfer_bins(np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :], n_angles, radii).ravel()
+    bins = _transfer_bins(h, w, n_angles, tuple(radii)).ravel()
     nb = n_angles * (len(radii) - 1)
     cross = np.bincount(bins, (Y * np.conj(X)).real.ravel(), nb)
     power = np.bincount(bins, (np.abs(X) ** 2).ravel(), nb)
@@ -350,7 +358,7 @@ def apply_transfer(image: np.ndarray, H: np.ndarray, mean: float | None = None,
     level = float(image.mean())
     padded = np.pad(image - level, ((h // 2, h // 2), (w // 2, w // 2)), mode="symmetric")
     ph, pw = padded.shape
-    bins = _transfer_bins(np.fft.fftfreq(ph)[:, None], np.fft.fftfreq(pw)[None, :], H.shape[1], radii)
+    bins = _transfer_bins(ph, pw, H.shape[1], tuple(radii))
     gain = H.ravel()[bins]
     gain[0, 0] = 1.0
     out = np.real(np.fft.ifft2(np.fft.fft2(padded) * gain))[h // 2 : h // 2 + h, w // 2 : w // 2 + w]
