@@ -142,12 +142,13 @@ def _assert_same_tables(a_rows, b_rows):
                 assert y == pytest.approx(x, rel=1e-6, abs=1e-6, nan_ok=True), key
 
 
-def test_detect_cli_with_workers_equals_single_process(pair, vgg_weights, tmp_path):
+@pytest.mark.parametrize("method", ["nn", "nn-unlit"])
+def test_detect_cli_with_workers_equals_single_process(pair, vgg_weights, tmp_path, method):
     """``planetcd detect --workers 2`` (its own local cluster, closed after) writes what a plain run writes."""
     import json
 
     pre, post = pair
-    args = [pre, post, "--weights", vgg_weights, "--method", "nn", "--n-pseudo", "6", "--tile-size", "128", "-q"]
+    args = [pre, post, "--weights", vgg_weights, "--method", method, "--n-pseudo", "6", "--tile-size", "128", "-q"]
     local = _cli("detect", *args, "-o", tmp_path / "local")
     assert local.exit_code == 0, local.output
     remote = _cli("detect", *args, "-o", tmp_path / "remote", "--workers", "2")
@@ -161,7 +162,11 @@ def test_detect_cli_with_workers_equals_single_process(pair, vgg_weights, tmp_pa
     for key in ("parameters", "displacement_px", "image_shape", "n_patches", "n_scored", "n_changed", "outputs"):
         assert runs[1][key] == runs[0][key], key
     assert runs[1]["tau"] == pytest.approx(runs[0]["tau"], rel=1e-6)
-    assert runs[1]["parameters"]["n_pseudo_pre_reused"] == 6  # the workers sent back pre maps for the pseudo pairs
+    if method == "nn-unlit":
+        assert runs[1]["parameters"]["n_pseudo_pre_reused"] == 6  # the workers sent back pre maps for the pseudo pairs
+    else:  # the workers relit pre's tiles and sent back their transfers
+        assert runs[0]["relight"]["relit"] and runs[0]["relight"]["tiles"]["n"] > 1
+        assert runs[1]["relight"] == runs[0]["relight"]
 
 
 def test_segment_cli_on_a_scheduler_equals_single_process(client, pair, segmenter, tmp_path):

@@ -1,4 +1,6 @@
-"""τ calibration of ``detect --method nn``: pre's feature maps kept by the main pass stand in for the pre crops."""
+"""τ calibration of ``detect --method nn-unlit``: pre's feature maps kept by the main pass stand in for the pre crops.
+
+(``nn`` relights pre's tiles, so its pseudo pairs compute their pre crops: tests/change/test_detect_relight.py.)"""
 
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ def pair(tmp_path_factory):
 
 
 # Small tiles: each pseudo pair's crop window is assembled from the cores of several tiles.
-OPTIONS = dict(method="nn", n_pseudo=10, tile_size=128, seed=4)
+OPTIONS = dict(method="nn-unlit", n_pseudo=10, tile_size=128, seed=4)
 
 
 @pytest.fixture(scope="module")
