@@ -703,7 +703,10 @@ def segment(
         ``verifier``) and kept only when the score reaches ``verify_threshold``. None (default): when
         the model has a verifier; False: never; a path: that verifier checkpoint.
     verify_threshold : float, optional
-        In ``[0, 1)``; default: the verifier's ``threshold``. Recorded in ``params["verifier"]``.
+        In ``[0, 1)``; default: the verifier's ``threshold``. Recorded in ``params["verifier"]``. With the
+        verifier on and no ``prob_threshold``, craters are extracted at the verifier's ``prob_threshold``
+        (the registry's operating point: more candidates, the verifier keeps the craters); the mask stays
+        at the model's threshold.
     **extraction
         Overrides of the model's crater extraction (:data:`EXTRACTION_KEYS`), e.g.
         ``min_contrast=0.1`` (``-1`` or ``None``: no contrast screening), ``min_radius=4``.
@@ -752,7 +755,12 @@ def segment(
     prob[missing] = np.nan
     log.info("segmented %dx%d px in %.1f s", height, width, time.monotonic() - t0)
 
-    craters = catalog_craters(net, source.source, prob, threshold=threshold, scales=scales, overrides=overrides,
+    # With a verifier, candidates are extracted at its own (lower) segmenter threshold unless one is given;
+    # the mask keeps the model's threshold.
+    extract_threshold = threshold
+    if verifier is not None and prob_threshold is None and verifier.metadata.get("prob_threshold") is not None:
+        extract_threshold = float(verifier.metadata["prob_threshold"])
+    craters = catalog_craters(net, source.source, prob, threshold=extract_threshold, scales=scales, overrides=overrides,
                               band=band, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
                               sun_azimuth=rotate, precision=used_precision)
     verifier_record = None
@@ -760,7 +768,7 @@ def segment(
         checked = len(craters)
         craters, _ = verify_catalog(craters, source.source, verifier, v_threshold, sun_azimuth=rotate, band=band)
         verifier_record = {"name": verifier.metadata.get("name", str(verify)), "threshold": v_threshold,
-                           "checked": int(checked), "kept": int(len(craters))}
+                           "prob_threshold": extract_threshold, "checked": int(checked), "kept": int(len(craters))}
         log.info("chip verifier: kept %d of %d craters (threshold %.2f)", len(craters), checked, v_threshold)
     catalog = Catalog.from_pixels(craters, name=source.name, **source.georef)
     catalog.metadata = {"command": "segment", "model": str(meta.get("name", model)), "sun": sun_record,
@@ -770,7 +778,7 @@ def segment(
     params = {
         "image": str(image) if not isinstance(image, np.ndarray) else "array", "model": str(meta.get("name", model)),
         "tta": bool(meta.get("tta", False)), "tta_flips": meta.get("tta_flips"), "prob_threshold": threshold,
-        "extraction": {**extraction_options(meta, threshold), **overrides},
+        "extraction": {**extraction_options(meta, extract_threshold), **overrides},
         "scales": list(scales or meta.get("extraction", {}).get("scales", [1.0])), "tile_size": tile_size,
         "overlap": overlap, "block_size": block_size, "block_halo": block_halo, "batch_size": batch_size,
         "band": band, "device": torch_device, "pixel_size_m": source.pixel_size_m, "sun": sun_record,

@@ -169,3 +169,26 @@ def test_segment_second_stage_keeps_only_verified_craters(tmp_path, synthetic_ve
     assert kept <= {tuple(np.round(c[:3], 3)) for c in unverified.catalog.pixels}
     with pytest.raises(InputError):
         segment(raw, "ctx-craters", verify=path, verify_threshold=1.5, sun_azimuth=270.0, scales="1", tta=False)
+
+
+@pytest.mark.parametrize("tile", ["H", "I"])
+def test_shipped_verifier_accepts_real_craters_and_rejects_them_turned(shared_dir, tile):
+    """The registry's verifier on chips of the labelled craters (radius >= 4 px) of the validation tiles, in the
+    frame of the sun their labels give: upright craters pass, the same chips turned 180° (mounds) do not."""
+    from PIL import Image
+
+    from planetcd import models
+    from planetcd.craters.train import read_labels
+
+    verifier = models.load_verifier(models.metadata("ctx-craters"))
+    threshold = verifier.metadata["threshold"]
+    image = np.asarray(Image.open(shared_dir / f"data/ctx-mc11e/images/MC11E-{tile}.png"), np.float32)
+    truth = read_labels(shared_dir / f"data/ctx-mc11e/annotations/clustered/MC11E-{tile}.xml")
+    truth = truth[truth[:, 2] >= 4]
+    azimuth, _ = sun.azimuth_from_craters(image, truth)
+    frame = sun.canonical_frame(image.shape, azimuth)
+    pyramid = image_pyramid(image)
+    upright = verifier_scores(verifier, crater_chips(pyramid, truth, frame))
+    turned = verifier_scores(verifier, crater_chips(pyramid, truth, frame, turn=True))
+    assert (upright >= threshold).mean() >= 0.85
+    assert (turned >= threshold).mean() <= 0.1
