@@ -8,8 +8,8 @@ present, else a synthetic 2000×2000 image (the speed does not depend on the
 content).  Reports the whole-file path (``segment`` with the full-scale
 catalogue only, then ``SegmentResult.write``: read, tiles, blending, GeoTIFF
 writes), the crater catalogue as ``planetcd segment`` makes it (the model's
-extraction settings: its other scales, components, contrast screening), and the
-network alone.  ``--tta``:
+extraction settings: its other scales, components, contrast screening, the chip
+verifier; and the same with ``verify=False``, interleaved), and the network alone.  ``--tta``:
 flip averaging as the model's registry entry says (``model``), or forced on/off;
 ``--scales``: the catalogue's scales instead of the model's (as ``planetcd segment --scales``).
 """
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
         with open_raster(src) as ds:
             n_px = ds.width * ds.height
             shape = (ds.height, ds.width)
-        times, catalog_times = [], []
+        times, catalog_times, unverified_times = [], [], []
         options = dict(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch_size, device="cpu",
                        precision=args.precision)
         for _ in range(args.repeat):
@@ -76,6 +76,9 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             craters = segment(src, model, scales=scales, **options).catalog
             catalog_times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            unverified = segment(src, model, scales=scales, verify=False, **options).catalog
+            unverified_times.append(time.perf_counter() - t0)
         from planetcd.precision import autocast, resolve_precision
 
         x = torch.zeros(1, 1, args.tile, args.tile)
@@ -94,6 +97,9 @@ def main(argv=None) -> int:
     print(f"segment + write  {best:.2f} s (best of {args.repeat}) = {n_px / best:,.0f} px/s")
     print(f"with catalogue   {best_catalog:.2f} s (best of {args.repeat}) = {n_px / best_catalog:,.0f} px/s "
           f"({len(craters)} craters; scales {', '.join(f'{s:g}' for s in scales or model.metadata.get('extraction', {}).get('scales', [1.0]))})")
+    best_unverified = min(unverified_times)
+    print(f"  --no-verify    {best_unverified:.2f} s (best of {args.repeat}; {len(unverified)} craters): the chip verifier "
+          f"costs {best_catalog - best_unverified:+.2f} s = {best_catalog / best_unverified:.2f} x")
     print(f"network alone    {net * 1000:.0f} ms per {args.tile}x{args.tile} tile = {args.tile ** 2 / net:,.0f} px/s")
     return 0
 

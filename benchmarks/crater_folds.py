@@ -5,6 +5,7 @@
         [--hrsc] [--score-only]
     python benchmarks/crater_folds.py --mound-test --model runs/folds/fold-BEH/best.pt [--tiles H,I] [--threshold T]
     python benchmarks/crater_folds.py --score-model --model ctx-craters --tiles H,I,HRSC [--threshold T]
+    python benchmarks/crater_folds.py --score-product --tiles H,I,HRSC [--verify model|none|PATH]
 
 Folds. Each fold holds out its tiles (e.g. {A, D, G}); the model is trained
 on the other folds' tiles minus an inner validation set (the last tile of
@@ -126,11 +127,21 @@ def is_sun_aware(model: torch.nn.Module) -> bool:
     return bool(meta.get("sun_aware", False))
 
 
-def detect(model, image: np.ndarray, thresholds=THRESHOLDS, target: str = "filled", device: str = "cpu") -> tuple[dict, dict]:
-    """``({threshold: craters (n, 4) on the input grid}, azimuth record)`` of one raw tile."""
+def detect(model, image: np.ndarray, thresholds=THRESHOLDS, target: str = "filled", device: str = "cpu",
+           with_frame: bool = False):
+    """``({threshold: craters (n, 4) on the input grid}, azimuth record)`` of one raw tile (and its frame)."""
     record = tile_azimuth(image) if is_sun_aware(model) else {"azimuth_deg": None, "source": "not sun-aware: no turn"}
     prob, frame = canonical_probability(model, image, record["azimuth_deg"], device)
-    return {th: craters_from(prob, frame, th, target) for th in thresholds}, record
+    found = {th: craters_from(prob, frame, th, target) for th in thresholds}
+    return (found, record, frame) if with_frame else (found, record)
+
+
+def detect_opposite(model, image: np.ndarray, thresholds, target: str = "filled", device: str = "cpu"):
+    """Craters found with the tile turned for the OPPOSITE sun (estimate + 180°: every crater looks like a mound),
+    ``({threshold: craters on the input grid}, that frame)``; the verifier's mound negatives."""
+    record = tile_azimuth(image)
+    prob, frame = canonical_probability(model, image, (record["azimuth_deg"] + 180.0) % 360.0, device)
+    return {th: craters_from(prob, frame, th, target) for th in thresholds}, frame
 
 
 def score(found: np.ndarray, truth: np.ndarray, name: str):
@@ -189,6 +200,9 @@ def run_fold(args, folds, k) -> dict:
         train_set = [load_labelled(*tile_paths(t)) for t in train_tiles]
         val_set = [load_labelled(*tile_paths(t)) for t in val_tiles]
         config = make_config(args)
+        if args.init:  # continue this fold's own earlier model (same training tiles: nothing held out is seen)
+            config.init = str(Path(args.init) / f"fold-{''.join(test)}" / "best.pt")
+            config.lr = args.lr
         t0 = time.monotonic()
         summary = train(train_set, val_set, config, outdir, extra_metadata={"folds": {"test": test, "train": train_tiles, "val": val_tiles}})
         train_seconds = time.monotonic() - t0
@@ -234,13 +248,101 @@ def run_fold(args, folds, k) -> dict:
     return result
 
 
+# --------------------------------------------------------------------------- the chip verifier (second stage)
+
+SEG_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
+VERIFIER_THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+#: Segmenter thresholds whose detections (merged) are the verifier's hard negatives.
+NEGATIVE_THRESHOLDS = (0.1, 0.2, 0.3, 0.5)
+
+
+def merged_detections(found: dict, thresholds=NEGATIVE_THRESHOLDS) -> np.ndarray:
+    from planetcd.craters.match import suppress_duplicates
+
+    parts = [found[th] for th in thresholds if len(found[th])]
+    if not parts:
+        return np.zeros((0, 4))
+    merged = np.vstack(parts)
+    return merged[suppress_duplicates(merged, merged[:, 3])]
+
+
+def verifier_fold(args, folds, k) -> dict:
+    """Fold ``k`` with the verifier: the fold's segmenter (trained by :func:`run_fold`), a chip verifier trained on
+    the fold's training tiles, segmenter and verifier thresholds chosen together on the inner validation tiles."""
+    from planetcd import models
+    from planetcd.craters.match import pool_results
+    from planetcd.craters.verify import image_pyramid, train_verifier, verifier_training_chips, verify_craters
+
+    test = folds[k]
+    train_tiles, val_tiles = inner_split(folds, k)
+    outdir = Path(args.out) / f"fold-{''.join(test)}"
+    model = models.load(outdir / "best.pt", device=args.device, tta=False)
+    target = model.metadata.get("target", "filled")
+    thresholds = tuple(sorted(set(SEG_THRESHOLDS) | set(NEGATIVE_THRESHOLDS)))
+    rng = np.random.default_rng(args.seed)
+    chips, labels = [], []
+    t0 = time.monotonic()
+    for t in train_tiles:
+        image, truth = raw_tile(t)
+        found, _, frame = detect(model, image, thresholds, target, args.device, with_frame=True)
+        opposite, opposite_frame = (detect_opposite(model, image, NEGATIVE_THRESHOLDS, target, args.device)
+                                    if args.opposite_negatives else ({}, None))
+        c, lab = verifier_training_chips(image_pyramid(image), truth, merged_detections(found), frame, rng=rng,
+                                         opposite_detections=merged_detections(opposite) if opposite else None,
+                                         opposite_frame=opposite_frame)
+        chips.append(c)
+        labels.append(lab)
+    chips, labels = np.concatenate(chips), np.concatenate(labels)
+    verifier = train_verifier(chips, labels, seed=args.seed, threads=args.threads)
+    verifier_seconds = time.monotonic() - t0
+    log.info("fold %s: verifier trained on %d chips (%d craters) in %.0f s", "".join(test), len(labels),
+             int(labels.sum()), verifier_seconds)
+
+    def scored(tiles):
+        out = {}
+        for t in tiles:
+            image, truth = raw_tile(t)
+            found, record, frame = detect(model, image, SEG_THRESHOLDS, target, args.device, with_frame=True)
+            pyramid = image_pyramid(image)
+            out[t] = (truth, {th: (c, verify_craters(verifier, pyramid, c, frame)) for th, c in found.items()}, record)
+        return out
+
+    def select(craters_scores, v):
+        c, p = craters_scores
+        return c[p >= v] if len(c) else c
+
+    val = scored(val_tiles)
+    val_f1 = {}
+    for th in SEG_THRESHOLDS:
+        for v in VERIFIER_THRESHOLDS:
+            res = [score(select(found[th], v), truth, t) for t, (truth, found, _) in val.items()]
+            val_f1[(th, v)] = float(np.nan_to_num(pool_results(res).f1))
+    th, v = max(val_f1, key=lambda key: (val_f1[key], -abs(key[0] - 0.3), key[1]))
+    plain_th = max(SEG_THRESHOLDS, key=lambda x: (val_f1[(x, 0.0)], -abs(x - 0.3)))
+    log.info("fold %s: segmenter threshold %.2f, verifier threshold %.2f (inner-validation F1 %.3f; without the "
+             "verifier %.3f at %.2f)", "".join(test), th, v, val_f1[(th, v)], val_f1[(plain_th, 0.0)], plain_th)
+    per_tile, plain_tiles = {}, {}
+    for t, (truth, found, record) in scored(test + (["HRSC"] if args.hrsc else [])).items():
+        per_tile[t] = prf(score(select(found[th], v), truth, t))
+        plain_tiles[t] = prf(score(select(found[plain_th], 0.0), truth, t))
+        log.info("fold %s: %s verified %s; segmenter alone %s", "".join(test), t, per_tile[t], plain_tiles[t])
+    result = {"test": test, "train": train_tiles, "val": val_tiles, "threshold": th, "verifier_threshold": v,
+              "opposite_negatives": bool(args.opposite_negatives),
+              "plain_threshold": plain_th, "inner_val_f1": {f"{a:g}/{b:g}": round(x, 4) for (a, b), x in val_f1.items()},
+              "tiles": per_tile, "plain_tiles": plain_tiles,
+              "verifier": {"chips": int(len(labels)), "craters": int(labels.sum()), "seconds": round(verifier_seconds, 1)}}
+    (outdir / "verified.json").write_text(json.dumps(result, indent=2, default=float))
+    return result
+
+
 def print_table(results: list[dict]) -> None:
     print("fold  tile  threshold  tp  fp  fn  precision  recall  F1")
     tp = fp = fn = 0
     worst = None
     for res in results:
         for t, c in res["tiles"].items():
-            print(f"{''.join(res['test'])}  {t:4s}  {res['threshold']:.2f}  {c['tp']}  {c['fp']}  {c['fn']}  "
+            th = f"{res['threshold']:.2f}" + (f"/{res['verifier_threshold']:.2f}" if "verifier_threshold" in res else "")
+            print(f"{''.join(res['test'])}  {t:4s}  {th}  {c['tp']}  {c['fp']}  {c['fn']}  "
                   f"{c['precision']:.3f}  {c['recall']:.3f}  {c['f1']:.3f}")
             if t == "HRSC":
                 continue
@@ -258,8 +360,14 @@ def print_table(results: list[dict]) -> None:
 # --------------------------------------------------------------------------- mound test
 
 
-def mound_test(model, tiles, threshold: float, chip: int = 128, device: str = "cpu") -> dict:
-    """Share of labelled craters (>= 8 px) found on chips around them, and on the same chips turned 180°."""
+def mound_test(model, tiles, threshold: float, chip: int = 128, device: str = "cpu", verifier=None,
+               verify_threshold: float = 0.5) -> dict:
+    """Share of labelled craters (>= 8 px) found on chips around them, and on the same chips turned 180°.
+
+    ``verifier``: a chip verifier (:mod:`planetcd.craters.verify`) that the detections must also pass
+    (score >= ``verify_threshold``), as in ``planetcd segment``.
+    """
+    from planetcd.craters.verify import image_pyramid, verify_craters
     from planetcd.craters import sun
     from planetcd.craters.extract import extract_craters
     from planetcd.craters.match import match_craters
@@ -293,6 +401,8 @@ def mound_test(model, tiles, threshold: float, chip: int = 128, device: str = "c
                 with torch.no_grad():
                     prob = model(torch.from_numpy(np.ascontiguousarray(img, np.float32))[None, None].to(device))[0, 0].float().cpu().numpy()
                 det = extract_craters(prob, method="components", threshold=threshold, target=target, min_radius=2.0, max_radius=150.0)
+                if verifier is not None and len(det):
+                    det = det[verify_craters(verifier, image_pyramid(np.ascontiguousarray(img)), det) >= verify_threshold]
                 hit = match_craters(det[:, :3], crater, mode="deepmoon", min_diameter_px=0).tp > 0 if len(det) else False
                 found[name] += int(hit)
         out[t] = {"craters": n, "found": round(found["upright"] / max(n, 1), 4), "found_turned": round(found["turned"] / max(n, 1), 4),
@@ -327,10 +437,21 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--hrsc", action="store_true", help="also score the PyCDA HRSC tile (another camera)")
     ap.add_argument("--score-only", action="store_true", help="rescore trained folds (fold-*/best.pt)")
+    ap.add_argument("--opposite-negatives", action="store_true",
+                    help="--verifier: also train on the segmenter's detections under the opposite sun (mounds as it sees them)")
+    ap.add_argument("--init", default=None, help="start each fold from INIT/fold-*/best.pt (that fold's earlier model)")
+    ap.add_argument("--lr", type=float, default=5e-4, help="learning rate (with --init)")
+    ap.add_argument("--verifier", action="store_true",
+                    help="trained folds + a chip verifier per fold (thresholds chosen on the inner validation tiles)")
     ap.add_argument("--mound-test", action="store_true")
     ap.add_argument("--score-model", action="store_true",
                     help="score --model on --tiles with the fold pipeline (at --threshold, else each of 0.3-0.8)")
+    ap.add_argument("--score-product", action="store_true",
+                    help="score `planetcd segment` with its defaults (--model, default ctx-craters; --verify) on --tiles")
     ap.add_argument("--model", default=None, help="mound test: checkpoint path or registry name")
+    ap.add_argument("--verify", default="model",
+                    help="mound test: the chip verifier: 'model' (the model's registry verifier, if any), 'none', or a path")
+    ap.add_argument("--verify-threshold", type=float, default=None, help="mound test: verifier threshold (default: its own)")
     ap.add_argument("--tiles", default="H,I", help="mound test tiles")
     ap.add_argument("--threshold", type=float, default=None, help="mound test threshold (default: the fold's, else the model's)")
     args = ap.parse_args(argv)
@@ -352,11 +473,43 @@ def main(argv=None) -> int:
             threshold = json.loads(sidecar.read_text())["threshold"]
         if threshold is None:
             threshold = float(model.metadata.get("threshold", 0.5))
-        res = mound_test(model, [t.strip().upper() for t in args.tiles.split(",")], threshold, device=args.device)
-        print(f"mound test of {args.model} (threshold {threshold:g}; sun-aware: {is_sun_aware(model)})")
+        verifier = None
+        if args.verify != "none":
+            verifier = models.load_verifier(model.metadata if args.verify == "model" else args.verify)
+        if args.threshold is None and verifier is not None and verifier.metadata.get("prob_threshold") is not None:
+            threshold = float(verifier.metadata["prob_threshold"])  # segment's extraction threshold with the verifier
+        v_threshold = args.verify_threshold if args.verify_threshold is not None else (
+            float(verifier.metadata.get("threshold", 0.5)) if verifier is not None else None)
+        res = mound_test(model, [t.strip().upper() for t in args.tiles.split(",")], threshold, device=args.device,
+                         verifier=verifier, verify_threshold=v_threshold or 0.0)
+        print(f"mound test of {args.model} (threshold {threshold:g}; sun-aware: {is_sun_aware(model)}; "
+              f"verifier: {'none' if verifier is None else f'{args.verify}, threshold {v_threshold:g}'})")
         print("tile  craters  found  found_turned")
         for t, v in res.items():
             print(f"{t}  {v['craters']}  {v['found']:.3f}  {v['found_turned']:.3f}")
+        return 0
+
+    if args.score_product:
+        from planetcd.craters.match import pool_results
+        from planetcd.craters.segment import segment
+
+        verify = {"model": None, "none": False}.get(args.verify, args.verify)
+        print(f"planetcd segment defaults, model {args.model or 'ctx-craters'}, verifier {args.verify}")
+        print("tile  tp  fp  fn  precision  recall  F1  verifier kept/checked  sun")
+        results = []
+        for t in [t.strip().upper() for t in args.tiles.split(",")]:
+            image_path, _ = tile_paths(t)
+            _, truth = raw_tile(t)
+            res = segment(image_path, args.model or "ctx-craters", verify=verify, precision=args.precision)
+            found = res.catalog.pixels
+            r = score(found, truth, t)
+            results.append(r)
+            c, v = prf(r), res.params.get("verifier") or {}
+            print(f"{t}  {c['tp']}  {c['fp']}  {c['fn']}  {c['precision']:.3f}  {c['recall']:.3f}  {c['f1']:.3f}  "
+                  f"{v.get('kept', '-')}/{v.get('checked', '-')}  {res.params['sun'].get('sun_azimuth_deg')} ({res.params['sun'].get('source')})")
+        if len(results) > 1:
+            pooled = pool_results(results)
+            print(f"pooled  {pooled.tp}  {pooled.fp}  {pooled.fn}  {pooled.precision:.3f}  {pooled.recall:.3f}  {np.nan_to_num(pooled.f1):.3f}")
         return 0
 
     if args.score_model:
@@ -383,8 +536,13 @@ def main(argv=None) -> int:
     for k, f in enumerate(folds):
         if only and "".join(f) not in only:
             continue
-        results.append(run_fold(args, folds, k))
+        results.append(verifier_fold(args, folds, k) if args.verifier else run_fold(args, folds, k))
     print_table(results)
+    if args.verifier:
+        print("the same folds, segmenter alone (its threshold chosen on the inner validation tiles):")
+        plain = [{k: v for k, v in r.items() if k != "verifier_threshold"} | {"tiles": r["plain_tiles"], "threshold": r["plain_threshold"]}
+                 for r in results]
+        print_table(plain)
     return 0
 
 

@@ -31,13 +31,20 @@ log = logging.getLogger("planetcd.segment")
 @click.option("--tta/--no-tta", default=None, help="Average the network over the four flips of each tile (four times the network time; a sun-aware model: the identity and the up-down mirror only, twice) [default: the model's].")
 @click.option("--sun-azimuth", default=None, metavar="DEG|auto|none",
               help="Where the light comes from, degrees clockwise from the image top (0 top, 90 right, 180 bottom, 270 left; taken modulo 360; see docs/sun.md). 'auto' estimates it from the image; 'none' switches the canonical frame off. Sun-aware models segment the image turned so the light comes from the left; the value is recorded in run.json [default: auto].")
+@click.option("--verify/--no-verify", default=None,
+              help="Second stage: keep only the craters the model's sun-aware chip verifier accepts (a chip of each crater in the canonical frame, scored by a small CNN; docs/segment.md) [default: on when the model has one].")
+@click.option("--verifier", "verifier_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A chip verifier checkpoint to use instead of the model's (benchmarks/train_ctx_verifier.py writes one).")
+@click.option("--verify-threshold", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
+              help="Verifier probability a crater needs [default: the verifier's].")
 @dask_options
 @device_opt
 @precision_opt
 @overwrite_opt
 @common_options
 def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, batch_size, band, block_size, scales,
-            min_contrast, tta, sun_azimuth, scheduler, workers, device, precision, overwrite, verbose, quiet):
+            min_contrast, tta, sun_azimuth, verify, verifier_path, verify_threshold, scheduler, workers, device,
+            precision, overwrite, verbose, quiet):
     """Segment craters in IMAGE (GeoTIFF, PNG, PGM, JPEG, ...).
 
     Writes OUTDIR/crater_prob.tif (float32 probability on the input grid and
@@ -45,7 +52,8 @@ def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, bat
     craters.csv / craters.gpkg (one row per crater: x_px, y_px, radius_px,
     confidence, with map and planetographic coordinates and diameters in
     metres when the image is georeferenced or --pixel-size is given) and
-    run.json (the settings, and the sun azimuth used: given or estimated).
+    run.json (the settings, the sun azimuth used: given or estimated, and
+    what the chip verifier kept).
 
     With --workers N (a local Dask cluster) or --scheduler ADDRESS, each block of the image is a task on the
     cluster (workers load the model once); the outputs are those of a single-process run.
@@ -58,11 +66,14 @@ def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, bat
     parse_sun_azimuth(sun_azimuth, "--sun-azimuth")  # a bad value fails before any work
     check_writable([outdir / name for name in OUTPUTS], overwrite)  # refuse before any work
     extraction = {} if min_contrast is None else {"min_contrast": min_contrast}
+    if verifier_path and verify is False:
+        raise click.UsageError("--verifier and --no-verify contradict each other")
+    verify_arg = verifier_path if verifier_path else verify
     with dask_runner(scheduler, workers) as runner:
         result = run_segment(image, model_name, prob_threshold=threshold, scales=scales, tile_size=tile,
                              overlap=overlap, block_size=block_size or DEFAULT_BLOCK_SIZE, batch_size=batch_size,
                              band=band, pixel_size_m=pixel_size, device=device, tta=tta, runner=runner,
                              progress=progress, sun_azimuth=sun_azimuth, precision=precision,
-                             **extraction)
+                             verify=verify_arg, verify_threshold=verify_threshold, **extraction)
     result.write(outdir, overwrite=overwrite)
     log.info("%d craters; outputs in %s (%.1f s)", len(result.catalog), outdir, result.seconds)

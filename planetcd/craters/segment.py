@@ -71,7 +71,7 @@ __all__ = [
     "MIN_SIZE", "MAX_SCALE", "DEFAULT_BLOCK_SIZE", "OUTPUTS", "SegmentResult", "segment", "prepare_window",
     "window_probability", "canonical_probability", "parse_sun_azimuth", "image_sun_estimate", "resolve_sun",
     "window_tiles", "predict_tiles", "segment_block", "run_blocks", "image_probability", "pixel_size_of",
-    "merge_scales", "multiscale_craters", "catalog_craters", "parse_scales", "scale_craters", "scale_min_radius",
+    "merge_scales", "multiscale_craters", "catalog_craters", "verify_catalog", "parse_scales", "scale_craters", "scale_min_radius",
     "read_scaled", "resample_array",
 ]
 
@@ -588,6 +588,23 @@ def _extraction_overrides(meta: dict, overrides: dict) -> dict:
     return out
 
 
+def _resolve_verifier(meta: dict, verify, verify_threshold: float | None):
+    """``(chip verifier or None, its threshold)`` of :func:`segment`'s ``verify`` and ``verify_threshold``."""
+    from .. import models
+
+    if verify is False:
+        return None, None
+    verifier = models.load_verifier(meta) if verify is None or verify is True else models.load_verifier(verify)
+    if verifier is None:
+        if verify is True:
+            raise InputError(f"model {meta.get('name')} has no chip verifier; give a verifier checkpoint or verify=False")
+        return None, None
+    threshold = float(verifier.metadata.get("threshold", 0.5) if verify_threshold is None else verify_threshold)
+    if not 0.0 <= threshold < 1.0:
+        raise InputError(f"verify_threshold {threshold}: must be in [0, 1)")
+    return verifier, threshold
+
+
 def _check_options(tile_size, overlap, batch_size, block_size, block_halo, pixel_size_m) -> None:
     if tile_size < MIN_TILE:
         raise InputError(f"tile_size {tile_size}: must be at least {MIN_TILE} pixels")
@@ -628,6 +645,8 @@ def segment(
     progress: bool = False,
     sun_azimuth: float | str | None = None,
     precision: str = "auto",
+    verify: bool | str | os.PathLike | None = None,
+    verify_threshold: float | None = None,
     **extraction,
 ) -> SegmentResult:
     """Segment the craters of one image: probability map, mask and crater catalogue.
@@ -678,6 +697,16 @@ def segment(
         autocast, ``fp32`` float32, ``auto`` (default) bf16 where the hardware runs it natively
         (:func:`planetcd.precision.resolve_precision`). Probabilities are float32 either way.
         Recorded in ``params["precision"]`` (run.json).
+    verify : bool or path, optional
+        The second stage (:func:`verify_catalog`): every crater's chip, cut in the canonical frame, is
+        scored by the model's chip verifier (:mod:`planetcd.craters.verify`; registry entry
+        ``verifier``) and kept only when the score reaches ``verify_threshold``. None (default): when
+        the model has a verifier; False: never; a path: that verifier checkpoint.
+    verify_threshold : float, optional
+        In ``[0, 1)``; default: the verifier's ``threshold``. Recorded in ``params["verifier"]``. With the
+        verifier on and no ``prob_threshold``, craters are extracted at the verifier's ``prob_threshold``
+        (the registry's operating point: more candidates, the verifier keeps the craters); the mask stays
+        at the model's threshold.
     **extraction
         Overrides of the model's crater extraction (:data:`EXTRACTION_KEYS`), e.g.
         ``min_contrast=0.1`` (``-1`` or ``None``: no contrast screening), ``min_radius=4``.
@@ -700,6 +729,7 @@ def segment(
     meta = net.metadata
     threshold = crater_threshold(meta, prob_threshold)
     overrides = _extraction_overrides(meta, extraction)
+    verifier, v_threshold = _resolve_verifier(meta, verify, verify_threshold)
     height, width = source.profile["height"], source.profile["width"]
     rotate, sun_record = resolve_sun(sun_azimuth, meta, source.source, band=band, shape=(height, width),
                                      name=source.name)
@@ -725,21 +755,34 @@ def segment(
     prob[missing] = np.nan
     log.info("segmented %dx%d px in %.1f s", height, width, time.monotonic() - t0)
 
-    craters = catalog_craters(net, source.source, prob, threshold=threshold, scales=scales, overrides=overrides,
+    # With a verifier, candidates are extracted at its own (lower) segmenter threshold unless one is given;
+    # the mask keeps the model's threshold.
+    extract_threshold = threshold
+    if verifier is not None and prob_threshold is None and verifier.metadata.get("prob_threshold") is not None:
+        extract_threshold = float(verifier.metadata["prob_threshold"])
+    craters = catalog_craters(net, source.source, prob, threshold=extract_threshold, scales=scales, overrides=overrides,
                               band=band, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
                               sun_azimuth=rotate, precision=used_precision)
+    verifier_record = None
+    if verifier is not None:
+        checked = len(craters)
+        craters, _ = verify_catalog(craters, source.source, verifier, v_threshold, sun_azimuth=rotate, band=band)
+        verifier_record = {"name": verifier.metadata.get("name", str(verify)), "threshold": v_threshold,
+                           "prob_threshold": extract_threshold, "checked": int(checked), "kept": int(len(craters))}
+        log.info("chip verifier: kept %d of %d craters (threshold %.2f)", len(craters), checked, v_threshold)
     catalog = Catalog.from_pixels(craters, name=source.name, **source.georef)
-    catalog.metadata = {"command": "segment", "model": str(meta.get("name", model)), "sun": sun_record}
+    catalog.metadata = {"command": "segment", "model": str(meta.get("name", model)), "sun": sun_record,
+                        "verifier": verifier_record}
     mask = (prob >= threshold).astype(np.uint8)
     mask[missing] = MASK_NODATA
     params = {
         "image": str(image) if not isinstance(image, np.ndarray) else "array", "model": str(meta.get("name", model)),
         "tta": bool(meta.get("tta", False)), "tta_flips": meta.get("tta_flips"), "prob_threshold": threshold,
-        "extraction": {**extraction_options(meta, threshold), **overrides},
+        "extraction": {**extraction_options(meta, extract_threshold), **overrides},
         "scales": list(scales or meta.get("extraction", {}).get("scales", [1.0])), "tile_size": tile_size,
         "overlap": overlap, "block_size": block_size, "block_halo": block_halo, "batch_size": batch_size,
         "band": band, "device": torch_device, "pixel_size_m": source.pixel_size_m, "sun": sun_record,
-        "precision": precision_record(precision, used_precision),
+        "precision": precision_record(precision, used_precision), "verifier": verifier_record,
     }
     return SegmentResult(prob, mask, catalog, params, source.profile, time.monotonic() - t0)
 
@@ -929,6 +972,48 @@ def catalog_craters(
                                      tile_size=tile_size, overlap=overlap, batch_size=batch_size,
                                      sun_azimuth=sun_azimuth, precision=precision)
     return craters
+
+
+def verify_catalog(craters: np.ndarray, image, verifier, threshold: float, *, sun_azimuth: float | None = None,
+                   band: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the craters a chip verifier accepts (:mod:`planetcd.craters.verify`): the second stage of :func:`segment`.
+
+    Parameters
+    ----------
+    craters : ndarray, shape (n, 4)
+        ``x_px, y_px, radius_px, confidence`` on the image's grid (:func:`catalog_craters`).
+    image : path of a raster, or an (H, W) array (raw intensities)
+        Read whole (band ``band``, missing pixels filled with the mean) into a
+        box-mean pyramid: 4/3 × 4 bytes per pixel, beside the probability map.
+    verifier : planetcd.craters.verify.ChipVerifier
+    threshold : float
+        Verifier probability a crater needs, in ``[0, 1)``.
+    sun_azimuth : float, optional
+        The image's sun (chips are cut in its canonical frame, light from the left); None: the input axes.
+
+    Returns
+    -------
+    kept : ndarray, shape (m, 4)
+        The accepted craters, in the input order.
+    scores : ndarray, shape (n,)
+        The verifier probability of every input crater.
+    """
+    from .verify import image_pyramid, pyramid_levels_for, verify_craters
+
+    craters = np.asarray(craters, np.float64).reshape(-1, 4)
+    if not len(craters):
+        return craters, np.zeros(0)
+    if isinstance(image, np.ndarray):
+        data = np.asarray(image, np.float32)
+    else:
+        with open_raster(image) as ds:
+            data = np.ma.filled(ds.read(band, masked=True).astype(np.float32), 0.0)
+    meta = getattr(verifier, "metadata", {}) or {}
+    levels = pyramid_levels_for(float(craters[:, 2].max()), int(meta.get("chip_size", 24)), float(meta.get("context", 2.0)))
+    pyramid = image_pyramid(data, levels, missing_pixels(data))
+    frame = canonical_frame(data.shape, sun_azimuth) if sun_azimuth is not None else None
+    scores = verify_craters(verifier, pyramid, craters, frame)
+    return craters[scores >= threshold], scores
 
 
 def merge_scales(found) -> np.ndarray:

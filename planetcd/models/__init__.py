@@ -23,7 +23,8 @@ import torch
 
 from ..errors import WeightsError, WeightsNotFoundError
 
-__all__ = ["MODEL_DIR", "DEFAULT_MODEL", "available", "metadata", "load", "cached", "weights_path", "pixel_scale_advice"]
+__all__ = ["MODEL_DIR", "DEFAULT_MODEL", "available", "metadata", "load", "cached", "weights_path", "pixel_scale_advice",
+           "load_verifier"]
 
 MODEL_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = "ctx-craters"
@@ -120,6 +121,36 @@ def cached(name_or_path: str | os.PathLike | torch.nn.Module = DEFAULT_MODEL, de
     key = (str(name_or_path), str(device), tta)
     if key not in _CACHE:
         _CACHE[key] = load(name_or_path, device, tta)
+    return _CACHE[key]
+
+
+def load_verifier(meta_or_path) -> torch.nn.Module | None:
+    """The chip verifier of a segmenter (:mod:`planetcd.craters.verify`), once per process.
+
+    ``meta_or_path``: a segmenter's metadata (its ``verifier`` entry names a
+    file beside the registry's models, with its sha256 and ``threshold``; None
+    when it has none) or a verifier checkpoint path. The returned module has
+    ``metadata`` (chip geometry, ``threshold``).
+    """
+    from ..craters.verify import load_verifier as load_chip_verifier
+
+    if isinstance(meta_or_path, dict):
+        entry = meta_or_path.get("verifier")
+        if not entry:
+            return None
+        path = MODEL_DIR / entry["file"]
+        expected = entry.get("sha256")
+    else:
+        path, expected, entry = Path(meta_or_path), None, {}
+    key = ("verifier", str(path))
+    if key not in _CACHE:
+        if not path.is_file():
+            raise WeightsNotFoundError(f"{path}: no such verifier file")
+        if expected and sha256(path) != expected:
+            raise WeightsError(f"{path}: sha256 does not match the registry ({expected[:12]}...)")
+        verifier = load_chip_verifier(path)
+        verifier.metadata = {**verifier.metadata, **{k: v for k, v in entry.items() if k not in ("file", "sha256")}}
+        _CACHE[key] = verifier
     return _CACHE[key]
 
 

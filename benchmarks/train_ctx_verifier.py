@@ -1,0 +1,194 @@
+"""Train the chip verifier of the shipped ``ctx-craters`` and choose its thresholds (issue 13).
+
+    python benchmarks/train_ctx_verifier.py --out runs/ctx-verifier [--install] [--threads 2]
+
+1. The shipped segmenter runs as ``planetcd segment`` does (sun estimated,
+   canonical frame, flip averaging, its scales; the verifier off) on the
+   training tiles MC11E-A..G at the probability thresholds 0.1, 0.2 and 0.3.
+2. A :class:`planetcd.craters.verify.ChipVerifier` is trained on their chips
+   (:func:`~planetcd.craters.verify.verifier_training_chips`: labelled craters,
+   the same turned 180° as mounds, and the segmenter's unmatched detections of
+   all three thresholds, merged).
+3. The segmenter threshold and the verifier threshold are chosen together by
+   the pooled F1 on the validation tiles H and I (the tiles the segmenter's
+   epoch and extraction were chosen on: these numbers are not held out; the
+   tile folds of ``crater_folds.py --verifier`` are).
+
+``--opposite-negatives`` also trains on the segmenter's detections with each
+training tile turned for the opposite sun (every crater then looks like a
+mound; the detections that match a labelled crater are mounds as the
+segmenter mistakes them).
+
+``--install`` copies the verifier to ``planetcd/models/ctx-craters-verifier.pt``
+and writes its registry entry (file, sha256, provenance, ``threshold`` = the
+verifier's, ``prob_threshold`` = the segmenter threshold of the extraction when
+the verifier runs) into ``planetcd/models/ctx-craters.json``; the model's own
+``threshold`` (the mask, and the extraction without the verifier, e.g. in
+``planetcd monitor``) is left as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import crater_folds as cf  # noqa: E402  (tile paths, scoring)
+
+TRAIN_TILES = tuple("ABCDEFG")
+VAL_TILES = ("H", "I")
+SEG_THRESHOLDS = (0.1, 0.2, 0.3)
+VERIFIER_THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+log = logging.getLogger("train_ctx_verifier")
+
+
+def segment_tile(tile: str, threshold: float, sun_azimuth: float | None = None):
+    """``(craters (n, 4), sun azimuth used or None)`` of the shipped pipeline on one tile, verifier off
+    (sun estimated, or ``sun_azimuth``)."""
+    from planetcd.craters.segment import segment
+
+    image_path, _ = cf.tile_paths(tile)
+    result = segment(image_path, "ctx-craters", prob_threshold=threshold, verify=False, sun_azimuth=sun_azimuth)
+    sun = result.params["sun"]
+    rotate = sun["sun_azimuth_deg"] if sun.get("canonical_frame") else None
+    return result.catalog.pixels, rotate
+
+
+def install(path: Path, summary: dict) -> None:
+    """Copy a trained verifier into planetcd/models and write its registry entry into ctx-craters.json."""
+    from planetcd import models
+    from planetcd.craters.verify import load_verifier
+
+    verifier = load_verifier(path)
+    target = models.MODEL_DIR / "ctx-craters-verifier.pt"
+    shutil.copyfile(path, target)
+    registry = models.MODEL_DIR / "ctx-craters.json"
+    meta = json.loads(registry.read_text())
+    chosen, plain = summary["chosen"], summary["segmenter_alone"]
+    meta["verifier"] = {
+        "file": target.name, "sha256": models.sha256(target), "name": "ctx-craters-verifier",
+        "threshold": chosen["verifier_threshold"], "prob_threshold": chosen["prob_threshold"],
+        "chip_size": verifier.metadata["chip_size"], "context": verifier.metadata["context"],
+        "description": "sun-aware chip verifier (planetcd.craters.verify): a 24x24 chip spanning +-2 radii around each "
+                       "crater, in the canonical frame, scored by a 3-layer CNN; trained on the craters of MC11E-A..G, "
+                       "the same chips turned 180 deg (mounds) and the segmenter's unmatched detections there"
+                       + (", and its detections of those craters with the tiles turned for the opposite sun"
+                          if summary.get("opposite_negatives") else ""),
+        "training_command": "python benchmarks/train_ctx_verifier.py --out runs/ctx-verifier"
+                            + (" --opposite-negatives" if summary.get("opposite_negatives") else "") + " --install",
+        "opposite_negatives": bool(summary.get("opposite_negatives")),
+        "selected_on": list(VAL_TILES), "f1_HI": chosen["f1_HI"], "segmenter_alone_f1_HI": plain["f1_HI"],
+        "train_seconds": summary["train_seconds"], "chips": summary["chips"],
+    }
+    tmp = registry.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, registry)
+    log.info("installed %s and its registry entry (extraction threshold %.2f, verifier %.2f)", target,
+             chosen["prob_threshold"], chosen["verifier_threshold"])
+
+
+def main(argv=None) -> int:
+    from planetcd import models
+    from planetcd.craters.match import pool_results
+    from planetcd.craters.sun import canonical_frame
+    from planetcd.craters.verify import image_pyramid, save_verifier, train_verifier, verifier_training_chips, verify_craters
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/ctx-verifier")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--opposite-negatives", action="store_true",
+                    help="also train on the segmenter's detections under the opposite sun (mounds as it sees them)")
+    ap.add_argument("--install", action="store_true", help="write the verifier into planetcd/models and the registry")
+    ap.add_argument("--install-only", action="store_true",
+                    help="install the verifier an earlier run wrote in --out (its summary.json), without training")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.install_only:
+        out = Path(args.out)
+        install(out / "ctx-craters-verifier.pt", json.loads((out / "summary.json").read_text()))
+        return 0
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def run(tiles, opposite=False):
+        found = {}
+        for t in tiles:
+            image, truth = cf.raw_tile(t)
+            per = {}
+            for th in SEG_THRESHOLDS:
+                craters, rotate = segment_tile(t, th)
+                per[th] = craters
+            frame = canonical_frame(image.shape, rotate) if rotate is not None else None
+            if opposite:  # the same tile segmented under the opposite sun: its craters look like mounds
+                per["opposite"] = np.vstack([segment_tile(t, th, (rotate + 180.0) % 360.0)[0] for th in SEG_THRESHOLDS])
+                per["opposite_frame"] = canonical_frame(image.shape, (rotate + 180.0) % 360.0)
+            found[t] = (image, truth, frame, per)
+            log.info("%s: %s craters at %s", t, [len(per[th]) for th in SEG_THRESHOLDS], SEG_THRESHOLDS)
+        return found
+
+    t0 = time.monotonic()
+    rng = np.random.default_rng(args.seed)
+    chips, labels = [], []
+    for t, (image, truth, frame, per) in run(TRAIN_TILES, args.opposite_negatives).items():
+        merged = cf.merged_detections(per, SEG_THRESHOLDS)
+        opposite = per.get("opposite")
+        if opposite is not None and len(opposite) > 1:
+            from planetcd.craters.match import suppress_duplicates
+
+            opposite = opposite[suppress_duplicates(opposite, opposite[:, 3])]
+        c, lab = verifier_training_chips(image_pyramid(image), truth, merged, frame, rng=rng,
+                                         opposite_detections=opposite, opposite_frame=per.get("opposite_frame"))
+        chips.append(c)
+        labels.append(lab)
+    chips, labels = np.concatenate(chips), np.concatenate(labels)
+    t1 = time.monotonic()
+    verifier = train_verifier(chips, labels, epochs=args.epochs, seed=args.seed, threads=args.threads)
+    train_seconds = time.monotonic() - t1
+    log.info("verifier: %d chips (%d craters), trained in %.0f s", len(labels), int(labels.sum()), train_seconds)
+
+    val = run(VAL_TILES)
+    scores = {t: {th: verify_craters(verifier, image_pyramid(image), per[th], frame) for th in SEG_THRESHOLDS}
+              for t, (image, truth, frame, per) in val.items()}
+    table = {}
+    for th in SEG_THRESHOLDS:
+        for v in VERIFIER_THRESHOLDS:
+            res = [cf.score(per[th][scores[t][th] >= v], truth, t) for t, (_, truth, _, per) in val.items()]
+            pooled = pool_results(res)
+            table[(th, v)] = {"f1": round(float(np.nan_to_num(pooled.f1)), 4), "tiles": {t: cf.prf(r) for t, r in zip(val, res)}}
+    best = max(table, key=lambda k: (table[k]["f1"], k[0], k[1]))
+    plain = max((k for k in table if k[1] == 0.0), key=lambda k: table[k]["f1"])
+    print("segmenter threshold  verifier threshold  pooled F1 (H+I)  H tp/fp/fn  I tp/fp/fn")
+    for (th, v), row in table.items():
+        cells = "  ".join(f"{c['tp']}/{c['fp']}/{c['fn']}" for c in row["tiles"].values())
+        print(f"{th:.2f}  {v:.2f}  {row['f1']:.4f}  {cells}{'   <- chosen' if (th, v) == best else ''}")
+    print(f"chosen: segmenter {best[0]:.2f}, verifier {best[1]:.2f}: F1 {table[best]['f1']:.4f} on H+I "
+          f"(segmenter alone, best threshold {plain[0]:.2f}: {table[plain]['f1']:.4f}); not held out")
+
+    path = save_verifier(verifier, out / "ctx-craters-verifier.pt", name="ctx-craters-verifier")
+    summary = {"chosen": {"prob_threshold": best[0], "verifier_threshold": best[1], "f1_HI": table[best]["f1"]},
+               "segmenter_alone": {"prob_threshold": plain[0], "f1_HI": table[plain]["f1"]},
+               "chips": int(len(labels)), "craters": int(labels.sum()), "train_seconds": round(train_seconds, 1),
+               "total_seconds": round(time.monotonic() - t0, 1),
+               "table": {f"{a:g}/{b:g}": row for (a, b), row in table.items()}}
+    summary["opposite_negatives"] = bool(args.opposite_negatives)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if args.install:
+        install(path, summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""The chip verifier: chips in the canonical frame, the 180° turn, training on craters against mounds, the loader,
+and segment's second stage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from planetcd.craters import sun
+from planetcd.craters.verify import (
+    ChipVerifier, crater_chips, image_pyramid, load_verifier, pyramid_levels_for, save_verifier, train_verifier,
+    verifier_scores, verifier_training_chips, verify_craters,
+)
+from planetcd.datasets.synthetic import crater_height, hillshade
+from planetcd.errors import InputError, WeightsError
+
+
+def relief(size: int, craters: np.ndarray, mounds: np.ndarray = np.zeros((0, 3))) -> np.ndarray:
+    """Height field of bowls (``craters``) and domes (``mounds``), rows ``x, y, r``."""
+    height = np.zeros((size, size), np.float32)
+    for sign, items in ((1.0, craters), (-1.0, mounds)):
+        for x, y, r in items:
+            height += sign * crater_height((size, size), y, x, r)
+    return height
+
+
+def scattered(n: int, size: int, rng, radius=(5.0, 12.0)) -> np.ndarray:
+    """``n`` non-overlapping circles ``x, y, r`` at least 2.5 radii from the edges."""
+    out = []
+    while len(out) < n:
+        r = rng.uniform(*radius)
+        x, y = rng.uniform(2.5 * r, size - 2.5 * r, 2)
+        if all(np.hypot(x - a, y - b) > 2.2 * (r + c) for a, b, c in out):
+            out.append((x, y, r))
+    return np.array(out)
+
+
+def test_pyramid_levels_halve_and_fill_missing_pixels():
+    image = np.arange(64 * 48, dtype=np.float32).reshape(64, 48)
+    missing = np.zeros_like(image, bool)
+    missing[:4] = True
+    pyramid = image_pyramid(image, 4, missing)
+    assert [p.shape for p in pyramid] == [(64, 48), (32, 24), (16, 12), (8, 6)]
+    assert pyramid[0][0, 0] == pytest.approx(image[~missing].mean())
+    assert pyramid[1][5, 3] == pytest.approx(image[10:12, 6:8].mean())
+    assert pyramid_levels_for(3.0) == 1 and pyramid_levels_for(100.0) >= 4
+
+
+def test_turned_chip_is_the_chip_rotated_180_degrees():
+    image = hillshade(relief(96, np.array([[48.0, 40.0, 10.0]])), azimuth_deg=270.0)
+    pyramid = image_pyramid(image)
+    crater = np.array([[48.0, 40.0, 10.0]])
+    chip = crater_chips(pyramid, crater)[0]
+    turned = crater_chips(pyramid, crater, turn=True)[0]
+    np.testing.assert_allclose(turned, chip[::-1, ::-1], atol=1e-5)
+    # standardised, and lit from the left: the left inner wall (facing the sun) is the dark one
+    assert abs(chip.mean()) < 1e-4 and 0.5 < chip.std() <= 1.0  # std + 0.02 in the denominator
+    mid = chip.shape[0] // 2
+    assert chip[mid - 3 : mid + 3, mid - 5 : mid].mean() < chip[mid - 3 : mid + 3, mid : mid + 5].mean() - 0.5
+
+
+@pytest.mark.parametrize("azimuth", [0.0, 90.0, 180.0, 313.0])
+def test_chip_axes_follow_the_canonical_frame(azimuth):
+    """A crater lit from ``azimuth`` gives, through its frame, the chip of the same crater lit from the left."""
+    crater = np.array([[60.0, 64.0, 11.0]])
+    reference = crater_chips(image_pyramid(hillshade(relief(128, crater), azimuth_deg=270.0)), crater)[0]
+    image = hillshade(relief(128, crater), azimuth_deg=azimuth)
+    frame = sun.canonical_frame(image.shape, azimuth)
+    chip = crater_chips(image_pyramid(image), crater, frame)[0]
+    assert np.corrcoef(chip.ravel(), reference.ravel())[0, 1] > 0.95
+
+
+def test_big_craters_are_sampled_from_a_coarser_level_without_aliasing():
+    rng = np.random.default_rng(1)
+    image = hillshade(relief(512, np.array([[256.0, 256.0, 80.0]])), azimuth_deg=270.0)
+    noisy = image + rng.normal(0, 0.3, image.shape).astype(np.float32)  # pixel noise a level-0 sample would keep
+    crater = np.array([[256.0, 256.0, 80.0]])
+    clean = crater_chips(image_pyramid(image), crater)[0]
+    chip = crater_chips(image_pyramid(noisy), crater)[0]
+    assert np.corrcoef(chip.ravel(), clean.ravel())[0, 1] > 0.9
+
+
+def test_bad_shapes_are_one_line_errors():
+    with pytest.raises(InputError):
+        image_pyramid(np.zeros((2, 3, 4)))
+    with pytest.raises(InputError):
+        crater_chips(image_pyramid(np.zeros((32, 32))), np.zeros((2, 2)))
+    with pytest.raises(InputError):
+        train_verifier(np.zeros((4, 24, 24)), np.ones(4))
+    assert crater_chips(image_pyramid(np.zeros((32, 32))), np.zeros((0, 3))).shape == (0, 24, 24)
+
+
+@pytest.fixture(scope="module")
+def synthetic_verifier():
+    """A verifier trained on shaded bowls (light from the left) and domes of one image; and a second image."""
+    rng = np.random.default_rng(0)
+    craters, mounds = scattered(24, 384, rng), np.zeros((0, 3))
+    train_image = hillshade(relief(384, craters), azimuth_deg=270.0) + rng.normal(0, 0.02, (384, 384)).astype(np.float32)
+    torch.set_num_threads(2)
+    chips, labels = verifier_training_chips(image_pyramid(train_image), craters, np.zeros((0, 4)), rng=rng)
+    model = train_verifier(chips, labels, epochs=15, seed=0)
+    both = scattered(24, 384, np.random.default_rng(5))
+    test_craters, test_mounds = both[:12], both[12:]
+    test_image = hillshade(relief(384, test_craters, test_mounds), azimuth_deg=270.0)
+    test_image = test_image + np.random.default_rng(6).normal(0, 0.02, test_image.shape).astype(np.float32)
+    return model, test_image, test_craters, test_mounds
+
+
+def test_verifier_tells_unseen_craters_from_mounds(synthetic_verifier):
+    model, image, craters, mounds = synthetic_verifier
+    pyramid = image_pyramid(image)
+    crater_scores = verify_craters(model, pyramid, craters)
+    mound_scores = verify_craters(model, pyramid, mounds)
+    assert (crater_scores >= 0.5).mean() >= 0.9
+    assert (mound_scores >= 0.5).mean() <= 0.1
+
+
+def test_verifier_sees_mounds_when_the_frame_is_wrong(synthetic_verifier):
+    """The same craters lit from the right, chips cut without turning them: they look like mounds."""
+    model, _, craters, _ = synthetic_verifier
+    image = hillshade(relief(384, craters), azimuth_deg=90.0)
+    pyramid = image_pyramid(image)
+    assert (verify_craters(model, pyramid, craters) >= 0.5).mean() <= 0.2
+    frame = sun.canonical_frame(image.shape, 90.0)
+    assert (verify_craters(model, pyramid, craters, frame) >= 0.5).mean() >= 0.9
+
+
+def test_save_and_load_round_trip(tmp_path, synthetic_verifier):
+    model, image, craters, _ = synthetic_verifier
+    path = save_verifier(model, tmp_path / "v.pt", name="test-verifier", threshold=0.6)
+    loaded = load_verifier(path)
+    assert loaded.metadata["name"] == "test-verifier" and loaded.metadata["threshold"] == 0.6
+    chips = crater_chips(image_pyramid(image), craters)
+    np.testing.assert_allclose(verifier_scores(loaded, chips), verifier_scores(model, chips), atol=1e-6)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError):
+        load_verifier(tmp_path / "bad.pt")
+
+
+def test_registry_verifier_checks_its_hash(tmp_path, monkeypatch, synthetic_verifier):
+    from planetcd import models
+
+    model = synthetic_verifier[0]
+    save_verifier(model, tmp_path / "v.pt")
+    monkeypatch.setattr(models, "MODEL_DIR", tmp_path)
+    assert models.load_verifier({"name": "x"}) is None
+    good = {"verifier": {"file": "v.pt", "sha256": models.sha256(tmp_path / "v.pt"), "threshold": 0.7}}
+    assert models.load_verifier(good).metadata["threshold"] == 0.7
+    models._CACHE.pop(("verifier", str(tmp_path / "v.pt")), None)
+    with pytest.raises(WeightsError):
+        models.load_verifier({"verifier": {"file": "v.pt", "sha256": "0" * 64}})
+
+
+def test_segment_second_stage_keeps_only_verified_craters(tmp_path, synthetic_verifier):
+    """``segment(verify=PATH)``: the catalogue is the unverified one minus the craters the verifier rejects."""
+    from planetcd.craters.segment import segment
+
+    model, image, craters, mounds = synthetic_verifier
+    path = save_verifier(model, tmp_path / "v.pt", threshold=0.5)
+    raw = (image * 200 + 20).astype(np.float32)
+    unverified = segment(raw, "ctx-craters", verify=False, sun_azimuth=270.0, scales="1", tta=False)
+    verified = segment(raw, "ctx-craters", verify=path, sun_azimuth=270.0, scales="1", tta=False)
+    assert unverified.params["verifier"] is None
+    record = verified.params["verifier"]
+    assert record["checked"] == len(unverified.catalog) and record["kept"] == len(verified.catalog)
+    assert record["threshold"] == 0.5 and verified.catalog.metadata["verifier"] == record
+    kept = {tuple(np.round(c[:3], 3)) for c in verified.catalog.pixels}
+    assert kept <= {tuple(np.round(c[:3], 3)) for c in unverified.catalog.pixels}
+    with pytest.raises(InputError):
+        segment(raw, "ctx-craters", verify=path, verify_threshold=1.5, sun_azimuth=270.0, scales="1", tta=False)
+
+
+@pytest.mark.parametrize("tile", ["H", "I"])
+def test_shipped_verifier_accepts_real_craters_and_rejects_them_turned(shared_dir, tile):
+    """The registry's verifier on chips of the labelled craters (radius >= 4 px) of the validation tiles, in the
+    frame of the sun their labels give: upright craters pass, the same chips turned 180° (mounds) do not."""
+    from PIL import Image
+
+    from planetcd import models
+    from planetcd.craters.train import read_labels
+
+    verifier = models.load_verifier(models.metadata("ctx-craters"))
+    threshold = verifier.metadata["threshold"]
+    image = np.asarray(Image.open(shared_dir / f"data/ctx-mc11e/images/MC11E-{tile}.png"), np.float32)
+    truth = read_labels(shared_dir / f"data/ctx-mc11e/annotations/clustered/MC11E-{tile}.xml")
+    truth = truth[truth[:, 2] >= 4]
+    azimuth, _ = sun.azimuth_from_craters(image, truth)
+    frame = sun.canonical_frame(image.shape, azimuth)
+    pyramid = image_pyramid(image)
+    upright = verifier_scores(verifier, crater_chips(pyramid, truth, frame))
+    turned = verifier_scores(verifier, crater_chips(pyramid, truth, frame, turn=True))
+    assert (upright >= threshold).mean() >= 0.85
+    assert (turned >= threshold).mean() <= 0.1
