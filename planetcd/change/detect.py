@@ -277,6 +277,33 @@ def tile_residual(pre: np.ndarray, post: np.ndarray, both: np.ndarray) -> tuple[
     return float(shift[0]), float(shift[1])
 
 
+#: Side (pixels) of the central crop of the registration window on which :func:`window_anisotropy` decides.
+RELIGHT_GATE_CROP = 512
+
+
+def window_anisotropy(pre_reader, post_reader, pre_stats: IntensityStats, post_stats: IntensityStats,
+                      shared: np.ndarray | None = None) -> float:
+    """Whether a pair shows another sun, decided once before ``detect``'s tile loop.
+
+    :func:`~planetcd.change.nn.transfer_anisotropy` of the transfer fitted (robustly, with the residual
+    shift undone: :func:`~planetcd.change.nn.relight_image`, :func:`tile_residual`) on
+    the central :data:`RELIGHT_GATE_CROP` px of :func:`registration_window`, registered post against pre. Above
+    :data:`~planetcd.change.nn.RELIT_ANISOTROPY`, ``nn`` relights every tile; below it the pair is taken
+    as lit by one sun and ``nn`` runs exactly as ``nn-unlit``, at its cost.
+    """
+    window = registration_window(pre_reader.height, pre_reader.width, shared)
+    h, w = min(int(window.height), RELIGHT_GATE_CROP), min(int(window.width), RELIGHT_GATE_CROP)
+    window = Window(int(window.col_off) + (int(window.width) - w) // 2, int(window.row_off) + (int(window.height) - h) // 2, w, h)
+    pre_data, pre_valid = read_present(pre_reader, window)
+    post_data, post_valid = read_present(post_reader, window)
+    both = pre_valid & post_valid
+    if both.mean() < RELIGHT_MIN_SHARED:
+        return float("inf")  # too little shared ground to tell: relight tile by tile
+    batch = prepare_pair(pre_data, pre_valid, post_data, post_valid, pre_stats, post_stats)
+    _, transfer = relight_image(batch[0], batch[1], both, tile_residual(batch[0], batch[1], both))
+    return float(transfer_anisotropy(transfer))
+
+
 def detect_tile(ctx: TileContext, tile) -> TilePartial:
     """Features of one halo tile of both images, pooled per patch over the tile's core.
 
@@ -617,6 +644,15 @@ def detect(
         nn_pool = PatchPooler(cells, 1, "max")
         valid_pixels = np.zeros(len(patches), np.int64)
 
+        gate_anisotropy = None
+        if relight:  # one sun or two? decided on the registration window; one sun: nn-unlit exactly, at its cost
+            t0 = time.perf_counter()
+            gate_anisotropy = window_anisotropy(pre_reader, post_reader, pre_stats, post_stats, shared)
+            relight = gate_anisotropy > RELIT_ANISOTROPY
+            timings["relight_gate_s"] = time.perf_counter() - t0
+            log.info("registration window anisotropy %.3f (threshold %.2f): %s", gate_anisotropy, RELIT_ANISOTROPY,
+                     "another sun, pre's tiles are relit" if relight else "one sun, no relighting")
+
         captures = None
         if policy in ("pseudo", "both") and kind == "nn":
             # Residual misregistration after global registration is small: pseudo shifts stay inside the search radius.
@@ -648,6 +684,11 @@ def detect(
             bar.update(1)
         timings["features_s"] = time.perf_counter() - t0
         relit = relight_record(transfers, tile_shared) if relight else {"relit": False}
+        if gate_anisotropy is not None:  # nn: what the registration window said (nn-unlit records only relit False)
+            relit["window_anisotropy"] = round(gate_anisotropy, 4) if np.isfinite(gate_anisotropy) else None
+            if not relight:
+                relit.update(anisotropy=relit["window_anisotropy"], anisotropy_threshold=RELIT_ANISOTROPY,
+                             pseudo_relit=False, decided_on="registration window")
         pre_maps = {} if captures is None else captures.complete()
         captures = None
 

@@ -87,14 +87,15 @@ def clean_runs(trunk):
 def test_no_sun_change_relighting_does_no_harm(clean_runs):
     lit, unlit = clean_runs["nn"], clean_runs["nn-unlit"]
     assert lit.relight["anisotropy"] < RELIT_ANISOTROPY and not lit.relight["pseudo_relit"]
-    # the pseudo pairs are those of nn-unlit (pre's maps recomputed from crops: equal up to float rounding)
-    assert lit.thresholds["pseudo"] == pytest.approx(unlit.thresholds["pseudo"], rel=1e-4)
+    # one sun, decided on the registration window: nn runs as nn-unlit (same pseudo pairs, same τ)
+    assert not lit.relight["relit"] and lit.relight["decided_on"] == "registration window"
+    assert lit.thresholds["pseudo"] == pytest.approx(unlit.thresholds["pseudo"], rel=1e-6)
     assert _crater_rank(lit)[0] == 1 and _crater_rank(unlit)[0] == 1
     assert abs(int(lit.changed.sum()) - int(unlit.changed.sum())) <= 1
     scored = np.isfinite(unlit.change_score)
     diff = lit.change_score[scored] - unlit.change_score[scored]
     assert np.median(np.abs(diff)) < 0.02 and np.max(diff) < 0.05  # unchanged ground does not rise
-    tiled = clean_runs["nn", 160]  # 9 tiles, each relit by its own transfer
+    tiled = clean_runs["nn", 160]  # 9 tiles (not relit either: the window decides for the pair)
     assert abs(int(tiled.changed.sum()) - int(unlit.changed.sum())) <= 1 and _crater_rank(tiled)[0] == 1
     diff = tiled.change_score[scored] - unlit.change_score[scored]
     assert np.median(np.abs(diff)) < 0.03 and np.max(diff) < 0.05
@@ -104,12 +105,11 @@ def test_run_json_records_the_relighting(clean_runs, tmp_path):
     clean_runs["nn"].write(tmp_path / "nn", quicklook=False)
     record = json.loads((tmp_path / "nn" / "run.json").read_text())
     relit = record["relight"]
-    assert relit["relit"] is True and relit["pseudo_relit"] is False
-    assert relit["anisotropy"] == pytest.approx(clean_runs["nn"].relight["anisotropy"])
-    assert relit["anisotropy_threshold"] == RELIT_ANISOTROPY and relit["tiles"]["n"] == 1
-    assert np.shape(relit["transfer"]["median"]) == (len(relit["transfer"]["radii_cycles_per_px"]) - 1,
-                                                     relit["transfer"]["n_angles"])
+    assert relit["relit"] is False and relit["pseudo_relit"] is False  # one sun: decided on the window
+    assert relit["anisotropy"] == pytest.approx(clean_runs["nn"].relight["anisotropy"]) == relit["window_anisotropy"]
+    assert relit["anisotropy_threshold"] == RELIT_ANISOTROPY and relit["decided_on"] == "registration window"
     assert record["parameters"]["method"] == "nn" and "thresholds" in record and "misregistration" in record
+    assert record["parameters"]["n_pseudo_pre_reused"] > 0  # unrelit: pre's maps kept by the main pass, as nn-unlit
     clean_runs["nn-unlit"].write(tmp_path / "unlit", quicklook=False)
     record = json.loads((tmp_path / "unlit" / "run.json").read_text())
     assert record["relight"] == {"relit": False} and record["parameters"]["method"] == "nn-unlit"

@@ -148,5 +148,6 @@ def test_method_nn_unlit_is_nn_without_relighting(pair_paths, vgg_weights, tmp_p
     unlit = json.loads((tmp_path / "nn-unlit" / "run.json").read_text())
     lit = json.loads((tmp_path / "nn" / "run.json").read_text())
     assert unlit["parameters"]["method"] == "nn-unlit" and unlit["relight"] == {"relit": False}
-    assert lit["relight"]["relit"] is True and isinstance(lit["relight"]["anisotropy"], float)
+    assert isinstance(lit["relight"]["window_anisotropy"], float)
+    assert lit["relight"]["relit"] is (lit["relight"]["window_anisotropy"] > lit["relight"]["anisotropy_threshold"])
     assert "--method" in _run(["detect", pre, post, "-o", tmp_path / "x", "--method", "lit"]).output
