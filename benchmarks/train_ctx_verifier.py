@@ -133,7 +133,8 @@ def main(argv=None) -> int:
                 per[th] = craters
             frame = canonical_frame(image.shape, rotate) if rotate is not None else None
             if opposite:  # the same tile segmented under the opposite sun: its craters look like mounds
-                per["opposite"] = np.vstack([segment_tile(t, th, (rotate + 180.0) % 360.0)[0] for th in SEG_THRESHOLDS])
+                per["opposite"] = cf.merged_detections(
+                    {th: segment_tile(t, th, (rotate + 180.0) % 360.0)[0] for th in SEG_THRESHOLDS}, SEG_THRESHOLDS)
                 per["opposite_frame"] = canonical_frame(image.shape, (rotate + 180.0) % 360.0)
             found[t] = (image, truth, frame, per)
             log.info("%s: %s craters at %s", t, [len(per[th]) for th in SEG_THRESHOLDS], SEG_THRESHOLDS)
@@ -144,13 +145,8 @@ def main(argv=None) -> int:
     chips, labels = [], []
     for t, (image, truth, frame, per) in run(TRAIN_TILES, args.opposite_negatives).items():
         merged = cf.merged_detections(per, SEG_THRESHOLDS)
-        opposite = per.get("opposite")
-        if opposite is not None and len(opposite) > 1:
-            from planetcd.craters.match import suppress_duplicates
-
-            opposite = opposite[suppress_duplicates(opposite, opposite[:, 3])]
         c, lab = verifier_training_chips(image_pyramid(image), truth, merged, frame, rng=rng,
-                                         opposite_detections=opposite, opposite_frame=per.get("opposite_frame"))
+                                         opposite_detections=per.get("opposite"), opposite_frame=per.get("opposite_frame"))
         chips.append(c)
         labels.append(lab)
     chips, labels = np.concatenate(chips), np.concatenate(labels)

@@ -496,9 +496,11 @@ def detect(
     method : {"nn", "nn-unlit", "paper"}
         ``nn`` (default): the worst nearest-neighbour feature disagreement in the patch
         (see :mod:`planetcd.change.nn`): shift-tolerant, sensitive to small new objects; the best
-        method on every benchmark of docs/benchmarks.md. Each tile of pre (core and halo) is first relit
+        method on every benchmark of docs/benchmarks.md. When the registration window shows another sun
+        (:func:`window_anisotropy`, decided once before the tile loop; otherwise ``nn`` runs exactly as
+        ``nn-unlit``), each tile of pre (core and halo) is first relit
         to post's look by the direction x frequency transfer fitted on the tile's shared ground
-        (:func:`~planetcd.change.nn.relight_image`); when the pair shows another sun (the tiles' median
+        (:func:`~planetcd.change.nn.relight_image`); when the tiles agree (their median
         :func:`~planetcd.change.nn.transfer_anisotropy` over :data:`~planetcd.change.nn.RELIT_ANISOTROPY`)
         the pseudo pairs are relit the same way (their nuisances, :data:`~planetcd.change.nuisance.PSEUDO_NUISANCE`,
         include another sun), otherwise they are as without relighting. Recorded in

@@ -1003,11 +1003,7 @@ def verify_catalog(craters: np.ndarray, image, verifier, threshold: float, *, su
     craters = np.asarray(craters, np.float64).reshape(-1, 4)
     if not len(craters):
         return craters, np.zeros(0)
-    if isinstance(image, np.ndarray):
-        data = np.asarray(image, np.float32)
-    else:
-        with open_raster(image) as ds:
-            data = np.ma.filled(ds.read(band, masked=True).astype(np.float32), 0.0)
+    data = np.asarray(image, np.float32) if isinstance(image, np.ndarray) else read_scaled(image, 1.0, band)
     meta = getattr(verifier, "metadata", {}) or {}
     levels = pyramid_levels_for(float(craters[:, 2].max()), int(meta.get("chip_size", 24)), float(meta.get("context", 2.0)))
     pyramid = image_pyramid(data, levels, missing_pixels(data))

@@ -76,6 +76,12 @@ class ChipVerifier(nn.Module):
 # --------------------------------------------------------------------------- chips
 
 
+def _crater_rows(craters) -> np.ndarray:
+    """Craters as a float64 ``(n, k)`` array (an empty input of any shape: ``(0, 3)``)."""
+    array = np.asarray(craters, dtype=np.float64)
+    return array if array.ndim == 2 else array.reshape(-1, 3)
+
+
 def image_pyramid(image: np.ndarray, levels: int = PYRAMID_LEVELS, missing: np.ndarray | None = None) -> list[np.ndarray]:
     """Box-mean pyramid of an image: level ``L`` has pixels ``2**L`` input pixels wide.
 
@@ -131,7 +137,7 @@ def crater_chips(pyramid: list[np.ndarray], craters: np.ndarray, frame=None, *, 
     """
     from scipy import ndimage
 
-    craters = np.asarray(craters, dtype=np.float64).reshape(-1, np.shape(craters)[-1] if np.ndim(craters) == 2 else 3)
+    craters = _crater_rows(craters)
     n = len(craters)
     out = np.zeros((n, size, size), np.float32)
     if n == 0:
@@ -149,7 +155,7 @@ def crater_chips(pyramid: list[np.ndarray], craters: np.ndarray, frame=None, *, 
         px, py = frame.xy_to_input(cx[:, None, None] + dx, cy[:, None, None] + dy)
     else:
         px, py = x[:, None, None] + dx, y[:, None, None] + dy
-    spacing = 2.0 * context * r / max(size - 1, 1)
+    spacing = chip_spacing(r, size, context)
     level = np.clip(np.floor(np.log2(np.maximum(spacing, 1.0))), 0, len(pyramid) - 1).astype(int)
     for lev in np.unique(level):
         idx = np.flatnonzero(level == lev)
@@ -218,7 +224,7 @@ def verifier_training_chips(pyramid: list[np.ndarray], truth: np.ndarray, detect
     from .match import match_craters
 
     h, w = pyramid[0].shape
-    truth = np.asarray(truth, np.float64).reshape(-1, np.shape(truth)[-1] if np.ndim(truth) == 2 else 3)
+    truth = _crater_rows(truth)
     reach = context * truth[:, 2]
     inside = ((truth[:, 2] >= min_radius) & (truth[:, 0] - reach >= 0) & (truth[:, 1] - reach >= 0)
               & (truth[:, 0] + reach <= w - 1) & (truth[:, 1] + reach <= h - 1))
@@ -231,7 +237,7 @@ def verifier_training_chips(pyramid: list[np.ndarray], truth: np.ndarray, detect
     jitter = crater_chips(pyramid, jittered, frame, **options)
     positives = np.concatenate([plain, jitter, plain[:, ::-1, :]])
     mounds = np.concatenate([plain[:, ::-1, ::-1], jitter[:, ::-1, ::-1]])
-    detections = np.asarray(detections, np.float64).reshape(-1, np.shape(detections)[-1] if np.ndim(detections) == 2 else 3)
+    detections = _crater_rows(detections)
     false = np.ones(len(detections), bool)
     if len(detections) and len(truth):
         result = match_craters(detections[:, :3], truth[:, :3], mode="deepmoon", min_diameter_px=0)
@@ -314,11 +320,11 @@ def load_verifier(path: str | os.PathLike) -> ChipVerifier:
     return model.eval()
 
 
-def chip_spacing(radius: float, size: int = CHIP_SIZE, context: float = CHIP_CONTEXT) -> float:
-    """Input pixels between two chip samples for a crater of ``radius`` px."""
-    return 2.0 * context * float(radius) / max(size - 1, 1)
+def chip_spacing(radius, size: int = CHIP_SIZE, context: float = CHIP_CONTEXT):
+    """Input pixels between two chip samples for craters of ``radius`` px (a number or an array)."""
+    return 2.0 * context * np.asarray(radius, np.float64) / max(size - 1, 1)
 
 
 def pyramid_levels_for(max_radius: float, size: int = CHIP_SIZE, context: float = CHIP_CONTEXT) -> int:
     """Pyramid levels :func:`crater_chips` needs for craters up to ``max_radius`` px."""
-    return max(1, int(math.floor(math.log2(max(chip_spacing(max_radius, size, context), 1.0)))) + 1)
+    return max(1, int(math.floor(math.log2(max(float(chip_spacing(max_radius, size, context)), 1.0)))) + 1)
