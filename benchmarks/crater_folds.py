@@ -109,11 +109,12 @@ def canonical_probability(model: torch.nn.Module, image: np.ndarray, azimuth: fl
     return np.nan_to_num(prob, nan=0.0), frame
 
 
-def craters_from(prob: np.ndarray, frame, threshold: float, target: str = "filled") -> np.ndarray:
+def craters_from(prob: np.ndarray, frame, threshold: float, target: str = "filled", min_radius: float = 2.0) -> np.ndarray:
     """Craters (n, 4) extracted from a canonical probability map, on the input grid (those that fall on it)."""
     from planetcd.craters.extract import extract_craters
 
-    found = extract_craters(prob, method="components", threshold=threshold, target=target, min_radius=2.0, max_radius=150.0)
+    found = extract_craters(prob, method="components", threshold=threshold, target=target, min_radius=min_radius,
+                            max_radius=150.0 * max(1.0, min_radius / 2.0))
     if frame is None or not len(found):
         return found
     back = frame.craters_to_input(found)
@@ -134,6 +135,26 @@ def detect(model, image: np.ndarray, thresholds=THRESHOLDS, target: str = "fille
     prob, frame = canonical_probability(model, image, record["azimuth_deg"], device)
     found = {th: craters_from(prob, frame, th, target) for th in thresholds}
     return (found, record, frame) if with_frame else (found, record)
+
+
+def detect_upsampled(model, image: np.ndarray, scale: float, azimuth: float | None, thresholds, target: str = "filled",
+                     device: str = "cpu") -> dict:
+    """``{threshold: craters (n, 4) in the pixels of the image resampled by scale}``: the tile magnified as
+    ``planetcd segment --scales`` does (``segment.resample_array``), turned by the 1x tile's azimuth, the same
+    extraction with the minimum radius kept in full-image pixels (``segment.scale_min_radius``)."""
+    from planetcd.craters.segment import resample_array, scale_min_radius
+
+    prob, frame = canonical_probability(model, resample_array(image, scale), azimuth, device)
+    min_radius = scale_min_radius(scale, 2.0)
+    return {th: craters_from(prob, frame, th, target, min_radius=min_radius) for th in thresholds}
+
+
+def parse_scale_variants(text: str) -> list[tuple[float, ...]]:
+    """``"1;2,1"`` -> ``[(1.0,), (2.0, 1.0)]``: the catalogue scale sets a fold chooses among."""
+    variants = [tuple(float(v) for v in part.split(",")) for part in text.split(";") if part.strip()]
+    if not variants or any(1.0 not in v for v in variants):
+        raise SystemExit(f"--scale-variants {text}: every variant must include scale 1")
+    return variants
 
 
 def detect_opposite(model, image: np.ndarray, thresholds, target: str = "filled", device: str = "cpu"):
@@ -297,41 +318,64 @@ def verifier_fold(args, folds, k) -> dict:
     verifier_seconds = time.monotonic() - t0
     log.info("fold %s: verifier trained on %d chips (%d craters) in %.0f s", "".join(test), len(labels),
              int(labels.sum()), verifier_seconds)
+    scale_variants = parse_scale_variants(args.scale_variants)
+    extra_scales = sorted({s for variant in scale_variants for s in variant if s != 1.0})
 
     def scored(tiles):
+        """``{tile: (truth, {(scales, th): (craters, verifier scores)}, azimuth record)}``."""
+        from planetcd.craters.segment import merge_scales
+
         out = {}
         for t in tiles:
             image, truth = raw_tile(t)
             found, record, frame = detect(model, image, SEG_THRESHOLDS, target, args.device, with_frame=True)
+            # the other scales in the canonical frame of the 1x tile's azimuth (scaling does not turn the sun)
+            scaled = {s: detect_upsampled(model, image, s, record["azimuth_deg"], SEG_THRESHOLDS, target, args.device)
+                      for s in extra_scales}
             pyramid = image_pyramid(image)
-            out[t] = (truth, {th: (c, verify_craters(verifier, pyramid, c, frame)) for th, c in found.items()}, record)
+            variants = {}
+            for scales in scale_variants:
+                for th in SEG_THRESHOLDS:
+                    c = found[th] if scales == (1.0,) else merge_scales(
+                        {s: (found[th] if s == 1.0 else scaled[s][th]) for s in scales})
+                    variants[(scales, th)] = (c, verify_craters(verifier, pyramid, c, frame))
+            out[t] = (truth, variants, record)
         return out
 
     def select(craters_scores, v):
         c, p = craters_scores
         return c[p >= v] if len(c) else c
 
+    def name(scales):
+        return ",".join(f"{s:g}" for s in scales)
+
     val = scored(val_tiles)
     val_f1 = {}
-    for th in SEG_THRESHOLDS:
-        for v in VERIFIER_THRESHOLDS:
-            res = [score(select(found[th], v), truth, t) for t, (truth, found, _) in val.items()]
-            val_f1[(th, v)] = float(np.nan_to_num(pool_results(res).f1))
-    th, v = max(val_f1, key=lambda key: (val_f1[key], -abs(key[0] - 0.3), key[1]))
-    plain_th = max(SEG_THRESHOLDS, key=lambda x: (val_f1[(x, 0.0)], -abs(x - 0.3)))
-    log.info("fold %s: segmenter threshold %.2f, verifier threshold %.2f (inner-validation F1 %.3f; without the "
-             "verifier %.3f at %.2f)", "".join(test), th, v, val_f1[(th, v)], val_f1[(plain_th, 0.0)], plain_th)
+    for scales in scale_variants:
+        for th in SEG_THRESHOLDS:
+            for v in VERIFIER_THRESHOLDS:
+                res = [score(select(found[(scales, th)], v), truth, t) for t, (truth, found, _) in val.items()]
+                val_f1[(scales, th, v)] = float(np.nan_to_num(pool_results(res).f1))
+    # ties: the fewest scales (cheapest), then a threshold near 0.3, then the stricter verifier
+    scales, th, v = max(val_f1, key=lambda key: (val_f1[key], -len(key[0]), -abs(key[1] - 0.3), key[2]))
+    plain_th = max(SEG_THRESHOLDS, key=lambda x: (val_f1[((1.0,), x, 0.0)], -abs(x - 0.3)))
+    log.info("fold %s: scales %s, segmenter threshold %.2f, verifier threshold %.2f (inner-validation F1 %.3f; "
+             "without the verifier at scale 1 %.3f at %.2f)", "".join(test), name(scales), th, v, val_f1[(scales, th, v)],
+             val_f1[((1.0,), plain_th, 0.0)], plain_th)
     per_tile, plain_tiles = {}, {}
     for t, (truth, found, record) in scored(test + (["HRSC"] if args.hrsc else [])).items():
-        per_tile[t] = prf(score(select(found[th], v), truth, t))
-        plain_tiles[t] = prf(score(select(found[plain_th], 0.0), truth, t))
+        per_tile[t] = prf(score(select(found[(scales, th)], v), truth, t))
+        plain_tiles[t] = prf(score(select(found[((1.0,), plain_th)], 0.0), truth, t))
         log.info("fold %s: %s verified %s; segmenter alone %s", "".join(test), t, per_tile[t], plain_tiles[t])
-    result = {"test": test, "train": train_tiles, "val": val_tiles, "threshold": th, "verifier_threshold": v,
-              "opposite_negatives": bool(args.opposite_negatives),
-              "plain_threshold": plain_th, "inner_val_f1": {f"{a:g}/{b:g}": round(x, 4) for (a, b), x in val_f1.items()},
+    result = {"test": test, "train": train_tiles, "val": val_tiles, "scales": list(scales), "threshold": th,
+              "verifier_threshold": v, "opposite_negatives": bool(args.opposite_negatives),
+              "scale_variants": [name(sv) for sv in scale_variants],
+              "plain_threshold": plain_th,
+              "inner_val_f1": {f"{name(a)}/{b:g}/{c:g}": round(x, 4) for (a, b, c), x in val_f1.items()},
               "tiles": per_tile, "plain_tiles": plain_tiles,
               "verifier": {"chips": int(len(labels)), "craters": int(labels.sum()), "seconds": round(verifier_seconds, 1)}}
-    (outdir / "verified.json").write_text(json.dumps(result, indent=2, default=float))
+    tag = "" if scale_variants == [(1.0,)] else "-scales"
+    (outdir / f"verified{tag}.json").write_text(json.dumps(result, indent=2, default=float))
     return result
 
 
@@ -341,7 +385,8 @@ def print_table(results: list[dict]) -> None:
     worst = None
     for res in results:
         for t, c in res["tiles"].items():
-            th = f"{res['threshold']:.2f}" + (f"/{res['verifier_threshold']:.2f}" if "verifier_threshold" in res else "")
+            th = f"{res['threshold']:.2f}" + (f"/{res['verifier_threshold']:.2f}" if "verifier_threshold" in res else "") + (
+                f" scales {','.join(f'{x:g}' for x in res['scales'])}" if len(res.get("scales", [1])) > 1 else "")
             print(f"{''.join(res['test'])}  {t:4s}  {th}  {c['tp']}  {c['fp']}  {c['fn']}  "
                   f"{c['precision']:.3f}  {c['recall']:.3f}  {c['f1']:.3f}")
             if t == "HRSC":
@@ -443,6 +488,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=5e-4, help="learning rate (with --init)")
     ap.add_argument("--verifier", action="store_true",
                     help="trained folds + a chip verifier per fold (thresholds chosen on the inner validation tiles)")
+    ap.add_argument("--scale-variants", default="1",
+                    help="with --verifier: catalogue scale sets each fold chooses among on its inner tiles, e.g. '1;2,1' "
+                         "(scale 2: the tile magnified twice, as planetcd segment --scales 2,1)")
     ap.add_argument("--mound-test", action="store_true")
     ap.add_argument("--score-model", action="store_true",
                     help="score --model on --tiles with the fold pipeline (at --threshold, else each of 0.3-0.8)")
@@ -540,7 +588,7 @@ def main(argv=None) -> int:
     print_table(results)
     if args.verifier:
         print("the same folds, segmenter alone (its threshold chosen on the inner validation tiles):")
-        plain = [{k: v for k, v in r.items() if k != "verifier_threshold"} | {"tiles": r["plain_tiles"], "threshold": r["plain_threshold"]}
+        plain = [{k: v for k, v in r.items() if k not in ("verifier_threshold", "scales")} | {"tiles": r["plain_tiles"], "threshold": r["plain_threshold"]}
                  for r in results]
         print_table(plain)
     return 0
