@@ -52,13 +52,14 @@ VERIFIER_THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 log = logging.getLogger("train_ctx_verifier")
 
 
-def segment_tile(tile: str, threshold: float, sun_azimuth: float | None = None):
+def segment_tile(tile: str, threshold: float, sun_azimuth: float | None = None, scales=None, tta: bool | None = None):
     """``(craters (n, 4), sun azimuth used or None)`` of the shipped pipeline on one tile, verifier off
-    (sun estimated, or ``sun_azimuth``)."""
+    (sun estimated, or ``sun_azimuth``; ``scales``/``tta`` None: the model's)."""
     from planetcd.craters.segment import segment
 
     image_path, _ = cf.tile_paths(tile)
-    result = segment(image_path, "ctx-craters", prob_threshold=threshold, verify=False, sun_azimuth=sun_azimuth)
+    result = segment(image_path, "ctx-craters", prob_threshold=threshold, verify=False, sun_azimuth=sun_azimuth,
+                     scales=scales, tta=tta)
     sun = result.params["sun"]
     rotate = sun["sun_azimuth_deg"] if sun.get("canonical_frame") else None
     return result.catalog.pixels, rotate
@@ -69,12 +70,21 @@ def install(path: Path, summary: dict) -> None:
     from planetcd import models
     from planetcd.craters.verify import load_verifier
 
-    verifier = load_verifier(path)
-    target = models.MODEL_DIR / "ctx-craters-verifier.pt"
-    shutil.copyfile(path, target)
     registry = models.MODEL_DIR / "ctx-craters.json"
     meta = json.loads(registry.read_text())
     chosen, plain = summary["chosen"], summary["segmenter_alone"]
+    if summary.get("reused") and "verifier" in meta:  # same verifier, new thresholds: keep its training provenance
+        meta["verifier"].update({
+            "threshold": chosen["verifier_threshold"], "prob_threshold": chosen["prob_threshold"],
+            "f1_HI": chosen["f1_HI"], "segmenter_alone_f1_HI": plain["f1_HI"]})
+        _record_selection(meta, summary)
+        _write_registry(registry, meta)
+        log.info("new thresholds for the installed verifier (extraction %.2f, verifier %.2f)",
+                 chosen["prob_threshold"], chosen["verifier_threshold"])
+        return
+    verifier = load_verifier(path)
+    target = models.MODEL_DIR / "ctx-craters-verifier.pt"
+    shutil.copyfile(path, target)
     meta["verifier"] = {
         "file": target.name, "sha256": models.sha256(target), "name": "ctx-craters-verifier",
         "threshold": chosen["verifier_threshold"], "prob_threshold": chosen["prob_threshold"],
@@ -90,11 +100,34 @@ def install(path: Path, summary: dict) -> None:
         "selected_on": list(VAL_TILES), "f1_HI": chosen["f1_HI"], "segmenter_alone_f1_HI": plain["f1_HI"],
         "train_seconds": summary["train_seconds"], "chips": summary["chips"],
     }
+    _record_selection(meta, summary)
+    _write_registry(registry, meta)
+    log.info("installed %s and its registry entry (extraction threshold %.2f, verifier %.2f)", target,
+             chosen["prob_threshold"], chosen["verifier_threshold"])
+
+
+def _record_selection(meta: dict, summary: dict) -> None:
+    """The catalogue scales and flip averaging the thresholds were chosen with become the model's."""
+    selected = {}
+    if summary.get("scales"):
+        meta["extraction"]["scales"] = summary["scales"]
+        selected["scales"] = summary["scales"]
+    if summary.get("tta") is not None:
+        meta["tta"] = bool(summary["tta"])
+        selected["tta"] = bool(summary["tta"])
+    if selected:
+        meta["verifier"]["selected_with"] = selected
+    if summary.get("reused"):
+        meta["verifier"]["thresholds_command"] = (
+            "python benchmarks/train_ctx_verifier.py --out OUT --reuse planetcd/models/ctx-craters-verifier.pt"
+            + (f" --scales {','.join(f'{x:g}' for x in summary['scales'])}" if summary.get("scales") else "")
+            + ("" if summary.get("tta") is None else f" --tta {'on' if summary['tta'] else 'off'}") + " --install")
+
+
+def _write_registry(registry: Path, meta: dict) -> None:
     tmp = registry.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(tmp, registry)
-    log.info("installed %s and its registry entry (extraction threshold %.2f, verifier %.2f)", target,
-             chosen["prob_threshold"], chosen["verifier_threshold"])
 
 
 def main(argv=None) -> int:
@@ -111,6 +144,10 @@ def main(argv=None) -> int:
     ap.add_argument("--opposite-negatives", action="store_true",
                     help="also train on the segmenter's detections under the opposite sun (mounds as it sees them)")
     ap.add_argument("--install", action="store_true", help="write the verifier into planetcd/models and the registry")
+    ap.add_argument("--reuse", default=None, metavar="VERIFIER.pt",
+                    help="do not train: choose the thresholds for this verifier (e.g. the installed one) on H and I")
+    ap.add_argument("--scales", default=None, help="catalogue scales of the segmenter (default: the model's), e.g. 2,1,0.5")
+    ap.add_argument("--tta", choices=("model", "on", "off"), default="model", help="flip averaging of the segmenter")
     ap.add_argument("--install-only", action="store_true",
                     help="install the verifier an earlier run wrote in --out (its summary.json), without training")
     args = ap.parse_args(argv)
@@ -123,37 +160,52 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
+    from planetcd.craters.segment import parse_scales
+    from planetcd.craters.verify import load_verifier
+
+    scales = parse_scales(args.scales)
+    tta = {"model": None, "on": True, "off": False}[args.tta]
+
     def run(tiles, opposite=False):
         found = {}
         for t in tiles:
             image, truth = cf.raw_tile(t)
             per = {}
             for th in SEG_THRESHOLDS:
-                craters, rotate = segment_tile(t, th)
+                craters, rotate = segment_tile(t, th, scales=scales, tta=tta)
                 per[th] = craters
             frame = canonical_frame(image.shape, rotate) if rotate is not None else None
             if opposite:  # the same tile segmented under the opposite sun: its craters look like mounds
                 per["opposite"] = cf.merged_detections(
-                    {th: segment_tile(t, th, (rotate + 180.0) % 360.0)[0] for th in SEG_THRESHOLDS}, SEG_THRESHOLDS)
+                    {th: segment_tile(t, th, (rotate + 180.0) % 360.0, scales, tta)[0] for th in SEG_THRESHOLDS},
+                    SEG_THRESHOLDS)
                 per["opposite_frame"] = canonical_frame(image.shape, (rotate + 180.0) % 360.0)
             found[t] = (image, truth, frame, per)
             log.info("%s: %s craters at %s", t, [len(per[th]) for th in SEG_THRESHOLDS], SEG_THRESHOLDS)
         return found
 
     t0 = time.monotonic()
-    rng = np.random.default_rng(args.seed)
-    chips, labels = [], []
-    for t, (image, truth, frame, per) in run(TRAIN_TILES, args.opposite_negatives).items():
-        merged = cf.merged_detections(per, SEG_THRESHOLDS)
-        c, lab = verifier_training_chips(image_pyramid(image), truth, merged, frame, rng=rng,
-                                         opposite_detections=per.get("opposite"), opposite_frame=per.get("opposite_frame"))
-        chips.append(c)
-        labels.append(lab)
-    chips, labels = np.concatenate(chips), np.concatenate(labels)
-    t1 = time.monotonic()
-    verifier = train_verifier(chips, labels, epochs=args.epochs, seed=args.seed, threads=args.threads)
-    train_seconds = time.monotonic() - t1
-    log.info("verifier: %d chips (%d craters), trained in %.0f s", len(labels), int(labels.sum()), train_seconds)
+    if args.reuse:  # thresholds only: the verifier as it is (trained on the detections of its own run)
+        verifier = load_verifier(args.reuse)
+        previous = json.loads((Path(args.reuse).parent / "summary.json").read_text()) \
+            if (Path(args.reuse).parent / "summary.json").exists() else {}
+        n_chips, n_craters, train_seconds = previous.get("chips"), previous.get("craters"), previous.get("train_seconds")
+        args.opposite_negatives = bool(previous.get("opposite_negatives", args.opposite_negatives))
+    else:
+        rng = np.random.default_rng(args.seed)
+        chips, labels = [], []
+        for t, (image, truth, frame, per) in run(TRAIN_TILES, args.opposite_negatives).items():
+            merged = cf.merged_detections(per, SEG_THRESHOLDS)
+            c, lab = verifier_training_chips(image_pyramid(image), truth, merged, frame, rng=rng,
+                                             opposite_detections=per.get("opposite"), opposite_frame=per.get("opposite_frame"))
+            chips.append(c)
+            labels.append(lab)
+        chips, labels = np.concatenate(chips), np.concatenate(labels)
+        t1 = time.monotonic()
+        verifier = train_verifier(chips, labels, epochs=args.epochs, seed=args.seed, threads=args.threads)
+        train_seconds = round(time.monotonic() - t1, 1)
+        n_chips, n_craters = int(len(labels)), int(labels.sum())
+        log.info("verifier: %d chips (%d craters), trained in %.0f s", n_chips, n_craters, train_seconds)
 
     val = run(VAL_TILES)
     scores = {t: {th: verify_craters(verifier, image_pyramid(image), per[th], frame) for th in SEG_THRESHOLDS}
@@ -176,7 +228,8 @@ def main(argv=None) -> int:
     path = save_verifier(verifier, out / "ctx-craters-verifier.pt", name="ctx-craters-verifier")
     summary = {"chosen": {"prob_threshold": best[0], "verifier_threshold": best[1], "f1_HI": table[best]["f1"]},
                "segmenter_alone": {"prob_threshold": plain[0], "f1_HI": table[plain]["f1"]},
-               "chips": int(len(labels)), "craters": int(labels.sum()), "train_seconds": round(train_seconds, 1),
+               "scales": list(scales) if scales else None, "tta": tta, "reused": args.reuse,
+               "chips": n_chips, "craters": n_craters, "train_seconds": train_seconds,
                "total_seconds": round(time.monotonic() - t0, 1),
                "table": {f"{a:g}/{b:g}": row for (a, b), row in table.items()}}
     summary["opposite_negatives"] = bool(args.opposite_negatives)
