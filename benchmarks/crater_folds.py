@@ -5,7 +5,8 @@
         [--hrsc] [--score-only]
     python benchmarks/crater_folds.py --mound-test --model runs/folds/fold-BEH/best.pt [--tiles H,I] [--threshold T]
     python benchmarks/crater_folds.py --score-model --model ctx-craters --tiles H,I,HRSC [--threshold T]
-    python benchmarks/crater_folds.py --score-product --tiles H,I,HRSC [--verify model|none|PATH]
+    python benchmarks/crater_folds.py --score-product --tiles H,I,HRSC [--verify model|none|PATH] [--scales 2,1,0.5]
+        [--tta model|on|off]
 
 Folds. Each fold holds out its tiles (e.g. {A, D, G}); the model is trained
 on the other folds' tiles minus an inner validation set (the last tile of
@@ -491,6 +492,8 @@ def main(argv=None) -> int:
     ap.add_argument("--scale-variants", default="1",
                     help="with --verifier: catalogue scale sets each fold chooses among on its inner tiles, e.g. '1;2,1' "
                          "(scale 2: the tile magnified twice, as planetcd segment --scales 2,1)")
+    ap.add_argument("--scales", default=None, help="--score-product: catalogue scales (default: the model's)")
+    ap.add_argument("--tta", choices=("model", "on", "off"), default="model", help="--score-product: flip averaging")
     ap.add_argument("--mound-test", action="store_true")
     ap.add_argument("--score-model", action="store_true",
                     help="score --model on --tiles with the fold pipeline (at --threshold, else each of 0.3-0.8)")
@@ -542,13 +545,15 @@ def main(argv=None) -> int:
         from planetcd.craters.segment import segment
 
         verify = {"model": None, "none": False}.get(args.verify, args.verify)
-        print(f"planetcd segment defaults, model {args.model or 'ctx-craters'}, verifier {args.verify}")
+        print(f"planetcd segment defaults, model {args.model or 'ctx-craters'}, verifier {args.verify}, "
+              f"scales {args.scales or 'its own'}, flip averaging {args.tta}")
         print("tile  tp  fp  fn  precision  recall  F1  verifier kept/checked  sun")
         results = []
         for t in [t.strip().upper() for t in args.tiles.split(",")]:
             image_path, _ = tile_paths(t)
             _, truth = raw_tile(t)
-            res = segment(image_path, args.model or "ctx-craters", verify=verify, precision=args.precision)
+            res = segment(image_path, args.model or "ctx-craters", verify=verify, precision=args.precision,
+                          scales=args.scales, tta={"model": None, "on": True, "off": False}[args.tta])
             found = res.catalog.pixels
             r = score(found, truth, t)
             results.append(r)
