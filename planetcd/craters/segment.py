@@ -71,7 +71,7 @@ __all__ = [
     "MIN_SIZE", "MAX_SCALE", "DEFAULT_BLOCK_SIZE", "OUTPUTS", "SegmentResult", "segment", "prepare_window",
     "window_probability", "canonical_probability", "parse_sun_azimuth", "image_sun_estimate", "resolve_sun",
     "window_tiles", "predict_tiles", "segment_block", "run_blocks", "image_probability", "pixel_size_of",
-    "merge_scales", "multiscale_craters", "catalog_craters", "verify_catalog", "parse_scales", "scale_craters", "scale_min_radius",
+    "merge_scales", "multiscale_craters", "magnified_craters", "catalog_craters", "verify_catalog", "parse_scales", "scale_craters", "scale_min_radius",
     "read_scaled", "resample_array",
 ]
 
@@ -79,8 +79,14 @@ __all__ = [
 MIN_SIZE = 16
 #: Smallest network tile side (pixels).
 MIN_TILE = 32
-#: Largest resampling factor of the catalogue's extra scales; a scale s holds s² times the image in memory.
+#: Largest resampling factor of the catalogue's extra scales.
 MAX_SCALE = 4.0
+#: A magnified scale (s > 1) larger than this many pixels is segmented block by block
+#: (:func:`magnified_craters`), so that memory stays bounded by the block, not the image.
+MAGNIFIED_WINDOW_PIXELS = 64_000_000
+#: Block side (input pixels) and halo of the block-wise magnified scale.
+MAGNIFIED_BLOCK = 2048
+MAGNIFIED_HALO = 64
 #: Default block side of :func:`segment` (pixels): an ordinary CTX tile is one block.
 DEFAULT_BLOCK_SIZE = 8192
 PROB_NAME = "crater_prob.tif"
@@ -867,6 +873,7 @@ def multiscale_craters(
     batch_size: int = 4,
     sun_azimuth: float | None = None,
     precision: str | None = None,
+    magnified_block: int | None = None,
 ) -> np.ndarray:
     """Craters found on the image at several scales, merged with the duplicate rule.
 
@@ -892,6 +899,10 @@ def multiscale_craters(
     sun_azimuth : segment every scale in the canonical frame (:func:`canonical_probability`; a resampling
         by a scale keeps the light direction); None: as it is
     precision : of the network (:func:`predict_tiles`); None: the caller's context
+    magnified_block : int, optional
+        Segment the scales above 1 block by block (:func:`magnified_craters`) with blocks of this side
+        (input pixels). Default: only when the magnified image would exceed
+        :data:`MAGNIFIED_WINDOW_PIXELS`, with blocks of :data:`MAGNIFIED_BLOCK`.
 
     Returns
     -------
@@ -902,6 +913,12 @@ def multiscale_craters(
         s = float(s)
         if s == 1.0 and full_craters is not None:
             found[s] = np.asarray(full_craters, np.float64).reshape(-1, 4)
+            continue
+        if s > 1.0 and (magnified_block is not None or s * s * _pixels(image, band) > MAGNIFIED_WINDOW_PIXELS):
+            found[s] = magnified_craters(model, image, s, extract, min_radius=min_radius, band=band,
+                                         block=magnified_block or MAGNIFIED_BLOCK, tile_size=tile_size, overlap=overlap,
+                                         batch_size=batch_size, sun_azimuth=sun_azimuth, precision=precision)
+            log.info("scale %g: %d craters (block by block)", s, len(found[s]))
             continue
         if isinstance(image, np.ndarray):
             data = image if s == 1.0 else resample_array(image, s)
@@ -915,6 +932,101 @@ def multiscale_craters(
         found[s] = extract(prob, scale_min_radius(s, min_radius, coarse_min_radius))
         log.info("scale %g: %d craters", s, len(found[s]))
     return merge_scales(found)
+
+
+def _pixels(image, band: int = 1) -> int:
+    """Pixels of an in-memory image or of a raster (its header only)."""
+    if isinstance(image, np.ndarray):
+        return int(image.shape[0]) * int(image.shape[1])
+    with open_raster(image) as ds:
+        return int(ds.height) * int(ds.width)
+
+
+def magnified_craters(
+    model: torch.nn.Module,
+    image,
+    scale: float,
+    extract: Callable[[np.ndarray, float], np.ndarray],
+    *,
+    min_radius: float = 3.0,
+    band: int = 1,
+    block: int = MAGNIFIED_BLOCK,
+    halo: int = MAGNIFIED_HALO,
+    tile_size: int = 512,
+    overlap: int = 64,
+    batch_size: int = 4,
+    sun_azimuth: float | None = None,
+    precision: str | None = None,
+) -> np.ndarray:
+    """Craters of the image magnified by ``scale`` (> 1), segmented block by block.
+
+    The whole-image path of :func:`multiscale_craters` would hold the
+    magnified image and its map (``scale²`` times the image) in memory; here
+    every block of ``block`` input pixels, with a ``halo`` of input pixels on
+    each side, is read, magnified (:func:`resample_array`), scaled with the
+    statistics of the whole image (so blocks agree with each other), segmented
+    in the canonical frame, and its craters whose centres lie in the block's
+    core are kept. Memory: one magnified block.
+
+    Parameters
+    ----------
+    image : path of a raster, or an (H, W) array (raw intensities)
+    scale : float, > 1
+    extract : callable ``(prob, min_radius) -> (n, 4)`` craters in the map's pixels
+    min_radius : smallest radius in input pixels (``min_radius × scale`` in the magnified map)
+    block, halo : int
+        Core side and halo of the blocks, input pixels. A crater is seen whole when its
+        diameter is at most the halo.
+
+    Returns
+    -------
+    ndarray (n, 4), float64: craters in the pixels of the image magnified by ``scale`` (as
+    :func:`merge_scales` takes them).
+    """
+    if scale <= 1.0:
+        raise InputError(f"magnified_craters: scale must be above 1, got {scale}")
+    if isinstance(image, np.ndarray):
+        data = np.asarray(image, np.float32)
+        height, width = data.shape
+        stats = intensity_stats(data, missing_pixels(data))
+        ds = None
+    else:
+        ds = open_raster(image)
+        height, width = ds.height, ds.width
+        stats = dataset_stats(ds, [band])
+    fill = _prepared_mean(stats)
+    parts = []
+    try:
+        for tile in halo_tiles(height, width, int(block), int(halo)):
+            r0, c0, h0, w0 = tile.read
+            if ds is None:
+                window = data[r0 : r0 + h0, c0 : c0 + w0]
+                valid = None
+            else:
+                read, valid = read_window(ds, Window(c0, r0, w0, h0), bands=[band])
+                window = read[0]
+            magnified = resample_array(window, scale)
+            if valid is not None:
+                valid = resample_array(valid.astype(np.float32), scale) >= 0.5
+            if min(magnified.shape) < MIN_SIZE:
+                continue
+            prepared, _ = prepare_window(magnified, valid, None, stats)
+            prob = canonical_probability(model, prepared, sun_azimuth, fill=fill, tile_size=tile_size, overlap=overlap,
+                                         batch_size=batch_size, precision=precision)
+            craters = np.asarray(extract(prob, scale_min_radius(scale, min_radius)), np.float64).reshape(-1, 4)
+            if not len(craters):
+                continue
+            craters[:, 0] += c0 * scale  # the block's magnified pixels -> the whole magnified image's
+            craters[:, 1] += r0 * scale
+            cr, cc, ch, cw = tile.core
+            centre = scale_craters(craters, scale)  # input pixels, to test the core
+            core = ((centre[:, 0] >= cc - 0.5) & (centre[:, 0] < cc + cw - 0.5)
+                    & (centre[:, 1] >= cr - 0.5) & (centre[:, 1] < cr + ch - 0.5))
+            parts.append(craters[core])
+    finally:
+        if ds is not None:
+            ds.close()
+    return np.vstack(parts) if parts else np.zeros((0, 4))
 
 
 def catalog_craters(

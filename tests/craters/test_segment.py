@@ -266,6 +266,36 @@ def test_a_small_crater_is_found_only_with_a_finer_scale(tmp_path):
     assert match_craters(multiscale_craters(model, path, [2.0, 1.0], extract, min_radius=5)[:, :3], truth, mode="deepmoon").tp == 1
 
 
+def test_the_magnified_scale_block_by_block_finds_what_the_whole_image_finds(tmp_path):
+    """Scales above 1 go block by block on big images (memory bounded by a block): same craters, once each,
+    also those straddling a block's edge, from an array and from a raster file."""
+    from planetcd.craters.extract import extract_craters
+    from planetcd.craters.match import match_craters
+    from planetcd.craters.segment import multiscale_craters
+
+    rng = np.random.default_rng(3)
+    # small discs (only the magnified scale sees them) on a grid, several across the 128 px blocks' edges
+    centres = [(x + rng.uniform(-3, 3), y + rng.uniform(-3, 3)) for x in range(30, 420, 49) for y in range(30, 380, 49)]
+    centres += [(127.5, 200.0), (256.0, 127.0), (128.0, 256.0)]
+    truth = np.array([[x, y, 4.0] for x, y in centres])
+    img = _discs((400, 440), truth)
+    extract = lambda prob, min_r: extract_craters(prob, threshold=0.5, min_radius=min_r, max_radius=150)  # noqa: E731
+    model = BandPass()
+    whole = multiscale_craters(model, img, [2.0, 1.0], extract, min_radius=3)
+    blocks = multiscale_craters(model, img, [2.0, 1.0], extract, min_radius=3, magnified_block=128)
+    assert match_craters(whole[:, :3], truth, mode="deepmoon").tp == len(truth)
+    res = match_craters(blocks[:, :3], truth, mode="deepmoon")
+    assert res.tp == len(truth) and res.fp == 0  # every crater once: none lost or doubled at a block edge
+    paired = match_craters(blocks[:, :3], whole[:, :3], mode="deepmoon")
+    assert paired.tp == len(whole)
+    np.testing.assert_allclose(blocks[paired.pairs[:, 0], :3], whole[paired.pairs[:, 1], :3], atol=0.5)
+    path = write_synthetic_geotiff(tmp_path / "discs.tif", img, dtype=None)
+    from_file = multiscale_craters(model, path, [2.0, 1.0], extract, min_radius=3, magnified_block=128)
+    assert match_craters(from_file[:, :3], truth, mode="deepmoon").tp == len(truth)
+    turned = multiscale_craters(model, img, [2.0, 1.0], extract, min_radius=3, magnified_block=128, sun_azimuth=180.0)
+    assert match_craters(turned[:, :3], truth, mode="deepmoon").tp == len(truth)
+
+
 def test_scale_craters_and_parse_scales():
     from planetcd.craters.segment import parse_scales, scale_craters
 
