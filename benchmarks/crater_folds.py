@@ -304,9 +304,17 @@ def verifier_fold(args, folds, k) -> dict:
     rng = np.random.default_rng(args.seed)
     chips, labels = [], []
     t0 = time.monotonic()
+    negative_scales = [float(x) for x in args.negative_scales.split(",")] if args.negative_scales else []
     for t in train_tiles:
         image, truth = raw_tile(t)
-        found, _, frame = detect(model, image, thresholds, target, args.device, with_frame=True)
+        found, record, frame = detect(model, image, thresholds, target, args.device, with_frame=True)
+        if negative_scales:  # the segmenter's detections on the magnified tile too (its false small craters)
+            from planetcd.craters.segment import merge_scales
+
+            magnified = {x: detect_upsampled(model, image, x, record["azimuth_deg"], NEGATIVE_THRESHOLDS, target,
+                                             args.device) for x in negative_scales}
+            found = {th: (merge_scales({1.0: found[th], **{x: magnified[x][th] for x in negative_scales}})
+                          if th in NEGATIVE_THRESHOLDS else found[th]) for th in found}
         opposite, opposite_frame = (detect_opposite(model, image, NEGATIVE_THRESHOLDS, target, args.device)
                                     if args.opposite_negatives else ({}, None))
         c, lab = verifier_training_chips(image_pyramid(image), truth, merged_detections(found), frame, rng=rng,
@@ -376,6 +384,9 @@ def verifier_fold(args, folds, k) -> dict:
               "tiles": per_tile, "plain_tiles": plain_tiles,
               "verifier": {"chips": int(len(labels)), "craters": int(labels.sum()), "seconds": round(verifier_seconds, 1)}}
     tag = "" if scale_variants == [(1.0,)] else "-scales"
+    if negative_scales:
+        tag += "-negscales"
+        result["negative_scales"] = negative_scales
     (outdir / f"verified{tag}.json").write_text(json.dumps(result, indent=2, default=float))
     return result
 
@@ -492,6 +503,9 @@ def main(argv=None) -> int:
     ap.add_argument("--scale-variants", default="1",
                     help="with --verifier: catalogue scale sets each fold chooses among on its inner tiles, e.g. '1;2,1' "
                          "(scale 2: the tile magnified twice, as planetcd segment --scales 2,1)")
+    ap.add_argument("--negative-scales", default=None,
+                    help="with --verifier: the verifier's negatives also come from the training tiles magnified by "
+                         "these scales, e.g. 2 (the false small craters of the magnified catalogue)")
     ap.add_argument("--scales", default=None, help="--score-product: catalogue scales (default: the model's)")
     ap.add_argument("--tta", choices=("model", "on", "off"), default="model", help="--score-product: flip averaging")
     ap.add_argument("--mound-test", action="store_true")
