@@ -22,9 +22,9 @@ from ..features import run_trunk
 from ..raster import read_window
 from ..tiling import box_sums
 from .preparation import ImageOverview, central_window, prepare, read_present
-from .nn import match_resolution, nn_change_map, relight_image
+from .nn import match_resolution, nn_change_window, relight_image
 from .register import estimate_shift_overlap
-from .scores import change_scores, pool_patches
+from .scores import change_scores, patch_cells, pool_patches
 from .threshold import choose_patches, draw_pseudo_pairs, iter_pseudo_pairs, margin_for, noise_sigma
 
 #: Patches with less than this fraction of valid pixels (in both images) get no score.
@@ -233,9 +233,12 @@ def pseudo_scores(trunk, device: torch.device, pre_reader, pre_stats, patches: n
             computed = iter(feats[n:])
             pre = np.stack([pre_maps[i] if i in pre_maps else next(computed) for i in index])
             n_reused += sum(int(i in pre_maps) for i in index)
-            maps = nn_change_map(torch.from_numpy(pre), torch.from_numpy(feats[:n]), nn.radius).numpy()
-            for k in range(n):
-                scores.append(float(pool_patches(maps[k][None], np.array([inner[k]]), s, "max")[0, 0]))
+            cells = patch_cells(np.array(inner), s, feats.shape[2], feats.shape[3])  # r0, c0, r1, c1
+            wr, wc = cells[:, 0].min(), cells[:, 1].min()
+            window = (wr, wc, cells[:, 2].max() - wr, cells[:, 3].max() - wc)  # the batch's patches' cells only
+            maps = nn_change_window(torch.from_numpy(pre), torch.from_numpy(feats[:n]), nn.radius, window).numpy()
+            for k, (r0, c0, r1, c1) in enumerate(cells):
+                scores.append(float(maps[k, r0 - wr : r1 - wr, c0 - wc : c1 - wc].max()))
             continue
         for k in range(n):
             v_post = pool_patches(feats[k], np.array([inner[k]]), s, pooling)

@@ -46,7 +46,7 @@ from .nn import (
     RELIT_ANISOTROPY,
     TRANSFER_RADII,
     match_resolution,
-    nn_change_map,
+    nn_change_window,
     relight_image,
     transfer_anisotropy,
 )
@@ -335,8 +335,9 @@ def detect_tile(ctx: TileContext, tile) -> TilePartial:
     cc1 = min(-(-(tile.core[1] + tile.core[3]) // s), width // s)
     lr0, lc0 = cr0 - r // s, cc0 - c // s
     if ctx.method == "nn":
-        disagreement = nn_change_map(torch.from_numpy(feats[:1]), torch.from_numpy(feats[1:]), ctx.nn_radius)
-        core = disagreement.numpy()[:, None, lr0 : lr0 + cr1 - cr0, lc0 : lc0 + cc1 - cc0]
+        disagreement = nn_change_window(torch.from_numpy(feats[:1]), torch.from_numpy(feats[1:]), ctx.nn_radius,
+                                        (lr0, lc0, cr1 - cr0, cc1 - cc0))  # the core's cells only
+        core = disagreement.numpy()[:, None]
         hit, pooled, counts = _partial_pool(ctx.cells, core, cr0, cc0, "max")
     else:
         core = feats[:, :, lr0 : lr0 + cr1 - cr0, lc0 : lc0 + cc1 - cc0]
