@@ -17,6 +17,9 @@ The ``nn`` method's pairs add the nuisances its pipeline must tolerate
 resolution, drawn mildly: :data:`~planetcd.change.nuisance.PSEUDO_NUISANCE`), a
 random gamma and blur, and noise brought up to a measured level
 (:func:`noise_sigma`, :func:`top_up_noise`).
+
+How many pairs a calibration takes is :class:`PseudoSample`'s call: a prefix of one draw, as long as τ's
+bootstrap spread (:func:`threshold_spread`) says more pairs would still move it.
 """
 
 from __future__ import annotations
