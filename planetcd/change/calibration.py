@@ -22,10 +22,10 @@ from ..features import run_trunk
 from ..raster import read_window
 from ..tiling import box_sums
 from .preparation import ImageOverview, central_window, prepare, read_present
-from .nn import match_resolution, nn_change_map, relight_image
+from .nn import match_resolution, nn_change_window, relight_image
 from .register import estimate_shift_overlap
-from .scores import change_scores, pool_patches
-from .threshold import choose_patches, draw_pseudo_pairs, iter_pseudo_pairs, margin_for, noise_sigma
+from .scores import change_scores, patch_cells, pool_patches
+from .threshold import PseudoSample, choose_patches, draw_pseudo_pairs, iter_pseudo_pairs, margin_for, noise_sigma
 
 #: Patches with less than this fraction of valid pixels (in both images) get no score.
 MIN_VALID_FRACTION = 0.5
@@ -123,13 +123,16 @@ def guess_valid_fraction(pre: ImageOverview, post: ImageOverview, patches: np.nd
 
 def plan_captures(patches: np.ndarray, context: int, s: int, max_shift: float, height: int, width: int,
                   n_pairs: int, rng: np.random.Generator, pre: ImageOverview, post: ImageOverview,
-                  channels: int) -> Captures | None:
+                  channels: int, sequential: bool = False) -> Captures | None:
     """Crop windows of pre's feature map for the ``nn`` pseudo pairs, to be kept by the main pass.
 
     The pairs are drawn after the main pass (the draw depends on each patch's valid fraction); here the
     same draw is made on a copy of ``rng`` with valid fractions estimated from the overviews. Where the
     guess is right (images without nodata: always) the pair's pre crop needs no trunk pass; where it is
     wrong the crop is computed as before. The scores are the same either way (up to float rounding).
+    ``sequential``: the draw of a sequential sample (:class:`~planetcd.change.threshold.PseudoSample`,
+    in the order drawn); when the budget does not hold every source, the first drawn are kept (the
+    pairs scored first).
     """
     _, crop_h, crop_w, origin_r, origin_c, interior = pseudo_geometry(patches, context, s, max_shift, height, width)
     guessed = guess_valid_fraction(pre, post, patches, height, width)
@@ -144,8 +147,9 @@ def plan_captures(patches: np.ndarray, context: int, s: int, max_shift: float, h
     if 0 < len(candidates) <= PSEUDO_REUSE_BYTES // per_window:
         guess = candidates
     else:
-        guess = np.unique(choose_patches(len(patches), n_pairs, copy.deepcopy(rng), usable))
-        guess = guess[interior[guess]][: PSEUDO_REUSE_BYTES // per_window]
+        drawn = choose_patches(len(patches), n_pairs, copy.deepcopy(rng), usable, image_order=not sequential)
+        guess = drawn[np.sort(np.unique(drawn, return_index=True)[1])]  # each source once, in the order drawn
+        guess = np.sort(guess[interior[guess]][: PSEUDO_REUSE_BYTES // per_window])
     if len(guess) == 0:
         return None
     windows = np.stack([origin_r[guess] // s, origin_c[guess] // s, np.full(len(guess), crop_h // s),
@@ -173,11 +177,31 @@ def _chunks(items, size: int):
         yield chunk
 
 
+@dataclass
+class PseudoScores:
+    """What :func:`pseudo_scores` scored."""
+
+    scores: np.ndarray  #: (n,) ρ of the pairs scored, in the order drawn
+    n_reused: int  #: pairs whose pre map the main pass kept
+    n_max: int  #: pairs drawn (the most that could be scored)
+    #: why scoring stopped: ``"tolerance"`` or ``"below floor"`` (:meth:`PseudoSample.settled`), ``"n_max"``
+    #: (every pair drawn scored) or ``"fixed"`` (no sequential sample: all ``n_max``)
+    stopped: str
+
+    def record(self, sample: PseudoSample | None) -> dict:
+        """The sample's record for run.json (``thresholds["pseudo_sample"]``)."""
+        out = {"n": int(len(self.scores)), "n_max": int(self.n_max), "stopped": self.stopped}
+        if sample is not None:
+            out.update(first=sample.first, step=sample.step, tolerance=sample.tolerance)
+        return out
+
+
 def pseudo_scores(trunk, device: torch.device, pre_reader, pre_stats, patches: np.ndarray, *,
                   valid_fraction: np.ndarray, context: int, pooling: str, n_pairs: int, max_shift: float,
                   noise_std: float, rng: np.random.Generator, pre_vectors: np.ndarray | None = None,
                   nn: NNCalibration | None = None, batch_size: int = 8,
-                  precision: str | None = None) -> tuple[np.ndarray, int]:
+                  precision: str | None = None, sample: PseudoSample | None = None, percentile: float = 95.0,
+                  floor: float | None = None, seed: int = 0) -> PseudoScores:
     """ρ of pseudo-unchanged pairs drawn from the pre image (read window by window).
 
     Each pseudo-post crop keeps ``context`` pixels of real surroundings and
@@ -198,11 +222,17 @@ def pseudo_scores(trunk, device: torch.device, pre_reader, pre_stats, patches: n
 
     ``precision``: of the trunk (``"fp32"``, ``"bf16"``; None: the caller's context), the main pass's.
 
-    Returns the scores ``(n_pairs,)`` and the number of pairs that reused a pre map.
+    ``sample``: score the ``n_pairs`` drawn in stages and stop as soon as τ (the ``percentile`` of the
+    scores) is pinned (:meth:`~planetcd.change.threshold.PseudoSample.settled`, with ``floor`` — the
+    threshold τ is raised to anyway, or None — and ``seed`` for its bootstrap). The sources are then drawn
+    in random order (a prefix of the draw is a random sample of it), not in image order. None: all
+    ``n_pairs``, in image order.
+
+    Returns a :class:`PseudoScores`: the scores ``(n,)``, ``n <= n_pairs``, the number of pairs that
+    reused a pre map, and why scoring stopped.
     """
     s = trunk.stride
     height, width = pre_reader.height, pre_reader.width
-    h, w = int(patches[0, 2]), int(patches[0, 3])
     margin, crop_h, crop_w, origin_r, origin_c, interior = pseudo_geometry(patches, context, s, max_shift, height,
                                                                            width)
     usable, inside = pseudo_pool(valid_fraction, interior)
@@ -215,10 +245,29 @@ def pseudo_scores(trunk, device: torch.device, pre_reader, pre_stats, patches: n
         window = Window(int(origin_c[i]) - margin, int(origin_r[i]) - margin, crop_w + 2 * margin, crop_h + 2 * margin)
         return prepare(*read_present(pre_reader, window), pre_stats)
 
-    draw = draw_pseudo_pairs(len(patches), n_pairs, max_shift, rng, usable)
+    draw = draw_pseudo_pairs(len(patches), n_pairs, max_shift, rng, usable, image_order=sample is None)
     pairs = iter_pseudo_pairs(draw, region, rng, margin=margin, noise_std=noise_std if nn is None else 0.0,
                               target_noise=None if nn is None else nn.post_noise)
-    scores = []
+    scores: list[float] = []
+    stopped = "fixed" if sample is None else "n_max"
+    for stop in [n_pairs] if sample is None else sample.stops(n_pairs):
+        n_reused += _score_pairs(itertools.islice(pairs, stop - len(scores)), scores, trunk, device, patches,
+                                 origin_r, origin_c, pre_maps, reuse, relight, pre_vectors, nn, pooling,
+                                 max_shift, batch_size, precision)
+        if stop < n_pairs and (reason := sample.settled(np.asarray(scores), percentile, floor, seed)):
+            stopped = reason
+            break
+    return PseudoScores(np.asarray(scores), n_reused, n_pairs, stopped)
+
+
+def _score_pairs(pairs, scores: list, trunk, device, patches, origin_r, origin_c, pre_maps: dict, reuse: bool,
+                 relight: bool, pre_vectors, nn: NNCalibration | None, pooling: str, max_shift: float,
+                 batch_size: int, precision: str | None) -> int:
+    """Score pseudo pairs ``(i, pre, post, valid)`` in batches through the trunk, appending to ``scores``;
+    returns how many reused a pre map (:func:`pseudo_scores`)."""
+    s = trunk.stride
+    h, w = int(patches[0, 2]), int(patches[0, 3])
+    n_reused = 0
     for batch in _chunks(pairs, batch_size):
         index = [i for i, _, _, _ in batch]
         post_crops = [b for _, _, b, _ in batch]
@@ -233,12 +282,15 @@ def pseudo_scores(trunk, device: torch.device, pre_reader, pre_stats, patches: n
             computed = iter(feats[n:])
             pre = np.stack([pre_maps[i] if i in pre_maps else next(computed) for i in index])
             n_reused += sum(int(i in pre_maps) for i in index)
-            maps = nn_change_map(torch.from_numpy(pre), torch.from_numpy(feats[:n]), nn.radius).numpy()
-            for k in range(n):
-                scores.append(float(pool_patches(maps[k][None], np.array([inner[k]]), s, "max")[0, 0]))
+            cells = patch_cells(np.array(inner), s, feats.shape[2], feats.shape[3])  # r0, c0, r1, c1
+            wr, wc = cells[:, 0].min(), cells[:, 1].min()
+            window = (wr, wc, cells[:, 2].max() - wr, cells[:, 3].max() - wc)  # the batch's patches' cells only
+            maps = nn_change_window(torch.from_numpy(pre), torch.from_numpy(feats[:n]), nn.radius, window).numpy()
+            for k, (r0, c0, r1, c1) in enumerate(cells):
+                scores.append(float(maps[k, r0 - wr : r1 - wr, c0 - wc : c1 - wc].max()))
             continue
         for k in range(n):
             v_post = pool_patches(feats[k], np.array([inner[k]]), s, pooling)
             v_pre = pre_vectors[index[k]][None] if reuse else pool_patches(feats[n + k], np.array([inner[k]]), s, pooling)
             scores.append(change_scores(v_pre, v_post)[0])
-    return np.asarray(scores), n_reused
+    return n_reused

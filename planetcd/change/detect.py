@@ -46,7 +46,7 @@ from .nn import (
     RELIT_ANISOTROPY,
     TRANSFER_RADII,
     match_resolution,
-    nn_change_map,
+    nn_change_window,
     relight_image,
     transfer_anisotropy,
 )
@@ -56,7 +56,9 @@ from .scores import PatchPooler, change_scores, patch_cells
 from .threshold import (
     EMPIRICAL_K,
     EMPIRICAL_MIN_PATCHES,
+    PSEUDO_TOLERANCE,
     TAU_POLICIES,
+    PseudoSample,
     combine_thresholds,
     empirical_threshold,
     kmeans_threshold,
@@ -335,8 +337,9 @@ def detect_tile(ctx: TileContext, tile) -> TilePartial:
     cc1 = min(-(-(tile.core[1] + tile.core[3]) // s), width // s)
     lr0, lc0 = cr0 - r // s, cc0 - c // s
     if ctx.method == "nn":
-        disagreement = nn_change_map(torch.from_numpy(feats[:1]), torch.from_numpy(feats[1:]), ctx.nn_radius)
-        core = disagreement.numpy()[:, None, lr0 : lr0 + cr1 - cr0, lc0 : lc0 + cc1 - cc0]
+        disagreement = nn_change_window(torch.from_numpy(feats[:1]), torch.from_numpy(feats[1:]), ctx.nn_radius,
+                                        (lr0, lc0, cr1 - cr0, cc1 - cc0))  # the core's cells only
+        core = disagreement.numpy()[:, None]
         hit, pooled, counts = _partial_pool(ctx.cells, core, cr0, cc0, "max")
     else:
         core = feats[:, :, lr0 : lr0 + cr1 - cr0, lc0 : lc0 + cc1 - cc0]
@@ -465,6 +468,7 @@ def detect(
     max_shift: float | str = "auto",
     noise_std: float = 0.02,
     n_pseudo: int = 100,
+    pseudo_tolerance: float | None = PSEUDO_TOLERANCE,
     register: bool = True,
     pixelwise: bool = False,
     relu: bool = True,
@@ -528,7 +532,17 @@ def detect(
     noise_std : float
         Gaussian noise of pseudo pairs on the ``0..1`` intensity scale.
     n_pseudo : int
-        Number of pseudo-unchanged pairs.
+        Most pseudo-unchanged pairs (all of them with ``pseudo_tolerance=None``).
+    pseudo_tolerance : float or None
+        The pseudo pairs are a sequential sample (:class:`~planetcd.change.threshold.PseudoSample`):
+        :data:`~planetcd.change.threshold.PSEUDO_FIRST` (40) pairs, then
+        :data:`~planetcd.change.threshold.PSEUDO_STEP` (20) more at a time, up to ``n_pseudo``, until
+        τ's bootstrap spread (:func:`~planetcd.change.threshold.threshold_spread`: the 5-95 % range of
+        the bootstrap pseudo τ) is at most ``pseudo_tolerance`` times τ (default
+        :data:`~planetcd.change.threshold.PSEUDO_TOLERANCE` = 0.10), or — ``tau="both"`` — its top is
+        under the empirical τ (then τ is the empirical one whatever more pairs would say). None: all
+        ``n_pseudo`` pairs (drawn in image order, as before the sequential sample). Recorded in
+        ``thresholds["pseudo_sample"]`` (run.json).
     register : bool
         Estimate and undo the global shift by phase correlation.
     pixelwise : bool
@@ -577,6 +591,9 @@ def detect(
         raise InputError(f"method must be 'nn', 'nn-unlit' or 'paper', got {method!r}")
     kind = "paper" if method == "paper" else "nn"
     relight = method == "nn"  # nn-unlit: the nn of before the relighting, exactly
+    if pseudo_tolerance is not None and not pseudo_tolerance >= 0:  # NaN and negative numbers fail
+        raise InputError(f"pseudo_tolerance must be a number >= 0 or None, got {pseudo_tolerance!r}")
+    sample = None if pseudo_tolerance is None else PseudoSample(tolerance=float(pseudo_tolerance))
     if isinstance(tau, str) and tau not in TAU_POLICIES:
         try:
             tau = float(tau)
@@ -661,7 +678,7 @@ def detect(
             max_shift = min(max_shift, nn_radius * s / 2)
             if not relight:  # relit tiles' pre maps are not the pseudo pairs' pre: those are computed from crops
                 captures = plan_captures(patches, halo, s, max_shift, height, width, n_pseudo, rng, pre_image,
-                                         post_image, trunk.channels)
+                                         post_image, trunk.channels, sequential=sample is not None)
         capture = None if captures is None else captures.windows
 
         tiles = halo_tiles(height, width, tile_size, halo, align=s)
@@ -709,6 +726,7 @@ def detect(
         pseudo = None
         spread = None
         n_reused = 0
+        sample_record = None
         tau_pseudo = float("nan")
         tau_empirical = empirical_threshold(change_score[scored])
         if policy in ("pseudo", "both"):
@@ -716,11 +734,15 @@ def detect(
             if kind == "nn":  # the noise is brought up to post's level, measured on a central crop
                 nn = NNCalibration(nn_radius, post_noise(post_reader, post_stats), pre_maps,
                                    relight=relit["pseudo_relit"] if relight else False)
-            pseudo, n_reused = pseudo_scores(
+            scored_pseudo = pseudo_scores(
                 trunk, torch_device, pre_reader, pre_stats, patches, valid_fraction=valid_fraction, context=halo,
                 pooling=pooling, n_pairs=n_pseudo, max_shift=max_shift, noise_std=noise_std, rng=rng,
-                pre_vectors=pre_vectors, nn=nn, precision=used_precision,
+                pre_vectors=pre_vectors, nn=nn, precision=used_precision, sample=sample, percentile=percentile,
+                floor=tau_empirical if policy == "both" else None, seed=seed,
             )
+            pseudo, n_reused = scored_pseudo.scores, scored_pseudo.n_reused
+            sample_record = scored_pseudo.record(sample)
+            log.info("%d of at most %d pseudo pairs (stopped: %s)", len(pseudo), n_pseudo, scored_pseudo.stopped)
             tau = tau_pseudo = self_calibrated_threshold(pseudo, percentile)
             spread = threshold_spread(pseudo, percentile, seed=seed)
             if policy == "both":
@@ -764,7 +786,7 @@ def detect(
         "patch_size": patch_size, "stride": stride, "layer": getattr(trunk, "layer", layer), "pooling": pooling,
         "tau": policy if isinstance(policy, str) else float(policy), "percentile": percentile,
         "max_shift": max_shift, "max_shift_policy": shift_policy if isinstance(shift_policy, str) else "fixed",
-        "noise_std": noise_std, "n_pseudo": n_pseudo, "register": register,
+        "noise_std": noise_std, "n_pseudo": n_pseudo, "pseudo_tolerance": pseudo_tolerance, "register": register,
         "pixelwise": pixelwise, "relu": getattr(trunk, "relu", relu), "tile_size": tile_size, "seed": seed,
         "device": str(torch_device), "runner": type(runner).__name__, "weights": str(getattr(trunk, "weights_path", None)),
         "pre": str(pre) if not isinstance(pre, np.ndarray) else "<array>",
@@ -781,6 +803,6 @@ def detect(
         misregistration=misregistration, relight=relit,
         thresholds={"policy": params["tau"], "pseudo": _finite(tau_pseudo), "empirical": _finite(tau_empirical),
                     "empirical_k": EMPIRICAL_K, "both_rule": "max(pseudo, empirical)", "used": float(tau),
-                    "pseudo_spread": spread},
+                    "pseudo_spread": spread, "pseudo_sample": sample_record},
         params=params, timings=timings, overview_pre=pre_image.overview, overview_post=overview_post,
     )

@@ -56,7 +56,7 @@ NN_SMOOTH = 2
 NN_EPS = 100.0
 
 #: Rows of feature cells :func:`nn_disagreement` processes at a time (cache blocking; no effect on results).
-NN_BAND_ROWS = 8
+NN_BAND_ROWS = 32
 
 #: Gaussian σ (px) both dates are low-passed with before the nn trunk (:func:`match_resolution`).
 NN_BLUR = 1.0
@@ -99,22 +99,26 @@ def nn_disagreement(f_pre: torch.Tensor, f_post: torch.Tensor, radius: int, eps:
     batch, _, h, w = f_pre.shape
     r = radius
     offsets = [(dy, dx) for dy in range(2 * r + 1) for dx in range(2 * r + 1) if (dy - r) ** 2 + (dx - r) ** 2 <= r * r]
-    # Channels last, and post padded by the radius: one dot product per offset serves both directions, since
-    # pre(x) against post(x + δ) is post(x + δ) against pre(x). Rows go in bands so that a band of pre and
-    # its post rows stay in cache across the offsets (memory traffic, not arithmetic, sets the time here).
-    pre_l = f_pre.permute(0, 2, 3, 1).contiguous()
-    post_p = F.pad(f_post, (r, r, r, r)).permute(0, 2, 3, 1).contiguous()
-    norm_pre = (pre_l * pre_l).sum(-1)
-    norm_post_p = F.pad((f_post**2).sum(1), (r, r, r, r), value=float("inf"))
+    # Post padded by the radius: one dot product per offset serves both directions, since pre(x) against
+    # post(x + δ) is post(x + δ) against pre(x). Channels first, so the dot product adds whole planes of cells
+    # (vectorised along the rows); rows go in bands of NN_BAND_ROWS so that a band of pre and its post rows
+    # stay in cache across the offsets while each operation is large (few operations: on a shared machine
+    # every one waits for both threads).
+    post_p = F.pad(f_post, (r, r, r, r))
+    norm_pre = (f_pre * f_pre).sum(1)
+    norm_post_p = F.pad((f_post * f_post).sum(1), (r, r, r, r), value=float("inf"))
     best_pre = torch.full_like(norm_pre, float("inf"))
     best_post_p = torch.full((batch, h + 2 * r, w + 2 * r), float("inf"), dtype=norm_pre.dtype)
     for r0 in range(0, h, NN_BAND_ROWS):
         r1 = min(r0 + NN_BAND_ROWS, h)
-        a, na = pre_l[:, r0:r1], norm_pre[:, r0:r1]
+        a, na = f_pre[:, :, r0:r1], norm_pre[:, r0:r1]
+        product = torch.empty_like(a)
         for dy, dx in offsets:
-            b = post_p[:, r0 + dy : r1 + dy, dx : dx + w]
+            b = post_p[:, :, r0 + dy : r1 + dy, dx : dx + w]
             nb = norm_post_p[:, r0 + dy : r1 + dy, dx : dx + w]
-            d = torch.nan_to_num((na + nb - 2 * (a * b).sum(-1)) / (na + nb + eps), nan=1.0)  # past the border: 1
+            dot = torch.mul(a, b, out=product).sum(1)
+            total = na + nb
+            d = torch.add(total, dot, alpha=-2).div_(total.add_(eps)).nan_to_num_(nan=1.0)  # past the border: 1
             torch.minimum(best_pre[:, r0:r1], d, out=best_pre[:, r0:r1])
             seen_from_post = best_post_p[:, r0 + dy : r1 + dy, dx : dx + w]
             torch.minimum(seen_from_post, d, out=seen_from_post)
@@ -138,6 +142,37 @@ def nn_change_map(f_pre: torch.Tensor, f_post: torch.Tensor, radius: int, smooth
         return d
     padded = F.pad(d[:, None], (0, smooth - 1, 0, smooth - 1), mode="replicate")
     return F.avg_pool2d(padded, smooth, stride=1)[:, 0]
+
+
+def nn_change_window(f_pre: torch.Tensor, f_post: torch.Tensor, radius: int, window: tuple[int, int, int, int],
+                     smooth: int = NN_SMOOTH) -> torch.Tensor:
+    """``nn_change_map(f_pre, f_post, radius, smooth)[:, row:row + height, col:col + width]``, computed on the
+    cells it depends on only.
+
+    A cell's disagreement looks ``radius`` cells around it and the box average ``smooth - 1`` cells past
+    it, so the maps are cut to the window grown by ``radius + smooth`` cells (clipped to the maps) before
+    :func:`nn_change_map`: the same values (the same operations on each cell), without the work on a tile's
+    halo cells that are dropped anyway.
+
+    Parameters
+    ----------
+    f_pre, f_post : Tensor, shape (B, C, h, w)
+    radius : int
+    window : (row, col, height, width)
+        Cells of the maps wanted.
+    smooth : int
+
+    Returns
+    -------
+    Tensor, shape (B, height, width)
+    """
+    row, col, height, width = (int(v) for v in window)
+    h, w = f_pre.shape[2:]
+    margin = radius + smooth
+    r0, c0 = max(row - margin, 0), max(col - margin, 0)
+    r1, c1 = min(row + height + margin, h), min(col + width + margin, w)
+    d = nn_change_map(f_pre[:, :, r0:r1, c0:c1], f_post[:, :, r0:r1, c0:c1], radius, smooth)
+    return d[:, row - r0 : row - r0 + height, col - c0 : col - c0 + width]
 
 
 def match_radiometry(pre: np.ndarray, post: np.ndarray, overlap: np.ndarray,

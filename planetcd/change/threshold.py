@@ -17,6 +17,9 @@ The ``nn`` method's pairs add the nuisances its pipeline must tolerate
 resolution, drawn mildly: :data:`~planetcd.change.nuisance.PSEUDO_NUISANCE`), a
 random gamma and blur, and noise brought up to a measured level
 (:func:`noise_sigma`, :func:`top_up_noise`).
+
+How many pairs a calibration takes is :class:`PseudoSample`'s call: a prefix of one draw, as long as τ's
+bootstrap spread (:func:`threshold_spread`) says more pairs would still move it.
 """
 
 from __future__ import annotations
@@ -304,6 +307,64 @@ def threshold_spread(pseudo_scores: np.ndarray, percentile: float = 95.0, resamp
     tau = float(np.percentile(scores, percentile))
     return {"low": low, "high": high, "relative": (high - low) / tau if tau > 0 else None, "n": int(scores.size),
             "resamples": int(resamples), "range": "5-95 % of the bootstrap τ"}
+
+
+#: Pseudo pairs a sequential τ calibration starts with (:class:`PseudoSample`).
+PSEUDO_FIRST = 40
+#: Pairs a sequential τ calibration adds at a time while τ is not pinned.
+PSEUDO_STEP = 20
+#: Relative bootstrap spread of the pseudo τ (:func:`threshold_spread`'s ``relative``: the 5-95 % range of the
+#: bootstrap τ over τ) at or under which a sequential calibration stops adding pairs: τ known to about ±5 %.
+PSEUDO_TOLERANCE = 0.10
+
+
+@dataclass(frozen=True)
+class PseudoSample:
+    """How many pseudo pairs a τ calibration takes: a sequential sample, as τ's precision needs.
+
+    The pairs of one draw of ``n_max`` are scored in stages — the first :attr:`first`, then :attr:`step`
+    more at a time — and the calibration stops after a stage when :meth:`settled` says the pairs scored
+    so far pin τ well enough, or when all ``n_max`` are scored. Only the stage sizes depend on this: the
+    draw, and each pair's nuisances, are those of the whole draw (a prefix of it is scored).
+
+    Attributes
+    ----------
+    first : int
+        Pairs of the first stage.
+    step : int
+        Pairs added by each further stage.
+    tolerance : float
+        Stop when :func:`threshold_spread`'s ``relative`` (the 5-95 % range of the bootstrap τ over τ)
+        is at most this.
+    """
+
+    first: int = PSEUDO_FIRST
+    step: int = PSEUDO_STEP
+    tolerance: float = PSEUDO_TOLERANCE
+
+    def stops(self, n_max: int) -> list[int]:
+        """Number of pairs scored after each stage, ending with ``n_max``."""
+        if n_max <= self.first:
+            return [int(n_max)]
+        return list(range(self.first, n_max, max(1, self.step))) + [int(n_max)]
+
+    def settled(self, scores: np.ndarray, percentile: float = 95.0, floor: float | None = None,
+                seed: int = 0) -> str | None:
+        """Why the pseudo scores so far are enough (``"tolerance"``, ``"below floor"``), or None to go on.
+
+        ``"tolerance"``: the relative bootstrap spread of τ (:func:`threshold_spread`, with ``seed``) is
+        within :attr:`tolerance`. ``"below floor"``: the top of that spread (the 95th percentile of the
+        bootstrap τ) is under ``floor``, a threshold τ will be raised to anyway (``detect``'s ``tau="both"``:
+        the empirical τ, :func:`combine_thresholds`), so more pairs would not change the τ used.
+        """
+        spread = threshold_spread(scores, percentile, seed=seed)
+        if spread is None:
+            return None
+        if floor is not None and np.isfinite(floor) and spread["high"] < floor:
+            return "below floor"
+        if spread["relative"] is not None and spread["relative"] <= self.tolerance:
+            return "tolerance"
+        return None
 
 
 def kmeans_threshold(scores: np.ndarray, seed: int = 0) -> float:

@@ -35,6 +35,19 @@ def _max_shift(value: str) -> str | float:
     return number
 
 
+def _pseudo_tolerance(value: str) -> float | None:
+    """``--pseudo-tolerance``: a number >= 0, or ``none`` (every pseudo pair)."""
+    if str(value).lower() == "none":
+        return None
+    try:
+        tolerance = float(value)
+    except ValueError:
+        tolerance = float("nan")
+    if not tolerance >= 0:
+        raise click.BadParameter(f"must be a number >= 0 or 'none', got {value!r}", param_hint="--pseudo-tolerance")
+    return tolerance
+
+
 def _tau(value: str) -> str | float:
     from ..change.threshold import TAU_POLICIES
 
@@ -71,7 +84,11 @@ def _tau(value: str) -> str | float:
                    "measured on the pair (+1 px; at least 4 for nn, 10 for paper), which also widens nn's search.")
 @click.option("--noise-std", type=click.FloatRange(0), default=0.02, show_default=True,
               help="Gaussian noise of pseudo pairs (0..1 intensity scale).")
-@click.option("--n-pseudo", type=click.IntRange(2), default=100, show_default=True, help="Number of pseudo pairs.")
+@click.option("--n-pseudo", type=click.IntRange(2), default=100, show_default=True,
+              help="Most pseudo pairs (all of them with --pseudo-tolerance none).")
+@click.option("--pseudo-tolerance", default="0.1", show_default=True,
+              help="Stop adding pseudo pairs (40, then 20 at a time) once tau's 5-95 percent bootstrap range is within "
+                   "this fraction of tau, or under the empirical tau with --threshold both; 'none': all --n-pseudo.")
 @click.option("--register/--no-register", default=True, show_default=True,
               help="Estimate and undo the global shift (phase correlation).")
 @click.option("--pixelwise", is_flag=True, help="Also write deep-CVA pixel maps inside changed patches.")
@@ -86,7 +103,7 @@ def _tau(value: str) -> str | float:
 @overwrite_opt
 @common_options
 def detect(pre, post, outdir, patch_size, stride, layer, method, nn_radius, pooling, threshold, percentile, max_shift, noise_std,
-           n_pseudo, register, pixelwise, tile_size, no_quicklook, scheduler, workers, weights, device, precision, seed, overwrite,
+           n_pseudo, pseudo_tolerance, register, pixelwise, tile_size, no_quicklook, scheduler, workers, weights, device, precision, seed, overwrite,
            verbose, quiet):
     """Find changed patches between PRE and POST images (VGG-16 features; Saha & Zhu's patch method or nn).
 
@@ -106,7 +123,7 @@ def detect(pre, post, outdir, patch_size, stride, layer, method, nn_radius, pool
     options = dict(
         patch_size=patch_size, stride=stride, layer=layer, method=method, nn_radius=nn_radius, pooling=pooling,
         tau=_tau(threshold), percentile=percentile, max_shift=_max_shift(max_shift), noise_std=noise_std,
-        n_pseudo=n_pseudo, register=register, pixelwise=pixelwise, weights=weights, device=device,
+        n_pseudo=n_pseudo, pseudo_tolerance=_pseudo_tolerance(pseudo_tolerance), register=register, pixelwise=pixelwise, weights=weights, device=device,
         tile_size=tile_size, seed=seed, progress=show_progress, precision=precision,
     )
     with dask_runner(scheduler, workers) as runner:

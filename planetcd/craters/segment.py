@@ -154,7 +154,8 @@ def window_tiles(height: int, width: int, tile_size: int = 512, overlap: int = 6
 
 
 def window_probability(model: torch.nn.Module, prepared: np.ndarray, *, tile_size: int = 512, overlap: int = 64,
-                       batch_size: int = 4, progress: bool = False, precision: str | None = None) -> np.ndarray:
+                       batch_size: int = 4, progress: bool = False, precision: str | None = None,
+                       skip: np.ndarray | None = None) -> np.ndarray:
     """Crater probability of one prepared window, segmented in overlapping, blended tiles.
 
     Parameters
@@ -170,6 +171,10 @@ def window_probability(model: torch.nn.Module, prepared: np.ndarray, *, tile_siz
         Tiles per network pass (tiles of one row of tiles).
     precision : {"fp32", "bf16"}, optional
         Of the network (:func:`predict_tiles`); None: the caller's context.
+    skip : ndarray of bool, shape (n_tiles,), optional
+        Tiles of :func:`window_tiles` not to segment (whose pixels nobody reads: the canonical frame's
+        fill, :func:`canonical_probability`). Every other pixel's blend is unchanged; pixels only skipped
+        tiles cover get 0.
 
     Returns
     -------
@@ -181,6 +186,11 @@ def window_probability(model: torch.nn.Module, prepared: np.ndarray, *, tile_siz
         raise InputError(f"a window to segment must be (H, W); got shape {prepared.shape}")
     height, width = prepared.shape
     grid, overlap = window_tiles(height, width, tile_size, overlap)
+    if skip is not None:
+        skip = np.asarray(skip, bool)
+        if skip.shape != (len(grid),):
+            raise InputError(f"skip must hold one flag per tile ({len(grid)}), got shape {skip.shape}")
+        grid = grid[~skip]
     device = _model_device(model)
     acc = np.zeros((height, width), np.float32)
     wsum = np.zeros((height, width), np.float32)
@@ -210,6 +220,11 @@ def window_probability(model: torch.nn.Module, prepared: np.ndarray, *, tile_siz
     return (acc / np.maximum(wsum, 1e-12)).astype(np.float32)
 
 
+#: Pixels around the canonical frame's footprint whose tiles :func:`canonical_probability` still segments:
+#: turning the probability back (bilinear) reads canonical pixels up to √2 px beyond the input's pixel centres.
+FOOTPRINT_MARGIN = 2.0
+
+
 def canonical_probability(model: torch.nn.Module, prepared: np.ndarray, sun_azimuth: float | None = None, *,
                           fill: float | None = None, tile_size: int = 512, overlap: int = 64, batch_size: int = 4,
                           progress: bool = False, precision: str | None = None) -> np.ndarray:
@@ -220,7 +235,11 @@ def canonical_probability(model: torch.nn.Module, prepared: np.ndarray, sun_azim
     its light comes from the left (an exact ``np.rot90`` when the turn is within
     5° of a multiple of 90°, bilinear resampling otherwise), segmented there
     with :func:`window_probability`, and the probability is turned back onto
-    the window's grid (:meth:`~planetcd.craters.sun.CanonicalFrame.array_to_input`).
+    the window's grid (:meth:`~planetcd.craters.sun.CanonicalFrame.array_to_input`). A resampled turn
+    puts the window on a larger canvas; its tiles that hold only fill (none of their pixels within
+    :data:`FOOTPRINT_MARGIN` of the footprint,
+    :meth:`~planetcd.craters.sun.CanonicalFrame.boxes_meet_footprint`) are not segmented: nothing on
+    the window's grid reads them, so the result is the same.
     Everything after it (extraction, blocks, writers, CRS) stays on the input grid.
 
     Parameters
@@ -252,7 +271,9 @@ def canonical_probability(model: torch.nn.Module, prepared: np.ndarray, sun_azim
         return window_probability(model, prepared, **options)
     fill = float(prepared.mean()) if fill is None else float(fill)
     rotated, frame = to_canonical(prepared, sun_azimuth, fill=fill)
-    prob = window_probability(model, rotated, **options)
+    # Tiles of fill only, farther than the bilinear way back reaches from the footprint, are not segmented.
+    tiles, _ = window_tiles(*rotated.shape, tile_size, overlap)
+    prob = window_probability(model, rotated, skip=~frame.boxes_meet_footprint(tiles, FOOTPRINT_MARGIN), **options)
     return np.clip(frame.array_to_input(prob), 0.0, 1.0).astype(np.float32, copy=False)
 
 

@@ -460,6 +460,34 @@ class CanonicalFrame:
         eps = 1e-6
         return (x >= -0.5 - eps) & (x <= self.input_shape[1] - 0.5 + eps) & (y >= -0.5 - eps) & (y <= self.input_shape[0] - 0.5 + eps)
 
+    def boxes_meet_footprint(self, boxes: np.ndarray, margin: float = 2.0) -> np.ndarray:
+        """Which canonical boxes come within ``margin`` px of the input's footprint (bool ``(n,)``).
+
+        ``boxes`` ``(n, 4)``: ``row, col, height, width`` on the canonical grid (e.g. the tiles of
+        :func:`planetcd.craters.segment.window_tiles`). A box is tested by its pixel centres against the
+        input grid's rectangle grown by ``margin`` px (:meth:`footprint`'s rectangle is grown by 0.5 px):
+        two convex rectangles meet unless one of their four axes separates them (no pixel grid is made,
+        so it costs nothing on a large canvas). A box that does not meet it holds only ``fill`` pixels,
+        and no input pixel's bilinear neighbourhood (:meth:`array_to_input`, order 1) reaches it when
+        ``margin >= 1.5``.
+        """
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        rows, cols = self.input_shape
+        # the boxes' corners (pixel centres) on the input grid, (n, 4)
+        r0, c0 = boxes[:, 0], boxes[:, 1]
+        r1, c1 = r0 + boxes[:, 2] - 1, c0 + boxes[:, 3] - 1
+        cx = np.stack([c0, c1, c1, c0], axis=1)
+        cy = np.stack([r0, r0, r1, r1], axis=1)
+        x, y = self.xy_to_input(cx, cy)
+        lo_x, hi_x, lo_y, hi_y = -0.5 - margin, cols - 0.5 + margin, -0.5 - margin, rows - 0.5 + margin
+        meets = (x.max(1) >= lo_x) & (x.min(1) <= hi_x) & (y.max(1) >= lo_y) & (y.min(1) <= hi_y)
+        # the boxes' own axes: the input rectangle's corners projected on the canonical x and y axes
+        ix = np.array([lo_x, hi_x, hi_x, lo_x])
+        iy = np.array([lo_y, lo_y, hi_y, hi_y])
+        kx, ky = self.xy_to_canonical(ix, iy)
+        meets &= (kx.max() >= c0) & (kx.min() <= c1) & (ky.max() >= r0) & (ky.min() <= r1)
+        return meets
+
     def to_dict(self) -> dict:
         """JSON-ready record (for ``run.json`` / catalogue metadata)."""
         return {

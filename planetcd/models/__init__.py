@@ -70,7 +70,8 @@ def load(name_or_path: str | os.PathLike | torch.nn.Module = DEFAULT_MODEL, devi
     A loaded ``torch.nn.Module`` is returned as given (in eval mode, moved to
     ``device``), with a default ``metadata`` (threshold 0.5) when it has none.
 
-    Returns the network in eval mode on ``device`` with a ``metadata`` dict
+    Returns the network in eval mode on ``device``, its weights channels-last (the fast layout of
+    convolutions; a module given is left as it is), with a ``metadata`` dict
     attribute (the registry JSON for shipped models, the checkpoint's own
     fields for a path), including ``threshold`` for the probability mask.
     ``tta``: average over mirror images of every input
@@ -106,7 +107,9 @@ def load(name_or_path: str | os.PathLike | torch.nn.Module = DEFAULT_MODEL, devi
     model.metadata = meta
     if meta["tta"]:
         model = FlipAverage(model, meta["tta_flips"]).eval()
-    return model.to(device)
+    # Channels-last weights: the convolutions then run channels-last whatever the (one-band) input's layout,
+    # about twice as fast on a CPU in fp32 and bf16 alike (the same values: fp32 to 1e-6).
+    return model.to(device).to(memory_format=torch.channels_last)
 
 
 #: Per-process cache of :func:`cached` (a Dask worker loads each model once).

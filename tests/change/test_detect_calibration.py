@@ -68,3 +68,36 @@ def test_a_memory_budget_of_one_window_reuses_one_pre_map(pair, trunk, recompute
     result = detect(*pair, trunk=trunk, **OPTIONS)
     assert 1 <= result.params["n_pseudo_pre_reused"] < OPTIONS["n_pseudo"]
     _assert_same_calibration(result, recomputed)
+
+
+@pytest.fixture(scope="module")
+def sequential(pair, trunk):
+    """The same draw of 50 pseudo pairs scored whole (tolerance 0) and stopped after the first stage (tolerance ∞)."""
+    options = dict(OPTIONS, n_pseudo=50, tau="pseudo")
+    return {tol: detect(*pair, trunk=trunk, pseudo_tolerance=tol, **options) for tol in (0.0, float("inf"))}
+
+
+def test_a_sequential_sample_scores_a_prefix_of_one_draw(sequential):
+    whole, first = sequential[0.0], sequential[float("inf")]
+    assert whole.thresholds["pseudo_sample"] == dict(n=50, n_max=50, stopped="n_max", first=40, step=20, tolerance=0.0)
+    assert first.thresholds["pseudo_sample"]["n"] == 40 and first.thresholds["pseudo_sample"]["stopped"] == "tolerance"
+    np.testing.assert_allclose(first.pseudo_scores, whole.pseudo_scores[:40], rtol=1e-5, atol=1e-7)
+    # τ and its reported spread are of the pairs scored
+    assert first.thresholds["pseudo"] == pytest.approx(np.percentile(first.pseudo_scores, 95))
+    assert first.thresholds["pseudo_spread"]["n"] == 40 and whole.thresholds["pseudo_spread"]["n"] == 50
+    np.testing.assert_array_equal(first.change_score, whole.change_score)  # the main pass does not depend on it
+
+
+def test_without_a_tolerance_every_pseudo_pair_is_scored(pair, trunk, recomputed):
+    assert recomputed.thresholds["pseudo_sample"]["stopped"] == "n_max"  # n_pseudo (10) is within the first stage
+    result = detect(*pair, trunk=trunk, pseudo_tolerance=None, **dict(OPTIONS, n_pseudo=45))
+    assert result.thresholds["pseudo_sample"] == dict(n=45, n_max=45, stopped="fixed")
+    assert result.params["pseudo_tolerance"] is None and len(result.pseudo_scores) == 45
+
+
+@pytest.mark.parametrize("tolerance", [-0.1, float("nan")])
+def test_a_bad_pseudo_tolerance_is_one_line(pair, trunk, tolerance):
+    from planetcd.errors import InputError
+
+    with pytest.raises(InputError, match="pseudo_tolerance"):
+        detect(*pair, trunk=trunk, pseudo_tolerance=tolerance, **OPTIONS)

@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from planetcd.change.nn import match_radiometry, match_resolution, nn_disagreement, overlap_cells, register_pairs
+from planetcd.change.nn import (
+    match_radiometry,
+    match_resolution,
+    nn_change_map,
+    nn_change_window,
+    nn_disagreement,
+    overlap_cells,
+    register_pairs,
+)
 from planetcd.change.patch_pairs import METHOD_NAMES, pseudo_unchanged_patches, score_pairs
 from planetcd.change.threshold import noise_sigma
 from planetcd.features import clear_trunk_cache, trunk_cache_info
@@ -57,6 +65,19 @@ def test_nn_disagreement_equals_its_definition(rng, radius, monkeypatch):
     f_post[1] = -f_pre[1]  # nothing matches (d near 2): the border's never-matching neighbour (1) wins there
     got = nn_disagreement(torch.from_numpy(f_pre), torch.from_numpy(f_post), radius, eps=1.0).numpy()
     np.testing.assert_allclose(got, _disagreement_by_definition(f_pre, f_post, radius, 1.0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("window", [(0, 0, 30, 34), (9, 11, 8, 10), (0, 20, 12, 14), (22, 0, 8, 7), (5, 5, 1, 1)])
+@pytest.mark.parametrize("radius", [1, 2, 3])
+def test_nn_change_window_equals_the_whole_map_cut(rng, radius, window):
+    """The core-only map detect's tiles use: the whole map's cells, at the maps' edges and inside alike."""
+    f_pre = torch.from_numpy(10 * rng.random((1, 8, 30, 34)).astype(np.float32))
+    f_post = f_pre + torch.from_numpy(rng.normal(0.0, 3.0, f_pre.shape).astype(np.float32))
+    r, c, h, w = window
+    whole = nn_change_map(f_pre, f_post, radius)[:, r : r + h, c : c + w]
+    got = nn_change_window(f_pre, f_post, radius, window)
+    assert got.shape == (1, h, w)
+    np.testing.assert_allclose(got.numpy(), whole.numpy(), rtol=1e-6, atol=1e-7)
 
 
 def test_noise_sigma(rng):

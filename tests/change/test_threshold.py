@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from planetcd.change.threshold import kmeans_threshold, pseudo_unchanged_pairs, self_calibrated_threshold
+from planetcd.change.threshold import (
+    PseudoSample,
+    kmeans_threshold,
+    pseudo_unchanged_pairs,
+    self_calibrated_threshold,
+    threshold_spread,
+)
 from planetcd.tiling import patch_grid
 
 
@@ -85,3 +91,20 @@ def test_threshold_spread_brackets_tau_and_shrinks_with_more_pairs():
     assert small["relative"] < large["relative"] / 3  # the 5-95 % range narrows about as 1/sqrt(n)
     assert threshold_spread(few) == threshold_spread(few)  # its own seeded generator
     assert threshold_spread(np.array([1.0, np.nan])) is None
+
+
+def test_a_sequential_pseudo_sample_stops_when_tau_is_pinned():
+    sample = PseudoSample(first=40, step=20, tolerance=0.10)
+    assert sample.stops(100) == [40, 60, 80, 100] and sample.stops(70) == [40, 60, 70]
+    assert sample.stops(40) == [40] and sample.stops(12) == [12]
+    rng = np.random.default_rng(3)
+    tight = rng.normal(1.0, 0.01, 40)  # τ pinned to well under 10 %
+    wide = rng.lognormal(0.0, 1.0, 40)  # a heavy tail: the 95th percentile moves with every pair
+    assert threshold_spread(tight)["relative"] <= 0.10 < threshold_spread(wide)["relative"]
+    assert sample.settled(tight) == "tolerance"
+    assert sample.settled(wide) is None
+    high = threshold_spread(wide)["high"]
+    assert sample.settled(wide, floor=high * 1.01) == "below floor"  # τ is raised to the floor whatever more pairs say
+    assert sample.settled(wide, floor=high * 0.99) is None
+    assert sample.settled(wide, floor=float("nan")) is None
+    assert sample.settled(np.array([1.0])) is None  # no spread from one score

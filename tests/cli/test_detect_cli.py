@@ -128,13 +128,18 @@ def test_threshold_and_max_shift_options(pair_paths, vgg_weights, tmp_path):
     bad = _run(["detect", pre, post, "-o", tmp_path / "a", "--weights", vgg_weights, "--max-shift", "far"])
     assert bad.exit_code != 0 and "max-shift" in bad.output
     ok = _run(["detect", pre, post, "-o", tmp_path / "b", "--weights", vgg_weights, "--method", "paper",
-               "--threshold", "pseudo", "--max-shift", "10", "--n-pseudo", "20"])
+               "--threshold", "pseudo", "--max-shift", "10", "--n-pseudo", "20", "--pseudo-tolerance", "none"])
     assert ok.exit_code == 0, ok.output
     import json
 
     record = json.loads((tmp_path / "b" / "run.json").read_text())
     assert record["parameters"]["max_shift"] == 10.0 and record["thresholds"]["empirical"] is None
     assert record["tau"] == record["thresholds"]["pseudo"]
+    assert record["parameters"]["pseudo_tolerance"] is None
+    assert record["thresholds"]["pseudo_sample"] == {"n": 20, "n_max": 20, "stopped": "fixed"}
+    for value in ("-1", "many"):
+        bad = _run(["detect", pre, post, "-o", tmp_path / "c", "--weights", vgg_weights, "--pseudo-tolerance", value])
+        assert bad.exit_code == 2 and "--pseudo-tolerance" in bad.output
 
 
 def test_method_nn_unlit_is_nn_without_relighting(pair_paths, vgg_weights, tmp_path):

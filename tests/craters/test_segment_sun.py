@@ -286,3 +286,35 @@ def test_cli_quarter_turned_ctx_crop_gives_the_mapped_catalogue(shared_dir, sun_
               f"azimuths {ref_sun['sun_azimuth_deg']:.1f} / {got_sun['sun_azimuth_deg']:.1f}")
         # connected components split touching blobs a little differently on the turned grid: not every one
         assert len(ref) >= 10 and fraction >= 0.8, (how, matched.tp, len(ref), len(back))
+
+
+class CountingNet(torch.nn.Module):
+    """A small convolutional net (a receptive field of 9 px) that counts the tiles it is given."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 5, padding=2), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 5, padding=2))
+        self.tiles = 0
+
+    def forward(self, x):
+        self.tiles += len(x)
+        return torch.sigmoid(self.net(x))
+
+
+@pytest.mark.parametrize("azimuth", [225.0, 315.0])
+def test_tiles_of_fill_only_are_not_segmented_and_change_nothing(lit_left, azimuth, monkeypatch):
+    """A resampled turn's canvas corners are fill only: skipping their tiles leaves the window's probability as
+    it was with every tile segmented (the skipped tiles hold no pixel the way back reads)."""
+    import planetcd.craters.segment as seg
+
+    image = lit_left[0][:300, :260].astype(np.float32) * 2 - 1
+    model = CountingNet().eval()
+    options = dict(tile_size=96, overlap=16, batch_size=3, precision="fp32")
+    skipped = seg.canonical_probability(model, image, azimuth, **options)
+    n_skipped = model.tiles
+    model.tiles = 0
+    monkeypatch.setattr(seg, "FOOTPRINT_MARGIN", 1e9)  # every tile meets the footprint
+    every = seg.canonical_probability(model, image, azimuth, **options)
+    assert n_skipped < model.tiles  # some tiles were skipped ...
+    np.testing.assert_allclose(skipped, every, rtol=0, atol=1e-6)  # ... and no pixel of the window changed

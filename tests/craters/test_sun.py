@@ -213,3 +213,29 @@ def test_estimator_on_labelled_tiles(shared_dir):
         assert all(abs(angle_difference(refs[k], refs[0] + 90.0 * k)) < 1e-6 for k in range(4)), tile
     within = sum(abs(r["error"]) <= 30.0 for r in rows)
     assert within >= 34, f"{within} of 40 within 30 deg (34 needed):\n" + bench.table(rows, seconds=False)
+
+
+@pytest.mark.parametrize("azimuth", [0.0, 30.0, 45.0, 137.0, 200.0, 301.5])
+@pytest.mark.parametrize("shape", [(90, 130), (64, 64)])
+def test_boxes_meet_footprint_is_the_pixel_test_and_little_more(azimuth, shape):
+    """The four-axis test against the pixels themselves: every box holding a pixel within the margin of the
+    footprint meets it; a box it keeps holds a pixel within the margin + 1.5 px (the boxes' corners)."""
+    from planetcd.craters.sun import canonical_frame
+
+    frame = canonical_frame(shape, azimuth)
+    rows, cols = frame.canonical_shape
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    x, y = frame.xy_to_input(xx, yy)
+
+    def near(margin):  # canonical pixel centres within ``margin`` px (per axis) of the input rectangle
+        return (x >= -0.5 - margin) & (x <= shape[1] - 0.5 + margin) & (y >= -0.5 - margin) & (y <= shape[0] - 0.5 + margin)
+
+    boxes = np.array([(r, c, h, w) for h, w in ((16, 16), (7, 23)) for r in range(0, rows - h + 1, 5)
+                      for c in range(0, cols - w + 1, 5)])
+    meets = frame.boxes_meet_footprint(boxes, margin=2.0)
+    inner, outer = near(2.0), near(3.5)
+    holds = np.array([inner[r : r + h, c : c + w].any() for r, c, h, w in boxes])
+    assert np.all(meets[holds])  # never a box that holds a pixel within the margin
+    assert np.all(np.array([outer[r : r + h, c : c + w].any() for r, c, h, w in boxes])[meets])
+    if not frame.exact:
+        assert not meets.all()  # the corners of a resampled turn's canvas hold boxes of fill only
