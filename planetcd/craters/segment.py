@@ -70,7 +70,7 @@ log = logging.getLogger("planetcd.craters.segment")
 __all__ = [
     "MIN_SIZE", "MAX_SCALE", "DEFAULT_BLOCK_SIZE", "OUTPUTS", "SegmentResult", "segment", "prepare_window",
     "window_probability", "canonical_probability", "parse_sun_azimuth", "image_sun_estimate", "resolve_sun",
-    "window_tiles", "predict_tiles", "segment_block", "run_blocks", "image_probability", "pixel_size_of",
+    "window_tiles", "predict_tiles", "segment_block", "read_prepared", "image_stats", "run_blocks", "image_probability", "pixel_size_of",
     "merge_scales", "multiscale_craters", "magnified_craters", "catalog_craters", "verify_catalog", "parse_scales", "scale_craters", "scale_min_radius",
     "read_scaled", "resample_array",
 ]
@@ -430,6 +430,27 @@ def run_blocks(func: Callable, blocks: Iterable[Tile], *, runner: Runner | None 
             yield result
 
 
+def read_prepared(source, window: tuple[int, int, int, int], stats: IntensityStats, band: int = 1,
+                  scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The network input of one window ``(row, col, height, width)`` of the image, and its missing mask.
+
+    ``source`` is a path (opened here, so a worker reads only its window) or an (H, W) array; the window is
+    resampled by ``scale`` (:func:`resample_array`, with its validity) when it is not 1, then scaled with the
+    whole image's ``stats`` (:func:`prepare_window`). Shapes: the window's, times ``scale``.
+    """
+    r, c, h, w = window
+    if isinstance(source, np.ndarray):
+        data, valid, nodata = source[r : r + h, c : c + w], None, None
+    else:
+        with open_raster(source) as ds:
+            raw, valid = read_window(ds, Window(c, r, w, h), bands=[band])
+            data, nodata = raw[0], ds.nodata
+    if scale != 1.0:
+        data = resample_array(data, scale)
+        valid = None if valid is None else resample_array(valid.astype(np.float32), scale) >= 0.5
+    return prepare_window(data, valid, nodata, stats)
+
+
 def segment_block(block: Tile, *, source, stats: IntensityStats, model, device: str = "cpu", tta: bool | None = None,
                   band: int = 1, tile_size: int = 512, overlap: int = 64, batch_size: int = 4,
                   tile_progress: bool = False, sun_azimuth: float | None = None,
@@ -461,14 +482,7 @@ def segment_block(block: Tile, *, source, stats: IntensityStats, model, device: 
     """
     from .. import models
 
-    r, c, h, w = block.read
-    if isinstance(source, np.ndarray):
-        data, valid, nodata = source[r : r + h, c : c + w], None, None
-    else:
-        with open_raster(source) as ds:
-            raw, valid = read_window(ds, Window(c, r, w, h), bands=[band])
-            data, nodata = raw[0], ds.nodata
-    prepared, missing = prepare_window(data, valid, nodata, stats)
+    prepared, missing = read_prepared(source, block.read, stats, band)
     net = models.cached(model, device, tta)
     prob = canonical_probability(net, prepared, sun_azimuth, fill=_prepared_mean(stats), tile_size=tile_size,
                                  overlap=overlap, batch_size=batch_size, progress=tile_progress, precision=precision)
@@ -575,13 +589,23 @@ class _Image:
     pixel_size_m: float | None
 
 
+def image_stats(image, band: int = 1) -> IntensityStats:
+    """Whole-image intensity statistics: of every present pixel of an (H, W) array, or of a decimated read of
+    a raster's ``band`` (:func:`planetcd.raster.dataset_stats`)."""
+    if isinstance(image, np.ndarray):
+        data = np.asarray(image, np.float32)
+        return intensity_stats(data, missing_pixels(data))
+    with open_raster(image) as ds:
+        return dataset_stats(ds, bands=[band])
+
+
 def _open_image(image, band: int, pixel_size_m: float | None) -> _Image:
     if isinstance(image, np.ndarray):
         data = np.asarray(image, np.float32)
         if data.ndim != 2:
             raise InputError(f"image: expected an (H, W) array, got shape {data.shape}")
         check_array(data, min_size=MIN_SIZE, what="image")
-        stats = intensity_stats(data, missing_pixels(data))
+        stats = image_stats(data, band)
         profile = {"width": data.shape[1], "height": data.shape[0], "crs": None, "transform": None}
         return _Image(data, stats, profile, {"pixel_size_m": pixel_size_m}, "image", pixel_size_m)
     check_raster(image, min_size=MIN_SIZE, band=band, stats=False)  # the one input check (truncation included)
@@ -935,7 +959,8 @@ def multiscale_craters(
         if s == 1.0 and full_craters is not None:
             found[s] = np.asarray(full_craters, np.float64).reshape(-1, 4)
             continue
-        if s > 1.0 and (magnified_block is not None or s * s * _pixels(image, band) > MAGNIFIED_WINDOW_PIXELS):
+        shape = np.shape(image) if isinstance(image, np.ndarray) else _raster_shape(image)
+        if s > 1.0 and (magnified_block is not None or s * s * shape[0] * shape[1] > MAGNIFIED_WINDOW_PIXELS):
             found[s] = magnified_craters(model, image, s, extract, min_radius=min_radius, band=band,
                                          block=magnified_block or MAGNIFIED_BLOCK, tile_size=tile_size, overlap=overlap,
                                          batch_size=batch_size, sun_azimuth=sun_azimuth, precision=precision)
@@ -955,12 +980,10 @@ def multiscale_craters(
     return merge_scales(found)
 
 
-def _pixels(image, band: int = 1) -> int:
-    """Pixels of an in-memory image or of a raster (its header only)."""
-    if isinstance(image, np.ndarray):
-        return int(image.shape[0]) * int(image.shape[1])
-    with open_raster(image) as ds:
-        return int(ds.height) * int(ds.width)
+def _raster_shape(path) -> tuple[int, int]:
+    """``(rows, cols)`` of a raster, from its header."""
+    with open_raster(path) as ds:
+        return int(ds.height), int(ds.width)
 
 
 def magnified_craters(
@@ -1006,47 +1029,27 @@ def magnified_craters(
     """
     if scale <= 1.0:
         raise InputError(f"magnified_craters: scale must be above 1, got {scale}")
-    if isinstance(image, np.ndarray):
-        data = np.asarray(image, np.float32)
-        height, width = data.shape
-        stats = intensity_stats(data, missing_pixels(data))
-        ds = None
-    else:
-        ds = open_raster(image)
-        height, width = ds.height, ds.width
-        stats = dataset_stats(ds, [band])
+    height, width = np.shape(image) if isinstance(image, np.ndarray) else _raster_shape(image)
+    stats = image_stats(image, band)
     fill = _prepared_mean(stats)
     parts = []
-    try:
-        for tile in halo_tiles(height, width, int(block), int(halo)):
-            r0, c0, h0, w0 = tile.read
-            if ds is None:
-                window = data[r0 : r0 + h0, c0 : c0 + w0]
-                valid = None
-            else:
-                read, valid = read_window(ds, Window(c0, r0, w0, h0), bands=[band])
-                window = read[0]
-            magnified = resample_array(window, scale)
-            if valid is not None:
-                valid = resample_array(valid.astype(np.float32), scale) >= 0.5
-            if min(magnified.shape) < MIN_SIZE:
-                continue
-            prepared, _ = prepare_window(magnified, valid, None, stats)
-            prob = canonical_probability(model, prepared, sun_azimuth, fill=fill, tile_size=tile_size, overlap=overlap,
-                                         batch_size=batch_size, precision=precision)
-            craters = np.asarray(extract(prob, scale_min_radius(scale, min_radius)), np.float64).reshape(-1, 4)
-            if not len(craters):
-                continue
-            craters[:, 0] += c0 * scale  # the block's magnified pixels -> the whole magnified image's
-            craters[:, 1] += r0 * scale
-            cr, cc, ch, cw = tile.core
-            centre = scale_craters(craters, scale)  # input pixels, to test the core
-            core = ((centre[:, 0] >= cc - 0.5) & (centre[:, 0] < cc + cw - 0.5)
-                    & (centre[:, 1] >= cr - 0.5) & (centre[:, 1] < cr + ch - 0.5))
-            parts.append(craters[core])
-    finally:
-        if ds is not None:
-            ds.close()
+    for tile in halo_tiles(height, width, int(block), int(halo)):
+        r0, c0 = tile.read[:2]
+        prepared, _ = read_prepared(image, tile.read, stats, band, scale)
+        if min(prepared.shape) < MIN_SIZE:
+            continue
+        prob = canonical_probability(model, prepared, sun_azimuth, fill=fill, tile_size=tile_size, overlap=overlap,
+                                     batch_size=batch_size, precision=precision)
+        craters = np.asarray(extract(prob, scale_min_radius(scale, min_radius)), np.float64).reshape(-1, 4)
+        if not len(craters):
+            continue
+        craters[:, 0] += c0 * scale  # the block's magnified pixels -> the whole magnified image's
+        craters[:, 1] += r0 * scale
+        cr, cc, ch, cw = tile.core
+        centre = scale_craters(craters, scale)  # input pixels, to test the core
+        core = ((centre[:, 0] >= cc - 0.5) & (centre[:, 0] < cc + cw - 0.5)
+                & (centre[:, 1] >= cr - 0.5) & (centre[:, 1] < cr + ch - 0.5))
+        parts.append(craters[core])
     return np.vstack(parts) if parts else np.zeros((0, 4))
 
 
