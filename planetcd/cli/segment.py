@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from ..errors import InputError
+
 from .options import (common_options, dask_options, dask_runner, device_opt, outdir_opt, overwrite_opt, precision_opt,
                       setup_logging)
 
@@ -37,14 +39,16 @@ log = logging.getLogger("planetcd.segment")
               help="A chip verifier checkpoint to use instead of the model's (benchmarks/train_ctx_verifier.py writes one).")
 @click.option("--verify-threshold", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
               help="Verifier probability a crater needs [default: the verifier's].")
+@click.option("--decoy-fdr", default=None, metavar="SHARE|off",
+              help="With the verifier: also segment the image turned for the opposite sun (decoys: real craters look like mounds there) and raise the verifier threshold until decoys are at most SHARE of the catalogue (rough and knobby ground; twice the time). 'off': no decoys [default: the verifier's].")
 @dask_options
 @device_opt
 @precision_opt
 @overwrite_opt
 @common_options
 def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, batch_size, band, block_size, scales,
-            min_contrast, tta, sun_azimuth, verify, verifier_path, verify_threshold, scheduler, workers, device,
-            precision, overwrite, verbose, quiet):
+            min_contrast, tta, sun_azimuth, verify, verifier_path, verify_threshold, decoy_fdr, scheduler, workers,
+            device, precision, overwrite, verbose, quiet):
     """Segment craters in IMAGE (GeoTIFF, PNG, PGM, JPEG, ...).
 
     Writes OUTDIR/crater_prob.tif (float32 probability on the input grid and
@@ -69,11 +73,28 @@ def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, bat
     if verifier_path and verify is False:
         raise click.UsageError("--verifier and --no-verify contradict each other")
     verify_arg = verifier_path if verifier_path else verify
+    decoy_arg = parse_decoy_fdr(decoy_fdr)
     with dask_runner(scheduler, workers) as runner:
         result = run_segment(image, model_name, prob_threshold=threshold, scales=scales, tile_size=tile,
                              overlap=overlap, block_size=block_size or DEFAULT_BLOCK_SIZE, batch_size=batch_size,
                              band=band, pixel_size_m=pixel_size, device=device, tta=tta, runner=runner,
                              progress=progress, sun_azimuth=sun_azimuth, precision=precision,
-                             verify=verify_arg, verify_threshold=verify_threshold, **extraction)
+                             verify=verify_arg, verify_threshold=verify_threshold, decoy_fdr=decoy_arg,
+                             **extraction)
     result.write(outdir, overwrite=overwrite)
     log.info("%d craters; outputs in %s (%.1f s)", len(result.catalog), outdir, result.seconds)
+
+
+def parse_decoy_fdr(value: str | None) -> float | bool | None:
+    """``--decoy-fdr``: None (the verifier's), ``off`` (False) or a share in (0, 1]."""
+    if value is None:
+        return None
+    if value.strip().lower() == "off":
+        return False
+    try:
+        share = float(value)
+    except ValueError:
+        raise InputError(f"--decoy-fdr {value!r}: a share in (0, 1] or 'off'") from None
+    if not 0.0 < share <= 1.0:
+        raise InputError(f"--decoy-fdr {value}: must be in (0, 1]")
+    return share

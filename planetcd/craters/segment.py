@@ -656,6 +656,21 @@ def _resolve_verifier(meta: dict, verify, verify_threshold: float | None):
     return verifier, threshold
 
 
+def _resolve_decoy(verifier, decoy_fdr) -> float | None:
+    """The decoy false-discovery limit of :func:`segment`'s ``decoy_fdr`` (None: no decoy pass)."""
+    if verifier is None or decoy_fdr is False:
+        return None
+    if decoy_fdr is None or decoy_fdr is True:
+        value = verifier.metadata.get("decoy_fdr")
+        if value is None and decoy_fdr is True:
+            raise InputError("the chip verifier has no decoy_fdr; give a number in (0, 1]")
+        return None if value is None else float(value)
+    value = float(decoy_fdr)
+    if not 0.0 < value <= 1.0:
+        raise InputError(f"decoy_fdr {decoy_fdr}: must be in (0, 1]")
+    return value
+
+
 def _check_options(tile_size, overlap, batch_size, block_size, block_halo, pixel_size_m) -> None:
     if tile_size < MIN_TILE:
         raise InputError(f"tile_size {tile_size}: must be at least {MIN_TILE} pixels")
@@ -698,6 +713,7 @@ def segment(
     precision: str = "auto",
     verify: bool | str | os.PathLike | None = None,
     verify_threshold: float | None = None,
+    decoy_fdr: float | bool | None = None,
     **extraction,
 ) -> SegmentResult:
     """Segment the craters of one image: probability map, mask and crater catalogue.
@@ -758,6 +774,14 @@ def segment(
         verifier on and no ``prob_threshold``, craters are extracted at the verifier's ``prob_threshold``
         (the registry's operating point: more candidates, the verifier keeps the craters); the mask stays
         at the model's threshold.
+    decoy_fdr : float or bool, optional
+        With the verifier, raise its threshold on this image until the *decoys* are at most this share
+        of the catalogue (:func:`planetcd.craters.verify.decoy_threshold`): the decoys are the craters
+        the same pipeline (every scale, the verifier) finds on the image turned for the opposite sun,
+        where real craters look like mounds, so what passes there is the image's own rate of
+        crater-like texture (rough and knobby ground). It costs a second segmentation of the image.
+        In ``(0, 1]``; None (default): the verifier's ``decoy_fdr`` (registry), if any; False: no decoys.
+        Needs the sun (a sun-aware model); recorded in ``params["verifier"]["decoys"]``.
     **extraction
         Overrides of the model's crater extraction (:data:`EXTRACTION_KEYS`), e.g.
         ``min_contrast=0.1`` (``-1`` or ``None``: no contrast screening), ``min_radius=4``.
@@ -790,20 +814,27 @@ def segment(
     log.info("model %s (%s%s), threshold %.2f, tiles of %d px overlapping by %d px on %s", meta.get("name"),
              meta.get("arch"), ", flip-averaged" if meta.get("tta") else "", threshold, tile_size, overlap, torch_device)
 
+    decoy_limit = _resolve_decoy(verifier, decoy_fdr)
     blocks = halo_tiles(height, width, block_size, block_halo)
     local = runner is None or isinstance(runner, LocalRunner)
-    prob = np.empty((height, width), np.float32)
-    missing = np.empty((height, width), bool)
-    parts = run_blocks(segment_block, blocks, runner=runner, progress=progress, desc="segment",
-                       source=source.source, stats=source.stats, model=net if local else _model_reference(model),
-                       device=torch_device, tta=tta, band=band, tile_size=tile_size, overlap=overlap,
-                       batch_size=batch_size, tile_progress=progress and local and len(blocks) == 1,
-                       sun_azimuth=rotate, precision=used_precision)
-    for block, (block_prob, block_missing) in zip(blocks, parts):
-        r, c, h, w = block.core
-        prob[r : r + h, c : c + w] = block_prob
-        missing[r : r + h, c : c + w] = block_missing
-    prob[missing] = np.nan
+
+    def probability(azimuth, show_progress):
+        """The full-image probability map and missing mask, segmented in the frame of ``azimuth``."""
+        prob = np.empty((height, width), np.float32)
+        missing = np.empty((height, width), bool)
+        parts = run_blocks(segment_block, blocks, runner=runner, progress=show_progress, desc="segment",
+                           source=source.source, stats=source.stats, model=net if local else _model_reference(model),
+                           device=torch_device, tta=tta, band=band, tile_size=tile_size, overlap=overlap,
+                           batch_size=batch_size, tile_progress=show_progress and local and len(blocks) == 1,
+                           sun_azimuth=azimuth, precision=used_precision)
+        for block, (block_prob, block_missing) in zip(blocks, parts):
+            r, c, h, w = block.core
+            prob[r : r + h, c : c + w] = block_prob
+            missing[r : r + h, c : c + w] = block_missing
+        prob[missing] = np.nan
+        return prob, missing
+
+    prob, missing = probability(rotate, progress)
     log.info("segmented %dx%d px in %.1f s", height, width, time.monotonic() - t0)
 
     # With a verifier, candidates are extracted at its own (lower) segmenter threshold unless one is given;
@@ -811,15 +842,37 @@ def segment(
     extract_threshold = threshold
     if verifier is not None and prob_threshold is None and verifier.metadata.get("prob_threshold") is not None:
         extract_threshold = float(verifier.metadata["prob_threshold"])
-    craters = catalog_craters(net, source.source, prob, threshold=extract_threshold, scales=scales, overrides=overrides,
-                              band=band, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-                              sun_azimuth=rotate, precision=used_precision)
+
+    def catalogue(p, azimuth):
+        return catalog_craters(net, source.source, p, threshold=extract_threshold, scales=scales, overrides=overrides,
+                               band=band, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+                               sun_azimuth=azimuth, precision=used_precision)
+
+    craters = catalogue(prob, rotate)
     verifier_record = None
     if verifier is not None:
         checked = len(craters)
-        craters, _ = verify_catalog(craters, source.source, verifier, v_threshold, sun_azimuth=rotate, band=band)
+        _, scores = verify_catalog(craters, source.source, verifier, v_threshold, sun_azimuth=rotate, band=band)
+        cut, decoy_record = v_threshold, None
+        if decoy_limit is not None and rotate is None:
+            decoy_record = {"max_fdr": decoy_limit, "skipped": "no sun frame (the model is not sun-aware)"}
+            log.info("decoys skipped: the model is not sun-aware")
+        elif decoy_limit is not None:
+            from .verify import decoy_threshold
+
+            opposite = (rotate + 180.0) % 360.0
+            decoys = catalogue(probability(opposite, False)[0], opposite)
+            _, decoy_scores = verify_catalog(decoys, source.source, verifier, v_threshold, sun_azimuth=opposite, band=band)
+            cut = decoy_threshold(scores, decoy_scores, v_threshold, decoy_limit)
+            decoy_record = {"max_fdr": decoy_limit, "sun_azimuth_deg": round(opposite, 3), "found": int(len(decoys)),
+                            "passing": int((decoy_scores >= cut).sum()),
+                            "threshold": None if not np.isfinite(cut) else round(float(cut), 4)}
+            log.info("decoys (opposite sun): %d found, verifier threshold %.3g -> %s", len(decoys), v_threshold,
+                     "keep none" if not np.isfinite(cut) else f"{cut:.3g}")
+        craters = craters[scores >= cut] if len(craters) else craters
         verifier_record = {"name": verifier.metadata.get("name", str(verify)), "threshold": v_threshold,
-                           "prob_threshold": extract_threshold, "checked": int(checked), "kept": int(len(craters))}
+                           "prob_threshold": extract_threshold, "checked": int(checked), "kept": int(len(craters)),
+                           "decoys": decoy_record}
         log.info("chip verifier: kept %d of %d craters (threshold %.2f)", len(craters), checked, v_threshold)
     catalog = Catalog.from_pixels(craters, name=source.name, **source.georef)
     catalog.metadata = {"command": "segment", "model": str(meta.get("name", model)), "sun": sun_record,

@@ -38,6 +38,7 @@ from ..errors import InputError
 __all__ = [
     "CHIP_SIZE", "CHIP_CONTEXT", "ChipVerifier", "image_pyramid", "crater_chips", "verifier_scores",
     "verify_craters", "verifier_training_chips", "train_verifier", "save_verifier", "load_verifier",
+    "decoy_threshold",
 ]
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,49 @@ def verify_craters(model: ChipVerifier, pyramid: list[np.ndarray], craters: np.n
 
 
 # --------------------------------------------------------------------------- training
+
+
+def decoy_threshold(scores: np.ndarray, decoy_scores: np.ndarray, floor: float, max_fdr: float) -> float:
+    """The lowest verifier threshold whose estimated false-discovery rate is at most ``max_fdr``.
+
+    Target-decoy estimate, as in mass-spectrometry search: the *decoys* are the
+    craters found on the same image under the opposite sun (turned 180° from
+    its canonical frame), where real craters look like mounds and are rejected,
+    so what still passes there is the image's own rate of crater-like texture.
+    At threshold ``t`` the estimated false share of the catalogue is
+    ``#(decoy_scores >= t) / #(scores >= t)``. On smooth ground there are few
+    decoys and the threshold stays at ``floor``; on rough or knobby ground it
+    rises until the catalogue is mostly craters again.
+
+    Parameters
+    ----------
+    scores : ndarray, shape (n,)
+        Verifier probabilities of the craters found (the catalogue's candidates).
+    decoy_scores : ndarray, shape (m,)
+        Verifier probabilities of the decoys, found and scored in the opposite frame.
+    floor : float
+        The verifier's own threshold: the result is never below it.
+    max_fdr : float
+        Largest estimated false share allowed, in ``(0, 1]``.
+
+    Returns
+    -------
+    float
+        The threshold (``inf`` when no threshold reaches ``max_fdr``: keep nothing).
+    """
+    if not 0.0 < max_fdr <= 1.0:
+        raise InputError(f"max_fdr {max_fdr}: must be in (0, 1]")
+    scores = np.sort(np.asarray(scores, np.float64).ravel())
+    decoys = np.sort(np.asarray(decoy_scores, np.float64).ravel())
+    candidates = np.unique(scores[scores >= floor])
+    if not len(candidates):
+        return float(floor)
+    kept = len(scores) - np.searchsorted(scores, candidates, side="left")
+    false = len(decoys) - np.searchsorted(decoys, candidates, side="left")
+    ok = false <= max_fdr * kept
+    if ok[0]:
+        return float(floor)
+    return float(candidates[np.argmax(ok)]) if ok.any() else math.inf
 
 
 def verifier_training_chips(pyramid: list[np.ndarray], truth: np.ndarray, detections: np.ndarray, frame=None, *,

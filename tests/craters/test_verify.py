@@ -91,6 +91,25 @@ def test_bad_shapes_are_one_line_errors():
     assert crater_chips(image_pyramid(np.zeros((32, 32))), np.zeros((0, 3))).shape == (0, 24, 24)
 
 
+def test_decoy_threshold_rises_until_the_decoys_are_a_small_share():
+    """Few decoys: the verifier's own threshold. Many: the lowest threshold where decoys <= fdr x kept."""
+    from planetcd.craters.verify import decoy_threshold
+
+    rng = np.random.default_rng(1)
+    craters = np.concatenate([rng.uniform(0.7, 1.0, 80), rng.uniform(0.3, 0.6, 40)])  # 80 good, 40 texture
+    assert decoy_threshold(craters, np.array([0.35]), floor=0.3, max_fdr=0.1) == 0.3
+    texture = rng.uniform(0.3, 0.6, 40)  # the same texture under the opposite sun
+    cut = decoy_threshold(craters, texture, floor=0.3, max_fdr=0.1)
+    kept, false = (craters >= cut).sum(), (texture >= cut).sum()
+    assert false <= 0.1 * kept and 0.45 < cut <= 0.7
+    below = np.unique(craters[(craters >= 0.3) & (craters < cut)])
+    assert all((texture >= t).sum() > 0.1 * (craters >= t).sum() for t in below)  # the lowest such threshold
+    assert decoy_threshold(np.array([0.5]), np.array([0.9]), floor=0.3, max_fdr=0.1) == np.inf
+    assert decoy_threshold(np.zeros(0), texture, floor=0.4, max_fdr=0.1) == 0.4
+    with pytest.raises(InputError):
+        decoy_threshold(craters, texture, floor=0.3, max_fdr=0.0)
+
+
 @pytest.fixture(scope="module")
 def synthetic_verifier():
     """A verifier trained on shaded bowls (light from the left) and domes of one image; and a second image."""
@@ -169,6 +188,31 @@ def test_segment_second_stage_keeps_only_verified_craters(tmp_path, synthetic_ve
     assert kept <= {tuple(np.round(c[:3], 3)) for c in unverified.catalog.pixels}
     with pytest.raises(InputError):
         segment(raw, "ctx-craters", verify=path, verify_threshold=1.5, sun_azimuth=270.0, scales="1", tta=False)
+
+
+def test_segment_decoys_raise_the_verifier_threshold_to_the_asked_share(tmp_path, synthetic_verifier):
+    """``segment(decoy_fdr=...)``: the image segmented again under the opposite sun (its mounds look like
+    craters there); the verifier threshold rises until the decoys passing are at most that share of the
+    catalogue, which is the decoy-free catalogue's best-scored craters."""
+    from planetcd.craters.segment import segment
+
+    model, image, craters, mounds = synthetic_verifier
+    path = save_verifier(model, tmp_path / "v.pt", threshold=0.3)
+    raw = (image * 200 + 20).astype(np.float32)
+    options = dict(verify=path, sun_azimuth=270.0, scales="1", tta=False)
+    plain = segment(raw, "ctx-craters", decoy_fdr=False, **options)
+    assert plain.params["verifier"]["decoys"] is None
+    strict = segment(raw, "ctx-craters", decoy_fdr=0.05, **options)
+    decoys = strict.params["verifier"]["decoys"]
+    assert decoys["max_fdr"] == 0.05 and decoys["sun_azimuth_deg"] == 90.0 and decoys["found"] > 0
+    assert decoys["passing"] <= 0.05 * len(strict.catalog)
+    assert decoys["threshold"] is None or decoys["threshold"] > 0.3  # the mounds pass as decoys at 0.3
+    kept = {tuple(np.round(c[:3], 3)) for c in strict.catalog.pixels}
+    assert kept <= {tuple(np.round(c[:3], 3)) for c in plain.catalog.pixels}
+    with pytest.raises(InputError):
+        segment(raw, "ctx-craters", decoy_fdr=1.5, **options)
+    with pytest.raises(InputError):  # the verifier has no decoy_fdr of its own
+        segment(raw, "ctx-craters", decoy_fdr=True, **options)
 
 
 @pytest.mark.parametrize("tile", ["H", "I"])
