@@ -55,6 +55,8 @@ CTX = SHARED / "data" / "ctx-mc11e"
 HRSC = SHARED / "data" / "hrsc-pycda"
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 MIN_DIAMETER_PX = 8.0
+#: Smallest radius on a map reduced by a scale below 1 (the ``ctx-craters`` registry's ``coarse_min_radius``).
+COARSE_MIN_RADIUS = 8.0
 
 log = logging.getLogger("crater_folds")
 
@@ -140,13 +142,14 @@ def detect(model, image: np.ndarray, thresholds=THRESHOLDS, target: str = "fille
 
 def detect_upsampled(model, image: np.ndarray, scale: float, azimuth: float | None, thresholds, target: str = "filled",
                      device: str = "cpu") -> dict:
-    """``{threshold: craters (n, 4) in the pixels of the image resampled by scale}``: the tile magnified as
-    ``planetcd segment --scales`` does (``segment.resample_array``), turned by the 1x tile's azimuth, the same
-    extraction with the minimum radius kept in full-image pixels (``segment.scale_min_radius``)."""
+    """``{threshold: craters (n, 4) in the pixels of the image resampled by scale}``: the tile magnified (or, below
+    1, reduced) as ``planetcd segment --scales`` does (``segment.resample_array``), turned by the 1x tile's azimuth,
+    the same extraction with the minimum radius of ``segment.scale_min_radius`` (kept in full-image pixels above
+    1; :data:`COARSE_MIN_RADIUS` of the reduced map below 1, as the ``ctx-craters`` registry entry)."""
     from planetcd.craters.segment import resample_array, scale_min_radius
 
     prob, frame = canonical_probability(model, resample_array(image, scale), azimuth, device)
-    min_radius = scale_min_radius(scale, 2.0)
+    min_radius = scale_min_radius(scale, 2.0, COARSE_MIN_RADIUS)
     return {th: craters_from(prob, frame, th, target, min_radius=min_radius) for th in thresholds}
 
 
@@ -323,15 +326,18 @@ def verifier_fold(args, folds, k) -> dict:
         chips.append(c)
         labels.append(lab)
     chips, labels = np.concatenate(chips), np.concatenate(labels)
-    verifier = train_verifier(chips, labels, seed=args.seed, threads=args.threads)
+    verifier = train_verifier(chips, labels, epochs=args.verifier_epochs, seed=args.seed, threads=args.threads)
     verifier_seconds = time.monotonic() - t0
     log.info("fold %s: verifier trained on %d chips (%d craters) in %.0f s", "".join(test), len(labels),
              int(labels.sum()), verifier_seconds)
     scale_variants = parse_scale_variants(args.scale_variants)
     extra_scales = sorted({s for variant in scale_variants for s in variant if s != 1.0})
 
+    decoy_fdrs = [None] + [float(x) for x in args.decoy_fdr.split(",")] if args.decoy_fdr else [None]
+
     def scored(tiles):
-        """``{tile: (truth, {(scales, th): (craters, verifier scores)}, azimuth record)}``."""
+        """``{tile: (truth, {(scales, th): (craters, verifier scores, decoy scores)}, azimuth record)}``; the decoys
+        (``--decoy-fdr``) are the same pipeline's craters under the opposite sun, scored in that frame."""
         from planetcd.craters.segment import merge_scales
 
         out = {}
@@ -341,19 +347,35 @@ def verifier_fold(args, folds, k) -> dict:
             # the other scales in the canonical frame of the 1x tile's azimuth (scaling does not turn the sun)
             scaled = {s: detect_upsampled(model, image, s, record["azimuth_deg"], SEG_THRESHOLDS, target, args.device)
                       for s in extra_scales}
+            decoy = None
+            if decoy_fdrs != [None]:
+                opposite = (record["azimuth_deg"] + 180.0) % 360.0
+                prob, decoy_frame = canonical_probability(model, image, opposite, args.device)
+                decoy_found = {th: craters_from(prob, decoy_frame, th, target) for th in SEG_THRESHOLDS}
+                decoy_scaled = {s: detect_upsampled(model, image, s, opposite, SEG_THRESHOLDS, target, args.device)
+                                for s in extra_scales}
             pyramid = image_pyramid(image)
             variants = {}
             for scales in scale_variants:
                 for th in SEG_THRESHOLDS:
                     c = found[th] if scales == (1.0,) else merge_scales(
                         {s: (found[th] if s == 1.0 else scaled[s][th]) for s in scales})
-                    variants[(scales, th)] = (c, verify_craters(verifier, pyramid, c, frame))
+                    if decoy_fdrs != [None]:
+                        d = decoy_found[th] if scales == (1.0,) else merge_scales(
+                            {s: (decoy_found[th] if s == 1.0 else decoy_scaled[s][th]) for s in scales})
+                        decoy = verify_craters(verifier, pyramid, d, decoy_frame) if len(d) else np.zeros(0)
+                    variants[(scales, th)] = (c, verify_craters(verifier, pyramid, c, frame), decoy)
             out[t] = (truth, variants, record)
         return out
 
-    def select(craters_scores, v):
-        c, p = craters_scores
-        return c[p >= v] if len(c) else c
+    def select(craters_scores, v, fdr=None):
+        from planetcd.craters.verify import decoy_threshold
+
+        c, p, decoy = craters_scores
+        if not len(c):
+            return c
+        cut = v if fdr is None else decoy_threshold(p, decoy, v, fdr)
+        return c[p >= cut]
 
     def name(scales):
         return ",".join(f"{s:g}" for s in scales)
@@ -363,27 +385,41 @@ def verifier_fold(args, folds, k) -> dict:
     for scales in scale_variants:
         for th in SEG_THRESHOLDS:
             for v in VERIFIER_THRESHOLDS:
-                res = [score(select(found[(scales, th)], v), truth, t) for t, (truth, found, _) in val.items()]
-                val_f1[(scales, th, v)] = float(np.nan_to_num(pool_results(res).f1))
-    # ties: the fewest scales (cheapest), then a threshold near 0.3, then the stricter verifier
-    scales, th, v = max(val_f1, key=lambda key: (val_f1[key], -len(key[0]), -abs(key[1] - 0.3), key[2]))
-    plain_th = max(SEG_THRESHOLDS, key=lambda x: (val_f1[((1.0,), x, 0.0)], -abs(x - 0.3)))
-    log.info("fold %s: scales %s, segmenter threshold %.2f, verifier threshold %.2f (inner-validation F1 %.3f; "
-             "without the verifier at scale 1 %.3f at %.2f)", "".join(test), name(scales), th, v, val_f1[(scales, th, v)],
-             val_f1[((1.0,), plain_th, 0.0)], plain_th)
+                for fdr in decoy_fdrs:
+                    res = [score(select(found[(scales, th)], v, fdr), truth, t) for t, (truth, found, _) in val.items()]
+                    val_f1[(scales, th, v, fdr)] = float(np.nan_to_num(pool_results(res).f1))
+    # ties: the fewest scales (cheapest), no decoy pass, then a threshold near 0.3, then the stricter verifier
+    scales, th, v, fdr = max(val_f1, key=lambda key: (val_f1[key], -len(key[0]), key[3] is None, -abs(key[1] - 0.3),
+                                                      key[2]))
+    plain_th = max(SEG_THRESHOLDS, key=lambda x: (val_f1[((1.0,), x, 0.0, None)], -abs(x - 0.3)))
+    log.info("fold %s: scales %s, segmenter threshold %.2f, verifier threshold %.2f, decoy FDR %s (inner-validation "
+             "F1 %.3f; without the verifier at scale 1 %.3f at %.2f)", "".join(test), name(scales), th, v, fdr,
+             val_f1[(scales, th, v, fdr)], val_f1[((1.0,), plain_th, 0.0, None)], plain_th)
+    if fdr is not None:
+        best_off = max((k for k in val_f1 if k[3] is None), key=lambda key: val_f1[key])
+        log.info("fold %s: best without decoys: %s (inner-validation F1 %.3f)", "".join(test), best_off, val_f1[best_off])
     per_tile, plain_tiles = {}, {}
     for t, (truth, found, record) in scored(test + (["HRSC"] if args.hrsc else [])).items():
-        per_tile[t] = prf(score(select(found[(scales, th)], v), truth, t))
+        per_tile[t] = prf(score(select(found[(scales, th)], v, fdr), truth, t))
         plain_tiles[t] = prf(score(select(found[((1.0,), plain_th)], 0.0), truth, t))
+        if fdr is not None:
+            per_tile[t]["without_decoys"] = prf(score(select(found[(scales, th)], v), truth, t))
         log.info("fold %s: %s verified %s; segmenter alone %s", "".join(test), t, per_tile[t], plain_tiles[t])
     result = {"test": test, "train": train_tiles, "val": val_tiles, "scales": list(scales), "threshold": th,
-              "verifier_threshold": v, "opposite_negatives": bool(args.opposite_negatives),
+              "verifier_threshold": v, "decoy_fdr": fdr, "decoy_fdr_variants": decoy_fdrs,
+              "opposite_negatives": bool(args.opposite_negatives),
               "scale_variants": [name(sv) for sv in scale_variants],
               "plain_threshold": plain_th,
-              "inner_val_f1": {f"{name(a)}/{b:g}/{c:g}": round(x, 4) for (a, b, c), x in val_f1.items()},
+              "inner_val_f1": {f"{name(a)}/{b:g}/{c:g}" + ("" if d is None else f"/fdr{d:g}"): round(x, 4)
+                               for (a, b, c, d), x in val_f1.items()},
               "tiles": per_tile, "plain_tiles": plain_tiles,
-              "verifier": {"chips": int(len(labels)), "craters": int(labels.sum()), "seconds": round(verifier_seconds, 1)}}
+              "verifier": {"chips": int(len(labels)), "craters": int(labels.sum()), "seconds": round(verifier_seconds, 1),
+                           "epochs": args.verifier_epochs}}
     tag = "" if scale_variants == [(1.0,)] else "-scales"
+    if decoy_fdrs != [None]:
+        tag += "-decoy"
+    if args.verifier_epochs != 12:
+        tag += f"-ep{args.verifier_epochs}"
     if negative_scales:
         tag += "-negscales"
         result["negative_scales"] = negative_scales
@@ -398,7 +434,8 @@ def print_table(results: list[dict]) -> None:
     for res in results:
         for t, c in res["tiles"].items():
             th = f"{res['threshold']:.2f}" + (f"/{res['verifier_threshold']:.2f}" if "verifier_threshold" in res else "") + (
-                f" scales {','.join(f'{x:g}' for x in res['scales'])}" if len(res.get("scales", [1])) > 1 else "")
+                f" scales {','.join(f'{x:g}' for x in res['scales'])}" if len(res.get("scales", [1])) > 1 else "") + (
+                f" decoy FDR {res['decoy_fdr']:g}" if res.get("decoy_fdr") is not None else "")
             print(f"{''.join(res['test'])}  {t:4s}  {th}  {c['tp']}  {c['fp']}  {c['fn']}  "
                   f"{c['precision']:.3f}  {c['recall']:.3f}  {c['f1']:.3f}")
             if t == "HRSC":
@@ -506,6 +543,11 @@ def main(argv=None) -> int:
     ap.add_argument("--negative-scales", default=None,
                     help="with --verifier: the verifier's negatives also come from the training tiles magnified by "
                          "these scales, e.g. 2 (the false small craters of the magnified catalogue)")
+    ap.add_argument("--verifier-epochs", type=int, default=12, help="with --verifier: the verifier's training epochs")
+    ap.add_argument("--decoy-fdr", default=None,
+                    help="with --verifier: decoy false-discovery limits each fold also chooses among, e.g. 0.1,0.2,0.3 "
+                         "(the verifier threshold rises per tile until the craters found under the opposite sun are at "
+                         "most that share of the catalogue: planetcd.craters.verify.decoy_threshold)")
     ap.add_argument("--scales", default=None, help="--score-product: catalogue scales (default: the model's)")
     ap.add_argument("--tta", choices=("model", "on", "off"), default="model", help="--score-product: flip averaging")
     ap.add_argument("--mound-test", action="store_true")

@@ -76,6 +76,7 @@ def install(path: Path, summary: dict) -> None:
     if summary.get("reused") and "verifier" in meta:  # same verifier, new thresholds: keep its training provenance
         meta["verifier"].update({
             "threshold": chosen["verifier_threshold"], "prob_threshold": chosen["prob_threshold"],
+            "decoy_fdr": chosen.get("decoy_fdr"),
             "f1_HI": chosen["f1_HI"], "segmenter_alone_f1_HI": plain["f1_HI"]})
         _record_selection(meta, summary)
         _write_registry(registry, meta)
@@ -88,6 +89,7 @@ def install(path: Path, summary: dict) -> None:
     meta["verifier"] = {
         "file": target.name, "sha256": models.sha256(target), "name": "ctx-craters-verifier",
         "threshold": chosen["verifier_threshold"], "prob_threshold": chosen["prob_threshold"],
+        "decoy_fdr": chosen.get("decoy_fdr"), "epochs": summary.get("epochs"),
         "chip_size": verifier.metadata["chip_size"], "context": verifier.metadata["context"],
         "description": "sun-aware chip verifier (planetcd.craters.verify): a 24x24 chip spanning +-2 radii around each "
                        "crater, in the canonical frame, scored by a 3-layer CNN; trained on the craters of MC11E-A..G, "
@@ -95,7 +97,8 @@ def install(path: Path, summary: dict) -> None:
                        + (", and its detections of those craters with the tiles turned for the opposite sun"
                           if summary.get("opposite_negatives") else ""),
         "training_command": "python benchmarks/train_ctx_verifier.py --out runs/ctx-verifier"
-                            + (" --opposite-negatives" if summary.get("opposite_negatives") else "") + " --install",
+                            + (" --opposite-negatives" if summary.get("opposite_negatives") else "")
+                            + f" --epochs {summary.get('epochs', 12)}" + _selection_options(summary) + " --install",
         "opposite_negatives": bool(summary.get("opposite_negatives")),
         "selected_on": list(VAL_TILES), "f1_HI": chosen["f1_HI"], "segmenter_alone_f1_HI": plain["f1_HI"],
         "train_seconds": summary["train_seconds"], "chips": summary["chips"],
@@ -120,8 +123,15 @@ def _record_selection(meta: dict, summary: dict) -> None:
     if summary.get("reused"):
         meta["verifier"]["thresholds_command"] = (
             "python benchmarks/train_ctx_verifier.py --out OUT --reuse planetcd/models/ctx-craters-verifier.pt"
-            + (f" --scales {','.join(f'{x:g}' for x in summary['scales'])}" if summary.get("scales") else "")
-            + ("" if summary.get("tta") is None else f" --tta {'on' if summary['tta'] else 'off'}") + " --install")
+            + _selection_options(summary) + " --install")
+
+
+def _selection_options(summary: dict) -> str:
+    """The command-line options of the selection a summary records (scales, flip averaging, decoy limits)."""
+    fdrs = [f for f in summary.get("decoy_fdr_variants") or [] if f is not None]
+    return ((f" --scales {','.join(f'{x:g}' for x in summary['scales'])}" if summary.get("scales") else "")
+            + ("" if summary.get("tta") is None else f" --tta {'on' if summary['tta'] else 'off'}")
+            + (f" --decoy-fdr {','.join(f'{x:g}' for x in fdrs)}" if fdrs else ""))
 
 
 def _write_registry(registry: Path, meta: dict) -> None:
@@ -134,13 +144,16 @@ def main(argv=None) -> int:
     from planetcd import models
     from planetcd.craters.match import pool_results
     from planetcd.craters.sun import canonical_frame
-    from planetcd.craters.verify import image_pyramid, save_verifier, train_verifier, verifier_training_chips, verify_craters
+    from planetcd.craters.verify import (decoy_threshold, image_pyramid, save_verifier, train_verifier,
+                                         verifier_training_chips, verify_craters)
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/ctx-verifier")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=24, help="verifier training epochs (24: chosen by the tile folds)")
+    ap.add_argument("--decoy-fdr", default=None,
+                    help="also choose among these decoy false-discovery limits, e.g. 0.1,0.2,0.3,0.5 (segment's decoy pass)")
     ap.add_argument("--opposite-negatives", action="store_true",
                     help="also train on the segmenter's detections under the opposite sun (mounds as it sees them)")
     ap.add_argument("--install", action="store_true", help="write the verifier into planetcd/models and the registry")
@@ -166,7 +179,7 @@ def main(argv=None) -> int:
     scales = parse_scales(args.scales)
     tta = {"model": None, "on": True, "off": False}[args.tta]
 
-    def run(tiles, opposite=False):
+    def run(tiles, opposite=False, decoys=False):
         found = {}
         for t in tiles:
             image, truth = cf.raw_tile(t)
@@ -175,6 +188,10 @@ def main(argv=None) -> int:
                 craters, rotate = segment_tile(t, th, scales=scales, tta=tta)
                 per[th] = craters
             frame = canonical_frame(image.shape, rotate) if rotate is not None else None
+            if decoys:  # the same pipeline under the opposite sun (segment's decoy pass), per threshold
+                back = (rotate + 180.0) % 360.0
+                per["decoys"] = {th: segment_tile(t, th, back, scales, tta)[0] for th in SEG_THRESHOLDS}
+                per["decoy_frame"] = canonical_frame(image.shape, back)
             if opposite:  # the same tile segmented under the opposite sun: its craters look like mounds
                 per["opposite"] = cf.merged_detections(
                     {th: segment_tile(t, th, (rotate + 180.0) % 360.0, scales, tta)[0] for th in SEG_THRESHOLDS},
@@ -207,31 +224,47 @@ def main(argv=None) -> int:
         n_chips, n_craters = int(len(labels)), int(labels.sum())
         log.info("verifier: %d chips (%d craters), trained in %.0f s", n_chips, n_craters, train_seconds)
 
-    val = run(VAL_TILES)
+    fdrs = [None] + ([float(x) for x in args.decoy_fdr.split(",")] if args.decoy_fdr else [])
+    val = run(VAL_TILES, decoys=fdrs != [None])
     scores = {t: {th: verify_craters(verifier, image_pyramid(image), per[th], frame) for th in SEG_THRESHOLDS}
               for t, (image, truth, frame, per) in val.items()}
+    decoy_scores = {t: {th: verify_craters(verifier, image_pyramid(image), per["decoys"][th], per["decoy_frame"])
+                        for th in SEG_THRESHOLDS} if "decoys" in per else {}
+                    for t, (image, truth, frame, per) in val.items()}
+
+    def kept(t, th, v, fdr):
+        p = scores[t][th]
+        cut = v if fdr is None or not len(p) else decoy_threshold(p, decoy_scores[t][th], v, fdr)
+        return val[t][3][th][p >= cut]
+
     table = {}
     for th in SEG_THRESHOLDS:
         for v in VERIFIER_THRESHOLDS:
-            res = [cf.score(per[th][scores[t][th] >= v], truth, t) for t, (_, truth, _, per) in val.items()]
-            pooled = pool_results(res)
-            table[(th, v)] = {"f1": round(float(np.nan_to_num(pooled.f1)), 4), "tiles": {t: cf.prf(r) for t, r in zip(val, res)}}
-    best = max(table, key=lambda k: (table[k]["f1"], k[0], k[1]))
-    plain = max((k for k in table if k[1] == 0.0), key=lambda k: table[k]["f1"])
-    print("segmenter threshold  verifier threshold  pooled F1 (H+I)  H tp/fp/fn  I tp/fp/fn")
-    for (th, v), row in table.items():
+            for fdr in fdrs:
+                res = [cf.score(kept(t, th, v, fdr), truth, t) for t, (_, truth, _, per) in val.items()]
+                pooled = pool_results(res)
+                table[(th, v, fdr)] = {"f1": round(float(np.nan_to_num(pooled.f1)), 4),
+                                       "tiles": {t: cf.prf(r) for t, r in zip(val, res)}}
+    # ties: no decoy pass (half the time), then the higher thresholds
+    best = max(table, key=lambda k: (table[k]["f1"], k[2] is None, k[0], k[1]))
+    plain = max((k for k in table if k[1] == 0.0 and k[2] is None), key=lambda k: table[k]["f1"])
+    print("segmenter threshold  verifier threshold  decoy FDR  pooled F1 (H+I)  H tp/fp/fn  I tp/fp/fn")
+    for (th, v, fdr), row in table.items():
         cells = "  ".join(f"{c['tp']}/{c['fp']}/{c['fn']}" for c in row["tiles"].values())
-        print(f"{th:.2f}  {v:.2f}  {row['f1']:.4f}  {cells}{'   <- chosen' if (th, v) == best else ''}")
-    print(f"chosen: segmenter {best[0]:.2f}, verifier {best[1]:.2f}: F1 {table[best]['f1']:.4f} on H+I "
-          f"(segmenter alone, best threshold {plain[0]:.2f}: {table[plain]['f1']:.4f}); not held out")
+        print(f"{th:.2f}  {v:.2f}  {'-' if fdr is None else f'{fdr:g}'}  {row['f1']:.4f}  {cells}"
+              f"{'   <- chosen' if (th, v, fdr) == best else ''}")
+    print(f"chosen: segmenter {best[0]:.2f}, verifier {best[1]:.2f}, decoy FDR {best[2]}: F1 {table[best]['f1']:.4f} on "
+          f"H+I (segmenter alone, best threshold {plain[0]:.2f}: {table[plain]['f1']:.4f}); not held out")
 
     path = save_verifier(verifier, out / "ctx-craters-verifier.pt", name="ctx-craters-verifier")
-    summary = {"chosen": {"prob_threshold": best[0], "verifier_threshold": best[1], "f1_HI": table[best]["f1"]},
+    summary = {"chosen": {"prob_threshold": best[0], "verifier_threshold": best[1], "decoy_fdr": best[2],
+                          "f1_HI": table[best]["f1"]},
                "segmenter_alone": {"prob_threshold": plain[0], "f1_HI": table[plain]["f1"]},
                "scales": list(scales) if scales else None, "tta": tta, "reused": args.reuse,
                "chips": n_chips, "craters": n_craters, "train_seconds": train_seconds,
                "total_seconds": round(time.monotonic() - t0, 1),
-               "table": {f"{a:g}/{b:g}": row for (a, b), row in table.items()}}
+               "epochs": args.epochs, "decoy_fdr_variants": fdrs,
+               "table": {f"{a:g}/{b:g}" + ("" if c is None else f"/fdr{c:g}"): row for (a, b, c), row in table.items()}}
     summary["opposite_negatives"] = bool(args.opposite_negatives)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if args.install:
