@@ -3,10 +3,12 @@
     python benchmarks/crater_folds.py --out runs/folds [--recipe sun-aware|old] [--folds ADG,BEH,CFI] [--only BEH]
         [--epochs 60] [--crops-per-epoch 512] [--time-limit SECONDS] [--threads 2] [--precision auto] [--device cpu]
         [--hrsc] [--score-only]
+    python benchmarks/crater_folds.py --out runs/folds --verifier [--opposite-negatives] [--scale-variants "1;1.5,1,0.5"]
+        [--decoy-fdr 0.1,0.2,0.3,0.5] [--verifier-epochs 24] [--hrsc]
     python benchmarks/crater_folds.py --mound-test --model runs/folds/fold-BEH/best.pt [--tiles H,I] [--threshold T]
     python benchmarks/crater_folds.py --score-model --model ctx-craters --tiles H,I,HRSC [--threshold T]
     python benchmarks/crater_folds.py --score-product --tiles H,I,HRSC [--verify model|none|PATH] [--scales 2,1,0.5]
-        [--tta model|on|off]
+        [--tta model|on|off] [--decoy-fdr SHARE|off]
 
 Folds. Each fold holds out its tiles (e.g. {A, D, G}); the model is trained
 on the other folds' tiles minus an inner validation set (the last tile of
@@ -547,7 +549,8 @@ def main(argv=None) -> int:
     ap.add_argument("--decoy-fdr", default=None,
                     help="with --verifier: decoy false-discovery limits each fold also chooses among, e.g. 0.1,0.2,0.3 "
                          "(the verifier threshold rises per tile until the craters found under the opposite sun are at "
-                         "most that share of the catalogue: planetcd.craters.verify.decoy_threshold)")
+                         "most that share of the catalogue: planetcd.craters.verify.decoy_threshold); --score-product: "
+                         "one share or 'off' (segment's --decoy-fdr)")
     ap.add_argument("--scales", default=None, help="--score-product: catalogue scales (default: the model's)")
     ap.add_argument("--tta", choices=("model", "on", "off"), default="model", help="--score-product: flip averaging")
     ap.add_argument("--mound-test", action="store_true")
@@ -601,15 +604,17 @@ def main(argv=None) -> int:
         from planetcd.craters.segment import segment
 
         verify = {"model": None, "none": False}.get(args.verify, args.verify)
+        decoy = None if args.decoy_fdr is None else (False if args.decoy_fdr == "off" else float(args.decoy_fdr))
         print(f"planetcd segment defaults, model {args.model or 'ctx-craters'}, verifier {args.verify}, "
-              f"scales {args.scales or 'its own'}, flip averaging {args.tta}")
+              f"scales {args.scales or 'its own'}, flip averaging {args.tta}, decoy FDR {args.decoy_fdr or 'its own'}")
         print("tile  tp  fp  fn  precision  recall  F1  verifier kept/checked  sun")
         results = []
         for t in [t.strip().upper() for t in args.tiles.split(",")]:
             image_path, _ = tile_paths(t)
             _, truth = raw_tile(t)
             res = segment(image_path, args.model or "ctx-craters", verify=verify, precision=args.precision,
-                          scales=args.scales, tta={"model": None, "on": True, "off": False}[args.tta])
+                          scales=args.scales, tta={"model": None, "on": True, "off": False}[args.tta],
+                          decoy_fdr=decoy)
             found = res.catalog.pixels
             r = score(found, truth, t)
             results.append(r)
@@ -649,7 +654,7 @@ def main(argv=None) -> int:
     print_table(results)
     if args.verifier:
         print("the same folds, segmenter alone (its threshold chosen on the inner validation tiles):")
-        plain = [{k: v for k, v in r.items() if k not in ("verifier_threshold", "scales")} | {"tiles": r["plain_tiles"], "threshold": r["plain_threshold"]}
+        plain = [{k: v for k, v in r.items() if k not in ("verifier_threshold", "scales", "decoy_fdr")} | {"tiles": r["plain_tiles"], "threshold": r["plain_threshold"]}
                  for r in results]
         print_table(plain)
     return 0

@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/ctx-verifier")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=24, help="verifier training epochs (24: chosen by the tile folds)")
+    ap.add_argument("--epochs", type=int, default=12, help="verifier training epochs")
     ap.add_argument("--decoy-fdr", default=None,
                     help="also choose among these decoy false-discovery limits, e.g. 0.1,0.2,0.3,0.5 (segment's decoy pass)")
     ap.add_argument("--opposite-negatives", action="store_true",
@@ -263,7 +263,7 @@ def main(argv=None) -> int:
                "scales": list(scales) if scales else None, "tta": tta, "reused": args.reuse,
                "chips": n_chips, "craters": n_craters, "train_seconds": train_seconds,
                "total_seconds": round(time.monotonic() - t0, 1),
-               "epochs": args.epochs, "decoy_fdr_variants": fdrs,
+               "epochs": None if args.reuse else args.epochs, "decoy_fdr_variants": fdrs,
                "table": {f"{a:g}/{b:g}" + ("" if c is None else f"/fdr{c:g}"): row for (a, b, c), row in table.items()}}
     summary["opposite_negatives"] = bool(args.opposite_negatives)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
