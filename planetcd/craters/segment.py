@@ -779,7 +779,8 @@ def segment(
         of the catalogue (:func:`planetcd.craters.verify.decoy_threshold`): the decoys are the craters
         the same pipeline (every scale, the verifier) finds on the image turned for the opposite sun,
         where real craters look like mounds, so what passes there is the image's own rate of
-        crater-like texture (rough and knobby ground). It costs a second segmentation of the image.
+        crater-like texture (rough and knobby ground). It costs a second segmentation of the image
+        (and, while it runs, a second probability map in memory: 4 bytes per pixel).
         In ``(0, 1]``; None (default): the verifier's ``decoy_fdr`` (registry), if any; False: no decoys.
         Needs the sun (a sun-aware model); recorded in ``params["verifier"]["decoys"]``.
     **extraction
@@ -873,7 +874,7 @@ def segment(
         verifier_record = {"name": verifier.metadata.get("name", str(verify)), "threshold": v_threshold,
                            "prob_threshold": extract_threshold, "checked": int(checked), "kept": int(len(craters)),
                            "decoys": decoy_record}
-        log.info("chip verifier: kept %d of %d craters (threshold %.2f)", len(craters), checked, v_threshold)
+        log.info("chip verifier: kept %d of %d craters (threshold %.3g)", len(craters), checked, cut)
     catalog = Catalog.from_pixels(craters, name=source.name, **source.georef)
     catalog.metadata = {"command": "segment", "model": str(meta.get("name", model)), "sun": sun_record,
                         "verifier": verifier_record}

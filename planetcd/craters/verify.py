@@ -19,7 +19,9 @@ crater is not aliased and a small one is upsampled from full resolution.
 Functions on arrays: :func:`crater_chips` (chips of craters on the input grid,
 oriented by a :class:`~planetcd.craters.sun.CanonicalFrame`),
 :func:`verifier_scores`, :func:`verify_craters` (scores of craters of an image);
-:class:`ChipVerifier` is the network (its ``metadata`` says the chip geometry).
+:class:`ChipVerifier` is the network (its ``metadata`` says the chip geometry);
+:func:`decoy_threshold` raises the verifier's threshold on one image by its decoys (the craters found
+under the opposite sun: ``planetcd segment --decoy-fdr``).
 """
 
 from __future__ import annotations
@@ -195,9 +197,6 @@ def verify_craters(model: ChipVerifier, pyramid: list[np.ndarray], craters: np.n
     return verifier_scores(model, chips)
 
 
-# --------------------------------------------------------------------------- training
-
-
 def decoy_threshold(scores: np.ndarray, decoy_scores: np.ndarray, floor: float, max_fdr: float) -> float:
     """The lowest verifier threshold whose estimated false-discovery rate is at most ``max_fdr``.
 
@@ -239,6 +238,9 @@ def decoy_threshold(scores: np.ndarray, decoy_scores: np.ndarray, floor: float, 
     if ok[0]:
         return float(floor)
     return float(candidates[np.argmax(ok)]) if ok.any() else math.inf
+
+
+# --------------------------------------------------------------------------- training
 
 
 def verifier_training_chips(pyramid: list[np.ndarray], truth: np.ndarray, detections: np.ndarray, frame=None, *,
