@@ -337,11 +337,18 @@ def verifier_fold(args, folds, k) -> dict:
 
     decoy_fdrs = [None] + [float(x) for x in args.decoy_fdr.split(",")] if args.decoy_fdr else [None]
 
+    def merged(one, magnified, scales, th):
+        """The catalogue of a scale set at segmenter threshold ``th``: scale 1's craters (``one[th]``) merged
+        with the other scales' (``magnified[s][th]``)."""
+        from planetcd.craters.segment import merge_scales
+
+        if scales == (1.0,):
+            return one[th]
+        return merge_scales({s: (one[th] if s == 1.0 else magnified[s][th]) for s in scales})
+
     def scored(tiles):
         """``{tile: (truth, {(scales, th): (craters, verifier scores, decoy scores)}, azimuth record)}``; the decoys
         (``--decoy-fdr``) are the same pipeline's craters under the opposite sun, scored in that frame."""
-        from planetcd.craters.segment import merge_scales
-
         out = {}
         for t in tiles:
             image, truth = raw_tile(t)
@@ -360,12 +367,10 @@ def verifier_fold(args, folds, k) -> dict:
             variants = {}
             for scales in scale_variants:
                 for th in SEG_THRESHOLDS:
-                    c = found[th] if scales == (1.0,) else merge_scales(
-                        {s: (found[th] if s == 1.0 else scaled[s][th]) for s in scales})
+                    c = merged(found, scaled, scales, th)
                     if decoy_fdrs != [None]:
-                        d = decoy_found[th] if scales == (1.0,) else merge_scales(
-                            {s: (decoy_found[th] if s == 1.0 else decoy_scaled[s][th]) for s in scales})
-                        decoy = verify_craters(verifier, pyramid, d, decoy_frame) if len(d) else np.zeros(0)
+                        decoy = verify_craters(verifier, pyramid, merged(decoy_found, decoy_scaled, scales, th),
+                                               decoy_frame)
                     variants[(scales, th)] = (c, verify_craters(verifier, pyramid, c, frame), decoy)
             out[t] = (truth, variants, record)
         return out

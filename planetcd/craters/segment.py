@@ -870,7 +870,7 @@ def segment(
                             "threshold": None if not np.isfinite(cut) else round(float(cut), 4)}
             log.info("decoys (opposite sun): %d found, verifier threshold %.3g -> %s", len(decoys), v_threshold,
                      "keep none" if not np.isfinite(cut) else f"{cut:.3g}")
-        craters = craters[scores >= cut] if len(craters) else craters
+        craters = craters[scores >= cut]
         verifier_record = {"name": verifier.metadata.get("name", str(verify)), "threshold": v_threshold,
                            "prob_threshold": extract_threshold, "checked": int(checked), "kept": int(len(craters)),
                            "decoys": decoy_record}
@@ -1008,13 +1008,13 @@ def multiscale_craters(
     ndarray (n, 4), float64, sorted by decreasing confidence.
     """
     found: dict[float, np.ndarray] = {}
+    rows, cols = _image_shape(image)
     for s in scales:
         s = float(s)
         if s == 1.0 and full_craters is not None:
             found[s] = np.asarray(full_craters, np.float64).reshape(-1, 4)
             continue
-        shape = np.shape(image) if isinstance(image, np.ndarray) else _raster_shape(image)
-        if s > 1.0 and (magnified_block is not None or s * s * shape[0] * shape[1] > MAGNIFIED_WINDOW_PIXELS):
+        if s > 1.0 and (magnified_block is not None or s * s * rows * cols > MAGNIFIED_WINDOW_PIXELS):
             found[s] = magnified_craters(model, image, s, extract, min_radius=min_radius, band=band,
                                          block=magnified_block or MAGNIFIED_BLOCK, tile_size=tile_size, overlap=overlap,
                                          batch_size=batch_size, sun_azimuth=sun_azimuth, precision=precision)
@@ -1034,9 +1034,11 @@ def multiscale_craters(
     return merge_scales(found)
 
 
-def _raster_shape(path) -> tuple[int, int]:
-    """``(rows, cols)`` of a raster, from its header."""
-    with open_raster(path) as ds:
+def _image_shape(image) -> tuple[int, int]:
+    """``(rows, cols)`` of an (H, W) array, or of a raster from its header."""
+    if isinstance(image, np.ndarray):
+        return int(image.shape[0]), int(image.shape[1])
+    with open_raster(image) as ds:
         return int(ds.height), int(ds.width)
 
 
@@ -1083,7 +1085,7 @@ def magnified_craters(
     """
     if scale <= 1.0:
         raise InputError(f"magnified_craters: scale must be above 1, got {scale}")
-    height, width = np.shape(image) if isinstance(image, np.ndarray) else _raster_shape(image)
+    height, width = _image_shape(image)
     stats = image_stats(image, band)
     fill = _prepared_mean(stats)
     parts = []
