@@ -161,14 +161,24 @@ PSEUDO_NUISANCE = RealNuisance(sun_azimuth_change=30.0, p_relight=0.5, p_streaks
                                p_haze=0.3, resolution=(1.0, 1.5), p_resolution=0.3)
 
 
-def real_nuisance(image: np.ndarray, rng: np.random.Generator, ranges: RealNuisance = REAL_NUISANCE) -> np.ndarray:
+def real_nuisance(image: np.ndarray, rng: np.random.Generator, ranges: RealNuisance = REAL_NUISANCE,
+                  sun: tuple[float, float] | None = None) -> np.ndarray:
     """One date's real nuisances on ``(rows, cols)`` (``0..1``): relighting, streaks, seam, haze, resolution.
+
+    ``sun``: ``(azimuth, elevation)`` in degrees of the sun that lights ``image`` already (the source
+    image's own, e.g. :func:`planetcd.craters.sun.estimate_sun_azimuth`). The relit date is lit from within
+    ``± ranges.sun_azimuth_change`` of it, so two dates made from one image with the same ``sun`` differ by
+    at most twice that. Without it, the old sun is drawn anywhere (0–360°) and its elevation from
+    ``ranges.sun_elevation``: the height field is then integrated along a direction the image was not
+    lit from, which no real second date shows (the benchmark generator did this up to 2026-12-01).
 
     Every draw comes from ``rng`` in a fixed order (the same ``rng`` state gives the same image).
     """
     out = np.asarray(image, np.float32)
     azimuth = rng.uniform(0, 360)
     e0, e1 = rng.uniform(*ranges.sun_elevation, size=2)
+    if sun is not None:
+        azimuth, e0 = float(sun[0]), float(sun[1])
     turn = rng.uniform(-ranges.sun_azimuth_change, ranges.sun_azimuth_change)
     draws = rng.uniform(size=5)
     if draws[0] < ranges.p_relight:

@@ -49,6 +49,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..change.nuisance import REAL_NUISANCE, real_nuisance
+from ..craters.sun import estimate_sun_azimuth
 from ..errors import InputError
 from ..raster import open_raster, read_window
 from .changeset import ChangeSet, write_changeset
@@ -142,6 +143,9 @@ class SourceImage:
     image: np.ndarray  #: (rows, cols) float32, 0..1
     craters: np.ndarray  #: (n, 3) x, y, radius in pixels (only those usable as donors)
     full_scale: float  #: the value mapped to 1 (255 for 8-bit images)
+    #: where the image's own light comes from, degrees clockwise from the top (estimated from its shading by
+    #: :func:`planetcd.craters.sun.estimate_sun_azimuth`); the ``real-nuisance`` relighting starts from it
+    sun_azimuth: float | None = None
 
 
 @dataclass
@@ -255,7 +259,8 @@ def load_sources(
         image, full = _read_gray(image_path)
         craters = _read_craters(label_path)
         keep = (craters[:, 2] >= DONOR_RADIUS[0]) & (craters[:, 2] <= DONOR_RADIUS[1]) if len(craters) else []
-        sources.append(SourceImage(name, image, craters[keep] if len(craters) else craters, full))
+        sun = estimate_sun_azimuth(image).azimuth_deg
+        sources.append(SourceImage(name, image, craters[keep] if len(craters) else craters, full, sun))
     return sources
 
 
@@ -452,8 +457,16 @@ def render_pair(
         footprint = ndimage.binary_dilation(moved, iterations=grow)[m : m + s, m : m + s]
     pre_region = region
     if nuisance is not None:
-        pre_region = real_nuisance(region, np.random.default_rng(spec.noise_seed + 2), nuisance).astype(np.float64)
-        post_region = real_nuisance(region, np.random.default_rng(spec.noise_seed + 3), nuisance).astype(np.float64)
+        # Both dates are relit from the ground's one height field, under the sun the source image really has
+        # (its estimate) and one elevation for it (seed noise_seed + 4): each date's sun is then within
+        # ± nuisance.sun_azimuth_change of it. Without a source sun, each date draws its own old sun.
+        sun = None
+        if source.sun_azimuth is not None:
+            sun = (source.sun_azimuth, float(np.random.default_rng(spec.noise_seed + 4).uniform(*nuisance.sun_elevation)))
+        pre_region = real_nuisance(region, np.random.default_rng(spec.noise_seed + 2), nuisance,
+                                   sun).astype(np.float64)
+        post_region = real_nuisance(region, np.random.default_rng(spec.noise_seed + 3), nuisance,
+                                    sun).astype(np.float64)
         ground = post_region + (ground - region)
     seen = ndimage.shift(ground, (spec.dy, spec.dx), order=3, mode="nearest")
     if spec.blur > 0:
@@ -540,7 +553,9 @@ def make_benchmark(
     params = {"preset": preset.name, "n_pairs": n_pairs, "seed": seed, "images": [src.name for src in sources],
               "patch_size": s, "max_shift": shift, "changed_fraction": changed_fraction, "implants": implants,
               "nuisance": {k: list(v) for k, v in NUISANCE.items()}, "crater_radius_px": list(preset.crater_radius),
-              "real_nuisance": preset.real_nuisance}
+              "real_nuisance": preset.real_nuisance,
+              "source_sun_azimuth_deg": {src.name: (None if src.sun_azimuth is None else round(src.sun_azimuth, 2))
+                                         for src in sources}}
     return Benchmark(changeset, specs, np.stack(footprints), preset, seed, tuple(src.name for src in sources), params)
 
 

@@ -66,3 +66,22 @@ def test_other_nuisances(rng):
     a = real_nuisance(image, np.random.default_rng(5), REAL_NUISANCE)
     b = real_nuisance(image, np.random.default_rng(5), REAL_NUISANCE)
     assert np.array_equal(a, b) and a.shape == image.shape and a.min() >= 0 and a.max() <= 1
+
+
+def test_real_nuisance_starts_from_the_image_own_sun(crater):
+    """Given the sun the image has (from the east here), a date is relit within ± sun_azimuth_change of it:
+    with no turn it is the image again; with turns up to 40° the bowl stays put and its sunward (west)
+    inner wall stays the bright one."""
+    from dataclasses import replace
+
+    still = replace(REAL_NUISANCE, sun_azimuth_change=0.0, sun_elevation=(35.0, 35.0), p_streaks=0.0, p_seam=0.0,
+                    p_haze=0.0, p_resolution=0.0)
+    own = real_nuisance(crater, np.random.default_rng(3), still, sun=(90.0, 35.0))
+    assert np.abs(own - crater).max() < 0.02
+    turned = replace(still, sun_azimuth_change=40.0)
+    inner = (slice(int(CY) - 5, int(CY) + 6),)
+    left, right = slice(int(CX - R) + 2, int(CX) - 2), slice(int(CX) + 2, int(CX + R) - 2)
+    for seed in range(6):
+        relit = real_nuisance(crater, np.random.default_rng(seed), turned, sun=(90.0, 35.0))
+        assert np.linalg.norm(_centre(relit) - (CY, CX)) < 5.0
+        assert relit[inner + (left,)].mean() > relit[inner + (right,)].mean()

@@ -106,3 +106,10 @@ def test_training_images_are_refused_for_test_sets(shared_dir):
         load_sources(["MC11E-Z"], shared_dir=shared_dir)
     with pytest.raises(InputError, match="unknown preset"):
         make_benchmark("hirise", 2, sources=allowed)
+
+
+def test_real_nuisance_relights_from_the_source_sun(sources):
+    """Each source's own sun is estimated once and recorded; both dates of a pair are relit from it."""
+    assert all(s.sun_azimuth is not None and 0.0 <= s.sun_azimuth < 360.0 for s in sources)
+    made = make_benchmark("real-nuisance", 2, seed=4, sources=sources, patch_size=96)
+    assert made.params["source_sun_azimuth_deg"] == {s.name: round(s.sun_azimuth, 2) for s in sources}
