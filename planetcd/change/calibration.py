@@ -276,7 +276,8 @@ def _score_pairs(pairs, scores: list, trunk, device, patches, origin_r, origin_c
         pre_crops = [a for i, a, _, _ in batch if not reuse and i not in pre_maps]
         inner = [[patches[i, 0] - origin_r[i], patches[i, 1] - origin_c[i], h, w] for i in index]
         crops = np.stack(post_crops + pre_crops)
-        feats = run_trunk(trunk, crops if nn is None else match_resolution(crops), device, precision)
+        feats = run_trunk(trunk, crops if nn is None else match_resolution(crops), device, precision,
+                          contiguous=nn is None)
         n = len(batch)
         if nn is not None:
             computed = iter(feats[n:])

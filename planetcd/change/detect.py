@@ -331,7 +331,7 @@ def detect_tile(ctx: TileContext, tile) -> TilePartial:
         batch = np.stack([lit, np.where(both[None], batch[1], lit)])
     if ctx.method == "nn":  # both dates low-passed alike, as in nn.nn_scores
         batch = match_resolution(batch)
-    feats = run_trunk(ctx.trunk, batch, ctx.device, ctx.precision)
+    feats = run_trunk(ctx.trunk, batch, ctx.device, ctx.precision, contiguous=ctx.method != "nn")
     cr0, cc0 = tile.core[0] // s, tile.core[1] // s
     cr1 = min(-(-(tile.core[0] + tile.core[2]) // s), height // s)
     cc1 = min(-(-(tile.core[1] + tile.core[3]) // s), width // s)

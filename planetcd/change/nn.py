@@ -268,6 +268,12 @@ def match_resolution(images: np.ndarray, sigma: float | None = None) -> np.ndarr
     sigma = NN_BLUR if sigma is None else sigma
     if sigma <= 0:
         return images
+    images = np.asarray(images)
+    if images.ndim == 4 and images.shape[1] > 1 and all(np.array_equal(images[:, 0], images[:, b])
+                                                         for b in range(1, images.shape[1])):
+        # gray as RGB (the trunk's input): filter one band, repeat it
+        one = ndimage.gaussian_filter(images[:, :1], (0, 0, sigma, sigma), mode="nearest").astype(np.float32, copy=False)
+        return np.repeat(one, images.shape[1], axis=1)
     return ndimage.gaussian_filter(images, (0, 0, sigma, sigma), mode="nearest").astype(np.float32, copy=False)
 
 

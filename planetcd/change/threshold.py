@@ -92,7 +92,12 @@ def apply_nuisance(image: np.ndarray, rng: np.random.Generator, real: RealNuisan
     """
     if real is not None:
         seed = int(rng.integers(2**31))
-        image = np.stack([real_nuisance(band, np.random.default_rng(seed), real) for band in np.asarray(image)])
+        bands = np.asarray(image)
+        out = []
+        for b, band in enumerate(bands):  # a band that copies an earlier one (gray as RGB) is made once
+            same = next((k for k in range(b) if np.array_equal(bands[k], band)), None)
+            out.append(out[same] if same is not None else real_nuisance(band, np.random.default_rng(seed), real))
+        image = np.stack(out)
     gamma = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
     blur = float(rng.uniform(0.0, 1.0))
     return ndimage.gaussian_filter(np.clip(image, 0, 1) ** gamma, (0, blur, blur))

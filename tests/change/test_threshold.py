@@ -108,3 +108,23 @@ def test_a_sequential_pseudo_sample_stops_when_tau_is_pinned():
     assert sample.settled(wide, floor=high * 0.99) is None
     assert sample.settled(wide, floor=float("nan")) is None
     assert sample.settled(np.array([1.0])) is None  # no spread from one score
+
+
+def test_real_nuisances_of_gray_as_rgb_are_those_of_the_gray_band():
+    """apply_nuisance makes a band that copies an earlier one once: the same image as band by band."""
+    from planetcd.change.nuisance import PSEUDO_NUISANCE, real_nuisance
+    from planetcd.change.threshold import apply_nuisance
+
+    gray = np.clip(np.random.default_rng(2).normal(0.5, 0.1, (48, 48)), 0, 1).astype(np.float32)
+    rgb = np.stack([gray] * 3)
+    out = apply_nuisance(rgb, np.random.default_rng(7), PSEUDO_NUISANCE)
+    rng = np.random.default_rng(7)
+    seed = int(rng.integers(2**31))
+    band = real_nuisance(gray, np.random.default_rng(seed), PSEUDO_NUISANCE)
+    assert np.array_equal(out[0], out[1]) and np.array_equal(out[1], out[2])
+    # what follows the real nuisances (gamma, blur) is drawn from the same rng after the seed
+    gamma = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
+    blur = float(rng.uniform(0.0, 1.0))
+    from scipy import ndimage
+
+    np.testing.assert_array_equal(out[0], ndimage.gaussian_filter(np.clip(band, 0, 1) ** gamma, blur))
