@@ -263,6 +263,9 @@ def tile_breakdown(pre, post, trunk: VGGFeatures, device, tile: int, repeats: in
 
 
 def main() -> None:
+    from planetcd.runtime import tune_allocator
+
+    tune_allocator()  # as the planetcd command does (PLANETCD_MALLOC_TUNING=off: the C library's defaults)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pair", type=Path, default=None, help="Folder with pre.tif and post.tif.")
     parser.add_argument("--size", type=int, default=2048, help="Side of the synthetic pair (without --pair).")

@@ -31,6 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:
+    from planetcd.runtime import tune_allocator
+
+    tune_allocator()  # as the planetcd command does (PLANETCD_MALLOC_TUNING=off: the C library's defaults)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="ctx-craters")
     ap.add_argument("--threads", type=int, default=2)

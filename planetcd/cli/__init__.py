@@ -42,6 +42,9 @@ class PlanetcdGroup(click.Group):
     """
 
     def invoke(self, ctx):
+        from ..runtime import tune_allocator
+
+        tune_allocator()  # freed memory kept for reuse: large arrays without page faults (planetcd.runtime)
         try:
             with warnings_as_log_lines():
                 return super().invoke(ctx)
