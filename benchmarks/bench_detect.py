@@ -263,9 +263,9 @@ def tile_breakdown(pre, post, trunk: VGGFeatures, device, tile: int, repeats: in
 
 
 def main() -> None:
-    from planetcd.runtime import tune_allocator
+    from planetcd.runtime import tune_allocator_from_env
 
-    tune_allocator()  # as the planetcd command does (PLANETCD_MALLOC_TUNING=off: the C library's defaults)
+    tune_allocator_from_env()  # as the planetcd command does: PLANETCD_MALLOC_TUNING=on keeps freed memory
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pair", type=Path, default=None, help="Folder with pre.tif and post.tif.")
     parser.add_argument("--size", type=int, default=2048, help="Side of the synthetic pair (without --pair).")

@@ -109,8 +109,8 @@ CHILD = r"""
 import sys, time, logging
 import torch
 torch.set_num_threads({threads})
-from planetcd.runtime import tune_allocator
-tune_allocator()  # as the planetcd command does (PLANETCD_MALLOC_TUNING=off: the C library's defaults)
+from planetcd.runtime import tune_allocator_from_env
+tune_allocator_from_env()  # as the planetcd command does: PLANETCD_MALLOC_TUNING=on keeps freed memory
 what, pre, post, out = sys.argv[1:5]
 t0 = time.perf_counter()
 if what == "detect":

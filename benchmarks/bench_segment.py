@@ -31,9 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:
-    from planetcd.runtime import tune_allocator
+    from planetcd.runtime import tune_allocator_from_env
 
-    tune_allocator()  # as the planetcd command does (PLANETCD_MALLOC_TUNING=off: the C library's defaults)
+    tune_allocator_from_env()  # as the planetcd command does: PLANETCD_MALLOC_TUNING=on keeps freed memory
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="ctx-craters")
     ap.add_argument("--threads", type=int, default=2)

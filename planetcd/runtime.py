@@ -1,17 +1,18 @@
-"""Process settings that make planetcd's large arrays cheap to allocate: :func:`tune_allocator`.
+"""Process settings: :func:`tune_allocator`, an opt-in trade of peak memory for speed.
 
 planetcd's passes allocate and free arrays of tens to hundreds of MB many times (every layer of a
 network on a tile, every tile of an image). glibc's ``malloc`` serves blocks over its mmap threshold
 (at most 32 MB by default) with fresh pages from the kernel and hands them back on ``free``, so each such
-allocation pays a page fault per 4 KB page while the kernel zeroes it. On the 2-core development machine,
-a ReLU on a 112 x 512² bfloat16 map took 19.6 ms into a new array and 4.0 ms once freed memory is kept
-for reuse, and ``planetcd detect`` on a 2048² pair ran about 18 % faster (``benchmarks/bench_detect.py``,
-docs/performance.md). The ``planetcd`` command calls :func:`tune_allocator` before every command; scripts
-that call the Python API may call it once at start (the benchmarks in ``benchmarks/`` do).
+allocation pays a page fault per 4 KB page while the kernel zeroes it. Keeping freed blocks for reuse
+(what PyTorch's CPU performance guides reach with an ``LD_PRELOAD`` of jemalloc or tcmalloc) removes that
+cost, but the heap then fragments and the peak resident size grows over a long run. Measured on the 2-core
+development machine (docs/performance.md, "The C allocator"): ``detect`` on the 20000² pair of
+``benchmarks/bench_memory.py`` ran its feature pass about 25 % faster, and its peak RSS rose by about
+60 %, past the memory bound planetcd keeps by default. So it is off unless asked for:
 
-This is what PyTorch's CPU performance guides reach with a ``LD_PRELOAD`` of jemalloc or tcmalloc,
-without a preload: freed memory stays with the process (up to the trim threshold) instead of going back to
-the kernel, so the resident size after a peak stays near that peak; the peak itself does not grow.
+- ``PLANETCD_MALLOC_TUNING=on`` in the environment: the ``planetcd`` command (and the speed and memory
+  benchmarks) call :func:`tune_allocator_from_env`, which then applies it;
+- a script may call :func:`tune_allocator` once at start.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import ctypes.util
 import logging
 import os
 
-__all__ = ["tune_allocator", "ALLOCATOR_ENV"]
+__all__ = ["tune_allocator", "tune_allocator_from_env", "ALLOCATOR_ENV"]
 
 log = logging.getLogger(__name__)
 
-#: Set to ``off`` (or ``0``) to leave the C allocator as the process found it.
+#: ``on`` (or ``1``, ``true``, ``yes``) makes the ``planetcd`` command call :func:`tune_allocator`.
 ALLOCATOR_ENV = "PLANETCD_MALLOC_TUNING"
 #: glibc ``mallopt`` parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -38,13 +39,12 @@ _applied: bool | None = None
 
 
 def tune_allocator() -> bool:
-    """Keep freed memory for reuse in this process (glibc only; once per process).
+    """Keep freed memory for reuse in this process (glibc only; once per process): faster, more memory.
 
     Sets glibc's mmap threshold and trim threshold to :data:`MMAP_THRESHOLD_BYTES` and
     :data:`TRIM_THRESHOLD_BYTES` with ``mallopt``. Does nothing, and returns False, on another C library
-    (macOS, Windows, musl) or when the environment variable :data:`ALLOCATOR_ENV` is ``off`` or ``0``.
-    Explicit ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` environment settings win: they are
-    left alone.
+    (macOS, Windows, musl), or when ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` are set in the
+    environment (the user's own settings win).
 
     Returns
     -------
@@ -55,8 +55,6 @@ def tune_allocator() -> bool:
     if _applied is not None:
         return _applied
     _applied = False
-    if os.environ.get(ALLOCATOR_ENV, "").strip().lower() in ("off", "0", "false", "no"):
-        return False
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
         return False
     try:
@@ -70,3 +68,13 @@ def tune_allocator() -> bool:
     _applied = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
     log.debug("C allocator keeps freed memory for reuse: %s", _applied)
     return _applied
+
+
+def tune_allocator_from_env() -> bool:
+    """:func:`tune_allocator` when :data:`ALLOCATOR_ENV` is ``on`` (``1``, ``true``, ``yes``); else nothing.
+
+    Returns whether the settings are in effect.
+    """
+    if os.environ.get(ALLOCATOR_ENV, "").strip().lower() in ("on", "1", "true", "yes"):
+        return tune_allocator()
+    return bool(_applied)

@@ -42,9 +42,9 @@ class PlanetcdGroup(click.Group):
     """
 
     def invoke(self, ctx):
-        from ..runtime import tune_allocator
+        from ..runtime import tune_allocator_from_env
 
-        tune_allocator()  # freed memory kept for reuse: large arrays without page faults (planetcd.runtime)
+        tune_allocator_from_env()  # PLANETCD_MALLOC_TUNING=on: freed memory kept for reuse (planetcd.runtime)
         try:
             with warnings_as_log_lines():
                 return super().invoke(ctx)
