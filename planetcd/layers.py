@@ -17,9 +17,9 @@ def max_pool2x2(x: torch.Tensor) -> torch.Tensor:
 
     On CPU without autograd it takes the maximum of the even and odd rows, then of the even and odd columns
     (two element-wise passes over strided views). In bfloat16 channels-last, the trunk's layout, that is
-    1.3-7 x faster than ``F.max_pool2d`` here (0.06 s against 0.08 s for 64 x 1088², 0.005 s against
-    0.036 s for 128 x 544²); the values are the same (a maximum is exact). Elsewhere (CUDA, training) it is
-    ``F.max_pool2d``.
+    faster than ``F.max_pool2d`` on the 2-core development machine (``benchmarks/bench_ops.py``: 56 against
+    63 ms for 64 x 1088², 4.2 against 34 ms for 128 x 544²); the values are the same (a maximum is exact).
+    Elsewhere (CUDA, training) it is ``F.max_pool2d``.
     """
     if x.device.type != "cpu" or x.dim() != 4 or (torch.is_grad_enabled() and x.requires_grad):
         return F.max_pool2d(x, 2)

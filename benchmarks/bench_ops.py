@@ -1,0 +1,80 @@
+"""Micro-benchmarks of the CPU operations the third speed pass changed (docs/performance.md, "Third pass").
+
+    python benchmarks/bench_ops.py [--threads 2] [--repeats 7]
+    PLANETCD_MALLOC_TUNING=on python benchmarks/bench_ops.py     # the same with the opt-in allocator setting
+
+Prints, best of ``--repeats`` after one warm-up, in milliseconds:
+
+- 2 x 2 max pooling of bf16 channels-last maps (64 x 1088², 128 x 544²: the trunk's two pools on a 1024 px
+  tile with its halo): ``F.max_pool2d`` against :func:`planetcd.layers.max_pool2x2`, and whether they agree;
+- the trunk's output map (256 x 272² bf16 channels-last) to float32: convert then transpose, one copy into a
+  contiguous array (``run_trunk``), and convert keeping the strides (``run_trunk(contiguous=False)``);
+- the nn disagreement (:func:`planetcd.change.nn.nn_change_window`, radius 2) on contiguous and on
+  channels-last maps, and their largest difference;
+- a ReLU on a fresh 112 x 512² bf16 map, into a new array and in place (the page-fault cost of new memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def best_ms(fn, repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return round(1000 * best, 2)
+
+
+def main(argv=None) -> int:
+    from planetcd.change.nn import nn_change_window
+    from planetcd.layers import max_pool2x2
+    from planetcd.runtime import tune_allocator_from_env
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=7)
+    args = ap.parse_args(argv)
+    tuned = tune_allocator_from_env()
+    torch.set_num_threads(args.threads)
+    gen = torch.Generator().manual_seed(0)
+    cl = torch.channels_last
+    print(f"threads {args.threads}, allocator tuning {'on' if tuned else 'off'}, best of {args.repeats}, ms")
+    with torch.inference_mode():
+        for c, side in ((64, 1088), (128, 544)):
+            x = torch.randn(1, c, side, side, generator=gen).to(torch.bfloat16).contiguous(memory_format=cl)
+            same = torch.equal(F.max_pool2d(x, 2), max_pool2x2(x))
+            print(f"max pool {c} x {side}²: F.max_pool2d {best_ms(lambda: F.max_pool2d(x, 2), args.repeats)}, "
+                  f"max_pool2x2 {best_ms(lambda: max_pool2x2(x), args.repeats)} (equal: {same})")
+        out = torch.randn(1, 256, 272, 272, generator=gen).to(torch.bfloat16).contiguous(memory_format=cl)
+
+        def one_copy():
+            maps = torch.empty(out.shape, dtype=torch.float32)
+            maps.copy_(out)
+            return maps
+
+        print(f"trunk map 256 x 272² to float32: convert then transpose "
+              f"{best_ms(lambda: out.float().contiguous(), args.repeats)}, one copy {best_ms(one_copy, args.repeats)}, "
+              f"strides kept {best_ms(lambda: out.float(), args.repeats)}")
+        a, b = torch.rand(1, 256, 272, 272, generator=gen), torch.rand(1, 256, 272, 272, generator=gen)
+        a_cl, b_cl = a.contiguous(memory_format=cl), b.contiguous(memory_format=cl)
+        window = (8, 8, 256, 256)
+        diff = float((nn_change_window(a, b, 2, window) - nn_change_window(a_cl, b_cl, 2, window)).abs().max())
+        print(f"nn disagreement 256 x 272²: contiguous {best_ms(lambda: nn_change_window(a, b, 2, window), args.repeats)}, "
+              f"channels-last {best_ms(lambda: nn_change_window(a_cl, b_cl, 2, window), args.repeats)} "
+              f"(largest difference {diff:.1e})")
+        y = torch.randn(1, 112, 512, 512, generator=gen).to(torch.bfloat16).contiguous(memory_format=cl)
+        print(f"ReLU 112 x 512² bf16: into a new array {best_ms(lambda: F.relu(y), args.repeats)}, "
+              f"in place {best_ms(lambda: F.relu(y, inplace=True), args.repeats)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
