@@ -72,6 +72,7 @@ __all__ = [
     "window_probability", "canonical_probability", "parse_sun_azimuth", "image_sun_estimate", "resolve_sun",
     "window_tiles", "predict_tiles", "segment_block", "read_prepared", "image_stats", "run_blocks", "image_probability", "pixel_size_of",
     "merge_scales", "multiscale_craters", "magnified_craters", "catalog_craters", "verify_catalog", "parse_scales", "scale_craters", "scale_min_radius",
+    "verifier_pyramid",
     "read_scaled", "resample_array",
 ]
 
@@ -853,17 +854,23 @@ def segment(
     verifier_record = None
     if verifier is not None:
         checked = len(craters)
-        _, scores = verify_catalog(craters, source.source, verifier, v_threshold, sun_azimuth=rotate, band=band)
-        cut, decoy_record = v_threshold, None
+        cut, decoy_record, decoys = v_threshold, None, None
         if decoy_limit is not None and rotate is None:
             decoy_record = {"max_fdr": decoy_limit, "skipped": "no sun frame (the model is not sun-aware)"}
             log.info("decoys skipped: the model is not sun-aware")
         elif decoy_limit is not None:
-            from .verify import decoy_threshold
-
             opposite = (rotate + 180.0) % 360.0
             decoys = catalogue(probability(opposite, False)[0], opposite)
-            _, decoy_scores = verify_catalog(decoys, source.source, verifier, v_threshold, sun_azimuth=opposite, band=band)
+        # One read of the image and one pyramid for the catalogue and its decoys.
+        radii = np.concatenate([craters[:, 2], decoys[:, 2] if decoys is not None else np.zeros(0)])
+        pyramid = verifier_pyramid(source.source, verifier, float(radii.max()), band) if len(radii) else None
+        _, scores = verify_catalog(craters, source.source, verifier, v_threshold, sun_azimuth=rotate, band=band,
+                                   pyramid=pyramid)
+        if decoys is not None:
+            from .verify import decoy_threshold
+
+            _, decoy_scores = verify_catalog(decoys, source.source, verifier, v_threshold, sun_azimuth=opposite,
+                                             band=band, pyramid=pyramid)
             cut = decoy_threshold(scores, decoy_scores, v_threshold, decoy_limit)
             decoy_record = {"max_fdr": decoy_limit, "sun_azimuth_deg": round(opposite, 3), "found": int(len(decoys)),
                             "passing": int((decoy_scores >= cut).sum()),
@@ -1166,8 +1173,23 @@ def catalog_craters(
     return craters
 
 
+def verifier_pyramid(image, verifier, max_radius: float, band: int = 1) -> list[np.ndarray]:
+    """The box-mean pyramid a chip verifier cuts its chips from, deep enough for craters up to ``max_radius`` px.
+
+    ``image``: path of a raster (band ``band``) or an (H, W) array of raw intensities, read whole; missing
+    pixels are filled with the mean (:func:`planetcd.craters.verify.image_pyramid`). A deeper pyramid gives
+    the same chips to smaller craters, so one pyramid serves several catalogues of the image.
+    """
+    from .verify import image_pyramid, pyramid_levels_for
+
+    data = np.asarray(image, np.float32) if isinstance(image, np.ndarray) else read_scaled(image, 1.0, band)
+    meta = getattr(verifier, "metadata", {}) or {}
+    levels = pyramid_levels_for(float(max_radius), int(meta.get("chip_size", 24)), float(meta.get("context", 2.0)))
+    return image_pyramid(data, levels, missing_pixels(data))
+
+
 def verify_catalog(craters: np.ndarray, image, verifier, threshold: float, *, sun_azimuth: float | None = None,
-                   band: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                   band: int = 1, pyramid: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Keep the craters a chip verifier accepts (:mod:`planetcd.craters.verify`): the second stage of :func:`segment`.
 
     Parameters
@@ -1182,6 +1204,9 @@ def verify_catalog(craters: np.ndarray, image, verifier, threshold: float, *, su
         Verifier probability a crater needs, in ``[0, 1)``.
     sun_azimuth : float, optional
         The image's sun (chips are cut in its canonical frame, light from the left); None: the input axes.
+    pyramid : list of ndarray, optional
+        :func:`verifier_pyramid` of ``image`` already made (deep enough for these craters); ``image`` is
+        then not read.
 
     Returns
     -------
@@ -1190,16 +1215,14 @@ def verify_catalog(craters: np.ndarray, image, verifier, threshold: float, *, su
     scores : ndarray, shape (n,)
         The verifier probability of every input crater.
     """
-    from .verify import image_pyramid, pyramid_levels_for, verify_craters
+    from .verify import verify_craters
 
     craters = np.asarray(craters, np.float64).reshape(-1, 4)
     if not len(craters):
         return craters, np.zeros(0)
-    data = np.asarray(image, np.float32) if isinstance(image, np.ndarray) else read_scaled(image, 1.0, band)
-    meta = getattr(verifier, "metadata", {}) or {}
-    levels = pyramid_levels_for(float(craters[:, 2].max()), int(meta.get("chip_size", 24)), float(meta.get("context", 2.0)))
-    pyramid = image_pyramid(data, levels, missing_pixels(data))
-    frame = canonical_frame(data.shape, sun_azimuth) if sun_azimuth is not None else None
+    if pyramid is None:
+        pyramid = verifier_pyramid(image, verifier, float(craters[:, 2].max()), band)
+    frame = canonical_frame(pyramid[0].shape, sun_azimuth) if sun_azimuth is not None else None
     scores = verify_craters(verifier, pyramid, craters, frame)
     return craters[scores >= threshold], scores
 
