@@ -309,6 +309,16 @@ def scale_intensity(data: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.n
     return np.clip((data - low) / (high - low), 0.0, 1.0).astype(np.float32, copy=False)
 
 
+def map_distinct_bands(fn, bands: np.ndarray) -> np.ndarray:
+    """``fn`` applied to each band of ``(bands, rows, cols)``, stacked; a band that copies an earlier one
+    (a gray image as RGB, :func:`to_three_bands`) is computed once and copied."""
+    out: list[np.ndarray] = []
+    for b, band in enumerate(bands):
+        same = next((k for k in range(b) if np.array_equal(bands[k], band)), None)
+        out.append(out[same] if same is not None else fn(band))
+    return np.stack(out)
+
+
 def to_three_bands(data: np.ndarray) -> np.ndarray:
     """Make a 3-band image for ImageNet networks.
 

@@ -98,3 +98,13 @@ def test_footprints_that_do_not_overlap_are_refused(tmp_path):
         with pytest.raises(InputError, match="footprints do not overlap"):
             with post_on_pre_grid(a, c):
                 pass
+
+
+def test_map_distinct_bands_computes_copied_bands_once():
+    from planetcd.raster import map_distinct_bands
+
+    a, b = np.arange(6.0).reshape(2, 3), np.ones((2, 3))
+    calls = []
+    out = map_distinct_bands(lambda band: calls.append(1) or band * 2, np.stack([a, b, a]))
+    assert len(calls) == 2 and out.shape == (3, 2, 3)
+    np.testing.assert_array_equal(out, np.stack([a * 2, b * 2, a * 2]))

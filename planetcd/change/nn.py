@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ..features import VGGFeatures, run_trunk
-from ..raster import to_three_bands
+from ..raster import map_distinct_bands, to_three_bands
 from .register import estimate_shift_overlap, shifted_copy
 
 #: Side (cells) of the box average of the nn disagreement before its maximum is taken.
@@ -269,12 +269,14 @@ def match_resolution(images: np.ndarray, sigma: float | None = None) -> np.ndarr
     if sigma <= 0:
         return images
     images = np.asarray(images)
-    if images.ndim == 4 and images.shape[1] > 1 and all(np.array_equal(images[:, 0], images[:, b])
-                                                         for b in range(1, images.shape[1])):
-        # gray as RGB (the trunk's input): filter one band, repeat it
-        one = ndimage.gaussian_filter(images[:, :1], (0, 0, sigma, sigma), mode="nearest").astype(np.float32, copy=False)
-        return np.repeat(one, images.shape[1], axis=1)
-    return ndimage.gaussian_filter(images, (0, 0, sigma, sigma), mode="nearest").astype(np.float32, copy=False)
+    if len(images) == 0:
+        return images.astype(np.float32, copy=False)
+
+    def low_pass(band: np.ndarray) -> np.ndarray:
+        return ndimage.gaussian_filter(band, sigma, mode="nearest").astype(np.float32, copy=False)
+
+    # gray as RGB (the trunk's input): each image's copied bands are filtered once
+    return np.stack([map_distinct_bands(low_pass, image) for image in images])
 
 
 def overlap_cells(overlap: np.ndarray, stride: int, shape: tuple[int, int], border: int = 1) -> np.ndarray:
@@ -457,11 +459,7 @@ def relight_image(pre: np.ndarray, post: np.ndarray, overlap: np.ndarray,
         median = float(np.median(seen))
         keep = fit_overlap & (residual <= median + RELIGHT_OUTLIER_K * 1.4826 * float(np.median(np.abs(seen - median))))
         H = fit_transfer(pre_mean, fit_post, keep)
-    out = np.empty(pre.shape, np.float32)
-    for b, band in enumerate(pre):
-        same = next((k for k in range(b) if np.array_equal(pre[k], band)), None)
-        out[b] = out[same] if same is not None else apply_transfer(band, H, level)
-    return out, H
+    return map_distinct_bands(lambda band: apply_transfer(band, H, level), pre), H
 
 
 def relight_pre(pre: np.ndarray, post: np.ndarray, overlap: np.ndarray,

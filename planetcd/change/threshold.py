@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from ..raster import map_distinct_bands
 from .nuisance import PSEUDO_NUISANCE, RealNuisance, real_nuisance
 from .register import shift_image, shifted_copy
 
@@ -92,12 +93,7 @@ def apply_nuisance(image: np.ndarray, rng: np.random.Generator, real: RealNuisan
     """
     if real is not None:
         seed = int(rng.integers(2**31))
-        bands = np.asarray(image)
-        out = []
-        for b, band in enumerate(bands):  # a band that copies an earlier one (gray as RGB) is made once
-            same = next((k for k in range(b) if np.array_equal(bands[k], band)), None)
-            out.append(out[same] if same is not None else real_nuisance(band, np.random.default_rng(seed), real))
-        image = np.stack(out)
+        image = map_distinct_bands(lambda band: real_nuisance(band, np.random.default_rng(seed), real), np.asarray(image))
     gamma = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
     blur = float(rng.uniform(0.0, 1.0))
     return ndimage.gaussian_filter(np.clip(image, 0, 1) ** gamma, (0, blur, blur))
