@@ -91,10 +91,9 @@ def parse_decoy_fdr(value: str | None) -> float | bool | None:
         return None
     if value.strip().lower() == "off":
         return False
+    from ..craters.verify import check_fdr
+
     try:
-        share = float(value)
+        return check_fdr(value, "--decoy-fdr")
     except ValueError:
         raise InputError(f"--decoy-fdr {value!r}: a share in (0, 1] or 'off'") from None
-    if not 0.0 < share <= 1.0:
-        raise InputError(f"--decoy-fdr {value}: must be in (0, 1]")
-    return share

@@ -666,10 +666,9 @@ def _resolve_decoy(verifier, decoy_fdr) -> float | None:
         if value is None and decoy_fdr is True:
             raise InputError("the chip verifier has no decoy_fdr; give a number in (0, 1]")
         return None if value is None else float(value)
-    value = float(decoy_fdr)
-    if not 0.0 < value <= 1.0:
-        raise InputError(f"decoy_fdr {decoy_fdr}: must be in (0, 1]")
-    return value
+    from .verify import check_fdr
+
+    return check_fdr(decoy_fdr, "decoy_fdr")
 
 
 def _check_options(tile_size, overlap, batch_size, block_size, block_halo, pixel_size_m) -> None:

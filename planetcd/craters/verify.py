@@ -40,7 +40,7 @@ from ..errors import InputError
 __all__ = [
     "CHIP_SIZE", "CHIP_CONTEXT", "ChipVerifier", "image_pyramid", "crater_chips", "verifier_scores",
     "verify_craters", "verifier_training_chips", "train_verifier", "save_verifier", "load_verifier",
-    "decoy_threshold",
+    "decoy_threshold", "check_fdr",
 ]
 
 log = logging.getLogger(__name__)
@@ -197,6 +197,15 @@ def verify_craters(model: ChipVerifier, pyramid: list[np.ndarray], craters: np.n
     return verifier_scores(model, chips)
 
 
+def check_fdr(value, name: str = "max_fdr") -> float:
+    """A decoy false-discovery share as a float in ``(0, 1]``; ``InputError`` naming ``name`` otherwise
+    (``ValueError`` when ``value`` is not a number)."""
+    share = float(value)
+    if not 0.0 < share <= 1.0:
+        raise InputError(f"{name} {value}: must be in (0, 1]")
+    return share
+
+
 def decoy_threshold(scores: np.ndarray, decoy_scores: np.ndarray, floor: float, max_fdr: float) -> float:
     """The lowest verifier threshold whose estimated false-discovery rate is at most ``max_fdr``.
 
@@ -225,8 +234,7 @@ def decoy_threshold(scores: np.ndarray, decoy_scores: np.ndarray, floor: float, 
     float
         The threshold (``inf`` when no threshold reaches ``max_fdr``: keep nothing).
     """
-    if not 0.0 < max_fdr <= 1.0:
-        raise InputError(f"max_fdr {max_fdr}: must be in (0, 1]")
+    check_fdr(max_fdr)
     scores = np.sort(np.asarray(scores, np.float64).ravel())
     decoys = np.sort(np.asarray(decoy_scores, np.float64).ravel())
     candidates = np.unique(scores[scores >= floor])
