@@ -226,9 +226,10 @@ def main(argv=None) -> int:
 
     fdrs = [None] + ([float(x) for x in args.decoy_fdr.split(",")] if args.decoy_fdr else [])
     val = run(VAL_TILES, decoys=fdrs != [None])
-    scores = {t: {th: verify_craters(verifier, image_pyramid(image), per[th], frame) for th in SEG_THRESHOLDS}
+    pyramids = {t: image_pyramid(image) for t, (image, _, _, _) in val.items()}  # one per tile, for every threshold
+    scores = {t: {th: verify_craters(verifier, pyramids[t], per[th], frame) for th in SEG_THRESHOLDS}
               for t, (image, truth, frame, per) in val.items()}
-    decoy_scores = {t: {th: verify_craters(verifier, image_pyramid(image), per["decoys"][th], per["decoy_frame"])
+    decoy_scores = {t: {th: verify_craters(verifier, pyramids[t], per["decoys"][th], per["decoy_frame"])
                         for th in SEG_THRESHOLDS} if "decoys" in per else {}
                     for t, (image, truth, frame, per) in val.items()}
 
