@@ -609,7 +609,9 @@ def main(argv=None) -> int:
         from planetcd.craters.segment import segment
 
         verify = {"model": None, "none": False}.get(args.verify, args.verify)
-        decoy = None if args.decoy_fdr is None else (False if args.decoy_fdr == "off" else float(args.decoy_fdr))
+        from planetcd.cli.segment import parse_decoy_fdr
+
+        decoy = parse_decoy_fdr(args.decoy_fdr)  # as planetcd segment --decoy-fdr reads it
         print(f"planetcd segment defaults, model {args.model or 'ctx-craters'}, verifier {args.verify}, "
               f"scales {args.scales or 'its own'}, flip averaging {args.tta}, decoy FDR {args.decoy_fdr or 'its own'}")
         print("tile  tp  fp  fn  precision  recall  F1  verifier kept/checked  sun")
