@@ -206,7 +206,10 @@ def make_config(args):
 
     common = dict(epochs=args.epochs, crops_per_epoch=args.crops_per_epoch, batch_size=args.batch_size, crop=args.crop,
                   patience=args.patience, threads=args.threads, time_limit=args.time_limit, seed=args.seed,
-                  device=args.device, filter_multiple=args.filter_multiple, val_tile=512)
+                  device=args.device, filter_multiple=args.filter_multiple, val_tile=512, arch=args.arch,
+                  vgg_frozen_blocks=args.vgg_frozen_blocks)
+    if args.lr is not None:
+        common["lr"] = args.lr
     if args.recipe == "sun-aware":
         return TrainConfig.sun_aware_recipe(precision=args.precision, hard_negative_rate=args.hard_negative_rate, **common)
     # the old recipe (all flips, no turn, no mounds, no confidence), with the same crater-F1 selection
@@ -229,7 +232,7 @@ def run_fold(args, folds, k) -> dict:
         config = make_config(args)
         if args.init:  # continue this fold's own earlier model (same training tiles: nothing held out is seen)
             config.init = str(Path(args.init) / f"fold-{''.join(test)}" / "best.pt")
-            config.lr = args.lr
+            config.lr = 5e-4 if args.lr is None else args.lr
         t0 = time.monotonic()
         summary = train(train_set, val_set, config, outdir, extra_metadata={"folds": {"test": test, "train": train_tiles, "val": val_tiles}})
         train_seconds = time.monotonic() - t0
@@ -541,7 +544,11 @@ def main(argv=None) -> int:
     ap.add_argument("--opposite-negatives", action="store_true",
                     help="--verifier: also train on the segmenter's detections under the opposite sun (mounds as it sees them)")
     ap.add_argument("--init", default=None, help="start each fold from INIT/fold-*/best.pt (that fold's earlier model)")
-    ap.add_argument("--lr", type=float, default=5e-4, help="learning rate (with --init)")
+    ap.add_argument("--lr", type=float, default=None,
+                    help="learning rate (default: the recipe's; 5e-4 with --init)")
+    ap.add_argument("--arch", default="symmetric", choices=("symmetric", "vgg16-unet"),
+                    help="segmenter: DeLatte's symmetric U-Net or the U-Net on the ImageNet VGG-16 encoder")
+    ap.add_argument("--vgg-frozen-blocks", type=int, default=2, help="--arch vgg16-unet: encoder blocks kept frozen")
     ap.add_argument("--verifier", action="store_true",
                     help="trained folds + a chip verifier per fold (thresholds chosen on the inner validation tiles)")
     ap.add_argument("--scale-variants", default="1",
