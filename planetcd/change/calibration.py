@@ -184,7 +184,7 @@ class PseudoScores:
     scores: np.ndarray  #: (n,) ρ of the pairs scored, in the order drawn
     n_reused: int  #: pairs whose pre map the main pass kept
     n_max: int  #: pairs drawn (the most that could be scored)
-    #: why scoring stopped: ``"tolerance"`` or ``"below floor"`` (:meth:`PseudoSample.settled`), ``"n_max"``
+    #: why scoring stopped: ``"below floor"``, ``"tolerance"`` or ``"decided"`` (:meth:`PseudoSample.settled`), ``"n_max"``
     #: (every pair drawn scored) or ``"fixed"`` (no sequential sample: all ``n_max``)
     stopped: str
 
@@ -201,7 +201,7 @@ def pseudo_scores(trunk, device: torch.device, pre_reader, pre_stats, patches: n
                   noise_std: float, rng: np.random.Generator, pre_vectors: np.ndarray | None = None,
                   nn: NNCalibration | None = None, batch_size: int = 8,
                   precision: str | None = None, sample: PseudoSample | None = None, percentile: float = 95.0,
-                  floor: float | None = None, seed: int = 0) -> PseudoScores:
+                  floor: float | None = None, seed: int = 0, decide: np.ndarray | None = None) -> PseudoScores:
     """ρ of pseudo-unchanged pairs drawn from the pre image (read window by window).
 
     Each pseudo-post crop keeps ``context`` pixels of real surroundings and
@@ -224,7 +224,8 @@ def pseudo_scores(trunk, device: torch.device, pre_reader, pre_stats, patches: n
 
     ``sample``: score the ``n_pairs`` drawn in stages and stop as soon as τ (the ``percentile`` of the
     scores) is pinned (:meth:`~planetcd.change.threshold.PseudoSample.settled`, with ``floor`` — the
-    threshold τ is raised to anyway, or None — and ``seed`` for its bootstrap). The sources are then drawn
+    threshold τ is raised to anyway, or None — ``seed`` for its bootstrap, and ``decide``, the change scores
+    τ will be applied to, or None). The sources are then drawn
     in random order (a prefix of the draw is a random sample of it), not in image order. None: all
     ``n_pairs``, in image order.
 
@@ -254,7 +255,7 @@ def pseudo_scores(trunk, device: torch.device, pre_reader, pre_stats, patches: n
         n_reused += _score_pairs(itertools.islice(pairs, stop - len(scores)), scores, trunk, device, patches,
                                  origin_r, origin_c, pre_maps, reuse, relight, pre_vectors, nn, pooling,
                                  max_shift, batch_size, precision)
-        if stop < n_pairs and (reason := sample.settled(np.asarray(scores), percentile, floor, seed)):
+        if stop < n_pairs and (reason := sample.settled(np.asarray(scores), percentile, floor, seed, decide)):
             stopped = reason
             break
     return PseudoScores(np.asarray(scores), n_reused, n_pairs, stopped)

@@ -540,7 +540,9 @@ def detect(
         τ's bootstrap spread (:func:`~planetcd.change.threshold.threshold_spread`: the 5-95 % range of
         the bootstrap pseudo τ) is at most ``pseudo_tolerance`` times τ (default
         :data:`~planetcd.change.threshold.PSEUDO_TOLERANCE` = 0.10), or — ``tau="both"`` — its top is
-        under the empirical τ (then τ is the empirical one whatever more pairs would say). None: all
+        under the empirical τ (then τ is the empirical one whatever more pairs would say), or no patch's
+        score lies inside that range (every patch is flagged alike wherever τ falls in it; not with a
+        tolerance of 0). None: all
         ``n_pseudo`` pairs (drawn in image order, as before the sequential sample). Recorded in
         ``thresholds["pseudo_sample"]`` (run.json).
     register : bool
@@ -738,7 +740,7 @@ def detect(
                 trunk, torch_device, pre_reader, pre_stats, patches, valid_fraction=valid_fraction, context=halo,
                 pooling=pooling, n_pairs=n_pseudo, max_shift=max_shift, noise_std=noise_std, rng=rng,
                 pre_vectors=pre_vectors, nn=nn, precision=used_precision, sample=sample, percentile=percentile,
-                floor=tau_empirical if policy == "both" else None, seed=seed,
+                floor=tau_empirical if policy == "both" else None, seed=seed, decide=change_score[scored],
             )
             pseudo, n_reused = scored_pseudo.scores, scored_pseudo.n_reused
             sample_record = scored_pseudo.record(sample)

@@ -350,21 +350,32 @@ class PseudoSample:
         return list(range(self.first, n_max, max(1, self.step))) + [int(n_max)]
 
     def settled(self, scores: np.ndarray, percentile: float = 95.0, floor: float | None = None,
-                seed: int = 0) -> str | None:
-        """Why the pseudo scores so far are enough (``"tolerance"``, ``"below floor"``), or None to go on.
+                seed: int = 0, decide: np.ndarray | None = None) -> str | None:
+        """Why the pseudo scores so far are enough (``"below floor"``, ``"tolerance"``, ``"decided"``), or None.
 
-        ``"tolerance"``: the relative bootstrap spread of τ (:func:`threshold_spread`, with ``seed``) is
-        within :attr:`tolerance`. ``"below floor"``: the top of that spread (the 95th percentile of the
-        bootstrap τ) is under ``floor``, a threshold τ will be raised to anyway (``detect``'s ``tau="both"``:
-        the empirical τ, :func:`combine_thresholds`), so more pairs would not change the τ used.
+        ``"below floor"``: the top of τ's bootstrap spread (:func:`threshold_spread`, with ``seed``: the 95th
+        percentile of the bootstrap τ) is under ``floor``, a threshold τ will be raised to anyway
+        (``detect``'s ``tau="both"``: the empirical τ, :func:`combine_thresholds`), so more pairs would not
+        change the τ used. ``"tolerance"``: the relative spread is within :attr:`tolerance`.
+        ``"decided"`` (with ``decide``, the change scores the τ will be applied to, and a tolerance above
+        0): no score lies between the low and the high end of the spread (each raised to ``floor``), so
+        every patch is flagged or not alike wherever τ falls in it: more pairs would pin τ, not the output.
         """
         spread = threshold_spread(scores, percentile, seed=seed)
         if spread is None:
             return None
-        if floor is not None and np.isfinite(floor) and spread["high"] < floor:
+        has_floor = floor is not None and np.isfinite(floor)
+        if has_floor and spread["high"] < floor:
             return "below floor"
         if spread["relative"] is not None and spread["relative"] <= self.tolerance:
             return "tolerance"
+        if decide is not None and self.tolerance > 0:
+            low, high = spread["low"], spread["high"]
+            if has_floor:
+                low, high = combine_thresholds(low, floor), combine_thresholds(high, floor)
+            values = np.asarray(decide, dtype=np.float64)
+            if not np.any((values > low) & (values <= high)):
+                return "decided"
         return None
 
 

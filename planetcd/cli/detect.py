@@ -88,7 +88,8 @@ def _tau(value: str) -> str | float:
               help="Most pseudo pairs (all of them with --pseudo-tolerance none).")
 @click.option("--pseudo-tolerance", default="0.1", show_default=True,
               help="Stop adding pseudo pairs (40, then 20 at a time) once tau's 5-95 percent bootstrap range is within "
-                   "this fraction of tau, or under the empirical tau with --threshold both; 'none': all --n-pseudo.")
+                   "this fraction of tau, under the empirical tau with --threshold both, or free of every patch's "
+                   "score (the output is decided; not with 0); 'none': all --n-pseudo.")
 @click.option("--register/--no-register", default=True, show_default=True,
               help="Estimate and undo the global shift (phase correlation).")
 @click.option("--pixelwise", is_flag=True, help="Also write deep-CVA pixel maps inside changed patches.")

@@ -110,6 +110,24 @@ def test_a_sequential_pseudo_sample_stops_when_tau_is_pinned():
     assert sample.settled(np.array([1.0])) is None  # no spread from one score
 
 
+def test_a_sequential_pseudo_sample_stops_when_no_patch_depends_on_where_tau_falls():
+    sample = PseudoSample(first=40, step=20, tolerance=0.10)
+    wide = np.random.default_rng(3).lognormal(0.0, 1.0, 40)
+    spread = threshold_spread(wide)
+    low, high = spread["low"], spread["high"]
+    clear = np.array([low * 0.5, low, high * 1.5])  # a score at the low end is not flagged for any τ in the range
+    inside = np.append(clear, (low + high) / 2)  # flagged by a τ at the low end, not by one at the high end
+    assert sample.settled(wide, decide=clear) == "decided"
+    assert sample.settled(wide, decide=inside) is None
+    assert sample.settled(wide, decide=np.array([np.nan, high * 2])) == "decided"  # unscored patches decide nothing
+    # with the empirical floor inside the range, τ is at least the floor: a score under it is decided
+    floor = low + 0.9 * (high - low)
+    assert sample.settled(wide, floor=floor, decide=np.array([low + 0.5 * (high - low)])) == "decided"
+    assert sample.settled(wide, floor=floor, decide=np.array([low + 0.95 * (high - low)])) is None
+    # a tolerance of 0 asks for τ from every pair: the output being decided does not stop it
+    assert PseudoSample(tolerance=0.0).settled(wide, decide=clear) is None
+
+
 def test_real_nuisances_of_gray_as_rgb_are_those_of_the_gray_band():
     """apply_nuisance makes a band that copies an earlier one once: the same image as band by band."""
     from planetcd.change.nuisance import PSEUDO_NUISANCE, real_nuisance
