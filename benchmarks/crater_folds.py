@@ -2,7 +2,7 @@
 
     python benchmarks/crater_folds.py --out runs/folds [--recipe sun-aware|old] [--folds ADG,BEH,CFI] [--only BEH]
         [--epochs 60] [--crops-per-epoch 512] [--time-limit SECONDS] [--threads 2] [--precision auto] [--device cpu]
-        [--hrsc] [--score-only]
+        [--hrsc] [--score-only] [--table]
     python benchmarks/crater_folds.py --out runs/folds --verifier [--opposite-negatives] [--scale-variants "1;1.5,1,0.5"]
         [--decoy-fdr 0.1,0.2,0.3,0.5] [--verifier-epochs 24] [--hrsc]
     python benchmarks/crater_folds.py --mound-test --model runs/folds/fold-BEH/best.pt [--tiles H,I] [--threshold T]
@@ -541,6 +541,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--hrsc", action="store_true", help="also score the PyCDA HRSC tile (another camera)")
     ap.add_argument("--score-only", action="store_true", help="rescore trained folds (fold-*/best.pt)")
+    ap.add_argument("--table", action="store_true",
+                    help="print the table of the folds' saved fold-*/result.json (nothing trained or scored)")
     ap.add_argument("--opposite-negatives", action="store_true",
                     help="--verifier: also train on the segmenter's detections under the opposite sun (mounds as it sees them)")
     ap.add_argument("--init", default=None, help="start each fold from INIT/fold-*/best.pt (that fold's earlier model)")
@@ -661,6 +663,15 @@ def main(argv=None) -> int:
     folds = parse_folds(args.folds)
     only = {s.strip().upper() for s in args.only.split(",")} if args.only else None
     results = []
+    if args.table:  # the folds' saved results, nothing trained or scored
+        for f in folds:
+            path = Path(args.out) / f"fold-{''.join(f)}" / "result.json"
+            if (not only or "".join(f) in only) and path.exists():
+                results.append(json.loads(path.read_text()))
+        if not results:
+            raise SystemExit(f"no fold-*/result.json under {args.out}")
+        print_table(results)
+        return 0
     for k, f in enumerate(folds):
         if only and "".join(f) not in only:
             continue
