@@ -10,7 +10,7 @@ stopped, the τ used and the patches flagged, and whether the two rules flag the
 
 Pairs: ``real-like:SEED`` (``benchmarks/real_like_pair.py``'s 1024² pair of MC11E-I with a second date's
 real nuisances and three new craters), ``synthetic:SIZE`` (``bench_detect.py``'s synthetic pair with one
-new crater, no nuisance)::
+new crater, no nuisance, written as GeoTIFFs and read back as ``--floors`` does)::
 
     python benchmarks/tau_sample.py --pairs real-like:1,real-like:2,real-like:3,real-like:4,real-like:5,synthetic:1024,synthetic:2048
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,22 +29,23 @@ from planetcd.change.detect import detect
 from planetcd.change.threshold import (
     PSEUDO_TOLERANCE, PseudoSample, combine_thresholds, empirical_threshold, self_calibrated_threshold,
 )
-from planetcd.datasets.synthetic import make_change_pair
+from planetcd.datasets.synthetic import make_change_pair, write_synthetic_geotiff
 from planetcd.features import VGGFeatures
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def make_pair(spec: str) -> tuple[np.ndarray, np.ndarray]:
+def make_pair(spec: str, folder: str):
     kind, _, value = spec.partition(":")
     if kind == "real-like":
         from real_like_pair import make_pair as real_like
 
         return real_like(int(value))
-    if kind == "synthetic":
+    if kind == "synthetic":  # as bench_detect.py --floors: written as GeoTIFFs and read back
         size = int(value)
         pair = make_change_pair((size, size), seed=1, displacement=(4.2, -6.1), new_craters=[[size * 0.4, size * 0.6, 20.0]])
-        return pair.pre, pair.post
+        return (write_synthetic_geotiff(Path(folder) / f"pre{size}.tif", pair.pre),
+                write_synthetic_geotiff(Path(folder) / f"post{size}.tif", pair.post))
     raise SystemExit(f"unknown pair {spec!r}: real-like:SEED or synthetic:SIZE")
 
 
@@ -76,8 +78,9 @@ def main() -> None:
           "flagged | flagged with `decided` | same patches |")
     print("|---|---:|---|---|---:|---:|---:|---:|---|")
     for spec in args.pairs.split(","):
-        pre, post = make_pair(spec.strip())
-        r = detect(pre, post, trunk=trunk, n_pseudo=args.n_pseudo, pseudo_tolerance=0.0)
+        with tempfile.TemporaryDirectory() as folder:
+            pre, post = make_pair(spec.strip(), folder)
+            r = detect(pre, post, trunk=trunk, n_pseudo=args.n_pseudo, pseudo_tolerance=0.0)
         floor = empirical_threshold(r.change_score[np.isfinite(r.change_score)])
         old = replay(r.pseudo_scores, r.change_score, floor, False, args.n_pseudo)
         new = replay(r.pseudo_scores, r.change_score, floor, True, args.n_pseudo)
