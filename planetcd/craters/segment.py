@@ -1179,11 +1179,12 @@ def verifier_pyramid(image, verifier, max_radius: float, band: int = 1) -> list[
     pixels are filled with the mean (:func:`planetcd.craters.verify.image_pyramid`). A deeper pyramid gives
     the same chips to smaller craters, so one pyramid serves several catalogues of the image.
     """
-    from .verify import image_pyramid, pyramid_levels_for
+    from .verify import CHIP_CONTEXT, CHIP_SIZE, image_pyramid, pyramid_levels_for
 
     data = np.asarray(image, np.float32) if isinstance(image, np.ndarray) else read_scaled(image, 1.0, band)
     meta = getattr(verifier, "metadata", {}) or {}
-    levels = pyramid_levels_for(float(max_radius), int(meta.get("chip_size", 24)), float(meta.get("context", 2.0)))
+    levels = pyramid_levels_for(float(max_radius), int(meta.get("chip_size", CHIP_SIZE)),
+                                float(meta.get("context", CHIP_CONTEXT)))
     return image_pyramid(data, levels, missing_pixels(data))
 
 
