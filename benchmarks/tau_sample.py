@@ -12,7 +12,7 @@ Pairs: ``real-like:SEED`` (``benchmarks/real_like_pair.py``'s 1024² pair of MC1
 real nuisances and three new craters), ``synthetic:SIZE`` (``bench_detect.py``'s synthetic pair with one
 new crater, no nuisance, written as GeoTIFFs and read back as ``--floors`` does)::
 
-    python benchmarks/tau_sample.py --pairs real-like:1,real-like:2,real-like:3,real-like:4,real-like:5,synthetic:1024,synthetic:2048
+    python benchmarks/tau_sample.py --pairs real-like:1,real-like:2,real-like:3,real-like:4,real-like:5,synthetic:1024,synthetic:2048,synthetic:4096
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 
 from planetcd.change.detect import detect
 from planetcd.change.threshold import (
-    PSEUDO_TOLERANCE, PseudoSample, combine_thresholds, empirical_threshold, self_calibrated_threshold,
+    PSEUDO_TOLERANCE, PseudoSample, combine_thresholds, self_calibrated_threshold,
 )
 from planetcd.datasets.synthetic import make_change_pair, write_synthetic_geotiff
 from planetcd.features import VGGFeatures
@@ -53,8 +53,7 @@ def replay(pseudo: np.ndarray, change_score: np.ndarray, floor: float, decide: b
     """Where the sequential sample stops on this draw, and the τ and patches flagged there."""
     sample = PseudoSample(tolerance=PSEUDO_TOLERANCE)
     scored = np.isfinite(change_score)
-    reason = "n_max"
-    stop = len(pseudo)
+    reason = None
     for stop in sample.stops(n_max):
         stop = min(stop, len(pseudo))  # detect's own run stops early only when below its floor
         if stop < n_max:
@@ -81,7 +80,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             pre, post = make_pair(spec.strip(), folder)
             r = detect(pre, post, trunk=trunk, n_pseudo=args.n_pseudo, pseudo_tolerance=0.0)
-        floor = empirical_threshold(r.change_score[np.isfinite(r.change_score)])
+        floor = np.nan if r.thresholds["empirical"] is None else r.thresholds["empirical"]  # the τ detect raised to
         old = replay(r.pseudo_scores, r.change_score, floor, False, args.n_pseudo)
         new = replay(r.pseudo_scores, r.change_score, floor, True, args.n_pseudo)
         print(f"| {spec} | {int(np.isfinite(r.change_score).sum())} | {old['n']} ({old['stopped']}) | "
