@@ -232,7 +232,6 @@ def run_fold(args, folds, k) -> dict:
         config = make_config(args)
         if args.init:  # continue this fold's own earlier model (same training tiles: nothing held out is seen)
             config.init = str(Path(args.init) / f"fold-{''.join(test)}" / "best.pt")
-            config.lr = 5e-4 if args.lr is None else args.lr
         t0 = time.monotonic()
         summary = train(train_set, val_set, config, outdir, extra_metadata={"folds": {"test": test, "train": train_tiles, "val": val_tiles}})
         train_seconds = time.monotonic() - t0
@@ -547,7 +546,7 @@ def main(argv=None) -> int:
                     help="--verifier: also train on the segmenter's detections under the opposite sun (mounds as it sees them)")
     ap.add_argument("--init", default=None, help="start each fold from INIT/fold-*/best.pt (that fold's earlier model)")
     ap.add_argument("--lr", type=float, default=None,
-                    help="learning rate (default: the recipe's; 5e-4 with --init)")
+                    help="learning rate (default: the recipe's, 5e-4; also with --init)")
     ap.add_argument("--arch", default="symmetric", choices=("symmetric", "vgg16-unet"),
                     help="segmenter: DeLatte's symmetric U-Net or the U-Net on the ImageNet VGG-16 encoder")
     ap.add_argument("--vgg-frozen-blocks", type=int, default=2, help="--arch vgg16-unet: encoder blocks kept frozen")
