@@ -51,6 +51,7 @@ __all__ = [
     "matching_space",
     "pool_results",
     "suppress_duplicates",
+    "suppress_nested",
     "sqrt2_bin_edges",
 ]
 
@@ -349,6 +350,50 @@ def suppress_duplicates(
         kept[k] = True
         removed[neighbours[k]] = True
     return np.flatnonzero(kept)
+
+
+def suppress_nested(craters: np.ndarray, radius_ratio: float = 2.0) -> np.ndarray:
+    """Indices of the craters kept when those lying wholly inside a much larger one are dropped.
+
+    A segmenter often breaks a large crater's floor into a few small discs. Crater
+    catalogues such as the annotated Mars CTX tiles mark almost no crater inside
+    another (docs/segment.md, "Nested fragments"), so such discs are mostly
+    fragments; where small craters inside large ones matter, do not use this.
+    Craters are visited from
+    the largest down; one is dropped when its disc lies inside a kept crater of
+    at least ``radius_ratio`` times its radius (centre distance + its radius ≤
+    the larger radius).
+
+    Parameters
+    ----------
+    craters : ndarray (n, >=3)
+        ``x, y, r`` in pixels (further columns are ignored).
+    radius_ratio : float
+        How many times larger the enclosing crater must be (> 1).
+
+    Returns
+    -------
+    ndarray of int, sorted ascending.
+    """
+    from scipy.spatial import cKDTree
+
+    if radius_ratio <= 1.0:
+        raise ValueError(f"radius_ratio must be > 1, got {radius_ratio}")
+    craters = np.asarray(craters, dtype=np.float64)
+    n = len(craters)
+    if n < 2:
+        return np.arange(n)
+    xy, radius = craters[:, :2], craters[:, 2]
+    tree = cKDTree(xy)
+    removed = np.zeros(n, dtype=bool)
+    for k in np.lexsort((np.arange(n), -radius)):  # the largest first; a dropped crater removes nothing
+        if removed[k]:
+            continue
+        inside = np.asarray(tree.query_ball_point(xy[k], radius[k]), dtype=int)
+        inside = inside[(radius[inside] * radius_ratio <= radius[k])
+                        & (np.hypot(*(xy[inside] - xy[k]).T) + radius[inside] <= radius[k])]
+        removed[inside] = True
+    return np.flatnonzero(~removed)
 
 
 # ----------------------------------------------------------------------------- scores

@@ -14,6 +14,7 @@ from planetcd.craters.match import (
     same_crater,
     sqrt2_bin_edges,
     suppress_duplicates,
+    suppress_nested,
 )
 from planetcd.datasets.crater_labels import read_pycda_csv
 
@@ -162,6 +163,24 @@ def test_suppress_duplicates_keeps_highest_confidence():
     # [0] and [1] are the same crater (keep 0.9); [3] is nested: |Δr|/min r = 2.3 -> distinct.
     np.testing.assert_array_equal(kept, [1, 2, 3])
     assert suppress_duplicates(np.zeros((0, 4))).size == 0
+
+
+def test_suppress_nested_drops_discs_inside_a_much_larger_crater():
+    craters = np.array([
+        [100, 100, 40, 0.9],  # a large crater
+        [110, 95, 8, 0.95],   # a fragment of its floor: wholly inside, a fifth of its radius
+        [130, 100, 15, 0.6],  # crosses the rim (30 + 15 > 40): kept
+        [90, 100, 25, 0.5],   # inside but not twice smaller (25 * 2 > 40): kept
+        [300, 300, 5, 0.5],   # elsewhere
+        [92, 104, 4, 0.4],    # inside crater 3, which is kept, and inside crater 0: dropped
+    ], float)
+    np.testing.assert_array_equal(suppress_nested(craters), [0, 2, 3, 4])
+    # a larger ratio keeps the 8 px fragment (40 < 8 * 6) but still drops the 4 px one (4 * 6 <= 40)
+    np.testing.assert_array_equal(suppress_nested(craters, radius_ratio=6.0), [0, 1, 2, 3, 4])
+    assert suppress_nested(np.zeros((0, 4))).size == 0
+    np.testing.assert_array_equal(suppress_nested(craters[:1]), [0])
+    with pytest.raises(ValueError, match="radius_ratio"):
+        suppress_nested(craters, radius_ratio=1.0)
 
 
 def test_matching_space_and_match_catalogs():
