@@ -47,6 +47,7 @@ import math
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -285,6 +286,28 @@ VERIFIER_THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 NEGATIVE_THRESHOLDS = (0.1, 0.2, 0.3, 0.5)
 
 
+class MeanProbability(torch.nn.Module):
+    """Segmenters' crater probabilities averaged (``--ensemble-with``): one network to the fold pipeline.
+
+    The members must share the input normalisation, the target and the canonical sun frame; the metadata is the
+    first member's. ``forward``: ``(n, 1, H, W)`` → the mean of the members' probabilities, same shape.
+    """
+
+    def __init__(self, *members: torch.nn.Module):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+        first = members[0].metadata
+        for m in members[1:]:
+            for key in ("normalization", "target", "sun_aware", "canonical_azimuth_deg"):
+                if m.metadata.get(key) != first.get(key):
+                    raise SystemExit(f"--ensemble-with: the models differ in {key}: {first.get(key)} != "
+                                     f"{m.metadata.get(key)}")
+        self.metadata = dict(first)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x).float() for m in self.members]).mean(0)
+
+
 def merged_detections(found: dict, thresholds=NEGATIVE_THRESHOLDS) -> np.ndarray:
     from planetcd.craters.match import suppress_duplicates
 
@@ -295,35 +318,79 @@ def merged_detections(found: dict, thresholds=NEGATIVE_THRESHOLDS) -> np.ndarray
     return merged[suppress_duplicates(merged, merged[:, 3])]
 
 
+def verifier_tag(args) -> str:
+    """The suffix of a --verifier run's files (``verified{tag}.json``, ``scored{tag}.pkl``) for its options."""
+    tag = "" if parse_scale_variants(args.scale_variants) == [(1.0,)] else "-scales"
+    if args.decoy_fdr:
+        tag += "-decoy"
+    if args.verifier_epochs != 12:
+        tag += f"-ep{args.verifier_epochs}"
+    if args.infer_precision != "fp32":
+        tag += f"-{args.infer_precision}"
+    if args.ensemble_with:
+        tag += "-ensemble"
+    if args.negative_scales:
+        tag += "-negscales"
+    return tag
+
+
 def verifier_fold(args, folds, k) -> dict:
     """Fold ``k`` with the verifier: the fold's segmenter (trained by :func:`run_fold`), a chip verifier trained on
-    the fold's training tiles, segmenter and verifier thresholds chosen together on the inner validation tiles."""
+    the fold's training tiles, segmenter and verifier thresholds chosen together on the inner validation tiles.
+
+    The catalogues of every variant on the inner-validation and test tiles, with their verifier and decoy scores,
+    are kept in ``scored{tag}.pkl``: ``--reselect`` makes the choices again from them (no network runs)."""
+    import pickle
+
+    test = folds[k]
+    outdir = Path(args.out) / f"fold-{''.join(test)}"
+    scored_path = outdir / f"scored{verifier_tag(args)}.pkl"
+    if args.reselect:
+        if not scored_path.exists():
+            raise SystemExit(f"--reselect: no {scored_path} (run the fold with --verifier and the same options first)")
+        saved = pickle.loads(scored_path.read_bytes())
+    else:
+        saved = verifier_inference(args, folds, k)
+        tmp = scored_path.with_suffix(".tmp")
+        tmp.write_bytes(pickle.dumps(saved))
+        tmp.replace(scored_path)
+    return choose_verified(args, test, outdir, saved)
+
+
+def verifier_inference(args, folds, k) -> dict:
+    """:func:`verifier_fold`'s networks: ``{"val": ..., "tested": ..., "meta": ...}`` (see ``scored`` below)."""
     from planetcd import models
-    from planetcd.craters.match import pool_results
     from planetcd.craters.verify import image_pyramid, train_verifier, verifier_training_chips, verify_craters
 
     test = folds[k]
     train_tiles, val_tiles = inner_split(folds, k)
     outdir = Path(args.out) / f"fold-{''.join(test)}"
     model = models.load(outdir / "best.pt", device=args.device, tta=False)
+    if args.ensemble_with:  # the same fold's model of another run (same training tiles, its own inner selection)
+        other = models.load(Path(args.ensemble_with) / outdir.name / "best.pt", device=args.device, tta=False)
+        model = MeanProbability(model, other).eval()
     target = model.metadata.get("target", "filled")
     thresholds = tuple(sorted(set(SEG_THRESHOLDS) | set(NEGATIVE_THRESHOLDS)))
     rng = np.random.default_rng(args.seed)
     chips, labels = [], []
     t0 = time.monotonic()
     negative_scales = [float(x) for x in args.negative_scales.split(",")] if args.negative_scales else []
+    from planetcd.precision import autocast
+
+    infer = partial(autocast, args.infer_precision, args.device)  # the networks' inference (not the verifier's training)
     for t in train_tiles:
         image, truth = raw_tile(t)
-        found, record, frame = detect(model, image, thresholds, target, args.device, with_frame=True)
-        if negative_scales:  # the segmenter's detections on the magnified tile too (its false small craters)
-            from planetcd.craters.segment import merge_scales
+        with infer():
+            found, record, frame = detect(model, image, thresholds, target, args.device, with_frame=True)
+            if negative_scales:  # the segmenter's detections on the magnified tile too (its false small craters)
+                from planetcd.craters.segment import merge_scales
 
-            magnified = {x: detect_upsampled(model, image, x, record["azimuth_deg"], NEGATIVE_THRESHOLDS, target,
-                                             args.device) for x in negative_scales}
-            found = {th: (merge_scales({1.0: found[th], **{x: magnified[x][th] for x in negative_scales}})
-                          if th in NEGATIVE_THRESHOLDS else found[th]) for th in found}
-        opposite, opposite_frame = (detect_opposite(model, image, NEGATIVE_THRESHOLDS, target, args.device)
-                                    if args.opposite_negatives else ({}, None))
+                magnified = {x: detect_upsampled(model, image, x, record["azimuth_deg"], NEGATIVE_THRESHOLDS, target,
+                                                 args.device) for x in negative_scales}
+                found = {th: (merge_scales({1.0: found[th], **{x: magnified[x][th] for x in negative_scales}})
+                              if th in NEGATIVE_THRESHOLDS else found[th]) for th in found}
+            opposite, opposite_frame = (detect_opposite(model, image, NEGATIVE_THRESHOLDS, target, args.device)
+                                        if args.opposite_negatives else ({}, None))
         c, lab = verifier_training_chips(image_pyramid(image), truth, merged_detections(found), frame, rng=rng,
                                          opposite_detections=merged_detections(opposite) if opposite else None,
                                          opposite_frame=opposite_frame)
@@ -354,86 +421,118 @@ def verifier_fold(args, folds, k) -> dict:
         out = {}
         for t in tiles:
             image, truth = raw_tile(t)
-            found, record, frame = detect(model, image, SEG_THRESHOLDS, target, args.device, with_frame=True)
-            # the other scales in the canonical frame of the 1x tile's azimuth (scaling does not turn the sun)
-            scaled = {s: detect_upsampled(model, image, s, record["azimuth_deg"], SEG_THRESHOLDS, target, args.device)
-                      for s in extra_scales}
-            decoy = None
-            if decoy_fdrs != [None]:
-                opposite = (record["azimuth_deg"] + 180.0) % 360.0
-                prob, decoy_frame = canonical_probability(model, image, opposite, args.device)
-                decoy_found = {th: craters_from(prob, decoy_frame, th, target) for th in SEG_THRESHOLDS}
-                decoy_scaled = {s: detect_upsampled(model, image, s, opposite, SEG_THRESHOLDS, target, args.device)
-                                for s in extra_scales}
-            pyramid = image_pyramid(image)
-            variants = {}
-            for scales in scale_variants:
-                for th in SEG_THRESHOLDS:
-                    c = merged(found, scaled, scales, th)
-                    if decoy_fdrs != [None]:
-                        decoy = verify_craters(verifier, pyramid, merged(decoy_found, decoy_scaled, scales, th),
-                                               decoy_frame)
-                    variants[(scales, th)] = (c, verify_craters(verifier, pyramid, c, frame), decoy)
-            out[t] = (truth, variants, record)
+            with infer():
+                out[t] = scored_tile(image, truth)
         return out
 
-    def select(craters_scores, v, fdr=None):
+    def scored_tile(image, truth):
+        """One tile's ``(truth, variants, azimuth record)``, as :func:`scored` gives it."""
+        found, record, frame = detect(model, image, SEG_THRESHOLDS, target, args.device, with_frame=True)
+        # the other scales in the canonical frame of the 1x tile's azimuth (scaling does not turn the sun)
+        scaled = {s: detect_upsampled(model, image, s, record["azimuth_deg"], SEG_THRESHOLDS, target, args.device)
+                  for s in extra_scales}
+        decoy = None
+        if decoy_fdrs != [None]:
+            opposite = (record["azimuth_deg"] + 180.0) % 360.0
+            prob, decoy_frame = canonical_probability(model, image, opposite, args.device)
+            decoy_found = {th: craters_from(prob, decoy_frame, th, target) for th in SEG_THRESHOLDS}
+            decoy_scaled = {s: detect_upsampled(model, image, s, opposite, SEG_THRESHOLDS, target, args.device)
+                            for s in extra_scales}
+        pyramid = image_pyramid(image)
+        variants = {}
+        for scales in scale_variants:
+            for th in SEG_THRESHOLDS:
+                c = merged(found, scaled, scales, th)
+                if decoy_fdrs != [None]:
+                    decoy = verify_craters(verifier, pyramid, merged(decoy_found, decoy_scaled, scales, th),
+                                           decoy_frame)
+                variants[(scales, th)] = (c, verify_craters(verifier, pyramid, c, frame), decoy)
+        return truth, variants, record
+
+    val = scored(val_tiles)
+    tested = scored(test + (["HRSC"] if args.hrsc else []))
+    meta = {"train": train_tiles, "val": val_tiles, "scale_variants": scale_variants, "decoy_fdrs": decoy_fdrs,
+            "opposite_negatives": bool(args.opposite_negatives), "infer_precision": args.infer_precision,
+            "ensemble_with": args.ensemble_with, "negative_scales": negative_scales,
+            "verifier": {"chips": int(len(labels)), "craters": int(labels.sum()), "seconds": round(verifier_seconds, 1),
+                         "epochs": args.verifier_epochs}}
+    return {"val": val, "tested": tested, "meta": meta}
+
+
+def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
+    """The fold's choices on its inner-validation tiles (scales, thresholds, decoy share, nested suppression) and
+    its test tiles scored with them; writes ``verified{tag}.json``."""
+    from planetcd.craters.match import pool_results, suppress_nested
+
+    meta, val = saved["meta"], saved["val"]
+    scale_variants, decoy_fdrs = meta["scale_variants"], meta["decoy_fdrs"]
+    nested_ratios = [None if x.strip() == "none" else float(x) for x in args.nested_ratios.split(",")]
+
+    def select(craters_scores, v, fdr=None, nested=None):
         from planetcd.craters.verify import decoy_threshold
 
         c, p, decoy = craters_scores
         if not len(c):
             return c
         cut = v if fdr is None else decoy_threshold(p, decoy, v, fdr)
-        return c[p >= cut]
+        kept = c[p >= cut]
+        return kept if nested is None else kept[suppress_nested(kept, nested)]
 
     def name(scales):
         return ",".join(f"{s:g}" for s in scales)
 
-    val = scored(val_tiles)
     val_f1 = {}
     for scales in scale_variants:
         for th in SEG_THRESHOLDS:
             for v in VERIFIER_THRESHOLDS:
                 for fdr in decoy_fdrs:
-                    res = [score(select(found[(scales, th)], v, fdr), truth, t) for t, (truth, found, _) in val.items()]
-                    val_f1[(scales, th, v, fdr)] = float(np.nan_to_num(pool_results(res).f1))
-    # ties: the fewest scales (cheapest), no decoy pass, then a threshold near 0.3, then the stricter verifier
-    scales, th, v, fdr = max(val_f1, key=lambda key: (val_f1[key], -len(key[0]), key[3] is None, -abs(key[1] - 0.3),
-                                                      key[2]))
-    plain_th = max(SEG_THRESHOLDS, key=lambda x: (val_f1[((1.0,), x, 0.0, None)], -abs(x - 0.3)))
-    log.info("fold %s: scales %s, segmenter threshold %.2f, verifier threshold %.2f, decoy FDR %s (inner-validation "
-             "F1 %.3f; without the verifier at scale 1 %.3f at %.2f)", "".join(test), name(scales), th, v, fdr,
-             val_f1[(scales, th, v, fdr)], val_f1[((1.0,), plain_th, 0.0, None)], plain_th)
+                    for nested in nested_ratios:
+                        res = [score(select(found[(scales, th)], v, fdr, nested), truth, t)
+                               for t, (truth, found, _) in val.items()]
+                        val_f1[(scales, th, v, fdr, nested)] = float(np.nan_to_num(pool_results(res).f1))
+    # ties: the fewest scales (cheapest), no decoy pass, no nested suppression, then a threshold near 0.3, then the
+    # stricter verifier
+    scales, th, v, fdr, nested = max(val_f1, key=lambda key: (val_f1[key], -len(key[0]), key[3] is None,
+                                                              key[4] is None, -abs(key[1] - 0.3), key[2]))
+    plain_th = max(SEG_THRESHOLDS, key=lambda x: (val_f1[((1.0,), x, 0.0, None, nested_ratios[0])], -abs(x - 0.3)))
+    log.info("fold %s: scales %s, segmenter threshold %.2f, verifier threshold %.2f, decoy FDR %s, nested %s "
+             "(inner-validation F1 %.3f; without the verifier at scale 1 %.3f at %.2f)", "".join(test), name(scales),
+             th, v, fdr, nested, val_f1[(scales, th, v, fdr, nested)],
+             val_f1[((1.0,), plain_th, 0.0, None, nested_ratios[0])], plain_th)
     if fdr is not None:
         best_off = max((k for k in val_f1 if k[3] is None), key=lambda key: val_f1[key])
         log.info("fold %s: best without decoys: %s (inner-validation F1 %.3f)", "".join(test), best_off, val_f1[best_off])
+    if nested is not None:
+        best_off = max((k for k in val_f1 if k[4] is None), key=lambda key: val_f1[key])
+        log.info("fold %s: best without nested suppression: %s (inner-validation F1 %.3f)", "".join(test), best_off,
+                 val_f1[best_off])
     per_tile, plain_tiles = {}, {}
-    for t, (truth, found, record) in scored(test + (["HRSC"] if args.hrsc else [])).items():
-        per_tile[t] = prf(score(select(found[(scales, th)], v, fdr), truth, t))
+    for t, (truth, found, record) in saved["tested"].items():
+        per_tile[t] = prf(score(select(found[(scales, th)], v, fdr, nested), truth, t))
         plain_tiles[t] = prf(score(select(found[((1.0,), plain_th)], 0.0), truth, t))
         if fdr is not None:
-            per_tile[t]["without_decoys"] = prf(score(select(found[(scales, th)], v), truth, t))
+            per_tile[t]["without_decoys"] = prf(score(select(found[(scales, th)], v, None, nested), truth, t))
+        if nested is not None:
+            per_tile[t]["without_nested"] = prf(score(select(found[(scales, th)], v, fdr), truth, t))
         log.info("fold %s: %s verified %s; segmenter alone %s", "".join(test), t, per_tile[t], plain_tiles[t])
-    result = {"test": test, "train": train_tiles, "val": val_tiles, "scales": list(scales), "threshold": th,
+    result = {"test": test, "train": meta["train"], "val": meta["val"], "scales": list(scales), "threshold": th,
               "verifier_threshold": v, "decoy_fdr": fdr, "decoy_fdr_variants": decoy_fdrs,
-              "opposite_negatives": bool(args.opposite_negatives),
+              "nested_ratio": nested, "nested_variants": nested_ratios,
+              "opposite_negatives": meta["opposite_negatives"], "infer_precision": meta["infer_precision"],
+              "ensemble_with": meta["ensemble_with"],
               "scale_variants": [name(sv) for sv in scale_variants],
               "plain_threshold": plain_th,
-              "inner_val_f1": {f"{name(a)}/{b:g}/{c:g}" + ("" if d is None else f"/fdr{d:g}"): round(x, 4)
-                               for (a, b, c, d), x in val_f1.items()},
-              "tiles": per_tile, "plain_tiles": plain_tiles,
-              "verifier": {"chips": int(len(labels)), "craters": int(labels.sum()), "seconds": round(verifier_seconds, 1),
-                           "epochs": args.verifier_epochs}}
-    tag = "" if scale_variants == [(1.0,)] else "-scales"
-    if decoy_fdrs != [None]:
-        tag += "-decoy"
-    if args.verifier_epochs != 12:
-        tag += f"-ep{args.verifier_epochs}"
-    if negative_scales:
-        tag += "-negscales"
-        result["negative_scales"] = negative_scales
+              "inner_val_f1": {f"{name(a)}/{b:g}/{c:g}" + ("" if d is None else f"/fdr{d:g}")
+                               + ("" if e is None else f"/nested{e:g}"): round(x, 4)
+                               for (a, b, c, d, e), x in val_f1.items()},
+              "tiles": per_tile, "plain_tiles": plain_tiles, "verifier": meta["verifier"]}
+    if meta["negative_scales"]:
+        result["negative_scales"] = meta["negative_scales"]
+    tag = verifier_tag(args) + ("-nested" if nested_ratios != [None] else "")
     (outdir / f"verified{tag}.json").write_text(json.dumps(result, indent=2, default=float))
     return result
+
+
 
 
 def print_table(results: list[dict]) -> None:
@@ -558,6 +657,18 @@ def main(argv=None) -> int:
     ap.add_argument("--negative-scales", default=None,
                     help="with --verifier: the verifier's negatives also come from the training tiles magnified by "
                          "these scales, e.g. 2 (the false small craters of the magnified catalogue)")
+    ap.add_argument("--infer-precision", default="fp32", choices=("fp32", "bf16"),
+                    help="with --verifier: the networks' inference on the tiles (bf16: about half the time of fp32 "
+                         "for the VGG-16 U-Net on two threads; the verifier trains in fp32 either way)")
+    ap.add_argument("--ensemble-with", default=None,
+                    help="with --verifier: the fold's segmenter is the mean of the probabilities of its --out model and "
+                         "of ENSEMBLE_WITH/fold-*/best.pt (the same fold trained by another run, e.g. the other --arch)")
+    ap.add_argument("--nested-ratios", default="none",
+                    help="with --verifier: nested-fragment suppressions each fold also chooses among, e.g. 'none,2' "
+                         "(2: drop craters wholly inside a kept crater of twice their radius or more; "
+                         "planetcd.craters.match.suppress_nested)")
+    ap.add_argument("--reselect", action="store_true",
+                    help="with --verifier: make the folds' choices again from their saved scored*.pkl (no network)")
     ap.add_argument("--verifier-epochs", type=int, default=12, help="with --verifier: the verifier's training epochs")
     ap.add_argument("--decoy-fdr", default=None,
                     help="with --verifier: decoy false-discovery limits each fold also chooses among, e.g. 0.1,0.2,0.3 "
