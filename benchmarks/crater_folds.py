@@ -640,7 +640,8 @@ def main(argv=None) -> int:
     ap.add_argument("--hrsc", action="store_true", help="also score the PyCDA HRSC tile (another camera)")
     ap.add_argument("--score-only", action="store_true", help="rescore trained folds (fold-*/best.pt)")
     ap.add_argument("--table", action="store_true",
-                    help="print the table of the folds' saved fold-*/result.json (nothing trained or scored)")
+                    help="print the table of the folds' saved fold-*/result.json, with --verifier (and its options) "
+                         "their verified*.json (nothing trained or scored)")
     ap.add_argument("--opposite-negatives", action="store_true",
                     help="--verifier: also train on the segmenter's detections under the opposite sun (mounds as it sees them)")
     ap.add_argument("--init", default=None, help="start each fold from INIT/fold-*/best.pt (that fold's earlier model)")
@@ -774,12 +775,15 @@ def main(argv=None) -> int:
     only = {s.strip().upper() for s in args.only.split(",")} if args.only else None
     results = []
     if args.table:  # the folds' saved results, nothing trained or scored
+        name = "result.json"
+        if args.verifier:  # the verifier run of the same options
+            name = f"verified{verifier_tag(args)}{'' if args.nested_ratios == 'none' else '-nested'}.json"
         for f in folds:
-            path = Path(args.out) / f"fold-{''.join(f)}" / "result.json"
+            path = Path(args.out) / f"fold-{''.join(f)}" / name
             if (not only or "".join(f) in only) and path.exists():
                 results.append(json.loads(path.read_text()))
         if not results:
-            raise SystemExit(f"no fold-*/result.json under {args.out}")
+            raise SystemExit(f"no fold-*/{name} under {args.out}")
         print_table(results)
         return 0
     for k, f in enumerate(folds):
