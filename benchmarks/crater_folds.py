@@ -668,6 +668,9 @@ def main(argv=None) -> int:
                     help="with --verifier: nested-fragment suppressions each fold also chooses among, e.g. 'none,2' "
                          "(2: drop craters wholly inside a kept crater of twice their radius or more; "
                          "planetcd.craters.match.suppress_nested)")
+    ap.add_argument("--nested-labels", action="store_true",
+                    help="count the labelled craters (>= 8 px) of A-I lying wholly inside a labelled crater of at "
+                         "least twice their radius (what --nested-ratios 2 would drop from the truth), and exit")
     ap.add_argument("--reselect", action="store_true",
                     help="with --verifier: make the folds' choices again from their saved scored*.pkl (no network)")
     ap.add_argument("--verifier-epochs", type=int, default=12, help="with --verifier: the verifier's training epochs")
@@ -695,6 +698,20 @@ def main(argv=None) -> int:
         logging.getLogger(name).setLevel(logging.INFO)
     if args.threads:
         torch.set_num_threads(args.threads)
+
+    if args.nested_labels:
+        from planetcd.craters.match import suppress_nested
+
+        total = nested = 0
+        for tile in "ABCDEFGHI":
+            truth = raw_tile(tile)[1]
+            counted = 2 * truth[:, 2] >= MIN_DIAMETER_PX
+            inside = np.ones(len(truth), bool)
+            inside[suppress_nested(truth, 2.0)] = False
+            total, nested = total + int(counted.sum()), nested + int((counted & inside).sum())
+            print(f"{tile}: {int((counted & inside).sum())} of {int(counted.sum())} labelled craters inside a larger one")
+        print(f"A-I: {nested} of {total}")
+        return 0
 
     if args.mound_test:
         from planetcd import models
