@@ -494,11 +494,12 @@ def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
     # stricter verifier
     scales, th, v, fdr, nested = max(val_f1, key=lambda key: (val_f1[key], -len(key[0]), key[3] is None,
                                                               key[4] is None, -abs(key[1] - 0.3), key[2]))
-    plain_th = max(SEG_THRESHOLDS, key=lambda x: (val_f1[((1.0,), x, 0.0, None, nested_ratios[0])], -abs(x - 0.3)))
+    plain_nested = None if None in nested_ratios else nested_ratios[0]  # "segmenter alone": no suppression if it can
+    plain_th = max(SEG_THRESHOLDS, key=lambda x: (val_f1[((1.0,), x, 0.0, None, plain_nested)], -abs(x - 0.3)))
     log.info("fold %s: scales %s, segmenter threshold %.2f, verifier threshold %.2f, decoy FDR %s, nested %s "
              "(inner-validation F1 %.3f; without the verifier at scale 1 %.3f at %.2f)", "".join(test), name(scales),
              th, v, fdr, nested, val_f1[(scales, th, v, fdr, nested)],
-             val_f1[((1.0,), plain_th, 0.0, None, nested_ratios[0])], plain_th)
+             val_f1[((1.0,), plain_th, 0.0, None, plain_nested)], plain_th)
     if fdr is not None:
         best_off = max((k for k in val_f1 if k[3] is None), key=lambda key: val_f1[key])
         log.info("fold %s: best without decoys: %s (inner-validation F1 %.3f)", "".join(test), best_off, val_f1[best_off])
@@ -509,7 +510,7 @@ def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
     per_tile, plain_tiles = {}, {}
     for t, (truth, found, record) in saved["tested"].items():
         per_tile[t] = prf(score(select(found[(scales, th)], v, fdr, nested), truth, t))
-        plain_tiles[t] = prf(score(select(found[((1.0,), plain_th)], 0.0), truth, t))
+        plain_tiles[t] = prf(score(select(found[((1.0,), plain_th)], 0.0, None, plain_nested), truth, t))
         if fdr is not None:
             per_tile[t]["without_decoys"] = prf(score(select(found[(scales, th)], v, None, nested), truth, t))
         if nested is not None:
