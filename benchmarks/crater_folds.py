@@ -4,7 +4,9 @@
         [--epochs 60] [--crops-per-epoch 512] [--time-limit SECONDS] [--threads 2] [--precision auto] [--device cpu]
         [--hrsc] [--score-only] [--table]
     python benchmarks/crater_folds.py --out runs/folds --verifier [--opposite-negatives] [--scale-variants "1;1.5,1,0.5"]
-        [--decoy-fdr 0.1,0.2,0.3,0.5] [--verifier-epochs 24] [--hrsc]
+        [--decoy-fdr 0.1,0.2,0.3,0.5] [--verifier-epochs 24] [--hrsc] [--infer-precision bf16]
+        [--ensemble-with runs/other-folds] [--nested-ratios none,2] [--reselect | --table]
+    python benchmarks/crater_folds.py --nested-labels
     python benchmarks/crater_folds.py --mound-test --model runs/folds/fold-BEH/best.pt [--tiles H,I] [--threshold T]
     python benchmarks/crater_folds.py --score-model --model ctx-craters --tiles H,I,HRSC [--threshold T]
     python benchmarks/crater_folds.py --score-product --tiles H,I,HRSC [--verify model|none|PATH] [--scales 2,1,0.5]
