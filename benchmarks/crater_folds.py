@@ -166,6 +166,11 @@ def parse_scale_variants(text: str) -> list[tuple[float, ...]]:
     return variants
 
 
+def parse_nested_ratios(text: str) -> list[float | None]:
+    """``"none,2"`` -> ``[None, 2.0]``: the nested-fragment suppressions a fold chooses among (None: off)."""
+    return [None if part.strip() == "none" else float(part) for part in text.split(",")]
+
+
 def detect_opposite(model, image: np.ndarray, thresholds, target: str = "filled", device: str = "cpu"):
     """Craters found with the tile turned for the OPPOSITE sun (estimate + 180°: every crater looks like a mound),
     ``({threshold: craters on the input grid}, that frame)``; the verifier's mound negatives."""
@@ -336,6 +341,11 @@ def verifier_tag(args) -> str:
     return tag
 
 
+def verified_name(args) -> str:
+    """The file a --verifier run's choices and scores are written to (and ``--table --verifier`` reads)."""
+    return f"verified{verifier_tag(args)}{'' if parse_nested_ratios(args.nested_ratios) == [None] else '-nested'}.json"
+
+
 def verifier_fold(args, folds, k) -> dict:
     """Fold ``k`` with the verifier: the fold's segmenter (trained by :func:`run_fold`), a chip verifier trained on
     the fold's training tiles, segmenter and verifier thresholds chosen together on the inner validation tiles.
@@ -363,6 +373,7 @@ def verifier_inference(args, folds, k) -> dict:
     """:func:`verifier_fold`'s networks: ``{"val": ..., "tested": ..., "meta": ...}`` (see ``scored`` below)."""
     from planetcd import models
     from planetcd.craters.verify import image_pyramid, train_verifier, verifier_training_chips, verify_craters
+    from planetcd.precision import autocast
 
     test = folds[k]
     train_tiles, val_tiles = inner_split(folds, k)
@@ -377,8 +388,6 @@ def verifier_inference(args, folds, k) -> dict:
     chips, labels = [], []
     t0 = time.monotonic()
     negative_scales = [float(x) for x in args.negative_scales.split(",")] if args.negative_scales else []
-    from planetcd.precision import autocast
-
     infer = partial(autocast, args.infer_precision, args.device)  # the networks' inference (not the verifier's training)
     for t in train_tiles:
         image, truth = raw_tile(t)
@@ -468,7 +477,7 @@ def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
 
     meta, val = saved["meta"], saved["val"]
     scale_variants, decoy_fdrs = meta["scale_variants"], meta["decoy_fdrs"]
-    nested_ratios = [None if x.strip() == "none" else float(x) for x in args.nested_ratios.split(",")]
+    nested_ratios = parse_nested_ratios(args.nested_ratios)
 
     def select(craters_scores, v, fdr=None, nested=None):
         from planetcd.craters.verify import decoy_threshold
@@ -531,11 +540,8 @@ def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
               "tiles": per_tile, "plain_tiles": plain_tiles, "verifier": meta["verifier"]}
     if meta["negative_scales"]:
         result["negative_scales"] = meta["negative_scales"]
-    tag = verifier_tag(args) + ("-nested" if nested_ratios != [None] else "")
-    (outdir / f"verified{tag}.json").write_text(json.dumps(result, indent=2, default=float))
+    (outdir / verified_name(args)).write_text(json.dumps(result, indent=2, default=float))
     return result
-
-
 
 
 def print_table(results: list[dict]) -> None:
@@ -795,9 +801,7 @@ def main(argv=None) -> int:
     only = {s.strip().upper() for s in args.only.split(",")} if args.only else None
     results = []
     if args.table:  # the folds' saved results, nothing trained or scored
-        name = "result.json"
-        if args.verifier:  # the verifier run of the same options
-            name = f"verified{verifier_tag(args)}{'' if args.nested_ratios == 'none' else '-nested'}.json"
+        name = verified_name(args) if args.verifier else "result.json"  # with --verifier: the run of the same options
         for f in folds:
             path = Path(args.out) / f"fold-{''.join(f)}" / name
             if (not only or "".join(f) in only) and path.exists():
