@@ -357,12 +357,12 @@ def suppress_nested(craters: np.ndarray, radius_ratio: float = 2.0) -> np.ndarra
 
     A segmenter often breaks a large crater's floor into a few small discs. Crater
     catalogues such as the annotated Mars CTX tiles mark almost no crater inside
-    another (docs/segment.md, "Nested fragments"), so such discs are mostly
-    fragments; where small craters inside large ones matter, do not use this.
-    Craters are visited from
-    the largest down; one is dropped when its disc lies inside a kept crater of
-    at least ``radius_ratio`` times its radius (centre distance + its radius ≤
-    the larger radius).
+    another (docs/segment.md, "Unseen terrain", where both segmenters are
+    averaged; ``benchmarks/crater_folds.py --nested-labels``), so such discs are
+    mostly fragments; where small craters inside large ones matter, do not use
+    this. Craters are visited from the largest down; one is dropped when its disc
+    lies inside a kept crater of at least ``radius_ratio`` times its radius
+    (centre distance + its radius ≤ the larger radius).
 
     Parameters
     ----------
