@@ -215,7 +215,8 @@ def make_config(args):
     common = dict(epochs=args.epochs, crops_per_epoch=args.crops_per_epoch, batch_size=args.batch_size, crop=args.crop,
                   patience=args.patience, threads=args.threads, time_limit=args.time_limit, seed=args.seed,
                   device=args.device, filter_multiple=args.filter_multiple, val_tile=512, arch=args.arch,
-                  vgg_frozen_blocks=args.vgg_frozen_blocks)
+                  vgg_frozen_blocks=args.vgg_frozen_blocks,
+                  vgg_decoder=args.vgg_decoder)
     if args.lr is not None:
         common["lr"] = args.lr
     if args.recipe == "sun-aware":
@@ -659,6 +660,7 @@ def main(argv=None) -> int:
     ap.add_argument("--arch", default="symmetric", choices=("symmetric", "vgg16-unet"),
                     help="segmenter: DeLatte's symmetric U-Net or the U-Net on the ImageNet VGG-16 encoder")
     ap.add_argument("--vgg-frozen-blocks", type=int, default=2, help="--arch vgg16-unet: encoder blocks kept frozen")
+    ap.add_argument("--vgg-decoder", type=int, default=32, help="--arch vgg16-unet: the decoder's base width")
     ap.add_argument("--verifier", action="store_true",
                     help="trained folds + a chip verifier per fold (thresholds chosen on the inner validation tiles)")
     ap.add_argument("--scale-variants", default="1",

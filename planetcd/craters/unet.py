@@ -37,6 +37,8 @@ __all__ = [
     "SmallUNet",
     "VGG16UNet",
     "count_parameters",
+    "frozen_state",
+    "state_digest",
     "init_weights",
     "flip_average",
     "FlipAverage",
@@ -330,6 +332,8 @@ class VGG16UNet(nn.Module):
         self.dec1 = conv(d + 64, d)
         self.head = nn.Conv2d(d, 1, 1)
         init_weights(self)
+        #: Whether the frozen blocks hold the ImageNet weights (then :func:`save_checkpoint` leaves them out).
+        self.imagenet_frozen = bool(pretrained) and self.config["frozen_blocks"] > 0
         if pretrained:
             path = resolve_vgg16_weights(None if pretrained is True else pretrained)
             self.features.load_state_dict({k.removeprefix("features."): v for k, v in load_vgg16_state(path, 13).items()})
@@ -432,24 +436,78 @@ def build_model(arch: str, **config) -> nn.Module:
 # --------------------------------------------------------------------------- checkpoints
 
 
+def frozen_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` entries of ``model``'s parameters that are not trained (``requires_grad`` off)."""
+    return {name: p.detach() for name, p in model.named_parameters() if not p.requires_grad}
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of named tensors (names and float32 values, in name order): the identity of a set of weights."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().cpu().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, arch: str, extra: dict | None = None) -> None:
-    """Save weights (float32, CPU) with what is needed to rebuild the model; atomic rename."""
+    """Save weights (float32, CPU) with what is needed to rebuild the model; atomic rename.
+
+    A :class:`VGG16UNet` whose frozen blocks hold the ImageNet weights (``imagenet_frozen``) is saved without
+    them: the file records their names and :func:`state_digest`, and :func:`load_checkpoint` takes them from
+    the ImageNet VGG-16 file (:func:`planetcd.features.resolve_vgg16_weights`), checked against the digest.
+    With all five blocks frozen that leaves only the decoder in the file (2.5 M parameters at ``decoder=8``
+    against 17.2 M with the encoder).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().float() for k, v in model.state_dict().items()}
-    payload = {"format": "planetcd-segmenter-1", "arch": arch, "config": dict(model.config), "state_dict": state}
+    payload = {"format": "planetcd-segmenter-1", "arch": arch, "config": dict(model.config)}
+    if getattr(model, "imagenet_frozen", False):
+        frozen = frozen_state(model)
+        payload["imagenet_frozen"] = {"keys": sorted(frozen), "sha256": state_digest(frozen)}
+        state = {k: v for k, v in state.items() if k not in frozen}
+    payload["state_dict"] = state
     payload.update(extra or {})
     tmp = path.with_name(f".{path.name}.part")
     torch.save(payload, tmp)
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[torch.nn.Module, dict]:
-    """Rebuild a model from :func:`save_checkpoint`'s file; returns ``(model in eval mode, payload)``."""
+def load_checkpoint(path: str | os.PathLike, map_location="cpu",
+                    vgg_weights: str | os.PathLike | None = None) -> tuple[torch.nn.Module, dict]:
+    """Rebuild a model from :func:`save_checkpoint`'s file; returns ``(model in eval mode, payload)``.
+
+    ``vgg_weights``: the ImageNet VGG-16 file for a checkpoint saved without its frozen ImageNet blocks
+    (default: :func:`planetcd.features.resolve_vgg16_weights`'s lookup).
+
+    Raises
+    ------
+    ValueError
+        Not a planetcd segmenter checkpoint.
+    planetcd.errors.WeightsError
+        The ImageNet weights found are not those the checkpoint's frozen blocks were trained with.
+    """
     payload = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(payload, dict) or "state_dict" not in payload or "arch" not in payload:
         raise ValueError(f"{path}: not a planetcd segmenter checkpoint")
-    model = build_model(payload["arch"], **payload["config"])
-    model.load_state_dict(payload["state_dict"])
+    imagenet = payload.get("imagenet_frozen")
+    if imagenet:
+        model = build_model(payload["arch"], **payload["config"], pretrained=vgg_weights or True)
+        frozen = frozen_state(model)
+        if sorted(frozen) != list(imagenet["keys"]) or state_digest(frozen) != imagenet["sha256"]:
+            from ..errors import WeightsError
+
+            raise WeightsError(f"{path}: the ImageNet VGG-16 weights found are not the ones its frozen encoder "
+                               "was trained with (set PLANETCD_VGG16_WEIGHTS to torchvision's vgg16-397923af.pth)")
+        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+        if sorted(missing) != sorted(imagenet["keys"]) or unexpected:
+            raise ValueError(f"{path}: its weights do not fit a {payload['arch']} of this configuration")
+        model.imagenet_frozen = True
+    else:
+        model = build_model(payload["arch"], **payload["config"])
+        model.load_state_dict(payload["state_dict"])
     model.eval()
     return model, payload

@@ -151,9 +151,10 @@ def test_train_cli_vgg16_unet(tmp_path, vgg_weights, monkeypatch):
     train = _write_set(tmp_path, 9, n=1)
     out = tmp_path / "run"
     res = CliRunner().invoke(main, ["train", *map(str, train), "-o", str(out), "--arch", "vgg16-unet",
-                                    "--vgg-frozen-blocks", "3", "--crop", "64", "--crops-per-epoch", "4",
+                                    "--vgg-frozen-blocks", "3", "--vgg-decoder", "8", "--crop", "64", "--crops-per-epoch", "4",
                                     "--batch-size", "2", "--epochs", "1", "--val-tile", "128", "-q"])
     assert res.exit_code == 0, res.output
     model, payload = load_checkpoint(out / "last.pt")
-    assert payload["arch"] == "vgg16-unet" and payload["config"]["frozen_blocks"] == 3
+    assert payload["arch"] == "vgg16-unet" and payload["config"] == {"in_channels": 1, "frozen_blocks": 3, "decoder": 8}
+    assert len(payload["imagenet_frozen"]["keys"]) == 14  # blocks 1-3 (7 convolutions) come from the ImageNet file
     assert payload["train_config"]["vgg_frozen_blocks"] == 3 and type(model).__name__ == "VGG16UNet"

@@ -276,3 +276,31 @@ def test_voc_confidence_is_read_in_box_order(tmp_path):
     assert conf[0] == 4.0 and np.isnan(conf[1])
     path.write_text("<annotation>" + box.format(10, 20, "") + "</annotation>")
     assert read_label_confidence(path) is None  # no confidences at all (e.g. expert labels)
+
+
+def test_vgg16_unet_with_a_frozen_imagenet_encoder_is_saved_without_it(tmp_path, vgg_weights):
+    from planetcd.craters.unet import VGG16UNet, load_checkpoint as load_ckpt, save_checkpoint
+    from planetcd.errors import WeightsError
+
+    model = VGG16UNet(frozen_blocks=5, decoder=8, pretrained=str(vgg_weights)).eval()
+    x = torch.rand(1, 1, 64, 64) * 2 - 1
+    save_checkpoint(tmp_path / "v.pt", model, "vgg16-unet")
+    payload = torch.load(tmp_path / "v.pt", weights_only=True)
+    assert not any(k.startswith("features.") for k in payload["state_dict"])  # the encoder is not in the file
+    assert len(payload["imagenet_frozen"]["keys"]) == 26
+    again, _ = load_ckpt(tmp_path / "v.pt", vgg_weights=vgg_weights)
+    torch.testing.assert_close(again(x), model(x))
+    assert again.imagenet_frozen  # saved again, it stays compact
+
+    # other encoder weights than the ones it was trained with: refused, not silently used
+    state = torch.load(vgg_weights, map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if k.startswith("features.")}
+    state["features.0.bias"] = state["features.0.bias"] + 1.0
+    torch.save(state, tmp_path / "other.pth")
+    with pytest.raises(WeightsError, match="not the ones"):
+        load_ckpt(tmp_path / "v.pt", vgg_weights=tmp_path / "other.pth")
+
+    # a frozen encoder that is not ImageNet's (no pretrained weights) is saved whole
+    random_encoder = VGG16UNet(frozen_blocks=5, decoder=8)
+    save_checkpoint(tmp_path / "r.pt", random_encoder, "vgg16-unet")
+    assert "imagenet_frozen" not in torch.load(tmp_path / "r.pt", weights_only=True)
