@@ -216,7 +216,7 @@ def make_config(args):
                   patience=args.patience, threads=args.threads, time_limit=args.time_limit, seed=args.seed,
                   device=args.device, filter_multiple=args.filter_multiple, val_tile=512, arch=args.arch,
                   vgg_frozen_blocks=args.vgg_frozen_blocks,
-                  vgg_decoder=args.vgg_decoder)
+                  vgg_decoder=args.vgg_decoder, vgg_depth=args.vgg_depth)
     if args.lr is not None:
         common["lr"] = args.lr
     if args.recipe == "sun-aware":
@@ -661,6 +661,7 @@ def main(argv=None) -> int:
                     help="segmenter: DeLatte's symmetric U-Net or the U-Net on the ImageNet VGG-16 encoder")
     ap.add_argument("--vgg-frozen-blocks", type=int, default=2, help="--arch vgg16-unet: encoder blocks kept frozen")
     ap.add_argument("--vgg-decoder", type=int, default=32, help="--arch vgg16-unet: the decoder's base width")
+    ap.add_argument("--vgg-depth", type=int, default=5, help="--arch vgg16-unet: VGG-16 blocks in the encoder (3..5)")
     ap.add_argument("--verifier", action="store_true",
                     help="trained folds + a chip verifier per fold (thresholds chosen on the inner validation tiles)")
     ap.add_argument("--scale-variants", default="1",

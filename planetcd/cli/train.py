@@ -85,6 +85,7 @@ def _sun_azimuths(values, paths: list[Path]) -> dict[str, float]:
 @click.option("--arch", type=click.Choice(["symmetric", "small", "vgg16-unet"]), default="symmetric", show_default=True, help="DeLatte's SymmetricUNet, the 48×48-chip SmallUNet, or VGG16UNet (ImageNet VGG-16 encoder, TernausNet decoder; its weights from $PLANETCD_VGG16_WEIGHTS).")
 @click.option("--vgg-frozen-blocks", type=click.IntRange(0, 5), default=2, show_default=True, help="--arch vgg16-unet: VGG-16 blocks kept at their ImageNet weights (with all 5 the checkpoints hold only the decoder; loading them needs the ImageNet file).")
 @click.option("--vgg-decoder", type=click.IntRange(1, 256), default=32, show_default=True, help="--arch vgg16-unet: the decoder's base width (TernausNet: 32).")
+@click.option("--vgg-depth", type=click.IntRange(3, 5), default=5, show_default=True, help="--arch vgg16-unet: VGG-16 blocks in the encoder (3: to conv3_3, stride 8).")
 @click.option("--kernel-size", type=click.Choice(["3", "7", "11"]), default="3", show_default=True)
 @click.option("--filter-multiple", type=click.Choice(["0.5", "1", "2"]), default="1", show_default=True)
 @click.option("--target", type=click.Choice(["filled", "outline", "rings"]), default="filled", show_default=True)
@@ -121,7 +122,7 @@ def _sun_azimuths(values, paths: list[Path]) -> dict[str, float]:
 @precision_opt
 @overwrite_opt
 @common_options
-def train(images, val_images, labels_dir, outdir, recipe, sun_azimuths, arch, vgg_frozen_blocks, vgg_decoder, kernel_size, filter_multiple, target, loss,
+def train(images, val_images, labels_dir, outdir, recipe, sun_azimuths, arch, vgg_frozen_blocks, vgg_decoder, vgg_depth, kernel_size, filter_multiple, target, loss,
           pos_weight, lr, lr_schedule, lr_min, batch_size, epochs, patience, crop, crops_per_epoch, positive_fraction, val_tile, monitor, init,
           no_augment, noise, blur, zoom_range, flips, hard_negative_rate, confidence_weights, precision, channels_last, threads, time_limit,
           seed, device, overwrite, verbose, quiet):
@@ -171,7 +172,7 @@ def train(images, val_images, labels_dir, outdir, recipe, sun_azimuths, arch, vg
         positive_fraction=positive_fraction, val_tile=val_tile, monitor=monitor, init=init, augment=not no_augment, noise=noise, blur=blur, zoom_range=zoom_limits, seed=seed, threads=threads,
         time_limit=None if time_limit is None else 60.0 * time_limit, device=device, flips=flips, hard_negative_rate=hard_negative_rate,
         confidence_weights=confidence_weights, precision=precision, channels_last=channels_last, vgg_frozen_blocks=vgg_frozen_blocks,
-        vgg_decoder=vgg_decoder,
+        vgg_decoder=vgg_decoder, vgg_depth=vgg_depth,
     )
     if recipe == "sun-aware":
         # the recipe's own fields keep its values unless their option was given on the command line

@@ -664,6 +664,7 @@ class TrainConfig:
     channels_last: bool = False  # channels-last memory format for the model and batches
     vgg_frozen_blocks: int = 2  # arch "vgg16-unet": VGG-16 blocks kept at their ImageNet weights
     vgg_decoder: int = 32  # arch "vgg16-unet": the decoder's base width (TernausNet: 32)
+    vgg_depth: int = 5  # arch "vgg16-unet": VGG-16 blocks in the encoder (3..5)
     vgg_weights: str | None = None  # arch "vgg16-unet": ImageNet VGG-16 weights (default: planetcd.features' lookup)
 
     @classmethod
@@ -681,7 +682,7 @@ class TrainConfig:
             return {"in_channels": self.in_channels, "kernel_size": self.kernel_size, "filter_multiple": self.filter_multiple}
         if self.arch in ("vgg16-unet", "VGG16UNet"):  # ImageNet encoder to start from; checkpoints rebuild without it
             return {"in_channels": self.in_channels, "frozen_blocks": self.vgg_frozen_blocks, "decoder": self.vgg_decoder,
-                    "pretrained": self.vgg_weights or True}
+                    "depth": self.vgg_depth, "pretrained": self.vgg_weights or True}
         return {"in_channels": self.in_channels}
 
 

@@ -278,41 +278,50 @@ class VGG16UNet(nn.Module):
 
     Encoder: the 13 convolutions of VGG-16 in five blocks (64, 128, 256, 512,
     512 filters; ``planetcd.features`` builds the trunk with torchvision's
-    key names), the first ``frozen_blocks`` blocks kept at their ImageNet
+    key names), or its first ``depth`` blocks, the first ``frozen_blocks`` blocks kept at their ImageNet
     weights. Centre: max-pool, a 3×3 convolution and a 2× transposed
     convolution. Decoder (Iglovikov & Shvets 2018, TernausNet): per block,
     concatenate the encoder block's output, a 3×3 convolution with ReLU and a
     2× transposed convolution, down to a 1×1 head. The gray input (about
     -1..1) is mapped to 0..1, repeated to three bands and standardised with
-    the ImageNet statistics. Total stride 32 (inputs padded and cropped back).
+    the ImageNet statistics. Total stride ``2 ** depth`` (inputs padded and cropped back).
 
     Parameters
     ----------
     in_channels : int
         Must be 1 (gray images).
     frozen_blocks : int
-        Encoder blocks (0..5) whose weights are not trained.
+        Encoder blocks (0..depth) whose weights are not trained.
     decoder : int
         Base width of the decoder (TernausNet: 32).
+    depth : int
+        VGG-16 blocks in the encoder, 3..5 (5: TernausNet; 3: to conv3_3, 1.7 M of the encoder's 14.7 M
+        parameters and about 60 % of its work per pixel). The decoder has one block per encoder block.
     pretrained : bool or path
         Load the ImageNet weights (True: :func:`planetcd.features.resolve_vgg16_weights`;
         a path: that file). Checkpoints rebuild with ``False`` and load their own
         weights, so the ImageNet file is needed only to start training.
     """
 
-    stride = 32
-
-    def __init__(self, in_channels: int = 1, frozen_blocks: int = 2, decoder: int = 32, pretrained: bool | str | os.PathLike = False) -> None:
+    def __init__(self, in_channels: int = 1, frozen_blocks: int = 2, decoder: int = 32, pretrained: bool | str | os.PathLike = False,
+                 depth: int = 5) -> None:
         super().__init__()
         from ..features import build_features, load_vgg16_state, resolve_vgg16_weights
 
         if in_channels != 1:
             raise ValueError("VGG16UNet takes gray (1-band) images")
-        if not 0 <= frozen_blocks <= 5:
-            raise ValueError("frozen_blocks must be 0..5")
+        if not 3 <= depth <= 5:
+            raise ValueError("depth must be 3..5")
+        if not 0 <= frozen_blocks <= depth:
+            raise ValueError("frozen_blocks must be 0..depth")
         self.config = {"in_channels": 1, "frozen_blocks": int(frozen_blocks), "decoder": int(decoder)}
+        if depth != 5:  # the configs (and checkpoints) of the full encoder stay as they were
+            self.config["depth"] = int(depth)
+        self.depth = int(depth)
+        self.stride = 2 ** self.depth
         self.pad = PadToMultiple(self.stride)
-        self.features = build_features(13)  # torchvision indices 0..29 (conv/relu, pools at 4, 9, 16, 23)
+        n_convs = (2, 4, 7, 10, 13)[self.depth - 1]
+        self.features = build_features(n_convs)  # torchvision indices (conv/relu, pools at 4, 9, 16, 23)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         d = int(decoder)
@@ -323,12 +332,16 @@ class VGG16UNet(nn.Module):
         def up(cin: int, mid: int, cout: int) -> nn.Sequential:
             return nn.Sequential(conv(cin, mid), nn.ConvTranspose2d(mid, cout, 4, stride=2, padding=1), nn.ReLU(inplace=True))
 
-        self.center = up(512, 16 * d, 8 * d)
-        # decoder blocks from the deepest: in = previous up + skip
-        self.dec5 = up(8 * d + 512, 16 * d, 8 * d)
-        self.dec4 = up(8 * d + 512, 16 * d, 4 * d)
-        self.dec3 = up(4 * d + 256, 8 * d, 2 * d)
-        self.dec2 = up(2 * d + 128, 4 * d, d)
+        # per encoder block: its channels; per decoder level k (fed by block k's skip): (mid, out) widths
+        skip = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
+        widths = {5: (16 * d, 8 * d), 4: (16 * d, 4 * d), 3: (8 * d, 2 * d), 2: (4 * d, d)}
+        centre_out = {5: 8 * d, 4: 8 * d, 3: 4 * d}[self.depth]
+        self.center = up(skip[self.depth], 2 * centre_out, centre_out)
+        cin = centre_out
+        for k in range(self.depth, 1, -1):  # decoder blocks from the deepest: in = previous up + skip
+            mid, out = widths[k]
+            setattr(self, f"dec{k}", up(cin + skip[k], mid, out))
+            cin = out
         self.dec1 = conv(d + 64, d)
         self.head = nn.Conv2d(d, 1, 1)
         init_weights(self)
@@ -336,7 +349,8 @@ class VGG16UNet(nn.Module):
         self.imagenet_frozen = bool(pretrained) and self.config["frozen_blocks"] > 0
         if pretrained:
             path = resolve_vgg16_weights(None if pretrained is True else pretrained)
-            self.features.load_state_dict({k.removeprefix("features."): v for k, v in load_vgg16_state(path, 13).items()})
+            self.features.load_state_dict({k.removeprefix("features."): v
+                                           for k, v in load_vgg16_state(path, n_convs).items()})
         for start, stop in VGG16_BLOCKS[: self.config["frozen_blocks"]]:
             for p in self.features[start:stop].parameters():
                 p.requires_grad_(False)
@@ -346,16 +360,14 @@ class VGG16UNet(nn.Module):
         x = ((x + 1.0) * 0.5).expand(-1, 3, -1, -1)
         x = (x - self.mean) / self.std
         skips = []
-        for k, (start, stop) in enumerate(VGG16_BLOCKS):
+        for k, (start, stop) in enumerate(VGG16_BLOCKS[: self.depth]):
             if k:
                 x = max_pool2x2(x)
             x = self.features[start:stop](x)
             skips.append(x)
         x = self.center(max_pool2x2(x))
-        x = self.dec5(torch.cat([x, skips[4]], 1))
-        x = self.dec4(torch.cat([x, skips[3]], 1))
-        x = self.dec3(torch.cat([x, skips[2]], 1))
-        x = self.dec2(torch.cat([x, skips[1]], 1))
+        for k in range(self.depth, 1, -1):
+            x = getattr(self, f"dec{k}")(torch.cat([x, skips[k - 1]], 1))
         x = self.dec1(torch.cat([x, skips[0]], 1))
         return crop_to(self.head(x), size)
 

@@ -304,3 +304,22 @@ def test_vgg16_unet_with_a_frozen_imagenet_encoder_is_saved_without_it(tmp_path,
     random_encoder = VGG16UNet(frozen_blocks=5, decoder=8)
     save_checkpoint(tmp_path / "r.pt", random_encoder, "vgg16-unet")
     assert "imagenet_frozen" not in torch.load(tmp_path / "r.pt", weights_only=True)
+
+
+def test_vgg16_unet_of_three_blocks(tmp_path, vgg_weights):
+    from planetcd.craters.unet import VGG16UNet, load_checkpoint as load_ckpt, save_checkpoint
+
+    model = VGG16UNet(frozen_blocks=2, decoder=4, depth=3, pretrained=str(vgg_weights)).eval()
+    assert model.stride == 8 and model.config["depth"] == 3
+    assert not hasattr(model, "dec4") and len(model.features) == 16  # conv1_1 .. relu3_3
+    x = torch.rand(1, 1, 37, 45) * 2 - 1
+    assert model(x).shape == (1, 1, 37, 45)
+    save_checkpoint(tmp_path / "v3.pt", model, "vgg16-unet")
+    again, payload = load_ckpt(tmp_path / "v3.pt", vgg_weights=vgg_weights)
+    assert payload["config"] == {"in_channels": 1, "frozen_blocks": 2, "decoder": 4, "depth": 3}
+    assert len(payload["imagenet_frozen"]["keys"]) == 8  # blocks 1-2 come from the ImageNet file
+    torch.testing.assert_close(again(x), model(x))
+    with pytest.raises(ValueError, match="depth"):
+        VGG16UNet(depth=2)
+    with pytest.raises(ValueError, match="frozen_blocks"):
+        VGG16UNet(depth=3, frozen_blocks=4)
