@@ -299,8 +299,8 @@ class VGG16UNet(nn.Module):
         parameters and about 60 % of its work per pixel). The decoder has one block per encoder block.
     pretrained : bool or path
         Load the ImageNet weights (True: :func:`planetcd.features.resolve_vgg16_weights`;
-        a path: that file). Checkpoints rebuild with ``False`` and load their own
-        weights, so the ImageNet file is needed only to start training.
+        a path: that file). A checkpoint of :func:`save_checkpoint` holds the trained weights only; its frozen
+        blocks come from the ImageNet file again when it is loaded (:func:`load_checkpoint`).
     """
 
     def __init__(self, in_channels: int = 1, frozen_blocks: int = 2, decoder: int = 32, pretrained: bool | str | os.PathLike = False,
