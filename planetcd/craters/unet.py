@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import WeightsError
 from ..layers import max_pool2x2
 
 __all__ = [
@@ -510,8 +511,6 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu",
         model = build_model(payload["arch"], **payload["config"], pretrained=vgg_weights or True)
         frozen = frozen_state(model)
         if sorted(frozen) != list(imagenet["keys"]) or state_digest(frozen) != imagenet["sha256"]:
-            from ..errors import WeightsError
-
             raise WeightsError(f"{path}: the ImageNet VGG-16 weights found are not the ones its frozen encoder "
                                "was trained with (set PLANETCD_VGG16_WEIGHTS to torchvision's vgg16-397923af.pth)")
         missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
