@@ -2,7 +2,7 @@
 
     python benchmarks/crater_folds.py --out runs/folds [--recipe sun-aware|old] [--folds ADG,BEH,CFI] [--only BEH]
         [--epochs 60] [--crops-per-epoch 512] [--time-limit SECONDS] [--threads 2] [--precision auto] [--device cpu]
-        [--hrsc] [--score-only] [--table]
+        [--hrsc] [--score-only] [--table] [--arch vgg16-unet [--vgg-frozen-blocks 2] [--vgg-decoder 32] [--vgg-depth 5]]
     python benchmarks/crater_folds.py --out runs/folds --verifier [--opposite-negatives] [--scale-variants "1;1.5,1,0.5"]
         [--decoy-fdr 0.1,0.2,0.3,0.5] [--verifier-epochs 24] [--hrsc] [--infer-precision bf16]
         [--ensemble-with runs/other-folds] [--nested-ratios none,2] [--reselect | --table]
