@@ -307,7 +307,7 @@ class VGG16UNet(nn.Module):
     def __init__(self, in_channels: int = 1, frozen_blocks: int = 2, decoder: int = 32, pretrained: bool | str | os.PathLike = False,
                  depth: int = 5) -> None:
         super().__init__()
-        from ..features import build_features, load_vgg16_state, resolve_vgg16_weights
+        from ..features import CONV_INDEX, build_features, load_vgg16_state, resolve_vgg16_weights
 
         if in_channels != 1:
             raise ValueError("VGG16UNet takes gray (1-band) images")
@@ -321,7 +321,7 @@ class VGG16UNet(nn.Module):
         self.depth = int(depth)
         self.stride = 2 ** self.depth
         self.pad = PadToMultiple(self.stride)
-        n_convs = (2, 4, 7, 10, 13)[self.depth - 1]
+        n_convs = sum(i < VGG16_BLOCKS[self.depth - 1][1] for i in CONV_INDEX)  # convolutions in the blocks kept
         self.features = build_features(n_convs)  # torchvision indices (conv/relu, pools at 4, 9, 16, 23)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -333,17 +333,16 @@ class VGG16UNet(nn.Module):
         def up(cin: int, mid: int, cout: int) -> nn.Sequential:
             return nn.Sequential(conv(cin, mid), nn.ConvTranspose2d(mid, cout, 4, stride=2, padding=1), nn.ReLU(inplace=True))
 
-        # per encoder block: its channels; per decoder level k (fed by block k's skip): (mid, out) widths
-        skip = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
+        # per decoder level k (fed by the skip of encoder block k, VGG16_WIDTHS[k - 1] channels): (mid, out) widths
         widths = {5: (16 * d, 8 * d), 4: (16 * d, 4 * d), 3: (8 * d, 2 * d), 2: (4 * d, d)}
         centre_out = {5: 8 * d, 4: 8 * d, 3: 4 * d}[self.depth]
-        self.center = up(skip[self.depth], 2 * centre_out, centre_out)
+        self.center = up(VGG16_WIDTHS[self.depth - 1], 2 * centre_out, centre_out)
         cin = centre_out
         for k in range(self.depth, 1, -1):  # decoder blocks from the deepest: in = previous up + skip
             mid, out = widths[k]
-            setattr(self, f"dec{k}", up(cin + skip[k], mid, out))
+            setattr(self, f"dec{k}", up(cin + VGG16_WIDTHS[k - 1], mid, out))
             cin = out
-        self.dec1 = conv(d + 64, d)
+        self.dec1 = conv(d + VGG16_WIDTHS[0], d)
         self.head = nn.Conv2d(d, 1, 1)
         init_weights(self)
         #: Whether the frozen blocks hold the ImageNet weights (then :func:`save_checkpoint` leaves them out).
