@@ -159,6 +159,8 @@ def train(images, val_images, labels_dir, outdir, recipe, sun_azimuths, arch, vg
             zoom_limits = ()
         if len(zoom_limits) != 2 or not 0 < zoom_limits[0] <= zoom_limits[1]:
             raise InputError(f"--zoom-range {zoom_range}: give LOW,HIGH with 0 < LOW <= HIGH, e.g. 0.7,2.5")
+    if vgg_frozen_blocks > vgg_depth:
+        raise InputError(f"--vgg-frozen-blocks {vgg_frozen_blocks}: at most --vgg-depth ({vgg_depth}) blocks can be frozen")
     given_azimuths = _sun_azimuths(sun_azimuths, [*train_paths, *val_paths])
     if given_azimuths and recipe != "sun-aware":
         raise InputError("--sun-azimuth: only the sun-aware recipe turns images by their sun azimuth; add --recipe sun-aware")

@@ -138,6 +138,7 @@ def test_train_cli_refuses_bad_sun_azimuths(tmp_path):
         (["--sun-azimuth", "90"], "--recipe sun-aware"),
         (["--flips", "left-right"], "--flips"),
         (["--precision", "fp16"], "--precision"),
+        (["--arch", "vgg16-unet", "--vgg-depth", "3", "--vgg-frozen-blocks", "4"], "--vgg-frozen-blocks"),
     ):
         res = CliRunner().invoke(main, ["train", *map(str, train), "-o", str(tmp_path / "o"), *extra, "-q"])
         assert res.exit_code != 0 and needle in res.output and "Traceback" not in res.output, (extra, res.output)
