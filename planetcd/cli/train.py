@@ -83,7 +83,7 @@ def _sun_azimuths(values, paths: list[Path]) -> dict[str, float]:
 @click.option("--sun-azimuth", "sun_azimuths", multiple=True, metavar="[IMAGE=]DEG",
               help="Sun azimuth of an image (IMAGE: its file name or stem; repeat), or one plain DEG for all images: degrees clockwise from the image top, the direction the light comes from. Images without one (or 'auto'): read from their labels, else estimated. Needs --recipe sun-aware.")
 @click.option("--arch", type=click.Choice(["symmetric", "small", "vgg16-unet"]), default="symmetric", show_default=True, help="DeLatte's SymmetricUNet, the 48×48-chip SmallUNet, or VGG16UNet (ImageNet VGG-16 encoder, TernausNet decoder; its weights from $PLANETCD_VGG16_WEIGHTS).")
-@click.option("--vgg-frozen-blocks", type=click.IntRange(0, 5), default=2, show_default=True, help="--arch vgg16-unet: VGG-16 blocks kept at their ImageNet weights (with all 5 the checkpoints hold only the decoder; loading them needs the ImageNet file).")
+@click.option("--vgg-frozen-blocks", type=click.IntRange(0, 5), default=2, show_default=True, help="--arch vgg16-unet: VGG-16 blocks kept at their ImageNet weights (the checkpoints leave them out; loading them needs the ImageNet file).")
 @click.option("--vgg-decoder", type=click.IntRange(1, 256), default=32, show_default=True, help="--arch vgg16-unet: the decoder's base width (TernausNet: 32).")
 @click.option("--vgg-depth", type=click.IntRange(3, 5), default=5, show_default=True, help="--arch vgg16-unet: VGG-16 blocks in the encoder (3: to conv3_3, stride 8).")
 @click.option("--kernel-size", type=click.Choice(["3", "7", "11"]), default="3", show_default=True)

@@ -18,6 +18,7 @@ implementation, as in kornia).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import WeightsError
+from ..features import IMAGENET_MEAN, IMAGENET_STD
 from ..layers import max_pool2x2
 
 __all__ = [
@@ -266,9 +268,6 @@ class SmallUNet(nn.Module):
         return torch.sigmoid(self.forward_logits(x))
 
 
-#: ImageNet statistics of the VGG-16 inputs (RGB, 0..1).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Layers (torchvision ``features`` indices, end exclusive) of the five VGG-16 blocks before their max-pools.
 VGG16_BLOCKS = ((0, 4), (5, 9), (10, 16), (17, 23), (24, 30))
 VGG16_WIDTHS = (64, 128, 256, 512, 512)
@@ -455,8 +454,6 @@ def frozen_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def state_digest(state: dict[str, torch.Tensor]) -> str:
     """sha256 of named tensors (names and float32 values, in name order): the identity of a set of weights."""
-    import hashlib
-
     digest = hashlib.sha256()
     for name in sorted(state):
         digest.update(name.encode())
