@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import WeightsError
-from ..features import IMAGENET_MEAN, IMAGENET_STD
+from ..features import CONV_INDEX, IMAGENET_MEAN, IMAGENET_STD, build_features, load_vgg16_state, resolve_vgg16_weights
 from ..layers import max_pool2x2
 
 __all__ = [
@@ -306,8 +306,6 @@ class VGG16UNet(nn.Module):
     def __init__(self, in_channels: int = 1, frozen_blocks: int = 2, decoder: int = 32, pretrained: bool | str | os.PathLike = False,
                  depth: int = 5) -> None:
         super().__init__()
-        from ..features import CONV_INDEX, build_features, load_vgg16_state, resolve_vgg16_weights
-
         if in_channels != 1:
             raise ValueError("VGG16UNet takes gray (1-band) images")
         if not 3 <= depth <= 5:
