@@ -720,8 +720,9 @@ def main(argv=None) -> int:
             counted = 2 * truth[:, 2] >= MIN_DIAMETER_PX
             inside = np.ones(len(truth), bool)
             inside[suppress_nested(truth, 2.0)] = False
-            total, nested = total + int(counted.sum()), nested + int((counted & inside).sum())
-            print(f"{tile}: {int((counted & inside).sum())} of {int(counted.sum())} labelled craters inside a larger one")
+            tile_total, tile_nested = int(counted.sum()), int((counted & inside).sum())
+            total, nested = total + tile_total, nested + tile_nested
+            print(f"{tile}: {tile_nested} of {tile_total} labelled craters inside a larger one")
         print(f"A-I: {nested} of {total}")
         return 0
 
