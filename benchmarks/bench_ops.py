@@ -11,7 +11,10 @@ Prints, best of ``--repeats`` after one warm-up, in milliseconds:
   contiguous array (``run_trunk``), and convert keeping the strides (``run_trunk(contiguous=False)``);
 - the nn disagreement (:func:`planetcd.change.nn.nn_change_window`, radius 2) on contiguous and on
   channels-last maps, and their largest difference;
-- a ReLU on a fresh 112 x 512² bf16 map, into a new array and in place (the page-fault cost of new memory).
+- a ReLU on a fresh 112 x 512² bf16 map, into a new array and in place (the page-fault cost of new memory);
+- VGG-16's conv1_1 (3 → 64) and conv1_2 (64 → 64) on a 1088² tile, bf16 and float32 channels-last: the
+  convolution then an in-place ReLU, against :func:`planetcd.layers.conv2d_relu` (the ReLU fused into
+  oneDNN's convolution), and whether they agree.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def best_ms(fn, repeats: int) -> float:
 
 def main(argv=None) -> int:
     from planetcd.change.nn import nn_change_window
-    from planetcd.layers import max_pool2x2
+    from planetcd.layers import conv2d_relu, fused_conv_relu_available, max_pool2x2
     from planetcd.runtime import tune_allocator_from_env
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -73,6 +76,16 @@ def main(argv=None) -> int:
         y = torch.randn(1, 112, 512, 512, generator=gen).to(torch.bfloat16).contiguous(memory_format=cl)
         print(f"ReLU 112 x 512² bf16: into a new array {best_ms(lambda: F.relu(y), args.repeats)}, "
               f"in place {best_ms(lambda: F.relu(y, inplace=True), args.repeats)}")
+        print(f"fused conv + ReLU available: {fused_conv_relu_available()}")
+        for name, cin in (("conv1_1", 3), ("conv1_2", 64)):
+            conv = torch.nn.Conv2d(cin, 64, 3, padding=1).eval()
+            for dtype in (torch.bfloat16, torch.float32):
+                conv_d = conv.to(dtype).to(memory_format=cl)
+                x = torch.randn(1, cin, 1088, 1088, generator=gen).to(dtype).contiguous(memory_format=cl)
+                same = torch.equal(conv2d_relu(x, conv_d), F.relu(conv_d(x)))
+                print(f"{name} {cin} -> 64 x 1088² {str(dtype).removeprefix('torch.')}: conv then ReLU "
+                      f"{best_ms(lambda: conv2d_relu(x, conv_d, fused=False), args.repeats)}, fused "
+                      f"{best_ms(lambda: conv2d_relu(x, conv_d), args.repeats)} (equal: {same})")
     return 0
 
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .errors import WeightsError, WeightsNotFoundError
-from .layers import MaxPool2x2
+from .layers import MaxPool2x2, conv_relu_stack
 from .precision import autocast
 
 log = logging.getLogger(__name__)
@@ -251,7 +251,7 @@ def vgg_features(x: torch.Tensor, features: nn.Sequential, relu: bool = True) ->
     std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
     x = (x - mean) / std
     stack = features if relu else features[:-1]
-    return stack(x)
+    return conv_relu_stack(stack, x)  # each conv's ReLU fused into it on CPU inference (planetcd.layers)
 
 
 class VGGFeatures(nn.Module):

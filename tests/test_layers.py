@@ -27,3 +27,71 @@ def test_max_pool2x2_trains_like_max_pool2d():
     y = x.detach().clone().requires_grad_(True)
     F.max_pool2d(y, 2).sum().backward()
     assert torch.equal(x.grad, y.grad) and not torch.equal(x.grad, expected)
+
+
+# --------------------------------------------------------------------------- conv2d_relu
+
+import planetcd.layers as layers  # noqa: E402
+from planetcd.layers import conv2d_relu, conv_relu_stack, fused_conv_relu_available  # noqa: E402
+from torch import nn  # noqa: E402
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """Counts the calls that reach the fused kernel (None where this build has none)."""
+    if not fused_conv_relu_available():
+        return None
+    calls = []
+    kernel = layers._CONV_POINTWISE
+
+    def counting(*args):
+        calls.append(args[7])
+        return kernel(*args)
+
+    monkeypatch.setattr(layers, "_CONV_POINTWISE", counting)
+    return calls
+
+
+@pytest.mark.parametrize("conv_args", [dict(padding=1), dict(padding=2, dilation=2), dict(stride=2, padding=0),
+                                       dict(padding=1, groups=2, bias=False)])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "bf16-autocast"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv2d_relu_is_relu_of_conv(conv_args, precision, channels_last, fused_calls):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, **conv_args).eval()
+    x = torch.randn(2, 4, 17, 13)
+    if precision == "bf16":
+        conv, x = conv.to(torch.bfloat16), x.to(torch.bfloat16)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-autocast"):
+        expected = F.relu(conv(x))
+        got = conv2d_relu(x, conv)
+        plain = conv2d_relu(x, conv, fused=False)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    assert torch.equal(got, expected) and torch.equal(plain, expected)
+    assert (got > 0).any() and (got == 0).any()
+    if fused_calls is not None:
+        assert fused_calls == ["relu"]  # the fused kernel ran once; fused=False did not reach it
+
+
+def test_conv2d_relu_trains_through_the_plain_pair(fused_calls):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 3, 3, padding=1)
+    x = torch.randn(1, 2, 8, 8, requires_grad=True)
+    conv2d_relu(x, conv).sum().backward()
+    assert x.grad is not None and conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    if fused_calls is not None:
+        assert fused_calls == []
+
+
+def test_conv_relu_stack_is_the_sequential():
+    torch.manual_seed(0)
+    stack = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), layers.MaxPool2x2(),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(8, 5, 3, padding=1)).eval()
+    x = torch.randn(1, 3, 20, 20).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        expected = stack(x)
+        got = conv_relu_stack(stack, x)
+    assert torch.equal(got, expected)
+    assert (got < 0).any()  # the last conv has no ReLU, and none was added

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..errors import WeightsError
 from ..features import CONV_INDEX, IMAGENET_MEAN, IMAGENET_STD, build_features, load_vgg16_state, resolve_vgg16_weights
-from ..layers import max_pool2x2
+from ..layers import conv2d_relu, conv_relu_stack, max_pool2x2
 
 __all__ = [
     "DELATTE_FILTERS",
@@ -198,16 +198,16 @@ class SymmetricUNet(nn.Module):
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         x, size = self.pad(x)
         skips = []
-        # ReLUs in place (a convolution's fresh output is not needed again): no second map of every layer,
-        # which on CPU costs as much as the ReLU itself in page faults
+        # conv2d_relu: the ReLU in place, or fused into the convolution on CPU inference (no second pass
+        # over every layer's map, which on CPU costs as much as the ReLU itself)
         for conv, drop in zip(self.down, self.down_drop):
-            z = F.relu(conv(x), inplace=True)
+            z = conv2d_relu(x, conv)
             skips.append(z)
             x = F.avg_pool2d(drop(z), 2)
-        x = self.bottom_drop(F.relu(self.bottom(x), inplace=True))
+        x = self.bottom_drop(conv2d_relu(x, self.bottom))
         for conv, drop, skip in zip(self.up, self.up_drop, reversed(skips)):
             x = F.interpolate(x, scale_factor=2, mode="nearest")
-            x = drop(F.relu(conv(x), inplace=True)) + skip
+            x = drop(conv2d_relu(x, conv)) + skip
         return crop_to(self.head(x), size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -255,13 +255,13 @@ class SmallUNet(nn.Module):
         x, size = self.pad(x)
         skips = []
         for blk in self.enc:
-            x = blk(x)
+            x = conv_relu_stack(blk, x)
             skips.append(x)
             x = max_pool2x2(x)
         x = self.mid(x)
         for blk, skip in zip(self.dec, reversed(skips)):
             x = F.interpolate(x, scale_factor=2, mode="nearest")
-            x = blk(torch.cat([x, skip], dim=1))
+            x = conv_relu_stack(blk, torch.cat([x, skip], dim=1))
         return crop_to(self.head(x), size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -360,7 +360,7 @@ class VGG16UNet(nn.Module):
         for k, (start, stop) in enumerate(VGG16_BLOCKS[: self.depth]):
             if k:
                 x = max_pool2x2(x)
-            x = self.features[start:stop](x)
+            x = conv_relu_stack(self.features[start:stop], x)
             skips.append(x)
         x = self.center(max_pool2x2(x))
         for k in range(self.depth, 1, -1):
