@@ -350,7 +350,6 @@ def _regions(labels: np.ndarray, prob: np.ndarray, fill_holes: bool) -> np.ndarr
     n = int(labels.max())
     if n == 0:
         return np.zeros((0, 4))
-    index = np.arange(1, n + 1)
     if fill_holes:
         rows, cols, areas, means = [], [], [], []
         for k, sl in enumerate(ndimage.find_objects(labels), start=1):
@@ -363,12 +362,16 @@ def _regions(labels: np.ndarray, prob: np.ndarray, fill_holes: bool) -> np.ndarr
             areas.append(region.sum())
             means.append(prob[sl][region].mean())
         return np.column_stack([cols, rows, np.sqrt(np.asarray(areas) / np.pi), means])
-    ones = np.ones(labels.shape)
-    areas = ndimage.sum_labels(ones, labels, index)
-    centroids = np.asarray(ndimage.center_of_mass(ones, labels, index)).reshape(-1, 2)
-    means = ndimage.mean(prob, labels, index)
+    # Per-label sums in one pass each over the labelled pixels (np.bincount), not ndimage's per-statistic passes
+    # over the whole map: the same areas, centroids and means (float64 sums).
+    inside = labels > 0
+    flat = labels[inside].astype(np.intp, copy=False)
+    rows, cols = np.nonzero(inside)
+    areas = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)
     keep = areas > 0
-    return np.column_stack([centroids[keep, 1], centroids[keep, 0], np.sqrt(areas[keep] / np.pi), means[keep]])
+    sums = [np.bincount(flat, weights=w, minlength=n + 1)[1:][keep] for w in (cols, rows, prob[inside].astype(np.float64))]
+    area = areas[keep]
+    return np.column_stack([sums[0] / area, sums[1] / area, np.sqrt(area / np.pi), sums[2] / area])
 
 
 def _filled_components(binary: np.ndarray, prob: np.ndarray, min_radius: float) -> np.ndarray:

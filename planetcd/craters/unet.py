@@ -205,9 +205,11 @@ class SymmetricUNet(nn.Module):
             skips.append(z)
             x = F.avg_pool2d(drop(z), 2)
         x = self.bottom_drop(conv2d_relu(x, self.bottom))
+        add_in_place = not torch.is_grad_enabled()  # inference: no new map per skip (autograd needs the ReLU's output)
         for conv, drop, skip in zip(self.up, self.up_drop, reversed(skips)):
             x = F.interpolate(x, scale_factor=2, mode="nearest")
-            x = drop(conv2d_relu(x, conv)) + skip
+            x = drop(conv2d_relu(x, conv))
+            x = x.add_(skip) if add_in_place else x + skip
         return crop_to(self.head(x), size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -154,3 +154,24 @@ def test_extraction_options_follow_the_registry_entry():
                        "max_radius": 150.0, "min_contrast": 0.25}
     assert extraction_options(meta, threshold=0.5)["threshold"] == 0.5
     assert "min_contrast" not in extraction_options({"extraction": {}})
+
+
+def test_region_statistics_are_ndimage_s():
+    """_regions' one-pass sums give ndimage's areas, centroids and mean probabilities, labels with gaps included."""
+    from scipy import ndimage
+
+    from planetcd.craters.extract import _regions
+
+    prob, _ = synthetic_probability_map((300, 260), n_craters=30, seed=4)
+    labels, n = ndimage.label(prob >= 0.5)
+    labels[labels == 3] = 0  # an empty label: no row for it
+    index = np.arange(1, n + 1)
+    ones = np.ones(labels.shape)
+    areas = ndimage.sum_labels(ones, labels, index)
+    centroids = np.asarray(ndimage.center_of_mass(ones, labels, index)).reshape(-1, 2)
+    keep = areas > 0
+    expected = np.column_stack([centroids[keep, 1], centroids[keep, 0], np.sqrt(areas[keep] / np.pi),
+                                ndimage.mean(prob, labels, index)[keep]])
+    got = _regions(labels, prob, fill_holes=False)
+    assert n > 20 and got.shape == (n - 1, 4)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)

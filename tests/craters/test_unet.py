@@ -176,3 +176,18 @@ def test_models_load_averages_a_sun_aware_checkpoint_over_the_light_axis_mirror_
         identity, up_down, left_right = plain(x), plain(x.flip(2)).flip(2), plain(x.flip(3)).flip(3)
         assert (left_right - identity).abs().max() > 1e-4
         torch.testing.assert_close(tta(x), (identity + up_down) / 2, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("make", [lambda: SymmetricUNet(dropout=False), lambda: SmallUNet(dropout=0.0)])
+def test_inference_path_equals_the_autograd_path(make):
+    """Inference (fused conv + ReLU, skips added in place) gives exactly what the training graph computes."""
+    torch.manual_seed(0)
+    net = make().eval()
+    x = torch.randn(2, 1, 96, 80)
+    with torch.inference_mode():
+        fast = net(x)
+    xg = x.clone().requires_grad_(True)
+    slow = net(xg)
+    slow.sum().backward()
+    assert xg.grad is not None and xg.grad.abs().sum() > 0
+    assert torch.equal(fast, slow.detach())
