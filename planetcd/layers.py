@@ -75,8 +75,8 @@ def conv2d_relu(x: torch.Tensor, conv: nn.Conv2d, fused: bool | None = None) -> 
     The values are the same as ``F.relu(conv(x))`` in the same precision (the same convolution kernel; a
     ReLU is exact). Under CPU bfloat16 autocast the input and weights are cast to bfloat16 as autocast would.
     On a 2-core Intel Xeon with AMX (2026-12-02, ``benchmarks/bench_ops.py``) in bfloat16 channels-last the
-    fused call takes 56 against 99 ms for VGG-16's conv1_1 on a 1088² tile and 111 against 148 ms for
-    conv1_2; in float32 it saves 0–14 %. Elsewhere (CUDA, training, a build without oneDNN) it is the plain pair.
+    fused call takes 51 against 90 ms for VGG-16's conv1_1 on a 1088² tile and 102 against 139 ms for
+    conv1_2; in float32 it saves 1–14 %. Elsewhere (CUDA, training, a build without oneDNN) it is the plain pair.
 
     Parameters
     ----------
