@@ -91,8 +91,11 @@ def conv2d_relu(x: torch.Tensor, conv: nn.Conv2d, fused: bool | None = None) -> 
         return F.relu(conv(x), inplace=True)
     weight = conv.weight.to(dtype)
     bias = None if conv.bias is None else conv.bias.to(dtype)
-    return _CONV_POINTWISE(x.to(dtype), weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
-                           conv.groups, "relu", [], "")
+    try:
+        return _CONV_POINTWISE(x.to(dtype), weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
+                               conv.groups, "relu", [], "")
+    except RuntimeError:  # a case this oneDNN build does not take: the plain pair gives the same values
+        return F.relu(conv(x), inplace=True)
 
 
 def conv_relu_stack(stack: nn.Sequential, x: torch.Tensor, fused: bool | None = None) -> torch.Tensor:

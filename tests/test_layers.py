@@ -95,3 +95,16 @@ def test_conv_relu_stack_is_the_sequential():
         got = conv_relu_stack(stack, x)
     assert torch.equal(got, expected)
     assert (got < 0).any()  # the last conv has no ReLU, and none was added
+
+
+def test_conv2d_relu_falls_back_when_the_fused_kernel_refuses(monkeypatch):
+    def refuse(*args):
+        raise RuntimeError("not supported here")
+
+    monkeypatch.setattr(layers, "_CONV_POINTWISE", refuse)
+    monkeypatch.setattr(layers, "fused_conv_relu_available", lambda: True)
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1).eval()
+    x = torch.randn(1, 3, 9, 9)
+    with torch.inference_mode():
+        assert torch.equal(conv2d_relu(x, conv), F.relu(conv(x)))
