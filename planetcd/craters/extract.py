@@ -374,6 +374,37 @@ def _regions(labels: np.ndarray, prob: np.ndarray, fill_holes: bool) -> np.ndarr
     return np.column_stack([sums[0] / area, sums[1] / area, np.sqrt(area / np.pi), sums[2] / area])
 
 
+def _component_distances_and_peaks(binary: np.ndarray, components: np.ndarray,
+                                   min_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """``ndimage.distance_transform_edt(binary)`` and ``peak_local_max(that, min_distance, labels=components,
+    exclude_border=False)``, computed component by component on small crops: the same arrays.
+
+    The nearest background pixel of a component's pixel lies within the component's bounding box grown by
+    one pixel (along a row or column the component ends at a background pixel no farther than the box's
+    edge, and a pixel beyond the grown box is farther still), so the transform of that crop of ``binary``
+    equals the whole map's on the component. ``peak_local_max`` works label by label on each label's
+    bounding box with its own threshold (the map's minimum: 0, there being background), which the crop
+    reproduces. What is saved is the whole-map transform and ``peak_local_max``'s whole-map passes.
+    """
+    from skimage.feature import peak_local_max
+
+    height, width = binary.shape
+    distance = np.zeros(binary.shape, np.float64)
+    peaks = []
+    for k, box in enumerate(ndimage.find_objects(components), start=1):
+        if box is None:
+            continue
+        crop = (slice(max(box[0].start - 1, 0), min(box[0].stop + 1, height)),
+                slice(max(box[1].start - 1, 0), min(box[1].stop + 1, width)))
+        inside = components[crop] == k
+        local = ndimage.distance_transform_edt(binary[crop])
+        distance[crop][inside] = local[inside]
+        found = peak_local_max(local, min_distance=min_distance, labels=inside.astype(np.int32), threshold_abs=0.0,
+                               exclude_border=False)
+        peaks.append(found + (crop[0].start, crop[1].start))
+    return distance, (np.vstack(peaks) if peaks else np.zeros((0, 2), np.intp))
+
+
 def _filled_components(binary: np.ndarray, prob: np.ndarray, min_radius: float) -> np.ndarray:
     from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
@@ -382,9 +413,13 @@ def _filled_components(binary: np.ndarray, prob: np.ndarray, min_radius: float) 
         return np.zeros((0, 4))
     # Gaps inside a disc would seed extra watershed basins; a filled target has no holes.
     binary = ndimage.binary_fill_holes(binary)
-    distance = ndimage.distance_transform_edt(binary)
     components, _ = ndimage.label(binary)
-    peaks = peak_local_max(distance, min_distance=max(1, int(round(min_radius))), labels=components, exclude_border=False)
+    min_distance = max(1, int(round(min_radius)))
+    if binary.all():
+        distance = ndimage.distance_transform_edt(binary)
+        peaks = peak_local_max(distance, min_distance=min_distance, labels=components, exclude_border=False)
+    else:
+        distance, peaks = _component_distances_and_peaks(binary, components, min_distance)
     markers = np.zeros(binary.shape, np.int32)
     markers[peaks[:, 0], peaks[:, 1]] = np.arange(1, len(peaks) + 1)
     # Components without a peak (thin slivers) keep their own label.

@@ -175,3 +175,24 @@ def test_region_statistics_are_ndimage_s():
     got = _regions(labels, prob, fill_holes=False)
     assert n > 20 and got.shape == (n - 1, 4)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+@pytest.mark.parametrize("min_distance", [1, 2, 4])
+def test_component_distances_and_peaks_are_the_whole_map_s(seed, min_distance):
+    """Per-component crops give the whole map's distance transform and peak_local_max peaks, in the same order."""
+    from scipy import ndimage
+    from skimage.feature import peak_local_max
+
+    from planetcd.craters.extract import _component_distances_and_peaks
+
+    prob, _ = synthetic_probability_map((240, 200), n_craters=35, seed=seed)
+    binary = ndimage.binary_fill_holes(prob >= 0.4)
+    binary[0, :40] = True  # components on the map's edges
+    binary[100:130, -1] = True
+    components, n = ndimage.label(binary)
+    distance, peaks = _component_distances_and_peaks(binary, components, min_distance)
+    expected = ndimage.distance_transform_edt(binary)
+    assert n > 20
+    assert np.array_equal(distance, expected)
+    assert np.array_equal(peaks, peak_local_max(expected, min_distance=min_distance, labels=components, exclude_border=False))
