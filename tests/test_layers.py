@@ -1,10 +1,12 @@
-"""planetcd.layers: the fast 2 x 2 max pooling is F.max_pool2d exactly."""
+"""planetcd.layers: the fast 2 x 2 max pooling is F.max_pool2d exactly; the fused conv + ReLU is F.relu(conv(x))."""
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from planetcd.layers import MaxPool2x2, max_pool2x2
+import planetcd.layers as layers
+from planetcd.layers import MaxPool2x2, conv2d_relu, conv_relu_stack, fused_conv_relu_available, max_pool2x2
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 9, 7), (1, 3, 8, 8), (1, 64, 33, 40)])
@@ -30,10 +32,6 @@ def test_max_pool2x2_trains_like_max_pool2d():
 
 
 # --------------------------------------------------------------------------- conv2d_relu
-
-import planetcd.layers as layers  # noqa: E402
-from planetcd.layers import conv2d_relu, conv_relu_stack, fused_conv_relu_available  # noqa: E402
-from torch import nn  # noqa: E402
 
 
 @pytest.fixture
