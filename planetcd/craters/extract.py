@@ -369,9 +369,10 @@ def _regions(labels: np.ndarray, prob: np.ndarray, fill_holes: bool) -> np.ndarr
     rows, cols = np.nonzero(inside)
     areas = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)
     keep = areas > 0
-    sums = [np.bincount(flat, weights=w, minlength=n + 1)[1:][keep] for w in (cols, rows, prob[inside].astype(np.float64))]
+    x_sum, y_sum, prob_sum = (np.bincount(flat, weights=w, minlength=n + 1)[1:][keep]
+                              for w in (cols, rows, prob[inside].astype(np.float64)))
     area = areas[keep]
-    return np.column_stack([sums[0] / area, sums[1] / area, np.sqrt(area / np.pi), sums[2] / area])
+    return np.column_stack([x_sum / area, y_sum / area, np.sqrt(area / np.pi), prob_sum / area])
 
 
 def _component_distances_and_peaks(binary: np.ndarray, components: np.ndarray,
