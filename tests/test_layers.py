@@ -1,4 +1,5 @@
-"""planetcd.layers: the fast 2 x 2 max pooling is F.max_pool2d exactly; the fused conv + ReLU is F.relu(conv(x))."""
+"""planetcd.layers: the fast 2 x 2 max pooling is F.max_pool2d exactly; the fused conv + ReLU is F.relu(conv(x));
+the sub-pixel decoder step is relu(conv(upsample(x))) + skip up to rounding."""
 
 import pytest
 import torch
@@ -6,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import planetcd.layers as layers
-from planetcd.layers import MaxPool2x2, conv2d_relu, conv_relu_stack, fused_conv_relu_available, max_pool2x2
+from planetcd.layers import (MaxPool2x2, conv2d_relu, conv_relu_stack, fused_conv_relu_available, max_pool2x2,
+                             upsample_conv2d_relu_add)
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 9, 7), (1, 3, 8, 8), (1, 64, 33, 40)])
@@ -106,3 +108,93 @@ def test_conv2d_relu_falls_back_when_the_fused_kernel_refuses(monkeypatch):
     x = torch.randn(1, 3, 9, 9)
     with torch.inference_mode():
         assert torch.equal(conv2d_relu(x, conv), F.relu(conv(x)))
+
+
+# --------------------------------------------------------------------------- upsample_conv2d_relu_add
+
+
+def _plain_decoder_step(x, conv, skip):
+    """What the symmetric U-Net's decoder computed before the sub-pixel path (conv2d_relu: tested above)."""
+    return conv2d_relu(F.interpolate(x, scale_factor=2, mode="nearest"), conv) + skip
+
+
+@pytest.fixture
+def no_upsampling(monkeypatch):
+    """Makes F.interpolate fail, so a test knows the sub-pixel path (which never upsamples) ran."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the plain path ran")
+
+    monkeypatch.setattr(layers.F, "interpolate", refuse)
+
+
+@pytest.mark.skipif(not fused_conv_relu_available(), reason="this torch build has no oneDNN")
+@pytest.mark.parametrize("kernel_size", [1, 3, 5, 7])
+@pytest.mark.parametrize("bias", [True, False])
+def test_upsample_conv2d_relu_add_is_the_plain_decoder_step_in_fp32(kernel_size, bias):
+    torch.manual_seed(kernel_size)
+    conv = nn.Conv2d(6, 5, kernel_size, padding=kernel_size // 2, bias=bias).eval()
+    x = torch.randn(2, 6, 9, 7).contiguous(memory_format=torch.channels_last)
+    skip = torch.randn(2, 5, 18, 14).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        expected = _plain_decoder_step(x, conv, skip)
+        into = skip.clone()
+        got = upsample_conv2d_relu_add(x, conv, into, inplace=True)
+    assert got.data_ptr() == into.data_ptr()  # written into the skip's memory
+    assert (got != skip).any() and (got == skip).any()  # some outputs are past the ReLU's zero, some not
+    # the kernel's taps are summed before the products: equal up to float32 rounding
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not fused_conv_relu_available(), reason="this torch build has no oneDNN")
+def test_upsample_conv2d_relu_add_never_upsamples_and_is_close_in_bf16(no_upsampling):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(24, 16, 3, padding=1).eval()
+    x = torch.randn(2, 24, 16, 12).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    skip = torch.randn(2, 16, 32, 24).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = upsample_conv2d_relu_add(x, conv, skip.clone(), inplace=True)
+        up = x.repeat_interleave(2, 2).repeat_interleave(2, 3)  # the nearest upsampling, F.interpolate refused
+        expected = (conv2d_relu(up, conv) + skip).float()
+    assert got.dtype == torch.bfloat16
+    # bfloat16 keeps 8 bits: the two roundings of the kernel's taps differ by a few units in the last place
+    scale = float(expected.abs().max())
+    assert float((got.float() - expected).abs().max()) <= 2 ** -6 * scale
+    assert float((got.float() - expected).abs().mean()) <= 2 ** -10 * scale
+
+
+def test_upsample_conv2d_relu_add_takes_the_plain_ops_for_training_and_other_layouts():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    skip = torch.randn(1, 4, 12, 12)
+    x = torch.randn(1, 3, 6, 6, requires_grad=True)
+    got = upsample_conv2d_relu_add(x, conv, skip, inplace=True)  # autograd: a new tensor, skip untouched
+    got.sum().backward()
+    assert x.grad is not None and conv.weight.grad.abs().sum() > 0
+    assert torch.equal(got.detach(), _plain_decoder_step(x, conv, skip).detach())
+    with torch.inference_mode():
+        xn = x.detach()  # contiguous (not channels-last): the plain ops, the same values exactly
+        assert torch.equal(upsample_conv2d_relu_add(xn, conv, skip.clone(), inplace=True),
+                           _plain_decoder_step(xn, conv, skip))
+        before = skip.clone()
+        xl = xn.contiguous(memory_format=torch.channels_last)
+        sl = skip.contiguous(memory_format=torch.channels_last)
+        out = upsample_conv2d_relu_add(xl, conv, sl)  # inplace=False: a new tensor
+        assert torch.equal(sl, before) and torch.equal(out, _plain_decoder_step(xl, conv, sl))
+        strided = nn.Conv2d(3, 4, 3, padding=1, stride=2)  # not a decoder step's shape: plain ops (and their error)
+        with pytest.raises(RuntimeError):
+            upsample_conv2d_relu_add(xl, strided, sl.clone(), inplace=True)
+
+
+def test_upsample_conv2d_relu_add_follows_a_changed_weight():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(1, 3, 6, 6).contiguous(memory_format=torch.channels_last)
+    skip = torch.zeros(1, 4, 12, 12).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        first = upsample_conv2d_relu_add(x, conv, skip.clone(), inplace=True)
+    with torch.no_grad():
+        conv.weight.mul_(-1.0)  # the cached sub-pixel kernels must not survive this
+    with torch.inference_mode():
+        second = upsample_conv2d_relu_add(x, conv, skip.clone(), inplace=True)
+        torch.testing.assert_close(second, _plain_decoder_step(x, conv, skip), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(first, second)

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..errors import WeightsError
 from ..features import CONV_INDEX, IMAGENET_MEAN, IMAGENET_STD, build_features, load_vgg16_state, resolve_vgg16_weights
-from ..layers import conv2d_relu, conv_relu_stack, max_pool2x2
+from ..layers import conv2d_relu, conv_relu_stack, max_pool2x2, upsample_conv2d_relu_add
 
 __all__ = [
     "DELATTE_FILTERS",
@@ -205,11 +205,15 @@ class SymmetricUNet(nn.Module):
             skips.append(z)
             x = F.avg_pool2d(drop(z), 2)
         x = self.bottom_drop(conv2d_relu(x, self.bottom))
-        add_in_place = not torch.is_grad_enabled()  # inference: no new map per skip (autograd needs the ReLU's output)
+        # inference: the sum goes into the skip's memory, and on CPU the upsampled map is never made
+        # (upsample_conv2d_relu_add: the sub-pixel form of the convolution; equal up to rounding)
+        inference = not torch.is_grad_enabled() and not self.training
         for conv, drop, skip in zip(self.up, self.up_drop, reversed(skips)):
-            x = F.interpolate(x, scale_factor=2, mode="nearest")
-            x = drop(conv2d_relu(x, conv))
-            x = x.add_(skip) if add_in_place else x + skip
+            if inference:
+                x = upsample_conv2d_relu_add(x, conv, skip, inplace=True)
+            else:
+                x = F.interpolate(x, scale_factor=2, mode="nearest")
+                x = drop(conv2d_relu(x, conv)) + skip
         return crop_to(self.head(x), size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

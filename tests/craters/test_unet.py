@@ -191,3 +191,15 @@ def test_inference_path_equals_the_autograd_path(make):
     slow.sum().backward()
     assert xg.grad is not None and xg.grad.abs().sum() > 0
     assert torch.equal(fast, slow.detach())
+
+
+def test_channels_last_inference_is_the_autograd_path_up_to_rounding():
+    """In channels-last on CPU the decoder runs in sub-pixel form (planetcd.layers.upsample_conv2d_relu_add)."""
+    torch.manual_seed(0)
+    net = SymmetricUNet(dropout=False).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(2, 1, 96, 80).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        fast = net(x)
+    slow = net(x.clone().requires_grad_(True))
+    torch.testing.assert_close(fast, slow.detach(), rtol=1e-5, atol=1e-6)
+    assert float(fast.std()) > 0.05  # a map with structure, not a constant
