@@ -27,7 +27,10 @@ the ratios of detect to both floors (median over rounds of the per-round ratios)
 same for ``segment`` on the 2000² CTX tile MC11E-I (synthetic without ``$PLANETCD_SHARED``) against the
 UNet's own fp32 and bf16 floors (the network alone over the tile's pixels, each once, with the model's
 flip averaging); ``--monitor`` adds the default ``monitor`` on the first size's pair against the sum of
-detect's fp32 floor and the UNet's fp32 floor over both images::
+detect's fp32 floor and the UNet's fp32 floor over both images. Each fp32 floor is measured twice: with
+planetcd's own layers (fused convolution + ReLU, the sub-pixel decoder: ``fp32 floor``) and with the plain
+PyTorch ops they stand for (:func:`planetcd.layers.plain_ops`: ``reference floor``, what the hardware gives
+the standard ops, as when issue 16 was filed; a floor that planetcd's own fast paths do not move)::
 
     python benchmarks/bench_detect.py --floors --sizes 2048,4096 --rounds 3 --segment --monitor [--json out.json]
     python benchmarks/bench_detect.py --floors --sizes 256 --rounds 1 --segment --monitor --segment-size 256  # smoke test
@@ -55,6 +58,7 @@ import torch
 from planetcd.change.detect import detect
 from planetcd.datasets.synthetic import make_change_pair, write_synthetic_geotiff
 from planetcd.features import VGGFeatures, pick_device, run_trunk
+from planetcd.layers import plain_ops
 from planetcd.raster import open_raster
 from planetcd.tiling import halo_tiles
 
@@ -128,11 +132,14 @@ def floors(args, device) -> dict:
             runs = []
             for round_ in range(args.rounds):
                 f32 = trunk_seconds(trunk, size, size, args.floor_tile, device, halo=False, precision="fp32")
+                with plain_ops():
+                    ref = trunk_seconds(trunk, size, size, args.floor_tile, device, halo=False, precision="fp32")
                 b16 = trunk_seconds(trunk, size, size, args.floor_tile, device, halo=False, precision="bf16")
                 start = time.perf_counter()
                 result = detect(pre, post, trunk=trunk, n_pseudo=args.n_pseudo, device=args.device)
                 seconds = time.perf_counter() - start
-                runs.append({"round": round_, "fp32_floor_s": f32, "bf16_floor_s": b16, "detect_s": seconds,
+                runs.append({"round": round_, "fp32_floor_s": f32, "fp32_reference_floor_s": ref, "bf16_floor_s": b16,
+                             "detect_s": seconds,
                              "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
                              "precision": result.params["precision"]["used"], "method": result.params["method"],
                              "load_average": round(os.getloadavg()[0], 2)})
@@ -141,13 +148,17 @@ def floors(args, device) -> dict:
                      "fp32_floor_s": _median([r["fp32_floor_s"] for r in runs]),
                      "bf16_floor_s": _median([r["bf16_floor_s"] for r in runs]),
                      "detect_s": _median([r["detect_s"] for r in runs]),
+                     "fp32_reference_floor_s": _median([r["fp32_reference_floor_s"] for r in runs]),
                      "detect_over_fp32_floor": _median([r["detect_s"] / r["fp32_floor_s"] for r in runs]),
+                     "detect_over_fp32_reference_floor": _median([r["detect_s"] / r["fp32_reference_floor_s"] for r in runs]),
                      "detect_over_bf16_floor": _median([r["detect_s"] / r["bf16_floor_s"] for r in runs]),
                      "bf16_floor_over_fp32_floor": _median([r["bf16_floor_s"] / r["fp32_floor_s"] for r in runs])}
             report["detect"].append(entry)
-            lines.append(f"detect {size}x{size}: fp32 floor {entry['fp32_floor_s']:.2f} s, bf16 floor "
+            lines.append(f"detect {size}x{size}: fp32 floor {entry['fp32_floor_s']:.2f} s (reference "
+                         f"{entry['fp32_reference_floor_s']:.2f} s), bf16 floor "
                          f"{entry['bf16_floor_s']:.2f} s, detect ({runs[-1]['method']}, {runs[-1]['precision']}) "
                          f"{entry['detect_s']:.2f} s = {entry['detect_over_fp32_floor']:.2f} x fp32 floor, "
+                         f"{entry['detect_over_fp32_reference_floor']:.2f} x reference, "
                          f"{entry['detect_over_bf16_floor']:.2f} x bf16 floor")
 
         if args.segment:
@@ -162,11 +173,14 @@ def floors(args, device) -> dict:
             runs = []
             for round_ in range(args.rounds):
                 f32 = unet_seconds(net, h, w, args.unet_tile, device, "fp32")
+                with plain_ops():
+                    ref = unet_seconds(net, h, w, args.unet_tile, device, "fp32")
                 b16 = unet_seconds(net, h, w, args.unet_tile, device, "bf16")
                 start = time.perf_counter()
                 result = segment(src, args.model, device=args.device)
                 seconds = time.perf_counter() - start
-                runs.append({"round": round_, "fp32_floor_s": f32, "bf16_floor_s": b16, "segment_s": seconds,
+                runs.append({"round": round_, "fp32_floor_s": f32, "fp32_reference_floor_s": ref, "bf16_floor_s": b16,
+                             "segment_s": seconds,
                              "precision": result.params["precision"]["used"], "scales": result.params["scales"],
                              "load_average": round(os.getloadavg()[0], 2)})
                 print(json.dumps({"segment": f"{h}x{w}", **runs[-1]}), flush=True)
@@ -174,12 +188,17 @@ def floors(args, device) -> dict:
                      "fp32_floor_s": _median([r["fp32_floor_s"] for r in runs]),
                      "bf16_floor_s": _median([r["bf16_floor_s"] for r in runs]),
                      "segment_s": _median([r["segment_s"] for r in runs]),
+                     "fp32_reference_floor_s": _median([r["fp32_reference_floor_s"] for r in runs]),
                      "segment_over_fp32_floor": _median([r["segment_s"] / r["fp32_floor_s"] for r in runs]),
+                     "segment_over_fp32_reference_floor": _median([r["segment_s"] / r["fp32_reference_floor_s"]
+                                                                   for r in runs]),
                      "segment_over_bf16_floor": _median([r["segment_s"] / r["bf16_floor_s"] for r in runs])}
             report["segment"] = entry
             lines.append(f"segment {h}x{w} ({runs[-1]['precision']}, scales {runs[-1]['scales']}): UNet fp32 floor "
-                         f"{entry['fp32_floor_s']:.2f} s, bf16 floor {entry['bf16_floor_s']:.2f} s, segment "
+                         f"{entry['fp32_floor_s']:.2f} s (reference {entry['fp32_reference_floor_s']:.2f} s), bf16 floor "
+                         f"{entry['bf16_floor_s']:.2f} s, segment "
                          f"{entry['segment_s']:.2f} s = {entry['segment_over_fp32_floor']:.2f} x fp32 floor, "
+                         f"{entry['segment_over_fp32_reference_floor']:.2f} x reference, "
                          f"{entry['segment_over_bf16_floor']:.2f} x bf16 floor")
 
         if args.monitor:
@@ -189,10 +208,14 @@ def floors(args, device) -> dict:
             for round_ in range(args.rounds):
                 trunk_floor = trunk_seconds(trunk, size, size, args.floor_tile, device, halo=False, precision="fp32")
                 unet_floor = unet_seconds(net, size, size, args.unet_tile, device, "fp32", images=2)
+                with plain_ops():
+                    reference = (trunk_seconds(trunk, size, size, args.floor_tile, device, halo=False, precision="fp32")
+                                 + unet_seconds(net, size, size, args.unet_tile, device, "fp32", images=2))
                 start = time.perf_counter()
                 result = monitor(pre, post, trunk=trunk, device=args.device, n_pseudo=args.n_pseudo)
                 seconds = time.perf_counter() - start
                 runs.append({"round": round_, "detect_fp32_floor_s": trunk_floor, "unet_fp32_floor_s": unet_floor,
+                             "reference_floor_sum_s": reference,
                              "monitor_s": seconds, "precision": result.params["precision"]["used"],
                              "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
                              "load_average": round(os.getloadavg()[0], 2)})
@@ -201,11 +224,14 @@ def floors(args, device) -> dict:
                      "monitor_s": _median([r["monitor_s"] for r in runs]),
                      "floor_sum_s": _median([r["detect_fp32_floor_s"] + r["unet_fp32_floor_s"] for r in runs]),
                      "monitor_over_floor_sum": _median([r["monitor_s"] / (r["detect_fp32_floor_s"] + r["unet_fp32_floor_s"])
-                                                        for r in runs])}
+                                                        for r in runs]),
+                     "reference_floor_sum_s": _median([r["reference_floor_sum_s"] for r in runs]),
+                     "monitor_over_reference_floor_sum": _median([r["monitor_s"] / r["reference_floor_sum_s"] for r in runs])}
             report["monitor"] = entry
             lines.append(f"monitor {size}x{size} ({runs[-1]['precision']}): {entry['monitor_s']:.2f} s = "
                          f"{entry['monitor_over_floor_sum']:.2f} x (detect fp32 floor + UNet fp32 floor on both "
-                         f"images = {entry['floor_sum_s']:.2f} s)")
+                         f"images = {entry['floor_sum_s']:.2f} s), {entry['monitor_over_reference_floor_sum']:.2f} x "
+                         f"the reference floors' sum ({entry['reference_floor_sum_s']:.2f} s)")
     report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     report["summary"] = lines
     print("\n".join(lines))

@@ -5,6 +5,8 @@ A function and an ``nn.Module`` for each operation, one implementation (as korni
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import weakref
 
 import torch
@@ -12,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["max_pool2x2", "MaxPool2x2", "conv2d_relu", "conv_relu_stack", "fused_conv_relu_available",
-           "upsample_conv2d_relu_add"]
+           "upsample_conv2d_relu_add", "plain_ops"]
 
 
 def _convolution_pointwise():
@@ -26,6 +28,24 @@ def _convolution_pointwise():
 
 
 _CONV_POINTWISE = _convolution_pointwise()
+
+#: Set by :func:`plain_ops`: every function here takes its plain PyTorch ops.
+_PLAIN_OPS = contextvars.ContextVar("planetcd_plain_ops", default=False)
+
+
+@contextlib.contextmanager
+def plain_ops():
+    """Within this context every function of this module runs the plain PyTorch ops it stands for.
+
+    ``F.max_pool2d``, ``F.relu(conv(x))``, ``F.interpolate`` then the convolution: the reference the fast
+    paths are tested against, and the networks' speed floors of ``benchmarks/bench_detect.py --floors``
+    (what the hardware gives the standard ops, a floor that planetcd's own fast paths do not move).
+    """
+    token = _PLAIN_OPS.set(True)
+    try:
+        yield
+    finally:
+        _PLAIN_OPS.reset(token)
 
 
 def fused_conv_relu_available() -> bool:
@@ -42,7 +62,7 @@ def max_pool2x2(x: torch.Tensor) -> torch.Tensor:
     63 ms for 64 x 1088², 4.2 against 34 ms for 128 x 544²); the values are the same (a maximum is exact).
     Elsewhere (CUDA, training) it is ``F.max_pool2d``.
     """
-    if x.device.type != "cpu" or x.dim() != 4 or (torch.is_grad_enabled() and x.requires_grad):
+    if x.device.type != "cpu" or x.dim() != 4 or (torch.is_grad_enabled() and x.requires_grad) or _PLAIN_OPS.get():
         return F.max_pool2d(x, 2)
     h, w = x.shape[2] // 2 * 2, x.shape[3] // 2 * 2  # an odd last row or column is dropped, as max_pool2d does
     rows = torch.maximum(x[:, :, 0:h:2, :w], x[:, :, 1:h:2, :w])
@@ -61,7 +81,8 @@ class MaxPool2x2(nn.MaxPool2d):
 
 def _fused_dtype(x: torch.Tensor, conv: nn.Conv2d) -> torch.dtype | None:
     """The dtype the fused kernel would run in, or None where :func:`conv2d_relu` must take the plain path."""
-    if (x.device.type != "cpu" or x.dim() != 4 or not fused_conv_relu_available() or type(conv) is not nn.Conv2d
+    if (x.device.type != "cpu" or x.dim() != 4 or not fused_conv_relu_available() or _PLAIN_OPS.get()
+            or type(conv) is not nn.Conv2d
             or conv.padding_mode != "zeros" or isinstance(conv.padding, str)):
         return None
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in conv.parameters())):

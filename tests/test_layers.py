@@ -8,7 +8,7 @@ from torch import nn
 
 import planetcd.layers as layers
 from planetcd.layers import (MaxPool2x2, conv2d_relu, conv_relu_stack, fused_conv_relu_available, max_pool2x2,
-                             upsample_conv2d_relu_add)
+                             plain_ops, upsample_conv2d_relu_add)
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 9, 7), (1, 3, 8, 8), (1, 64, 33, 40)])
@@ -198,3 +198,30 @@ def test_upsample_conv2d_relu_add_follows_a_changed_weight():
         second = upsample_conv2d_relu_add(x, conv, skip.clone(), inplace=True)
         torch.testing.assert_close(second, _plain_decoder_step(x, conv, skip), rtol=1e-5, atol=1e-5)
     assert not torch.allclose(first, second)
+
+
+# --------------------------------------------------------------------------- plain_ops
+
+
+def test_plain_ops_runs_the_standard_ops_and_restores_the_fast_paths(fused_calls, monkeypatch):
+    pools = []
+    max_pool2d = F.max_pool2d
+    monkeypatch.setattr(layers.F, "max_pool2d", lambda *a, **k: pools.append(1) or max_pool2d(*a, **k))
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(1, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    skip = torch.randn(1, 4, 16, 16).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        with plain_ops():
+            relu_conv = conv2d_relu(x, conv)
+            pooled = max_pool2x2(x)
+            step = upsample_conv2d_relu_add(x, conv, skip.clone(), inplace=True)
+        assert pools == [1] and torch.equal(pooled, max_pool2d(x, 2))
+        assert torch.equal(relu_conv, F.relu(conv(x)))
+        assert torch.equal(step, F.relu(conv(F.interpolate(x, scale_factor=2, mode="nearest"))) + skip)
+        if fused_calls is not None:
+            assert fused_calls == []  # neither the fused kernel nor the sub-pixel path ran
+            conv2d_relu(x, conv)  # outside the context the fast path is back
+            assert fused_calls == ["relu"]
+        max_pool2x2(x)
+        assert pools == [1]
