@@ -276,14 +276,22 @@ def intensity_stats(data: np.ndarray, missing: np.ndarray, percentiles: tuple[fl
     present = ~np.asarray(missing, bool)
     if not np.any(present):
         raise InputError("image has no valid pixels (all nodata, NaN or zero)")
-    values = stack[:, present]
+    # One band with every pixel present (the segmenter's usual case): the raster-order view, no boolean-indexed
+    # copies; the same values in the same order, so the same statistics. (With several bands numpy lays the
+    # indexed copy out band-interleaved, and the mean's summation order, so its last bits, would differ.)
+    everywhere = stack.shape[0] == 1 and bool(present.all())
+
+    def present_values(array: np.ndarray) -> np.ndarray:
+        return array.reshape(array.shape[0], -1) if everywhere else array[:, present]
+
+    values = present_values(stack)
     if max_values is not None and values.shape[1] > max_values:
         values = values[:, :: values.shape[1] // max_values]
     low, high = np.percentile(values, percentiles, axis=1).astype(np.float32)
     flat = ~(high > low)
     high[flat] = low[flat] + 1.0
     mean = values.mean(axis=1).astype(np.float64)
-    unit_mean = scale_intensity(stack, low, high)[:, present].mean(axis=1)
+    unit_mean = present_values(scale_intensity(stack, low, high)).mean(axis=1)
     return IntensityStats(low, high, mean, unit_mean.astype(np.float32))
 
 

@@ -108,3 +108,23 @@ def test_map_distinct_bands_computes_copied_bands_once():
     out = map_distinct_bands(lambda band: calls.append(1) or band * 2, np.stack([a, b, a]))
     assert len(calls) == 2 and out.shape == (3, 2, 3)
     np.testing.assert_array_equal(out, np.stack([a * 2, b * 2, a * 2]))
+
+
+def test_intensity_stats_are_those_of_the_present_pixels():
+    from planetcd.raster import ROBUST_PERCENTILES, intensity_stats, scale_intensity
+
+    rng = np.random.default_rng(3)
+    cases = [(rng.gamma(2.0, 30.0, (bands, 60, 50)).astype(np.float32) + 1.0, missing)
+             for bands in (1, 2) for missing in (np.zeros((60, 50), bool), rng.random((60, 50)) < 0.3)]
+    for image, missing in cases:
+        stats = intensity_stats(image, missing)
+        values = image[:, ~missing]  # by hand: the present pixels of each band
+        low, high = np.percentile(values, ROBUST_PERCENTILES, axis=1).astype(np.float32)
+        assert np.array_equal(stats.low, low) and np.array_equal(stats.high, high)
+        assert np.array_equal(stats.mean, values.mean(axis=1).astype(np.float64))
+        unit = scale_intensity(image, low, high)[:, ~missing].mean(axis=1).astype(np.float32)
+        assert np.array_equal(stats.unit_mean, unit)
+    # the missing pixels do not count: a huge value there changes nothing
+    spoiled = image.copy()
+    spoiled[:, missing] = 1e6
+    assert np.array_equal(intensity_stats(spoiled, missing).high, stats.high)

@@ -193,8 +193,11 @@ def window_probability(model: torch.nn.Module, prepared: np.ndarray, *, tile_siz
             raise InputError(f"skip must hold one flag per tile ({len(grid)}), got shape {skip.shape}")
         grid = grid[~skip]
     device = _model_device(model)
-    acc = np.zeros((height, width), np.float32)
-    wsum = np.zeros((height, width), np.float32)
+    # The blend runs in torch on the CPU: the same float32 products, sums and quotient as numpy's, element by
+    # element (so the same map), but on every thread and with the canvas zeroed up front rather than page by
+    # page on first touch (a turned multi-scale canvas is tens of megapixels).
+    acc = torch.zeros((height, width), dtype=torch.float32)
+    wsum = torch.zeros((height, width), dtype=torch.float32)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -204,13 +207,13 @@ def window_probability(model: torch.nn.Module, prepared: np.ndarray, *, tile_siz
         for r0 in np.unique(grid[:, 0]):
             row = grid[grid[:, 0] == r0]
             r0, th, tw = int(r0), int(row[0, 2]), int(row[0, 3])
-            weights = blend_weights(th, tw, overlap)
+            weights = torch.from_numpy(blend_weights(th, tw, overlap))
             cols = [int(c) for c in row[:, 1]]
             for i in range(0, len(cols), batch_size):
                 chunk = cols[i : i + batch_size]
                 probs = predict_tiles(model, np.stack([prepared[r0 : r0 + th, c : c + tw] for c in chunk]), device,
                                       batch_size, precision)
-                for c, p in zip(chunk, probs):
+                for c, p in zip(chunk, torch.from_numpy(probs)):
                     acc[r0 : r0 + th, c : c + tw] += p * weights
                     wsum[r0 : r0 + th, c : c + tw] += weights
                 if bar is not None:
@@ -218,7 +221,7 @@ def window_probability(model: torch.nn.Module, prepared: np.ndarray, *, tile_siz
     finally:
         if bar is not None:
             bar.close()
-    return (acc / np.maximum(wsum, 1e-12)).astype(np.float32)
+    return acc.div_(wsum.clamp_min_(1e-12)).numpy()
 
 
 #: Pixels around the canonical frame's footprint whose tiles :func:`canonical_probability` still segments:
