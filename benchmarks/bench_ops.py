@@ -14,7 +14,12 @@ Prints, best of ``--repeats`` after one warm-up, in milliseconds:
 - a ReLU on a fresh 112 x 512² bf16 map, into a new array and in place (the page-fault cost of new memory);
 - VGG-16's conv1_1 (3 → 64) and conv1_2 (64 → 64) on a 1088² tile, bf16 and float32 channels-last: the
   convolution then an in-place ReLU, against :func:`planetcd.layers.conv2d_relu` (the ReLU fused into
-  oneDNN's convolution), and whether they agree.
+  oneDNN's convolution), and whether they agree;
+- the symmetric U-Net's two largest decoder steps on a batch of 8 tiles of 512² (24 → 16 channels, 256² →
+  512²; 32 → 24, 128² → 256²), bf16 and float32 channels-last: nearest upsampling, then the fused
+  convolution + ReLU, then the skip added (the previous inference path), against
+  :func:`planetcd.layers.upsample_conv2d_relu_add` (the sub-pixel form), and their largest difference relative
+  to the output's largest value.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ def best_ms(fn, repeats: int) -> float:
 
 def main(argv=None) -> int:
     from planetcd.change.nn import nn_change_window
-    from planetcd.layers import conv2d_relu, fused_conv_relu_available, max_pool2x2
+    from planetcd.layers import conv2d_relu, fused_conv_relu_available, max_pool2x2, upsample_conv2d_relu_add
     from planetcd.runtime import tune_allocator_from_env
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -86,6 +91,23 @@ def main(argv=None) -> int:
                 print(f"{name} {cin} -> 64 x 1088² {str(dtype).removeprefix('torch.')}: conv then ReLU "
                       f"{best_ms(lambda: conv2d_relu(x, conv_d, fused=False), args.repeats)}, fused "
                       f"{best_ms(lambda: conv2d_relu(x, conv_d), args.repeats)} (equal: {same})")
+        for cin, cout, side in ((24, 16, 256), (32, 24, 128)):
+            conv = torch.nn.Conv2d(cin, cout, 3, padding=1).eval().to(memory_format=cl)
+            for dtype in (torch.bfloat16, torch.float32):
+                x = torch.rand(8, cin, side, side, generator=gen).to(dtype).contiguous(memory_format=cl)
+                skip = torch.rand(8, cout, 2 * side, 2 * side, generator=gen).to(dtype).contiguous(memory_format=cl)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                    def plain():  # the previous inference path: a new upsampled map, a new output, the skip added
+                        return conv2d_relu(F.interpolate(x, scale_factor=2, mode="nearest"), conv).add_(skip)
+
+                    expected = plain().float()
+                    got = upsample_conv2d_relu_add(x, conv, skip.clone(), inplace=True).float()
+                    relative = float((got - expected).abs().max() / expected.abs().max())
+                    work = skip.clone()  # the sub-pixel step adds into it; repeated calls only grow its values
+                    print(f"decoder step {cin} -> {cout}, 8 x {side}² -> {2 * side}² {str(dtype).removeprefix('torch.')}: "
+                          f"upsample, conv + ReLU, add {best_ms(plain, args.repeats)}, sub-pixel "
+                          f"{best_ms(lambda: upsample_conv2d_relu_add(x, conv, work, inplace=True), args.repeats)} "
+                          f"(largest difference {relative:.1e} of the largest value)")
     return 0
 
 

@@ -225,3 +225,18 @@ def test_plain_ops_runs_the_standard_ops_and_restores_the_fast_paths(fused_calls
             assert fused_calls == ["relu"]
         max_pool2x2(x)
         assert pools == [1]
+
+
+@pytest.mark.skipif(not fused_conv_relu_available(), reason="this torch build has no oneDNN")
+def test_upsample_conv2d_relu_add_takes_a_layer_made_under_inference_mode():
+    """Inference tensors keep no version counter: the sub-pixel kernels are not cached for them, and still right."""
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        conv = nn.Conv2d(3, 4, 3, padding=1).eval().to(memory_format=torch.channels_last)
+        x = torch.randn(1, 3, 6, 6).contiguous(memory_format=torch.channels_last)
+        skip = torch.zeros(1, 4, 12, 12).contiguous(memory_format=torch.channels_last)
+        first = upsample_conv2d_relu_add(x, conv, skip.clone(), inplace=True)
+        torch.testing.assert_close(first, _plain_decoder_step(x, conv, skip), rtol=1e-5, atol=1e-5)
+        conv.weight.mul_(-1.0)
+        second = upsample_conv2d_relu_add(x, conv, skip.clone(), inplace=True)
+        torch.testing.assert_close(second, _plain_decoder_step(x, conv, skip), rtol=1e-5, atol=1e-5)
