@@ -327,6 +327,7 @@ def evaluate(
     labels = np.asarray(changeset.labels, np.int64)
     scored: dict[str, tuple[np.ndarray, float, float]] = {}
     shifts_used: dict[str, float | None] = {}
+    sun_turns: dict[str, float] = {}  # nn: the sun turn of the relit pairs' pseudo pairs (matched_sun_turn)
     results: dict[str, MethodResult] = {}
     for name in methods:
         oracle = name.endswith(ORACLE_SUFFIX)
@@ -346,11 +347,13 @@ def evaluate(
                                   **({} if max_shift is None else {"max_shift": float(max_shift)}))
             scored[base] = (np.asarray(out.scores, np.float64), float(out.tau), time.perf_counter() - t0)
             shifts_used[base] = out.max_shift
+            if out.pseudo_sun_turn is not None:
+                sun_turns[base] = out.pseudo_sun_turn
         scores, tau, seconds = scored[base]
         if oracle:
             tau = oracle_threshold(labels, scores)
         results[name] = MethodResult(name, scores, tau, metrics(labels, scores, tau), oracle, seconds)
     params = {"seed": seed, "methods": methods, "n_pseudo": n_pseudo,
               "max_shift": "auto" if max_shift is None else max_shift, "max_shift_used": shifts_used,
-              "precision": precision_record(asked, used)}
+              "pseudo_sun_turn": sun_turns, "precision": precision_record(asked, used)}
     return Evaluation(changeset.name, len(labels), int(labels.sum()), results, params)

@@ -10,7 +10,7 @@ The ``nn`` detector itself lives in :mod:`planetcd.change.nn`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -81,6 +81,8 @@ class PairScores:
     tau: float
     pseudo_scores: np.ndarray | None = None
     max_shift: float | None = None  #: the pseudo pairs' largest shift, px (found from the pairs with "auto")
+    #: nn: ± degrees the relit sources' pseudo pairs turn the sun (:func:`matched_sun_turn`); None: none relit
+    pseudo_sun_turn: float | None = None
 
     @property
     def changed(self) -> np.ndarray:
@@ -121,6 +123,55 @@ def pseudo_unchanged_patches(pre: np.ndarray, n_pairs: int, max_shift: float, no
         pairs = iter_pseudo_pairs(draw, pre.__getitem__, rng, noise_std=noise_std)
     out = list(pairs)
     return np.stack([p[1] for p in out]), np.stack([p[2] for p in out]), np.stack([p[3] for p in out])
+
+
+#: Sun-turn ranges (± degrees) :func:`matched_sun_turn` tries for the pseudo pairs of relit pairs, in order.
+PSEUDO_SUN_TURNS = (30.0, 45.0, 60.0, 90.0)
+
+#: Pseudo pairs per trial range of :func:`matched_sun_turn`.
+SUN_TURN_TRIALS = 40
+
+
+def matched_sun_turn(pre: np.ndarray, target: float, max_shift: float, noise: np.ndarray, seed: int = 0,
+                     turns: tuple[float, ...] = PSEUDO_SUN_TURNS, n_trials: int = SUN_TURN_TRIALS) -> float:
+    """The sun-turn range of the pseudo pairs that matches the real pairs' own change of sun.
+
+    Not in Saha & Zhu. A pseudo-unchanged pair must differ from its source as much as a real second date
+    does, and for the sun that difference can be measured on the real pairs without labels: the direction
+    dependence of their fitted transfers (:func:`~planetcd.change.nn.transfer_anisotropy`, which grows with
+    the angle between the two suns). For each range of ``turns`` in order, ``n_trials`` pseudo pairs are drawn
+    from ``pre`` with every one relit (the other nuisances as :data:`~planetcd.change.nuisance.PSEUDO_NUISANCE`),
+    registered and fitted like the real pairs; the first range whose median anisotropy reaches ``target`` is
+    returned, else the last.
+
+    Parameters
+    ----------
+    pre : ndarray, shape (n, bands, h, w)
+        The pre patches of the relit pairs, scaled ``0..1``.
+    target : float
+        Median anisotropy of the relit real pairs.
+    max_shift : float
+        Largest shift of the pseudo pairs, px.
+    noise : ndarray, shape (n,)
+        Noise level of each patch's real post partner.
+    seed : int
+        Seed of the trial draws (their own generator: the pseudo pairs of τ are drawn after, unchanged).
+
+    Returns
+    -------
+    float
+        ± degrees.
+    """
+    for turn in turns:
+        ranges = replace(PSEUDO_NUISANCE, sun_azimuth_change=float(turn), p_relight=1.0)
+        rng = np.random.default_rng([seed, 7, int(turn)])
+        trial_pre, trial_post, trial_valid = pseudo_unchanged_patches(pre, n_trials, max_shift, noise, rng,
+                                                                       nuisance=True, real=ranges)
+        registered, _, overlap = register_pairs(trial_pre, trial_post, trial_valid, max_shift=max_shift)
+        _, transfers = relight_pre(trial_pre, registered, overlap)
+        if float(np.median(transfer_anisotropy(transfers))) >= target:
+            return float(turn)
+    return float(turns[-1])
 
 
 def score_pairs(
@@ -203,13 +254,22 @@ def score_pairs(
         post_noise = np.array([noise_sigma(p.mean(0)) for p in post])
         registered, _, overlap = register_pairs(pre, post, max_shift=max_shift, shifts=shifts)
         real: RealNuisance | None | list = PSEUDO_NUISANCE if spec.real_nuisance else None
+        turn = None
         if spec.relight:
             # Not in the paper: pre is relit to post's sun by the pair's own transfer, and a pseudo pair gets
             # the real nuisances only if its source's real partner shows another sun (the pair's own
             # statistics): clean pairs then keep a τ as low as their nuisances allow.
             lit_pre, transfers = relight_pre(pre, registered, overlap)
-            relit = transfer_anisotropy(transfers) > RELIT_ANISOTROPY
-            real = [PSEUDO_NUISANCE if r else None for r in relit]
+            anisotropy = transfer_anisotropy(transfers)
+            relit = anisotropy > RELIT_ANISOTROPY
+            if relit.any():
+                # How far the pseudo pairs' sun turns: as far as the relit pairs' own suns differ (the pair's own
+                # statistics, no labels): the smallest range whose pseudo pairs' direction dependence reaches theirs.
+                turn = matched_sun_turn(pre[relit], float(np.median(anisotropy[relit])), max_shift, post_noise[relit],
+                                        seed)
+                real = [replace(PSEUDO_NUISANCE, sun_azimuth_change=turn, p_relight=1.0) if r else None for r in relit]
+            else:
+                real = [None] * len(pre)
         pseudo_pre, pseudo_post, pseudo_valid = pseudo_unchanged_patches(
             pre, n_pseudo, max_shift, post_noise, rng, nuisance=True, real=real)
         pseudo_registered, _, pseudo_overlap = register_pairs(pseudo_pre, pseudo_post, pseudo_valid,
@@ -220,7 +280,7 @@ def score_pairs(
         scores = nn_scores(trunk, pre, registered, overlap=overlap, progress=tick, precision=precision)
         pseudo = nn_scores(trunk, pseudo_pre, pseudo_registered, overlap=pseudo_overlap, progress=tick,
                            precision=precision)
-        return PairScores(scores, self_calibrated_threshold(pseudo, percentile), pseudo, max_shift)
+        return PairScores(scores, self_calibrated_threshold(pseudo, percentile), pseudo, max_shift, turn)
 
     def score(a: np.ndarray, b: np.ndarray, batch_size: int = 16) -> np.ndarray:
         out = []

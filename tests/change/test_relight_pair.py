@@ -7,7 +7,7 @@ from scipy import ndimage
 
 from planetcd.change.nn import apply_transfer, fit_transfer, relight_image, relight_pre, transfer_anisotropy
 from planetcd.change.nuisance import PSEUDO_NUISANCE, shade
-from planetcd.change.patch_pairs import METHODS, RELIT_ANISOTROPY
+from planetcd.change.patch_pairs import METHODS, PSEUDO_SUN_TURNS, RELIT_ANISOTROPY, matched_sun_turn, score_pairs
 from planetcd.change.threshold import draw_pseudo_pairs, iter_pseudo_pairs
 from planetcd.datasets.synthetic import add_fresh_crater
 
@@ -116,3 +116,36 @@ def test_pseudo_pairs_take_nuisances_per_source(monkeypatch):
 def test_default_nn_relights_and_nn_unlit_does_not():
     assert METHODS["nn"].relight and not METHODS["nn-unlit"].relight
     assert METHODS["nn-unlit"].real_nuisance and not METHODS["nn-basic"].real_nuisance
+
+
+def test_matched_sun_turn_follows_how_far_the_pairs_suns_differ(height):
+    """The pseudo pairs turn the sun as far as needed to show the relit pairs' direction dependence."""
+    image = _render(height, 90, 35)
+    pre = np.stack([image[r : r + 64, c : c + 64][None] for r in (0, 64) for c in (0, 64)])
+    noise = np.full(len(pre), 0.005)
+
+    def turn(target):
+        return matched_sun_turn(pre, target, 2.0, noise, n_trials=12)
+
+    assert turn(0.0) == PSEUDO_SUN_TURNS[0]  # any relit pseudo pair reaches a target of 0
+    assert turn(10.0) == PSEUDO_SUN_TURNS[-1]  # none reaches it: the widest range
+    turns = [turn(t) for t in (0.0, 0.36, 0.45, 0.55, 10.0)]
+    assert turns == sorted(turns) and len(set(turns)) >= 3  # a larger change of sun, a wider range
+    assert matched_sun_turn(pre, 0.45, 2.0, noise, seed=5, n_trials=12) == matched_sun_turn(pre, 0.45, 2.0, noise,
+                                                                                           seed=5, n_trials=12)
+
+
+def test_score_pairs_records_the_pseudo_sun_turn_only_for_relit_pairs():
+    # 160 px patches (as the benchmark's 150 px): on much smaller ones the transfer's direction bins hold too
+    # few frequencies for the anisotropy to tell one sun from two
+    field = ndimage.gaussian_filter(np.random.default_rng(0).normal(size=(320, 320)), 3) * 3
+
+    def patches(azimuth):
+        image = _render(field, azimuth, 35)
+        return np.stack([image[r : r + 160, c : c + 160][None] for r in (0, 160) for c in (0, 160)])
+
+    pre = patches(90)
+    relit = score_pairs(pre, patches(150), method="nn", n_pseudo=8, max_shift=2.0, precision="fp32")
+    same = score_pairs(pre, pre * 0.9 + 0.02, method="nn", n_pseudo=8, max_shift=2.0, precision="fp32")
+    assert relit.pseudo_sun_turn in PSEUDO_SUN_TURNS
+    assert same.pseudo_sun_turn is None
