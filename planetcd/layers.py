@@ -230,8 +230,8 @@ def upsample_conv2d_relu_add(x: torch.Tensor, conv: nn.Conv2d, skip: torch.Tenso
         Odd square kernel, padding ``kernel_size // 2``, stride 1 (anything else takes the plain ops).
     skip : Tensor, shape (B, Cout, 2H, 2W)
     inplace : bool
-        Whether the sum may be written into ``skip`` (inference only; the plain path then still makes a new
-        tensor where autograd needs one).
+        Whether the sum may be written into ``skip``. The sub-pixel path writes there, so it runs only with
+        ``inplace=True``; under autograd the plain ops make a new tensor whatever this says.
     fused : bool, optional
         ``None`` (default): the sub-pixel path wherever it can run; ``False``: always the plain ops.
 
