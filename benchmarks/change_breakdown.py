@@ -12,6 +12,11 @@ With ``--attribution unlit|relit`` it generates its own pairs (development seed 
 which real nuisance makes unchanged pairs score high: 30 unchanged ``real-nuisance`` pairs per nuisance
 alone, ranked by ``nn``'s score (without or with the relighting of pre to post's sun) against 30 changed
 pairs with all of them (docs/benchmarks.md § Development).
+
+With ``--relit-gate`` it needs no scores: it registers the set's pairs as ``nn`` does, fits each pair's
+transfer and prints, per group (changed implant kind, unchanged source), how many pairs pass the relighting
+gate (``transfer_anisotropy`` above ``RELIT_ANISOTROPY``: ``nn`` then gives that source's pseudo pairs the
+real nuisances) and the median anisotropy.
 """
 
 from __future__ import annotations
@@ -107,6 +112,33 @@ def attribution(variant: str, n: int = 30, seed: int = 1234) -> str:
     return "\n".join(lines) + "\n"
 
 
+def relit_gate(set_dir: Path) -> str:
+    """Per group of the set: pairs whose fitted transfer passes ``nn``'s relighting gate, and the median anisotropy."""
+    import numpy as np
+
+    from planetcd.change.nn import RELIT_ANISOTROPY, register_pairs, relight_pre, transfer_anisotropy
+    from planetcd.change.patch_pairs import auto_max_shift, pair_shifts, scale_patches
+    from planetcd.datasets.changeset import read_changeset
+
+    changeset = read_changeset(set_dir)
+    pairs = {r["id"]: r for r in _rows(set_dir / "pairs.csv")}
+    pre, post = scale_patches(changeset.pre), scale_patches(changeset.post)
+    shifts = pair_shifts(pre, post)
+    registered, _, overlap = register_pairs(pre, post, max_shift=auto_max_shift(shifts, "nn"), shifts=shifts)
+    _, transfers = relight_pre(pre, registered, overlap)
+    anisotropy = transfer_anisotropy(transfers)
+    groups: dict[str, list[float]] = {}
+    for pair_id, label, value in zip(changeset.ids, changeset.labels, anisotropy):
+        spec = pairs[pair_id]
+        key = f"changed: {spec['implant']}" if int(label) == 1 else f"unchanged: {spec['source']}"
+        groups.setdefault(key, []).append(float(value))
+    lines = [f"| pairs | n | above {RELIT_ANISOTROPY} (relit) | median anisotropy |", "|---|---:|---:|---:|"]
+    for key in sorted(groups):
+        values = np.asarray(groups[key])
+        lines.append(f"| {key} | {len(values)} | {int((values > RELIT_ANISOTROPY).sum())} | {np.median(values):.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("set_dir", type=Path, nargs="?")
@@ -115,7 +147,13 @@ def main() -> None:
     parser.add_argument("--methods", default="paper,paper-layer7,rcva,nn")
     parser.add_argument("--attribution", choices=["unlit", "relit"], help="which nuisance drives nn's scores")
     parser.add_argument("--seed", type=int, default=1234, help="with --attribution (development seed)")
+    parser.add_argument("--relit-gate", action="store_true", help="which pairs pass nn's relighting gate")
     args = parser.parse_args()
+    if args.relit_gate:
+        if args.set_dir is None:
+            parser.error("set_dir is required with --relit-gate")
+        print(relit_gate(args.set_dir), end="")
+        return
     if args.attribution:
         print(attribution(args.attribution, seed=args.seed), end="")
         return
