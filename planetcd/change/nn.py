@@ -389,8 +389,14 @@ def fit_transfer(pre: np.ndarray, post: np.ndarray, overlap: np.ndarray, n_angle
     nb = n_angles * (len(radii) - 1)
     cross = np.bincount(bins, (Y * np.conj(X)).real.ravel(), nb)
     power = np.bincount(bins, (np.abs(X) ** 2).ravel(), nb)
-    H = np.clip(cross / (power + TRANSFER_FLOOR * power.mean() + 1e-12), *clip)
-    return H.reshape(len(radii) - 1, n_angles)
+    H = np.clip(cross / (power + TRANSFER_FLOOR * power.mean() + 1e-12), *clip).reshape(len(radii) - 1, n_angles)
+    # A small patch's grid has no frequency at all in some direction bins of the lowest ring (at 100 px two of
+    # 16). Such a bin says nothing: it takes its ring's mean over the bins that hold frequencies, instead of 0,
+    # which removed that direction when the transfer was applied on the padded grid and read as a change of sun.
+    empty = (np.bincount(bins, minlength=nb)[:nb] == 0).reshape(H.shape)
+    for ring in np.flatnonzero(empty.any(axis=1) & ~empty.all(axis=1)):
+        H[ring, empty[ring]] = H[ring, ~empty[ring]].mean()
+    return H
 
 
 def apply_transfer(image: np.ndarray, H: np.ndarray, mean: float | None = None,

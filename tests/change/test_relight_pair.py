@@ -149,3 +149,15 @@ def test_score_pairs_records_the_pseudo_sun_turn_only_for_relit_pairs():
     same = score_pairs(pre, pre * 0.9 + 0.02, method="nn", n_pseudo=8, max_shift=2.0, precision="fp32")
     assert relit.pseudo_sun_turn in PSEUDO_SUN_TURNS
     assert same.pseudo_sun_turn is None
+
+
+@pytest.mark.parametrize("side", [64, 100, 150])
+def test_a_pair_of_one_image_has_a_flat_transfer_at_any_patch_size(side):
+    """Direction bins the patch's frequency grid leaves empty (at 100 px, two of the lowest ring's 16) say nothing:
+    they take the ring's mean, not 0 (which removed those directions and read as another sun)."""
+    image = np.random.default_rng(side).random((side, side)).astype(np.float32)
+    overlap = np.ones((side, side), bool)
+    overlap[:, : side // 3] = False  # part of the patch not shared, as after a large shift
+    H = fit_transfer(image, image, overlap)
+    assert H.min() > 0.5 and H.max() <= 1.0
+    assert float(transfer_anisotropy(H)) < RELIT_ANISOTROPY  # one sun: not taken for two
