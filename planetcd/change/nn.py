@@ -350,6 +350,17 @@ def _transfer_bins(h: int, w: int, n_angles: int, radii: tuple[float, ...]) -> n
     return bins
 
 
+@functools.lru_cache(maxsize=4)
+def _empty_transfer_bins(h: int, w: int, n_angles: int, radii: tuple[float, ...]) -> np.ndarray:
+    """Bool ``(len(radii) - 1, n_angles)`` (read-only): the bins of :func:`_transfer_bins` that hold no frequency
+    of an ``h`` x ``w`` grid. Cached with it."""
+    nb = n_angles * (len(radii) - 1)
+    empty = (np.bincount(_transfer_bins(h, w, n_angles, radii).ravel(), minlength=nb)[:nb] == 0)
+    empty = empty.reshape(len(radii) - 1, n_angles)
+    empty.flags.writeable = False
+    return empty
+
+
 def fit_transfer(pre: np.ndarray, post: np.ndarray, overlap: np.ndarray, n_angles: int = TRANSFER_ANGLES,
                  radii: tuple[float, ...] = TRANSFER_RADII, clip: tuple[float, float] = (-2.0, 3.0)
                  ) -> np.ndarray:
@@ -393,7 +404,7 @@ def fit_transfer(pre: np.ndarray, post: np.ndarray, overlap: np.ndarray, n_angle
     # A small patch's grid has no frequency at all in some direction bins of the lowest ring (at 100 px two of
     # 16). Such a bin says nothing: it takes its ring's mean over the bins that hold frequencies, instead of 0,
     # which removed that direction when the transfer was applied on the padded grid and read as a change of sun.
-    empty = (np.bincount(bins, minlength=nb)[:nb] == 0).reshape(H.shape)
+    empty = _empty_transfer_bins(h, w, n_angles, tuple(radii))
     for ring in np.flatnonzero(empty.any(axis=1) & ~empty.all(axis=1)):
         H[ring, empty[ring]] = H[ring, ~empty[ring]].mean()
     return H
