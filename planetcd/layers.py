@@ -113,13 +113,19 @@ def conv2d_relu(x: torch.Tensor, conv: nn.Conv2d, fused: bool | None = None) -> 
     dtype = None if fused is False else _fused_dtype(x, conv)
     if dtype is None:
         return F.relu(conv(x), inplace=True)
-    weight = conv.weight.to(dtype)
     bias = None if conv.bias is None else conv.bias.to(dtype)
+    return _fused_conv_relu(x.to(dtype), conv.weight.to(dtype), bias, list(conv.padding), list(conv.stride),
+                            list(conv.dilation), conv.groups)
+
+
+def _fused_conv_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: list[int],
+                     stride: list[int], dilation: list[int], groups: int) -> torch.Tensor:
+    """oneDNN's convolution with the ReLU as its post-op; where this build's kernel refuses the case, the plain
+    ``F.relu(F.conv2d(...))`` on the same tensors (the same values)."""
     try:
-        return _CONV_POINTWISE(x.to(dtype), weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
-                               conv.groups, "relu", [], "")
-    except RuntimeError:  # a case this oneDNN build does not take: the plain pair gives the same values
-        return F.relu(conv(x), inplace=True)
+        return _CONV_POINTWISE(x, weight, bias, padding, stride, dilation, groups, "relu", [], "")
+    except RuntimeError:
+        return F.relu(F.conv2d(x, weight, bias, stride, padding, dilation, groups), inplace=True)
 
 
 def conv_relu_stack(stack: nn.Sequential, x: torch.Tensor, fused: bool | None = None) -> torch.Tensor:
@@ -248,10 +254,7 @@ def upsample_conv2d_relu_add(x: torch.Tensor, conv: nn.Conv2d, skip: torch.Tenso
     batch, _, h, w = x.shape
     cout = conv.out_channels
     for a, (phase_weight, first) in enumerate(phases):
-        try:
-            out = _CONV_POINTWISE(xd, phase_weight, bias, [span, span], [1, 1], [1, 1], 1, "relu", [], "")
-        except RuntimeError:  # a case this oneDNN build does not take
-            out = F.relu(F.conv2d(xd, phase_weight, bias, padding=span))
+        out = _fused_conv_relu(xd, phase_weight, bias, [span, span], [1, 1], [1, 1], 1)
         out = out.contiguous(memory_format=torch.channels_last)
         start = first + span  # output row of low-resolution row 0 of this phase
         row = out.as_strided((batch, cout, h, 2 * w), (out.stride(0), 1, out.stride(2), cout),
