@@ -125,6 +125,25 @@ def pseudo_unchanged_patches(pre: np.ndarray, n_pairs: int, max_shift: float, no
     return np.stack([p[1] for p in out]), np.stack([p[2] for p in out]), np.stack([p[3] for p in out])
 
 
+def registered_pseudo_pairs(pre: np.ndarray, n_pairs: int, max_shift: float, noise: np.ndarray,
+                            rng: np.random.Generator, real: RealNuisance | None | list, relight: bool
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """``nn``'s pseudo-unchanged pairs, put through what its real pairs go through.
+
+    Drawn from ``pre`` with the nuisances (:func:`pseudo_unchanged_patches`, ``real`` as there), co-registered
+    (:func:`~planetcd.change.nn.register_pairs`) and, with ``relight``, pre relit to its pseudo post
+    (:func:`~planetcd.change.nn.relight_pre`). Returns ``pre`` (relit or not) ``(m, bands, h, w)``, the registered
+    post, the shared ground ``(m, h, w)`` and the transfers (None without ``relight``).
+    """
+    pseudo_pre, pseudo_post, valid = pseudo_unchanged_patches(pre, n_pairs, max_shift, noise, rng, nuisance=True,
+                                                              real=real)
+    registered, _, overlap = register_pairs(pseudo_pre, pseudo_post, valid, max_shift=max_shift)
+    transfers = None
+    if relight:
+        pseudo_pre, transfers = relight_pre(pseudo_pre, registered, overlap)
+    return pseudo_pre, registered, overlap, transfers
+
+
 #: Sun-turn ranges (± degrees) :func:`matched_sun_turn` tries for the pseudo pairs of relit pairs, in order.
 PSEUDO_SUN_TURNS = (30.0, 45.0, 60.0, 90.0)
 
@@ -165,10 +184,7 @@ def matched_sun_turn(pre: np.ndarray, target: float, max_shift: float, noise: np
     for turn in turns:
         ranges = replace(PSEUDO_NUISANCE, sun_azimuth_change=float(turn), p_relight=1.0)
         rng = np.random.default_rng([seed, 7, int(turn)])
-        trial_pre, trial_post, trial_valid = pseudo_unchanged_patches(pre, n_trials, max_shift, noise, rng,
-                                                                       nuisance=True, real=ranges)
-        registered, _, overlap = register_pairs(trial_pre, trial_post, trial_valid, max_shift=max_shift)
-        _, transfers = relight_pre(trial_pre, registered, overlap)
+        *_, transfers = registered_pseudo_pairs(pre, n_trials, max_shift, noise, rng, ranges, relight=True)
         if float(np.median(transfer_anisotropy(transfers))) >= target:
             return float(turn)
     return float(turns[-1])
@@ -270,12 +286,9 @@ def score_pairs(
                 real = [replace(PSEUDO_NUISANCE, sun_azimuth_change=turn, p_relight=1.0) if r else None for r in relit]
             else:
                 real = [None] * len(pre)
-        pseudo_pre, pseudo_post, pseudo_valid = pseudo_unchanged_patches(
-            pre, n_pseudo, max_shift, post_noise, rng, nuisance=True, real=real)
-        pseudo_registered, _, pseudo_overlap = register_pairs(pseudo_pre, pseudo_post, pseudo_valid,
-                                                              max_shift=max_shift)
+        pseudo_pre, pseudo_registered, pseudo_overlap, _ = registered_pseudo_pairs(
+            pre, n_pseudo, max_shift, post_noise, rng, real, spec.relight)
         if spec.relight:
-            pseudo_pre, _ = relight_pre(pseudo_pre, pseudo_registered, pseudo_overlap)
             pre = lit_pre
         scores = nn_scores(trunk, pre, registered, overlap=overlap, progress=tick, precision=precision)
         pseudo = nn_scores(trunk, pseudo_pre, pseudo_registered, overlap=pseudo_overlap, progress=tick,
