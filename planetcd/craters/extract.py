@@ -416,7 +416,7 @@ def _filled_components(binary: np.ndarray, prob: np.ndarray, min_radius: float) 
     binary = ndimage.binary_fill_holes(binary)
     components, _ = ndimage.label(binary)
     min_distance = max(1, int(round(min_radius)))
-    if binary.all():
+    if binary.all():  # no background: the per-component crops rest on one (their grown box holds it)
         distance = ndimage.distance_transform_edt(binary)
         peaks = peak_local_max(distance, min_distance=min_distance, labels=components, exclude_border=False)
     else:
