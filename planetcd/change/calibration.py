@@ -22,7 +22,7 @@ from ..features import run_trunk
 from ..raster import read_window
 from ..tiling import box_sums
 from .preparation import ImageOverview, central_window, prepare, read_present
-from .nn import match_resolution, nn_change_window, relight_image
+from .nn import match_resolution, nn_change_window, nn_patch_scores, relight_image
 from .register import estimate_shift_overlap
 from .scores import change_scores, patch_cells, pool_patches
 from .threshold import PseudoSample, choose_patches, draw_pseudo_pairs, iter_pseudo_pairs, margin_for, noise_sigma
@@ -211,7 +211,7 @@ def pseudo_scores(trunk, device: torch.device, pre_reader, pre_stats, patches: n
     Near the edge (tiny images) both halves are computed from crops.
 
     With ``nn`` the pairs get the ``nn`` method's nuisances (gamma, blur, noise up to post's
-    measured level) and are scored by the worst nearest-neighbour disagreement inside the patch.
+    measured level) and are scored as ``nn`` scores a patch (:func:`~planetcd.change.nn.nn_patch_scores`).
     ``nn.pre_maps`` holds, for some patches, pre's feature map over the crop kept by the main pass
     (:func:`plan_captures`): the map of the same pixels, so those pairs run the trunk on their post
     crop only. Its cells near the crop edge differ from a crop's (they saw real context, not
@@ -289,7 +289,7 @@ def _score_pairs(pairs, scores: list, trunk, device, patches, origin_r, origin_c
             window = (wr, wc, cells[:, 2].max() - wr, cells[:, 3].max() - wc)  # the batch's patches' cells only
             maps = nn_change_window(torch.from_numpy(pre), torch.from_numpy(feats[:n]), nn.radius, window).numpy()
             for k, (r0, c0, r1, c1) in enumerate(cells):
-                scores.append(float(maps[k, r0 - wr : r1 - wr, c0 - wc : c1 - wc].max()))
+                scores.append(float(nn_patch_scores(maps[k : k + 1, r0 - wr : r1 - wr, c0 - wc : c1 - wc])[0]))
             continue
         for k in range(n):
             v_post = pool_patches(feats[k], np.array([inner[k]]), s, pooling)

@@ -45,6 +45,7 @@ from .nn import (
     NN_SMOOTH,
     RELIT_ANISOTROPY,
     TRANSFER_RADII,
+    NNPatchScorer,
     match_resolution,
     nn_change_window,
     relight_image,
@@ -229,9 +230,9 @@ class TilePartial:
     ----------
     hit : ndarray, int64, shape (k,)
         Patches whose cell window meets the tile's core.
-    pooled : ndarray, float32, shape (2, k, C) or (1, k, 1)
-        Pre and post partial pooling (``paper``: max, or sums for ``avg``) or the
-        partial max of the nn disagreement (``nn``) over the core cells in each patch.
+    pooled : ndarray, float32, shape (2, k, C)
+        Pre and post partial pooling (``paper``: max, or sums for ``avg``) over the core cells in each patch
+        (``nn``: shape (2, 0, 1), nothing pooled).
     cell_counts : ndarray, int64, shape (k,)
         Cells pooled per patch.
     valid_hit, valid_counts : ndarray, int64
@@ -253,6 +254,9 @@ class TilePartial:
     captured: list = field(default_factory=list)
     transfer: np.ndarray | None = None
     shared: float = 0.0
+    #: ``nn``: the nn disagreement map ``(h, w)`` of the core's cells, first cell at ``nn_origin`` (row, col)
+    nn_map: np.ndarray | None = None
+    nn_origin: tuple[int, int] = (0, 0)
 
 
 def _partial_pool(cells: np.ndarray, maps: np.ndarray, row0: int, col0: int, pooling: str):
@@ -313,7 +317,7 @@ def detect_tile(ctx: TileContext, tile) -> TilePartial:
     on the pair (``nn`` with ``ctx.relight``: pre's window — core and halo — first relit to post's look
     by the transfer fitted on the window's shared ground, :func:`~planetcd.change.nn.relight_image`;
     where post has no data it takes the relit pre, so no change), and returns partial pooled vectors
-    (``paper``) or the partial worst nn disagreement (``nn``) of the patches the core meets, with the
+    (``paper``) of the patches the core meets or the core's nn disagreement map (``nn``), with the
     patches' valid-pixel counts. :func:`merge_tile` adds them up; merging all
     tiles in any process gives the same result as the whole-image pass.
     """
@@ -339,9 +343,10 @@ def detect_tile(ctx: TileContext, tile) -> TilePartial:
     if ctx.method == "nn":
         disagreement = nn_change_window(torch.from_numpy(feats[:1]), torch.from_numpy(feats[1:]), ctx.nn_radius,
                                         (lr0, lc0, cr1 - cr0, cc1 - cc0))  # the core's cells only
-        core = disagreement.numpy()[:, None]
-        hit, pooled, counts = _partial_pool(ctx.cells, core, cr0, cc0, "max")
+        nn_map = disagreement.numpy()[0]
+        hit, pooled, counts = np.zeros(0, np.int64), np.zeros((2, 0, 1), np.float32), np.zeros(0, np.int64)
     else:
+        nn_map = None
         core = feats[:, :, lr0 : lr0 + cr1 - cr0, lc0 : lc0 + cc1 - cc0]
         hit, pooled, counts = _partial_pool(ctx.cells, core, cr0, cc0, ctx.pooling)
     ir, ic, ih, iw = tile.inner
@@ -354,7 +359,8 @@ def detect_tile(ctx: TileContext, tile) -> TilePartial:
             if r1 > r0 and c1 > c0:
                 block = feats[0, :, r0 - r // s : r1 - r // s, c0 - c // s : c1 - c // s]
                 captured.append((j, r0 - wr, c0 - wc, np.array(block)))
-    return TilePartial(hit, pooled, counts, valid_hit, valid_counts, captured, transfer, float(both.mean()))
+    return TilePartial(hit, pooled, counts, valid_hit, valid_counts, captured, transfer, float(both.mean()),
+                       nn_map, (int(cr0), int(cc0)))
 
 
 def detect_tile_task(tile: Tile, *, spec: DetectSpec, patches: np.ndarray, cells: np.ndarray) -> TilePartial:
@@ -376,15 +382,17 @@ def _tile_here(tile: Tile, *, context: TileContext) -> TilePartial:
     return detect_tile(context, tile)
 
 
-def merge_tile(partial: TilePartial, pre_pool: PatchPooler, post_pool: PatchPooler, nn_pool: PatchPooler,
+def merge_tile(partial: TilePartial, pre_pool: PatchPooler, post_pool: PatchPooler, nn_scorer: NNPatchScorer,
                valid_pixels: np.ndarray, captures: Captures | None = None) -> None:
-    """Add one tile's :class:`TilePartial` into the whole-image poolers, valid-pixel counts and captures (in place)."""
+    """Add one tile's :class:`TilePartial` into the whole-image poolers (``nn``: the patch scorer), valid-pixel
+    counts and captures (in place)."""
     if captures is not None:
         for j, row, col, values in partial.captured:
             captures.add(j, row, col, values)
+    if partial.nn_map is not None:
+        nn_scorer.add(partial.nn_map, *partial.nn_origin)
     hit = partial.hit
-    pools = [nn_pool] if partial.pooled.shape[0] == 1 else [pre_pool, post_pool]
-    for pool, values in zip(pools, partial.pooled):
+    for pool, values in zip([pre_pool, post_pool], partial.pooled):
         if pool.pooling == "max":
             pool.acc[hit] = np.maximum(pool.acc[hit], values)
         else:
@@ -662,7 +670,7 @@ def detect(
         cells = patch_cells(patches, s, height // s, width // s)
         pre_pool = PatchPooler(cells, trunk.channels, pooling)
         post_pool = PatchPooler(cells, trunk.channels, pooling)
-        nn_pool = PatchPooler(cells, 1, "max")
+        nn_scorer = NNPatchScorer(cells)
         valid_pixels = np.zeros(len(patches), np.int64)
 
         gate_anisotropy = None
@@ -698,7 +706,7 @@ def detect(
             partials = runner.map(detect_tile_task, tiles, spec=spec, patches=patches, cells=cells)
         transfers, tile_shared = [], []
         for partial in partials:  # merged in tile order, so any runner gives the same result
-            merge_tile(partial, pre_pool, post_pool, nn_pool, valid_pixels, captures)
+            merge_tile(partial, pre_pool, post_pool, nn_scorer, valid_pixels, captures)
             if partial.transfer is not None:
                 transfers.append(partial.transfer)
                 tile_shared.append(partial.shared)
@@ -719,7 +727,7 @@ def detect(
             raise InputError("no patch has enough valid pixels in both images (do the images overlap?)")
         if kind == "nn":
             pre_vectors = None
-            change_score = np.where(scored, nn_pool.result()[:, 0].astype(np.float64), np.nan)
+            change_score = np.where(scored, nn_scorer.result(), np.nan)
         else:
             pre_vectors = pre_pool.result()
             change_score = np.where(scored, change_scores(pre_vectors, post_pool.result()), np.nan)
