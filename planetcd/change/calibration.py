@@ -22,7 +22,7 @@ from ..features import run_trunk
 from ..raster import read_window
 from ..tiling import box_sums
 from .preparation import ImageOverview, central_window, prepare, read_present
-from .nn import match_resolution, nn_change_window, nn_patch_scores, relight_image
+from .nn import match_resolution, nn_change_window, nn_window_scores, relight_image
 from .register import estimate_shift_overlap
 from .scores import change_scores, patch_cells, pool_patches
 from .threshold import PseudoSample, choose_patches, draw_pseudo_pairs, iter_pseudo_pairs, margin_for, noise_sigma
@@ -288,8 +288,8 @@ def _score_pairs(pairs, scores: list, trunk, device, patches, origin_r, origin_c
             wr, wc = cells[:, 0].min(), cells[:, 1].min()
             window = (wr, wc, cells[:, 2].max() - wr, cells[:, 3].max() - wc)  # the batch's patches' cells only
             maps = nn_change_window(torch.from_numpy(pre), torch.from_numpy(feats[:n]), nn.radius, window).numpy()
-            for k, (r0, c0, r1, c1) in enumerate(cells):
-                scores.append(float(nn_patch_scores(maps[k : k + 1, r0 - wr : r1 - wr, c0 - wc : c1 - wc])[0]))
+            scores.extend(nn_window_scores([maps[k, r0 - wr : r1 - wr, c0 - wc : c1 - wc]
+                                            for k, (r0, c0, r1, c1) in enumerate(cells)]).tolist())
             continue
         for k in range(n):
             v_post = pool_patches(feats[k], np.array([inner[k]]), s, pooling)

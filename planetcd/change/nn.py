@@ -290,21 +290,37 @@ def nn_patch_scores(disagreement: np.ndarray, valid: np.ndarray | None = None, b
     return np.where(np.isfinite(prominence), prominence, 0.0).astype(np.float64)
 
 
+def nn_window_scores(windows: list[np.ndarray]) -> np.ndarray:
+    """:func:`nn_patch_scores` of disagreement windows ``(h, w)`` of any shapes (all cells valid), one call
+    per shape; ``(len(windows),)`` float64 in the given order."""
+    out = np.zeros(len(windows))
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for k, window in enumerate(windows):
+        by_shape.setdefault(window.shape, []).append(k)
+    for index in by_shape.values():
+        out[index] = nn_patch_scores(np.stack([windows[k] for k in index]))
+    return out
+
+
 class NNPatchScorer:
     """:func:`nn_patch_scores` of patch windows of a disagreement map fed tile by tile, in any order.
 
-    Each patch's cells are gathered as tiles arrive (:meth:`add`); once a patch's window is complete it is
-    scored and its cells freed, so only the patches of the tiles in flight are held. The scores equal
+    Each patch's cells are gathered as tiles arrive (:meth:`add`); complete windows are scored ``batch`` at a
+    time and their cells freed, so only the patches of the tiles in flight are held. The scores equal
     :func:`nn_patch_scores` of each window cut from the whole map.
 
     Parameters
     ----------
     cells : ndarray, shape (n, 4)
         Patch windows ``r0, c0, r1, c1`` in cells (:func:`planetcd.change.scores.patch_cells`).
+    batch : int
+        Complete windows scored together (one call of :func:`nn_patch_scores` per window shape).
     """
 
-    def __init__(self, cells: np.ndarray):
+    def __init__(self, cells: np.ndarray, batch: int = 256):
         self.cells = np.asarray(cells, np.int64)
+        self.batch = batch
+        self._complete: list[int] = []
         self.scores = np.full(len(self.cells), np.nan)
         self._maps: dict[int, np.ndarray] = {}
         self._filled = np.zeros(len(self.cells), np.int64)
@@ -325,10 +341,17 @@ class NNPatchScorer:
             window[a0 - r0 : a1 - r0, b0 - c0 : b1 - c0] = disagreement[a0 - row0 : a1 - row0, b0 - col0 : b1 - col0]
             self._filled[i] += (a1 - a0) * (b1 - b0)
             if self._filled[i] >= self._size[i]:
-                self.scores[i] = nn_patch_scores(self._maps.pop(i)[None])[0]
+                self._complete.append(i)
+        if len(self._complete) >= self.batch:
+            self._flush()
+
+    def _flush(self) -> None:
+        done, self._complete = self._complete, []
+        self.scores[done] = nn_window_scores([self._maps.pop(i) for i in done])
 
     def result(self) -> np.ndarray:
         """Scores ``(n,)`` float64; NaN for a patch whose window never completed."""
+        self._flush()
         return self.scores
 
 
