@@ -479,20 +479,19 @@ def overlap_cells(overlap: np.ndarray, stride: int, shape: tuple[int, int], bord
     return blocks
 
 
-def nn_scores(trunk: VGGFeatures, pre: np.ndarray, post: np.ndarray, radius: int = 2, border: int = 1,
-              batch_size: int = 16, overlap: np.ndarray | None = None, blur: float | None = None,
-              progress=None, precision: str | None = None) -> np.ndarray:
-    """``nn``'s score per pair (:func:`nn_patch_scores` of the nearest-neighbour disagreement map);
-    ``(n, bands, h, w)`` x2 (registered, 0..1) -> ``(n,)``.
+def iter_nn_maps(trunk: VGGFeatures, pre: np.ndarray, post: np.ndarray, radius: int = 2, border: int = 1,
+                 batch_size: int = 16, overlap: np.ndarray | None = None, blur: float | None = None,
+                 precision: str | None = None):
+    """``nn``'s disagreement maps of patch pairs, a batch at a time.
 
-    ``overlap`` ``(n, h, w)``: pixels both dates see; the score is taken
-    only over cells ``border`` cells inside it (without it: inside the patch
-    edge), so the seam where post's data ends is never scored. ``blur``:
-    σ of :func:`match_resolution` (default :data:`NN_BLUR`). ``progress``: called with the number
-    of pairs of each batch once scored. ``precision``: of the trunk (:func:`patch_features`).
+    ``pre``, ``post``: ``(n, bands, h, w)``, registered, ``0..1``. Yields ``(d, keep)`` per batch of
+    ``batch_size`` pairs: :func:`nn_change_map` ``(b, rows, cols)`` float32 and the cells to score ``(b, rows,
+    cols)`` bool. ``overlap`` ``(n, h, w)``: pixels both dates see; ``keep`` holds the cells ``border`` cells
+    inside it (without it: inside the patch edge), so the seam where post's data ends is never scored.
+    ``blur``: σ of :func:`match_resolution` (default :data:`NN_BLUR`). ``precision``: of the trunk
+    (:func:`patch_features`).
     """
     blur = NN_BLUR if blur is None else blur
-    scores = []
     for k in range(0, len(pre), batch_size):
         f_pre = torch.from_numpy(patch_features(trunk, match_resolution(pre[k : k + batch_size], blur),
                                                 precision=precision))
@@ -505,10 +504,22 @@ def nn_scores(trunk: VGGFeatures, pre: np.ndarray, post: np.ndarray, radius: int
                 keep[:, :border] = keep[:, -border:] = keep[:, :, :border] = keep[:, :, -border:] = False
         else:
             keep = overlap_cells(overlap[k : k + batch_size], trunk.stride, d.shape[1:], border)
+        yield d, keep
+
+
+def nn_scores(trunk: VGGFeatures, pre: np.ndarray, post: np.ndarray, radius: int = 2, border: int = 1,
+              batch_size: int = 16, overlap: np.ndarray | None = None, blur: float | None = None,
+              progress=None, precision: str | None = None) -> np.ndarray:
+    """``nn``'s score per pair: :func:`nn_patch_scores` of :func:`iter_nn_maps` (same arguments);
+    ``(n, bands, h, w)`` x2 (registered, 0..1) -> ``(n,)``. ``progress``: called with the number of pairs of
+    each batch once scored.
+    """
+    scores = []
+    for d, keep in iter_nn_maps(trunk, pre, post, radius, border, batch_size, overlap, blur, precision):
         scores.append(nn_patch_scores(d, keep))
         if progress is not None:
             progress(len(d))
-    return np.concatenate(scores).astype(np.float64)
+    return np.concatenate(scores).astype(np.float64) if scores else np.zeros(0)
 
 
 #: Direction bins (over 180°) and radial bin edges (cycles/px) of :func:`illumination_transfer`.
