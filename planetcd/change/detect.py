@@ -232,7 +232,7 @@ class TilePartial:
         Patches whose cell window meets the tile's core.
     pooled : ndarray, float32, shape (2, k, C)
         Pre and post partial pooling (``paper``: max, or sums for ``avg``) over the core cells in each patch
-        (``nn``: shape (2, 0, 1), nothing pooled).
+        (``nn``: empty, shape (2, 0, 1): its core's map is ``nn_map``).
     cell_counts : ndarray, int64, shape (k,)
         Cells pooled per patch.
     valid_hit, valid_counts : ndarray, int64
@@ -389,10 +389,10 @@ def merge_tile(partial: TilePartial, pre_pool: PatchPooler, post_pool: PatchPool
     if captures is not None:
         for j, row, col, values in partial.captured:
             captures.add(j, row, col, values)
-    if partial.nn_map is not None:
+    if partial.nn_map is not None:  # nn: the core's disagreement map, nothing pooled
         nn_scorer.add(partial.nn_map, *partial.nn_origin)
     hit = partial.hit
-    for pool, values in zip([pre_pool, post_pool], partial.pooled):
+    for pool, values in zip([pre_pool, post_pool], partial.pooled if partial.nn_map is None else []):
         if pool.pooling == "max":
             pool.acc[hit] = np.maximum(pool.acc[hit], values)
         else:

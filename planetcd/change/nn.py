@@ -252,8 +252,8 @@ def nn_patch_scores(disagreement: np.ndarray, valid: np.ndarray | None = None, b
     valid) minus ``weight`` times :func:`line_background`; the patch's score is the maximum over its cells.
     A second date under another sun, with dust-devil tracks or a mosaic seam disagrees along lines or
     everywhere; a new object stands above the ground around it. On the development sets this ranked
-    every preset at least as well as the plain maximum, and `real-nuisance` and `small-craters` much
-    better (docs/benchmarks.md).
+    every preset about as well as the plain maximum or better, and ``real-nuisance`` and ``small-craters``
+    much better (docs/benchmarks.md).
 
     Parameters
     ----------
