@@ -141,6 +141,7 @@ def floors(args, device) -> dict:
                 runs.append({"round": round_, "fp32_floor_s": f32, "fp32_reference_floor_s": ref, "bf16_floor_s": b16,
                              "detect_s": seconds,
                              "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
+                             "pseudo_pairs": (result.thresholds.get("pseudo_sample") or {}).get("n"),
                              "precision": result.params["precision"]["used"], "method": result.params["method"],
                              "load_average": round(os.getloadavg()[0], 2)})
                 print(json.dumps({"size": size, **runs[-1]}), flush=True)
@@ -385,6 +386,7 @@ def main() -> None:
                 "detect_s": round(seconds, 2),
                 "detect_over_floor": round(seconds / floor, 3),
                 "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
+                "pseudo_pairs": (result.thresholds.get("pseudo_sample") or {}).get("n"),
                 "tile_size": result.params["tile_size"],
                 "n_patches": int(len(result.patches)),
                 "tau": result.tau,
