@@ -314,7 +314,8 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    from .change.patch_pairs import score_pairs
+    from .change.nn import nn_score_record
+    from .change.patch_pairs import METHODS, score_pairs
     from .features import pick_device
     from .precision import precision_record, resolve_precision
 
@@ -356,4 +357,6 @@ def evaluate(
     params = {"seed": seed, "methods": methods, "n_pseudo": n_pseudo,
               "max_shift": "auto" if max_shift is None else max_shift, "max_shift_used": shifts_used,
               "pseudo_sun_turn": sun_turns, "precision": precision_record(asked, used)}
+    if any(METHODS[base].kind == "nn" for base in scored):
+        params["nn_score"] = nn_score_record()  # how nn turns a disagreement map into a pair's score
     return Evaluation(changeset.name, len(labels), int(labels.sum()), results, params)

@@ -67,6 +67,7 @@ def test_evaluate_uses_the_scores_and_marks_oracles(monkeypatch, tmp_path):
     assert result.results["paper-oracle"].oracle and result.results["paper-oracle"].metrics["tau"] == pytest.approx(0.575)
     data = json.loads(result.to_json(tmp_path / "r.json").read_text())
     assert data["dataset"] == "fixed" and data["n_pairs"] == 8
+    assert "nn_score" not in data["params"]  # no nn method ran
     assert set(data["methods"]["paper"]) == {"accuracy", "precision", "recall", "f1", "balanced_accuracy", "roc_auc", "tau"}
     assert data["methods"]["paper"]["roc_auc"] == pytest.approx(0.75)
     table = result.to_markdown()
@@ -93,6 +94,7 @@ def test_every_method_runs_on_a_tiny_generated_set(shared_dir, vgg_weights):
         m = r.metrics
         assert all(0.0 <= m[k] <= 1.0 for k in ("accuracy", "precision", "recall", "f1", "balanced_accuracy")), name
         assert m == pytest.approx(ev.metrics(pairs.labels, r.scores, r.tau))
+    assert result.params["nn_score"]["line_weight"] > 0  # nn ran: how it scores a pair is recorded
     for base in ("paper", "nn"):  # a label-tuned tau is an upper bound on accuracy
         assert result.results[f"{base}-oracle"].metrics["accuracy"] >= result.results[base].metrics["accuracy"]
         np.testing.assert_array_equal(result.results[f"{base}-oracle"].scores, result.results[base].scores)

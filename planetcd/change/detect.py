@@ -48,6 +48,7 @@ from .nn import (
     NNPatchScorer,
     match_resolution,
     nn_change_window,
+    nn_score_record,
     relight_image,
     transfer_anisotropy,
 )
@@ -793,6 +794,7 @@ def detect(
     timings["total_s"] = time.perf_counter() - t_start
     params = {
         "method": method, "nn_radius": nn_radius if kind == "nn" else None,
+        "nn_score": nn_score_record() if kind == "nn" else None,
         "patch_size": patch_size, "stride": stride, "layer": getattr(trunk, "layer", layer), "pooling": pooling,
         "tau": policy if isinstance(policy, str) else float(policy), "percentile": percentile,
         "max_shift": max_shift, "max_shift_policy": shift_policy if isinstance(shift_policy, str) else "fixed",

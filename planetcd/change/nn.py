@@ -193,6 +193,13 @@ NN_LINE_ANGLES = 8
 NN_LINE_WEIGHT = 0.7
 
 
+def nn_score_record() -> dict:
+    """How ``nn`` turns a disagreement map into a patch score (:func:`nn_patch_scores`), for run.json and
+    ``evaluate``'s JSON: the cells of the first average, the peak box, the lines and their weight."""
+    return {"score": "prominent compact peak", "smooth_cells": NN_SMOOTH, "peak_box_cells": NN_PEAK_BOX,
+            "line_cells": NN_LINE_CELLS, "line_angles": NN_LINE_ANGLES, "line_weight": NN_LINE_WEIGHT}
+
+
 @functools.lru_cache(maxsize=8)
 def _line_offsets(length: int, n_angles: int) -> tuple[np.ndarray, ...]:
     """Per direction, the distinct cell offsets ``(k, 2)`` of a centred digital line of ``length`` cells."""

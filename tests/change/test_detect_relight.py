@@ -110,6 +110,12 @@ def test_run_json_records_the_relighting(clean_runs, tmp_path):
     assert relit["anisotropy_threshold"] == RELIT_ANISOTROPY and relit["decided_on"] == "registration window"
     assert record["parameters"]["method"] == "nn" and "thresholds" in record and "misregistration" in record
     assert record["parameters"]["n_pseudo_pre_reused"] > 0  # unrelit: pre's maps kept by the main pass, as nn-unlit
+    # how a patch's map became its score, so scores of runs made with other definitions are not compared blindly
+    from planetcd.change.nn import NN_LINE_CELLS, NN_LINE_WEIGHT, NN_PEAK_BOX
+
+    score = record["parameters"]["nn_score"]
+    assert (score["peak_box_cells"], score["line_cells"], score["line_weight"]) == (NN_PEAK_BOX, NN_LINE_CELLS,
+                                                                                     NN_LINE_WEIGHT)
     clean_runs["nn-unlit"].write(tmp_path / "unlit", quicklook=False)
     record = json.loads((tmp_path / "unlit" / "run.json").read_text())
     assert record["relight"] == {"relit": False} and record["parameters"]["method"] == "nn-unlit"
