@@ -67,8 +67,10 @@ def _tau(value: str) -> str | float:
 @click.option("--stride", type=click.IntRange(1), default=None, help="Step between patches, pixels [default: patch size].")
 @click.option("--layer", type=click.IntRange(1, 13), default=6, show_default=True, help="VGG-16 conv layer (6 = conv3_2).")
 @click.option("--method", type=click.Choice(["nn", "nn-unlit", "paper"]), default="nn", show_default=True,
-              help="nn: worst nearest-neighbour feature disagreement (shift-tolerant, sees small new craters; "
-                   "the best on every benchmark), with pre relit to post's look tile by tile; nn-unlit: nn "
+              help="nn: nearest-neighbour feature disagreement, each patch scored by its most prominent "
+                   "compact peak (shift-tolerant, sees small new craters, discounts tracks, seams and relit "
+                   "slopes; the best label-free method on the benchmarks or within one pair of 200), with pre "
+                   "relit to post's look tile by tile; nn-unlit: nn "
                    "without the relighting (as before it); paper: L1 of pooled features (Saha & Zhu; with "
                    "--threshold pseudo --max-shift 10, the faithful reproduction).")
 @click.option("--nn-radius", type=click.IntRange(0, 8), default=2, show_default=True,
