@@ -54,7 +54,7 @@ from .nn import (
 )
 from .pixelwise import pixelwise_maps
 from .register import AlignedReader, estimate_shift, post_on_pre_grid, undo_displacement
-from .scores import PatchPooler, change_scores, patch_cells
+from .scores import PatchPooler, change_scores, patch_cells, windows_meeting
 from .threshold import (
     EMPIRICAL_K,
     EMPIRICAL_MIN_PATCHES,
@@ -263,7 +263,7 @@ class TilePartial:
 def _partial_pool(cells: np.ndarray, maps: np.ndarray, row0: int, col0: int, pooling: str):
     """Pool feature maps ``(B, C, h, w)`` (first cell at ``(row0, col0)``) over the patch windows they meet."""
     _, _, h, w = maps.shape
-    hit = np.flatnonzero((cells[:, 0] < row0 + h) & (cells[:, 2] > row0) & (cells[:, 1] < col0 + w) & (cells[:, 3] > col0))
+    hit = windows_meeting(cells, row0, col0, h, w)
     poolers = [PatchPooler(cells[hit], maps.shape[1], pooling) for _ in range(maps.shape[0])]
     for pooler, features in zip(poolers, maps):
         pooler.add(features, row0, col0)

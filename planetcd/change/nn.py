@@ -50,6 +50,7 @@ from scipy import ndimage
 from ..features import VGGFeatures, run_trunk
 from ..raster import map_distinct_bands, to_three_bands
 from .register import estimate_shift_overlap, shifted_copy
+from .scores import windows_meeting
 
 #: Side (cells) of the box average of the nn disagreement before its maximum is taken.
 NN_SMOOTH = 2
@@ -337,9 +338,7 @@ class NNPatchScorer:
         """Add a tile ``(h, w)`` of the disagreement map whose first cell is ``(row0, col0)``."""
         h, w = disagreement.shape
         cells = self.cells
-        hit = np.flatnonzero((cells[:, 0] < row0 + h) & (cells[:, 2] > row0) & (cells[:, 1] < col0 + w)
-                             & (cells[:, 3] > col0))
-        for i in hit:
+        for i in windows_meeting(cells, row0, col0, h, w):
             r0, c0, r1, c1 = (int(v) for v in cells[i])
             a0, a1, b0, b1 = max(r0, row0), min(r1, row0 + h), max(c0, col0), min(c1, col0 + w)
             window = self._maps.get(i)

@@ -43,6 +43,13 @@ def patch_cells(patches: np.ndarray, stride: int, n_rows: int, n_cols: int) -> n
     return np.stack([r0, c0, r1, c1], axis=1).astype(np.int64)
 
 
+def windows_meeting(cells: np.ndarray, row0: int, col0: int, height: int, width: int) -> np.ndarray:
+    """Indexes of the cell windows ``(n, 4)`` (``r0, c0, r1, c1``, exclusive ends) that meet the tile of
+    ``height`` x ``width`` cells whose first cell is ``(row0, col0)``."""
+    return np.flatnonzero((cells[:, 0] < row0 + height) & (cells[:, 2] > row0)
+                          & (cells[:, 1] < col0 + width) & (cells[:, 3] > col0))
+
+
 class PatchPooler:
     """Accumulates global max or average pooling of patch windows over feature tiles.
 
@@ -71,10 +78,7 @@ class PatchPooler:
         """Add a tile ``(C, h, w)`` of the feature map whose first cell is ``(row0, col0)``."""
         _, h, w = features.shape
         cells = self.cells
-        hit = np.flatnonzero(
-            (cells[:, 0] < row0 + h) & (cells[:, 2] > row0) & (cells[:, 1] < col0 + w) & (cells[:, 3] > col0)
-        )
-        for i in hit:
+        for i in windows_meeting(cells, row0, col0, h, w):
             r0, c0, r1, c1 = cells[i]
             part = features[:, max(r0, row0) - row0 : min(r1, row0 + h) - row0, max(c0, col0) - col0 : min(c1, col0 + w) - col0]
             if self.pooling == "max":
