@@ -189,6 +189,12 @@ NN_LINE_CELLS = 25
 #: Directions (over 180°) of :func:`line_background`'s lines.
 NN_LINE_ANGLES = 8
 
+#: Share of a line's cells that must be valid for its mean to count in :func:`line_background`. A line cut
+#: short by the patch's corner (three cells, say) is no evidence of a track or seam, and its mean over a
+#: crater on that corner is the crater's own level. Chosen on the development seeds 1234 and 7
+#: (``benchmarks/nn_peak_ablation.py``).
+NN_LINE_MIN_SHARE = 0.3
+
 #: Weight of the line background subtracted from the peak (:func:`nn_patch_scores`). Chosen on the
 #: development seeds 1234 and 7 (docs/benchmarks.md), with :data:`NN_PEAK_BOX` and :data:`NN_LINE_CELLS`.
 NN_LINE_WEIGHT = 0.7
@@ -198,7 +204,8 @@ def nn_score_record() -> dict:
     """How ``nn`` turns a disagreement map into a patch score (:func:`nn_patch_scores`), for run.json and
     ``evaluate``'s JSON: the cells of the first average, the peak box, the lines and their weight."""
     return {"score": "prominent compact peak", "smooth_cells": NN_SMOOTH, "peak_box_cells": NN_PEAK_BOX,
-            "line_cells": NN_LINE_CELLS, "line_angles": NN_LINE_ANGLES, "line_weight": NN_LINE_WEIGHT}
+            "line_cells": NN_LINE_CELLS, "line_angles": NN_LINE_ANGLES, "line_weight": NN_LINE_WEIGHT,
+            "line_min_share": NN_LINE_MIN_SHARE}
 
 
 @functools.lru_cache(maxsize=8)
@@ -214,12 +221,12 @@ def _line_offsets(length: int, n_angles: int) -> tuple[np.ndarray, ...]:
 
 
 def line_background(disagreement: np.ndarray, valid: np.ndarray, length: int = NN_LINE_CELLS,
-                    n_angles: int = NN_LINE_ANGLES) -> np.ndarray:
+                    n_angles: int = NN_LINE_ANGLES, min_share: float = NN_LINE_MIN_SHARE) -> np.ndarray:
     """The highest mean disagreement along a straight line through each cell.
 
     For each cell and each of ``n_angles`` directions, the mean of ``disagreement`` over the valid cells of
     the ``length``-cell line centred on it (cells past the map or not valid do not count); the maximum over
-    the directions. A track, a seam or a relit slope runs along some line, so its cells have a high
+    the directions whose line has at least ``min_share`` of its cells valid. A track, a seam or a relit slope runs along some line, so its cells have a high
     background; a new crater or blast zone is compact, so every long line through it is mostly ground.
 
     Parameters
@@ -229,11 +236,13 @@ def line_background(disagreement: np.ndarray, valid: np.ndarray, length: int = N
     length : int
         Cells per line (odd).
     n_angles : int
+    min_share : float
+        Share of a line's cells (``0..1``) that must be valid for it to count.
 
     Returns
     -------
     ndarray, float32, shape (B, h, w)
-        0 where no cell of any line is valid.
+        0 where no line has enough valid cells.
     """
     batch, h, w = disagreement.shape
     values = np.where(valid, disagreement, 0.0).astype(np.float32)
@@ -242,18 +251,20 @@ def line_background(disagreement: np.ndarray, valid: np.ndarray, length: int = N
     pad = ((0, 0), (reach, reach), (reach, reach))
     values_p, weight_p = np.pad(values, pad), np.pad(weight, pad)
     best = np.zeros((batch, h, w), np.float32)
+    min_cells = np.float32(min_share * length)
     for offsets in _line_offsets(length, n_angles):
         total = np.zeros((batch, h, w), np.float32)
         count = np.zeros((batch, h, w), np.float32)
         for dy, dx in offsets:
             total += values_p[:, reach + dy : reach + dy + h, reach + dx : reach + dx + w]
             count += weight_p[:, reach + dy : reach + dy + h, reach + dx : reach + dx + w]
-        np.maximum(best, total / np.maximum(count, 1.0), out=best)
+        np.maximum(best, np.where(count >= min_cells, total / np.maximum(count, 1.0), 0.0), out=best)
     return best
 
 
 def nn_patch_scores(disagreement: np.ndarray, valid: np.ndarray | None = None, box: int = NN_PEAK_BOX,
-                    length: int = NN_LINE_CELLS, weight: float = NN_LINE_WEIGHT) -> np.ndarray:
+                    length: int = NN_LINE_CELLS, weight: float = NN_LINE_WEIGHT,
+                    min_share: float = NN_LINE_MIN_SHARE) -> np.ndarray:
     """``nn``'s score of each patch from its disagreement map: the most prominent compact peak.
 
     Not in Saha & Zhu. Per cell, the mean disagreement over the ``box`` x ``box`` cells around it (all
@@ -272,6 +283,8 @@ def nn_patch_scores(disagreement: np.ndarray, valid: np.ndarray | None = None, b
     box : int
     length : int
     weight : float
+    min_share : float
+        :func:`line_background`'s least share of valid cells per line.
 
     Returns
     -------
@@ -282,7 +295,7 @@ def nn_patch_scores(disagreement: np.ndarray, valid: np.ndarray | None = None, b
     valid = np.ones(d.shape, bool) if valid is None else np.asarray(valid, bool)
     if d.ndim != 3 or valid.shape != d.shape:
         raise ValueError(f"disagreement and valid must share a shape (B, h, w); got {d.shape} and {valid.shape}")
-    background = line_background(d, valid, length)
+    background = line_background(d, valid, length, min_share=min_share)
     values = np.where(valid, d, 0.0)
     if box > 1:
         size = (1, box, box)

@@ -1,6 +1,7 @@
 """planetcd.change.nn helpers: match_resolution filters gray-as-RGB once, with the same result."""
 
 import numpy as np
+import pytest
 from scipy import ndimage
 
 from planetcd.change.nn import match_resolution
@@ -62,6 +63,27 @@ def test_nn_patch_scores_rank_a_compact_change_above_lines_and_diffuse_disagreem
     valid[1] = False
     masked = nn_patch_scores(np.stack([blob, blob]), valid)
     assert masked[0] < 0.1 and masked[1] == 0.0
+
+
+def test_a_crater_on_a_patch_corner_scores_as_one_in_the_middle():
+    """A crater on the corner of four patches shows each a quarter; the lines cut short by the corner
+    (a few cells, all crater) must not count as a track through it."""
+    from planetcd.change.nn import line_background, nn_patch_scores
+
+    shape = (25, 25)
+    corner = _disc(shape, (0, 0), 3, 0.6)
+    middle = _disc(shape, (12, 12), 3, 0.6)
+    scores = nn_patch_scores(np.stack([corner, middle]).astype(np.float32))
+    assert scores[0] > 0.95 * scores[1]
+    # counting the short lines, the corner's quarter reads as its own background
+    short = nn_patch_scores(np.stack([corner, middle]).astype(np.float32), min_share=0.0)
+    assert short[0] < 0.5 * short[1]
+    # a line with fewer valid cells than the share does not count
+    flat = np.full((1, 9, 9), 0.4, np.float32)
+    valid = np.zeros(flat.shape, bool)
+    valid[0, 4, :] = True  # one row of 9 valid cells: only the horizontal line through it sees 9 of 25
+    assert line_background(flat, valid, length=25, min_share=0.3)[0, 4, 4] == pytest.approx(0.4)
+    assert line_background(flat, valid, length=25, min_share=0.5)[0, 4, 4] == 0.0
 
 
 def test_nn_patch_scorer_fed_tiles_in_any_order_equals_the_whole_map():
