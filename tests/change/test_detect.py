@@ -87,7 +87,9 @@ def test_unregistered_pairs_still_mostly_under_tau_without_registration(trunk):
     pair = make_change_pair((400, 400), seed=5, displacement=(3.0, -4.0), new_craters=np.empty((0, 3)))
     result = detect(pair.pre, pair.post, trunk=trunk, register=False, seed=0, n_pseudo=60)
     assert result.displacement == (0.0, 0.0)
-    assert result.changed.mean() <= 0.2
+    # 4 of 16: at the image's right edge the 4 px shift leaves a disagreement in two patches' corners that nn
+    # (since a corner's short lines stopped counting as background) scores as a compact peak; 2 before
+    assert result.changed.mean() <= 0.25
 
 
 def test_post_on_another_grid_is_resampled_to_pre(planted_pair, trunk, tmp_path):
@@ -227,13 +229,17 @@ def test_real_ctx_tile_with_a_pasted_real_crater_ranks_first(shared_dir, trunk, 
     assert (table["row_off"][0], table["col_off"][0]) == target
     np.testing.assert_allclose(result.displacement, displacement, atol=0.5)
     # the defaults (nn): the pasted crater (up to 1.4 radii of the tile's largest crater: 180 px, wider than a
-    # patch) changes its patch and the four around it; those five rank first and are flagged. nn scores a
+    # patch) changes its patch, the four around it and reaches into the four diagonal ones. The five it
+    # crosses are flagged, and every flagged patch is one it touches, ranked above all others. nn scores a
     # patch by its most prominent compact disagreement, so the patches on the crater's edge can rank above
     # the one it fills (docs/detect.md)
     nn = detect(pre_path, post_path, trunk=trunk, n_pseudo=40).candidates()
-    event = {(target[0] + dr, target[1] + dc) for dr, dc in [(0, 0), (-PATCH, 0), (PATCH, 0), (0, -PATCH), (0, PATCH)]}
-    assert set(zip(nn["row_off"][:5].tolist(), nn["col_off"][:5].tolist())) == event
-    assert nn["changed"][:5].all() and not nn["changed"][5:].any()
+    touched = {(target[0] + dr, target[1] + dc) for dr in (-PATCH, 0, PATCH) for dc in (-PATCH, 0, PATCH)}
+    crossed = {(target[0] + dr, target[1] + dc) for dr, dc in [(0, 0), (-PATCH, 0), (PATCH, 0), (0, -PATCH), (0, PATCH)]}
+    ranked = list(zip(nn["row_off"].tolist(), nn["col_off"].tolist()))
+    flagged = {p for p, f in zip(ranked, nn["changed"]) if f}
+    assert crossed <= flagged <= touched
+    assert set(ranked[: len(flagged)]) == flagged
 
 
 def test_nn_method_finds_a_small_new_crater_the_paper_misses(trunk):
