@@ -202,7 +202,8 @@ NN_LINE_WEIGHT = 0.7
 
 def nn_score_record() -> dict:
     """How ``nn`` turns a disagreement map into a patch score (:func:`nn_patch_scores`), for run.json and
-    ``evaluate``'s JSON: the cells of the first average, the peak box, the lines and their weight."""
+    ``evaluate``'s JSON: the cells of the first average, the peak box, the lines (length, directions, least
+    valid share) and their weight."""
     return {"score": "prominent compact peak", "smooth_cells": NN_SMOOTH, "peak_box_cells": NN_PEAK_BOX,
             "line_cells": NN_LINE_CELLS, "line_angles": NN_LINE_ANGLES, "line_weight": NN_LINE_WEIGHT,
             "line_min_share": NN_LINE_MIN_SHARE}
@@ -226,8 +227,10 @@ def line_background(disagreement: np.ndarray, valid: np.ndarray, length: int = N
 
     For each cell and each of ``n_angles`` directions, the mean of ``disagreement`` over the valid cells of
     the ``length``-cell line centred on it (cells past the map or not valid do not count); the maximum over
-    the directions whose line has at least ``min_share`` of its cells valid. A track, a seam or a relit slope runs along some line, so its cells have a high
-    background; a new crater or blast zone is compact, so every long line through it is mostly ground.
+    the directions whose line has at least ``min_share`` of its cells valid. A track, a seam or a relit slope
+    runs along some line, so its cells have a high background; a new crater or blast zone is compact, so every
+    long line through it is mostly ground. A line cut short by the map's edge or by missing cells sees too
+    little to say either.
 
     Parameters
     ----------
