@@ -100,6 +100,13 @@ def unet_seconds(net, height: int, width: int, tile: int, device, precision: str
     return time.perf_counter() - start
 
 
+def _sun_summary(record: dict) -> dict:
+    """What a date's sun cost ``monitor``: the azimuth used, where it came from and the canonical canvas."""
+    frame = record.get("frame") or {}
+    return {"azimuth_deg": record.get("sun_azimuth_deg"), "source": record.get("source"),
+            "input_shape": frame.get("input_shape"), "canonical_shape": frame.get("canonical_shape")}
+
+
 def _median(values) -> float:
     return float(np.median(np.asarray(values, dtype=np.float64)))
 
@@ -219,6 +226,7 @@ def floors(args, device) -> dict:
                              "reference_floor_sum_s": reference,
                              "monitor_s": seconds, "precision": result.params["precision"]["used"],
                              "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
+                             "sun": {date: _sun_summary(record) for date, record in result.params["sun"].items()},
                              "load_average": round(os.getloadavg()[0], 2)})
                 print(json.dumps({"monitor": f"{size}x{size}", **runs[-1]}), flush=True)
             entry = {"size": size, "runs": runs,
