@@ -27,7 +27,8 @@ the ratios of detect to both floors (median over rounds of the per-round ratios)
 same for ``segment`` on the 2000² CTX tile MC11E-I (synthetic without ``$PLANETCD_SHARED``) against the
 UNet's own fp32 and bf16 floors (the network alone over the tile's pixels, each once, with the model's
 flip averaging); ``--monitor`` adds the default ``monitor`` on the first size's pair against the sum of
-detect's fp32 floor and the UNet's fp32 floor over both images. Each fp32 floor is measured twice: with
+detect's fp32 floor and the UNet's fp32 floor over both images (``--sun-azimuth DEG`` gives monitor both dates'
+sun instead of estimating it; a quarter turn segments on the input's own grid). Each fp32 floor is measured twice: with
 planetcd's own layers (fused convolution + ReLU, the sub-pixel decoder: ``fp32 floor``) and with the plain
 PyTorch ops they stand for (:func:`planetcd.layers.plain_ops`: ``reference floor``, what the hardware gives
 the standard ops, as when issue 16 was filed; a floor that planetcd's own fast paths do not move)::
@@ -220,7 +221,8 @@ def floors(args, device) -> dict:
                     reference = (trunk_seconds(trunk, size, size, args.floor_tile, device, halo=False, precision="fp32")
                                  + unet_seconds(net, size, size, args.unet_tile, device, "fp32", images=2))
                 start = time.perf_counter()
-                result = monitor(pre, post, trunk=trunk, device=args.device, n_pseudo=args.n_pseudo)
+                result = monitor(pre, post, trunk=trunk, device=args.device, n_pseudo=args.n_pseudo,
+                                 sun_azimuth=args.sun_azimuth)
                 seconds = time.perf_counter() - start
                 runs.append({"round": round_, "detect_fp32_floor_s": trunk_floor, "unet_fp32_floor_s": unet_floor,
                              "reference_floor_sum_s": reference,
@@ -322,6 +324,8 @@ def main() -> None:
     parser.add_argument("--segment", action="store_true", help="--floors: also segment against the UNet's floors.")
     parser.add_argument("--monitor", action="store_true", help="--floors: also monitor on the first size's pair.")
     parser.add_argument("--model", default="ctx-craters", help="Segmenter of --segment / --monitor.")
+    parser.add_argument("--sun-azimuth", default=None,
+                        help="--monitor: both dates' sun (degrees; default: estimated from each date, as monitor does).")
     parser.add_argument("--segment-size", type=int, default=None,
                         help="--segment on a synthetic image of this side instead of MC11E-I (2000 px).")
     parser.add_argument("--unet-tile", type=int, default=512, help="Tile side of the UNet floor.")
