@@ -216,9 +216,10 @@ def pseudo_scores(trunk, device: torch.device, pre_reader, pre_stats, patches: n
     (:func:`plan_captures`): the map of the same pixels, so those pairs run the trunk on their post
     crop only. Its cells near the crop edge differ from a crop's (they saw real context, not
     padding), but the halo keeps them out of the patch's scores.
-    With ``nn.relight`` (``detect``'s ``nn`` when the pair shows another sun) each pair's pre crop is
-    relit to its post crop (:func:`pseudo_relit`) before the trunk, as the main pass relights pre's
-    tiles; no pre map is reused then.
+    With ``nn.relight`` (``detect``'s ``nn`` when the pair shows another sun) each pair's pre crop gets
+    its own albedo nuisances (:func:`~planetcd.change.threshold.first_date_nuisance`) and is relit to its
+    post crop (:func:`pseudo_relit`) before the trunk, as the main pass relights pre's tiles; no pre map is
+    reused then.
 
     ``precision``: of the trunk (``"fp32"``, ``"bf16"``; None: the caller's context), the main pass's.
 
@@ -247,8 +248,9 @@ def pseudo_scores(trunk, device: torch.device, pre_reader, pre_stats, patches: n
         return prepare(*read_present(pre_reader, window), pre_stats)
 
     draw = draw_pseudo_pairs(len(patches), n_pairs, max_shift, rng, usable, image_order=sample is None)
+    # a relit pair's pseudo pre gets its own albedo nuisances, as score_pairs gives them (its kept maps are unused)
     pairs = iter_pseudo_pairs(draw, region, rng, margin=margin, noise_std=noise_std if nn is None else 0.0,
-                              target_noise=None if nn is None else nn.post_noise)
+                              target_noise=None if nn is None else nn.post_noise, both_dates=relight)
     scores: list[float] = []
     stopped = "fixed" if sample is None else "n_max"
     for stop in [n_pairs] if sample is None else sample.stops(n_pairs):

@@ -102,8 +102,8 @@ def scale_patches(patches: np.ndarray) -> np.ndarray:
 
 
 def pseudo_unchanged_patches(pre: np.ndarray, n_pairs: int, max_shift: float, noise_std: float | np.ndarray,
-                             rng: np.random.Generator, nuisance: bool = False, real: RealNuisance | None | list = None
-                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                             rng: np.random.Generator, nuisance: bool = False, real: RealNuisance | None | list = None,
+                             both_dates: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pseudo-unchanged pairs from standalone pre patches (scaled ``0..1``), by the one sampler.
 
     A patch has no surroundings here, so the shifted copy leaves the uncovered
@@ -112,13 +112,14 @@ def pseudo_unchanged_patches(pre: np.ndarray, n_pairs: int, max_shift: float, no
     level, one value or one per pre patch, shape (n,) (as measured by
     :func:`~planetcd.change.threshold.noise_sigma`) the pseudo post is brought to,
     after a random gamma and blur (:func:`~planetcd.change.threshold.make_pseudo_pair`), and with ``real``
-    the real nuisances first (:func:`~planetcd.change.threshold.apply_nuisance`).
+    the real nuisances first (:func:`~planetcd.change.threshold.apply_nuisance`); with ``both_dates`` those
+    pairs' pre gets its own draw of the albedo nuisances (:func:`~planetcd.change.threshold.first_date_nuisance`).
 
     Returns ``pre (m, bands, h, w)``, ``post (m, bands, h, w)``, ``valid (m, h, w)``.
     """
     draw = draw_pseudo_pairs(len(pre), n_pairs, max_shift, rng, image_order=False)
     if nuisance:
-        pairs = iter_pseudo_pairs(draw, pre.__getitem__, rng, target_noise=noise_std, real=real)
+        pairs = iter_pseudo_pairs(draw, pre.__getitem__, rng, target_noise=noise_std, real=real, both_dates=both_dates)
     else:
         pairs = iter_pseudo_pairs(draw, pre.__getitem__, rng, noise_std=noise_std)
     out = list(pairs)
@@ -126,17 +127,18 @@ def pseudo_unchanged_patches(pre: np.ndarray, n_pairs: int, max_shift: float, no
 
 
 def registered_pseudo_pairs(pre: np.ndarray, n_pairs: int, max_shift: float, noise: np.ndarray,
-                            rng: np.random.Generator, real: RealNuisance | None | list, relight: bool
-                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+                            rng: np.random.Generator, real: RealNuisance | None | list, relight: bool,
+                            both_dates: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """``nn``'s pseudo-unchanged pairs, put through what its real pairs go through.
 
     Drawn from ``pre`` with the nuisances (:func:`pseudo_unchanged_patches`, ``real`` as there), co-registered
     (:func:`~planetcd.change.nn.register_pairs`) and, with ``relight``, pre relit to its pseudo post
     (:func:`~planetcd.change.nn.relight_pre`). Returns ``pre`` (relit or not) ``(m, bands, h, w)``, the registered
-    post, the shared ground ``(m, h, w)`` and the transfers (None without ``relight``).
+    post, the shared ground ``(m, h, w)`` and the transfers (None without ``relight``). ``both_dates``: as
+    :func:`pseudo_unchanged_patches`.
     """
     pseudo_pre, pseudo_post, valid = pseudo_unchanged_patches(pre, n_pairs, max_shift, noise, rng, nuisance=True,
-                                                              real=real)
+                                                              real=real, both_dates=both_dates)
     registered, _, overlap = register_pairs(pseudo_pre, pseudo_post, valid, max_shift=max_shift)
     transfers = None
     if relight:
@@ -286,8 +288,10 @@ def score_pairs(
                 real = [replace(PSEUDO_NUISANCE, sun_azimuth_change=turn, p_relight=1.0) if r else None for r in relit]
             else:
                 real = [None] * len(pre)
+        # Not in the paper either: a relit source's pseudo pre gets its own draw of the albedo nuisances, as a
+        # real first date carries its own (chosen on the development sets, docs/benchmarks.md).
         pseudo_pre, pseudo_registered, pseudo_overlap, _ = registered_pseudo_pairs(
-            pre, n_pseudo, max_shift, post_noise, rng, real, spec.relight)
+            pre, n_pseudo, max_shift, post_noise, rng, real, spec.relight, both_dates=spec.relight)
         if spec.relight:
             pre = lit_pre
         scores = nn_scores(trunk, pre, registered, overlap=overlap, progress=tick, precision=precision)

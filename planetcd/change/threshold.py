@@ -25,7 +25,7 @@ bootstrap spread (:func:`threshold_spread`) says more pairs would still move it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -99,6 +99,21 @@ def apply_nuisance(image: np.ndarray, rng: np.random.Generator, real: RealNuisan
     return ndimage.gaussian_filter(np.clip(image, 0, 1) ** gamma, (0, blur, blur))
 
 
+def first_date_nuisance(image: np.ndarray, rng: np.random.Generator, real: RealNuisance) -> np.ndarray:
+    """A first date's own albedo nuisances on ``(bands, rows, cols)`` in ``0..1``, the same on every band.
+
+    ``real`` without relighting or seams: dust-devil tracks, haze, a coarser resolution
+    (:func:`planetcd.change.nuisance.real_nuisance`). A real pair's two dates carry such nuisances each,
+    drawn independently (tracks form and fade, haze comes and goes); a pseudo pair whose pre gets this and
+    whose post gets :func:`apply_nuisance` from the same source differs by two draws, as they do. The sun
+    stays post's: how far it turns is matched to the pairs (:func:`planetcd.change.patch_pairs.matched_sun_turn`).
+    """
+    albedo = replace(real, p_relight=0.0, p_seam=0.0)
+    seed = int(rng.integers(2**31))
+    return map_distinct_bands(lambda band: real_nuisance(band, np.random.default_rng(seed), albedo),
+                              np.asarray(image)).astype(np.float32)
+
+
 def sample_shifts(n: int, max_shift: float, rng: np.random.Generator) -> np.ndarray:
     """``n`` displacements uniform in ``[-max_shift, max_shift]`` on each axis, shape (n, 2)."""
     return rng.uniform(-max_shift, max_shift, size=(n, 2))
@@ -120,7 +135,7 @@ def choose_patches(n_patches: int, n_pairs: int, rng: np.random.Generator, usabl
 
 def make_pseudo_pair(source: np.ndarray, shift: tuple[float, float], rng: np.random.Generator, *, margin: int = 0,
                      noise_std: float = 0.0, target_noise: float | None = None,
-                     real: RealNuisance | None = PSEUDO_NUISANCE
+                     real: RealNuisance | None = PSEUDO_NUISANCE, both_dates: bool = False
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """One pseudo-unchanged pair from one source patch.
 
@@ -142,6 +157,9 @@ def make_pseudo_pair(source: np.ndarray, shift: tuple[float, float], rng: np.ran
         standalone patch is co-registered afterwards, so its noise comes after the shift.
     real : RealNuisance, optional
         The real nuisances :func:`apply_nuisance` adds to the ``nn`` pairs' post (None: gamma and blur only).
+    both_dates : bool
+        With ``target_noise`` and ``real``: pre gets its own draw of the albedo nuisances
+        (:func:`first_date_nuisance`), independent of post's (which is made from the source as it is).
 
     Returns
     -------
@@ -149,13 +167,16 @@ def make_pseudo_pair(source: np.ndarray, shift: tuple[float, float], rng: np.ran
     valid : ndarray of bool, shape (rows, cols), or None
         Pixels of post with a source (standalone patches); ``None`` with a margin (all have one).
     """
+    first = source
+    if both_dates and target_noise is not None and real is not None:
+        first = first_date_nuisance(source, rng, real)
     seen = source if target_noise is None else apply_nuisance(source, rng, real)
     if margin:
         if target_noise is not None:
             seen = top_up_noise(seen, target_noise, rng)
         moved = shift_image(seen, (shift[0], shift[1]))
         crop = (slice(None), slice(margin, source.shape[1] - margin), slice(margin, source.shape[2] - margin))
-        pre = source[crop]
+        pre = first[crop]
         post = moved[crop] + rng.normal(0.0, noise_std, pre.shape).astype(np.float32)
         return pre.astype(np.float32), np.clip(post, 0.0, 1.0).astype(np.float32), None
     post, valid = shifted_copy(seen, tuple(shift))
@@ -165,7 +186,7 @@ def make_pseudo_pair(source: np.ndarray, shift: tuple[float, float], rng: np.ran
         post[box] = top_up_noise(post[box], target_noise, rng)
     else:
         post = post + rng.normal(0.0, noise_std, post.shape).astype(np.float32)
-    return source, np.clip(post, 0, 1).astype(np.float32), valid
+    return first, np.clip(post, 0, 1).astype(np.float32), valid
 
 
 @dataclass(frozen=True)
@@ -192,6 +213,7 @@ def iter_pseudo_pairs(
     target_noise: float | np.ndarray | None = None,
     margin: int = 0,
     real: RealNuisance | None | Sequence[RealNuisance | None] = PSEUDO_NUISANCE,
+    both_dates: bool = False,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]]:
     """THE pseudo-unchanged pair sampler: ``(source index, pre, post, valid)`` for each pair of a draw.
 
@@ -215,12 +237,14 @@ def iter_pseudo_pairs(
     real : RealNuisance, optional
         Real nuisances of the ``nn`` pairs' post (:func:`apply_nuisance`); None: gamma and blur only. A
         list or tuple: one per source (indexed by source), as the pair's own statistics call for.
+    both_dates : bool
+        Pairs with real nuisances give pre its own draw too (:func:`make_pseudo_pair`).
     """
     for i, shift in zip(draw.index, draw.shifts):
         nuisance = real[int(i)] if isinstance(real, (list, tuple)) else real
         target = None if target_noise is None else float(target_noise[i] if np.ndim(target_noise) else target_noise)
         pre, post, valid = make_pseudo_pair(source_of(int(i)), tuple(shift), rng, margin=margin, noise_std=noise_std,
-                                            target_noise=target, real=nuisance)
+                                            target_noise=target, real=nuisance, both_dates=both_dates)
         yield int(i), pre, post, valid
 
 

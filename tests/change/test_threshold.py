@@ -79,6 +79,30 @@ def test_a_standalone_patch_leaves_the_uncovered_strip_without_data():
     assert not np.array_equal(noisy, post)  # gamma, blur and noise: the nn nuisances
 
 
+def test_both_dates_give_pre_its_own_albedo_nuisances_and_post_another_draw():
+    from planetcd.change.nuisance import RealNuisance
+    from planetcd.change.threshold import make_pseudo_pair
+
+    yy, xx = np.mgrid[:96, :96]
+    patch = (0.5 + 0.2 * np.sin(xx / 5.0) * np.cos(yy / 7.0))[None].astype(np.float32)
+    tracks = RealNuisance(p_relight=1.0, p_streaks=1.0, p_seam=1.0, p_haze=0.0, p_resolution=0.0)
+    pre, post, valid = make_pseudo_pair(patch, (0.0, 0.0), np.random.default_rng(4), target_noise=0.0,
+                                        real=tracks, both_dates=True)
+    assert valid.all()
+    assert not np.allclose(pre, patch, atol=1e-3)  # pre carries its own tracks
+    # ... and nothing else: the relighting and the seam stay post's, so pre equals the source off its tracks
+    assert np.mean(np.abs(pre - patch) < 1e-6) > 0.5
+    # post is made from the source itself, not from pre: the same draw of post's nuisances with pre's turned off
+    rng = np.random.default_rng(4)
+    rng.integers(2**31)  # the draw pre's nuisances took
+    _, alone, _ = make_pseudo_pair(patch, (0.0, 0.0), rng, target_noise=0.0, real=tracks)
+    np.testing.assert_array_equal(post, alone)
+    # without real nuisances (the paper's pairs, unrelit nn pairs) pre is the source
+    plain, _, _ = make_pseudo_pair(patch, (0.0, 0.0), np.random.default_rng(4), target_noise=0.0, real=None,
+                                   both_dates=True)
+    assert plain is patch
+
+
 def test_threshold_spread_brackets_tau_and_shrinks_with_more_pairs():
     from planetcd.change.threshold import self_calibrated_threshold, threshold_spread
 
