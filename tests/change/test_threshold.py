@@ -101,6 +101,10 @@ def test_both_dates_give_pre_its_own_albedo_nuisances_and_post_another_draw():
     plain, _, _ = make_pseudo_pair(patch, (0.0, 0.0), np.random.default_rng(4), target_noise=0.0, real=None,
                                    both_dates=True)
     assert plain is patch
+    # detect's crops with real surroundings (a margin): pre is the crop of the source with its own tracks
+    framed, _, _ = make_pseudo_pair(patch, (1.0, -2.0), np.random.default_rng(4), margin=8, target_noise=0.0,
+                                    real=tracks, both_dates=True)
+    np.testing.assert_array_equal(framed, pre[:, 8:-8, 8:-8])
 
 
 def test_threshold_spread_brackets_tau_and_shrinks_with_more_pairs():
