@@ -23,6 +23,7 @@ from planetcd.change.nuisance import REAL_NUISANCE, real_nuisance
 from planetcd.datasets.benchmark import default_shared_dir
 from planetcd.datasets.synthetic import add_fresh_crater
 from planetcd.features import VGGFeatures
+from planetcd.tiling import box_distances
 
 CRATERS = [(300, 300, 9.0), (650, 420, 7.0), (820, 760, 12.0)]  # row, col (pre's grid), radius px
 SHIFT = (2.3, -1.6)
@@ -58,7 +59,7 @@ def main() -> None:
         order = np.argsort(-np.nan_to_num(r.change_score, nan=-np.inf))
         rank = np.empty(len(order), int)
         rank[order] = np.arange(1, len(order) + 1)
-        touched = [touching(r.patches, y, x, radius) for y, x, radius in CRATERS]
+        touched = [box_distances(r.patches, y, x) <= radius for y, x, radius in CRATERS]
         any_touched = np.any(touched, axis=0)
         scored = np.isfinite(r.change_score)
         found = sum(bool(r.changed[t].any()) for t in touched)
@@ -68,13 +69,6 @@ def main() -> None:
         print(f"| {method} | {tau} | {max_shift} | {r.tau:.4g} | {fmt(t['pseudo'])} | {fmt(t['empirical'])} | "
               f"{found}/{len(CRATERS)} | {int((r.changed & ~any_touched).sum())}/{int((scored & ~any_touched).sum())} "
               f"| {', '.join(map(str, ranks))} |", flush=True)
-
-
-def touching(patches: np.ndarray, row: float, col: float, radius: float) -> np.ndarray:
-    """Patches ``(n, 4)`` (row, col, height, width) that a crater's disc reaches into, as a boolean ``(n,)``."""
-    nearest_r = np.clip(row, patches[:, 0], patches[:, 0] + patches[:, 2] - 1)
-    nearest_c = np.clip(col, patches[:, 1], patches[:, 1] + patches[:, 3] - 1)
-    return np.hypot(nearest_r - row, nearest_c - col) <= radius
 
 
 if __name__ == "__main__":

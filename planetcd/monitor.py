@@ -83,7 +83,7 @@ from .precision import autocast, precision_record, resolve_precision
 from .raster import IntensityStats, dataset_stats, is_georeferenced, open_raster, read_window
 from .report import OUTPUTS, SUMMARY_COLUMNS, MonitorResult, chip_panels, is_complete, overview_png, summary_row
 from .runners import LocalRunner, Runner
-from .tiling import Tile, halo_tiles
+from .tiling import Tile, box_distances, halo_tiles
 
 __all__ = ["monitor", "monitor_batch", "MonitorResult", "OUTPUTS", "PairSetup", "BlockCraters", "monitor_block",
            "merge_blocks", "new_crater_flags", "nearby_change", "candidate_scores", "change_scores", "local_scores", "local_craters", "change_term", "peak_term", "change_peak", "change_candidates",
@@ -316,14 +316,9 @@ def nearby_change(craters: np.ndarray, change: ChangeResult, near_px: float) -> 
     best = np.full(len(craters), -1, np.int64)
     if len(craters) == 0:
         return ratio, best
-    p = change.patches.astype(np.float64)
     patch_ratio = np.where(np.isfinite(change.change_score), change.ratio, -np.inf)
     for k, (x, y, radius) in enumerate(craters[:, :3]):
-        reach = radius + near_px
-        # distance from the crater centre to each patch rectangle (pixel centres at integer + 0.5 edges)
-        dy = np.maximum(0.0, np.maximum(p[:, 0] - 0.5 - y, y - (p[:, 0] + p[:, 2] - 0.5)))
-        dx = np.maximum(0.0, np.maximum(p[:, 1] - 0.5 - x, x - (p[:, 1] + p[:, 3] - 0.5)))
-        near = np.flatnonzero(np.hypot(dy, dx) <= reach)
+        near = np.flatnonzero(box_distances(change.patches, y, x) <= radius + near_px)
         if len(near) == 0:
             continue
         j = near[np.argmax(patch_ratio[near])]

@@ -165,3 +165,24 @@ def box_sums(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     r0, c0 = boxes[:, 0], boxes[:, 1]
     r1, c1 = r0 + boxes[:, 2], c0 + boxes[:, 3]
     return integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]
+
+
+def box_distances(boxes: np.ndarray, row: float, col: float) -> np.ndarray:
+    """Distance from a point to each rectangular box, pixels (0 inside a box).
+
+    Parameters
+    ----------
+    boxes : ndarray, shape (n, 4)
+        ``row_off, col_off, height, width`` per box, pixels; a box spans the pixel centres ``row_off ..
+        row_off + height - 1`` and its edges lie half a pixel beyond them.
+    row, col : float
+        The point, in pixel coordinates of the same grid (pixel centres at integers).
+
+    Returns
+    -------
+    ndarray, float64, shape (n,)
+    """
+    p = np.asarray(boxes, np.float64).reshape(-1, 4)
+    dy = np.maximum(0.0, np.maximum(p[:, 0] - 0.5 - row, row - (p[:, 0] + p[:, 2] - 0.5)))
+    dx = np.maximum(0.0, np.maximum(p[:, 1] - 0.5 - col, col - (p[:, 1] + p[:, 3] - 0.5)))
+    return np.hypot(dy, dx)

@@ -47,3 +47,13 @@ def test_overlapping_tiles_and_blend_weights_reconstruct_a_constant():
         wsum[r : r + h, c : c + w] += weights
     assert wsum.min() > 0
     np.testing.assert_allclose(acc / wsum, 5.0)
+
+
+def test_box_distances_is_zero_inside_and_measured_from_the_pixel_edges():
+    from planetcd.tiling import box_distances
+
+    boxes = np.array([[0, 0, 10, 10], [0, 20, 10, 10], [20, 20, 10, 10]])
+    np.testing.assert_allclose(box_distances(boxes, 5.0, 5.0), [0.0, 14.5, np.hypot(14.5, 14.5)])
+    # a pixel centre on a box's last row is inside it; the edge lies half a pixel beyond
+    np.testing.assert_allclose(box_distances(boxes[:1], 9.0, 4.0), [0.0])
+    np.testing.assert_allclose(box_distances(boxes[:1], 11.0, 4.0), [1.5])
