@@ -509,8 +509,8 @@ def detect(
     method : {"nn", "nn-unlit", "paper"}
         ``nn`` (default): the nearest-neighbour feature disagreement, each patch scored by its most
         prominent compact peak (:func:`~planetcd.change.nn.nn_patch_scores`; see :mod:`planetcd.change.nn`):
-        shift-tolerant, sensitive to small new objects; the best label-free method on the benchmarks of
-        docs/benchmarks.md or within one pair of 200 of it. When the registration window shows another sun
+        shift-tolerant, sensitive to small new objects; the most accurate label-free method on every preset
+        of the latest reporting seed of docs/benchmarks.md. When the registration window shows another sun
         (:func:`window_anisotropy`, decided once before the tile loop; otherwise ``nn`` runs exactly as
         ``nn-unlit``), each tile of pre (core and halo) is first relit
         to post's look by the direction x frequency transfer fitted on the tile's shared ground

@@ -69,7 +69,7 @@ def _tau(value: str) -> str | float:
 @click.option("--method", type=click.Choice(["nn", "nn-unlit", "paper"]), default="nn", show_default=True,
               help="nn: nearest-neighbour feature disagreement, each patch scored by its most prominent "
                    "compact peak (shift-tolerant, sees small new craters, discounts tracks, seams and relit "
-                   "slopes; the best label-free method on the benchmarks or within one pair of 200), with pre "
+                   "slopes; the most accurate label-free method on every preset of the latest benchmarks), with pre "
                    "relit to post's look tile by tile; nn-unlit: nn "
                    "without the relighting (as before it); paper: L1 of pooled features (Saha & Zhu; with "
                    "--threshold pseudo --max-shift 10, the faithful reproduction).")
