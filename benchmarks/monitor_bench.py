@@ -117,7 +117,7 @@ def make_scene(scene: dict, sources: dict, size: int, index: int, folder: Path, 
     y0, x0 = scene["y0"] - m, scene["x0"] - m
     ground = src.image[y0 : y0 + size + 2 * m, x0 : x0 + size + 2 * m].astype(np.float64)
     donors_from = [n for n in sources if n != scene["tile"] and len(sources[n].craters)]
-    truth = []
+    truth, post_ground = [], ground
     for _ in range(int(rng.integers(1, 4))):
         donor_src = sources[donors_from[int(rng.integers(len(donors_from)))]]
         d = donor_src.craters
@@ -130,8 +130,7 @@ def make_scene(scene: dict, sources: dict, size: int, index: int, folder: Path, 
             gy, gx = rng.uniform(40, size - 40, 2)
             if all(np.hypot(gy - ty, gx - tx) > 2.5 * (tr + donor[2]) for ty, tx, tr in truth):
                 break
-        ground_post = paste(ground if not truth else post_ground, donor_src.image, donor, gy + m, gx + m)
-        post_ground = ground_post
+        post_ground = paste(post_ground, donor_src.image, donor, gy + m, gx + m)
         truth.append((gy, gx, float(donor[2])))
     if nuisance == "real":
         nuisance_rng = np.random.default_rng([11, index] if seed == 0 else [11, seed, index])
@@ -199,7 +198,7 @@ def main(argv=None) -> int:
                   f"false {false} candidates {len(result)} ({rows[-1]['n_new']} new_crater) "
                   f"{rows[-1]['seconds']:.1f}s", flush=True)
     km2 = (args.size * PIXEL_M / 1000) ** 2
-    lines = [f"| group | scenes | craters | recall top 5 | recall | false / km² |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| group | scenes | craters | recall top 5 | recall | false / km² |", "| --- | --- | --- | --- | --- | --- |"]
     groups = list(dict.fromkeys(r["group"] for r in rows)) + ["all"]
     for g in groups:
         sel = [r for r in rows if g == "all" or r["group"] == g]

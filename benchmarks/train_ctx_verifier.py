@@ -141,7 +141,6 @@ def _write_registry(registry: Path, meta: dict) -> None:
 
 
 def main(argv=None) -> int:
-    from planetcd import models
     from planetcd.craters.match import pool_results
     from planetcd.craters.sun import canonical_frame
     from planetcd.craters.verify import (decoy_threshold, image_pyramid, save_verifier, train_verifier,

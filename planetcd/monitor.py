@@ -601,7 +601,7 @@ def assemble(change: ChangeResult, craters: BlockCraters, setup: PairSetup, *, n
     extra_patch = extra[:, 4].astype(np.int64)
     extra_ratio = change.ratio[extra_patch] if len(extra) else np.zeros(0)
     local = extra[:, 5] > 0  # a crater of the local search
-    n_new, n_change = len(chosen), len(extra)
+    n_new = len(chosen)
     extra_conf = np.where(local, extra[:, 6], 0.0)
     pixels = np.concatenate([craters.post[chosen], np.column_stack([extra[:, :3], extra_conf])]).reshape(-1, 4)
     extra_score = np.where(local, local_scores(extra_conf, np.nan_to_num(extra[:, 7]), extra_ratio, extra[:, 3]),

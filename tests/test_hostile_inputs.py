@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from planetcd.cli import main
 from planetcd.datasets.synthetic import make_change_pair, write_synthetic_geotiff
@@ -83,7 +83,7 @@ def unet(untrained_unet) -> Path:
     return untrained_unet(0)
 
 
-def _invoke(args) -> "click.testing.Result":
+def _invoke(args) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
