@@ -31,6 +31,30 @@ PathLike = str | os.PathLike
 #: Percentiles (of valid pixels) mapped to 0 and 1 by :func:`scale_intensity`.
 ROBUST_PERCENTILES = (0.5, 99.5)
 
+#: Smallest magnitude of a float fill value: ISIS special pixels (NULL -3.4028227e38, LRS, LIS, HIS, HRS) and
+#: ±FLT_MAX, the nodata of map-projected float products that often reach a GeoTIFF without their nodata tag.
+#: No physical value (I/F, DN, radiance) comes near it, so such pixels are missing whatever the tag says.
+FLOAT_FILL_MAGNITUDE = 3.4e38
+#: The ISIS NULL of 32-bit float cubes, the fill of map-projected ISIS products.
+ISIS_NULL = float(np.float32(-3.4028227e38))
+
+
+def implicit_fill(ds) -> float | None:
+    """The fill value a raster without a nodata tag most likely holds, for resampling it without smearing it.
+
+    ``float32``: the ISIS NULL (:data:`ISIS_NULL`); a signed integer type: its lowest value (-32768 for
+    int16); otherwise (unsigned types, whose fill 0 :func:`missing_pixels` handles) ``None``. ``None`` too
+    when the raster declares a nodata value.
+    """
+    if ds.nodata is not None:
+        return None
+    dtype = np.dtype(ds.dtypes[0])
+    if dtype == np.float32:
+        return ISIS_NULL
+    if dtype.kind == "i":
+        return float(np.iinfo(dtype).min)
+    return None
+
 
 def open_raster(path: PathLike) -> rasterio.io.DatasetReader:
     """Open a raster for reading, turning every failure into an :class:`InputError`.
@@ -85,6 +109,20 @@ def is_georeferenced(ds) -> bool:
     return ds.crs is not None and not ds.transform.is_identity
 
 
+def data_bands(ds) -> list[int]:
+    """1-based indexes of the bands of ``ds`` that hold image data: every band but alpha bands.
+
+    An alpha band (a gray + alpha PNG, an RGBA GeoTIFF, a WarpedVRT's added alpha) is a mask, not data:
+    GDAL already turns it into the mask of the other bands (:func:`read_window`'s validity). When every
+    band is tagged alpha, all bands are returned.
+    """
+    from rasterio.enums import ColorInterp
+
+    interp = tuple(getattr(ds, "colorinterp", ()) or ())
+    bands = [i + 1 for i in range(ds.count) if i >= len(interp) or interp[i] != ColorInterp.alpha]
+    return bands or list(range(1, ds.count + 1))
+
+
 def pixel_to_map(transform, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Map ``x, y`` of pixel positions (fractional ``rows, cols``; 0.5 = a pixel centre) through an affine transform."""
     rows = np.asarray(rows, dtype=np.float64)
@@ -108,7 +146,7 @@ def read_window(
     window : rasterio.windows.Window, optional
         Pixel window; the whole raster when omitted.
     bands : sequence of int, optional
-        1-based band indexes; all bands when omitted.
+        1-based band indexes; all data bands (:func:`data_bands`: alpha bands left out) when omitted.
     out_shape : (rows, cols), optional
         Decimated read (nearest neighbour), used for quick looks and statistics.
     boundless : bool
@@ -120,27 +158,40 @@ def read_window(
     data : ndarray, float32, shape (bands, rows, cols)
         Pixel values; invalid pixels hold 0.
     valid : ndarray, bool, shape (rows, cols)
-        ``True`` where every band holds data (GDAL mask, nodata value and NaN).
+        ``True`` where every band holds data (GDAL mask, nodata value, an alpha band's 0, NaN, float fill values of
+        magnitude :data:`FLOAT_FILL_MAGNITUDE` or more, such as the ISIS NULL of a raster without nodata tag,
+        and the lowest value of a signed integer type, such as int16's -32768, the nodata of HRSC products).
 
     Raises
     ------
     InputError
         When GDAL fails to read the pixels (a truncated or corrupt file), naming the file.
     """
-    indexes = list(bands) if bands is not None else list(range(1, ds.count + 1))
+    image_bands = data_bands(ds)
+    indexes = list(bands) if bands is not None else image_bands
     if boundless and window is not None and out_shape is None:
         return _read_boundless(ds, window, indexes)
+    alpha = [b for b in range(1, ds.count + 1) if b not in image_bands and b not in indexes]
     kwargs = {"window": window}
+    alpha_kwargs = dict(kwargs)
     if out_shape is not None:
         kwargs["out_shape"] = (len(indexes), *out_shape)
+        alpha_kwargs["out_shape"] = (len(alpha), *out_shape)
     try:
         data = ds.read(indexes, masked=False, fill_value=0, **kwargs).astype(np.float32, copy=False)
         masks = ds.read_masks(indexes, **kwargs)
+        if alpha:  # GDAL derives the mask from alpha for files, not for a WarpedVRT's added alpha
+            masks = np.concatenate([masks, ds.read(alpha, masked=False, **alpha_kwargs)])
     except Exception as exc:
         if is_gdal_error(exc):  # GDAL may fail only now, on a block past the end of a truncated file
             raise read_error(ds, exc) from None
         raise
-    valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(data), axis=0)
+    with np.errstate(invalid="ignore"):
+        valid = np.all(masks > 0, axis=0) & np.all(np.abs(data) < FLOAT_FILL_MAGNITUDE, axis=0)  # NaN fails too
+    for k, index in enumerate(indexes):  # a signed integer band's lowest value is its fill (-32768 for int16)
+        dtype = np.dtype(ds.dtypes[index - 1])
+        if dtype.kind == "i":
+            valid &= data[k] != np.float32(np.iinfo(dtype).min)
     data[:, ~valid] = 0.0
     return data, valid
 
@@ -195,19 +246,24 @@ def robust_range(
     return low, high
 
 
-def missing_pixels(data: np.ndarray, valid: np.ndarray | None = None, nodata: float | None = None) -> np.ndarray:
+def missing_pixels(data: np.ndarray, valid: np.ndarray | None = None, nodata: float | None = None,
+                   zero_is_data: bool = False) -> np.ndarray:
     """The one missing-pixel rule of planetcd: where a pixel holds no ground.
 
     A pixel is missing when it lies outside ``valid`` (the GDAL mask of
     :func:`read_window`, which covers the nodata tag and NaN), is not finite,
-    equals ``nodata``, or is exactly 0 in any band (the fill of CTX, HRSC and
-    LROC products and of map-projected footprints whose nodata is not declared).
+    equals ``nodata``, is a float fill value (magnitude :data:`FLOAT_FILL_MAGNITUDE`
+    or more: ISIS special pixels, ±FLT_MAX), or is exactly 0 in any band (the fill of CTX,
+    HRSC and LROC products and of map-projected footprints whose nodata is not declared)
+    unless ``zero_is_data`` (an image whose values straddle 0, where 0 is no fill: :func:`zeros_are_data`).
 
     Parameters
     ----------
     data : ndarray, shape (bands, rows, cols) or (rows, cols)
     valid : ndarray of bool, shape (rows, cols), optional
     nodata : float, optional
+    zero_is_data : bool
+        0 is an ordinary value of this image (signed data around 0), not its fill.
 
     Returns
     -------
@@ -216,12 +272,53 @@ def missing_pixels(data: np.ndarray, valid: np.ndarray | None = None, nodata: fl
     """
     data = np.asarray(data)
     stack = data[None] if data.ndim == 2 else data
-    ok = np.all(np.isfinite(stack) & (stack != 0), axis=0)
+    with np.errstate(invalid="ignore"):
+        ok = np.abs(stack) < FLOAT_FILL_MAGNITUDE  # False for NaN and ±inf too
+    if not zero_is_data:
+        ok &= stack != 0
+    ok = np.all(ok, axis=0)
     if nodata is not None and np.isfinite(nodata):
         ok &= np.all(stack != nodata, axis=0)
     if valid is not None:
         ok &= np.asarray(valid, bool)
     return ~ok
+
+
+#: A value that 0 outnumbers this many times over its nearest neighbours in the histogram is a fill
+#: (:func:`zeros_are_data`).
+ZERO_SPIKE = 3.0
+
+
+def zeros_are_data(data: np.ndarray, valid: np.ndarray | None = None, nodata: float | None = None) -> bool:
+    """Whether 0 is an ordinary value of an image rather than its fill (:func:`missing_pixels`).
+
+    True when the present values straddle 0 (some negative, some positive: a DN offset removed, an
+    int16 product with negative values, a difference image) and 0 is no spike in their histogram: it
+    holds at most :data:`ZERO_SPIKE` times the mean count of the nearest negative and the nearest
+    positive value. A fill is a spike (a collar of zeros among continuous float values, or among
+    integers), so it stays missing; unsigned and positive data — every CTX, HRSC, LROC DN image —
+    keep 0 as fill.
+
+    Parameters
+    ----------
+    data : ndarray, shape (bands, rows, cols) or (rows, cols)
+        A (decimated) read of the whole image.
+    valid, nodata
+        As :func:`missing_pixels`.
+
+    Returns
+    -------
+    bool
+    """
+    data = np.asarray(data)
+    stack = data[None] if data.ndim == 2 else data
+    values = stack[:, ~missing_pixels(stack, valid, nodata, zero_is_data=True)].ravel()
+    negative, positive = values[values < 0], values[values > 0]
+    if not len(negative) or not len(positive):
+        return False
+    zeros = np.count_nonzero(values == 0)
+    neighbours = (np.count_nonzero(values == negative.max()) + np.count_nonzero(values == positive.min())) / 2
+    return bool(zeros <= ZERO_SPIKE * max(neighbours, 1.0))
 
 
 @dataclass(frozen=True)

@@ -96,15 +96,17 @@ def registration_window(height: int, width: int, shared: np.ndarray | None = Non
 
 
 def register_pair(pre_ds, post_grid, pre_stats: IntensityStats, post_stats: IntensityStats,
-                  shared: np.ndarray | None = None) -> tuple[tuple[float, float], float]:
+                  shared: np.ndarray | None = None,
+                  zero_is_data: tuple[bool, bool] = (False, False)) -> tuple[tuple[float, float], float]:
     """Displacement ``(dy, dx)`` of post (on pre's grid) relative to pre, and its error.
 
     Estimated by phase correlation on :func:`registration_window`, on the ground both dates see only
-    (pixels missing in either image are filled with the mean in both).
+    (pixels missing in either image are filled with the mean in both). ``zero_is_data``: for pre and
+    post, whether 0 is a value rather than the fill (:func:`planetcd.raster.zeros_are_data`).
     """
     window = registration_window(pre_ds.height, pre_ds.width, shared)
-    pre, pre_valid = read_present(AlignedReader(pre_ds), window)
-    post, post_valid = read_present(AlignedReader(post_grid), window)
+    pre, pre_valid = read_present(AlignedReader(pre_ds, zero_is_data=zero_is_data[0]), window)
+    post, post_valid = read_present(AlignedReader(post_grid, zero_is_data=zero_is_data[1]), window)
     both = pre_valid & post_valid
     if not both.any():
         raise InputError("the images share no ground with data in both (do their footprints overlap?)")
@@ -201,6 +203,8 @@ class DetectSpec:
     capture: np.ndarray | None = None  #: (m, 4) cell windows of pre's feature map to return (:class:`TilePartial`)
     precision: str = "fp32"  #: the run's resolved precision of the trunk (:func:`planetcd.precision.resolve_precision`)
     relight: bool = False  #: ``nn``: relight each pre tile to post's look (:func:`detect_tile`)
+    #: pre's and post's 0 is a value, not the fill (:func:`planetcd.raster.zeros_are_data`)
+    zero_is_data: tuple[bool, bool] = (False, False)
 
 
 @dataclass
@@ -372,7 +376,8 @@ def detect_tile_task(tile: Tile, *, spec: DetectSpec, patches: np.ndarray, cells
     """
     trunk = cached_trunk(spec.layer, spec.relu, spec.weights, spec.device)
     with open_raster(spec.pre) as pre_ds, open_raster(spec.post) as post_ds, post_on_pre_grid(pre_ds, post_ds) as grid:
-        context = TileContext(AlignedReader(pre_ds), AlignedReader(grid, spec.displacement), spec.pre_stats,
+        context = TileContext(AlignedReader(pre_ds, zero_is_data=spec.zero_is_data[0]),
+                              AlignedReader(grid, spec.displacement, zero_is_data=spec.zero_is_data[1]), spec.pre_stats,
                               spec.post_stats, trunk, torch.device(spec.device), patches, cells, spec.method,
                               spec.nn_radius, spec.pooling, spec.capture, spec.precision, spec.relight)
         return detect_tile(context, tile)
@@ -450,6 +455,42 @@ def relight_record(transfers: list[np.ndarray], shared: list[float]) -> dict:
         "transfer": {"radii_cycles_per_px": [round(r, 4) for r in TRANSFER_RADII], "n_angles": int(stack.shape[2]),
                      "median": np.round(np.median(stack[keep], axis=0), 3).tolist()},
     }
+
+
+def inputs_record(pre_ds, post_ds, zero_is_data: tuple[bool, bool] = (False, False)) -> dict:
+    """What ``detect`` read of each date and how post was put on pre's grid, for run.json (``parameters.inputs``).
+
+    Parameters
+    ----------
+    pre_ds, post_ds : rasterio datasets
+        The opened inputs (post as given, before any resampling).
+    zero_is_data : (bool, bool)
+        Whether 0 was taken as a value of pre and of post (:func:`planetcd.raster.zeros_are_data`).
+
+    Returns
+    -------
+    dict
+        ``pre`` and ``post``: size, data type, bands read (alpha left out), nodata, georeferenced, pixel size
+        and CRS (WKT, for post only when it differs from pre's), and ``zero_is_data``; ``post_on_pre_grid``:
+        ``"same grid"``, ``"assumed same grid"`` or ``"resampled"`` (WarpedVRT, bilinear:
+        :func:`~planetcd.change.register.grid_relation`).
+    """
+    from ..raster import data_bands, is_georeferenced
+    from .register import grid_relation
+
+    def one(ds, zero: bool, crs: bool) -> dict:
+        geo = is_georeferenced(ds)
+        record = {"width": ds.width, "height": ds.height, "dtype": ds.dtypes[0], "bands": data_bands(ds),
+                  "nodata": None if ds.nodata is None else float(ds.nodata), "georeferenced": geo,
+                  "pixel_size": [float(v) for v in ds.res] if geo else None, "zero_is_data": zero}
+        if crs:
+            record["crs"] = ds.crs.to_wkt() if geo else None
+        return record
+
+    relation = grid_relation(pre_ds, post_ds)
+    return {"pre": one(pre_ds, zero_is_data[0], False),
+            "post": one(post_ds, zero_is_data[1], relation == "resampled" and post_ds.crs != pre_ds.crs),
+            "post_on_pre_grid": "resampled (WarpedVRT, bilinear)" if relation == "resampled" else relation}
 
 
 def _finite(value: float) -> float | None:
@@ -629,6 +670,8 @@ def detect(
         post_image = image_overview(post_grid, "post")
         pre_stats, post_stats = pre_image.stats, post_image.stats
         shared = shared_overview(pre_image, post_image)  # refuses data footprints that do not overlap
+        zero_is_data = (pre_image.zero_is_data, post_image.zero_is_data)
+        inputs = inputs_record(pre_ds, post_ds, zero_is_data)
         torch_device = pick_device(device)
         used_precision = resolve_precision(precision, torch_device)
         if trunk is None:  # before any heavy work, so a weights problem is reported at once
@@ -637,11 +680,11 @@ def detect(
         t0 = time.perf_counter()
         displacement, reg_error = (0.0, 0.0), float("nan")
         if register:
-            displacement, reg_error = register_pair(pre_ds, post_grid, pre_stats, post_stats, shared)
+            displacement, reg_error = register_pair(pre_ds, post_grid, pre_stats, post_stats, shared, zero_is_data)
             log.info("post is displaced by dy=%.2f, dx=%.2f px relative to pre", *displacement)
         timings["register_s"] = time.perf_counter() - t0
-        pre_reader = AlignedReader(pre_ds)
-        post_reader = AlignedReader(post_grid, displacement)
+        pre_reader = AlignedReader(pre_ds, zero_is_data=zero_is_data[0])
+        post_reader = AlignedReader(post_grid, displacement, zero_is_data=zero_is_data[1])
         trunk = trunk.to(torch_device)
         s = trunk.stride
 
@@ -704,7 +747,7 @@ def detect(
         else:
             spec = DetectSpec(str(pre), str(post), displacement, pre_stats, post_stats, trunk.layer, trunk.relu,
                               str(trunk.weights_path) if trunk.weights_path is not None else None, kind, nn_radius,
-                              pooling, str(torch_device), capture, used_precision, relight)
+                              pooling, str(torch_device), capture, used_precision, relight, zero_is_data)
             partials = runner.map(detect_tile_task, tiles, spec=spec, patches=patches, cells=cells)
         transfers, tile_shared = [], []
         for partial in partials:  # merged in tile order, so any runner gives the same result
@@ -807,6 +850,7 @@ def detect(
         "n_pixelwise_patches": n_pixelwise,
         "n_pseudo_pre_reused": n_reused,
         "precision": precision_record(precision, used_precision),
+        "inputs": inputs,
     }
     return ChangeResult(
         patches=patches, change_score=change_score, tau=tau, changed=changed, valid_fraction=valid_fraction,

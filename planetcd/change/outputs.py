@@ -184,16 +184,31 @@ def write_candidates(result, outdir: Path) -> None:
     table = result.candidates()
     table.pop("patch_index")
     write_csv(outdir / "candidates.csv", table)
-    p = np.stack([table["row_off"], table["col_off"], table["height"], table["width"]], axis=1)
-    rows0, cols0 = p[:, 0].astype(float), p[:, 1].astype(float)
-    rows1, cols1 = rows0 + p[:, 2], cols0 + p[:, 3]
-    if result.transform is not None:
-        x0, y0 = pixel_to_map(result.transform, rows0, cols0)
-        x1, y1 = pixel_to_map(result.transform, rows1, cols1)
-    else:
-        x0, y0, x1, y1 = cols0, rows0, cols1, rows1
-    write_gpkg(outdir / "candidates.gpkg", table, rings_wkb(box_rings(x0, y0, x1, y1)), "Polygon",
+    write_gpkg(outdir / "candidates.gpkg", table, rings_wkb(patch_rings(result.transform, table)), "Polygon",
                crs=result.crs, layer="candidates")
+
+
+def patch_rings(transform, table: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Closed rings ``(5, 2)`` of the patches' footprints in map coordinates (pixel ``x = col, y = row`` without
+    a transform).
+
+    Each of the four pixel corners goes through the full affine transform, so a rotated or sheared
+    geotransform (non-zero ``b``, ``d``) gives the rotated quadrilateral, not the box of two corners; for a
+    north-up grid the rings are those of :func:`planetcd.vector.box_rings`.
+
+    Parameters
+    ----------
+    transform : affine.Affine or None
+    table : dict
+        Columns ``row_off, col_off, height, width`` (pixels), as :meth:`ChangeResult.candidates`.
+    """
+    rows0, cols0 = np.asarray(table["row_off"], float), np.asarray(table["col_off"], float)
+    rows1, cols1 = rows0 + np.asarray(table["height"]), cols0 + np.asarray(table["width"])
+    if transform is None:
+        return box_rings(cols0, rows0, cols1, rows1)
+    corners = [(rows0, cols0), (rows0, cols1), (rows1, cols1), (rows1, cols0), (rows0, cols0)]
+    xy = np.stack([np.stack(pixel_to_map(transform, r, c), axis=-1) for r, c in corners], axis=1)  # (n, 5, 2)
+    return list(xy)
 
 
 def write_quicklook(result, path: Path, top: int = 10) -> None:

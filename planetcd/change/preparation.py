@@ -26,6 +26,7 @@ from ..raster import (
     overview_shape,
     read_window,
     to_three_bands,
+    zeros_are_data,
 )
 
 #: Pixels of the decimated read that gives an image's statistics and overview.
@@ -39,13 +40,17 @@ class ImageOverview:
     stats: IntensityStats
     overview: np.ndarray  #: decimated image scaled to 0..1, missing pixels at the mean, (bands, h, w)
     overview_valid: np.ndarray  #: (h, w) bool, pixels holding ground
+    #: 0 is an ordinary value of this image, not its fill (:func:`planetcd.raster.zeros_are_data`); the
+    #: image's readers must say so too (:class:`~planetcd.change.register.AlignedReader`)
+    zero_is_data: bool = False
 
 
 def image_overview(ds, name: str) -> ImageOverview:
     """Statistics and overview of a dataset from one decimated read of about :data:`OVERVIEW_PIXELS` pixels.
 
     The statistics are :func:`planetcd.raster.dataset_stats`'s at that size (the same read, the same
-    rule), kept together with the overview they were computed from.
+    rule), kept together with the overview they were computed from. Whether 0 is a value or the fill
+    (:func:`planetcd.raster.zeros_are_data`: signed data around 0) is decided on the same read.
 
     Raises
     ------
@@ -53,12 +58,13 @@ def image_overview(ds, name: str) -> ImageOverview:
         When no pixel holds ground.
     """
     data, valid = read_window(ds, out_shape=overview_shape(ds.height, ds.width, OVERVIEW_PIXELS))
-    missing = missing_pixels(data, valid, ds.nodata)
+    zero_is_data = zeros_are_data(data, valid, ds.nodata)
+    missing = missing_pixels(data, valid, ds.nodata, zero_is_data)
     if missing.all():
         raise InputError(f"{name}: image has no valid pixels (all nodata, NaN or zero)")
     stats = intensity_stats(data, missing)
     present = ~missing
-    return ImageOverview(stats, fill_invalid(stats.unit(data), present, stats.unit_mean), present)
+    return ImageOverview(stats, fill_invalid(stats.unit(data), present, stats.unit_mean), present, zero_is_data)
 
 
 def shared_overview(pre: ImageOverview, post: ImageOverview) -> np.ndarray:
@@ -77,9 +83,9 @@ def shared_overview(pre: ImageOverview, post: ImageOverview) -> np.ndarray:
 
 def read_present(reader, window: Window) -> tuple[np.ndarray, np.ndarray]:
     """A window ``(bands, h, w)`` float32 of an :class:`~planetcd.change.register.AlignedReader` and where it holds
-    ground ``(h, w)`` (:func:`~planetcd.raster.missing_pixels`)."""
+    ground ``(h, w)`` (:func:`~planetcd.raster.missing_pixels`, with the reader's ``zero_is_data``)."""
     data, valid = reader.read(window)
-    return data, ~missing_pixels(data, valid)
+    return data, ~missing_pixels(data, valid, zero_is_data=getattr(reader, "zero_is_data", False))
 
 
 def prepare(data: np.ndarray, valid: np.ndarray, stats: IntensityStats) -> np.ndarray:

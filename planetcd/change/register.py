@@ -24,7 +24,13 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from ..errors import InputError
-from ..raster import is_georeferenced, missing_pixels, read_window
+from ..raster import (
+    data_bands,
+    implicit_fill,
+    is_georeferenced,
+    missing_pixels,
+    read_window,
+)
 
 log = logging.getLogger(__name__)
 
@@ -195,14 +201,18 @@ class AlignedReader:
         Post, already on pre's grid.
     displacement : (dy, dx)
         Displacement of post relative to pre, pixels (undone on read).
+    zero_is_data : bool
+        0 is an ordinary value of this image, not its fill (signed data around 0:
+        :func:`planetcd.raster.zeros_are_data`, decided on the image's overview).
     """
 
-    def __init__(self, dataset, displacement: tuple[float, float] = (0.0, 0.0)):
+    def __init__(self, dataset, displacement: tuple[float, float] = (0.0, 0.0), zero_is_data: bool = False):
         self.dataset = dataset
+        self.zero_is_data = bool(zero_is_data)
         self.displacement = (float(displacement[0]), float(displacement[1]))
         self.whole = (int(round(self.displacement[0])), int(round(self.displacement[1])))
         self.frac = (self.displacement[0] - self.whole[0], self.displacement[1] - self.whole[1])
-        self.height, self.width, self.count = dataset.height, dataset.width, dataset.count
+        self.height, self.width, self.count = dataset.height, dataset.width, len(data_bands(dataset))
         self.nodata = dataset.nodata
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
@@ -228,7 +238,7 @@ class AlignedReader:
         data, valid = read_window(self.dataset, src, boundless=not inside)
         # Which pixels hold ground is decided before interpolation: the sub-pixel shift turns the exact
         # zeros of a footprint's outside (a raster with no nodata tag) into tiny values that would pass.
-        valid = ~missing_pixels(data, valid, self.nodata)
+        valid = ~missing_pixels(data, valid, self.nodata, self.zero_is_data)
         data, valid = undo_displacement(data, valid, self.frac)
         if pad:
             data = data[:, pad:-pad, pad:-pad]
@@ -266,9 +276,34 @@ def footprints_overlap(pre_ds, post_ds) -> bool:
     return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
 
 
+def grid_relation(pre_ds, post_ds) -> str:
+    """How post is put on pre's grid by :func:`post_on_pre_grid` (recorded in run.json).
+
+    Returns
+    -------
+    str
+        ``"same grid"`` (same size, CRS and transform, or both not georeferenced and of one size),
+        ``"assumed same grid"`` (one size, only one georeferenced) or ``"resampled"`` (a WarpedVRT).
+    """
+    pre_geo, post_geo = is_georeferenced(pre_ds), is_georeferenced(post_ds)
+    same_size = pre_ds.width == post_ds.width and pre_ds.height == post_ds.height
+    if same_size and pre_geo != post_geo:
+        return "assumed same grid"
+    if same_size and (not pre_geo or (pre_ds.crs == post_ds.crs and pre_ds.transform.almost_equals(post_ds.transform))):
+        return "same grid"
+    return "resampled"
+
+
 @contextlib.contextmanager
 def post_on_pre_grid(pre_ds, post_ds):
     """Yield post as a dataset on pre's grid (a WarpedVRT when the grids differ).
+
+    Bands are counted without alpha bands (:func:`planetcd.raster.data_bands`): a gray + alpha image pairs
+    with a gray one. A post without nodata tag or alpha band is warped so that pre's pixels outside post's
+    footprint are masked, not read as 0 (which is ground for an image whose values straddle 0,
+    :func:`planetcd.raster.zeros_are_data`): with its likely fill as nodata when it has one
+    (:func:`planetcd.raster.implicit_fill`: the ISIS NULL of float32, -32768 of int16, which bilinear
+    resampling would otherwise smear into the ground next to it), else with an added alpha band.
 
     Raises
     ------
@@ -277,17 +312,16 @@ def post_on_pre_grid(pre_ds, post_ds):
         cannot be put on one grid (not both georeferenced), or when both are
         georeferenced and their footprints do not overlap.
     """
+    from rasterio.enums import ColorInterp
+
     pre_name, post_name = _name(pre_ds, "pre"), _name(post_ds, "post")
-    if pre_ds.count != post_ds.count:
-        raise InputError(f"band counts differ: {pre_name} has {pre_ds.count}, {post_name} has {post_ds.count}")
-    same_grid = (
-        pre_ds.width == post_ds.width
-        and pre_ds.height == post_ds.height
-        and (pre_ds.crs == post_ds.crs or not is_georeferenced(pre_ds) or not is_georeferenced(post_ds))
-        and (pre_ds.transform.almost_equals(post_ds.transform) or not is_georeferenced(post_ds) or not is_georeferenced(pre_ds))
-    )
-    if same_grid:
-        if is_georeferenced(pre_ds) != is_georeferenced(post_ds):
+    pre_count, post_count = len(data_bands(pre_ds)), len(data_bands(post_ds))
+    if pre_count != post_count:
+        raise InputError(f"band counts differ: {pre_name} has {pre_count}, {post_name} has {post_count} (alpha "
+                         "bands not counted); give both dates the same bands")
+    relation = grid_relation(pre_ds, post_ds)
+    if relation != "resampled":
+        if relation == "assumed same grid":
             warnings.warn("only one image is georeferenced; assuming both share pre's grid", stacklevel=3)
         yield post_ds
         return
@@ -299,6 +333,9 @@ def post_on_pre_grid(pre_ds, post_ds):
     if not footprints_overlap(pre_ds, post_ds):
         raise InputError(f"footprints do not overlap: {pre_name} and {post_name} cover different ground")
     log.info("resampling post onto pre's grid (WarpedVRT, bilinear)")
+    masked = post_ds.nodata is not None or ColorInterp.alpha in tuple(post_ds.colorinterp or ())
+    fill = None if masked else implicit_fill(post_ds)
+    fill_options = {} if fill is None else {"src_nodata": fill, "nodata": fill}
     with WarpedVRT(
         post_ds,
         crs=pre_ds.crs,
@@ -306,5 +343,7 @@ def post_on_pre_grid(pre_ds, post_ds):
         width=pre_ds.width,
         height=pre_ds.height,
         resampling=Resampling.bilinear,
+        add_alpha=not masked and fill is None,
+        **fill_options,
     ) as vrt:
         yield vrt
