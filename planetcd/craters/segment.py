@@ -22,14 +22,16 @@ used for models whose metadata says ``sun_aware: true``, with the azimuth given
 writers always work on the input grid.
 
 Intensities are scaled with statistics of the whole image
-(:func:`planetcd.raster.dataset_stats`: the 0.5 and 99.5 percentiles of a
+(:func:`band_stats`: the 0.5 and 99.5 percentiles of a
 decimated read, as in training) to ``-1..1``; missing pixels
-(:func:`planetcd.raster.missing_pixels`) are filled with the image mean before
-the network sees them, as in DeLatte et al.
+(:func:`planetcd.raster.missing_pixels`) are filled with the present ground mirrored across its
+edge (far from it, the local mean turning into the image mean: :func:`mirror_fill`), before the
+network sees them.
 
 Memory: a block is segmented in memory, about 30 bytes per pixel of its window
 (core and halo): raw, prepared, accumulated and blended float32 planes and
-masks. The default block of :data:`DEFAULT_BLOCK_SIZE` px holds an ordinary CTX
+masks (about as much again, for a moment, when some of its pixels are missing:
+:func:`mirror_fill`). The default block of :data:`DEFAULT_BLOCK_SIZE` px holds an ordinary CTX
 tile (up to 8192 px a side, ~2 GB) in one block, so that its probability is
 exactly the whole-image tiled pass; bigger images are cut into blocks whose
 halo of ``block_halo`` px gives the network its context across block borders.
@@ -56,8 +58,8 @@ from ..errors import InputError
 from ..precision import autocast, precision_record, resolve_precision
 from ..inputs import check_array, check_raster
 from ..raster import (
-    IntensityStats, atomic_output, check_writable, dataset_stats, intensity_stats, is_georeferenced, missing_pixels,
-    open_raster, read_window, write_geotiff,
+    IntensityStats, atomic_output, check_writable, intensity_stats, is_georeferenced, missing_pixels, open_raster,
+    overview_shape, read_window, write_geotiff, zeros_are_data,
 )
 from ..runners import LocalRunner, Runner, resolve_runner
 from ..tiling import Tile, blend_weights, halo_tiles, overlapping_tiles
@@ -68,12 +70,13 @@ from .sun import FALLBACK_AZIMUTH_DEG, canonical_frame, estimate_sun_azimuth, to
 log = logging.getLogger("planetcd.craters.segment")
 
 __all__ = [
-    "MIN_SIZE", "MAX_SCALE", "DEFAULT_BLOCK_SIZE", "OUTPUTS", "SegmentResult", "segment", "prepare_window",
+    "MIN_SIZE", "MAX_SCALE", "DEFAULT_BLOCK_SIZE", "OUTPUTS", "SegmentResult", "segment", "prepare_window", "mirror_fill", "local_mean",
     "window_probability", "canonical_probability", "parse_sun_azimuth", "image_sun_estimate", "resolve_sun",
     "window_tiles", "predict_tiles", "segment_block", "read_prepared", "image_stats", "run_blocks", "image_probability", "pixel_size_of",
     "merge_scales", "multiscale_craters", "magnified_craters", "catalog_craters", "verify_catalog", "parse_scales", "scale_craters", "scale_min_radius",
-    "verifier_pyramid",
-    "read_scaled", "resample_array",
+    "verifier_pyramid", "centre_missing",
+    "read_scaled", "gdal_resample", "resample_array", "read_band", "band_stats", "band_zeros_are_data",
+    "PRESENT_ZERO",
 ]
 
 #: Smallest image side (pixels) that is segmented.
@@ -104,19 +107,171 @@ SUN_ESTIMATE_MAX_SIDE = 4096
 MASK_NODATA = 255
 
 
+# --------------------------------------------------------------------------- reading a band
+
+#: What a present pixel holding exactly 0 becomes in an image whose zeros are data (signed values around 0,
+#: :func:`planetcd.raster.zeros_are_data`): the smallest normal float32, 0 for every computation, so that in
+#: the arrays passed on 0 keeps meaning "missing" (:func:`planetcd.raster.missing_pixels`) for every image.
+PRESENT_ZERO = np.float32(np.finfo(np.float32).tiny)
+
+
+def band_zeros_are_data(ds, band: int = 1) -> bool:
+    """Whether 0 is an ordinary value of band ``band`` of an open raster, not its fill.
+
+    :func:`planetcd.raster.zeros_are_data` of a decimated read of the whole band (at most 2 Mpx,
+    :func:`planetcd.raster.overview_shape`), so that every window of the image follows one rule:
+    true for signed data around 0 (an int16 product with negative values), false for every
+    unsigned or positive image (CTX, HRSC, LROC), whose 0 is the fill. An unsigned band is answered
+    without a read; the others once per file (and its modification time), not once per window.
+    """
+    if np.dtype(ds.dtypes[band - 1]).kind == "u":
+        return False
+    try:
+        stat = os.stat(ds.name)
+        stamp = (stat.st_mtime_ns, stat.st_size)
+    except (OSError, TypeError, ValueError):
+        stamp = None
+    if stamp is None:
+        return _zeros_are_data_of(ds, band)
+    key = (os.path.abspath(ds.name), band, stamp)
+    if key not in _ZEROS_ARE_DATA:
+        if len(_ZEROS_ARE_DATA) > 64:
+            _ZEROS_ARE_DATA.clear()
+        _ZEROS_ARE_DATA[key] = _zeros_are_data_of(ds, band)
+    return _ZEROS_ARE_DATA[key]
+
+
+#: :func:`band_zeros_are_data` of the files seen by this process: (path, band, (mtime, size)) -> bool.
+_ZEROS_ARE_DATA: dict[tuple, bool] = {}
+
+
+def _zeros_are_data_of(ds, band: int) -> bool:
+    data, valid = read_window(ds, bands=[band], out_shape=overview_shape(ds.height, ds.width))
+    return zeros_are_data(data, valid, ds.nodata)
+
+
+def read_band(ds, band: int = 1, window: Window | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One band of a window of an open raster as float32 ``(h, w)``, and its missing mask ``(h, w)`` bool.
+
+    Missing pixels (:func:`planetcd.raster.missing_pixels`: mask, alpha, nodata, NaN, float fill, and 0
+    unless the band's zeros are data, :func:`band_zeros_are_data`) hold 0; present pixels that hold 0 (signed
+    data) hold :data:`PRESENT_ZERO`, so that the array reads the same to every function that takes 0 as missing.
+    """
+    raw, valid = read_window(ds, window, bands=[band])
+    data = raw[0]
+    missing = missing_pixels(data, valid, ds.nodata, band_zeros_are_data(ds, band) if np.any(data == 0) else False)
+    data[missing] = 0.0
+    data[(data == 0) & ~missing] = PRESENT_ZERO
+    return data, missing
+
+
+def band_stats(ds, band: int = 1, max_pixels: int = 2_000_000) -> IntensityStats:
+    """:class:`~planetcd.raster.IntensityStats` of band ``band`` of an open raster, from a decimated read of at most
+    ``max_pixels`` pixels (as :func:`planetcd.raster.dataset_stats`), 0 counted as a value when the band's
+    zeros are data (:func:`band_zeros_are_data`).
+
+    Raises
+    ------
+    InputError
+        When no pixel is present, naming the file.
+    """
+    data, valid = read_window(ds, bands=[band], out_shape=overview_shape(ds.height, ds.width, max_pixels))
+    missing = missing_pixels(data, valid, ds.nodata, zeros_are_data(data, valid, ds.nodata))
+    try:
+        return intensity_stats(data, missing)
+    except InputError:
+        raise InputError(f"{ds.name}: image has no valid pixels (all nodata, NaN or zero)") from None
+
+
 # --------------------------------------------------------------------------- one window
+
+
+#: Width (Gaussian sigma, pixels) of the local mean that fills missing pixels no mirror reaches
+#: (:func:`mirror_fill`): wider than most craters the network sees, narrow enough to follow the ground's brightness.
+FILL_SIGMA = 8.0
+#: Weight of the image mean in :func:`mirror_fill`'s local mean against the local present share (0..1): the
+#: local mean turns into the image mean about 2.5 sigmas into a gap.
+FILL_MEAN_WEIGHT = 0.01
+#: Decimation of the grid :func:`mirror_fill`'s local mean is computed on (a mean over ``FILL_SIGMA`` px
+#: varies little over this many pixels; the full grid cost a fifth of a rotated tile's segmentation).
+FILL_DECIMATION = 4
+
+
+def local_mean(data: np.ndarray, missing: np.ndarray, mean: float, sigma: float = FILL_SIGMA,
+               decimation: int = FILL_DECIMATION) -> np.ndarray:
+    """Gaussian-weighted mean of the present pixels of ``(h, w)`` ``data``, blended into ``mean`` where none are near.
+
+    ``(G*(data·present) + w·mean) / (G*present + w)`` with ``G`` a Gaussian of ``sigma`` px and ``w =``
+    :data:`FILL_MEAN_WEIGHT`, computed on the grid of ``decimation`` x ``decimation`` px block means.
+
+    Returns
+    -------
+    ndarray, float32, shape (ceil(h / decimation), ceil(w / decimation))
+        Pixel ``(r, c)`` of the input reads cell ``(r // decimation, c // decimation)``.
+    """
+    from scipy import ndimage
+
+    f = max(1, int(decimation))
+    h, w = data.shape
+    pad = ((0, -h % f), (0, -w % f))
+    present = np.pad((~missing).astype(np.float32), pad)
+    values = np.pad(np.where(missing, np.float32(0.0), data).astype(np.float32, copy=False), pad)
+    shape = (present.shape[0] // f, f, present.shape[1] // f, f)
+    present, values = present.reshape(shape).mean((1, 3)), values.reshape(shape).mean((1, 3))
+    weight = ndimage.gaussian_filter(present, sigma / f, mode="nearest", truncate=3.0)
+    local = ndimage.gaussian_filter(values, sigma / f, mode="nearest", truncate=3.0)
+    return ((local + np.float32(FILL_MEAN_WEIGHT * mean)) / (weight + np.float32(FILL_MEAN_WEIGHT))).astype(np.float32)
+
+
+def mirror_fill(data: np.ndarray, missing: np.ndarray, mean: float, sigma: float = FILL_SIGMA) -> np.ndarray:
+    """Missing pixels of ``(h, w)`` ``data`` filled so that the ground seems to go on past its edge.
+
+    A missing pixel takes the value of the present pixel mirror to it about its nearest present pixel
+    (as ``np.pad(mode="reflect")`` extends an image past its border); where that pixel is missing too
+    (deep in a gap wider than the ground beside it) or off the window, the :func:`local_mean` of the
+    present pixels around it (``sigma`` px), blended smoothly into ``mean`` (the image mean) where none are near.
+
+    A flat fill (the image mean everywhere) puts a brightness and texture step along every nodata
+    collar, which the network reads as shading: a line of false craters along the footprint's edge.
+    The mirror keeps the edge's texture and brightness, so the network sees the edge as it sees the
+    inside. Present pixels are returned unchanged; float32 out. Memory: about 30 bytes per pixel of
+    the window while it runs, only when a pixel is missing.
+    """
+    from scipy import ndimage
+
+    data = np.asarray(data, np.float32)
+    missing = np.asarray(missing, bool)
+    if not missing.any():
+        return data
+    if missing.all():
+        return np.full(data.shape, np.float32(mean))
+    nearest = ndimage.distance_transform_edt(missing, return_distances=False, return_indices=True)
+    rows, cols = np.nonzero(missing)
+    mirror_r = 2 * nearest[0][rows, cols] - rows
+    mirror_c = 2 * nearest[1][rows, cols] - cols
+    del nearest
+    inside = (mirror_r >= 0) & (mirror_r < data.shape[0]) & (mirror_c >= 0) & (mirror_c < data.shape[1])
+    inside[inside] = ~missing[mirror_r[inside], mirror_c[inside]]
+    out = data.copy()
+    out[rows[inside], cols[inside]] = data[mirror_r[inside], mirror_c[inside]]
+    if not inside.all():
+        far_r, far_c = rows[~inside], cols[~inside]
+        out[far_r, far_c] = local_mean(data, missing, mean, sigma)[far_r // FILL_DECIMATION, far_c // FILL_DECIMATION]
+    return out
 
 
 def prepare_window(data: np.ndarray, valid: np.ndarray | None, nodata: float | None,
                    stats: IntensityStats) -> tuple[np.ndarray, np.ndarray]:
     """A raw window ``(h, w)`` → the network's input ``(h, w)`` float32 in ``-1..1`` and its missing mask.
 
-    Missing pixels (:func:`planetcd.raster.missing_pixels`) get the image mean
-    (``stats.mean``) before the scaling ``stats.signed``. ``stats`` holds one band.
+    Missing pixels (:func:`planetcd.raster.missing_pixels`) are filled with the present ground mirrored
+    across its edge, or far from it the local mean turning into the image mean ``stats.mean``
+    (:func:`mirror_fill`: no step along a nodata collar), before the scaling ``stats.signed``.
+    ``stats`` holds one band.
     """
     data = np.asarray(data)
     missing = missing_pixels(data, valid, nodata)
-    filled = np.where(missing, np.float32(stats.mean[0]), data).astype(np.float32, copy=False)
+    filled = mirror_fill(data, missing, float(stats.mean[0]))
     return stats.signed(filled), missing
 
 
@@ -354,6 +509,8 @@ def image_sun_estimate(image, band: int = 1, max_side: int = SUN_ESTIMATE_MAX_SI
             shape = (max(1, int(round(ds.height * factor))), max(1, int(round(ds.width * factor))))
             read = ds.read(band, out_shape=shape, resampling=Resampling.average, masked=True).astype(np.float32)
             data = np.ma.filled(read, 0.0)
+            if band_zeros_are_data(ds, band):  # signed data: a present 0 is a value, not the fill
+                data[(data == 0) & ~np.ma.getmaskarray(read)] = PRESENT_ZERO
     decimate = max(1, int(round(2 * factor)))
     return estimate_sun_azimuth(data, missing=missing_pixels(data), decimate=decimate)
 
@@ -439,7 +596,7 @@ def read_prepared(source, window: tuple[int, int, int, int], stats: IntensitySta
     """The network input of one window ``(row, col, height, width)`` of the image, and its missing mask.
 
     ``source`` is a path (opened here, so a worker reads only its window) or an (H, W) array; the window is
-    resampled by ``scale`` (:func:`resample_array`, with its validity) when it is not 1, then scaled with the
+    resampled by ``scale`` (:func:`resample_array`, missing pixels left out) when it is not 1, then scaled with the
     whole image's ``stats`` (:func:`prepare_window`). Shapes: the window's, times ``scale``.
     """
     r, c, h, w = window
@@ -447,11 +604,10 @@ def read_prepared(source, window: tuple[int, int, int, int], stats: IntensitySta
         data, valid, nodata = source[r : r + h, c : c + w], None, None
     else:
         with open_raster(source) as ds:
-            raw, valid = read_window(ds, Window(c, r, w, h), bands=[band])
-            data, nodata = raw[0], ds.nodata
-    if scale != 1.0:
-        data = resample_array(data, scale)
-        valid = None if valid is None else resample_array(valid.astype(np.float32), scale) >= 0.5
+            data, missing = read_band(ds, band, Window(c, r, w, h))
+            valid, nodata = ~missing, None
+    if scale != 1.0:  # missing pixels take no part in the resampling; the resampled ones hold 0
+        data, valid, nodata = resample_array(data, scale, missing_pixels(data, valid, nodata)), None, None
     return prepare_window(data, valid, nodata, stats)
 
 
@@ -468,7 +624,7 @@ def segment_block(block: Tile, *, source, stats: IntensityStats, model, device: 
     source : path or ndarray (H, W)
         The image (a path is opened here, so a worker reads only its window).
     stats : IntensityStats
-        Whole-image statistics of the band (:func:`planetcd.raster.dataset_stats`).
+        Whole-image statistics of the band (:func:`band_stats`).
     model : str, path or torch.nn.Module
         Loaded once per process with :func:`planetcd.models.cached`.
     tile_progress : bool
@@ -571,13 +727,33 @@ class SegmentResult:
 
 
 def pixel_size_of(ds, pixel_size_m: float | None = None) -> float | None:
-    """Pixel size of an open raster in metres (projected CRS), else ``pixel_size_m``."""
-    if ds is not None and is_georeferenced(ds) and ds.crs.is_projected:
+    """Pixel size of an open raster in metres (projected or geographic CRS), else ``pixel_size_m``.
+
+    The side of a square pixel of the same area (the square root of the transform's determinant, as
+    :attr:`planetcd.craters.catalog.Catalog.map_pixel_size`), so that a rotated grid (non-zero rotation
+    terms) or non-square pixels (6 × 6.2 m) give their true mean size, not the ``a`` term alone. In a
+    geographic CRS (degrees of longitude and latitude on the body's sphere or ellipsoid), the area is
+    taken at the image centre: a degree of latitude is ``πR/180`` metres, one of longitude ``cos φ`` of it.
+    """
+    if ds is None or not is_georeferenced(ds):
+        return pixel_size_m
+    side = float(np.sqrt(abs(ds.transform.determinant)))
+    if ds.crs.is_projected:
         try:
             factor = float(ds.crs.linear_units_factor[1])
         except Exception:  # noqa: BLE001 - a CRS without known units: assume metres
             factor = 1.0
-        return abs(float(ds.transform.a)) * factor
+        return side * factor
+    if ds.crs.is_geographic:
+        try:
+            from pyproj import CRS
+
+            radius = float(CRS.from_user_input(ds.crs.to_wkt()).ellipsoid.semi_major_metre)
+        except Exception:  # noqa: BLE001 - no ellipsoid to measure degrees with
+            return pixel_size_m
+        _, lat = ds.transform * (ds.width / 2.0, ds.height / 2.0)
+        metres_per_degree = np.pi * radius / 180.0
+        return side * metres_per_degree * float(np.sqrt(max(np.cos(np.deg2rad(lat)), 0.0)))
     return pixel_size_m
 
 
@@ -595,12 +771,12 @@ class _Image:
 
 def image_stats(image, band: int = 1) -> IntensityStats:
     """Whole-image intensity statistics: of every present pixel of an (H, W) array, or of a decimated read of
-    a raster's ``band`` (:func:`planetcd.raster.dataset_stats`)."""
+    a raster's ``band`` (:func:`band_stats`)."""
     if isinstance(image, np.ndarray):
         data = np.asarray(image, np.float32)
         return intensity_stats(data, missing_pixels(data))
     with open_raster(image) as ds:
-        return dataset_stats(ds, bands=[band])
+        return band_stats(ds, band)
 
 
 def _open_image(image, band: int, pixel_size_m: float | None) -> _Image:
@@ -614,7 +790,7 @@ def _open_image(image, band: int, pixel_size_m: float | None) -> _Image:
         return _Image(data, stats, profile, {"pixel_size_m": pixel_size_m}, "image", pixel_size_m)
     check_raster(image, min_size=MIN_SIZE, band=band, stats=False)  # the one input check (truncation included)
     with open_raster(image) as ds:
-        stats = dataset_stats(ds, bands=[band])
+        stats = band_stats(ds, band)
         georef = ({"transform": ds.transform, "crs": ds.crs, "pixel_size_m": pixel_size_m} if is_georeferenced(ds)
                   else {"transform": None, "crs": None, "pixel_size_m": pixel_size_m})
         return _Image(os.path.abspath(image), stats, dict(ds.profile), georef, Path(str(image)).stem,
@@ -946,24 +1122,78 @@ def scale_min_radius(scale: float, min_radius: float, coarse_min_radius: float |
 
 
 def read_scaled(path, scale: float, band: int = 1) -> np.ndarray:
-    """Band ``band`` of a raster resampled by ``scale`` (area average below 1, bilinear above), float32;
-    missing pixels hold 0."""
-    from rasterio.enums import Resampling
+    """Band ``band`` of a raster resampled by ``scale`` (area average below 1, bilinear above), float32, shape
+    ``round(rows × scale), round(cols × scale)``; missing pixels hold 0.
 
+    The band is read whole at full resolution as float32 (:func:`planetcd.raster.read_window`), its missing
+    pixels (:func:`read_band`: mask, alpha, nodata, NaN, zero unless zeros are data) are set aside, and GDAL
+    resamples it in float32 (:func:`gdal_resample`). So the result depends neither on the file's data
+    type (GDAL resamples 8- and 16-bit bands in their own type, rounding each pixel: a band × 257 would
+    give another image), nor on the file's internal overviews (GDAL reads a reduced size from them),
+    and missing pixels do not leak into their neighbours (no dark rim along a nodata collar). An output
+    pixel is missing when every input pixel it draws on is. Memory: about 8 bytes per input pixel while
+    it runs.
+    """
     with open_raster(path) as ds:
-        shape = (max(1, int(round(ds.height * scale))), max(1, int(round(ds.width * scale))))
-        resampling = Resampling.bilinear if scale > 1 else Resampling.average
-        data = ds.read(band, out_shape=shape, resampling=resampling, masked=True).astype(np.float32)
-        return np.ma.filled(data, 0.0)
+        data, missing = read_band(ds, band)
+    if scale == 1.0:
+        return data
+    shape = (max(1, int(round(data.shape[0] * scale))), max(1, int(round(data.shape[1] * scale))))
+    data[missing] = np.nan
+    out = gdal_resample(data, shape, "bilinear" if scale > 1 else "average")
+    out_missing = np.isnan(out)
+    out[out_missing] = 0.0
+    out[(out == 0) & ~out_missing] = PRESENT_ZERO  # signed data: a resampled 0 is a value
+    return out
 
 
-def resample_array(image: np.ndarray, scale: float) -> np.ndarray:
-    """An in-memory image resampled by ``scale`` (bilinear, anti-aliased below 1, as :func:`read_scaled`)."""
+def gdal_resample(values: np.ndarray, shape: tuple[int, int], resampling: str = "average") -> np.ndarray:
+    """An ``(H, W)`` float array resampled by GDAL to ``shape``, in float32, NaN being nodata.
+
+    GDAL's own ``average`` or ``bilinear`` (as ``rasterio``'s decimated reads), run on an in-memory float32
+    copy: no rounding to an integer type, NaN pixels take no part. Output pixels that only NaN pixels
+    feed are NaN.
+    """
+    import warnings
+
+    from rasterio.enums import Resampling
+    from rasterio.errors import NotGeoreferencedWarning
+    from rasterio.io import MemoryFile
+
+    values = np.asarray(values, np.float32)
+    profile = {"driver": "GTiff", "width": values.shape[1], "height": values.shape[0], "count": 1,
+               "dtype": "float32", "nodata": float("nan")}
+    with warnings.catch_warnings(), MemoryFile() as memory:
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with memory.open(**profile) as dst:
+            dst.write(values, 1)
+        with memory.open() as src:
+            out = src.read(1, out_shape=tuple(int(v) for v in shape), resampling=Resampling[resampling])
+    return out.astype(np.float32, copy=False)
+
+
+def resample_array(image: np.ndarray, scale: float, missing: np.ndarray | None = None) -> np.ndarray:
+    """An in-memory image resampled by ``scale`` (bilinear, anti-aliased below 1), float32.
+
+    ``missing`` (bool, the image's shape; :func:`planetcd.raster.missing_pixels`): those pixels take no
+    part (the resampling is normalised by the resampled share of present pixels, so a nodata collar
+    leaves no dark rim); an output pixel less than half of which is present is missing and holds 0.
+    """
     from skimage.transform import resize
 
     image = np.asarray(image, np.float32)
     shape = (max(1, int(round(image.shape[0] * scale))), max(1, int(round(image.shape[1] * scale))))
-    return resize(image, shape, order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
+
+    def resized(array: np.ndarray) -> np.ndarray:
+        return resize(array, shape, order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
+
+    if missing is None or not np.any(missing):
+        return resized(image)
+    missing = np.asarray(missing, bool)
+    present = resized((~missing).astype(np.float32))
+    values = resized(np.where(missing, np.float32(0.0), image))
+    ok = present >= 0.5
+    return np.where(ok, values / np.where(ok, present, np.float32(1.0)), np.float32(0.0)).astype(np.float32)
 
 
 def multiscale_craters(
@@ -1030,7 +1260,7 @@ def multiscale_craters(
             log.info("scale %g: %d craters (block by block)", s, len(found[s]))
             continue
         if isinstance(image, np.ndarray):
-            data = image if s == 1.0 else resample_array(image, s)
+            data = image if s == 1.0 else resample_array(image, s, missing_pixels(image))
         else:
             data = read_scaled(image, s, band)
         if min(data.shape) < MIN_SIZE:
@@ -1145,7 +1375,8 @@ def catalog_craters(
     model : segmenter with a ``metadata`` dict (:func:`planetcd.models.load`)
     image : path of a raster, or an (H, W) array (raw intensities)
     prob : ndarray, shape (H, W)
-        The full-image probability (NaN counts as 0).
+        The full-image probability (NaN: no data; it counts as 0, and a crater whose centre is there,
+        at any scale, is dropped: :func:`centre_missing`).
     sun_azimuth : float, optional
         The other scales are segmented in the canonical frame (as ``prob`` was); None: as they are.
     precision : {"fp32", "bf16"}, optional
@@ -1172,14 +1403,29 @@ def catalog_craters(
                                      min_radius=min_radius, coarse_min_radius=ext.get("coarse_min_radius"), band=band,
                                      tile_size=tile_size, overlap=overlap, batch_size=batch_size,
                                      sun_azimuth=sun_azimuth, precision=precision)
-    return craters
+    return craters[~centre_missing(craters, prob)]
+
+
+def centre_missing(craters: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """Whether each crater's centre pixel is missing (NaN in ``prob``, as :func:`segment` marks no data).
+
+    ``craters`` ``(n, >=2)``: ``x_px, y_px`` in ``prob``'s pixels (a centre just outside the grid reads
+    the nearest edge pixel). Returns ``(n,)`` bool. A crater whose centre holds no ground is not one (the
+    scales other than 1 see the image resampled, not its mask).
+    """
+    craters = np.asarray(craters, np.float64)
+    if not len(craters):
+        return np.zeros(0, bool)
+    rows = np.clip(np.round(craters[:, 1]), 0, prob.shape[0] - 1).astype(np.int64)
+    cols = np.clip(np.round(craters[:, 0]), 0, prob.shape[1] - 1).astype(np.int64)
+    return np.isnan(prob[rows, cols])
 
 
 def verifier_pyramid(image, verifier, max_radius: float, band: int = 1) -> list[np.ndarray]:
     """The box-mean pyramid a chip verifier cuts its chips from, deep enough for craters up to ``max_radius`` px.
 
     ``image``: path of a raster (band ``band``) or an (H, W) array of raw intensities, read whole; missing
-    pixels are filled with the mean (:func:`planetcd.craters.verify.image_pyramid`). A deeper pyramid gives
+    pixels are filled as for the segmenter (:func:`mirror_fill`). A deeper pyramid gives
     the same chips to smaller craters, so one pyramid serves several catalogues of the image.
     """
     from .verify import CHIP_CONTEXT, CHIP_SIZE, image_pyramid, pyramid_levels_for
@@ -1188,7 +1434,11 @@ def verifier_pyramid(image, verifier, max_radius: float, band: int = 1) -> list[
     meta = getattr(verifier, "metadata", {}) or {}
     levels = pyramid_levels_for(float(max_radius), int(meta.get("chip_size", CHIP_SIZE)),
                                 float(meta.get("context", CHIP_CONTEXT)))
-    return image_pyramid(data, levels, missing_pixels(data))
+    missing = missing_pixels(data)
+    if missing.any() and not missing.all():  # the segmenter's fill (no step along a collar), not a flat mean
+        data = mirror_fill(data, missing, float(data[~missing].mean()))
+        missing = None
+    return image_pyramid(data, levels, missing)
 
 
 def verify_catalog(craters: np.ndarray, image, verifier, threshold: float, *, sun_azimuth: float | None = None,

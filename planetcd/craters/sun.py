@@ -58,6 +58,7 @@ __all__ = [
     "ROTATION_TOLERANCE_DEG",
     "from_isis_subsolar_azimuth",
     "from_clockwise_from_north",
+    "from_map_azimuth",
     "bearing_to_subsolar_point",
     "angle_difference",
     "SunEstimate",
@@ -107,6 +108,37 @@ def from_clockwise_from_north(deg: float, north_azimuth_deg: float = 0.0) -> flo
         + 90 for raw images).
     """
     return float((float(deg) + float(north_azimuth_deg)) % 360.0)
+
+
+def from_map_azimuth(deg: float, transform) -> float:
+    """Our sun azimuth on a map-projected raster from a solar azimuth clockwise from map north.
+
+    Through the raster's affine transform, so that any grid works: north-up, south-up (a positive
+    y pixel size: the ground mirrored, not turned, so the azimuth is ``180 - deg``), rotated
+    (non-zero rotation terms), non-square pixels. Map north is the map's +y axis (the north of
+    an equirectangular or any north-oriented projection near the image).
+
+    Parameters
+    ----------
+    deg : float
+        Direction towards the sun, degrees clockwise from north on the map.
+    transform : affine.Affine
+        The raster's pixel-to-map transform (``rasterio`` ``ds.transform``).
+
+    Returns
+    -------
+    float
+        Degrees clockwise from the image top, in ``[0, 360)``.
+    """
+    a, b, d, e = float(transform.a), float(transform.b), float(transform.d), float(transform.e)
+    det = a * e - b * d
+    if not det:
+        raise InputError("from_map_azimuth: the transform is singular")
+    east, north = math.sin(math.radians(deg)), math.cos(math.radians(deg))
+    col = (e * east - b * north) / det  # the map direction in pixels: columns right, rows down
+    row = (a * north - d * east) / det
+    azimuth = math.degrees(math.atan2(col, -row)) % 360.0
+    return float(azimuth) if azimuth < 360.0 else 0.0  # -1e-15 % 360 is 360.0
 
 
 def bearing_to_subsolar_point(lon_deg: float, lat_deg: float, subsolar_lon_deg: float, subsolar_lat_deg: float) -> float:

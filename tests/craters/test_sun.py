@@ -14,6 +14,7 @@ from planetcd.craters.sun import (
     angle_difference,
     bearing_to_subsolar_point,
     from_clockwise_from_north,
+    from_map_azimuth,
     azimuth_from_craters,
     canonical_rotation,
     estimate_sun_azimuth,
@@ -38,6 +39,25 @@ def test_north_referenced_azimuths():
     assert bearing_to_subsolar_point(0.0, -10.0, 0.0, 5.0) == pytest.approx(0.0)
     assert from_clockwise_from_north(270.0) == 270.0
     assert from_clockwise_from_north(270.0, north_azimuth_deg=90.0) == 0.0  # north points right
+
+
+def test_map_azimuths_through_the_raster_transform():
+    """North-up, south-up (the ground mirrored: 180 - v), mirrored east-west, turned and non-square grids."""
+    from affine import Affine
+
+    assert from_map_azimuth(309.0, Affine(6, 0, 0, 0, -6, 0)) == pytest.approx(309.0)
+    assert from_map_azimuth(309.0, Affine(6, 0, 0, 0, 6, 0)) == pytest.approx(231.0)  # south-up
+    assert from_map_azimuth(60.0, Affine(-6, 0, 0, 0, -6, 0)) == pytest.approx(300.0)  # east to the left
+    assert from_map_azimuth(270.0, Affine(6, 0, 0, 0, -6.2, 0)) == pytest.approx(270.0)
+    # a quarter-turned grid (columns run north, rows run east): north points right, west up
+    assert from_map_azimuth(0.0, Affine(0, 6, 0, 6, 0, 0)) == pytest.approx(90.0)
+    assert from_map_azimuth(270.0, Affine(0, 6, 0, 6, 0, 0)) == pytest.approx(0.0)
+    t = np.deg2rad(10.0)  # turned 10 degrees: north 10 degrees clockwise from the top
+    turned = Affine(6 * np.cos(t), 6 * np.sin(t), 0, 6 * np.sin(t), -6 * np.cos(t), 0)
+    assert from_map_azimuth(0.0, turned) == pytest.approx(10.0)
+    assert from_map_azimuth(270.0, turned) == pytest.approx(280.0)
+    with pytest.raises(InputError):
+        from_map_azimuth(0.0, Affine(0, 0, 0, 0, 0, 0))
 
 
 def test_canonical_rotation_choice():
