@@ -76,11 +76,12 @@ from .change.register import AlignedReader, post_on_pre_grid
 from .craters.catalog import Catalog
 from .craters.extract import crater_threshold, disc_mean, extract_craters, extraction_options
 from .craters.match import candidate_pairs
-from .craters.segment import (canonical_probability, catalog_craters, image_probability, parse_sun_azimuth, pixel_size_of,
-                               prepare_window, resolve_sun, run_blocks)
+from .craters.segment import (PRESENT_ZERO, band_stats, band_zeros_are_data, canonical_probability, catalog_craters,
+                               image_probability, parse_sun_azimuth, pixel_size_of, prepare_window, resolve_sun,
+                               run_blocks)
 from .errors import InputError
 from .precision import autocast, precision_record, resolve_precision
-from .raster import IntensityStats, dataset_stats, is_georeferenced, open_raster, read_window
+from .raster import IntensityStats, is_georeferenced, open_raster, read_window
 from .report import OUTPUTS, SUMMARY_COLUMNS, MonitorResult, chip_panels, is_complete, overview_png, summary_row
 from .runners import LocalRunner, Runner
 from .tiling import Tile, box_distances, halo_tiles
@@ -139,7 +140,7 @@ class PairSetup:
     displacement : (dy, dx)
         Displacement of post relative to pre, pixels (from :func:`detect`).
     pre_stats, post_stats : IntensityStats
-        Whole-image statistics of each image's first band (:func:`planetcd.raster.dataset_stats`).
+        Whole-image statistics of each image's first band (:func:`planetcd.craters.segment.band_stats`).
     prob_threshold : float
         Crater probability threshold.
     extraction : dict
@@ -151,6 +152,9 @@ class PairSetup:
     pre_sun_azimuth, post_sun_azimuth : float or None
         Each image's windows are segmented in the canonical frame for this azimuth
         (:func:`planetcd.craters.segment.canonical_probability`); None: as they are.
+    zero_is_data : (bool, bool)
+        For pre and post, whether 0 is a value rather than the fill (signed data around 0:
+        :func:`planetcd.craters.segment.band_zeros_are_data`).
     """
 
     pre_path: str
@@ -166,6 +170,7 @@ class PairSetup:
     match_mode: str = "deepmoon"
     pre_sun_azimuth: float | None = None
     post_sun_azimuth: float | None = None
+    zero_is_data: tuple[bool, bool] = (False, False)
 
 
 @contextlib.contextmanager
@@ -173,7 +178,25 @@ def open_pair(setup: PairSetup):
     """Yield ``(pre dataset, post reader on pre's grid)`` for a setup."""
     with open_raster(setup.pre_path) as pre_ds, open_raster(setup.post_path) as post_ds:
         with post_on_pre_grid(pre_ds, post_ds) as post_grid:
-            yield pre_ds, AlignedReader(post_grid, setup.displacement)
+            yield pre_ds, AlignedReader(post_grid, setup.displacement, zero_is_data=setup.zero_is_data[1])
+
+
+def read_pair_window(setup: PairSetup, pre_ds, post_reader: AlignedReader, window: Window
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The segmenter's inputs of one window of both dates: pre, its missing mask, post (on pre's grid), its mask.
+
+    Each ``(h, w)``: the prepared band in ``-1..1`` (:func:`~planetcd.craters.segment.prepare_window`) and bool.
+    A present pixel holding 0 in a date whose zeros are data (``setup.zero_is_data``) stays present.
+    """
+    out = []
+    for (data, valid), nodata, zero_is_data, stats in (
+            (read_window(pre_ds, window), pre_ds.nodata, setup.zero_is_data[0], setup.pre_stats),
+            (post_reader.read(window), post_reader.dataset.nodata, setup.zero_is_data[1], setup.post_stats)):
+        band = data[0]
+        if zero_is_data:
+            band[(band == 0) & valid] = PRESENT_ZERO
+        out.extend(prepare_window(band, valid, nodata, stats))
+    return tuple(out)
 
 
 # ----------------------------------------------------------------------------- one block
@@ -255,10 +278,7 @@ def monitor_block(block: Tile, *, setup: PairSetup, model, device: str = "cpu", 
     r, c, h, w = block.read
     window = Window(c, r, w, h)
     with open_pair(setup) as (pre_ds, post_reader):
-        pre_data, pre_valid = read_window(pre_ds, window)
-        post_data, post_valid = post_reader.read(window)
-        pre_in, pre_missing = prepare_window(pre_data[0], pre_valid, pre_ds.nodata, setup.pre_stats)
-        post_in, post_missing = prepare_window(post_data[0], post_valid, post_reader.dataset.nodata, setup.post_stats)
+        pre_in, pre_missing, post_in, post_missing = read_pair_window(setup, pre_ds, post_reader, window)
     missing = pre_missing | post_missing
     probs = []
     for prepared, sun in ((pre_in, setup.pre_sun_azimuth), (post_in, setup.post_sun_azimuth)):
@@ -525,10 +545,7 @@ def change_candidates(change: ChangeResult, setup: PairSetup, covered: np.ndarra
             r1, c1 = min(height, pr + ph + margin), min(width, pc + pw + margin)
             window = Window(c0, r0, c1 - c0, r1 - r0)
             local = None  # the local crater search of this window, run once when first needed
-            pre_data, pre_valid = read_window(pre_ds, window)
-            post_data, post_valid = post_reader.read(window)
-            pre_in, pre_missing = prepare_window(pre_data[0], pre_valid, pre_ds.nodata, setup.pre_stats)
-            post_in, post_missing = prepare_window(post_data[0], post_valid, post_reader.dataset.nodata, setup.post_stats)
+            pre_in, pre_missing, post_in, post_missing = read_pair_window(setup, pre_ds, post_reader, window)
             inside = np.zeros(pre_in.shape, bool)
             inside[max(0, pr - r0 - PEAK_INSIDE): pr - r0 + ph + PEAK_INSIDE,
                    max(0, pc - c0 - PEAK_INSIDE): pc - c0 + pw + PEAK_INSIDE] = True
@@ -573,10 +590,11 @@ def prepare_setup(pre, post, displacement: tuple[float, float], model: torch.nn.
     threshold = crater_threshold(meta, prob_threshold)
     with open_raster(pre) as pre_ds, open_raster(post) as post_ds:
         with post_on_pre_grid(pre_ds, post_ds) as post_grid:
-            pre_stats = dataset_stats(pre_ds, bands=[1])
-            post_stats = dataset_stats(post_grid, bands=[1])
+            pre_stats, post_stats = band_stats(pre_ds), band_stats(post_grid)
+            zero_is_data = (band_zeros_are_data(pre_ds), band_zeros_are_data(post_grid))
     return PairSetup(str(pre), str(post), (float(displacement[0]), float(displacement[1])), pre_stats, post_stats,
-                     threshold, extraction_options(meta, threshold), tile_size, overlap, batch_size, match_mode)
+                     threshold, extraction_options(meta, threshold), tile_size, overlap, batch_size, match_mode,
+                     zero_is_data=zero_is_data)
 
 
 def _catalog(craters: np.ndarray, georef: dict, name: str) -> Catalog:

@@ -16,7 +16,7 @@ from planetcd.craters.match import same_crater
 from planetcd.datasets.synthetic import add_fresh_crater, write_synthetic_geotiff
 from planetcd.craters.extract import disc_mean
 from planetcd.monitor import (candidate_scores, change_candidates, change_peak, change_scores, monitor,
-                              nearby_change, new_crater_flags, prepare_setup, read_pairs)
+                              nearby_change, new_crater_flags, open_pair, prepare_setup, read_pair_window, read_pairs)
 from planetcd.errors import InputError
 
 #: CTX pixel size, metres (the MC11E tiles are about 6 m/px).
@@ -312,6 +312,40 @@ def test_a_candidate_touching_a_patch_does_not_hide_its_change(tmp_path):
     found = sorted((round(y), round(x)) for x, y in out[:, :2])
     assert len(out) == 2 and np.allclose(found, [(30, 170), (60, 140)], atol=3), out
 
+
+
+def test_signed_data_keeps_its_zeros_in_both_dates(tmp_path):
+    """int16 dates whose values straddle 0 (a DN offset removed): their zeros are ground in the windows the
+    segmenter sees, while a collar of zeros in unsigned data stays missing."""
+    import rasterio.transform
+
+    rng = np.random.default_rng(3)
+    ground = np.round(ndimage.gaussian_filter(rng.normal(0, 40, (160, 160)), 1.5) * 3).astype(np.int16)
+    assert 0.002 < np.mean(ground == 0) < 0.05  # zeros inside the ground, as a signed product has them
+    profile = {"driver": "GTiff", "width": 160, "height": 160, "count": 1, "dtype": "int16", "crs": "+proj=eqc +R=3396190 +units=m +no_defs",
+               "transform": rasterio.transform.from_origin(0, 960, PIXEL_M, PIXEL_M)}
+    paths = []
+    for name in ("pre", "post"):
+        with rasterio.open(tmp_path / f"{name}.tif", "w", **profile) as dst:
+            dst.write(ground, 1)
+        paths.append(tmp_path / f"{name}.tif")
+    setup = prepare_setup(*paths, (0.0, 0.0), FindsNothing(), prob_threshold=None, tile_size=512, overlap=64,
+                          batch_size=4, match_mode="deepmoon")
+    assert setup.zero_is_data == (True, True)
+    with open_pair(setup) as (pre_ds, post_reader):
+        pre_in, pre_missing, post_in, post_missing = read_pair_window(setup, pre_ds, post_reader, rasterio.windows.Window(0, 0, 160, 160))
+    assert not pre_missing.any() and not post_missing.any()
+    np.testing.assert_allclose(pre_in, post_in)
+    unsigned = np.clip(ground.astype(np.int32) + 200, 1, 255).astype(np.uint8)
+    unsigned[:, :20] = 0  # a collar of fill
+    for name in ("pre", "post"):
+        write_synthetic_geotiff(tmp_path / f"{name}8.tif", unsigned, pixel_size=PIXEL_M)
+    setup8 = prepare_setup(tmp_path / "pre8.tif", tmp_path / "post8.tif", (0.0, 0.0), FindsNothing(), prob_threshold=None,
+                           tile_size=512, overlap=64, batch_size=4, match_mode="deepmoon")
+    assert setup8.zero_is_data == (False, False)
+    with open_pair(setup8) as (pre_ds, post_reader):
+        _, pre_missing, _, post_missing = read_pair_window(setup8, pre_ds, post_reader, rasterio.windows.Window(0, 0, 160, 160))
+    assert pre_missing[:, :20].all() and not pre_missing[:, 20:].any() and post_missing[:, :20].all()
 
 
 
