@@ -395,6 +395,7 @@ class Catalog:
         if crs is not None and not isinstance(crs, str) and not hasattr(crs, "to_wkt"):
             crs = str(crs)
         metadata = {str(key): json.dumps(value, default=str) for key, value in (self.metadata or {}).items()}
+        metadata.update(_grid_metadata(self.transform, self.pixel_size_m))
         write_gpkg(path, self.table(), wkb, kind, crs=crs, layer=layer, metadata=metadata)
 
     def _geodesic_rings(self, n_vertices: int) -> list[np.ndarray]:
@@ -617,11 +618,34 @@ def read_catalog_gpkg(path: str | PathLike, layer: str | None = None) -> Catalog
     n = len(next(iter(columns.values()))) if columns else 0
     nan = np.full(n, np.nan)
     body_radius = float(columns["body_radius_m"][0]) if "body_radius_m" in columns and n else None
+    metadata = _decode_metadata(layer_metadata)
+    transform = metadata.pop(GRID_TRANSFORM_KEY, None)
+    pixel_size_m = metadata.pop(GRID_PIXEL_SIZE_KEY, None)
+    if transform is not None and (not isinstance(transform, list) or len(transform) != 6):
+        raise InputError(f"{path}: layer metadata {GRID_TRANSFORM_KEY} is not six affine coefficients")
     return Catalog(
         columns.get("x_px", nan), columns.get("y_px", nan), columns.get("radius_px", nan), columns.get("confidence"),
-        crs=meta.get("crs"), body_radius_m=body_radius, lon_deg=columns.get("lon_deg"), lat_deg=columns.get("lat_deg"),
-        diameter_km=columns.get("diameter_km"), name=path.stem, metadata=_decode_metadata(layer_metadata),
+        transform=transform, crs=meta.get("crs"), pixel_size_m=pixel_size_m, body_radius_m=body_radius,
+        lon_deg=columns.get("lon_deg"), lat_deg=columns.get("lat_deg"), diameter_km=columns.get("diameter_km"),
+        name=path.stem, metadata=metadata,
     )
+
+
+#: Layer-metadata keys of :meth:`Catalog.to_gpkg` that carry the source grid, so that :func:`read_catalog_gpkg`
+#: gives back a catalogue with map coordinates (``x_map``, ``y_map``) and not only its columns.
+GRID_TRANSFORM_KEY = "planetcd_transform"
+GRID_PIXEL_SIZE_KEY = "planetcd_pixel_size_m"
+
+
+def _grid_metadata(transform, pixel_size_m: float | None) -> dict[str, str]:
+    """The source grid as GeoPackage layer metadata items (JSON text): the affine ``a, b, c, d, e, f`` and the
+    pixel size in metres, each only when known."""
+    items = {}
+    if transform is not None:
+        items[GRID_TRANSFORM_KEY] = json.dumps([float(v) for v in tuple(transform)[:6]])
+    if pixel_size_m is not None:
+        items[GRID_PIXEL_SIZE_KEY] = json.dumps(float(pixel_size_m))
+    return items
 
 
 def _decode_metadata(items: dict) -> dict:

@@ -86,7 +86,12 @@ def test_csv_and_gpkg_round_trip_in_source_crs(tmp_path):
         np.testing.assert_allclose(back.lon_deg, catalog.lon_deg, rtol=1e-8)
         np.testing.assert_allclose(back.diameter_km, catalog.diameter_km, rtol=1e-8)
         assert back.body == "Moon"
-    assert read_catalog(tmp_path / "c.gpkg").metadata == {}  # none given, none written
+    assert read_catalog(tmp_path / "c.gpkg").metadata == {}  # none given, none read back
+    back = read_catalog(tmp_path / "c.gpkg")  # the source grid comes back: map coordinates, not only columns
+    assert back.transform == catalog.transform
+    np.testing.assert_allclose(back.x_map, catalog.x_map, rtol=1e-12)
+    np.testing.assert_allclose(back.y_map, catalog.y_map, rtol=1e-12)
+    assert read_catalog(tmp_path / "c.csv").transform is None  # a CSV has no place for it
 
 
 def test_gpkg_keeps_the_catalogue_metadata(tmp_path):
