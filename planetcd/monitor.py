@@ -76,12 +76,12 @@ from .change.register import AlignedReader, post_on_pre_grid
 from .craters.catalog import Catalog
 from .craters.extract import crater_threshold, disc_mean, extract_craters, extraction_options
 from .craters.match import candidate_pairs
-from .craters.segment import (PRESENT_ZERO, band_stats, band_zeros_are_data, canonical_probability, catalog_craters,
+from .craters.segment import (PRESENT_ZERO, band_zeros_are_data, canonical_probability, catalog_craters,
                                image_probability, parse_sun_azimuth, pixel_size_of, prepare_window, resolve_sun,
                                run_blocks)
 from .errors import InputError
 from .precision import autocast, precision_record, resolve_precision
-from .raster import IntensityStats, is_georeferenced, open_raster, read_window
+from .raster import IntensityStats, dataset_stats, is_georeferenced, open_raster, read_window
 from .report import OUTPUTS, SUMMARY_COLUMNS, MonitorResult, chip_panels, is_complete, overview_png, summary_row
 from .runners import LocalRunner, Runner
 from .tiling import Tile, box_distances, halo_tiles
@@ -140,7 +140,7 @@ class PairSetup:
     displacement : (dy, dx)
         Displacement of post relative to pre, pixels (from :func:`detect`).
     pre_stats, post_stats : IntensityStats
-        Whole-image statistics of each image's first band (:func:`planetcd.craters.segment.band_stats`).
+        Whole-image statistics of each image's first band (:func:`planetcd.raster.dataset_stats`).
     prob_threshold : float
         Crater probability threshold.
     extraction : dict
@@ -590,7 +590,7 @@ def prepare_setup(pre, post, displacement: tuple[float, float], model: torch.nn.
     threshold = crater_threshold(meta, prob_threshold)
     with open_raster(pre) as pre_ds, open_raster(post) as post_ds:
         with post_on_pre_grid(pre_ds, post_ds) as post_grid:
-            pre_stats, post_stats = band_stats(pre_ds), band_stats(post_grid)
+            pre_stats, post_stats = dataset_stats(pre_ds, bands=[1]), dataset_stats(post_grid, bands=[1])
             zero_is_data = (band_zeros_are_data(pre_ds), band_zeros_are_data(post_grid))
     return PairSetup(str(pre), str(post), (float(displacement[0]), float(displacement[1])), pre_stats, post_stats,
                      threshold, extraction_options(meta, threshold), tile_size, overlap, batch_size, match_mode,

@@ -395,6 +395,9 @@ def intensity_stats(data: np.ndarray, missing: np.ndarray, percentiles: tuple[fl
 def dataset_stats(ds, bands: Sequence[int] | None = None, max_pixels: int = 2_000_000) -> IntensityStats:
     """:class:`IntensityStats` of a dataset from a decimated read of at most ``max_pixels`` pixels.
 
+    0 counts as a value when the read's zeros are data (:func:`zeros_are_data`: signed data around 0), as the
+    fill otherwise (:func:`missing_pixels`).
+
     Raises
     ------
     InputError
@@ -402,7 +405,7 @@ def dataset_stats(ds, bands: Sequence[int] | None = None, max_pixels: int = 2_00
     """
     data, valid = read_window(ds, bands=bands, out_shape=overview_shape(ds.height, ds.width, max_pixels))
     try:
-        return intensity_stats(data, missing_pixels(data, valid, ds.nodata))
+        return intensity_stats(data, missing_pixels(data, valid, ds.nodata, zeros_are_data(data, valid, ds.nodata)))
     except InputError:
         raise InputError(f"{ds.name}: image has no valid pixels (all nodata, NaN or zero)") from None
 

@@ -22,7 +22,7 @@ used for models whose metadata says ``sun_aware: true``, with the azimuth given
 writers always work on the input grid.
 
 Intensities are scaled with statistics of the whole image
-(:func:`band_stats`: the 0.5 and 99.5 percentiles of a
+(:func:`planetcd.raster.dataset_stats`: the 0.5 and 99.5 percentiles of a
 decimated read, as in training) to ``-1..1``; missing pixels
 (:func:`planetcd.raster.missing_pixels`) are filled with the present ground mirrored across its
 edge (far from it, the local mean turning into the image mean: :func:`mirror_fill`), before the
@@ -58,8 +58,8 @@ from ..errors import InputError
 from ..precision import autocast, precision_record, resolve_precision
 from ..inputs import check_array, check_raster
 from ..raster import (
-    IntensityStats, atomic_output, check_writable, intensity_stats, is_georeferenced, missing_pixels, open_raster,
-    overview_shape, read_window, write_geotiff, zeros_are_data,
+    IntensityStats, atomic_output, check_writable, dataset_stats, intensity_stats, is_georeferenced, missing_pixels,
+    open_raster, overview_shape, read_window, write_geotiff, zeros_are_data,
 )
 from ..runners import LocalRunner, Runner, resolve_runner
 from ..tiling import Tile, blend_weights, halo_tiles, overlapping_tiles
@@ -75,7 +75,7 @@ __all__ = [
     "window_tiles", "predict_tiles", "segment_block", "read_prepared", "image_stats", "run_blocks", "image_probability", "pixel_size_of",
     "merge_scales", "multiscale_craters", "magnified_craters", "catalog_craters", "verify_catalog", "parse_scales", "scale_craters", "scale_min_radius",
     "verifier_pyramid", "centre_missing",
-    "read_scaled", "gdal_resample", "resample_array", "read_band", "band_stats", "band_zeros_are_data",
+    "read_scaled", "gdal_resample", "resample_array", "read_band", "band_zeros_are_data",
     "PRESENT_ZERO",
 ]
 
@@ -163,24 +163,6 @@ def read_band(ds, band: int = 1, window: Window | None = None) -> tuple[np.ndarr
     data[missing] = 0.0
     data[(data == 0) & ~missing] = PRESENT_ZERO
     return data, missing
-
-
-def band_stats(ds, band: int = 1, max_pixels: int = 2_000_000) -> IntensityStats:
-    """:class:`~planetcd.raster.IntensityStats` of band ``band`` of an open raster, from a decimated read of at most
-    ``max_pixels`` pixels (as :func:`planetcd.raster.dataset_stats`), 0 counted as a value when the band's
-    zeros are data (:func:`band_zeros_are_data`).
-
-    Raises
-    ------
-    InputError
-        When no pixel is present, naming the file.
-    """
-    data, valid = read_window(ds, bands=[band], out_shape=overview_shape(ds.height, ds.width, max_pixels))
-    missing = missing_pixels(data, valid, ds.nodata, zeros_are_data(data, valid, ds.nodata))
-    try:
-        return intensity_stats(data, missing)
-    except InputError:
-        raise InputError(f"{ds.name}: image has no valid pixels (all nodata, NaN or zero)") from None
 
 
 # --------------------------------------------------------------------------- one window
@@ -624,7 +606,7 @@ def segment_block(block: Tile, *, source, stats: IntensityStats, model, device: 
     source : path or ndarray (H, W)
         The image (a path is opened here, so a worker reads only its window).
     stats : IntensityStats
-        Whole-image statistics of the band (:func:`band_stats`).
+        Whole-image statistics of the band (:func:`planetcd.raster.dataset_stats`).
     model : str, path or torch.nn.Module
         Loaded once per process with :func:`planetcd.models.cached`.
     tile_progress : bool
@@ -771,12 +753,12 @@ class _Image:
 
 def image_stats(image, band: int = 1) -> IntensityStats:
     """Whole-image intensity statistics: of every present pixel of an (H, W) array, or of a decimated read of
-    a raster's ``band`` (:func:`band_stats`)."""
+    a raster's ``band`` (:func:`planetcd.raster.dataset_stats`)."""
     if isinstance(image, np.ndarray):
         data = np.asarray(image, np.float32)
         return intensity_stats(data, missing_pixels(data))
     with open_raster(image) as ds:
-        return band_stats(ds, band)
+        return dataset_stats(ds, bands=[band])
 
 
 def _open_image(image, band: int, pixel_size_m: float | None) -> _Image:
@@ -790,7 +772,7 @@ def _open_image(image, band: int, pixel_size_m: float | None) -> _Image:
         return _Image(data, stats, profile, {"pixel_size_m": pixel_size_m}, "image", pixel_size_m)
     check_raster(image, min_size=MIN_SIZE, band=band, stats=False)  # the one input check (truncation included)
     with open_raster(image) as ds:
-        stats = band_stats(ds, band)
+        stats = dataset_stats(ds, bands=[band])
         georef = ({"transform": ds.transform, "crs": ds.crs, "pixel_size_m": pixel_size_m} if is_georeferenced(ds)
                   else {"transform": None, "crs": None, "pixel_size_m": pixel_size_m})
         return _Image(os.path.abspath(image), stats, dict(ds.profile), georef, Path(str(image)).stem,

@@ -19,7 +19,6 @@ from rasterio.transform import Affine
 from planetcd.craters.match import match_craters
 from planetcd.craters.segment import (
     PRESENT_ZERO,
-    band_stats,
     catalog_craters,
     centre_missing,
     mirror_fill,
@@ -30,7 +29,7 @@ from planetcd.craters.segment import (
     segment,
 )
 from planetcd.craters.sun import from_map_azimuth
-from planetcd.raster import pixel_to_map
+from planetcd.raster import dataset_stats, pixel_to_map
 
 MARS = "+proj=eqc +R=3396190 +units=m +no_defs"
 MOON = "+proj=eqc +R=1737400 +units=m +no_defs"
@@ -215,7 +214,7 @@ def test_signed_data_keeps_its_zeros(tmp_path, rng):
     assert (image == 0).sum() > 0 and (image < 0).mean() > 0.2
     with rasterio.open(_write(tmp_path / "i16.tif", image)) as ds:
         data, missing = read_band(ds)
-        stats = band_stats(ds)
+        stats = dataset_stats(ds, bands=[1])
     assert not missing.any()
     assert np.all(data[image == 0] == PRESENT_ZERO) and np.array_equal(data[image != 0], image[image != 0])
     scaled = read_scaled(tmp_path / "i16.tif", 0.5)
