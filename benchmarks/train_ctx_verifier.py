@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     from planetcd.craters.match import pool_results
     from planetcd.craters.sun import canonical_frame
     from planetcd.craters.verify import (decoy_threshold, image_pyramid, save_verifier, train_verifier,
-                                         verifier_training_chips, verify_craters)
+                                         verifier_contexts, verifier_training_chips, verify_craters)
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/ctx-verifier")
@@ -160,6 +160,8 @@ def main(argv=None) -> int:
                     help="do not train: choose the thresholds for this verifier (e.g. the installed one) on H and I")
     ap.add_argument("--scales", default=None, help="catalogue scales of the segmenter (default: the model's), e.g. 2,1,0.5")
     ap.add_argument("--tta", choices=("model", "on", "off"), default="model", help="flip averaging of the segmenter")
+    ap.add_argument("--contexts", default=None,
+                    help="chip contexts in crater radii, one input channel each, e.g. 2,4 (default: one chip at 2)")
     ap.add_argument("--install-only", action="store_true",
                     help="install the verifier an earlier run wrote in --out (its summary.json), without training")
     args = ap.parse_args(argv)
@@ -176,6 +178,7 @@ def main(argv=None) -> int:
     from planetcd.craters.verify import load_verifier
 
     scales = parse_scales(args.scales)
+    contexts = tuple(float(c) for c in args.contexts.split(",")) if args.contexts else None
     tta = {"model": None, "on": True, "off": False}[args.tta]
 
     def run(tiles, opposite=False, decoys=False):
@@ -213,12 +216,14 @@ def main(argv=None) -> int:
         for t, (image, truth, frame, per) in run(TRAIN_TILES, args.opposite_negatives).items():
             merged = cf.merged_detections(per, SEG_THRESHOLDS)
             c, lab = verifier_training_chips(image_pyramid(image), truth, merged, frame, rng=rng,
-                                             opposite_detections=per.get("opposite"), opposite_frame=per.get("opposite_frame"))
+                                             opposite_detections=per.get("opposite"), opposite_frame=per.get("opposite_frame"),
+                                             contexts=contexts)
             chips.append(c)
             labels.append(lab)
         chips, labels = np.concatenate(chips), np.concatenate(labels)
         t1 = time.monotonic()
-        verifier = train_verifier(chips, labels, epochs=args.epochs, seed=args.seed, threads=args.threads)
+        verifier = train_verifier(chips, labels, epochs=args.epochs, seed=args.seed, threads=args.threads,
+                                  contexts=contexts)
         train_seconds = round(time.monotonic() - t1, 1)
         n_chips, n_craters = int(len(labels)), int(labels.sum())
         log.info("verifier: %d chips (%d craters), trained in %.0f s", n_chips, n_craters, train_seconds)
@@ -266,6 +271,7 @@ def main(argv=None) -> int:
                "epochs": None if args.reuse else args.epochs, "decoy_fdr_variants": fdrs,
                "table": {f"{a:g}/{b:g}" + ("" if c is None else f"/fdr{c:g}"): row for (a, b, c), row in table.items()}}
     summary["opposite_negatives"] = bool(args.opposite_negatives)
+    summary["contexts"] = list(verifier_contexts(verifier))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if args.install:
         install(path, summary)

@@ -1410,12 +1410,12 @@ def verifier_pyramid(image, verifier, max_radius: float, band: int = 1) -> list[
     pixels are filled as for the segmenter (:func:`mirror_fill`). A deeper pyramid gives
     the same chips to smaller craters, so one pyramid serves several catalogues of the image.
     """
-    from .verify import CHIP_CONTEXT, CHIP_SIZE, image_pyramid, pyramid_levels_for
+    from .verify import CHIP_SIZE, image_pyramid, pyramid_levels_for, verifier_contexts
 
     data = np.asarray(image, np.float32) if isinstance(image, np.ndarray) else read_scaled(image, 1.0, band)
     meta = getattr(verifier, "metadata", {}) or {}
     levels = pyramid_levels_for(float(max_radius), int(meta.get("chip_size", CHIP_SIZE)),
-                                float(meta.get("context", CHIP_CONTEXT)))
+                                max(verifier_contexts(verifier)))
     missing = missing_pixels(data)
     if missing.any() and not missing.all():  # the segmenter's fill (no step along a collar), not a flat mean
         data = mirror_fill(data, missing, float(data[~missing].mean()))

@@ -38,7 +38,8 @@ from torch import nn
 from ..errors import InputError
 
 __all__ = [
-    "CHIP_SIZE", "CHIP_CONTEXT", "ChipVerifier", "image_pyramid", "crater_chips", "verifier_scores",
+    "CHIP_SIZE", "CHIP_CONTEXT", "ChipVerifier", "image_pyramid", "crater_chips", "chip_stack", "verifier_contexts",
+    "verifier_scores",
     "verify_craters", "verifier_training_chips", "train_verifier", "save_verifier", "load_verifier",
     "decoy_threshold", "check_fdr",
 ]
@@ -54,23 +55,29 @@ PYRAMID_LEVELS = 7
 
 
 class ChipVerifier(nn.Module):
-    """Crater probability of a chip ``(n, 1, size, size)`` → logits ``(n,)``.
+    """Crater probability of a chip ``(n, k, size, size)`` → logits ``(n,)``.
 
     Three 3×3 convolution blocks (16, 32, 64 channels; ReLU; 2×2 max pooling
     after the first two), global average pooling, dropout, one linear unit.
     About 24 k parameters: cheap next to the segmenter.
+
+    ``contexts``: the half-widths, in crater radii, of the ``k`` chips stacked as input channels (each
+    :func:`crater_chips` at one context; default ``(context,)``, one channel). A wider view shows a
+    whole mound around a detection that sits off its centre, e.g. on its shadow.
     """
 
-    def __init__(self, size: int = CHIP_SIZE, context: float = CHIP_CONTEXT, dropout: float = 0.3):
+    def __init__(self, size: int = CHIP_SIZE, context: float = CHIP_CONTEXT, dropout: float = 0.3,
+                 contexts: tuple[float, ...] | None = None):
         super().__init__()
-        self.size, self.context = int(size), float(context)
+        self.contexts = tuple(float(c) for c in contexts) if contexts else (float(context),)
+        self.size, self.context = int(size), self.contexts[0]
         self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(len(self.contexts), 16, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         )
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(64, 1))
-        self.metadata: dict = {"chip_size": self.size, "context": self.context}
+        self.metadata: dict = {"chip_size": self.size, "context": self.context, "contexts": list(self.contexts)}
 
     def forward(self, chips: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(chips))[:, 0]
@@ -172,19 +179,40 @@ def crater_chips(pyramid: list[np.ndarray], craters: np.ndarray, frame=None, *, 
     return ((out - mean) / (std + 0.02)).astype(np.float32)
 
 
+def chip_stack(pyramid: list[np.ndarray], craters: np.ndarray, frame=None, *, size: int = CHIP_SIZE,
+               contexts=(CHIP_CONTEXT,), turn: bool = False) -> np.ndarray:
+    """Chips ``(n, k, size, size)`` float32 of craters at ``k`` contexts: :func:`crater_chips` at each, stacked.
+
+    ``contexts``: half-widths in crater radii, one channel each (a :class:`ChipVerifier`'s ``contexts``).
+    """
+    return np.stack([crater_chips(pyramid, craters, frame, size=size, context=float(c), turn=turn)
+                     for c in contexts], axis=1)
+
+
+def verifier_contexts(model) -> tuple[float, ...]:
+    """The contexts (crater radii) of a verifier's input channels, from its ``metadata`` (one: ``context``)."""
+    meta = getattr(model, "metadata", {}) or {}
+    if meta.get("contexts"):
+        return tuple(float(c) for c in meta["contexts"])
+    return (float(meta.get("context", CHIP_CONTEXT)),)
+
+
 def verifier_scores(model: ChipVerifier, chips: np.ndarray, batch_size: int = 2048) -> np.ndarray:
-    """Crater probability ``(n,)`` float64 of chips ``(n, size, size)`` (:func:`crater_chips`).
+    """Crater probability ``(n,)`` float64 of chips ``(n, size, size)`` (:func:`crater_chips`) or
+    ``(n, k, size, size)`` (:func:`chip_stack`, ``k`` the model's contexts).
 
     The network runs in float32 (it is small; bf16 would not pay).
     """
     chips = np.asarray(chips, np.float32)
     if len(chips) == 0:
         return np.zeros(0)
+    if chips.ndim == 3:
+        chips = chips[:, None]
     model = model.eval()
     out = []
     with torch.no_grad():
         for k in range(0, len(chips), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(chips[k : k + batch_size]))[:, None]
+            batch = torch.from_numpy(np.ascontiguousarray(chips[k : k + batch_size]))
             out.append(torch.sigmoid(model(batch.float())).double().numpy())
     return np.concatenate(out)
 
@@ -192,8 +220,8 @@ def verifier_scores(model: ChipVerifier, chips: np.ndarray, batch_size: int = 20
 def verify_craters(model: ChipVerifier, pyramid: list[np.ndarray], craters: np.ndarray, frame=None) -> np.ndarray:
     """Verifier probability ``(n,)`` of craters ``(n, >=3)`` on the input grid of ``pyramid``'s image."""
     meta = getattr(model, "metadata", {}) or {}
-    chips = crater_chips(pyramid, craters, frame, size=int(meta.get("chip_size", CHIP_SIZE)),
-                         context=float(meta.get("context", CHIP_CONTEXT)))
+    chips = chip_stack(pyramid, craters, frame, size=int(meta.get("chip_size", CHIP_SIZE)),
+                       contexts=verifier_contexts(model))
     return verifier_scores(model, chips)
 
 
@@ -254,7 +282,8 @@ def decoy_threshold(scores: np.ndarray, decoy_scores: np.ndarray, floor: float, 
 def verifier_training_chips(pyramid: list[np.ndarray], truth: np.ndarray, detections: np.ndarray, frame=None, *,
                             rng: np.random.Generator, size: int = CHIP_SIZE, context: float = CHIP_CONTEXT,
                             min_radius: float = 3.0, opposite_detections: np.ndarray | None = None,
-                            opposite_frame=None) -> tuple[np.ndarray, np.ndarray]:
+                            opposite_frame=None, contexts: tuple[float, ...] | None = None,
+                            mound_offsets: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Chips and labels of one labelled image for :func:`train_verifier`.
 
     Positives: every labelled crater of radius ≥ ``min_radius`` whose chip lies
@@ -270,41 +299,65 @@ def verifier_training_chips(pyramid: list[np.ndarray], truth: np.ndarray, detect
     and sized where it fires, which a chip turned about the crater's own
     centre is not), cut in ``opposite_frame``, plain and mirrored.
 
+    ``mound_offsets``: ``(low, high)`` in crater radii: also the turned chips (mounds) centred off the crater,
+    by a distance uniform in ``low..high`` radii in a random direction, radius ×exp(N(0, 0.2)), plain and
+    mirrored. A segmenter that fires on a mound tends to fire beside its centre (on its shadow or flank),
+    where a chip turned about the crater's own centre does not look.
+
+    ``contexts``: chips at several contexts, stacked (:func:`chip_stack`); the chip must lie inside the
+    image at the widest. None: one chip at ``context``.
+
     Returns
     -------
-    chips : ndarray, float32, shape (n, size, size)
+    chips : ndarray, float32, shape (n, size, size), or (n, k, size, size) with ``contexts``
     labels : ndarray, float32, shape (n,)
     """
     from .match import match_craters
 
     h, w = pyramid[0].shape
     truth = _crater_rows(truth)
-    reach = context * truth[:, 2]
+    reach = (max(contexts) if contexts else context) * truth[:, 2]
     inside = ((truth[:, 2] >= min_radius) & (truth[:, 0] - reach >= 0) & (truth[:, 1] - reach >= 0)
               & (truth[:, 0] + reach <= w - 1) & (truth[:, 1] + reach <= h - 1))
     pos_craters = truth[inside, :3]
     jittered = pos_craters.copy()
     jittered[:, :2] += rng.normal(0.0, 0.12, (len(jittered), 2)) * jittered[:, 2:3]
     jittered[:, 2] *= np.exp(rng.normal(0.0, 0.1, len(jittered)))
-    options = dict(size=size, context=context)
-    plain = crater_chips(pyramid, pos_craters, frame, **options)
-    jitter = crater_chips(pyramid, jittered, frame, **options)
-    positives = np.concatenate([plain, jitter, plain[:, ::-1, :]])
-    mounds = np.concatenate([plain[:, ::-1, ::-1], jitter[:, ::-1, ::-1]])
+    if contexts:
+        def chips_of(craters, in_frame):
+            return chip_stack(pyramid, craters, in_frame, size=size, contexts=contexts)
+    else:
+        def chips_of(craters, in_frame):
+            return crater_chips(pyramid, craters, in_frame, size=size, context=context)
+    # flips act on the last two axes (rows, columns), whatever the channels
+    plain = chips_of(pos_craters, frame)
+    jitter = chips_of(jittered, frame)
+    positives = np.concatenate([plain, jitter, np.flip(plain, -2)])
+    mounds = np.concatenate([np.flip(plain, (-2, -1)), np.flip(jitter, (-2, -1))])
     detections = _crater_rows(detections)
     false = np.ones(len(detections), bool)
     if len(detections) and len(truth):
         result = match_craters(detections[:, :3], truth[:, :3], mode="deepmoon", min_diameter_px=0)
         if len(result.pairs):
             false[result.pairs[:, 0]] = False
-    hard = crater_chips(pyramid, detections[false, :3], frame, **options)
-    negatives = [mounds, hard, hard[:, ::-1, :]]
+    hard = chips_of(detections[false, :3], frame)
+    negatives = [mounds, hard, np.flip(hard, -2)]
+    if mound_offsets is not None and len(pos_craters):
+        low, high = mound_offsets
+        angle = rng.uniform(0.0, 2 * np.pi, len(pos_craters))
+        distance = rng.uniform(low, high, len(pos_craters)) * pos_craters[:, 2]
+        beside = pos_craters.copy()
+        beside[:, 0] += distance * np.cos(angle)
+        beside[:, 1] += distance * np.sin(angle)
+        beside[:, 2] *= np.exp(rng.normal(0.0, 0.2, len(beside)))
+        turned = np.flip(chips_of(beside, frame), (-2, -1))
+        negatives += [turned, np.flip(turned, -2)]
     if opposite_detections is not None and len(opposite_detections) and len(truth):
         opposite = np.asarray(opposite_detections, np.float64)
         result = match_craters(opposite[:, :3], truth[:, :3], mode="deepmoon", min_diameter_px=0)
         if len(result.pairs):
-            fooled = crater_chips(pyramid, opposite[result.pairs[:, 0], :3], opposite_frame, **options)
-            negatives += [fooled, fooled[:, ::-1, :]]
+            fooled = chips_of(opposite[result.pairs[:, 0], :3], opposite_frame)
+            negatives += [fooled, np.flip(fooled, -2)]
     negatives = np.concatenate(negatives)
     chips = np.concatenate([positives, negatives]).astype(np.float32)
     labels = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))]).astype(np.float32)
@@ -313,8 +366,9 @@ def verifier_training_chips(pyramid: list[np.ndarray], truth: np.ndarray, detect
 
 def train_verifier(chips: np.ndarray, labels: np.ndarray, *, epochs: int = 12, batch_size: int = 128, lr: float = 2e-3,
                    seed: int = 0, size: int = CHIP_SIZE, context: float = CHIP_CONTEXT,
-                   threads: int | None = None) -> ChipVerifier:
-    """Train a :class:`ChipVerifier` on chips ``(n, size, size)`` and 0/1 labels ``(n,)``.
+                   threads: int | None = None, contexts: tuple[float, ...] | None = None) -> ChipVerifier:
+    """Train a :class:`ChipVerifier` on chips ``(n, size, size)`` (or ``(n, k, size, size)`` at ``k``
+    ``contexts``, :func:`chip_stack`) and 0/1 labels ``(n,)``.
 
     Adam (weight decay 1e-4), binary cross-entropy with the positives weighted
     by the negative/positive ratio, gain ×(1 + N(0, 0.2)) and additive noise
@@ -323,17 +377,21 @@ def train_verifier(chips: np.ndarray, labels: np.ndarray, *, epochs: int = 12, b
     """
     chips = np.asarray(chips, np.float32)
     labels = np.asarray(labels, np.float32)
-    if chips.ndim != 3 or chips.shape[1:] != (size, size) or len(chips) != len(labels):
-        raise InputError(f"chips must be (n, {size}, {size}) with n labels; got {chips.shape} and {labels.shape}")
+    k = len(contexts) if contexts else 1
+    if chips.ndim == 3 and k == 1:
+        chips = chips[:, None]
+    if chips.ndim != 4 or chips.shape[1:] != (k, size, size) or len(chips) != len(labels):
+        shape = f"(n, {size}, {size})" if k == 1 else f"(n, {k}, {size}, {size})"
+        raise InputError(f"chips must be {shape} with n labels; got {chips.shape} and {labels.shape}")
     if labels.min(initial=1) == labels.max(initial=0):
         raise InputError("the verifier needs both crater (1) and non-crater (0) chips")
     if threads:
         torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = ChipVerifier(size, context)
+    model = ChipVerifier(size, context, contexts=contexts)
     opt = torch.optim.Adam(model.parameters(), lr, weight_decay=1e-4)
-    x, y = torch.from_numpy(chips[:, None].copy()), torch.from_numpy(labels)
+    x, y = torch.from_numpy(np.ascontiguousarray(chips)), torch.from_numpy(labels)
     pos_weight = float((1 - labels).sum() / max(labels.sum(), 1.0))
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight))
     for _ in range(epochs):
@@ -366,7 +424,8 @@ def load_verifier(path: str | os.PathLike) -> ChipVerifier:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         meta = dict(payload["metadata"])
-        model = ChipVerifier(int(meta.get("chip_size", CHIP_SIZE)), float(meta.get("context", CHIP_CONTEXT)))
+        model = ChipVerifier(int(meta.get("chip_size", CHIP_SIZE)), float(meta.get("context", CHIP_CONTEXT)),
+                             contexts=meta.get("contexts"))
         model.load_state_dict(payload["state_dict"])
     except Exception as exc:  # torch.load / load_state_dict raise many kinds
         raise WeightsError(f"{path}: not a planetcd chip verifier ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None

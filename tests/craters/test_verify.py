@@ -9,8 +9,8 @@ import torch
 
 from planetcd.craters import sun
 from planetcd.craters.verify import (
-    ChipVerifier, crater_chips, image_pyramid, load_verifier, pyramid_levels_for, save_verifier, train_verifier,
-    verifier_scores, verifier_training_chips, verify_craters,
+    ChipVerifier, chip_stack, crater_chips, image_pyramid, load_verifier, pyramid_levels_for, save_verifier,
+    train_verifier, verifier_contexts, verifier_scores, verifier_training_chips, verify_craters,
 )
 from planetcd.datasets.synthetic import crater_height, hillshade
 from planetcd.errors import InputError, WeightsError
@@ -114,7 +114,7 @@ def test_decoy_threshold_rises_until_the_decoys_are_a_small_share():
 def synthetic_verifier():
     """A verifier trained on shaded bowls (light from the left) and domes of one image; and a second image."""
     rng = np.random.default_rng(0)
-    craters, mounds = scattered(24, 384, rng), np.zeros((0, 3))
+    craters = scattered(24, 384, rng)
     train_image = hillshade(relief(384, craters), azimuth_deg=270.0) + rng.normal(0, 0.02, (384, 384)).astype(np.float32)
     torch.set_num_threads(2)
     chips, labels = verifier_training_chips(image_pyramid(train_image), craters, np.zeros((0, 4)), rng=rng)
@@ -155,6 +155,48 @@ def test_save_and_load_round_trip(tmp_path, synthetic_verifier):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError):
         load_verifier(tmp_path / "bad.pt")
+
+
+def test_verifier_with_two_contexts_trains_saves_and_loads(tmp_path):
+    """Chips at two contexts stacked as channels: each channel is crater_chips at its context, the flips of the
+    training chips act on both alike, and the network survives a save and load with its contexts."""
+    rng = np.random.default_rng(1)
+    craters = scattered(16, 320, rng)
+    image = hillshade(relief(320, craters), azimuth_deg=270.0) + rng.normal(0, 0.02, (320, 320)).astype(np.float32)
+    pyramid = image_pyramid(image)
+    stack = chip_stack(pyramid, craters, contexts=(2.0, 3.5))
+    assert stack.shape == (16, 2, 24, 24)
+    np.testing.assert_array_equal(stack[:, 1], crater_chips(pyramid, craters, context=3.5))
+    chips, labels = verifier_training_chips(pyramid, craters, np.zeros((0, 4)), rng=np.random.default_rng(2),
+                                            contexts=(2.0, 3.5))
+    assert chips.shape[1:] == (2, 24, 24) and len(chips) == len(labels)
+    inside = int(labels.sum()) // 3  # positives: plain, jittered, mirrored
+    np.testing.assert_array_equal(chips[2 * inside : 3 * inside], chips[:inside, :, ::-1, :])  # mirrored: both channels
+    with pytest.raises(InputError):
+        train_verifier(chips, labels, epochs=1, contexts=(2.0,))
+    model = train_verifier(chips, labels, epochs=2, seed=0, contexts=(2.0, 3.5))
+    assert verifier_contexts(model) == (2.0, 3.5) and model.features[0].in_channels == 2
+    loaded = load_verifier(save_verifier(model, tmp_path / "v2.pt"))
+    assert verifier_contexts(loaded) == (2.0, 3.5)
+    np.testing.assert_allclose(verify_craters(loaded, pyramid, craters), verify_craters(model, pyramid, craters), atol=1e-6)
+    assert verifier_contexts(ChipVerifier()) == (2.0,)
+
+
+def test_mound_offsets_add_mounds_turned_beside_each_crater():
+    """``mound_offsets``: one more turned chip per crater (and its mirror), centred 0.5-1 radii off the crater,
+    labelled 0; the chips drawn before them are unchanged."""
+    craters = scattered(12, 256, np.random.default_rng(3))
+    pyramid = image_pyramid(hillshade(relief(256, craters), azimuth_deg=270.0))
+    base, base_labels = verifier_training_chips(pyramid, craters, np.zeros((0, 4)), rng=np.random.default_rng(4))
+    more, more_labels = verifier_training_chips(pyramid, craters, np.zeros((0, 4)), rng=np.random.default_rng(4),
+                                                mound_offsets=(0.5, 1.0))
+    n = len(craters)
+    assert len(more) == len(base) + 2 * n and more_labels.sum() == base_labels.sum() == 3 * n
+    np.testing.assert_array_equal(more[: len(base)], base)
+    beside, mirrored = more[len(base) : len(base) + n], more[len(base) + n :]
+    np.testing.assert_array_equal(mirrored, beside[:, ::-1, :])
+    centred = crater_chips(pyramid, craters, turn=True)
+    assert np.abs(beside - centred).mean(axis=(1, 2)).min() > 0.1  # off the crater, not its own turned chip
 
 
 def test_registry_verifier_checks_its_hash(tmp_path, monkeypatch, synthetic_verifier):
