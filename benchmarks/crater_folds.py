@@ -8,6 +8,7 @@
         [--ensemble-with runs/other-folds] [--nested-ratios none,2] [--reselect | --table]
     python benchmarks/crater_folds.py --nested-labels
     python benchmarks/crater_folds.py --mound-test --model runs/folds/fold-BEH/best.pt [--tiles H,I] [--threshold T]
+    python benchmarks/crater_folds.py --mound-test --model ctx-craters --pipeline segment --verify-threshold tile
     python benchmarks/crater_folds.py --score-model --model ctx-craters --tiles H,I,HRSC [--threshold T]
     python benchmarks/crater_folds.py --score-product --tiles H,I,HRSC [--verify model|none|PATH] [--scales 2,1,0.5]
         [--tta model|on|off] [--decoy-fdr SHARE|off]
@@ -38,6 +39,11 @@ diameter >= 8 px of tiles H and I, cut from the tile's canonical frame
 (normalized with whole-tile limits); the share of craters the model finds on
 its chip (a crater matching it by the DeepMoon rule), and the share found on
 the same chip turned 180° (where, lit from the left, it looks like a mound).
+``--pipeline network`` (the default) runs the network alone on each chip (one
+scale, no flip averaging); ``--pipeline segment`` runs ``planetcd segment`` as
+shipped (the registry's scales and flip averaging; the chip normalized by its
+own limits), then the verifier. ``--verify-threshold tile``: the verifier
+threshold ``planetcd segment`` applies to each whole tile (raised by its decoys).
 """
 
 from __future__ import annotations
@@ -572,12 +578,38 @@ def print_table(results: list[dict]) -> None:
 # --------------------------------------------------------------------------- mound test
 
 
+def tile_verifier_threshold(tile: str, model_name: str = "ctx-craters") -> float:
+    """The verifier threshold ``planetcd segment`` (defaults: decoys on) applies on the whole tile: the
+    registry's, raised by the tile's decoys (run.json's ``verifier.decoys.threshold``)."""
+    from planetcd.craters.segment import segment
+
+    record = segment(tile_paths(tile)[0], model_name).params["verifier"] or {}
+    decoys = record.get("decoys") or {}
+    raised = decoys.get("threshold")
+    return float(raised if raised is not None else (math.inf if decoys.get("found") else record["threshold"]))
+
+
+def segment_on_chip(chip_image: np.ndarray, model_name: str, threshold: float) -> np.ndarray:
+    """Craters ``(n, 4)`` that ``planetcd segment`` (the registry's scales and flip averaging; verifier off, so
+    its scores can be thresholded afterwards) finds on a chip already turned to the canonical frame."""
+    from planetcd.craters import sun
+    from planetcd.craters.segment import segment
+
+    result = segment(np.ascontiguousarray(chip_image, np.float32), model_name, prob_threshold=threshold,
+                     verify=False, sun_azimuth=sun.CANONICAL_AZIMUTH_DEG)
+    return result.catalog.pixels
+
+
 def mound_test(model, tiles, threshold: float, chip: int = 128, device: str = "cpu", verifier=None,
-               verify_threshold: float = 0.5) -> dict:
+               verify_threshold: float | dict = 0.5, pipeline: str = "network", model_name: str = "ctx-craters") -> dict:
     """Share of labelled craters (>= 8 px) found on chips around them, and on the same chips turned 180°.
 
     ``verifier``: a chip verifier (:mod:`planetcd.craters.verify`) that the detections must also pass
-    (score >= ``verify_threshold``), as in ``planetcd segment``.
+    (score >= ``verify_threshold``, a number or ``{tile: number}``), as in ``planetcd segment``.
+    ``pipeline``: ``"network"``, the network alone on the chip (one scale, no flip averaging, chips
+    normalized with whole-tile limits); ``"segment"``, ``planetcd segment`` as shipped on the chip
+    (``model_name``'s scales and flip averaging, the chip's own normalization, the sun given as the
+    canonical side), then the verifier.
     """
     from planetcd.craters.verify import image_pyramid, verify_craters
     from planetcd.craters import sun
@@ -597,6 +629,8 @@ def mound_test(model, tiles, threshold: float, chip: int = 128, device: str = "c
         h, w = prepared.shape
         found = {"upright": 0, "turned": 0}
         n = 0
+        raw = np.asarray(turned, np.float32)
+        cut = verify_threshold.get(t, 0.0) if isinstance(verify_threshold, dict) else verify_threshold
         for x, y, r in craters[:, :3]:
             side = int(max(chip, 128 * math.ceil(8 * r / 128)))
             half = side // 2
@@ -605,20 +639,25 @@ def mound_test(model, tiles, threshold: float, chip: int = 128, device: str = "c
                 continue
             if not valid[cy - half : cy - half + side, cx - half : cx - half + side].all():
                 continue
-            window = prepared[cy - half : cy - half + side, cx - half : cx - half + side]
+            source = prepared if pipeline == "network" else raw
+            window = source[cy - half : cy - half + side, cx - half : cx - half + side]
             local = np.array([[x - (cx - half), y - (cy - half), r]])
             n += 1
             for name, img, crater in (("upright", window, local),
                                       ("turned", window[::-1, ::-1], np.array([[side - 1 - local[0, 0], side - 1 - local[0, 1], r]]))):
-                with torch.no_grad():
-                    prob = model(torch.from_numpy(np.ascontiguousarray(img, np.float32))[None, None].to(device))[0, 0].float().cpu().numpy()
-                det = extract_craters(prob, method="components", threshold=threshold, target=target, min_radius=2.0, max_radius=150.0)
+                if pipeline == "segment":
+                    det = segment_on_chip(img, model_name, threshold)
+                else:
+                    with torch.no_grad():
+                        prob = model(torch.from_numpy(np.ascontiguousarray(img, np.float32))[None, None].to(device))[0, 0].float().cpu().numpy()
+                    det = extract_craters(prob, method="components", threshold=threshold, target=target, min_radius=2.0,
+                                          max_radius=150.0)
                 if verifier is not None and len(det):
-                    det = det[verify_craters(verifier, image_pyramid(np.ascontiguousarray(img)), det) >= verify_threshold]
+                    det = det[verify_craters(verifier, image_pyramid(np.ascontiguousarray(img)), det) >= cut]
                 hit = match_craters(det[:, :3], crater, mode="deepmoon", min_diameter_px=0).tp > 0 if len(det) else False
                 found[name] += int(hit)
         out[t] = {"craters": n, "found": round(found["upright"] / max(n, 1), 4), "found_turned": round(found["turned"] / max(n, 1), 4),
-                  "azimuth": record}
+                  "azimuth": record, "verify_threshold": cut if verifier is not None else None}
     n_all = sum(v["craters"] for v in out.values())
     out["pooled"] = {"craters": n_all,
                      "found": round(sum(v["found"] * v["craters"] for v in out.values()) / max(n_all, 1), 4),
@@ -701,7 +740,12 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="mound test: checkpoint path or registry name")
     ap.add_argument("--verify", default="model",
                     help="mound test: the chip verifier: 'model' (the model's registry verifier, if any), 'none', or a path")
-    ap.add_argument("--verify-threshold", type=float, default=None, help="mound test: verifier threshold (default: its own)")
+    ap.add_argument("--verify-threshold", default=None,
+                    help="mound test: verifier threshold: a number, or 'tile': the one planetcd segment uses on each "
+                         "whole tile (raised by its decoys); default: the verifier's own")
+    ap.add_argument("--pipeline", choices=("network", "segment"), default="network",
+                    help="mound test: the network alone on each chip (one scale), or planetcd segment as shipped "
+                         "(its scales and flip averaging), then the verifier")
     ap.add_argument("--tiles", default="H,I", help="mound test tiles")
     ap.add_argument("--threshold", type=float, default=None, help="mound test threshold (default: the fold's, else the model's)")
     args = ap.parse_args(argv)
@@ -743,12 +787,22 @@ def main(argv=None) -> int:
             verifier = models.load_verifier(model.metadata if args.verify == "model" else args.verify)
         if args.threshold is None and verifier is not None and verifier.metadata.get("prob_threshold") is not None:
             threshold = float(verifier.metadata["prob_threshold"])  # segment's extraction threshold with the verifier
-        v_threshold = args.verify_threshold if args.verify_threshold is not None else (
-            float(verifier.metadata.get("threshold", 0.5)) if verifier is not None else None)
-        res = mound_test(model, [t.strip().upper() for t in args.tiles.split(",")], threshold, device=args.device,
-                         verifier=verifier, verify_threshold=v_threshold or 0.0)
-        print(f"mound test of {args.model} (threshold {threshold:g}; sun-aware: {is_sun_aware(model)}; "
-              f"verifier: {'none' if verifier is None else f'{args.verify}, threshold {v_threshold:g}'})")
+        tiles = [t.strip().upper() for t in args.tiles.split(",")]
+        if args.pipeline == "segment" and Path(args.model).suffix:
+            raise SystemExit("--pipeline segment needs a registry model name (planetcd segment's defaults)")
+        if args.verify_threshold == "tile":
+            if verifier is None or args.verify != "model":
+                raise SystemExit("--verify-threshold tile needs the model's own verifier (--verify model)")
+            v_threshold = {t: tile_verifier_threshold(t, args.model) for t in tiles}
+        elif args.verify_threshold is not None:
+            v_threshold = float(args.verify_threshold)
+        else:
+            v_threshold = float(verifier.metadata.get("threshold", 0.5)) if verifier is not None else None
+        res = mound_test(model, tiles, threshold, device=args.device, verifier=verifier,
+                         verify_threshold=v_threshold or 0.0, pipeline=args.pipeline, model_name=args.model)
+        shown = v_threshold if not isinstance(v_threshold, dict) else ", ".join(f"{t} {v:.3g}" for t, v in v_threshold.items())
+        print(f"mound test of {args.model} (pipeline {args.pipeline}; extraction threshold {threshold:g}; sun-aware: "
+              f"{is_sun_aware(model)}; verifier: {'none' if verifier is None else f'{args.verify}, threshold {shown}'})")
         print("tile  craters  found  found_turned")
         for t, v in res.items():
             print(f"{t}  {v['craters']}  {v['found']:.3f}  {v['found_turned']:.3f}")
