@@ -600,6 +600,39 @@ def segment_on_chip(chip_image: np.ndarray, model_name: str, threshold: float) -
     return result.catalog.pixels
 
 
+def mound_chips(tile: str, azimuth: float | None, *, normalized: bool = True, chip: int = 128):
+    """The mound test's chips of one tile: yields ``(kind, chip (side, side) float32, crater (1, 3))``.
+
+    For every labelled crater of diameter >= 8 px whose chip lies on ground: a ``chip`` px window (more for big
+    craters: 8 radii at least, in steps of 128) around it, cut from the tile turned to the canonical frame of
+    ``azimuth`` (None: the canonical side itself, no turn), kind ``"upright"``, then the same window turned 180°,
+    kind ``"turned"``, with the crater's ``x, y, r`` on the chip. ``normalized``: the window of the tile
+    normalized with whole-tile limits (what the network alone sees); else raw intensities (for ``segment``).
+    """
+    from planetcd.craters import sun
+    from planetcd.craters.train import prepare_image
+
+    image, truth = raw_tile(tile)
+    turned, frame = sun.to_canonical(image, sun.CANONICAL_AZIMUTH_DEG if azimuth is None else azimuth)
+    turned = np.asarray(turned, np.float32)
+    valid = frame.footprint() & (turned != 0)
+    source = prepare_image(turned, valid) if normalized else turned
+    craters = frame.craters_to_canonical(truth[truth[:, 2] * 2 >= MIN_DIAMETER_PX])
+    h, w = source.shape
+    for x, y, r in craters[:, :3]:
+        side = int(max(chip, 128 * math.ceil(8 * r / 128)))
+        half = side // 2
+        cx, cy = int(round(x)), int(round(y))
+        if cy - half < 0 or cx - half < 0 or cy - half + side > h or cx - half + side > w:
+            continue
+        if not valid[cy - half : cy - half + side, cx - half : cx - half + side].all():
+            continue
+        window = source[cy - half : cy - half + side, cx - half : cx - half + side]
+        local = np.array([[x - (cx - half), y - (cy - half), r]])
+        yield "upright", np.ascontiguousarray(window), local
+        yield "turned", np.ascontiguousarray(window[::-1, ::-1]), np.array([[side - 1 - local[0, 0], side - 1 - local[0, 1], r]])
+
+
 def mound_test(model, tiles, threshold: float, chip: int = 128, device: str = "cpu", verifier=None,
                verify_threshold: float | dict = 0.5, pipeline: str = "network", model_name: str = "ctx-craters") -> dict:
     """Share of labelled craters (>= 8 px) found on chips around them, and on the same chips turned 180°.
@@ -612,50 +645,29 @@ def mound_test(model, tiles, threshold: float, chip: int = 128, device: str = "c
     canonical side), then the verifier.
     """
     from planetcd.craters.verify import image_pyramid, verify_craters
-    from planetcd.craters import sun
     from planetcd.craters.extract import extract_craters
     from planetcd.craters.match import match_craters
-    from planetcd.craters.train import prepare_image
 
     target = model.metadata.get("target", "filled")
     out = {}
     for t in tiles:
-        image, truth = raw_tile(t)
-        record = tile_azimuth(image) if is_sun_aware(model) else {"azimuth_deg": None}
-        turned, frame = sun.to_canonical(image, sun.CANONICAL_AZIMUTH_DEG if record["azimuth_deg"] is None else record["azimuth_deg"])
-        valid = frame.footprint() & (np.asarray(turned) != 0)
-        prepared = prepare_image(np.asarray(turned, np.float32), valid)
-        craters = frame.craters_to_canonical(truth[truth[:, 2] * 2 >= MIN_DIAMETER_PX])
-        h, w = prepared.shape
+        record = tile_azimuth(raw_tile(t)[0]) if is_sun_aware(model) else {"azimuth_deg": None}
         found = {"upright": 0, "turned": 0}
         n = 0
-        raw = np.asarray(turned, np.float32)
         cut = verify_threshold.get(t, 0.0) if isinstance(verify_threshold, dict) else verify_threshold
-        for x, y, r in craters[:, :3]:
-            side = int(max(chip, 128 * math.ceil(8 * r / 128)))
-            half = side // 2
-            cx, cy = int(round(x)), int(round(y))
-            if cy - half < 0 or cx - half < 0 or cy - half + side > h or cx - half + side > w:
-                continue
-            if not valid[cy - half : cy - half + side, cx - half : cx - half + side].all():
-                continue
-            source = prepared if pipeline == "network" else raw
-            window = source[cy - half : cy - half + side, cx - half : cx - half + side]
-            local = np.array([[x - (cx - half), y - (cy - half), r]])
-            n += 1
-            for name, img, crater in (("upright", window, local),
-                                      ("turned", window[::-1, ::-1], np.array([[side - 1 - local[0, 0], side - 1 - local[0, 1], r]]))):
-                if pipeline == "segment":
-                    det = segment_on_chip(img, model_name, threshold)
-                else:
-                    with torch.no_grad():
-                        prob = model(torch.from_numpy(np.ascontiguousarray(img, np.float32))[None, None].to(device))[0, 0].float().cpu().numpy()
-                    det = extract_craters(prob, method="components", threshold=threshold, target=target, min_radius=2.0,
-                                          max_radius=150.0)
-                if verifier is not None and len(det):
-                    det = det[verify_craters(verifier, image_pyramid(np.ascontiguousarray(img)), det) >= cut]
-                hit = match_craters(det[:, :3], crater, mode="deepmoon", min_diameter_px=0).tp > 0 if len(det) else False
-                found[name] += int(hit)
+        for name, img, crater in mound_chips(t, record["azimuth_deg"], normalized=pipeline == "network", chip=chip):
+            n += name == "upright"
+            if pipeline == "segment":
+                det = segment_on_chip(img, model_name, threshold)
+            else:
+                with torch.no_grad():
+                    prob = model(torch.from_numpy(img)[None, None].to(device))[0, 0].float().cpu().numpy()
+                det = extract_craters(prob, method="components", threshold=threshold, target=target, min_radius=2.0,
+                                      max_radius=150.0)
+            if verifier is not None and len(det):
+                det = det[verify_craters(verifier, image_pyramid(img), det) >= cut]
+            hit = match_craters(det[:, :3], crater, mode="deepmoon", min_diameter_px=0).tp > 0 if len(det) else False
+            found[name] += int(hit)
         out[t] = {"craters": n, "found": round(found["upright"] / max(n, 1), 4), "found_turned": round(found["turned"] / max(n, 1), 4),
                   "azimuth": record, "verify_threshold": cut if verifier is not None else None}
     n_all = sum(v["craters"] for v in out.values())

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -81,38 +80,18 @@ def cached_detections(out: Path, tile: str, threshold: float, opposite: bool) ->
 
 
 def mound_items(model, tile: str, threshold: float = 0.1) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    """The mound test's chips of one tile: ``(kind, chip, labelled crater (1, 3), detections (n, 4))``, kind
-    ``upright`` or ``turned`` (as ``crater_folds.mound_test`` with the network pipeline)."""
-    from planetcd.craters import sun
+    """The mound test's chips of one tile with the network's detections: ``(kind, chip, labelled crater (1, 3),
+    detections (n, 4))``, kind ``upright`` or ``turned`` (``crater_folds.mound_chips``, the network pipeline)."""
     from planetcd.craters.extract import extract_craters
-    from planetcd.craters.train import prepare_image
 
-    image, truth = cf.raw_tile(tile)
-    turned, frame = sun.to_canonical(image, cf.tile_azimuth(image)["azimuth_deg"])
-    valid = frame.footprint() & (np.asarray(turned) != 0)
-    prepared = prepare_image(np.asarray(turned, np.float32), valid)
-    craters = frame.craters_to_canonical(truth[truth[:, 2] * 2 >= cf.MIN_DIAMETER_PX])
-    h, w = prepared.shape
+    azimuth = cf.tile_azimuth(cf.raw_tile(tile)[0])["azimuth_deg"]
     items = []
-    for x, y, r in craters[:, :3]:
-        side = int(max(128, 128 * math.ceil(8 * r / 128)))
-        half = side // 2
-        cx, cy = int(round(x)), int(round(y))
-        if cy - half < 0 or cx - half < 0 or cy - half + side > h or cx - half + side > w:
-            continue
-        if not valid[cy - half : cy - half + side, cx - half : cx - half + side].all():
-            continue
-        window = prepared[cy - half : cy - half + side, cx - half : cx - half + side]
-        local = np.array([[x - (cx - half), y - (cy - half), r]])
-        for kind, chip, crater in (("upright", window, local),
-                                   ("turned", window[::-1, ::-1],
-                                    np.array([[side - 1 - local[0, 0], side - 1 - local[0, 1], r]]))):
-            chip = np.ascontiguousarray(chip, np.float32)
-            with torch.no_grad():
-                prob = model(torch.from_numpy(chip)[None, None])[0, 0].float().numpy()
-            found = extract_craters(prob, method="components", threshold=threshold, target="filled", min_radius=2.0,
-                                    max_radius=150.0)
-            items.append((kind, chip, crater, found))
+    for kind, chip, crater in cf.mound_chips(tile, azimuth):
+        with torch.no_grad():
+            prob = model(torch.from_numpy(chip)[None, None])[0, 0].float().numpy()
+        found = extract_craters(prob, method="components", threshold=threshold, target="filled", min_radius=2.0,
+                                max_radius=150.0)
+        items.append((kind, chip, crater, found))
     return items
 
 
