@@ -55,6 +55,12 @@ def age(counts, system, d_range, method, binning, area_km2, pixel_size, plot_pat
     if d_range is None:
         d_range = (float(crater_counts.diameter_km.min()), math.inf)
     fit = fit_age(crater_counts, system, d_range, method, binning)
+    d_max = "∞" if math.isinf(fit.d_max_km) else f"{fit.d_max_km:g}"
+    if fit.is_upper_limit:
+        log.warning(
+            "no crater of %g-%s km in the count (its craters are %g-%g km; diameters are in km): "
+            "the age is an upper limit", fit.d_min_km, d_max, crater_counts.diameter_km.min(), crater_counts.diameter_km.max(),
+        )
     if plot_path:
         import matplotlib
 
@@ -70,9 +76,12 @@ def age(counts, system, d_range, method, binning, area_km2, pixel_size, plot_pat
         record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in fit.to_dict().items()}
         click.echo(json.dumps(record))
         return
-    d_max = "∞" if math.isinf(fit.d_max_km) else f"{fit.d_max_km:g}"
-    click.echo(f"Model age: {fit.label()}  [{fit.age_lo_ga:.4g}, {fit.age_hi_ga:.4g}] Ga")
-    click.echo(f"N(1) = {fit.n1:.3e} km⁻²  [{fit.n1_lo:.3e}, {fit.n1_hi:.3e}]")
+    if fit.is_upper_limit:
+        click.echo(f"Model age: {fit.label()}  (84.1 % upper limit: no crater in the range)")
+        click.echo(f"N(1) < {fit.n1_hi:.3e} km⁻²")
+    else:
+        click.echo(f"Model age: {fit.label()}  [{fit.age_lo_ga:.4g}, {fit.age_hi_ga:.4g}] Ga")
+        click.echo(f"N(1) = {fit.n1:.3e} km⁻²  [{fit.n1_lo:.3e}, {fit.n1_hi:.3e}]")
     click.echo(
         f"{fit.n_craters:g} craters of {fit.d_min_km:g}-{d_max} km on {fit.area_km2:.6g} km²; "
         f"{fit.system}, {fit.method}" + (f", {fit.binning} bins" if fit.method != "poisson" else "")
