@@ -154,6 +154,11 @@ class Catalog:
         JSON-ready values. Written as the GeoPackage layer's metadata (one
         item per key, the value JSON-encoded) and read back by
         :func:`read_catalog_gpkg`; not in the CSV (``run.json`` sits beside it).
+    body_assumed : bool
+        ``True`` when no file or caller named the body and ``body_radius_m`` is
+        planetcd's guess (the Moon, for a lon/lat list that names no body);
+        :func:`planetcd.craters.match.match_catalogs` then takes the other
+        list's body, and :meth:`to_counts` leaves the body unknown.
     """
 
     x_px: np.ndarray
@@ -169,6 +174,7 @@ class Catalog:
     diameter_km: np.ndarray | None = None
     name: str = ""
     metadata: dict = field(default_factory=dict, compare=False)
+    body_assumed: bool = False
     _pyproj_crs: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
@@ -196,6 +202,9 @@ class Catalog:
                 if len(value) != n:
                     raise InputError(f"catalog column {name} differs in length")
                 setattr(self, name, value)
+        if self.lat_deg is not None and np.any(np.abs(self.lat_deg) > 90.0):
+            worst = float(self.lat_deg[np.nanargmax(np.abs(self.lat_deg))])
+            raise InputError(f"latitudes beyond ±90° (up to {worst:g}°): are the longitude and latitude columns swapped?")
         if self.lon_deg is None and self.transform is not None and self._pyproj_crs is not None:
             self.lon_deg, self.lat_deg, self.diameter_km = self._geographic()
         elif self.diameter_km is None and self.pixel_size_m is not None:
@@ -235,14 +244,29 @@ class Catalog:
         confidence: np.ndarray | None = None,
         crs: Any = None,
         name: str = "",
+        body_assumed: bool = False,
     ) -> Catalog:
-        """A catalog known only by planetocentric lon/lat (degrees) and diameter (km)."""
+        """A catalog known only by planetocentric lon/lat (degrees) and diameter (km).
+
+        ``body_assumed``: ``body_radius_m`` is a guess, not named by the source (see :class:`Catalog`).
+        """
         lon = np.asarray(lon_deg, dtype=np.float64).reshape(-1)
         nan = np.full(lon.shape, np.nan)
         return cls(
             nan, nan.copy(), nan.copy(), confidence, crs=crs if crs is not None else _body_geographic_crs(body_radius_m),
             body_radius_m=float(body_radius_m), lon_deg=lon, lat_deg=lat_deg, diameter_km=diameter_km, name=name,
+            body_assumed=body_assumed,
         )
+
+    def on_body(self, body_radius_m: float) -> Catalog:
+        """The same craters on a body of radius ``body_radius_m`` (m), for a catalog whose body was assumed.
+
+        Only lon/lat catalogs (no transform) can move: their lon/lat and km diameters stay, the
+        geographic CRS becomes the body's.
+        """
+        if self.transform is not None:
+            raise InputError("a georeferenced catalog keeps the body of its CRS")
+        return replace(self, body_radius_m=float(body_radius_m), crs=_body_geographic_crs(body_radius_m), body_assumed=False)
 
     # ------------------------------------------------------------------ derived values
 
@@ -337,7 +361,8 @@ class Catalog:
         """Crater counts (diameters in km) on a counting area, for :mod:`planetcd.craters.dating`."""
         if self.diameter_km is None:
             raise InputError("the catalog has no diameters in km: give a transform and CRS, or a pixel size")
-        return CraterCounts(self.diameter_km, area_km2, name=self.name if name is None else name)
+        body_radius_km = None if self.body_assumed or self.body_radius_m is None else self.body_radius_m / 1000.0
+        return CraterCounts(self.diameter_km, area_km2, name=self.name if name is None else name, body_radius_km=body_radius_km)
 
     # ------------------------------------------------------------------ output
 
@@ -399,6 +424,11 @@ class Catalog:
         write_gpkg(path, self.table(), wkb, kind, crs=crs, layer=layer, metadata=metadata)
 
     def _geodesic_rings(self, n_vertices: int) -> list[np.ndarray]:
+        """Geodesic circles of the craters as closed lon/lat rings (degrees), each of shape (k, 2).
+
+        Longitudes run continuously around each centre (a crater on the antimeridian reaches past
+        ±180° instead of wrapping across the map); a circle around a pole is closed along the pole.
+        """
         from pyproj import Geod
 
         geod = Geod(a=self.body_radius_m, b=self.body_radius_m)
@@ -406,10 +436,27 @@ class Catalog:
         rings = []
         for lon, lat, d_km in zip(self.lon_deg, self.lat_deg, self.diameter_km):
             ring_lon, ring_lat, _ = geod.fwd(np.full_like(azimuth, lon), np.full_like(azimuth, lat), azimuth, np.full_like(azimuth, d_km * 500.0))
+            ring_lon = lon + (np.asarray(ring_lon) - lon + 180.0) % 360.0 - 180.0
+            radius_deg = np.rad2deg(d_km * 500.0 / self.body_radius_m)
+            if abs(lat) + radius_deg >= 90.0:
+                rings.append(_polar_ring(lon, ring_lon[:-1], np.asarray(ring_lat)[:-1], np.sign(lat) or 1.0))
+                continue
             ring = np.stack([ring_lon, ring_lat], axis=1)
             ring[-1] = ring[0]
             rings.append(ring)
         return rings
+
+
+def _polar_ring(lon: float, ring_lon: np.ndarray, ring_lat: np.ndarray, pole: float) -> np.ndarray:
+    """A closed lon/lat ring (degrees) of a circle around a pole: the circle over ``lon ± 180°``, then along
+    the pole (``pole`` +1 north, -1 south), as a cap is drawn on a longitude-latitude map."""
+    order = np.argsort(ring_lon)
+    ring_lon, ring_lat = ring_lon[order], ring_lat[order]
+    west, east = lon - 180.0, lon + 180.0
+    edge_lat = 0.5 * float(ring_lat[0] + ring_lat[-1])  # the two vertices either side of the seam lon ± 180°
+    lons = np.concatenate([[west], ring_lon, [east, east, west, west]])
+    lats = np.concatenate([[edge_lat], ring_lat, [edge_lat, 90.0 * pole, 90.0 * pole, edge_lat]])
+    return np.stack([lons, lats], axis=1)
 
 
 # ----------------------------------------------------------------------------- merging
@@ -535,6 +582,16 @@ def read_robbins(path: str | PathLike, body_radius_m: float = BODY_RADII_M["mars
 _LON_NAMES = ("lon_deg", "lon", "long", "longitude", "longitude_circle_image")
 _LAT_NAMES = ("lat_deg", "lat", "latitude", "latitude_circle_image")
 _DIAM_NAMES = ("diameter_km", "diameter (km)", "diam_km", "diam_circle_image", "diam", "diameter")
+#: Diameter columns in metres (divided by 1000 on reading).
+_DIAM_M_NAMES = ("diameter_m", "diameter (m)", "diam_m")
+
+
+def _diameter_column(header: list[str]) -> tuple[str | None, float]:
+    """The diameter column of a lon/lat list and the factor to km (1 for km columns, 1e-3 for metres)."""
+    km = _pick(header, _DIAM_NAMES)
+    if km is not None:
+        return km, 1.0
+    return _pick(header, _DIAM_M_NAMES), 1e-3
 
 
 def _pick(header: list[str], names: Sequence[str]) -> str | None:
@@ -551,49 +608,94 @@ def _csv_header(path: Path) -> list[str]:
     if not first.strip():
         raise InputError(f"{path}: empty file")
     line = re.split(r"\r\n|\r|\n", first, maxsplit=1)[0]
+    if "," not in line and line.count(";") >= 1:
+        raise InputError(f"{path}: columns separated by ';'; planetcd reads comma-separated CSV (save it with ',')")
     return [h.strip() for h in line.split(",")]
 
 
-def read_moon_catalog(path: str | PathLike, body_radius_m: float = BODY_RADII_M["moon"]) -> Catalog:
-    """A lunar crater catalog CSV (``LROCCraters.csv``, ``HeadCraters.csv``): lon, lat, diameter (km).
+def read_moon_catalog(path: str | PathLike, body_radius_m: float | None = None) -> Catalog:
+    """A lon/lat crater list CSV, such as the lunar catalogs (``LROCCraters.csv``, ``HeadCraters.csv``).
 
-    Any line endings are accepted (``HeadCraters.csv`` has old Mac ``\\r`` endings).
+    Columns: longitude and latitude (degrees; longitudes 0-360 or -180-180) and a
+    diameter in km (``Diameter (km)``, ``Diam_km``, ``diameter``...) or in metres
+    (``diameter_m``, ``Diameter (m)``: divided by 1000). Any line endings are
+    accepted (``HeadCraters.csv`` has old Mac ``\\r`` endings).
+
+    Parameters
+    ----------
+    body_radius_m : float, optional
+        The body's radius (m). Default: the Moon, marked as assumed
+        (``Catalog.body_assumed``), since the file names no body.
     """
     path = _existing(path)
     header = _csv_header(path)
-    lon_col, lat_col, d_col = _pick(header, _LON_NAMES), _pick(header, _LAT_NAMES), _pick(header, _DIAM_NAMES)
+    (d_col, to_km), lon_col, lat_col = _diameter_column(header), _pick(header, _LON_NAMES), _pick(header, _LAT_NAMES)
     if None in (lon_col, lat_col, d_col):
         raise InputError(f"{path}: needs longitude, latitude and diameter (km) columns; found {', '.join(header)}")
     lon, lat, diameter = crater_labels.read_csv_columns(path, (lon_col, lat_col, d_col))
-    return Catalog.from_lonlat((lon + 180.0) % 360.0 - 180.0, lat, diameter, body_radius_m, name=path.stem)
+    assumed = body_radius_m is None
+    return Catalog.from_lonlat(
+        (lon + 180.0) % 360.0 - 180.0, lat, diameter * to_km, BODY_RADII_M["moon"] if assumed else body_radius_m,
+        name=path.stem, body_assumed=assumed,
+    )
+
+
+_CATALOG_COLUMNS = ("x_px", "y_px", "radius_px", "confidence", "lon_deg", "lat_deg", "diameter_km", "body_radius_m")
+
+
+def _catalog_csv_sources(header: list[str]) -> tuple[dict[str, str], float]:
+    """planetcd column name -> the CSV's column, and the factor of its diameter column to km.
+
+    planetcd's own names first; longitude, latitude and diameter also under the names
+    of other lists (``lon``, ``Latitude``, ``diam_m``...), as :func:`read_moon_catalog`.
+    """
+    lowered = [h.lower() for h in header]
+    sources = {c: header[lowered.index(c)] for c in _CATALOG_COLUMNS if c in lowered}
+    for name, aliases in (("lon_deg", _LON_NAMES), ("lat_deg", _LAT_NAMES)):
+        if name not in sources and _pick(header, aliases) is not None:
+            sources[name] = _pick(header, aliases)
+    to_km = 1.0
+    if "diameter_km" not in sources and "lon_deg" in sources:
+        column, to_km = _diameter_column(header)
+        if column is not None:
+            sources["diameter_km"] = column
+    return sources, to_km
 
 
 def read_catalog_csv(path: str | PathLike, body_radius_m: float | None = None) -> Catalog:
-    """planetcd's own catalog CSV (see :meth:`Catalog.to_csv`), or any CSV with lon/lat/diameter."""
+    """planetcd's own catalog CSV (see :meth:`Catalog.to_csv`), or any CSV with lon/lat/diameter.
+
+    The body: ``body_radius_m`` (m) when given, else the file's ``body_radius_m``
+    column; a lon/lat list with neither is taken as the Moon, marked as assumed
+    (``Catalog.body_assumed``).
+    """
     path = _existing(path)
     header = _csv_header(path)
-    lowered = [h.lower() for h in header]
-    columns = {}
-    wanted = [c for c in ("x_px", "y_px", "radius_px", "confidence", "lon_deg", "lat_deg", "diameter_km", "body_radius_m") if c in lowered]
-    if not wanted:
-        return read_moon_catalog(path, body_radius_m or BODY_RADII_M["moon"])
-    values = crater_labels.read_csv_columns(path, tuple(header[lowered.index(c)] for c in wanted))
+    sources, to_km = _catalog_csv_sources(header)
+    if not sources:
+        return read_moon_catalog(path, body_radius_m)
+    wanted = list(sources)
+    values = crater_labels.read_csv_columns(path, tuple(sources[c] for c in wanted))
     columns = dict(zip(wanted, values))
+    if "diameter_km" in columns:
+        columns["diameter_km"] = columns["diameter_km"] * to_km
     n = len(values[0])
     nan = np.full(n, np.nan)
     if body_radius_m is None and "body_radius_m" in columns and n:
         body_radius_m = float(columns["body_radius_m"][0])
     has_geo = "lon_deg" in columns and "lat_deg" in columns
-    if has_geo and body_radius_m is None:
-        raise InputError(f"{path}: lon/lat columns but no body radius; pass body_radius_m")
+    assumed = has_geo and body_radius_m is None
+    if assumed:
+        body_radius_m = BODY_RADII_M["moon"]
     if "x_px" not in columns and not has_geo and "diameter_km" not in columns:
         raise InputError(f"{path}: no crater columns (x_px/y_px/radius_px, lon_deg/lat_deg or diameter_km)")
     _check_columns(path, columns)
+    lon = columns.get("lon_deg")
     return Catalog(
         columns.get("x_px", nan), columns.get("y_px", nan), columns.get("radius_px", nan), columns.get("confidence"),
         body_radius_m=body_radius_m, crs=_body_geographic_crs(body_radius_m) if has_geo else None,
-        lon_deg=columns.get("lon_deg"), lat_deg=columns.get("lat_deg"), diameter_km=columns.get("diameter_km"),
-        name=path.stem,
+        lon_deg=None if lon is None else (lon + 180.0) % 360.0 - 180.0, lat_deg=columns.get("lat_deg"),
+        diameter_km=columns.get("diameter_km"), name=path.stem, body_assumed=assumed,
     )
 
 
@@ -728,7 +830,8 @@ def read_scc(path: str | PathLike) -> CraterCounts:
     -------
     CraterCounts
         ``fraction`` from the ``fraction`` column of buffered counts (else ones);
-        ``perimeter_km`` from ``Total_perimeter`` when present.
+        ``perimeter_km`` from ``Total_perimeter`` when present; ``body_radius_km``
+        from the ellipsoid's a-axis radius when present.
     """
     path = _existing(path)
     values, tables = _parse_textstructure(path)
@@ -736,10 +839,18 @@ def read_scc(path: str | PathLike) -> CraterCounts:
         raise InputError(f"{path}: no 'Total_area' line; not a craterstats .scc file")
     table = _craters_table(path, tables, "diam")
     perimeter = _number(values["total_perimeter"], path, "Total_perimeter") if "total_perimeter" in values else None
+    radius_m = _scc_radius_m(path, values)
     with _about(path):
         return CraterCounts(
-            table["diam"], _number(values["total_area"], path, "Total_area"), table.get("fraction"), perimeter, name=path.stem
+            table["diam"], _number(values["total_area"], path, "Total_area"), table.get("fraction"), perimeter, name=path.stem,
+            body_radius_km=None if radius_m is None else radius_m / 1000.0,
         )
+
+
+def _scc_radius_m(path: Path, values: dict[str, str]) -> float | None:
+    """The a-axis radius of a ``.scc`` file's ellipsoid in metres (``None`` when the file has none)."""
+    radius_key = next((k for k in ("a_axis_radius", "a_axis") if k in values), None)
+    return _number(values[radius_key], path, "a-axis radius") * 1000.0 if radius_key else None
 
 
 def read_diam(path: str | PathLike) -> CraterCounts:
@@ -772,8 +883,7 @@ def read_craterstats(path: str | PathLike) -> CraterCounts:
 def _scc_catalog(path: Path) -> Catalog:
     values, tables = _parse_textstructure(path)
     table = _craters_table(path, tables, "diam")
-    radius_key = next((k for k in ("a_axis_radius", "a_axis") if k in values), None)
-    radius_m = _number(values[radius_key], path, "a-axis radius") * 1000.0 if radius_key else None
+    radius_m = _scc_radius_m(path, values)
     if radius_m is None or "lon" not in table:
         raise InputError(f"{path}: needs an a-axis radius and lon/lat columns to be read as a catalog")
     return Catalog.from_lonlat(table["lon"], table["lat"], table["diam"], radius_m, name=path.stem)
@@ -800,6 +910,8 @@ def _read_catalog(path: Path, **options) -> Catalog:
         return read_catalog_gpkg(path)
     if suffix == ".scc":
         return _scc_catalog(path)
+    if suffix == ".diam":
+        raise InputError(f"{path}: a .diam file holds diameters only, no crater positions (date it with `planetcd age`)")
     if suffix in (".csv", ".txt"):
         header = {h.lower() for h in _csv_header(path)}
         if {"long_x_px", "lat_y_px", "rad_px"} <= header:
@@ -808,7 +920,7 @@ def _read_catalog(path: Path, **options) -> Catalog:
             return read_pycda(path, **options)
         if "x_px" in header or "lon_deg" in header or "diameter_km" in header:
             return read_catalog_csv(path, options.get("body_radius_m"))
-        return read_moon_catalog(path, options.get("body_radius_m", BODY_RADII_M["moon"]))
+        return read_moon_catalog(path, options.get("body_radius_m"))
     raise InputError(f"{path}: unknown crater list format {suffix!r} (use .csv, .gpkg, .xml, .scc or .diam)")
 
 
@@ -823,7 +935,7 @@ def read_counts(path: str | PathLike, area_km2: float | None = None, **options) 
         counts = read_craterstats(path)
         if area_km2 is not None:
             with _about(path):
-                counts = CraterCounts(counts.diameter_km, area_km2, counts.fraction, counts.perimeter_km, counts.name)
+                counts = replace(counts, area_km2=area_km2)
         return counts
     if area_km2 is None:
         raise InputError(f"{path}: a crater list without a counting area; give the area in km² (area_km2)")

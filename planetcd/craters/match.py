@@ -49,6 +49,7 @@ __all__ = [
     "match_craters",
     "match_catalogs",
     "matching_space",
+    "same_body",
     "pool_results",
     "suppress_duplicates",
     "suppress_nested",
@@ -132,6 +133,17 @@ class _Points:
             return chord
         big_r = self.sphere_radius
         return 2 * big_r * np.arcsin(np.clip(chord / (2 * big_r), 0.0, 1.0))
+
+
+def _check_same_body(pa: _Points, pb: _Points) -> None:
+    """Refuse geographic craters on spheres whose radii differ by more than 0.1 % (two bodies)."""
+    if pa.sphere_radius is None or pb.sphere_radius is None:
+        return
+    if abs(pa.sphere_radius - pb.sphere_radius) > 1e-3 * max(pa.sphere_radius, pb.sphere_radius):
+        raise InputError(
+            f"the crater lists lie on different bodies (radius {pa.sphere_radius:g} km and {pb.sphere_radius:g} km); "
+            "give both on the same body"
+        )
 
 
 def _as_points(craters: Any) -> _Points:
@@ -236,6 +248,7 @@ def _candidates(pa: _Points, pb: _Points, mode, dist2_threshold, radius_threshol
         return empty
     if (pa.sphere_radius is None) != (pb.sphere_radius is None):
         raise ValueError("cannot match pixel arrays against a geographic catalog; convert one of them")
+    _check_same_body(pa, pb)
     if mode == "iou" and iou_threshold > 0:
         # IoU <= (min r / max r)**2, so a match needs r_b <= r_a / sqrt(t), and d < r_a + r_b.
         search = pa.radius * (1.0 + 1.0 / np.sqrt(iou_threshold))
@@ -663,6 +676,23 @@ def matching_space(detected: Any, truth: Any, space: str = "auto", mode: str = "
     return space
 
 
+def same_body(detected: Any, truth: Any) -> tuple[Any, Any]:
+    """Put a catalog whose body was assumed (``body_assumed``: a lon/lat list naming none) on the other's body.
+
+    Returns
+    -------
+    detected, truth : Catalog
+        Unchanged when the bodies agree or neither body was assumed (matching then refuses two bodies).
+    """
+    if detected.body_radius_m == truth.body_radius_m:
+        return detected, truth
+    if getattr(detected, "body_assumed", False) and not getattr(truth, "body_assumed", False):
+        return detected.on_body(truth.body_radius_m), truth
+    if getattr(truth, "body_assumed", False) and not getattr(detected, "body_assumed", False):
+        return detected, truth.on_body(detected.body_radius_m)
+    return detected, truth
+
+
 def match_catalogs(
     detected: Any,
     truth: Any,
@@ -674,6 +704,9 @@ def match_catalogs(
     name: str = "",
 ) -> tuple[MatchResult, str]:
     """Match two :class:`~planetcd.craters.catalog.Catalog` in the space :func:`matching_space` picks.
+
+    In geographic space a catalog whose body was assumed takes the other's body (:func:`same_body`);
+    catalogs on two different bodies are refused.
 
     Parameters
     ----------
@@ -692,6 +725,8 @@ def match_catalogs(
         The space used (``"pixels"`` or ``"geographic"``).
     """
     used = matching_space(detected, truth, space, mode)
+    if used == "geographic":
+        detected, truth = same_body(detected, truth)
     if used == "pixels":
         a, b = np.asarray(detected)[:, :3], np.asarray(truth)[:, :3]
         cut = {"min_diameter_px": min_diameter}

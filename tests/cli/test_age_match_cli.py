@@ -105,3 +105,58 @@ def test_match_folders_pairs_by_name_and_pools(tmp_path):
     report = json.loads(result.output)
     assert [im["name"] for im in report["images"]] == ["img0", "img1"]
     assert report["pooled"]["tp"] == expected_tp and report["pooled"]["fn"] == 10 and report["pooled"]["fp"] == 0
+
+
+# ----------------------------------------------------------------------------- science sweep
+
+
+def _diameter_list(tmp_path, diameters_km):
+    path = tmp_path / "diameters.csv"
+    path.write_text("diameter_km\n" + "".join(f"{d:.6f}\n" for d in diameters_km))
+    return path
+
+
+def test_age_plot_without_a_range(tmp_path):
+    # `age COUNTS --plot` without --range fits up to infinity; the plot raised a TypeError traceback.
+    rng = np.random.default_rng(4)
+    path = _diameter_list(tmp_path, 0.2 * rng.uniform(size=300) ** -0.5)
+    plot = tmp_path / "csfd.png"
+    result = _run("age", path, "--area", "1000", "--system", "mars-ivanov", "--method", "differential", "--plot", plot)
+    assert result.exit_code == 0, result.output
+    assert plot.stat().st_size > 10_000 and "Model age:" in result.output
+
+
+def test_age_of_a_range_without_craters_is_an_upper_limit(tmp_path):
+    # A range typed in metres held no crater and gave "Model age: 2.4 +1.7/-1.7 Ga".
+    path = _diameter_list(tmp_path, [0.3, 0.5, 0.8, 1.2])
+    result = _run("age", path, "--area", "1000", "--system", "mars-ivanov", "--range", "200", "700")
+    assert result.exit_code == 0, result.output
+    assert "Model age: < " in result.output and "upper limit" in result.output
+    assert "its craters are 0.3-1.2 km" in result.output
+    record = json.loads(_run("age", path, "--area", "1000", "--system", "mars-ivanov", "--range", "200", "700", "--json",
+                             "-qq").output)
+    assert record["upper_limit"] is True and record["n_craters"] == 0
+
+
+def test_age_refuses_a_system_of_another_body(samples):
+    result = _run("age", samples / "c1.scc", "--system", "mars-ivanov")  # c1.scc: a lunar count
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith("planetcd: error:") and "Mars system" in result.output
+    assert _run("age", samples / "c1.scc", "--system", "moon-neukum-1983").exit_code == 0
+
+
+def test_match_plain_lonlat_lists_on_a_named_body(tmp_path):
+    rng = np.random.default_rng(5)
+    lon, lat, diameter = rng.uniform(0, 360, 50), rng.uniform(-50, 50, 50), rng.uniform(2, 10, 50)
+    truth, det = tmp_path / "truth.csv", tmp_path / "det.csv"
+    truth.write_text("lon,lat,diameter_km\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(lon, lat, diameter)))
+    # Detections 1 km east of the truth: on Mars 1 km is 0.0169 deg / cos(lat); on the Moon it would be 0.033 deg.
+    shift = np.rad2deg(1.0 / 3396.19) / np.cos(np.deg2rad(lat))
+    det.write_text("lon,lat,diameter_km\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(lon + shift, lat, diameter)))
+    unnamed = _run("match", det, truth, "--json", "-")
+    assert unnamed.exit_code == 0 and "neither list names its body" in unnamed.output
+    result = _run("match", det, truth, "--body", "mars", "--json", "-", "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["pooled"]["tp"] == 50
+    assert report["pooled"]["position_error"]["median"] == pytest.approx(1.0, rel=1e-3)

@@ -208,3 +208,73 @@ def test_counts_errors_name_the_file(tmp_path):
     with pytest.raises(InputError, match="positive") as info:
         read_counts(path)
     assert str(info.value).startswith(str(path))
+
+
+# ----------------------------------------------------------------------------- science sweep
+
+
+def test_scc_counts_carry_their_body(shared_dir):
+    folder = shared_dir / "data" / "craterstats-samples"
+    assert read_scc(folder / "Pickering.scc").body_radius_km == pytest.approx(3396.19)
+    assert read_scc(folder / "c1.scc").body_radius_km == pytest.approx(1737.4)  # a lunar count ("a-axis radius")
+    assert read_counts(folder / "c1.scc", area_km2=5.0).body_radius_km == pytest.approx(1737.4)
+    assert read_diam(folder / "sample.diam").body_radius_km is None
+
+
+def test_lonlat_csv_under_other_names_and_units(tmp_path):
+    # "lat,lon,diameter_km" was read as diameters only (no positions), "diameter_m" not at all.
+    path = tmp_path / "list.csv"
+    path.write_text("lat,lon,diameter_km\n10,350,1.5\n-20,30,2\n")
+    catalog = read_catalog(path)
+    np.testing.assert_allclose(catalog.lon_deg, [-10.0, 30.0])
+    np.testing.assert_allclose(catalog.lat_deg, [10.0, -20.0])
+    assert catalog.body_assumed and catalog.body == "Moon"
+    assert catalog.to_counts(10.0).body_radius_km is None  # an assumed body is not a stated one
+    metres = tmp_path / "metres.csv"
+    metres.write_text("Longitude,Latitude,Diameter_m\n10,20,1500\n")
+    assert read_catalog(metres).diameter_km[0] == pytest.approx(1.5)
+    stated = read_catalog(path, body_radius_m=MARS_R)
+    assert not stated.body_assumed and stated.to_counts(10.0).body_radius_km == pytest.approx(MARS_R / 1000)
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("lon;lat;diameter_km\n1;2;3\n", "separated by ';'"),
+    ("lon,lat,diameter_km\n120,95,3\n", "swapped"),
+])
+def test_lonlat_csv_mistakes_are_named(tmp_path, text, pattern):
+    path = tmp_path / "list.csv"
+    path.write_text(text)
+    with pytest.raises(InputError, match=pattern):
+        read_catalog(path)
+
+
+def test_diam_file_is_not_a_catalog_in_one_clear_line(shared_dir):
+    with pytest.raises(InputError, match="diameters only") as info:
+        read_catalog(shared_dir / "data" / "craterstats-samples" / "sample.diam")
+    assert "unknown crater list format" not in str(info.value)
+
+
+def _gpkg_rings(path) -> list[np.ndarray]:
+    import struct
+
+    _, _, wkb, _ = pyogrio.raw.read(path)
+    rings = []
+    for item in wkb:
+        n = struct.unpack("<I", item[9:13])[0]
+        rings.append(np.frombuffer(item[13 : 13 + 16 * n], dtype="<f8").reshape(n, 2))
+    return rings
+
+
+def test_geodesic_circles_on_the_antimeridian_and_the_pole(tmp_path):
+    # A crater on the antimeridian was drawn as a band from -180 to 180 degrees around the whole planet.
+    catalog = Catalog.from_lonlat([179.99, -179.99, 10.0, 0.0], [0.0, 0.0, 0.0, 89.99], [10.0, 10.0, 10.0, 10.0], MARS_R)
+    path = tmp_path / "craters.gpkg"
+    catalog.to_gpkg(path)
+    assert "Mars" in pyogrio.read_info(path)["crs"]
+    east, west, plain, polar = _gpkg_rings(path)
+    width = np.ptp(plain[:, 0])  # 10 km on Mars at the equator: 0.169 degrees
+    assert width == pytest.approx(np.rad2deg(10.0 / (MARS_R / 1000)), rel=1e-3)
+    assert np.ptp(east[:, 0]) == pytest.approx(width, rel=1e-6) and east[:, 0].min() < 180 < east[:, 0].max()
+    assert np.ptp(west[:, 0]) == pytest.approx(width, rel=1e-6) and west[:, 0].min() < -180 < west[:, 0].max()
+    assert polar[:, 1].max() == 90.0 and polar[:, 1].min() > 89.9  # a cap that holds the pole
+    assert np.array_equal(polar[0], polar[-1]) and np.array_equal(east[0], east[-1])
