@@ -279,6 +279,12 @@ def _candidates(pa: _Points, pb: _Points, mode, dist2_threshold, radius_threshol
     return i[keep], j[keep], distance[keep]
 
 
+def _distinct_per_group(group: np.ndarray, member: np.ndarray) -> np.ndarray:
+    """For each pair, how many distinct ``member`` values its group holds (arrays of shape (k,))."""
+    _, first = np.unique(np.stack([group, member], axis=1), axis=0, return_index=True)
+    return np.bincount(group[first], minlength=group.max() + 1)[group]
+
+
 def _one_to_one(i: np.ndarray, j: np.ndarray, cost: np.ndarray, n_a: int, n_b: int) -> np.ndarray:
     """Minimum-cost one-to-one assignment among allowed pairs, solved per connected group.
 
@@ -291,13 +297,18 @@ def _one_to_one(i: np.ndarray, j: np.ndarray, cost: np.ndarray, n_a: int, n_b: i
     graph = sparse.coo_matrix((np.ones(len(i)), (i, n_a + j)), shape=(n_a + n_b, n_a + n_b))
     _, label = connected_components(graph, directed=False)
     group = label[i]
+    # A group with one crater on either side (a single pair, or a star: most groups of a large
+    # catalog) is solved by its cheapest pair; only the others need the assignment solver.
+    star = (_distinct_per_group(group, i) == 1) | (_distinct_per_group(group, j) == 1)
+    by_cost = np.flatnonzero(star)[np.lexsort((cost[star], group[star]))]
+    first = by_cost[np.concatenate([[True], np.diff(group[by_cost]) != 0])] if by_cost.size else by_cost
+    pairs = [np.stack([i[first], j[first]], axis=1)]
+    i, j, cost, group = i[~star], j[~star], cost[~star], group[~star]
     order = np.argsort(group, kind="stable")
     i, j, cost, group = i[order], j[order], cost[order], group[order]
     splits = np.flatnonzero(np.diff(group)) + 1
-    pairs = []
     for gi, gj, gc in zip(np.split(i, splits), np.split(j, splits), np.split(cost, splits)):
-        if len(gi) == 1:
-            pairs.append((gi[0], gj[0]))
+        if len(gi) == 0:
             continue
         rows, row_index = np.unique(gi, return_inverse=True)
         cols, col_index = np.unique(gj, return_inverse=True)
@@ -308,8 +319,8 @@ def _one_to_one(i: np.ndarray, j: np.ndarray, cost: np.ndarray, n_a: int, n_b: i
         matrix[row_index, col_index] = gc
         r, c = linear_sum_assignment(matrix)
         ok = matrix[r, c] < big
-        pairs.extend(zip(rows[r[ok]], cols[c[ok]]))
-    out = np.array(pairs, dtype=int).reshape(-1, 2)
+        pairs.append(np.stack([rows[r[ok]], cols[c[ok]]], axis=1))
+    out = np.concatenate(pairs).astype(int).reshape(-1, 2)
     return out[np.argsort(out[:, 0], kind="stable")]
 
 

@@ -245,3 +245,28 @@ def test_geographic_matching_across_the_antimeridian_and_near_a_pole():
     result = match_craters(det, truth, "strict")
     assert result.tp == 2
     np.testing.assert_allclose(np.sort(result._distance), [0.5, 0.5], rtol=1e-3)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_grouped_assignment_equals_one_global_assignment(seed):
+    # _one_to_one solves single pairs and stars (one crater on a side) without the solver; the
+    # matches must still be as many, and as cheap in total, as one global Hungarian assignment.
+    from scipy.optimize import linear_sum_assignment
+
+    from planetcd.craters.match import _one_to_one
+
+    rng = np.random.default_rng(seed)
+    n_a, n_b, k = 60, 50, 90
+    i, j = rng.integers(0, n_a, k), rng.integers(0, n_b, k)
+    i, j = np.unique(np.stack([i, j], axis=1), axis=0).T
+    cost = rng.uniform(0, 2, len(i))
+    pairs = _one_to_one(i, j, cost, n_a, n_b)
+    assert len(np.unique(pairs[:, 0])) == len(pairs) == len(np.unique(pairs[:, 1]))
+    lookup = {(a, b): c for a, b, c in zip(i, j, cost)}
+    big = 1e3
+    matrix = np.full((n_a, n_b), big)
+    matrix[i, j] = cost
+    r, c = linear_sum_assignment(matrix)
+    ok = matrix[r, c] < big
+    assert len(pairs) == ok.sum()
+    assert sum(lookup[(a, b)] for a, b in pairs) == pytest.approx(matrix[r[ok], c[ok]].sum())
