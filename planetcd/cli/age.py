@@ -48,12 +48,19 @@ def age(counts, system, d_range, method, binning, area_km2, pixel_size, plot_pat
             raise InputError(f"{plot_path}: the plot must be a .png, .pdf or .svg file")
     if area_km2 is not None and not area_km2 > 0:
         raise InputError("--area must be positive")
+    if pixel_size is not None and not pixel_size > 0:
+        raise InputError("--pixel-size must be positive (metres)")
     if area_km2 is None and Path(counts).suffix.lower() not in (".scc", ".diam") and Path(counts).is_file():
         raise InputError(f"{counts}: a crater list without a counting area; give the area in km² (--area)")
     options = {"pixel_size_m": pixel_size} if pixel_size else {}
     crater_counts = check_counts(counts, area_km2, **options)
     if d_range is None:
         d_range = (float(crater_counts.diameter_km.min()), math.inf)
+    elif method == "poisson" and d_range[0] < crater_counts.diameter_km.min() / 1.5:
+        log.warning(
+            "the range starts at %g km, well below the smallest crater counted (%g km); the Poisson fit takes "
+            "the count as complete over the whole range", d_range[0], crater_counts.diameter_km.min(),
+        )
     fit = fit_age(crater_counts, system, d_range, method, binning)
     d_max = "∞" if math.isinf(fit.d_max_km) else f"{fit.d_max_km:g}"
     if fit.is_upper_limit:

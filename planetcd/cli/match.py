@@ -107,6 +107,10 @@ def match(detections, truth, mode, iou_threshold, min_diameter, space, pixel_siz
     from ..raster import atomic_output, check_writable
 
     setup_logging(verbose, quiet)
+    if pixel_size is not None and not pixel_size > 0:
+        raise InputError("--pixel-size must be positive (metres)")
+    if not 0 < iou_threshold <= 1:
+        raise InputError(f"--iou-threshold must lie in (0, 1], got {iou_threshold:g}")
     if json_path and json_path != "-":
         check_writable([json_path], overwrite)
     options = {"pixel_size_m": pixel_size} if pixel_size else {}

@@ -360,7 +360,7 @@ class Catalog:
     def to_counts(self, area_km2: float, name: str | None = None) -> CraterCounts:
         """Crater counts (diameters in km) on a counting area, for :mod:`planetcd.craters.dating`."""
         if self.diameter_km is None:
-            raise InputError("the catalog has no diameters in km: give a transform and CRS, or a pixel size")
+            raise InputError("the catalog has no diameters in km: give a pixel size (--pixel-size, metres), or a transform and CRS")
         body_radius_km = None if self.body_assumed or self.body_radius_m is None else self.body_radius_m / 1000.0
         return CraterCounts(self.diameter_km, area_km2, name=self.name if name is None else name, body_radius_km=body_radius_km)
 
@@ -378,7 +378,7 @@ class Catalog:
             table.update(lon_deg=self.lon_deg, lat_deg=self.lat_deg)
         if self.diameter_km is not None:
             table["diameter_km"] = self.diameter_km
-        if self.body_radius_m is not None:
+        if self.body_radius_m is not None and not self.body_assumed:  # an assumed body stays unnamed on re-reading
             table["body_radius_m"] = np.full(len(self), float(self.body_radius_m))
         return table
 
@@ -579,9 +579,10 @@ def read_robbins(path: str | PathLike, body_radius_m: float = BODY_RADII_M["mars
     )
 
 
-_LON_NAMES = ("lon_deg", "lon", "long", "longitude", "longitude_circle_image")
-_LAT_NAMES = ("lat_deg", "lat", "latitude", "latitude_circle_image")
-_DIAM_NAMES = ("diameter_km", "diameter (km)", "diam_km", "diam_circle_image", "diam", "diameter")
+# Robbins & Hynek (2012, Mars): *_CIRCLE_IMAGE; Robbins (2018, Moon): *_CIRC_IMG in the CSV, DIAM_C_IM in the shapefile.
+_LON_NAMES = ("lon_deg", "lon", "long", "longitude", "longitude_circle_image", "lon_circ_img")
+_LAT_NAMES = ("lat_deg", "lat", "latitude", "latitude_circle_image", "lat_circ_img")
+_DIAM_NAMES = ("diameter_km", "diameter (km)", "diam_km", "diam_circle_image", "diam_circ_img", "diam_c_im", "diam", "diameter")
 #: Diameter columns in metres (divided by 1000 on reading).
 _DIAM_M_NAMES = ("diameter_m", "diameter (m)", "diam_m")
 

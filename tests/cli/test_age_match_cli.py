@@ -160,3 +160,28 @@ def test_match_plain_lonlat_lists_on_a_named_body(tmp_path):
     report = json.loads(result.output)
     assert report["pooled"]["tp"] == 50
     assert report["pooled"]["position_error"]["median"] == pytest.approx(1.0, rel=1e-3)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["match", "{labels}", "{labels}", "--mode", "iou", "--iou-threshold", "1.5"], "--iou-threshold must lie in (0, 1]"),
+    (["match", "{labels}", "{labels}", "--pixel-size", "-12.5"], "--pixel-size must be positive"),
+    (["age", "{labels}", "--system", "mars-ivanov", "--area", "451", "--pixel-size", "-12.5"], "--pixel-size must be positive"),
+    (["age", "{labels}", "--system", "mars-ivanov", "--area", "451"], "--pixel-size"),
+])
+def test_bad_options_are_one_line(shared_dir, args, message):
+    # --iou-threshold 1.5 matched nothing without a word; a negative pixel size was reported as
+    # 409 negative diameters.
+    labels = shared_dir / "data" / "hrsc-pycda" / "holdout_tile_labels.csv"
+    result = _run(*(a.format(labels=labels) for a in args))
+    assert result.exit_code == 1 and result.output.startswith("planetcd: error:")
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_poisson_range_below_the_smallest_crater_is_warned(tmp_path):
+    # --range 0 1 on a count complete only above 0.1 km gave "0.883 Ma" (vs 0.5 Ga from the
+    # cumulative fit) without a word: the Poisson method takes the count as complete.
+    path = _diameter_list(tmp_path, np.geomspace(0.1, 1.0, 50))
+    warned = _run("age", path, "--area", "100", "--system", "mars-ivanov", "--range", "0", "1")
+    assert warned.exit_code == 0 and "well below the smallest crater counted (0.1 km)" in warned.output
+    quiet = _run("age", path, "--area", "100", "--system", "mars-ivanov", "--range", "0.1", "1")
+    assert quiet.exit_code == 0 and "well below" not in quiet.output

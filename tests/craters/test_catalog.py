@@ -278,3 +278,14 @@ def test_geodesic_circles_on_the_antimeridian_and_the_pole(tmp_path):
     assert np.ptp(west[:, 0]) == pytest.approx(width, rel=1e-6) and west[:, 0].min() < -180 < west[:, 0].max()
     assert polar[:, 1].max() == 90.0 and polar[:, 1].min() > 89.9  # a cap that holds the pole
     assert np.array_equal(polar[0], polar[-1]) and np.array_equal(east[0], east[-1])
+
+
+def test_robbins_2018_columns_and_an_assumed_body_round_trip(tmp_path):
+    path = tmp_path / "robbins2018.csv"
+    path.write_text("CRATER_ID,LAT_CIRC_IMG,LON_CIRC_IMG,DIAM_CIRC_IMG\n00-1-000000,-19.83,264.7,940.96\n")
+    catalog = read_catalog(path)
+    assert catalog.lon_deg[0] == pytest.approx(-95.3) and catalog.diameter_km[0] == pytest.approx(940.96)
+    # A body planetcd assumed is not written as if the file had named it.
+    catalog.to_csv(tmp_path / "out.csv")
+    back = read_catalog(tmp_path / "out.csv")
+    assert back.body_assumed and back.lon_deg[0] == pytest.approx(-95.3)
