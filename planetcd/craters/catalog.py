@@ -701,20 +701,31 @@ def read_catalog_csv(path: str | PathLike, body_radius_m: float | None = None) -
 
 
 def read_catalog_gpkg(path: str | PathLike, layer: str | None = None) -> Catalog:
-    """A GeoPackage written by :meth:`Catalog.to_gpkg` (attributes, CRS and the layer's metadata)."""
+    """A crater GeoPackage layer: one written by :meth:`Catalog.to_gpkg`, or one made in a GIS.
+
+    planetcd's columns, CRS and layer metadata come back as written. A layer made elsewhere
+    (QGIS) may name its diameter as the CSV readers accept (``Diameter_km``, ``diam_m``...) and
+    hold its centres as point geometries of a geographic CRS; text fields are left out.
+    """
     import pyogrio
     import pyogrio.raw
 
     path = _existing(path)
     try:
-        meta, _, _, field_data = pyogrio.raw.read(str(path), layer=layer, read_geometry=False)
+        meta, _, geometry, field_data = pyogrio.raw.read(str(path), layer=layer)
         layer_metadata = pyogrio.read_info(str(path), layer=layer).get("layer_metadata") or {}
     except Exception as exc:
         raise InputError(f"{path}: not a readable GeoPackage ({str(exc).splitlines()[0]})") from None
-    try:
-        columns = {name: np.asarray(values, dtype=np.float64) for name, values in zip(meta["fields"], field_data)}
-    except (TypeError, ValueError):
-        raise InputError(f"{path}: non-numeric crater columns; not a planetcd crater GeoPackage") from None
+    columns = _numeric_fields(meta["fields"], field_data)
+    sources, to_km = _catalog_csv_sources(list(columns))
+    if "diameter_km" not in sources and _diameter_column(list(columns))[0] is not None:  # centres in the geometry
+        sources["diameter_km"], to_km = _diameter_column(list(columns))
+    columns = {name: columns[source] for name, source in sources.items()}
+    if "diameter_km" in columns:
+        columns["diameter_km"] = columns["diameter_km"] * to_km
+    crs = meta.get("crs")
+    if "lon_deg" not in columns and "x_px" not in columns and "diameter_km" in columns:
+        columns.update(_geographic_points(path, geometry, crs))
     if not any(c in columns for c in ("x_px", "lon_deg", "diameter_km")):
         raise InputError(f"{path}: no crater columns (x_px/y_px/radius_px, lon_deg/lat_deg or diameter_km)")
     _check_columns(path, columns)
@@ -728,10 +739,41 @@ def read_catalog_gpkg(path: str | PathLike, layer: str | None = None) -> Catalog
         raise InputError(f"{path}: layer metadata {GRID_TRANSFORM_KEY} is not six affine coefficients")
     return Catalog(
         columns.get("x_px", nan), columns.get("y_px", nan), columns.get("radius_px", nan), columns.get("confidence"),
-        transform=transform, crs=meta.get("crs"), pixel_size_m=pixel_size_m, body_radius_m=body_radius,
+        transform=transform, crs=crs, pixel_size_m=pixel_size_m, body_radius_m=body_radius,
         lon_deg=columns.get("lon_deg"), lat_deg=columns.get("lat_deg"), diameter_km=columns.get("diameter_km"),
         name=path.stem, metadata=metadata,
     )
+
+
+def _numeric_fields(names: Sequence[str], values: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """The fields of a layer that hold numbers, as float64 arrays of shape (n,); text fields are left out."""
+    columns = {}
+    for name, column in zip(names, values):
+        try:
+            columns[str(name)] = np.asarray(column, dtype=np.float64)
+        except (TypeError, ValueError):
+            continue
+    return columns
+
+
+def _geographic_points(path: Path, geometry: np.ndarray | None, crs: Any) -> dict[str, np.ndarray]:
+    """``lon_deg``/``lat_deg`` (degrees, shape (n,)) from WKB point geometries in a geographic CRS; ``{}`` otherwise."""
+    import struct
+
+    crs = _to_crs(crs)
+    if geometry is None or len(geometry) == 0 or crs is None or not crs.is_geographic:
+        return {}
+    xy = []
+    for wkb in geometry:
+        if wkb is None or len(wkb) < 21:
+            return {}
+        order = "<" if wkb[0] == 1 else ">"
+        kind = struct.unpack(order + "I", wkb[1:5])[0]
+        if kind % 1000 != 1:  # Point, Point Z/M (ISO codes 1001, 2001, 3001)
+            return {}
+        xy.append(struct.unpack(order + "dd", wkb[5:21]))
+    lon, lat = np.asarray(xy, dtype=np.float64).T
+    return {"lon_deg": (lon + 180.0) % 360.0 - 180.0, "lat_deg": lat}
 
 
 #: Layer-metadata keys of :meth:`Catalog.to_gpkg` that carry the source grid, so that :func:`read_catalog_gpkg`

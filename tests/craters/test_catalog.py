@@ -289,3 +289,18 @@ def test_robbins_2018_columns_and_an_assumed_body_round_trip(tmp_path):
     catalog.to_csv(tmp_path / "out.csv")
     back = read_catalog(tmp_path / "out.csv")
     assert back.body_assumed and back.lon_deg[0] == pytest.approx(-95.3)
+
+
+def test_a_gis_made_point_layer_with_text_fields_is_read(tmp_path):
+    # A QGIS-style layer (points in Mars' geographic CRS, a name field, "Diameter_m") was refused:
+    # "non-numeric crater columns", and without planetcd's column names "no crater columns".
+    from planetcd.vector import points_wkb, write_gpkg
+
+    path = tmp_path / "digitised.gpkg"
+    table = {"name": np.array(["a", "b"], dtype=object), "Diameter_m": np.array([1500.0, 2500.0])}
+    write_gpkg(path, table, points_wkb(np.array([190.0, 20.0]), np.array([5.0, -6.0])), "Point", crs="IAU_2015:49900")
+    catalog = read_catalog(path)
+    np.testing.assert_allclose(catalog.lon_deg, [-170.0, 20.0])
+    np.testing.assert_allclose(catalog.lat_deg, [5.0, -6.0])
+    np.testing.assert_allclose(catalog.diameter_km, [1.5, 2.5])
+    assert catalog.body == "Mars" and not catalog.body_assumed
