@@ -676,7 +676,7 @@ def matching_space(detected: Any, truth: Any, space: str = "auto", mode: str = "
     """
     if space not in SPACES:
         raise InputError(f"unknown matching space {space!r}; use {', '.join(SPACES)}")
-    has_px = not (np.isnan(detected.x_px).all() or np.isnan(truth.x_px).all())
+    has_px = all(len(c) == 0 or not np.isnan(c.x_px).all() for c in (detected, truth))  # an empty list has any column
     has_geo = all(getattr(c, name) is not None for c in (detected, truth) for name in ("lon_deg", "diameter_km"))
     if space == "auto":
         space = "geographic" if has_geo and (mode == "strict" or not has_px) else "pixels"
@@ -685,6 +685,26 @@ def matching_space(detected: Any, truth: Any, space: str = "auto", mode: str = "
     if space == "pixels" and not has_px:
         raise InputError("pixel matching needs pixel positions in both crater lists; match in geographic space")
     return space
+
+
+def _check_usable(catalog: Any, space: str, role: str) -> None:
+    """Refuse craters with a non-finite position or size, or a negative size, in the matching space.
+
+    Raises
+    ------
+    InputError
+        Naming the list (its ``name``, else ``role``), how many craters are bad and the first of them.
+    """
+    if space == "pixels":
+        position, size = np.stack([catalog.x_px, catalog.y_px], axis=1), catalog.radius_px
+    else:
+        position, size = np.stack([catalog.lon_deg, catalog.lat_deg], axis=1), catalog.diameter_km
+    bad = np.flatnonzero(~(np.all(np.isfinite(position), axis=1) & np.isfinite(size) & (size >= 0)))
+    if bad.size:
+        raise InputError(
+            f"{getattr(catalog, 'name', '') or role}: {bad.size} of {len(size)} craters have a non-finite position "
+            f"or size, or a negative size (first: crater {bad[0] + 1})"
+        )
 
 
 def same_body(detected: Any, truth: Any) -> tuple[Any, Any]:
@@ -736,6 +756,8 @@ def match_catalogs(
         The space used (``"pixels"`` or ``"geographic"``).
     """
     used = matching_space(detected, truth, space, mode)
+    for catalog, role in ((detected, "detected"), (truth, "truth")):
+        _check_usable(catalog, used, role)
     if used == "geographic":
         detected, truth = same_body(detected, truth)
     if used == "pixels":

@@ -185,3 +185,25 @@ def test_poisson_range_below_the_smallest_crater_is_warned(tmp_path):
     assert warned.exit_code == 0 and "well below the smallest crater counted (0.1 km)" in warned.output
     quiet = _run("age", path, "--area", "100", "--system", "mars-ivanov", "--range", "0.1", "1")
     assert quiet.exit_code == 0 and "well below" not in quiet.output
+
+
+@pytest.mark.parametrize("text", [
+    "lon,lat,diameter_km\n10,20,1.5\nnan,5,2\n",  # cKDTree raised "data must be finite" (traceback)
+    "lon,lat,diameter_km\n10,20,1.5\n30,5,-2\n",
+    "x_px,y_px,radius_px\n10,20,1.5\nnan,5,2\n",  # _as_points raised ValueError (traceback)
+])
+def test_match_refuses_unusable_rows_in_one_line(tmp_path, text):
+    path = tmp_path / "list.csv"
+    path.write_text(text)
+    result = _run("match", path, path, "--body", "mars")
+    assert result.exit_code == 1 and result.output.startswith("planetcd: error: list: 1 of 2 craters")
+    assert "first: crater 2" in result.output and "Traceback" not in result.output
+
+
+def test_match_an_empty_detection_list(tmp_path):
+    # A detector that found nothing: "pixel matching needs pixel positions in both crater lists".
+    det, truth = tmp_path / "det.csv", tmp_path / "truth.csv"
+    det.write_text("x_px,y_px,radius_px\n")
+    truth.write_text("x_px,y_px,radius_px\n10,20,3\n40,50,4\n")
+    report = json.loads(_run("match", det, truth, "--json", "-").output)
+    assert report["pooled"]["tp"] == 0 and report["pooled"]["fn"] == 2 and report["pooled"]["recall"] == 0.0
