@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -64,6 +65,8 @@ METHODS = ("poisson", "cumulative", "differential")
 _METHOD_ALIASES = {"c-fit": "cumulative", "d-fit": "differential", "cfit": "cumulative", "dfit": "differential"}
 #: Lower and upper 1-sigma Gaussian-equivalent percentiles (15.9 %, 84.1 %).
 SIGMA_PERCENTILES = (0.5 * (1 - math.erf(1 / math.sqrt(2))), 0.5 * (1 + math.erf(1 / math.sqrt(2))))
+#: Oldest model age (Ga) the chronology functions are calibrated for; older fits are extrapolations.
+CHRONOLOGY_MAX_AGE_GA = 4.5
 #: Mantissas of craterstats' pseudo-log bin boundaries within a decade.
 PSEUDO_LOG_MANTISSAS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.7, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0, 9.0)
 
@@ -654,6 +657,25 @@ def _percentile_age(t: np.ndarray, cdf: np.ndarray, q: Sequence[float]) -> np.nd
     return np.interp(q, cdf[rising], t[rising])
 
 
+#: Upper end (Ga) of the age grid of the Poisson likelihood (a uniform prior on [0, this]).
+POISSON_MAX_AGE_GA = 5.0
+
+
+def _warn_beyond_chronology(age_ga: float, at_edge: bool = False) -> None:
+    """Warn of a model age (Ga) the chronology cannot give: the Poisson likelihood still rising at the end of its
+    age grid (``at_edge``: the age and N(1) are only lower limits), or an age beyond :data:`CHRONOLOGY_MAX_AGE_GA`."""
+    if at_edge:
+        warnings.warn(
+            f"the crater density is above what the chronology reaches at {POISSON_MAX_AGE_GA:g} Ga: the Poisson age "
+            "and N(1) are lower limits (a saturated count?)", stacklevel=3,
+        )
+    elif age_ga > CHRONOLOGY_MAX_AGE_GA:
+        warnings.warn(
+            f"model age {age_ga:.3g} Ga is older than the chronology's calibration ({CHRONOLOGY_MAX_AGE_GA:g} Ga): "
+            "an extrapolation (a saturated count?)", stacklevel=3,
+        )
+
+
 def _weighted_offset(log_y: np.ndarray, log_model0: np.ndarray, weights: np.ndarray) -> float:
     """Least-squares a0 of ``log_y ≈ a0 + log_model0`` (the model is linear in a0)."""
     return float(np.sum(weights * (log_y - log_model0)) / np.sum(weights))
@@ -746,8 +768,9 @@ def fit_age(
         expected_per_n1 = counts.area_km2 * float(pf.cumulative(r0[0]) - pf.cumulative(r0[1]))
         if expected_per_n1 <= 0:
             raise InputError(f"diameter range {d_lo}-{d_hi} km lies outside the production function")
-        t, pdf, cdf = poisson_age_pdf(k, expected_per_n1, cf)
+        t, pdf, cdf = poisson_age_pdf(k, expected_per_n1, cf, t_max_ga=POISSON_MAX_AGE_GA)
         age, lo, hi = _percentile_age(t, cdf, (0.5, *SIGMA_PERCENTILES))
+        _warn_beyond_chronology(float(age), at_edge=bool(pdf.argmax() == len(pdf) - 1 and k > 0))
         n1 = cf.n1(np.array([age, lo, hi]))
         with np.errstate(divide="ignore"):
             a0 = np.log10(n1)
@@ -774,6 +797,7 @@ def fit_age(
     a0s = np.array([a0, a0_lo, a0_hi])
     n1 = 10.0**a0s
     ages = cf.age(n1)
+    _warn_beyond_chronology(float(ages[0]))
     return AgeFit(
         float(ages[0]), float(ages[1]), float(ages[2]), *map(float, n1), float(points.n), **common,
         a0=float(a0), a0_lo=float(a0_lo), a0_hi=float(a0_hi), binning=binning, bin_range_km=points.bin_range,

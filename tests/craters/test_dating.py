@@ -242,3 +242,20 @@ def test_an_area_larger_than_the_body_is_refused_as_m2():
 def test_bad_diameters_are_named():
     with pytest.raises(InputError, match=r"2 of 4 are not \(first: crater 2, nan km\)"):
         CraterCounts([1.0, np.nan, 2.0, -1.0], 10.0)
+
+
+def test_a_density_beyond_the_chronology_is_warned():
+    # 3000 craters > 1 km on 10 km² of Mars: the Poisson fit said "4.999962 +0.000029/-0.000063 Ga"
+    # (the end of its age grid, N(1) = 36 where the cumulative fit finds 385) and the
+    # cumulative fit "5.34 Ga", both without a word.
+    dense = CraterCounts(1.0 * np.random.default_rng(0).uniform(size=3000) ** -0.5, 10.0)
+    with pytest.warns(UserWarning, match="lower limits"):
+        fit_age(dense, "mars-neukum-ivanov", (1.0, 10.0), "poisson")
+    with pytest.warns(UserWarning, match="older than the chronology's calibration"):
+        fit_age(dense, "mars-neukum-ivanov", (1.0, 10.0), "cumulative")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit_age(_power_law_counts(), "mars-neukum-ivanov", (0.2, 1.0), "poisson")
+        fit_age(_power_law_counts(n=1), "mars-neukum-ivanov", (0.2, 10.0), "poisson")  # broad, not saturated
