@@ -27,21 +27,27 @@ SYSTEMS = ("moon-neukum-1983", "mars-neukum-ivanov", "mars-ivanov", "mars-hartma
 @click.option("--pixel-size", type=float, default=None, help="Pixel size in metres, for pixel-only crater lists.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a size-frequency plot (PNG, PDF or SVG).")
 @click.option("--presentation", type=click.Choice(["cumulative", "differential", "R"]), default="cumulative", show_default=True, help="Presentation of the plot.")
+@click.option("--diam", "diam_path", type=click.Path(dir_okay=False), default=None, help="Also write the count as a craterstats .diam file (diameters in km, fractions, area).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @overwrite_opt
 @common_options
-def age(counts, system, d_range, method, binning, area_km2, pixel_size, plot_path, presentation, as_json, overwrite, verbose, quiet):
+def age(counts, system, d_range, method, binning, area_km2, pixel_size, plot_path, presentation, diam_path, as_json, overwrite, verbose, quiet):
     """Model age of the craters in COUNTS.
 
     COUNTS is a craterstats .scc or .diam file, or any crater list planetcd reads
     (the craters.csv / .gpkg of `planetcd segment`, VOC, PyCDA, Robbins, lunar
     catalogs) with --area. Prints the age with its 1-sigma bounds and N(1).
     """
+    from ..craters.catalog import write_diam
     from ..craters.dating import fit_age, plot_csfd
     from ..inputs import check_counts
     from ..raster import atomic_output, check_writable
 
     setup_logging(verbose, quiet)
+    if diam_path:
+        check_writable([diam_path], overwrite)
+        if Path(diam_path).suffix.lower() != ".diam":
+            raise InputError(f"{diam_path}: the craterstats count must be a .diam file")
     if plot_path:
         check_writable([plot_path], overwrite)
         if Path(plot_path).suffix.lower() not in (".png", ".pdf", ".svg"):
@@ -79,6 +85,9 @@ def age(counts, system, d_range, method, binning, area_km2, pixel_size, plot_pat
             fig.savefig(tmp, format=Path(plot_path).suffix.lstrip(".").lower())
         plt.close(fig)
         log.info("wrote %s", plot_path)
+    if diam_path:
+        write_diam(crater_counts, diam_path)
+        log.info("wrote %s", diam_path)
     if as_json:
         record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in fit.to_dict().items()}
         click.echo(json.dumps(record))

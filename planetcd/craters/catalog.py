@@ -52,6 +52,7 @@ __all__ = [
     "read_robbins",
     "read_scc",
     "read_voc",
+    "write_diam",
 ]
 
 log = logging.getLogger("planetcd")
@@ -911,6 +912,33 @@ def read_diam(path: str | PathLike) -> CraterCounts:
         if "area" not in values:
             raise InputError(f"{path}: no 'area = …' line; not a craterstats .diam file")
         return CraterCounts(table["diameter"], _number(values["area"], path, "area"), table.get("fraction"), name=path.stem)
+
+
+def write_diam(counts: CraterCounts, path: str | PathLike) -> None:
+    """Write crater counts as a craterstats ``.diam`` file (atomically), for craterstats itself.
+
+    Parameters
+    ----------
+    counts : CraterCounts
+        Diameters (km), fractions and the counting area (km²).
+    path : path-like
+        The ``.diam`` file: ``area = …`` (km²) and a ``crater = {diameter, fraction`` table,
+        the "new format" of craterstats' sample ``.diam`` (read back by :func:`read_diam`).
+    """
+    from ..raster import atomic_output
+
+    lines = [
+        f"# crater counts written by planetcd: {counts.name or 'count'}",
+        "# area, km^2",
+        f"area = {counts.area_km2:.10g}",
+        "#",
+        "#              km        -",
+        "crater = {diameter, fraction",
+        *(f"{d:.10g} {f:.10g}" for d, f in zip(counts.diameter_km, counts.fraction)),
+        "}",
+    ]
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def read_craterstats(path: str | PathLike) -> CraterCounts:

@@ -207,3 +207,22 @@ def test_match_an_empty_detection_list(tmp_path):
     truth.write_text("x_px,y_px,radius_px\n10,20,3\n40,50,4\n")
     report = json.loads(_run("match", det, truth, "--json", "-").output)
     assert report["pooled"]["tp"] == 0 and report["pooled"]["fn"] == 2 and report["pooled"]["recall"] == 0.0
+
+
+def test_age_writes_the_count_for_craterstats(tmp_path):
+    # planetcd could date a crater list but not hand its count on to craterstats.
+    from planetcd.craters.catalog import read_diam
+
+    rng = np.random.default_rng(6)
+    diameters = np.round(0.2 * rng.uniform(size=200) ** -0.5, 6)  # as _diameter_list writes them
+    path, diam = _diameter_list(tmp_path, diameters), tmp_path / "count.diam"
+    result = _run("age", path, "--area", "250", "--system", "mars-ivanov", "--diam", diam)
+    assert result.exit_code == 0, result.output
+    back = read_diam(diam)
+    np.testing.assert_allclose(np.sort(back.diameter_km), np.sort(diameters), rtol=1e-6)
+    assert back.area_km2 == 250.0
+    again = json.loads(_run("age", diam, "--system", "mars-ivanov", "--json").output)
+    first = json.loads(_run("age", path, "--area", "250", "--system", "mars-ivanov", "--json").output)
+    assert again["age_ga"] == pytest.approx(first["age_ga"], rel=1e-6)
+    refused = _run("age", path, "--area", "250", "--system", "mars-ivanov", "--diam", diam)
+    assert refused.exit_code == 1 and "--overwrite" in refused.output

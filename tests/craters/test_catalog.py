@@ -304,3 +304,18 @@ def test_a_gis_made_point_layer_with_text_fields_is_read(tmp_path):
     np.testing.assert_allclose(catalog.lat_deg, [5.0, -6.0])
     np.testing.assert_allclose(catalog.diameter_km, [1.5, 2.5])
     assert catalog.body == "Mars" and not catalog.body_assumed
+
+
+def test_write_diam_round_trips_through_the_craterstats_reader(tmp_path):
+    from planetcd.craters.catalog import write_diam
+    from planetcd.craters.dating import CraterCounts
+
+    counts = CraterCounts([0.1072224979400, 1.5, 12.25], 437.4051755373598, fraction=[1.0, 0.4349902433932, 1.0])
+    path = tmp_path / "count.diam"
+    write_diam(counts, path)
+    text = path.read_text()
+    assert "area = 437.4051755" in text and "crater = {diameter, fraction" in text
+    back = read_diam(path)
+    np.testing.assert_allclose(back.diameter_km, counts.diameter_km, rtol=1e-9)
+    np.testing.assert_allclose(back.fraction, counts.fraction, rtol=1e-9)
+    assert back.area_km2 == pytest.approx(counts.area_km2, rel=1e-9)
