@@ -430,22 +430,38 @@ class Catalog:
         Longitudes run continuously around each centre (a crater on the antimeridian reaches past
         ±180° instead of wrapping across the map); a circle around a pole is closed along the pole.
         """
-        from pyproj import Geod
-
-        geod = Geod(a=self.body_radius_m, b=self.body_radius_m)
-        azimuth = np.linspace(0.0, 360.0, n_vertices + 1)
+        azimuth = np.deg2rad(np.linspace(0.0, 360.0, n_vertices + 1))[None, :]
         rings = []
-        for lon, lat, d_km in zip(self.lon_deg, self.lat_deg, self.diameter_km):
-            ring_lon, ring_lat, _ = geod.fwd(np.full_like(azimuth, lon), np.full_like(azimuth, lat), azimuth, np.full_like(azimuth, d_km * 500.0))
-            ring_lon = lon + (np.asarray(ring_lon) - lon + 180.0) % 360.0 - 180.0
-            radius_deg = np.rad2deg(d_km * 500.0 / self.body_radius_m)
-            if abs(lat) + radius_deg >= 90.0:
-                rings.append(_polar_ring(lon, ring_lon[:-1], np.asarray(ring_lat)[:-1], np.sign(lat) or 1.0))
-                continue
-            ring = np.stack([ring_lon, ring_lat], axis=1)
-            ring[-1] = ring[0]
-            rings.append(ring)
+        chunk = 20_000  # craters per block of (chunk, n_vertices + 1) vertices
+        for first in range(0, len(self), chunk):
+            lon = self.lon_deg[first : first + chunk, None]
+            lat = self.lat_deg[first : first + chunk, None]
+            angle = self.diameter_km[first : first + chunk, None] * 500.0 / self.body_radius_m  # radius, radians
+            ring_lon, ring_lat = _sphere_destination(lon, lat, azimuth, angle)
+            ring_lon = lon + (ring_lon - lon + 180.0) % 360.0 - 180.0
+            ring_lon[:, -1], ring_lat[:, -1] = ring_lon[:, 0], ring_lat[:, 0]
+            polar = np.abs(lat[:, 0]) + np.rad2deg(angle[:, 0]) >= 90.0
+            for k in range(len(lon)):
+                if polar[k]:
+                    rings.append(_polar_ring(lon[k, 0], ring_lon[k, :-1], ring_lat[k, :-1], np.sign(lat[k, 0]) or 1.0))
+                else:
+                    rings.append(np.stack([ring_lon[k], ring_lat[k]], axis=1))
         return rings
+
+
+def _sphere_destination(lon: np.ndarray, lat: np.ndarray, azimuth: np.ndarray, angle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points at angular distance ``angle`` (radians) and ``azimuth`` (radians, clockwise from north) from
+    ``lon``, ``lat`` (degrees) on a sphere: the great-circle destination formula, broadcast over the inputs.
+
+    Returns
+    -------
+    lon, lat : ndarray (broadcast shape), degrees; longitudes in -180..180.
+    """
+    phi, lam = np.deg2rad(lat), np.deg2rad(lon)
+    sin_phi2 = np.sin(phi) * np.cos(angle) + np.cos(phi) * np.sin(angle) * np.cos(azimuth)
+    phi2 = np.arcsin(np.clip(sin_phi2, -1.0, 1.0))
+    lam2 = lam + np.arctan2(np.sin(azimuth) * np.sin(angle) * np.cos(phi), np.cos(angle) - np.sin(phi) * sin_phi2)
+    return (np.rad2deg(lam2) + 180.0) % 360.0 - 180.0, np.rad2deg(phi2)
 
 
 def _polar_ring(lon: float, ring_lon: np.ndarray, ring_lat: np.ndarray, pole: float) -> np.ndarray:

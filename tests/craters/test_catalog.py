@@ -319,3 +319,21 @@ def test_write_diam_round_trips_through_the_craterstats_reader(tmp_path):
     np.testing.assert_allclose(back.diameter_km, counts.diameter_km, rtol=1e-9)
     np.testing.assert_allclose(back.fraction, counts.fraction, rtol=1e-9)
     assert back.area_km2 == pytest.approx(counts.area_km2, rel=1e-9)
+
+
+def test_geodesic_circles_agree_with_pyproj_on_the_sphere():
+    # The circles are now computed with the spherical destination formula (25.7 s -> 3.8 s for
+    # 380 000 craters); they must stay pyproj's geodesic circles.
+    from pyproj import Geod
+
+    rng = np.random.default_rng(7)
+    n = 40
+    catalog = Catalog.from_lonlat(rng.uniform(-180, 180, n), rng.uniform(-80, 80, n), rng.uniform(0.1, 300, n), MARS_R)
+    geod = Geod(a=MARS_R, b=MARS_R)
+    azimuth = np.linspace(0.0, 360.0, 33)
+    for k, ring in enumerate(catalog._geodesic_rings(32)):
+        lon, lat, _ = geod.fwd(np.full(33, catalog.lon_deg[k]), np.full(33, catalog.lat_deg[k]), azimuth,
+                               np.full(33, catalog.diameter_km[k] * 500.0))
+        lon = catalog.lon_deg[k] + (np.asarray(lon) - catalog.lon_deg[k] + 180.0) % 360.0 - 180.0
+        np.testing.assert_allclose(ring[:-1, 0], lon[:-1], atol=1e-9)
+        np.testing.assert_allclose(ring[:-1, 1], np.asarray(lat)[:-1], atol=1e-9)
