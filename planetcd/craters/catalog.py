@@ -1003,12 +1003,24 @@ def _read_catalog(path: Path, **options) -> Catalog:
         header = {h.lower() for h in _csv_header(path)}
         if {"long_x_px", "lat_y_px", "rad_px"} <= header:
             return read_robbins(path, **{k: v for k, v in options.items() if k == "body_radius_m"})
-        if {"long", "lat", "diameter"} <= header and "diameter (km)" not in header:
+        if _is_pycda(path):
             return read_pycda(path, **options)
         if "x_px" in header or "lon_deg" in header or "diameter_km" in header:
             return read_catalog_csv(path, options.get("body_radius_m"))
         return read_moon_catalog(path, options.get("body_radius_m"))
     raise InputError(f"{path}: unknown crater list format {suffix!r} (use .csv, .gpkg, .xml, .scc or .diam)")
+
+
+def _is_pycda(path: Path) -> bool:
+    """A PyCDA label CSV: columns ``long``, ``lat``, ``diameter`` as PyCDA writes them (lower case), in pixels.
+
+    Negative positions are longitudes and latitudes in degrees, not pixels: such a list (and
+    ``Long``, ``Lat``, ``Diameter``) is a lon/lat list (:func:`read_moon_catalog`).
+    """
+    if not {"long", "lat", "diameter"} <= set(_csv_header(path)):
+        return False
+    x, y = crater_labels.read_csv_columns(path, ("long", "lat"))
+    return bool(np.all(x >= 0) and np.all(y >= 0))
 
 
 def read_counts(path: str | PathLike, area_km2: float | None = None, **options) -> CraterCounts:

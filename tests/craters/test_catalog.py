@@ -337,3 +337,20 @@ def test_geodesic_circles_agree_with_pyproj_on_the_sphere():
         lon = catalog.lon_deg[k] + (np.asarray(lon) - catalog.lon_deg[k] + 180.0) % 360.0 - 180.0
         np.testing.assert_allclose(ring[:-1, 0], lon[:-1], atol=1e-9)
         np.testing.assert_allclose(ring[:-1, 1], np.asarray(lat)[:-1], atol=1e-9)
+
+
+@pytest.mark.parametrize("header", ["Long,Lat,Diameter", "long,lat,diameter"])
+def test_lonlat_list_named_like_pycda_is_not_read_as_pixels(tmp_path, header):
+    # "Long,Lat,Diameter" failed with "missing column(s) long, lat, diameter (found Long, Lat,
+    # Diameter)"; "long,lat,diameter" with negative longitudes was matched as pixels.
+    path = tmp_path / "list.csv"
+    path.write_text(f"{header}\n-120.5,-30.2,12.5\n10.1,5.5,3.2\n")
+    catalog = read_catalog(path)
+    np.testing.assert_allclose(catalog.lon_deg, [-120.5, 10.1])
+    np.testing.assert_allclose(catalog.diameter_km, [12.5, 3.2])
+    assert np.all(np.isnan(catalog.x_px))
+
+
+def test_pycda_labels_stay_pixels(shared_dir):
+    catalog = read_catalog(shared_dir / "data" / "hrsc-pycda" / "holdout_tile_labels.csv")
+    assert len(catalog) == 409 and catalog.lon_deg is None and catalog.radius_px.min() >= 2
