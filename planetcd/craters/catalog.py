@@ -626,8 +626,10 @@ def _csv_header(path: Path) -> list[str]:
     if not first.strip():
         raise InputError(f"{path}: empty file")
     line = re.split(r"\r\n|\r|\n", first, maxsplit=1)[0]
-    if "," not in line and line.count(";") >= 1:
-        raise InputError(f"{path}: columns separated by ';'; planetcd reads comma-separated CSV (save it with ',')")
+    separator = next((sep for sep in (";", "\t") if "," not in line and sep in line), None)
+    if separator is not None:
+        name = "';'" if separator == ";" else "tabs"
+        raise InputError(f"{path}: columns separated by {name}; planetcd reads comma-separated CSV (save it with ',')")
     return [h.strip() for h in line.split(",")]
 
 

@@ -239,6 +239,7 @@ def test_lonlat_csv_under_other_names_and_units(tmp_path):
 
 @pytest.mark.parametrize("text, pattern", [
     ("lon;lat;diameter_km\n1;2;3\n", "separated by ';'"),
+    ("LAT\tLON\tDIAM_KM\n1\t2\t3\n", "separated by tabs"),
     ("lon,lat,diameter_km\n120,95,3\n", "swapped"),
 ])
 def test_lonlat_csv_mistakes_are_named(tmp_path, text, pattern):
