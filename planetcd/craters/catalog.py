@@ -422,6 +422,8 @@ class Catalog:
             crs = str(crs)
         metadata = {str(key): json.dumps(value, default=str) for key, value in (self.metadata or {}).items()}
         metadata.update(_grid_metadata(self.transform, self.pixel_size_m))
+        if self.body_assumed:  # the layer needs a CRS, but the body stays a guess on re-reading
+            metadata[BODY_ASSUMED_KEY] = "true"
         write_gpkg(path, self.table(), wkb, kind, crs=crs, layer=layer, metadata=metadata)
 
     def _geodesic_rings(self, n_vertices: int) -> list[np.ndarray]:
@@ -731,7 +733,7 @@ def read_catalog_gpkg(path: str | PathLike, layer: str | None = None) -> Catalog
 
     path = _existing(path)
     try:
-        meta, _, geometry, field_data = pyogrio.raw.read(str(path), layer=layer)
+        meta, _, _, field_data = pyogrio.raw.read(str(path), layer=layer, read_geometry=False)
         layer_metadata = pyogrio.read_info(str(path), layer=layer).get("layer_metadata") or {}
     except Exception as exc:
         raise InputError(f"{path}: not a readable GeoPackage ({str(exc).splitlines()[0]})") from None
@@ -744,6 +746,7 @@ def read_catalog_gpkg(path: str | PathLike, layer: str | None = None) -> Catalog
         columns["diameter_km"] = columns["diameter_km"] * to_km
     crs = meta.get("crs")
     if "lon_deg" not in columns and "x_px" not in columns and "diameter_km" in columns:
+        geometry = pyogrio.raw.read(str(path), layer=layer, columns=[])[2]  # only when the centres are there
         columns.update(_geographic_points(path, geometry, crs))
     if not any(c in columns for c in ("x_px", "lon_deg", "diameter_km")):
         raise InputError(f"{path}: no crater columns (x_px/y_px/radius_px, lon_deg/lat_deg or diameter_km)")
@@ -754,13 +757,14 @@ def read_catalog_gpkg(path: str | PathLike, layer: str | None = None) -> Catalog
     metadata = _decode_metadata(layer_metadata)
     transform = metadata.pop(GRID_TRANSFORM_KEY, None)
     pixel_size_m = metadata.pop(GRID_PIXEL_SIZE_KEY, None)
+    body_assumed = metadata.pop(BODY_ASSUMED_KEY, False) is True
     if transform is not None and (not isinstance(transform, list) or len(transform) != 6):
         raise InputError(f"{path}: layer metadata {GRID_TRANSFORM_KEY} is not six affine coefficients")
     return Catalog(
         columns.get("x_px", nan), columns.get("y_px", nan), columns.get("radius_px", nan), columns.get("confidence"),
         transform=transform, crs=crs, pixel_size_m=pixel_size_m, body_radius_m=body_radius,
         lon_deg=columns.get("lon_deg"), lat_deg=columns.get("lat_deg"), diameter_km=columns.get("diameter_km"),
-        name=path.stem, metadata=metadata,
+        name=path.stem, metadata=metadata, body_assumed=body_assumed,
     )
 
 
@@ -799,6 +803,9 @@ def _geographic_points(path: Path, geometry: np.ndarray | None, crs: Any) -> dic
 #: gives back a catalogue with map coordinates (``x_map``, ``y_map``) and not only its columns.
 GRID_TRANSFORM_KEY = "planetcd_transform"
 GRID_PIXEL_SIZE_KEY = "planetcd_pixel_size_m"
+#: Layer-metadata key marking a catalogue whose body planetcd assumed (:attr:`Catalog.body_assumed`): the layer's
+#: CRS is then that guess, and a re-read catalogue is still "body assumed".
+BODY_ASSUMED_KEY = "planetcd_body_assumed"
 
 
 def _grid_metadata(transform, pixel_size_m: float | None) -> dict[str, str]:

@@ -287,9 +287,11 @@ def test_robbins_2018_columns_and_an_assumed_body_round_trip(tmp_path):
     catalog = read_catalog(path)
     assert catalog.lon_deg[0] == pytest.approx(-95.3) and catalog.diameter_km[0] == pytest.approx(940.96)
     # A body planetcd assumed is not written as if the file had named it.
-    catalog.to_csv(tmp_path / "out.csv")
-    back = read_catalog(tmp_path / "out.csv")
-    assert back.body_assumed and back.lon_deg[0] == pytest.approx(-95.3)
+    for name in ("out.csv", "out.gpkg"):
+        getattr(catalog, "to_" + name.split(".")[1])(tmp_path / name)
+        back = read_catalog(tmp_path / name)
+        assert back.body_assumed and back.lon_deg[0] == pytest.approx(-95.3)
+    assert not read_catalog(tmp_path / "out.gpkg").metadata  # the mark is not user metadata
 
 
 def test_a_gis_made_point_layer_with_text_fields_is_read(tmp_path):
