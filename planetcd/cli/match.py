@@ -88,10 +88,11 @@ def _json_safe(value):
 @click.option("--min-diameter", type=float, default=None, help="Ignore unmatched craters smaller than this (pixels, or km in geographic space).")
 @click.option("--space", type=click.Choice(["auto", "pixels", "geographic"]), default="auto", show_default=True, help="Match on pixel positions or great-circle distances (auto: geographic for strict or when pixels are missing).")
 @click.option("--pixel-size", type=float, default=None, help="Pixel size in metres (diameters in km for pixel-only lists).")
+@click.option("--body", type=click.Choice(["mars", "moon", "mercury"]), default=None, help="Body of lon/lat lists that name none (plain lon, lat, diameter CSVs) [default: the other list's body, else the Moon].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True), default=None, help="Write the scores as JSON to this file ('-': to stdout, instead of the table).")
 @overwrite_opt
 @common_options
-def match(detections, truth, mode, iou_threshold, min_diameter, space, pixel_size, json_path, overwrite, verbose, quiet):
+def match(detections, truth, mode, iou_threshold, min_diameter, space, pixel_size, body, json_path, overwrite, verbose, quiet):
     """Match DETECTIONS to TRUTH crater lists and report precision, recall and F1.
 
     DETECTIONS and TRUTH are crater lists (planetcd CSV/GeoPackage, Pascal-VOC
@@ -100,11 +101,16 @@ def match(detections, truth, mode, iou_threshold, min_diameter, space, pixel_siz
     per √2-diameter bin, with median and interquartile centre and diameter
     errors; --json writes the same for scripts.
     """
+    from ..craters.catalog import BODY_RADII_M
     from ..craters.match import match_catalogs, pool_results
     from ..inputs import check_crater_table
     from ..raster import atomic_output, check_writable
 
     setup_logging(verbose, quiet)
+    if pixel_size is not None and not pixel_size > 0:
+        raise InputError("--pixel-size must be positive (metres)")
+    if not 0 < iou_threshold <= 1:
+        raise InputError(f"--iou-threshold must lie in (0, 1], got {iou_threshold:g}")
     if json_path and json_path != "-":
         check_writable([json_path], overwrite)
     options = {"pixel_size_m": pixel_size} if pixel_size else {}
@@ -113,8 +119,12 @@ def match(detections, truth, mode, iou_threshold, min_diameter, space, pixel_siz
     for name, det_path, truth_path in _pairs(Path(detections), Path(truth)):
         det = check_crater_table(det_path, **(options if det_path.suffix.lower() in (".xml", ".csv") else {}))
         ref = check_crater_table(truth_path, **(options if truth_path.suffix.lower() in (".xml", ".csv") else {}))
+        if body is not None:
+            det, ref = (c.on_body(BODY_RADII_M[body]) if c.body_assumed else c for c in (det, ref))
         result, used = match_catalogs(det, ref, mode, space=space, min_diameter=min_diameter,
                                       iou_threshold=iou_threshold, name=name)
+        if used == "geographic" and det.body_assumed and ref.body_assumed:
+            log.warning("%s: neither list names its body; matched on the Moon (pass --body)", name)
         if used_space not in (None, used):
             raise InputError("the pairs of files cannot all be matched in the same space; pass --space")
         used_space = used

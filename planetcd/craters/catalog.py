@@ -52,6 +52,7 @@ __all__ = [
     "read_robbins",
     "read_scc",
     "read_voc",
+    "write_diam",
 ]
 
 log = logging.getLogger("planetcd")
@@ -154,6 +155,11 @@ class Catalog:
         JSON-ready values. Written as the GeoPackage layer's metadata (one
         item per key, the value JSON-encoded) and read back by
         :func:`read_catalog_gpkg`; not in the CSV (``run.json`` sits beside it).
+    body_assumed : bool
+        ``True`` when no file or caller named the body and ``body_radius_m`` is
+        planetcd's guess (the Moon, for a lon/lat list that names no body);
+        :func:`planetcd.craters.match.match_catalogs` then takes the other
+        list's body, and :meth:`to_counts` leaves the body unknown.
     """
 
     x_px: np.ndarray
@@ -169,6 +175,7 @@ class Catalog:
     diameter_km: np.ndarray | None = None
     name: str = ""
     metadata: dict = field(default_factory=dict, compare=False)
+    body_assumed: bool = False
     _pyproj_crs: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
@@ -196,6 +203,9 @@ class Catalog:
                 if len(value) != n:
                     raise InputError(f"catalog column {name} differs in length")
                 setattr(self, name, value)
+        if self.lat_deg is not None and np.any(np.abs(self.lat_deg) > 90.0):
+            worst = float(self.lat_deg[np.nanargmax(np.abs(self.lat_deg))])
+            raise InputError(f"latitudes beyond ±90° (up to {worst:g}°): are the longitude and latitude columns swapped?")
         if self.lon_deg is None and self.transform is not None and self._pyproj_crs is not None:
             self.lon_deg, self.lat_deg, self.diameter_km = self._geographic()
         elif self.diameter_km is None and self.pixel_size_m is not None:
@@ -235,14 +245,29 @@ class Catalog:
         confidence: np.ndarray | None = None,
         crs: Any = None,
         name: str = "",
+        body_assumed: bool = False,
     ) -> Catalog:
-        """A catalog known only by planetocentric lon/lat (degrees) and diameter (km)."""
+        """A catalog known only by planetocentric lon/lat (degrees) and diameter (km).
+
+        ``body_assumed``: ``body_radius_m`` is a guess, not named by the source (see :class:`Catalog`).
+        """
         lon = np.asarray(lon_deg, dtype=np.float64).reshape(-1)
         nan = np.full(lon.shape, np.nan)
         return cls(
             nan, nan.copy(), nan.copy(), confidence, crs=crs if crs is not None else _body_geographic_crs(body_radius_m),
             body_radius_m=float(body_radius_m), lon_deg=lon, lat_deg=lat_deg, diameter_km=diameter_km, name=name,
+            body_assumed=body_assumed,
         )
+
+    def on_body(self, body_radius_m: float) -> Catalog:
+        """The same craters on a body of radius ``body_radius_m`` (m), for a catalog whose body was assumed.
+
+        Only lon/lat catalogs (no transform) can move: their lon/lat and km diameters stay, the
+        geographic CRS becomes the body's.
+        """
+        if self.transform is not None:
+            raise InputError("a georeferenced catalog keeps the body of its CRS")
+        return replace(self, body_radius_m=float(body_radius_m), crs=_body_geographic_crs(body_radius_m), body_assumed=False)
 
     # ------------------------------------------------------------------ derived values
 
@@ -336,8 +361,9 @@ class Catalog:
     def to_counts(self, area_km2: float, name: str | None = None) -> CraterCounts:
         """Crater counts (diameters in km) on a counting area, for :mod:`planetcd.craters.dating`."""
         if self.diameter_km is None:
-            raise InputError("the catalog has no diameters in km: give a transform and CRS, or a pixel size")
-        return CraterCounts(self.diameter_km, area_km2, name=self.name if name is None else name)
+            raise InputError("the catalog has no diameters in km: give a pixel size (--pixel-size, metres), or a transform and CRS")
+        body_radius_km = None if self.body_assumed or self.body_radius_m is None else self.body_radius_m / 1000.0
+        return CraterCounts(self.diameter_km, area_km2, name=self.name if name is None else name, body_radius_km=body_radius_km)
 
     # ------------------------------------------------------------------ output
 
@@ -353,7 +379,7 @@ class Catalog:
             table.update(lon_deg=self.lon_deg, lat_deg=self.lat_deg)
         if self.diameter_km is not None:
             table["diameter_km"] = self.diameter_km
-        if self.body_radius_m is not None:
+        if self.body_radius_m is not None and not self.body_assumed:  # an assumed body stays unnamed on re-reading
             table["body_radius_m"] = np.full(len(self), float(self.body_radius_m))
         return table
 
@@ -396,20 +422,60 @@ class Catalog:
             crs = str(crs)
         metadata = {str(key): json.dumps(value, default=str) for key, value in (self.metadata or {}).items()}
         metadata.update(_grid_metadata(self.transform, self.pixel_size_m))
+        if self.body_assumed:  # the layer needs a CRS, but the body stays a guess on re-reading
+            metadata[BODY_ASSUMED_KEY] = "true"
         write_gpkg(path, self.table(), wkb, kind, crs=crs, layer=layer, metadata=metadata)
 
     def _geodesic_rings(self, n_vertices: int) -> list[np.ndarray]:
-        from pyproj import Geod
+        """Geodesic circles of the craters as closed lon/lat rings (degrees), each of shape (k, 2).
 
-        geod = Geod(a=self.body_radius_m, b=self.body_radius_m)
-        azimuth = np.linspace(0.0, 360.0, n_vertices + 1)
+        Longitudes run continuously around each centre (a crater on the antimeridian reaches past
+        ±180° instead of wrapping across the map); a circle around a pole is closed along the pole.
+        """
+        azimuth = np.deg2rad(np.linspace(0.0, 360.0, n_vertices + 1))[None, :]
         rings = []
-        for lon, lat, d_km in zip(self.lon_deg, self.lat_deg, self.diameter_km):
-            ring_lon, ring_lat, _ = geod.fwd(np.full_like(azimuth, lon), np.full_like(azimuth, lat), azimuth, np.full_like(azimuth, d_km * 500.0))
-            ring = np.stack([ring_lon, ring_lat], axis=1)
-            ring[-1] = ring[0]
-            rings.append(ring)
+        chunk = 20_000  # craters per block of (chunk, n_vertices + 1) vertices
+        for first in range(0, len(self), chunk):
+            lon = self.lon_deg[first : first + chunk, None]
+            lat = self.lat_deg[first : first + chunk, None]
+            angle = self.diameter_km[first : first + chunk, None] * 500.0 / self.body_radius_m  # radius, radians
+            ring_lon, ring_lat = _sphere_destination(lon, lat, azimuth, angle)
+            ring_lon = lon + (ring_lon - lon + 180.0) % 360.0 - 180.0
+            ring_lon[:, -1], ring_lat[:, -1] = ring_lon[:, 0], ring_lat[:, 0]
+            polar = np.abs(lat[:, 0]) + np.rad2deg(angle[:, 0]) >= 90.0
+            for k in range(len(lon)):
+                if polar[k]:
+                    rings.append(_polar_ring(lon[k, 0], ring_lon[k, :-1], ring_lat[k, :-1], np.sign(lat[k, 0]) or 1.0))
+                else:
+                    rings.append(np.stack([ring_lon[k], ring_lat[k]], axis=1))
         return rings
+
+
+def _sphere_destination(lon: np.ndarray, lat: np.ndarray, azimuth: np.ndarray, angle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points at angular distance ``angle`` (radians) and ``azimuth`` (radians, clockwise from north) from
+    ``lon``, ``lat`` (degrees) on a sphere: the great-circle destination formula, broadcast over the inputs.
+
+    Returns
+    -------
+    lon, lat : ndarray (broadcast shape), degrees; longitudes in -180..180.
+    """
+    phi, lam = np.deg2rad(lat), np.deg2rad(lon)
+    sin_phi2 = np.sin(phi) * np.cos(angle) + np.cos(phi) * np.sin(angle) * np.cos(azimuth)
+    phi2 = np.arcsin(np.clip(sin_phi2, -1.0, 1.0))
+    lam2 = lam + np.arctan2(np.sin(azimuth) * np.sin(angle) * np.cos(phi), np.cos(angle) - np.sin(phi) * sin_phi2)
+    return (np.rad2deg(lam2) + 180.0) % 360.0 - 180.0, np.rad2deg(phi2)
+
+
+def _polar_ring(lon: float, ring_lon: np.ndarray, ring_lat: np.ndarray, pole: float) -> np.ndarray:
+    """A closed lon/lat ring (degrees) of a circle around a pole: the circle over ``lon ± 180°``, then along
+    the pole (``pole`` +1 north, -1 south), as a cap is drawn on a longitude-latitude map."""
+    order = np.argsort(ring_lon)
+    ring_lon, ring_lat = ring_lon[order], ring_lat[order]
+    west, east = lon - 180.0, lon + 180.0
+    edge_lat = 0.5 * float(ring_lat[0] + ring_lat[-1])  # the two vertices either side of the seam lon ± 180°
+    lons = np.concatenate([[west], ring_lon, [east, east, west, west]])
+    lats = np.concatenate([[edge_lat], ring_lat, [edge_lat, 90.0 * pole, 90.0 * pole, edge_lat]])
+    return np.stack([lons, lats], axis=1)
 
 
 # ----------------------------------------------------------------------------- merging
@@ -532,9 +598,20 @@ def read_robbins(path: str | PathLike, body_radius_m: float = BODY_RADII_M["mars
     )
 
 
-_LON_NAMES = ("lon_deg", "lon", "long", "longitude", "longitude_circle_image")
-_LAT_NAMES = ("lat_deg", "lat", "latitude", "latitude_circle_image")
-_DIAM_NAMES = ("diameter_km", "diameter (km)", "diam_km", "diam_circle_image", "diam", "diameter")
+# Robbins & Hynek (2012, Mars): *_CIRCLE_IMAGE; Robbins (2018, Moon): *_CIRC_IMG in the CSV, DIAM_C_IM in the shapefile.
+_LON_NAMES = ("lon_deg", "lon", "long", "longitude", "longitude_circle_image", "lon_circ_img")
+_LAT_NAMES = ("lat_deg", "lat", "latitude", "latitude_circle_image", "lat_circ_img")
+_DIAM_NAMES = ("diameter_km", "diameter (km)", "diam_km", "diam_circle_image", "diam_circ_img", "diam_c_im", "diam", "diameter")
+#: Diameter columns in metres (divided by 1000 on reading).
+_DIAM_M_NAMES = ("diameter_m", "diameter (m)", "diam_m")
+
+
+def _diameter_column(header: list[str]) -> tuple[str | None, float]:
+    """The diameter column of a lon/lat list and the factor to km (1 for km columns, 1e-3 for metres)."""
+    km = _pick(header, _DIAM_NAMES)
+    if km is not None:
+        return km, 1.0
+    return _pick(header, _DIAM_M_NAMES), 1e-3
 
 
 def _pick(header: list[str], names: Sequence[str]) -> str | None:
@@ -551,54 +628,106 @@ def _csv_header(path: Path) -> list[str]:
     if not first.strip():
         raise InputError(f"{path}: empty file")
     line = re.split(r"\r\n|\r|\n", first, maxsplit=1)[0]
+    separator = next((sep for sep in (";", "\t") if "," not in line and sep in line), None)
+    if separator is not None:
+        name = "';'" if separator == ";" else "tabs"
+        raise InputError(f"{path}: columns separated by {name}; planetcd reads comma-separated CSV (save it with ',')")
     return [h.strip() for h in line.split(",")]
 
 
-def read_moon_catalog(path: str | PathLike, body_radius_m: float = BODY_RADII_M["moon"]) -> Catalog:
-    """A lunar crater catalog CSV (``LROCCraters.csv``, ``HeadCraters.csv``): lon, lat, diameter (km).
+def read_moon_catalog(path: str | PathLike, body_radius_m: float | None = None) -> Catalog:
+    """A lon/lat crater list CSV, such as the lunar catalogs (``LROCCraters.csv``, ``HeadCraters.csv``).
 
-    Any line endings are accepted (``HeadCraters.csv`` has old Mac ``\\r`` endings).
+    Columns: longitude and latitude (degrees; longitudes 0-360 or -180-180) and a
+    diameter in km (``Diameter (km)``, ``Diam_km``, ``diameter``...) or in metres
+    (``diameter_m``, ``Diameter (m)``: divided by 1000). Any line endings are
+    accepted (``HeadCraters.csv`` has old Mac ``\\r`` endings).
+
+    Parameters
+    ----------
+    body_radius_m : float, optional
+        The body's radius (m). Default: the Moon, marked as assumed
+        (``Catalog.body_assumed``), since the file names no body.
     """
     path = _existing(path)
     header = _csv_header(path)
-    lon_col, lat_col, d_col = _pick(header, _LON_NAMES), _pick(header, _LAT_NAMES), _pick(header, _DIAM_NAMES)
+    (d_col, to_km), lon_col, lat_col = _diameter_column(header), _pick(header, _LON_NAMES), _pick(header, _LAT_NAMES)
     if None in (lon_col, lat_col, d_col):
         raise InputError(f"{path}: needs longitude, latitude and diameter (km) columns; found {', '.join(header)}")
     lon, lat, diameter = crater_labels.read_csv_columns(path, (lon_col, lat_col, d_col))
-    return Catalog.from_lonlat((lon + 180.0) % 360.0 - 180.0, lat, diameter, body_radius_m, name=path.stem)
+    assumed = body_radius_m is None
+    return Catalog.from_lonlat(
+        (lon + 180.0) % 360.0 - 180.0, lat, diameter * to_km, BODY_RADII_M["moon"] if assumed else body_radius_m,
+        name=path.stem, body_assumed=assumed,
+    )
+
+
+_CATALOG_COLUMNS = ("x_px", "y_px", "radius_px", "confidence", "lon_deg", "lat_deg", "diameter_km", "body_radius_m")
+
+
+def _catalog_csv_sources(header: list[str]) -> tuple[dict[str, str], float]:
+    """planetcd column name -> the CSV's column, and the factor of its diameter column to km.
+
+    planetcd's own names first; longitude, latitude and diameter also under the names
+    of other lists (``lon``, ``Latitude``, ``diam_m``...), as :func:`read_moon_catalog`.
+    """
+    lowered = [h.lower() for h in header]
+    sources = {c: header[lowered.index(c)] for c in _CATALOG_COLUMNS if c in lowered}
+    for name, aliases in (("lon_deg", _LON_NAMES), ("lat_deg", _LAT_NAMES)):
+        if name not in sources and _pick(header, aliases) is not None:
+            sources[name] = _pick(header, aliases)
+    to_km = 1.0
+    if "diameter_km" not in sources and "lon_deg" in sources:
+        column, to_km = _diameter_column(header)
+        if column is not None:
+            sources["diameter_km"] = column
+    return sources, to_km
 
 
 def read_catalog_csv(path: str | PathLike, body_radius_m: float | None = None) -> Catalog:
-    """planetcd's own catalog CSV (see :meth:`Catalog.to_csv`), or any CSV with lon/lat/diameter."""
+    """planetcd's own catalog CSV (see :meth:`Catalog.to_csv`), or any CSV with lon/lat/diameter.
+
+    The body: ``body_radius_m`` (m) when given, else the file's ``body_radius_m``
+    column; a lon/lat list with neither is taken as the Moon, marked as assumed
+    (``Catalog.body_assumed``).
+    """
     path = _existing(path)
     header = _csv_header(path)
-    lowered = [h.lower() for h in header]
-    columns = {}
-    wanted = [c for c in ("x_px", "y_px", "radius_px", "confidence", "lon_deg", "lat_deg", "diameter_km", "body_radius_m") if c in lowered]
-    if not wanted:
-        return read_moon_catalog(path, body_radius_m or BODY_RADII_M["moon"])
-    values = crater_labels.read_csv_columns(path, tuple(header[lowered.index(c)] for c in wanted))
+    sources, to_km = _catalog_csv_sources(header)
+    if not sources:
+        return read_moon_catalog(path, body_radius_m)
+    wanted = list(sources)
+    values = crater_labels.read_csv_columns(path, tuple(sources[c] for c in wanted))
     columns = dict(zip(wanted, values))
+    if "diameter_km" in columns:
+        columns["diameter_km"] = columns["diameter_km"] * to_km
     n = len(values[0])
     nan = np.full(n, np.nan)
     if body_radius_m is None and "body_radius_m" in columns and n:
         body_radius_m = float(columns["body_radius_m"][0])
     has_geo = "lon_deg" in columns and "lat_deg" in columns
-    if has_geo and body_radius_m is None:
-        raise InputError(f"{path}: lon/lat columns but no body radius; pass body_radius_m")
+    assumed = has_geo and body_radius_m is None
+    if assumed:
+        body_radius_m = BODY_RADII_M["moon"]
     if "x_px" not in columns and not has_geo and "diameter_km" not in columns:
         raise InputError(f"{path}: no crater columns (x_px/y_px/radius_px, lon_deg/lat_deg or diameter_km)")
     _check_columns(path, columns)
+    lon = columns.get("lon_deg")
     return Catalog(
         columns.get("x_px", nan), columns.get("y_px", nan), columns.get("radius_px", nan), columns.get("confidence"),
         body_radius_m=body_radius_m, crs=_body_geographic_crs(body_radius_m) if has_geo else None,
-        lon_deg=columns.get("lon_deg"), lat_deg=columns.get("lat_deg"), diameter_km=columns.get("diameter_km"),
-        name=path.stem,
+        lon_deg=None if lon is None else (lon + 180.0) % 360.0 - 180.0, lat_deg=columns.get("lat_deg"),
+        diameter_km=columns.get("diameter_km"), name=path.stem, body_assumed=assumed,
     )
 
 
 def read_catalog_gpkg(path: str | PathLike, layer: str | None = None) -> Catalog:
-    """A GeoPackage written by :meth:`Catalog.to_gpkg` (attributes, CRS and the layer's metadata)."""
+    """A crater GeoPackage layer: one written by :meth:`Catalog.to_gpkg`, or one made in a GIS.
+
+    planetcd's columns, CRS and layer metadata come back as written. A layer made elsewhere
+    (QGIS) may name its diameter as the CSV readers accept (``Diameter_km``, ``diam_m``...) and
+    hold its centres as point geometries of a geographic CRS; text fields are left out.
+    """
     import pyogrio
     import pyogrio.raw
 
@@ -608,10 +737,17 @@ def read_catalog_gpkg(path: str | PathLike, layer: str | None = None) -> Catalog
         layer_metadata = pyogrio.read_info(str(path), layer=layer).get("layer_metadata") or {}
     except Exception as exc:
         raise InputError(f"{path}: not a readable GeoPackage ({str(exc).splitlines()[0]})") from None
-    try:
-        columns = {name: np.asarray(values, dtype=np.float64) for name, values in zip(meta["fields"], field_data)}
-    except (TypeError, ValueError):
-        raise InputError(f"{path}: non-numeric crater columns; not a planetcd crater GeoPackage") from None
+    columns = _numeric_fields(meta["fields"], field_data)
+    sources, to_km = _catalog_csv_sources(list(columns))
+    if "diameter_km" not in sources and _diameter_column(list(columns))[0] is not None:  # centres in the geometry
+        sources["diameter_km"], to_km = _diameter_column(list(columns))
+    columns = {name: columns[source] for name, source in sources.items()}
+    if "diameter_km" in columns:
+        columns["diameter_km"] = columns["diameter_km"] * to_km
+    crs = meta.get("crs")
+    if "lon_deg" not in columns and "x_px" not in columns and "diameter_km" in columns:
+        geometry = pyogrio.raw.read(str(path), layer=layer, columns=[])[2]  # only when the centres are there
+        columns.update(_geographic_points(path, geometry, crs))
     if not any(c in columns for c in ("x_px", "lon_deg", "diameter_km")):
         raise InputError(f"{path}: no crater columns (x_px/y_px/radius_px, lon_deg/lat_deg or diameter_km)")
     _check_columns(path, columns)
@@ -621,20 +757,55 @@ def read_catalog_gpkg(path: str | PathLike, layer: str | None = None) -> Catalog
     metadata = _decode_metadata(layer_metadata)
     transform = metadata.pop(GRID_TRANSFORM_KEY, None)
     pixel_size_m = metadata.pop(GRID_PIXEL_SIZE_KEY, None)
+    body_assumed = metadata.pop(BODY_ASSUMED_KEY, False) is True
     if transform is not None and (not isinstance(transform, list) or len(transform) != 6):
         raise InputError(f"{path}: layer metadata {GRID_TRANSFORM_KEY} is not six affine coefficients")
     return Catalog(
         columns.get("x_px", nan), columns.get("y_px", nan), columns.get("radius_px", nan), columns.get("confidence"),
-        transform=transform, crs=meta.get("crs"), pixel_size_m=pixel_size_m, body_radius_m=body_radius,
+        transform=transform, crs=crs, pixel_size_m=pixel_size_m, body_radius_m=body_radius,
         lon_deg=columns.get("lon_deg"), lat_deg=columns.get("lat_deg"), diameter_km=columns.get("diameter_km"),
-        name=path.stem, metadata=metadata,
+        name=path.stem, metadata=metadata, body_assumed=body_assumed,
     )
+
+
+def _numeric_fields(names: Sequence[str], values: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """The fields of a layer that hold numbers, as float64 arrays of shape (n,); text fields are left out."""
+    columns = {}
+    for name, column in zip(names, values):
+        try:
+            columns[str(name)] = np.asarray(column, dtype=np.float64)
+        except (TypeError, ValueError):
+            continue
+    return columns
+
+
+def _geographic_points(path: Path, geometry: np.ndarray | None, crs: Any) -> dict[str, np.ndarray]:
+    """``lon_deg``/``lat_deg`` (degrees, shape (n,)) from WKB point geometries in a geographic CRS; ``{}`` otherwise."""
+    import struct
+
+    crs = _to_crs(crs)
+    if geometry is None or len(geometry) == 0 or crs is None or not crs.is_geographic:
+        return {}
+    xy = []
+    for wkb in geometry:
+        if wkb is None or len(wkb) < 21:
+            return {}
+        order = "<" if wkb[0] == 1 else ">"
+        kind = struct.unpack(order + "I", wkb[1:5])[0]
+        if kind % 1000 != 1:  # Point, Point Z/M (ISO codes 1001, 2001, 3001)
+            return {}
+        xy.append(struct.unpack(order + "dd", wkb[5:21]))
+    lon, lat = np.asarray(xy, dtype=np.float64).T
+    return {"lon_deg": (lon + 180.0) % 360.0 - 180.0, "lat_deg": lat}
 
 
 #: Layer-metadata keys of :meth:`Catalog.to_gpkg` that carry the source grid, so that :func:`read_catalog_gpkg`
 #: gives back a catalogue with map coordinates (``x_map``, ``y_map``) and not only its columns.
 GRID_TRANSFORM_KEY = "planetcd_transform"
 GRID_PIXEL_SIZE_KEY = "planetcd_pixel_size_m"
+#: Layer-metadata key marking a catalogue whose body planetcd assumed (:attr:`Catalog.body_assumed`): the layer's
+#: CRS is then that guess, and a re-read catalogue is still "body assumed".
+BODY_ASSUMED_KEY = "planetcd_body_assumed"
 
 
 def _grid_metadata(transform, pixel_size_m: float | None) -> dict[str, str]:
@@ -728,7 +899,8 @@ def read_scc(path: str | PathLike) -> CraterCounts:
     -------
     CraterCounts
         ``fraction`` from the ``fraction`` column of buffered counts (else ones);
-        ``perimeter_km`` from ``Total_perimeter`` when present.
+        ``perimeter_km`` from ``Total_perimeter`` when present; ``body_radius_km``
+        from the ellipsoid's a-axis radius when present.
     """
     path = _existing(path)
     values, tables = _parse_textstructure(path)
@@ -736,10 +908,18 @@ def read_scc(path: str | PathLike) -> CraterCounts:
         raise InputError(f"{path}: no 'Total_area' line; not a craterstats .scc file")
     table = _craters_table(path, tables, "diam")
     perimeter = _number(values["total_perimeter"], path, "Total_perimeter") if "total_perimeter" in values else None
+    radius_m = _scc_radius_m(path, values)
     with _about(path):
         return CraterCounts(
-            table["diam"], _number(values["total_area"], path, "Total_area"), table.get("fraction"), perimeter, name=path.stem
+            table["diam"], _number(values["total_area"], path, "Total_area"), table.get("fraction"), perimeter, name=path.stem,
+            body_radius_km=None if radius_m is None else radius_m / 1000.0,
         )
+
+
+def _scc_radius_m(path: Path, values: dict[str, str]) -> float | None:
+    """The a-axis radius of a ``.scc`` file's ellipsoid in metres (``None`` when the file has none)."""
+    radius_key = next((k for k in ("a_axis_radius", "a_axis") if k in values), None)
+    return _number(values[radius_key], path, "a-axis radius") * 1000.0 if radius_key else None
 
 
 def read_diam(path: str | PathLike) -> CraterCounts:
@@ -759,6 +939,33 @@ def read_diam(path: str | PathLike) -> CraterCounts:
         return CraterCounts(table["diameter"], _number(values["area"], path, "area"), table.get("fraction"), name=path.stem)
 
 
+def write_diam(counts: CraterCounts, path: str | PathLike) -> None:
+    """Write crater counts as a craterstats ``.diam`` file (atomically), for craterstats itself.
+
+    Parameters
+    ----------
+    counts : CraterCounts
+        Diameters (km), fractions and the counting area (km²).
+    path : path-like
+        The ``.diam`` file: ``area = …`` (km²) and a ``crater = {diameter, fraction`` table,
+        the "new format" of craterstats' sample ``.diam`` (read back by :func:`read_diam`).
+    """
+    from ..raster import atomic_output
+
+    lines = [
+        f"# crater counts written by planetcd: {counts.name or 'count'}",
+        "# area, km^2",
+        f"area = {counts.area_km2:.10g}",
+        "#",
+        "#              km        -",
+        "crater = {diameter, fraction",
+        *(f"{d:.10g} {f:.10g}" for d, f in zip(counts.diameter_km, counts.fraction)),
+        "}",
+    ]
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def read_craterstats(path: str | PathLike) -> CraterCounts:
     """A ``.scc`` or ``.diam`` file, by extension."""
     suffix = Path(path).suffix.lower()
@@ -772,8 +979,7 @@ def read_craterstats(path: str | PathLike) -> CraterCounts:
 def _scc_catalog(path: Path) -> Catalog:
     values, tables = _parse_textstructure(path)
     table = _craters_table(path, tables, "diam")
-    radius_key = next((k for k in ("a_axis_radius", "a_axis") if k in values), None)
-    radius_m = _number(values[radius_key], path, "a-axis radius") * 1000.0 if radius_key else None
+    radius_m = _scc_radius_m(path, values)
     if radius_m is None or "lon" not in table:
         raise InputError(f"{path}: needs an a-axis radius and lon/lat columns to be read as a catalog")
     return Catalog.from_lonlat(table["lon"], table["lat"], table["diam"], radius_m, name=path.stem)
@@ -800,16 +1006,30 @@ def _read_catalog(path: Path, **options) -> Catalog:
         return read_catalog_gpkg(path)
     if suffix == ".scc":
         return _scc_catalog(path)
+    if suffix == ".diam":
+        raise InputError(f"{path}: a .diam file holds diameters only, no crater positions (date it with `planetcd age`)")
     if suffix in (".csv", ".txt"):
         header = {h.lower() for h in _csv_header(path)}
         if {"long_x_px", "lat_y_px", "rad_px"} <= header:
             return read_robbins(path, **{k: v for k, v in options.items() if k == "body_radius_m"})
-        if {"long", "lat", "diameter"} <= header and "diameter (km)" not in header:
+        if _is_pycda(path):
             return read_pycda(path, **options)
         if "x_px" in header or "lon_deg" in header or "diameter_km" in header:
             return read_catalog_csv(path, options.get("body_radius_m"))
-        return read_moon_catalog(path, options.get("body_radius_m", BODY_RADII_M["moon"]))
+        return read_moon_catalog(path, options.get("body_radius_m"))
     raise InputError(f"{path}: unknown crater list format {suffix!r} (use .csv, .gpkg, .xml, .scc or .diam)")
+
+
+def _is_pycda(path: Path) -> bool:
+    """A PyCDA label CSV: columns ``long``, ``lat``, ``diameter`` as PyCDA writes them (lower case), in pixels.
+
+    Negative positions are longitudes and latitudes in degrees, not pixels: such a list (and
+    ``Long``, ``Lat``, ``Diameter``) is a lon/lat list (:func:`read_moon_catalog`).
+    """
+    if not {"long", "lat", "diameter"} <= set(_csv_header(path)):
+        return False
+    x, y = crater_labels.read_csv_columns(path, ("long", "lat"))
+    return bool(np.all(x >= 0) and np.all(y >= 0))
 
 
 def read_counts(path: str | PathLike, area_km2: float | None = None, **options) -> CraterCounts:
@@ -823,7 +1043,7 @@ def read_counts(path: str | PathLike, area_km2: float | None = None, **options) 
         counts = read_craterstats(path)
         if area_km2 is not None:
             with _about(path):
-                counts = CraterCounts(counts.diameter_km, area_km2, counts.fraction, counts.perimeter_km, counts.name)
+                counts = replace(counts, area_km2=area_km2)
         return counts
     if area_km2 is None:
         raise InputError(f"{path}: a crater list without a counting area; give the area in km² (area_km2)")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -64,6 +65,8 @@ METHODS = ("poisson", "cumulative", "differential")
 _METHOD_ALIASES = {"c-fit": "cumulative", "d-fit": "differential", "cfit": "cumulative", "dfit": "differential"}
 #: Lower and upper 1-sigma Gaussian-equivalent percentiles (15.9 %, 84.1 %).
 SIGMA_PERCENTILES = (0.5 * (1 - math.erf(1 / math.sqrt(2))), 0.5 * (1 + math.erf(1 / math.sqrt(2))))
+#: Oldest model age (Ga) the chronology functions are calibrated for; older fits are extrapolations.
+CHRONOLOGY_MAX_AGE_GA = 4.5
 #: Mantissas of craterstats' pseudo-log bin boundaries within a decade.
 PSEUDO_LOG_MANTISSAS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.7, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0, 9.0)
 
@@ -84,6 +87,10 @@ class CraterCounts:
         crater's buffer inside the area); ones for a plain count.
     perimeter_km : float or None
     name : str
+    body_radius_km : float or None
+        Radius of the body the count was made on (km), when the file states it
+        (the ellipsoid of a ``.scc``, the body of a catalogue); :func:`fit_age`
+        refuses a chronology system of another body. ``None``: unknown.
     """
 
     diameter_km: np.ndarray
@@ -91,6 +98,7 @@ class CraterCounts:
     fraction: np.ndarray | None = None
     perimeter_km: float | None = None
     name: str = ""
+    body_radius_km: float | None = None
 
     def __post_init__(self):
         self.diameter_km = np.asarray(self.diameter_km, dtype=np.float64).reshape(-1)
@@ -101,8 +109,12 @@ class CraterCounts:
             raise InputError("crater fractions and diameters differ in length")
         if not np.isfinite(self.area_km2) or self.area_km2 <= 0:
             raise InputError(f"counting area must be positive, got {self.area_km2} km²")
-        if np.any(~np.isfinite(self.diameter_km)) or np.any(self.diameter_km <= 0):
-            raise InputError("crater diameters must be positive and finite")
+        bad = np.flatnonzero(~(np.isfinite(self.diameter_km) & (self.diameter_km > 0)))
+        if bad.size:
+            raise InputError(
+                f"crater diameters must be positive and finite: {bad.size} of {len(self.diameter_km)} are not "
+                f"(first: crater {bad[0] + 1}, {self.diameter_km[bad[0]]:g} km)"
+            )
         if np.any(self.fraction < 0) or np.any(self.fraction > 1):
             raise InputError("crater fractions must lie in [0, 1]")
         self.area_km2 = float(self.area_km2)
@@ -483,7 +495,7 @@ def sfd_points(
     if d_range is not None:
         keep &= (binned.d_mean > d_range[0]) & (binned.d_mean < d_range[1])
     if not np.any(keep):
-        raise InputError(f"no craters in the diameter range {tuple(d_range) if d_range is not None else ''} km")
+        raise _no_craters_error(d_range, binned.d_min[binned.n > 0].min(), binned.d_max[binned.n > 0].max())
     d_min, d_max, d_mean = binned.d_min[keep], binned.d_max[keep], binned.d_mean[keep]
     n, n_event = binned.n[keep], binned.n_event[keep]
     width = d_max - d_min
@@ -546,6 +558,10 @@ class AgeFit:
         ``"none"`` for the Poisson method (no binning).
     bin_range_km : (float, float) or None
         Boundaries of the bins actually fitted (binned methods).
+
+    A Poisson fit of a range without craters is an upper limit (:attr:`is_upper_limit`):
+    ``age_hi_ga`` bounds the age, ``age_ga`` is then only the median of the prior-shaped
+    likelihood and not an age to quote.
     """
 
     age_ga: float
@@ -572,11 +588,24 @@ class AgeFit:
         out = asdict(self)
         out.pop("likelihood")
         out["bin_range_km"] = list(self.bin_range_km) if self.bin_range_km is not None else None
+        out["upper_limit"] = self.is_upper_limit
         return {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in out.items()}
 
+    @property
+    def is_upper_limit(self) -> bool:
+        """A Poisson fit of a range without craters: only ``age_hi_ga`` (84.1 %) says something, as an upper limit."""
+        return self.method == "poisson" and self.n_craters == 0
+
     def label(self) -> str:
-        """A short age label, e.g. ``0.63 +0.04/-0.03 Ga``."""
+        """A short age label, e.g. ``0.63 +0.04/-0.03 Ga``, or ``< 1.2 Ga`` for an upper limit."""
+        if self.is_upper_limit:
+            return _upper_label(self.age_hi_ga)
         return _age_label(self.age_ga, self.age_hi_ga - self.age_ga, self.age_ga - self.age_lo_ga)
+
+
+def _upper_label(age: float) -> str:
+    scale, unit = (1e3, "Ma") if age < 0.01 else (1.0, "Ga")
+    return f"< {age * scale:.3g} {unit}"
 
 
 def _age_label(age: float, plus: float, minus: float) -> str:
@@ -628,9 +657,57 @@ def _percentile_age(t: np.ndarray, cdf: np.ndarray, q: Sequence[float]) -> np.nd
     return np.interp(q, cdf[rising], t[rising])
 
 
+#: Upper end (Ga) of the age grid of the Poisson likelihood (a uniform prior on [0, this]).
+POISSON_MAX_AGE_GA = 5.0
+
+
+def _warn_beyond_chronology(age_ga: float, at_edge: bool = False) -> None:
+    """Warn of a model age (Ga) the chronology cannot give: the Poisson likelihood still rising at the end of its
+    age grid (``at_edge``: the age and N(1) are only lower limits), or an age beyond :data:`CHRONOLOGY_MAX_AGE_GA`."""
+    if at_edge:
+        warnings.warn(
+            f"the crater density is above what the chronology reaches at {POISSON_MAX_AGE_GA:g} Ga: the Poisson age "
+            "and N(1) are lower limits (a saturated count?)", stacklevel=3,
+        )
+    elif age_ga > CHRONOLOGY_MAX_AGE_GA:
+        warnings.warn(
+            f"model age {age_ga:.3g} Ga is older than the chronology's calibration ({CHRONOLOGY_MAX_AGE_GA:g} Ga): "
+            "an extrapolation (a saturated count?)", stacklevel=3,
+        )
+
+
 def _weighted_offset(log_y: np.ndarray, log_model0: np.ndarray, weights: np.ndarray) -> float:
     """Least-squares a0 of ``log_y ≈ a0 + log_model0`` (the model is linear in a0)."""
     return float(np.sum(weights * (log_y - log_model0)) / np.sum(weights))
+
+
+def _no_craters_error(d_range: Sequence[float] | None, d_min_km: float, d_max_km: float) -> InputError:
+    """The error of a diameter range (km) that holds no crater, saying where the craters are."""
+    asked = f" {d_range[0]:g}-{d_range[1]:g} km" if d_range is not None else ""
+    return InputError(
+        f"no craters in the diameter range{asked}; the count's craters are {d_min_km:g}-{d_max_km:g} km "
+        "(diameters and ranges are in km)"
+    )
+
+
+def _check_body(counts: CraterCounts, sysm: ChronologySystem) -> None:
+    """Refuse a chronology system of another body than the one the count states (radii differ by > 1 %)."""
+    if counts.body_radius_km is None or abs(counts.body_radius_km / sysm.body_radius_km - 1.0) <= 0.01:
+        return
+    raise InputError(
+        f"the count is on a body of radius {counts.body_radius_km:g} km, but {sysm.name} is a {sysm.body} "
+        f"system (radius {sysm.body_radius_km:g} km); choose a system of the count's body"
+    )
+
+
+def _check_area(counts: CraterCounts, sysm: ChronologySystem) -> None:
+    """Refuse a counting area (km²) larger than the whole surface of the system's body (an area in m²)."""
+    surface_km2 = 4.0 * math.pi * sysm.body_radius_km**2
+    if counts.area_km2 > surface_km2:
+        raise InputError(
+            f"counting area {counts.area_km2:.6g} km² is larger than the whole surface of {sysm.body} "
+            f"({surface_km2:.4g} km²); give the area in km², not m²"
+        )
 
 
 def fit_age(
@@ -663,6 +740,13 @@ def fit_age(
     Returns
     -------
     AgeFit
+
+    Raises
+    ------
+    InputError
+        A range that holds no crater (no age can be given); a count whose stated
+        body (``counts.body_radius_km``) is not the system's; a counting area
+        larger than the body's whole surface (an area given in m²).
     """
     method = _METHOD_ALIASES.get(method, method)
     if method not in METHODS:
@@ -672,6 +756,8 @@ def fit_age(
     d_lo, d_hi = float(d_range[0]), float(d_range[1])
     if not (0 <= d_lo < d_hi):
         raise InputError(f"diameter range must satisfy 0 <= d_min < d_max, got {d_lo} {d_hi}")
+    _check_body(counts, sysm)
+    _check_area(counts, sysm)
     common = dict(area_km2=counts.area_km2, system=sysm.name, method=method, d_min_km=d_lo, d_max_km=d_hi)
 
     if method == "poisson":
@@ -682,8 +768,9 @@ def fit_age(
         expected_per_n1 = counts.area_km2 * float(pf.cumulative(r0[0]) - pf.cumulative(r0[1]))
         if expected_per_n1 <= 0:
             raise InputError(f"diameter range {d_lo}-{d_hi} km lies outside the production function")
-        t, pdf, cdf = poisson_age_pdf(k, expected_per_n1, cf)
+        t, pdf, cdf = poisson_age_pdf(k, expected_per_n1, cf, t_max_ga=POISSON_MAX_AGE_GA)
         age, lo, hi = _percentile_age(t, cdf, (0.5, *SIGMA_PERCENTILES))
+        _warn_beyond_chronology(float(age), at_edge=bool(pdf.argmax() == len(pdf) - 1 and k > 0))
         n1 = cf.n1(np.array([age, lo, hi]))
         with np.errstate(divide="ignore"):
             a0 = np.log10(n1)
@@ -710,6 +797,7 @@ def fit_age(
     a0s = np.array([a0, a0_lo, a0_hi])
     n1 = 10.0**a0s
     ages = cf.age(n1)
+    _warn_beyond_chronology(float(ages[0]))
     return AgeFit(
         float(ages[0]), float(ages[1]), float(ages[2]), *map(float, n1), float(points.n), **common,
         a0=float(a0), a0_lo=float(a0_lo), a0_hi=float(a0_hi), binning=binning, bin_range_km=points.bin_range,
@@ -785,8 +873,9 @@ def plot_csfd(
     )
     ax.set_xscale("log")
     ax.set_yscale("log")
-    d_lo = min(points.d_km.min(), *(f.d_min_km for f in fits if f.d_min_km > 0)) / 1.5
-    d_hi = max(points.d_km.max(), *(f.d_max_km for f in fits if np.isfinite(f.d_max_km))) * 1.5
+    # A fit without an upper limit (d_max = inf) or lower limit (0) leaves the axis to the points.
+    d_lo = min([points.d_km.min(), *(f.d_min_km for f in fits if f.d_min_km > 0)]) / 1.5
+    d_hi = max([points.d_km.max(), *(f.d_max_km for f in fits if np.isfinite(f.d_max_km))]) * 1.5
     y_lo, y_hi = points.y.min() / 10, points.y.max() * 10
     if pf is not None and presentation in ("cumulative", "differential", "R"):
         d_curve = np.geomspace(max(d_lo, pf.d_range_km[0]), min(d_hi, pf.d_range_km[1]), 300)
@@ -812,7 +901,7 @@ def plot_csfd(
         if presentation == "incremental":  # no production-function curve in this presentation
             ax.plot([], [], color=colour, lw=1.6, label=label)
             continue
-        y_fit = fit_sys.production.evaluate(presentation, d_fit, fit.a0)
+        y_fit = fit_sys.production.evaluate(presentation, d_fit, fit.a0_hi if fit.is_upper_limit else fit.a0)
         ax.plot(d_fit, y_fit, color=colour, lw=1.6, zorder=2, label=label)
         ax.annotate(fit.label(), (d_fit[0], y_fit[0]), xytext=(6, 4 - 13 * number), textcoords="offset points", color=colour, fontsize=9)
     ax.set_xlim(d_lo, d_hi)

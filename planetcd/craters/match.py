@@ -49,6 +49,7 @@ __all__ = [
     "match_craters",
     "match_catalogs",
     "matching_space",
+    "same_body",
     "pool_results",
     "suppress_duplicates",
     "suppress_nested",
@@ -132,6 +133,17 @@ class _Points:
             return chord
         big_r = self.sphere_radius
         return 2 * big_r * np.arcsin(np.clip(chord / (2 * big_r), 0.0, 1.0))
+
+
+def _check_same_body(pa: _Points, pb: _Points) -> None:
+    """Refuse geographic craters on spheres whose radii differ by more than 0.1 % (two bodies)."""
+    if pa.sphere_radius is None or pb.sphere_radius is None:
+        return
+    if abs(pa.sphere_radius - pb.sphere_radius) > 1e-3 * max(pa.sphere_radius, pb.sphere_radius):
+        raise InputError(
+            f"the crater lists lie on different bodies (radius {pa.sphere_radius:g} km and {pb.sphere_radius:g} km); "
+            "give both on the same body"
+        )
 
 
 def _as_points(craters: Any) -> _Points:
@@ -236,6 +248,7 @@ def _candidates(pa: _Points, pb: _Points, mode, dist2_threshold, radius_threshol
         return empty
     if (pa.sphere_radius is None) != (pb.sphere_radius is None):
         raise ValueError("cannot match pixel arrays against a geographic catalog; convert one of them")
+    _check_same_body(pa, pb)
     if mode == "iou" and iou_threshold > 0:
         # IoU <= (min r / max r)**2, so a match needs r_b <= r_a / sqrt(t), and d < r_a + r_b.
         search = pa.radius * (1.0 + 1.0 / np.sqrt(iou_threshold))
@@ -266,6 +279,12 @@ def _candidates(pa: _Points, pb: _Points, mode, dist2_threshold, radius_threshol
     return i[keep], j[keep], distance[keep]
 
 
+def _distinct_per_group(group: np.ndarray, member: np.ndarray) -> np.ndarray:
+    """For each pair, how many distinct ``member`` values its group holds (arrays of shape (k,))."""
+    _, first = np.unique(np.stack([group, member], axis=1), axis=0, return_index=True)
+    return np.bincount(group[first], minlength=group.max() + 1)[group]
+
+
 def _one_to_one(i: np.ndarray, j: np.ndarray, cost: np.ndarray, n_a: int, n_b: int) -> np.ndarray:
     """Minimum-cost one-to-one assignment among allowed pairs, solved per connected group.
 
@@ -278,13 +297,18 @@ def _one_to_one(i: np.ndarray, j: np.ndarray, cost: np.ndarray, n_a: int, n_b: i
     graph = sparse.coo_matrix((np.ones(len(i)), (i, n_a + j)), shape=(n_a + n_b, n_a + n_b))
     _, label = connected_components(graph, directed=False)
     group = label[i]
+    # A group with one crater on either side (a single pair, or a star: most groups of a large
+    # catalog) is solved by its cheapest pair; only the others need the assignment solver.
+    star = (_distinct_per_group(group, i) == 1) | (_distinct_per_group(group, j) == 1)
+    by_cost = np.flatnonzero(star)[np.lexsort((cost[star], group[star]))]
+    first = by_cost[np.concatenate([[True], np.diff(group[by_cost]) != 0])] if by_cost.size else by_cost
+    pairs = [np.stack([i[first], j[first]], axis=1)]
+    i, j, cost, group = i[~star], j[~star], cost[~star], group[~star]
     order = np.argsort(group, kind="stable")
     i, j, cost, group = i[order], j[order], cost[order], group[order]
     splits = np.flatnonzero(np.diff(group)) + 1
-    pairs = []
     for gi, gj, gc in zip(np.split(i, splits), np.split(j, splits), np.split(cost, splits)):
-        if len(gi) == 1:
-            pairs.append((gi[0], gj[0]))
+        if len(gi) == 0:
             continue
         rows, row_index = np.unique(gi, return_inverse=True)
         cols, col_index = np.unique(gj, return_inverse=True)
@@ -295,8 +319,8 @@ def _one_to_one(i: np.ndarray, j: np.ndarray, cost: np.ndarray, n_a: int, n_b: i
         matrix[row_index, col_index] = gc
         r, c = linear_sum_assignment(matrix)
         ok = matrix[r, c] < big
-        pairs.extend(zip(rows[r[ok]], cols[c[ok]]))
-    out = np.array(pairs, dtype=int).reshape(-1, 2)
+        pairs.append(np.stack([rows[r[ok]], cols[c[ok]]], axis=1))
+    out = np.concatenate(pairs).astype(int).reshape(-1, 2)
     return out[np.argsort(out[:, 0], kind="stable")]
 
 
@@ -652,7 +676,7 @@ def matching_space(detected: Any, truth: Any, space: str = "auto", mode: str = "
     """
     if space not in SPACES:
         raise InputError(f"unknown matching space {space!r}; use {', '.join(SPACES)}")
-    has_px = not (np.isnan(detected.x_px).all() or np.isnan(truth.x_px).all())
+    has_px = all(len(c) == 0 or not np.isnan(c.x_px).all() for c in (detected, truth))  # an empty list has any column
     has_geo = all(getattr(c, name) is not None for c in (detected, truth) for name in ("lon_deg", "diameter_km"))
     if space == "auto":
         space = "geographic" if has_geo and (mode == "strict" or not has_px) else "pixels"
@@ -661,6 +685,43 @@ def matching_space(detected: Any, truth: Any, space: str = "auto", mode: str = "
     if space == "pixels" and not has_px:
         raise InputError("pixel matching needs pixel positions in both crater lists; match in geographic space")
     return space
+
+
+def _check_usable(catalog: Any, space: str, role: str) -> None:
+    """Refuse craters with a non-finite position or size, or a negative size, in the matching space.
+
+    Raises
+    ------
+    InputError
+        Naming the list (its ``name``, else ``role``), how many craters are bad and the first of them.
+    """
+    if space == "pixels":
+        position, size = np.stack([catalog.x_px, catalog.y_px], axis=1), catalog.radius_px
+    else:
+        position, size = np.stack([catalog.lon_deg, catalog.lat_deg], axis=1), catalog.diameter_km
+    bad = np.flatnonzero(~(np.all(np.isfinite(position), axis=1) & np.isfinite(size) & (size >= 0)))
+    if bad.size:
+        raise InputError(
+            f"{getattr(catalog, 'name', '') or role}: {bad.size} of {len(size)} craters have a non-finite position "
+            f"or size, or a negative size (first: crater {bad[0] + 1})"
+        )
+
+
+def same_body(detected: Any, truth: Any) -> tuple[Any, Any]:
+    """Put a catalog whose body was assumed (``body_assumed``: a lon/lat list naming none) on the other's body.
+
+    Returns
+    -------
+    detected, truth : Catalog
+        Unchanged when the bodies agree or neither body was assumed (matching then refuses two bodies).
+    """
+    if detected.body_radius_m == truth.body_radius_m:
+        return detected, truth
+    if getattr(detected, "body_assumed", False) and not getattr(truth, "body_assumed", False):
+        return detected.on_body(truth.body_radius_m), truth
+    if getattr(truth, "body_assumed", False) and not getattr(detected, "body_assumed", False):
+        return detected, truth.on_body(detected.body_radius_m)
+    return detected, truth
 
 
 def match_catalogs(
@@ -674,6 +735,9 @@ def match_catalogs(
     name: str = "",
 ) -> tuple[MatchResult, str]:
     """Match two :class:`~planetcd.craters.catalog.Catalog` in the space :func:`matching_space` picks.
+
+    In geographic space a catalog whose body was assumed takes the other's body (:func:`same_body`);
+    catalogs on two different bodies are refused.
 
     Parameters
     ----------
@@ -692,6 +756,10 @@ def match_catalogs(
         The space used (``"pixels"`` or ``"geographic"``).
     """
     used = matching_space(detected, truth, space, mode)
+    for catalog, role in ((detected, "detected"), (truth, "truth")):
+        _check_usable(catalog, used, role)
+    if used == "geographic":
+        detected, truth = same_body(detected, truth)
     if used == "pixels":
         a, b = np.asarray(detected)[:, :3], np.asarray(truth)[:, :3]
         cut = {"min_diameter_px": min_diameter}

@@ -105,3 +105,124 @@ def test_match_folders_pairs_by_name_and_pools(tmp_path):
     report = json.loads(result.output)
     assert [im["name"] for im in report["images"]] == ["img0", "img1"]
     assert report["pooled"]["tp"] == expected_tp and report["pooled"]["fn"] == 10 and report["pooled"]["fp"] == 0
+
+
+# ----------------------------------------------------------------------------- science sweep
+
+
+def _diameter_list(tmp_path, diameters_km):
+    path = tmp_path / "diameters.csv"
+    path.write_text("diameter_km\n" + "".join(f"{d:.6f}\n" for d in diameters_km))
+    return path
+
+
+def test_age_plot_without_a_range(tmp_path):
+    # `age COUNTS --plot` without --range fits up to infinity; the plot raised a TypeError traceback.
+    rng = np.random.default_rng(4)
+    path = _diameter_list(tmp_path, 0.2 * rng.uniform(size=300) ** -0.5)
+    plot = tmp_path / "csfd.png"
+    result = _run("age", path, "--area", "1000", "--system", "mars-ivanov", "--method", "differential", "--plot", plot)
+    assert result.exit_code == 0, result.output
+    assert plot.stat().st_size > 10_000 and "Model age:" in result.output
+
+
+def test_age_of_a_range_without_craters_is_an_upper_limit(tmp_path):
+    # A range typed in metres held no crater and gave "Model age: 2.4 +1.7/-1.7 Ga".
+    path = _diameter_list(tmp_path, [0.3, 0.5, 0.8, 1.2])
+    result = _run("age", path, "--area", "1000", "--system", "mars-ivanov", "--range", "200", "700")
+    assert result.exit_code == 0, result.output
+    assert "Model age: < " in result.output and "upper limit" in result.output
+    assert "its craters are 0.3-1.2 km" in result.output
+    record = json.loads(_run("age", path, "--area", "1000", "--system", "mars-ivanov", "--range", "200", "700", "--json",
+                             "-qq").output)
+    assert record["upper_limit"] is True and record["n_craters"] == 0
+
+
+def test_age_refuses_a_system_of_another_body(samples):
+    result = _run("age", samples / "c1.scc", "--system", "mars-ivanov")  # c1.scc: a lunar count
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith("planetcd: error:") and "Mars system" in result.output
+    assert _run("age", samples / "c1.scc", "--system", "moon-neukum-1983").exit_code == 0
+
+
+def test_match_plain_lonlat_lists_on_a_named_body(tmp_path):
+    rng = np.random.default_rng(5)
+    lon, lat, diameter = rng.uniform(0, 360, 50), rng.uniform(-50, 50, 50), rng.uniform(2, 10, 50)
+    truth, det = tmp_path / "truth.csv", tmp_path / "det.csv"
+    truth.write_text("lon,lat,diameter_km\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(lon, lat, diameter)))
+    # Detections 1 km east of the truth: on Mars 1 km is 0.0169 deg / cos(lat); on the Moon it would be 0.033 deg.
+    shift = np.rad2deg(1.0 / 3396.19) / np.cos(np.deg2rad(lat))
+    det.write_text("lon,lat,diameter_km\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(lon + shift, lat, diameter)))
+    unnamed = _run("match", det, truth, "--json", "-")
+    assert unnamed.exit_code == 0 and "neither list names its body" in unnamed.output
+    result = _run("match", det, truth, "--body", "mars", "--json", "-", "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["pooled"]["tp"] == 50
+    assert report["pooled"]["position_error"]["median"] == pytest.approx(1.0, rel=1e-3)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["match", "{labels}", "{labels}", "--mode", "iou", "--iou-threshold", "1.5"], "--iou-threshold must lie in (0, 1]"),
+    (["match", "{labels}", "{labels}", "--pixel-size", "-12.5"], "--pixel-size must be positive"),
+    (["age", "{labels}", "--system", "mars-ivanov", "--area", "451", "--pixel-size", "-12.5"], "--pixel-size must be positive"),
+    (["age", "{labels}", "--system", "mars-ivanov", "--area", "451"], "--pixel-size"),
+])
+def test_bad_options_are_one_line(shared_dir, args, message):
+    # --iou-threshold 1.5 matched nothing without a word; a negative pixel size was reported as
+    # 409 negative diameters.
+    labels = shared_dir / "data" / "hrsc-pycda" / "holdout_tile_labels.csv"
+    result = _run(*(a.format(labels=labels) for a in args))
+    assert result.exit_code == 1 and result.output.startswith("planetcd: error:")
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_poisson_range_below_the_smallest_crater_is_warned(tmp_path):
+    # --range 0 1 on a count complete only above 0.1 km gave "0.883 Ma" (vs 0.5 Ga from the
+    # cumulative fit) without a word: the Poisson method takes the count as complete.
+    path = _diameter_list(tmp_path, np.geomspace(0.1, 1.0, 50))
+    warned = _run("age", path, "--area", "100", "--system", "mars-ivanov", "--range", "0", "1")
+    assert warned.exit_code == 0 and "well below the smallest crater counted (0.1 km)" in warned.output
+    quiet = _run("age", path, "--area", "100", "--system", "mars-ivanov", "--range", "0.1", "1")
+    assert quiet.exit_code == 0 and "well below" not in quiet.output
+
+
+@pytest.mark.parametrize("text", [
+    "lon,lat,diameter_km\n10,20,1.5\nnan,5,2\n",  # cKDTree raised "data must be finite" (traceback)
+    "lon,lat,diameter_km\n10,20,1.5\n30,5,-2\n",
+    "x_px,y_px,radius_px\n10,20,1.5\nnan,5,2\n",  # _as_points raised ValueError (traceback)
+])
+def test_match_refuses_unusable_rows_in_one_line(tmp_path, text):
+    path = tmp_path / "list.csv"
+    path.write_text(text)
+    result = _run("match", path, path, "--body", "mars")
+    assert result.exit_code == 1 and result.output.startswith("planetcd: error: list: 1 of 2 craters")
+    assert "first: crater 2" in result.output and "Traceback" not in result.output
+
+
+def test_match_an_empty_detection_list(tmp_path):
+    # A detector that found nothing: "pixel matching needs pixel positions in both crater lists".
+    det, truth = tmp_path / "det.csv", tmp_path / "truth.csv"
+    det.write_text("x_px,y_px,radius_px\n")
+    truth.write_text("x_px,y_px,radius_px\n10,20,3\n40,50,4\n")
+    report = json.loads(_run("match", det, truth, "--json", "-").output)
+    assert report["pooled"]["tp"] == 0 and report["pooled"]["fn"] == 2 and report["pooled"]["recall"] == 0.0
+
+
+def test_age_writes_the_count_for_craterstats(tmp_path):
+    # planetcd could date a crater list but not hand its count on to craterstats.
+    from planetcd.craters.catalog import read_diam
+
+    rng = np.random.default_rng(6)
+    diameters = np.round(0.2 * rng.uniform(size=200) ** -0.5, 6)  # as _diameter_list writes them
+    path, diam = _diameter_list(tmp_path, diameters), tmp_path / "count.diam"
+    result = _run("age", path, "--area", "250", "--system", "mars-ivanov", "--diam", diam)
+    assert result.exit_code == 0, result.output
+    back = read_diam(diam)
+    np.testing.assert_allclose(np.sort(back.diameter_km), np.sort(diameters), rtol=1e-6)
+    assert back.area_km2 == 250.0
+    again = json.loads(_run("age", diam, "--system", "mars-ivanov", "--json").output)
+    first = json.loads(_run("age", path, "--area", "250", "--system", "mars-ivanov", "--json").output)
+    assert again["age_ga"] == pytest.approx(first["age_ga"], rel=1e-6)
+    refused = _run("age", path, "--area", "250", "--system", "mars-ivanov", "--diam", diam)
+    assert refused.exit_code == 1 and "--overwrite" in refused.output

@@ -208,3 +208,152 @@ def test_counts_errors_name_the_file(tmp_path):
     with pytest.raises(InputError, match="positive") as info:
         read_counts(path)
     assert str(info.value).startswith(str(path))
+
+
+# ----------------------------------------------------------------------------- science sweep
+
+
+def test_scc_counts_carry_their_body(shared_dir):
+    folder = shared_dir / "data" / "craterstats-samples"
+    assert read_scc(folder / "Pickering.scc").body_radius_km == pytest.approx(3396.19)
+    assert read_scc(folder / "c1.scc").body_radius_km == pytest.approx(1737.4)  # a lunar count ("a-axis radius")
+    assert read_counts(folder / "c1.scc", area_km2=5.0).body_radius_km == pytest.approx(1737.4)
+    assert read_diam(folder / "sample.diam").body_radius_km is None
+
+
+def test_lonlat_csv_under_other_names_and_units(tmp_path):
+    # "lat,lon,diameter_km" was read as diameters only (no positions), "diameter_m" not at all.
+    path = tmp_path / "list.csv"
+    path.write_text("lat,lon,diameter_km\n10,350,1.5\n-20,30,2\n")
+    catalog = read_catalog(path)
+    np.testing.assert_allclose(catalog.lon_deg, [-10.0, 30.0])
+    np.testing.assert_allclose(catalog.lat_deg, [10.0, -20.0])
+    assert catalog.body_assumed and catalog.body == "Moon"
+    assert catalog.to_counts(10.0).body_radius_km is None  # an assumed body is not a stated one
+    metres = tmp_path / "metres.csv"
+    metres.write_text("Longitude,Latitude,Diameter_m\n10,20,1500\n")
+    assert read_catalog(metres).diameter_km[0] == pytest.approx(1.5)
+    stated = read_catalog(path, body_radius_m=MARS_R)
+    assert not stated.body_assumed and stated.to_counts(10.0).body_radius_km == pytest.approx(MARS_R / 1000)
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("lon;lat;diameter_km\n1;2;3\n", "separated by ';'"),
+    ("LAT\tLON\tDIAM_KM\n1\t2\t3\n", "separated by tabs"),
+    ("lon,lat,diameter_km\n120,95,3\n", "swapped"),
+])
+def test_lonlat_csv_mistakes_are_named(tmp_path, text, pattern):
+    path = tmp_path / "list.csv"
+    path.write_text(text)
+    with pytest.raises(InputError, match=pattern):
+        read_catalog(path)
+
+
+def test_diam_file_is_not_a_catalog_in_one_clear_line(shared_dir):
+    with pytest.raises(InputError, match="diameters only") as info:
+        read_catalog(shared_dir / "data" / "craterstats-samples" / "sample.diam")
+    assert "unknown crater list format" not in str(info.value)
+
+
+def _gpkg_rings(path) -> list[np.ndarray]:
+    import struct
+
+    _, _, wkb, _ = pyogrio.raw.read(path)
+    rings = []
+    for item in wkb:
+        n = struct.unpack("<I", item[9:13])[0]
+        rings.append(np.frombuffer(item[13 : 13 + 16 * n], dtype="<f8").reshape(n, 2))
+    return rings
+
+
+def test_geodesic_circles_on_the_antimeridian_and_the_pole(tmp_path):
+    # A crater on the antimeridian was drawn as a band from -180 to 180 degrees around the whole planet.
+    catalog = Catalog.from_lonlat([179.99, -179.99, 10.0, 0.0], [0.0, 0.0, 0.0, 89.99], [10.0, 10.0, 10.0, 10.0], MARS_R)
+    path = tmp_path / "craters.gpkg"
+    catalog.to_gpkg(path)
+    assert "Mars" in pyogrio.read_info(path)["crs"]
+    east, west, plain, polar = _gpkg_rings(path)
+    width = np.ptp(plain[:, 0])  # 10 km on Mars at the equator: 0.169 degrees
+    assert width == pytest.approx(np.rad2deg(10.0 / (MARS_R / 1000)), rel=1e-3)
+    assert np.ptp(east[:, 0]) == pytest.approx(width, rel=1e-6) and east[:, 0].min() < 180 < east[:, 0].max()
+    assert np.ptp(west[:, 0]) == pytest.approx(width, rel=1e-6) and west[:, 0].min() < -180 < west[:, 0].max()
+    assert polar[:, 1].max() == 90.0 and polar[:, 1].min() > 89.9  # a cap that holds the pole
+    assert np.array_equal(polar[0], polar[-1]) and np.array_equal(east[0], east[-1])
+
+
+def test_robbins_2018_columns_and_an_assumed_body_round_trip(tmp_path):
+    path = tmp_path / "robbins2018.csv"
+    path.write_text("CRATER_ID,LAT_CIRC_IMG,LON_CIRC_IMG,DIAM_CIRC_IMG\n00-1-000000,-19.83,264.7,940.96\n")
+    catalog = read_catalog(path)
+    assert catalog.lon_deg[0] == pytest.approx(-95.3) and catalog.diameter_km[0] == pytest.approx(940.96)
+    # A body planetcd assumed is not written as if the file had named it.
+    for name in ("out.csv", "out.gpkg"):
+        getattr(catalog, "to_" + name.split(".")[1])(tmp_path / name)
+        back = read_catalog(tmp_path / name)
+        assert back.body_assumed and back.lon_deg[0] == pytest.approx(-95.3)
+    assert not read_catalog(tmp_path / "out.gpkg").metadata  # the mark is not user metadata
+
+
+def test_a_gis_made_point_layer_with_text_fields_is_read(tmp_path):
+    # A QGIS-style layer (points in Mars' geographic CRS, a name field, "Diameter_m") was refused:
+    # "non-numeric crater columns", and without planetcd's column names "no crater columns".
+    from planetcd.vector import points_wkb, write_gpkg
+
+    path = tmp_path / "digitised.gpkg"
+    table = {"name": np.array(["a", "b"], dtype=object), "Diameter_m": np.array([1500.0, 2500.0])}
+    write_gpkg(path, table, points_wkb(np.array([190.0, 20.0]), np.array([5.0, -6.0])), "Point", crs="IAU_2015:49900")
+    catalog = read_catalog(path)
+    np.testing.assert_allclose(catalog.lon_deg, [-170.0, 20.0])
+    np.testing.assert_allclose(catalog.lat_deg, [5.0, -6.0])
+    np.testing.assert_allclose(catalog.diameter_km, [1.5, 2.5])
+    assert catalog.body == "Mars" and not catalog.body_assumed
+
+
+def test_write_diam_round_trips_through_the_craterstats_reader(tmp_path):
+    from planetcd.craters.catalog import write_diam
+    from planetcd.craters.dating import CraterCounts
+
+    counts = CraterCounts([0.1072224979400, 1.5, 12.25], 437.4051755373598, fraction=[1.0, 0.4349902433932, 1.0])
+    path = tmp_path / "count.diam"
+    write_diam(counts, path)
+    text = path.read_text()
+    assert "area = 437.4051755" in text and "crater = {diameter, fraction" in text
+    back = read_diam(path)
+    np.testing.assert_allclose(back.diameter_km, counts.diameter_km, rtol=1e-9)
+    np.testing.assert_allclose(back.fraction, counts.fraction, rtol=1e-9)
+    assert back.area_km2 == pytest.approx(counts.area_km2, rel=1e-9)
+
+
+def test_geodesic_circles_agree_with_pyproj_on_the_sphere():
+    # The circles are now computed with the spherical destination formula (25.7 s -> 3.8 s for
+    # 380 000 craters); they must stay pyproj's geodesic circles.
+    from pyproj import Geod
+
+    rng = np.random.default_rng(7)
+    n = 40
+    catalog = Catalog.from_lonlat(rng.uniform(-180, 180, n), rng.uniform(-80, 80, n), rng.uniform(0.1, 300, n), MARS_R)
+    geod = Geod(a=MARS_R, b=MARS_R)
+    azimuth = np.linspace(0.0, 360.0, 33)
+    for k, ring in enumerate(catalog._geodesic_rings(32)):
+        lon, lat, _ = geod.fwd(np.full(33, catalog.lon_deg[k]), np.full(33, catalog.lat_deg[k]), azimuth,
+                               np.full(33, catalog.diameter_km[k] * 500.0))
+        lon = catalog.lon_deg[k] + (np.asarray(lon) - catalog.lon_deg[k] + 180.0) % 360.0 - 180.0
+        np.testing.assert_allclose(ring[:-1, 0], lon[:-1], atol=1e-9)
+        np.testing.assert_allclose(ring[:-1, 1], np.asarray(lat)[:-1], atol=1e-9)
+
+
+@pytest.mark.parametrize("header", ["Long,Lat,Diameter", "long,lat,diameter"])
+def test_lonlat_list_named_like_pycda_is_not_read_as_pixels(tmp_path, header):
+    # "Long,Lat,Diameter" failed with "missing column(s) long, lat, diameter (found Long, Lat,
+    # Diameter)"; "long,lat,diameter" with negative longitudes was matched as pixels.
+    path = tmp_path / "list.csv"
+    path.write_text(f"{header}\n-120.5,-30.2,12.5\n10.1,5.5,3.2\n")
+    catalog = read_catalog(path)
+    np.testing.assert_allclose(catalog.lon_deg, [-120.5, 10.1])
+    np.testing.assert_allclose(catalog.diameter_km, [12.5, 3.2])
+    assert np.all(np.isnan(catalog.x_px))
+
+
+def test_pycda_labels_stay_pixels(shared_dir):
+    catalog = read_catalog(shared_dir / "data" / "hrsc-pycda" / "holdout_tile_labels.csv")
+    assert len(catalog) == 409 and catalog.lon_deg is None and catalog.radius_px.min() >= 2

@@ -182,3 +182,80 @@ def test_plot_csfd_draws_data_fit_and_isochrons(tmp_path, shared_dir):
         path = tmp_path / f"{presentation}.png"
         fig.savefig(path)
         assert path.stat().st_size > 10_000
+
+
+# ----------------------------------------------------------------------------- science sweep
+
+
+def _power_law_counts(n: int = 300, d_min: float = 0.2, seed: int = 0, **kwargs) -> CraterCounts:
+    """``n`` diameters (km) of a cumulative D^-2 law above ``d_min`` on 1000 km²."""
+    rng = np.random.default_rng(seed)
+    return CraterCounts(d_min * rng.uniform(size=n) ** -0.5, 1000.0, **kwargs)
+
+
+@pytest.mark.parametrize("presentation", ["cumulative", "differential", "R"])
+def test_plot_of_a_fit_without_an_upper_diameter(presentation):
+    # `planetcd age COUNTS --plot` without --range fits up to d_max = inf; the axis limits
+    # were max(one number, *()) and raised TypeError.
+    counts = _power_law_counts()
+    fit = fit_age(counts, "mars-ivanov", (counts.diameter_km.min(), np.inf), "cumulative")
+    fig = plot_csfd(counts, fit, presentation=presentation)
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    assert lo < counts.diameter_km.min() and hi > counts.diameter_km.max()
+    assert "D (km)" in ax.get_xlabel()
+
+
+@pytest.mark.parametrize("method", ["cumulative", "differential"])
+def test_a_range_without_craters_is_refused_naming_the_diameters(method):
+    # The message now says where the craters are (a range typed in metres is then plain to see).
+    counts = _power_law_counts()
+    with pytest.raises(InputError, match=r"no craters in the diameter range 200-700 km; the count's craters are 0\.2"):
+        fit_age(counts, "mars-neukum-ivanov", (200.0, 700.0), method)
+
+
+def test_poisson_without_craters_is_labelled_as_an_upper_limit():
+    # The label was "2.2 +1.5/-1.5 Ga" for a range holding no crater: a median of the prior, not an age.
+    fit = fit_age(_power_law_counts(), "mars-neukum-ivanov", (50.0, 100.0), "poisson")
+    assert fit.is_upper_limit and fit.label() == f"< {fit.age_hi_ga:.3g} Ga"
+    assert not fit_age(_power_law_counts(), "mars-neukum-ivanov", (0.2, 1.0), "poisson").is_upper_limit
+
+
+def test_a_count_of_another_body_is_refused():
+    counts = _power_law_counts(body_radius_km=1737.4)
+    assert fit_age(counts, "moon-neukum-1983", (0.2, 1.0)).n_craters > 0
+    with pytest.raises(InputError, match="Mars system"):
+        fit_age(counts, "mars-neukum-ivanov", (0.2, 1.0))
+    assert fit_age(_power_law_counts(), "mars-neukum-ivanov", (0.2, 1.0)).n_craters > 0  # body unknown: allowed
+
+
+def test_an_area_larger_than_the_body_is_refused_as_m2():
+    counts = _power_law_counts()
+    mars_km2 = 4 * np.pi * 3396.19**2
+    in_m2 = CraterCounts(counts.diameter_km, 3036.6e6)  # Pickering's 3036.6 km², typed in m²
+    with pytest.raises(InputError, match="larger than the whole surface of Mars.*not m²"):
+        fit_age(in_m2, "mars-ivanov", (0.2, 1.0))
+    whole = CraterCounts(counts.diameter_km, mars_km2 * 0.999)
+    assert fit_age(whole, "mars-ivanov", (0.2, 1.0)).area_km2 == whole.area_km2
+
+
+def test_bad_diameters_are_named():
+    with pytest.raises(InputError, match=r"2 of 4 are not \(first: crater 2, nan km\)"):
+        CraterCounts([1.0, np.nan, 2.0, -1.0], 10.0)
+
+
+def test_a_density_beyond_the_chronology_is_warned():
+    # 3000 craters > 1 km on 10 km² of Mars: the Poisson fit said "4.999962 +0.000029/-0.000063 Ga"
+    # (the end of its age grid, N(1) = 36 where the cumulative fit finds 385) and the
+    # cumulative fit "5.34 Ga", both without a word.
+    dense = CraterCounts(1.0 * np.random.default_rng(0).uniform(size=3000) ** -0.5, 10.0)
+    with pytest.warns(UserWarning, match="lower limits"):
+        fit_age(dense, "mars-neukum-ivanov", (1.0, 10.0), "poisson")
+    with pytest.warns(UserWarning, match="older than the chronology's calibration"):
+        fit_age(dense, "mars-neukum-ivanov", (1.0, 10.0), "cumulative")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit_age(_power_law_counts(), "mars-neukum-ivanov", (0.2, 1.0), "poisson")
+        fit_age(_power_law_counts(n=1), "mars-neukum-ivanov", (0.2, 10.0), "poisson")  # broad, not saturated

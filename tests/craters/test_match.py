@@ -205,3 +205,68 @@ def test_matching_space_and_match_catalogs():
     assert used == "pixels" and (result.tp, result.fp, result.fn) == (2, 0, 0)
     result, used = match_catalogs(lonlat, lonlat, "strict")
     assert used == "geographic" and result.unit == "km" and result.tp == 2
+
+
+# ----------------------------------------------------------------------------- science sweep
+
+
+def test_catalogs_on_two_bodies_are_refused_and_an_assumed_body_follows_the_other(tmp_path):
+    from planetcd.craters.catalog import BODY_RADII_M, Catalog, read_catalog
+    from planetcd.craters.match import match_catalogs
+    from planetcd.errors import InputError
+
+    rng = np.random.default_rng(3)
+    lon, lat, diameter = rng.uniform(-180, 180, 200), rng.uniform(-60, 60, 200), rng.uniform(1, 20, 200)
+    mars = Catalog.from_lonlat(lon, lat, diameter, BODY_RADII_M["mars"])
+    moon = Catalog.from_lonlat(lon, lat, diameter, BODY_RADII_M["moon"])
+    with pytest.raises(InputError, match="different bodies"):
+        match_craters(mars, moon)
+    # The same craters in a plain CSV that names no body, longitudes 0-360: it used to be matched
+    # on the Moon against the Mars list and gave 0 matches.
+    path = tmp_path / "plain.csv"
+    path.write_text("lon,lat,diameter\n" + "".join(f"{a % 360:.9f},{b:.9f},{c:.9f}\n" for a, b, c in zip(lon, lat, diameter)))
+    plain = read_catalog(path)
+    assert plain.body_assumed
+    for det, truth in ((plain, mars), (mars, plain)):
+        result, space = match_catalogs(det, truth, "strict")
+        assert space == "geographic" and result.tp == 200 and result.position_error["median"] < 1e-3
+
+
+def test_geographic_matching_across_the_antimeridian_and_near_a_pole():
+    from planetcd.craters.catalog import BODY_RADII_M, Catalog
+
+    # 2 km craters 0.5 km apart: across lon +-180, and at 89.9 N where 0.5 km spans ~0.1 degrees
+    # of longitude per 0.0084 degrees of latitude.
+    r_km = BODY_RADII_M["mars"] / 1000
+    step = np.rad2deg(0.5 / r_km)
+    near_pole = step / np.cos(np.deg2rad(89.9))
+    truth = Catalog.from_lonlat([179.999, 0.0], [0.0, 89.9], [2.0, 2.0], BODY_RADII_M["mars"])
+    det = Catalog.from_lonlat([179.999 + step - 360.0, near_pole], [0.0, 89.9], [2.0, 2.0], BODY_RADII_M["mars"])
+    result = match_craters(det, truth, "strict")
+    assert result.tp == 2
+    np.testing.assert_allclose(np.sort(result._distance), [0.5, 0.5], rtol=1e-3)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_grouped_assignment_equals_one_global_assignment(seed):
+    # _one_to_one solves single pairs and stars (one crater on a side) without the solver; the
+    # matches must still be as many, and as cheap in total, as one global Hungarian assignment.
+    from scipy.optimize import linear_sum_assignment
+
+    from planetcd.craters.match import _one_to_one
+
+    rng = np.random.default_rng(seed)
+    n_a, n_b, k = 60, 50, 90
+    i, j = rng.integers(0, n_a, k), rng.integers(0, n_b, k)
+    i, j = np.unique(np.stack([i, j], axis=1), axis=0).T
+    cost = rng.uniform(0, 2, len(i))
+    pairs = _one_to_one(i, j, cost, n_a, n_b)
+    assert len(np.unique(pairs[:, 0])) == len(pairs) == len(np.unique(pairs[:, 1]))
+    lookup = {(a, b): c for a, b, c in zip(i, j, cost)}
+    big = 1e3
+    matrix = np.full((n_a, n_b), big)
+    matrix[i, j] = cost
+    r, c = linear_sum_assignment(matrix)
+    ok = matrix[r, c] < big
+    assert len(pairs) == ok.sum()
+    assert sum(lookup[(a, b)] for a, b in pairs) == pytest.approx(matrix[r[ok], c[ok]].sum())
