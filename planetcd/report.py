@@ -23,7 +23,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 from rasterio.windows import Window
@@ -178,6 +178,40 @@ class MonitorResult:
                                for j in range(top)],
             "timings_s": {k.removesuffix("_s"): round(v, 3) for k, v in self.timings.items()},
         }
+
+
+# ----------------------------------------------------------------------------- before any work
+
+
+def check_output_places(files: Iterable[str | os.PathLike] = (), folders: Iterable[str | os.PathLike] = ()) -> None:
+    """Raise :class:`~planetcd.errors.InputError` when an output could not be written where it is asked for.
+
+    Checked before any work, so that a long run does not end in a traceback at
+    its first write: a file output must not be a folder, a folder output must
+    not be a file, and the nearest existing folder above each must be writable
+    by this process. Nothing is created.
+
+    Parameters
+    ----------
+    files : sequence of str or os.PathLike
+        Output files (``--json``, ``--scores``, ...).
+    folders : sequence of str or os.PathLike
+        Output folders (``-o OUTDIR``); missing ones are created later by the writers.
+    """
+    from .errors import InputError
+
+    for path, folder in [(Path(p), False) for p in files] + [(Path(p), True) for p in folders]:
+        if folder and path.exists() and not path.is_dir():
+            raise InputError(f"cannot write into {path}: it is a file, not a folder")
+        if not folder and path.is_dir():
+            raise InputError(f"cannot write {path}: it is a folder")
+        place = path if folder and path.is_dir() else path.parent
+        while not place.exists() and place != place.parent:
+            place = place.parent
+        if not place.is_dir():
+            raise InputError(f"cannot write {path}: {place} is a file, not a folder")
+        if not os.access(place, os.W_OK | os.X_OK):
+            raise InputError(f"cannot write {path}: the folder {place} is not writable")
 
 
 # ----------------------------------------------------------------------------- a written result, read back

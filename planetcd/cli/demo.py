@@ -50,10 +50,12 @@ def demo(outdir, size, seed, weights, device, overwrite, verbose, quiet):
     from ..change.outputs import output_names
     from ..datasets.synthetic import make_change_pair, write_synthetic_geotiff
     from ..raster import check_writable
+    from ..report import check_output_places
 
     show_progress = setup_logging(verbose, quiet)
     outdir = Path(outdir)
     result_dir = outdir / "detect"
+    check_output_places(folders=[outdir])
     check_writable([outdir / "pre.tif", outdir / "post.tif", *(result_dir / n for n in output_names(False))], overwrite)
     rng = np.random.default_rng(seed)
     patch = 100

@@ -54,11 +54,13 @@ def evaluate(directory, methods, json_path, markdown_path, scores_path, layout, 
     from ..evaluate import evaluate as run_evaluate
     from ..evaluate import parse_methods
     from ..raster import check_writable
+    from ..report import check_output_places
 
     show_progress = setup_logging(verbose, quiet)
     names = parse_methods(methods)
     outputs = [Path(p) for p in (json_path, markdown_path, scores_path) if p]
     check_writable(outputs, overwrite)
+    check_output_places(files=outputs)  # before the work, not at its end
     changeset = load_any(directory, layout=layout, split=split, labels_dir=labels_dir)
     log.info("%s: %d pairs (%d changed), %s", changeset.name, len(changeset), int(changeset.labels.sum()),
              "x".join(map(str, changeset.pre.shape[1:])))

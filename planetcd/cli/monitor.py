@@ -74,9 +74,11 @@ def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_na
     """
     from ..monitor import OUTPUTS, monitor as run_monitor, monitor_batch
     from ..raster import check_writable
+    from ..report import check_output_places
 
     show_progress = setup_logging(verbose, quiet)
     outdir = Path(outdir)
+    check_output_places(folders=[outdir])  # before any work, not at the first write
     options = dict(method=method, patch_size=patch_size, n_pseudo=n_pseudo, model=model_name, prob_threshold=threshold,
                    tta=tta, match_mode=match_mode, near_px=near_px, min_score=min_score, block_size=block_size,
                    pixel_size_m=pixel_size, weights=weights, device=device, seed=seed, sun_azimuth=sun_azimuth,
