@@ -137,8 +137,7 @@ class MonitorResult:
         written += chip_names
         self._write_tables(outdir)
         write_report(self, outdir / "report.html")
-        with atomic_output(marker) as tmp:
-            tmp.write_text(json.dumps(self.record(), indent=2, default=str))
+        write_json(marker, self.record())  # standard JSON: a NaN score column is null
         return written + [outdir / n for n in OUTPUTS]
 
     def _write_tables(self, outdir: Path) -> None:
@@ -160,12 +159,19 @@ class MonitorResult:
 
     def record(self) -> dict:
         """Parameters, counts, timings and the top candidates (written as ``monitor.json``)."""
+        import platform
+
+        import rasterio
+        import torch
+
         from . import __version__
 
         table = self.table()
         top = min(10, len(self))
         return {
             "planetcd_version": __version__,
+            "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
+                         "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__},
             "parameters": self.params,
             "image_shape": list(self.shape),
             "displacement_px": {"dy": self.change.displacement[0], "dx": self.change.displacement[1]},
@@ -327,6 +333,37 @@ def _png_base64(image) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=True)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def strict_json(value):
+    """``value`` with every non-finite float (NaN, ±inf) replaced by ``None``, recursively, and NumPy scalars and
+    arrays made Python values, so that ``json.dumps(..., allow_nan=False)`` writes standard JSON.
+
+    Python's ``json`` writes ``NaN`` by default, which is not JSON: ``jq``, JavaScript's ``JSON.parse`` and
+    strict readers reject the whole file.
+    """
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return strict_json(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(float(value)) else None
+    return value
+
+
+def write_json(path: str | os.PathLike, record: dict) -> Path:
+    """Write ``record`` as standard JSON (non-finite numbers as ``null``; anything else unknown as its ``str``),
+    atomically."""
+    text = json.dumps(strict_json(record), indent=2, default=str, allow_nan=False) + "\n"
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def _json_value(value):

@@ -1,0 +1,63 @@
+"""What ``MonitorResult.write`` leaves on disk, read the way other tools read it (strict JSON parsers)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from planetcd.datasets.synthetic import write_synthetic_geotiff
+from planetcd.monitor import monitor
+from planetcd.report import strict_json
+
+
+class FindsNothing(torch.nn.Module):
+    """A stand-in segmenter that finds no crater anywhere: every candidate is a ``change`` candidate."""
+
+    metadata = {"name": "finds-nothing", "threshold": 0.5}
+
+    def forward(self, x):
+        return x * 0.0
+
+
+def _reject_constant(name):
+    raise ValueError(f"not JSON: {name}")
+
+
+@pytest.fixture(scope="module")
+def change_result(trunk, tmp_path_factory):
+    """A 200 px pair whose post holds one dark disc (r 6 px): one ``change`` candidate, its crater columns NaN."""
+    from scipy import ndimage
+
+    folder = tmp_path_factory.mktemp("strict")
+    rng = np.random.default_rng(0)
+    pre = np.clip(0.5 + ndimage.gaussian_filter(rng.normal(0, 0.2, (200, 200)), 2.0), 0.05, 1.0).astype(np.float32)
+    post = pre + rng.normal(0, 0.005, pre.shape).astype(np.float32)
+    yy, xx = np.mgrid[:200, :200]
+    post[(yy - 60) ** 2 + (xx - 140) ** 2 <= 36] -= 0.4
+    a = write_synthetic_geotiff(folder / "pre.tif", pre, pixel_size=6.0)
+    b = write_synthetic_geotiff(folder / "post.tif", np.clip(post, 0.01, 1.0), pixel_size=6.0)
+    return monitor(a, b, model=FindsNothing(), trunk=trunk, n_pseudo=20, seed=0, patch_size=50)
+
+
+def test_monitor_json_is_standard_json_with_versions(change_result, tmp_path):
+    """monitor.json was written with Python's default ``NaN`` for the empty score columns (``change_peak`` of a
+    ``new_crater``, ``confidence``/``pre_support`` of a ``change``), which jq and JSON.parse reject."""
+    assert len(change_result) >= 1
+    assert np.isnan(change_result.table()["pre_support"]).any()  # the case that wrote NaN
+    change_result.write(tmp_path / "out")
+    text = (tmp_path / "out" / "monitor.json").read_text()
+    record = json.loads(text, parse_constant=_reject_constant)
+    top = record["top_candidates"][0]
+    assert top["type"] == "change" and top["pre_support"] is None and isinstance(top["score"], float)
+    assert set(record["versions"]) >= {"python", "numpy", "torch", "rasterio", "gdal"}
+    assert record["n_candidates"] == len(change_result)
+
+
+def test_strict_json_replaces_non_finite_numbers_only():
+    value = {"a": [1.5, float("nan"), np.float32(np.inf)], "b": (np.int64(3), np.bool_(True)), "c": "NaN",
+             "d": np.array([0.25, -np.inf])}
+    assert strict_json(value) == {"a": [1.5, None, None], "b": [3, True], "c": "NaN", "d": [0.25, None]}
+    json.dumps(strict_json(value), allow_nan=False)
