@@ -83,3 +83,17 @@ def test_evaluate_shows_progress_unless_quiet(bench_dir, vgg_weights):
     assert "cva" in shown.stderr and "rcva" in shown.stderr and "10/10" in shown.stderr  # 6 pairs + 4 pseudo
     quiet = _run(args + ["-q"])
     assert quiet.exit_code == 0 and "10/10" not in quiet.stderr
+
+
+def test_evaluate_json_records_what_was_used(bench_dir, tmp_path):
+    """The JSON said ``"n_pseudo": null`` (the default asked) but not how many pseudo pairs each method scored,
+    nor how long each took, nor the versions: a table could not be traced back to its run."""
+    out = tmp_path / "r.json"
+    result = _run(["evaluate", bench_dir, "--methods", "cva,rcva,cva-oracle", "--json", out, "-q"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text(), parse_constant=lambda name: pytest.fail(f"not JSON: {name}"))
+    assert data["params"]["n_pseudo"] is None
+    used = data["params"]["n_pseudo_used"]
+    assert set(used) == {"cva", "rcva"} and all(isinstance(n, int) and n >= 2 for n in used.values())
+    assert set(data["timings_s"]) == {"cva", "rcva"} and all(t >= 0 for t in data["timings_s"].values())
+    assert set(data["versions"]) >= {"python", "numpy", "torch"} and data["planetcd_version"]
