@@ -16,6 +16,7 @@ and no external files are needed: the page can be mailed or archived.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import json
@@ -112,7 +113,11 @@ class MonitorResult:
         """Write every output into ``outdir``; ``monitor.json`` last, so its presence marks a complete run.
 
         Raises :class:`~planetcd.errors.OutputExistsError` before writing
-        anything when an output exists and ``overwrite`` is false.
+        anything when an output exists and ``overwrite`` is false. Each file
+        is written whole or not at all; when the writing fails or is
+        interrupted (Ctrl-C), the files and folders this call created are
+        removed again, so that the same command works again without
+        ``overwrite`` (files it was replacing stay, without ``monitor.json``).
         """
         from .change.outputs import output_names
 
@@ -120,9 +125,24 @@ class MonitorResult:
         chip_dir = outdir / CHIP_DIR
         chip_names = [chip_dir / f"candidate_{k:04d}.png" for k in range(1, len(self) + 1)]
         existing_chips = sorted(chip_dir.glob("candidate_*.png")) if chip_dir.is_dir() else []
-        check_writable([outdir / n for n in OUTPUTS] + [outdir / CHANGE_DIR / n for n in output_names(False)]
-                       + existing_chips, overwrite)
+        change_names = [outdir / CHANGE_DIR / n for n in output_names(self.change.pixelwise is not None)]
+        check_writable([outdir / n for n in OUTPUTS] + change_names + existing_chips, overwrite)
+        targets = [outdir / n for n in OUTPUTS] + change_names + chip_names
+        new_files = [p for p in targets if not p.exists()]
+        new_folders = [d for d in (outdir, outdir / CHANGE_DIR, chip_dir) if not d.exists()]
+        try:
+            return self._write(outdir, chip_names, existing_chips, overwrite)
+        except BaseException:
+            for path in new_files:
+                path.unlink(missing_ok=True)
+            for folder in sorted(new_folders, key=lambda d: len(d.parts), reverse=True):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only when empty
+            raise
+
+    def _write(self, outdir: Path, chip_names: list[Path], existing_chips: list[Path], overwrite: bool) -> list[Path]:
         outdir.mkdir(parents=True, exist_ok=True)
+        chip_dir = outdir / CHIP_DIR
         marker = outdir / DONE_MARKER
         if marker.exists():
             marker.unlink()  # overwrite: the run is incomplete until the marker is written again
