@@ -36,14 +36,15 @@ log = logging.getLogger("planetcd")
 @click.option("--n-pseudo", type=click.IntRange(2), default=100, show_default=True, help="Pseudo pairs calibrating τ.")
 @click.option("--model", "model_name", default="ctx-craters", show_default=True,
               help="Crater segmenter: registered model name or a .pt checkpoint path.")
-@click.option("--threshold", type=float, default=None, help="Crater probability threshold [default: the model's].")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Crater probability threshold, 0..1 [default: the model's].")
 @click.option("--tta/--no-tta", default=None,
               help="Average the segmenter over the four flips of each tile (four times its time; a sun-aware model: the identity and the up-down mirror only) [default: the model's].")
 @click.option("--match-mode", type=click.Choice(["deepmoon", "strict", "iou"]), default="deepmoon", show_default=True,
               help="Rule under which a post crater already existed in pre.")
 @click.option("--near", "near_px", type=click.FloatRange(0), default=32.0, show_default=True,
               help="A changed patch within this many pixels of a crater's rim makes it a candidate.")
-@click.option("--min-score", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Drop candidates scoring less.")
+@click.option("--min-score", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Drop candidates scoring less (the score is 0..1, docs/monitor.md).")
 @click.option("--block-size", type=click.IntRange(64), default=2048, show_default=True,
               help="Segmentation block side, pixels (memory bound; the unit of work on a cluster).")
 @click.option("--pixel-size", type=click.FloatRange(0, min_open=True), default=None,

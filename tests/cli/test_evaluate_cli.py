@@ -97,3 +97,12 @@ def test_evaluate_json_records_what_was_used(bench_dir, tmp_path):
     assert set(used) == {"cva", "rcva"} and all(isinstance(n, int) and n >= 2 for n in used.values())
     assert set(data["timings_s"]) == {"cva", "rcva"} and all(t >= 0 for t in data["timings_s"].values())
     assert set(data["versions"]) >= {"python", "numpy", "torch"} and data["planetcd_version"]
+
+
+def test_benchmark_make_help_explains_every_preset():
+    """``--help`` described ctx-impacts, lroc and rsl but not small-craters or real-nuisance."""
+    from planetcd.datasets.benchmark import PRESETS
+
+    text = CliRunner().invoke(main, ["benchmark", "make", "--help"], terminal_width=1000).output
+    for name in PRESETS:
+        assert f"{name}:" in text, name

@@ -120,3 +120,11 @@ def test_batch_and_two_workers_give_the_candidates_of_the_single_run(pair_paths,
         for a, b in zip(got, expected):
             for name in ("x_px", "y_px", "radius_px", "score", "change_ratio"):
                 assert float(a[name]) == pytest.approx(float(b[name]), rel=1e-6, abs=1e-6), name
+
+
+def test_monitor_threshold_out_of_range_names_the_option(pair_paths, tmp_path):
+    """``--threshold 2`` was refused as 'prob_threshold 2: must be between 0 and 1' (the API's name)."""
+    pre, post = pair_paths
+    result = _run(["monitor", pre, post, "-o", tmp_path / "out", "--threshold", 2, "-q"])
+    assert result.exit_code != 0 and "--threshold" in result.output, result.output
+    assert not (tmp_path / "out").exists()
