@@ -655,7 +655,14 @@ def assemble(change: ChangeResult, craters: BlockCraters, setup: PairSetup, *, n
 def _georeference(pre, pixel_size_m: float | None) -> dict:
     with open_raster(pre) as ds:
         if is_georeferenced(ds):
+            if pixel_size_m is not None:
+                log.warning("%s is georeferenced: its own pixel size is used, pixel_size_m (--pixel-size) %g is "
+                            "ignored", pre, pixel_size_m)
             return {"transform": ds.transform, "crs": ds.crs}
+    if pixel_size_m is None:
+        log.warning("%s is not georeferenced: the candidates get pixel coordinates only (no map or lon/lat "
+                    "columns, no diameter_km, a GeoPackage without CRS); give pixel_size_m (--pixel-size, metres) "
+                    "for diameters", pre)
     return {"pixel_size_m": pixel_size_m}
 
 

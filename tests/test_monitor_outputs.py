@@ -82,3 +82,27 @@ def test_an_interrupted_write_leaves_nothing_that_blocks_the_next_run(change_res
     assert sorted(p.name for p in out.rglob("*")) == ["notes.txt"]  # the user's file and folder stay
     change_result.write(out)  # no overwrite needed
     assert (out / "monitor.json").is_file() and (out / "notes.txt").is_file()
+
+
+def test_a_pair_without_georeferencing_says_what_the_outputs_lack(trunk, tmp_path, caplog):
+    """A PNG pair without ``--pixel-size`` silently gave a table without map, lon/lat or diameter columns and a
+    GeoPackage without CRS; nothing told the user why, or how to get diameters."""
+    import logging
+
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    image = (np.clip(0.5 + 0.1 * rng.standard_normal((128, 128)), 0, 1) * 255).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "pre.png")
+    Image.fromarray(image).save(tmp_path / "post.png")
+    with caplog.at_level(logging.WARNING, logger="planetcd"):
+        result = monitor(tmp_path / "pre.png", tmp_path / "post.png", model=FindsNothing(), trunk=trunk,
+                         n_pseudo=8, patch_size=64)
+    assert "diameter_km" not in result.table()
+    assert any("not georeferenced" in r.getMessage() and "--pixel-size" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="planetcd"):
+        result = monitor(tmp_path / "pre.png", tmp_path / "post.png", model=FindsNothing(), trunk=trunk,
+                         n_pseudo=8, patch_size=64, pixel_size_m=6.0)
+    assert "diameter_km" in result.table()
+    assert not any("not georeferenced" in r.getMessage() for r in caplog.records)
