@@ -116,4 +116,9 @@ def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_na
         log.info("  #%d  x %.1f y %.1f px  radius %.1f px  score %.3f  (ρ/τ %.2f, confidence %.2f)", table["rank"][k],
                  table["x_px"][k], table["y_px"][k], table["radius_px"][k], table["score"][k],
                  table["change_ratio"][k], table["confidence"][k])
-    log.info("open %s to vet them", outdir / "report.html")
+    if len(result) == 0:
+        log.info("no new-crater candidates: %s; the outputs in %s are complete (empty tables)",
+                 "no patch changed between the dates" if not result.change.changed.any()
+                 else "no changed patch holds a new crater or a change above the noise", outdir)
+    else:
+        log.info("open %s to vet them", outdir / "report.html")

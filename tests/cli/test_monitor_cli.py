@@ -128,3 +128,17 @@ def test_monitor_threshold_out_of_range_names_the_option(pair_paths, tmp_path):
     result = _run(["monitor", pre, post, "-o", tmp_path / "out", "--threshold", 2, "-q"])
     assert result.exit_code != 0 and "--threshold" in result.output, result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_monitor_says_so_when_nothing_changed(pair_paths, tiny_model, vgg_weights, tmp_path):
+    """A pair whose dates are the same image ended with '0 candidates' and 'open report.html to vet them'."""
+    pre, _ = pair_paths
+    out = tmp_path / "out"
+    args = ["monitor", pre, pre, "-o", out, *_fast(tiny_model, vgg_weights)]
+    result = CliRunner().invoke(main, [str(a) for a in args if a != "-q"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "monitor.json").read_text())
+    assert record["n_candidates"] == 0 and record["n_changed_patches"] == 0
+    assert "no new-crater candidates: no patch changed" in result.stderr
+    assert "to vet them" not in result.stderr
+    assert (out / "new_craters.csv").read_text().count("\n") == 1  # the header only
