@@ -49,13 +49,14 @@ def make(outdir, preset, n_pairs, seed, images, shared_dir, changed_fraction, pa
     from ..raster import check_writable
     from ..report import check_output_places
 
-    setup_logging(verbose, quiet)
+    show_progress = setup_logging(verbose, quiet)
     outdir = Path(outdir)
     check_output_places(folders=[outdir])
     check_writable([outdir / n for n in ("pre", "post", "labels.csv", "pairs.csv", "benchmark.json")], overwrite)
     names = [n.strip() for n in images.split(",") if n.strip()] if images else None
     result = make_benchmark(preset, n_pairs, seed, names, shared_dir=shared_dir, changed_fraction=changed_fraction,
-                            patch_size=patch_size, max_shift=max_shift, allow_training_images=allow_training_images)
+                            patch_size=patch_size, max_shift=max_shift, allow_training_images=allow_training_images,
+                            progress=show_progress)
     write_benchmark(outdir, result, fmt=fmt, overwrite=overwrite)
     kinds = {}
     for spec in result.specs:

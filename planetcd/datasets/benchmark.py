@@ -494,6 +494,7 @@ def make_benchmark(
     max_shift: float | None = None,
     implants: bool = True,
     allow_training_images: bool = False,
+    progress: bool = False,
 ) -> Benchmark:
     """Generate a labelled set in memory.
 
@@ -515,6 +516,10 @@ def make_benchmark(
         Override the preset's.
     implants : bool
         False gives every changed pair's unchanged twin (labels kept).
+    allow_training_images : bool
+        Allow MC11E-A..G (sets that train something only).
+    progress : bool
+        Show a progress bar of the pairs made on stderr.
 
     Returns
     -------
@@ -538,7 +543,9 @@ def make_benchmark(
     which = master.integers(len(sources), size=n_pairs)
     specs, pres, posts, footprints = [], [], [], []
     nuisance = REAL_NUISANCE if preset.real_nuisance else None
-    for i in range(n_pairs):
+    from tqdm.auto import tqdm
+
+    for i in tqdm(range(n_pairs), disable=not progress, desc="pairs", unit="pair", dynamic_ncols=True):
         source = sources[int(which[i])]
         spec = draw_spec(np.random.default_rng([seed, i]), source, preset, bool(labels[i]), s, shift)
         pre, post, footprint = render_pair(spec, source, s, shift, implant=implants, nuisance=nuisance)

@@ -106,3 +106,13 @@ def test_benchmark_make_help_explains_every_preset():
     text = CliRunner().invoke(main, ["benchmark", "make", "--help"], terminal_width=1000).output
     for name in PRESETS:
         assert f"{name}:" in text, name
+
+
+def test_benchmark_make_shows_progress_unless_quiet(shared_dir, tmp_path):
+    """``benchmark make`` was silent while it made the pairs (1000 pairs: 21 s without a line)."""
+    args = ["benchmark", "make", tmp_path / "a", "--n-pairs", 3, "--patch-size", 48, "--shared", shared_dir]
+    shown = _run(args)
+    assert shown.exit_code == 0, shown.output
+    assert "pairs" in shown.stderr and "3/3" in shown.stderr
+    quiet = _run([*args[:2], tmp_path / "b", *args[3:], "-q"])
+    assert quiet.exit_code == 0 and "3/3" not in quiet.stderr
