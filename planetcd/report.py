@@ -194,6 +194,9 @@ class MonitorResult:
                          "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__},
             "parameters": self.params,
             "image_shape": list(self.shape),
+            # the grid every pixel column refers to (pre's), as change/run.json records it
+            "crs": _crs_wkt(self.candidates.crs),
+            "transform": list(self.candidates.transform)[:6] if self.candidates.transform is not None else None,
             "displacement_px": {"dy": self.change.displacement[0], "dx": self.change.displacement[1]},
             "tau": self.change.tau,
             "n_changed_patches": int(self.change.changed.sum()),
@@ -241,6 +244,12 @@ def check_output_places(files: Iterable[str | os.PathLike] = (), folders: Iterab
 
 
 # ----------------------------------------------------------------------------- a written result, read back
+
+
+def _crs_wkt(crs) -> str | None:
+    if crs is None:
+        return None
+    return crs.to_wkt() if hasattr(crs, "to_wkt") else str(crs)
 
 
 def is_complete(outdir: str | os.PathLike) -> bool:

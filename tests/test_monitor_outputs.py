@@ -106,3 +106,14 @@ def test_a_pair_without_georeferencing_says_what_the_outputs_lack(trunk, tmp_pat
                          n_pseudo=8, patch_size=64, pixel_size_m=6.0)
     assert "diameter_km" in result.table()
     assert not any("not georeferenced" in r.getMessage() for r in caplog.records)
+
+
+def test_monitor_json_records_the_grid_of_the_pixel_columns(change_result, tmp_path):
+    """monitor.json had no CRS or transform (change/run.json has them): x_px/y_px could not be mapped from it."""
+    import rasterio
+
+    change_result.write(tmp_path / "out")
+    record = json.loads((tmp_path / "out" / "monitor.json").read_text())
+    with rasterio.open(change_result.params["pre"]) as ds:
+        assert rasterio.crs.CRS.from_wkt(record["crs"]) == ds.crs
+        np.testing.assert_allclose(record["transform"], list(ds.transform)[:6])
