@@ -446,6 +446,22 @@ def change_peak(pre: np.ndarray, post: np.ndarray, missing: np.ndarray, inside: 
     return cy, cx, radius, float(peak / noise)
 
 
+#: The logger of :mod:`planetcd.craters.segment`, whose per-scale counts the local search keeps quiet.
+SEGMENT_LOGGER = "planetcd.craters.segment"
+
+
+@contextlib.contextmanager
+def _quiet(name: str, level: int = logging.WARNING):
+    """Raise the logger ``name`` to ``level`` for the duration (its warnings still show)."""
+    logger = logging.getLogger(name)
+    saved = logger.level
+    logger.setLevel(max(level, logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
+
+
 def local_craters(model: torch.nn.Module, pre: np.ndarray, post: np.ndarray, diff: np.ndarray,
                   threshold: float, match_mode: str = "deepmoon", scales=LOCAL_SCALES,
                   pre_sun_azimuth: float | None = None, post_sun_azimuth: float | None = None) -> np.ndarray:
@@ -480,7 +496,8 @@ def local_craters(model: torch.nn.Module, pre: np.ndarray, post: np.ndarray, dif
         image = np.asarray(image, np.float32)
         image = image - float(image.min()) + 1.0  # strictly positive: no pixel reads as missing
         prob = image_probability(model, image, sun_azimuth=suns[name])
-        craters = catalog_craters(model, image, prob, threshold=threshold, scales=scales).reshape(-1, 4)
+        with _quiet(SEGMENT_LOGGER):  # its 'scale 2: N craters' lines, three per changed window, mean nothing here
+            craters = catalog_craters(model, image, prob, threshold=threshold, scales=scales).reshape(-1, 4)
         if name == "pre":
             pre_prob, pre_craters = prob, craters
         else:

@@ -117,3 +117,18 @@ def test_monitor_json_records_the_grid_of_the_pixel_columns(change_result, tmp_p
     with rasterio.open(change_result.params["pre"]) as ds:
         assert rasterio.crs.CRS.from_wkt(record["crs"]) == ds.crs
         np.testing.assert_allclose(record["transform"], list(ds.transform)[:6])
+
+
+def test_the_local_crater_search_does_not_log_per_window_counts(caplog):
+    """Every changed window's local search logged 'scale 2: N craters' at INFO (three lines per window, found
+    on the demo pair), lines that say nothing to a monitor user between the run's own summary lines."""
+    import logging
+
+    from planetcd.monitor import local_craters
+
+    rng = np.random.default_rng(0)
+    windows = [rng.uniform(-1, 1, (96, 96)).astype(np.float32) for _ in range(3)]
+    with caplog.at_level(logging.INFO, logger="planetcd"):
+        local_craters(FindsNothing(), *windows, threshold=0.3, scales=(1.0, 2.0))
+    assert not [r for r in caplog.records if r.name == "planetcd.craters.segment" and r.levelno < logging.WARNING]
+    assert logging.getLogger("planetcd.craters.segment").level == logging.NOTSET  # restored
