@@ -69,10 +69,16 @@ def evaluate(directory, methods, json_path, markdown_path, scores_path, layout, 
     for name, method in result.results.items():
         log.debug("%s scored in %.1f s", name, method.seconds)
     table = result.to_markdown(title)
-    if json_path:
-        result.to_json(json_path)
-    if markdown_path:
-        result.write_markdown(markdown_path, title)
-    if scores_path:
-        result.write_scores(scores_path, changeset.ids, changeset.labels)
+    new_files = [p for p in outputs if not p.exists()]
+    try:
+        if json_path:
+            result.to_json(json_path)
+        if markdown_path:
+            result.write_markdown(markdown_path, title)
+        if scores_path:
+            result.write_scores(scores_path, changeset.ids, changeset.labels)
+    except BaseException:  # all of this run's outputs or none: the same command works again without --overwrite
+        for path in new_files:
+            path.unlink(missing_ok=True)
+        raise
     click.echo(table, nl=False)

@@ -116,3 +116,24 @@ def test_benchmark_make_shows_progress_unless_quiet(shared_dir, tmp_path):
     assert "pairs" in shown.stderr and "3/3" in shown.stderr
     quiet = _run([*args[:2], tmp_path / "b", *args[3:], "-q"])
     assert quiet.exit_code == 0 and "3/3" not in quiet.stderr
+
+
+def test_evaluate_interrupted_while_writing_leaves_none_of_its_outputs(bench_dir, tmp_path, monkeypatch):
+    """Ctrl-C after --json was written but before --markdown left r.json; the same command then refused
+    ('r.json exists ... use --overwrite')."""
+    from planetcd.evaluate import Evaluation
+
+    out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
+    args = ["evaluate", bench_dir, "--methods", "cva", "--n-pseudo", 4, "--json", out_json, "--markdown", out_md, "-q"]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Evaluation, "write_markdown", interrupted)
+        result = _run(args)
+    assert result.exit_code == 130, result.output
+    assert not out_json.exists() and not out_md.exists()
+    again = _run(args)
+    assert again.exit_code == 0, again.output
+    assert out_json.is_file() and out_md.is_file()
