@@ -801,7 +801,8 @@ def monitor(
     parse_sun_azimuth(sun_azimuth)
     parse_sun_azimuth(post_sun, "post_sun_azimuth")
     with open_raster(pre) as pre_ds:
-        advice = models.pixel_scale_advice(meta, pixel_size_of(pre_ds, pixel_size_m))
+        pixel_size_used = pixel_size_of(pre_ds, pixel_size_m)
+        advice = models.pixel_scale_advice(meta, pixel_size_used)
     if advice:
         log.warning(advice)
     local = runner is None or isinstance(runner, LocalRunner)
@@ -847,6 +848,9 @@ def monitor(
         "prob_threshold": setup.prob_threshold, "extraction": setup.extraction, "match_mode": match_mode,
         "near_px": near_px, "min_score": min_score, "block_size": block_size, "block_halo": block_halo,
         "tile_size": tile_size, "overlap": overlap, "seed": seed, "device": torch_device, "pixel_size_m": pixel_size_m,
+        "pixel_size_m_used": pixel_size_used,  # pre's own (georeferenced), else pixel_size_m
+        "n_pseudo_used": None if change.pseudo_scores is None else int(len(change.pseudo_scores)),
+        "inputs": change.params.get("inputs"),  # sizes, dtypes, nodata, and how post was put on pre's grid
         "score": "t / (1 + t) * evidence, t = change_ratio; evidence = confidence * (1 - pre_support) for "
                  f"new_crater, {CHANGE_EVIDENCE} * max(0, 1 - {PEAK_FLOOR} / change_peak) for change, the larger "
                  "of the two for a crater of the local search",

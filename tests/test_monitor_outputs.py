@@ -132,3 +132,14 @@ def test_the_local_crater_search_does_not_log_per_window_counts(caplog):
         local_craters(FindsNothing(), *windows, threshold=0.3, scales=(1.0, 2.0))
     assert not [r for r in caplog.records if r.name == "planetcd.craters.segment" and r.levelno < logging.WARNING]
     assert logging.getLogger("planetcd.craters.segment").level == logging.NOTSET  # restored
+
+
+def test_monitor_json_records_the_settings_used_not_only_those_asked(change_result, tmp_path):
+    """monitor.json said n_pseudo 20 and pixel_size_m null for a georeferenced 6 m/px pair whose detect stopped
+    early, and not how post was put on pre's grid (a post at another resolution or CRS is resampled)."""
+    change_result.write(tmp_path / "out")
+    params = json.loads((tmp_path / "out" / "monitor.json").read_text())["parameters"]
+    assert params["n_pseudo"] == 20 and 2 <= params["n_pseudo_used"] <= 20
+    assert params["n_pseudo_used"] == len(change_result.change.pseudo_scores)
+    assert params["pixel_size_m"] is None and params["pixel_size_m_used"] == pytest.approx(6.0)
+    assert params["inputs"]["post_on_pre_grid"] == "same grid"
