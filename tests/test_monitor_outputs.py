@@ -84,10 +84,12 @@ def test_an_interrupted_write_leaves_nothing_that_blocks_the_next_run(change_res
     assert (out / "monitor.json").is_file() and (out / "notes.txt").is_file()
 
 
-def test_a_pair_without_georeferencing_says_what_the_outputs_lack(trunk, tmp_path, caplog):
+def test_a_pair_without_georeferencing_says_what_the_outputs_lack(trunk, tmp_path, caplog, monkeypatch):
     """A PNG pair without ``--pixel-size`` silently gave a table without map, lon/lat or diameter columns and a
     GeoPackage without CRS; nothing told the user why, or how to get diameters."""
     import logging
+
+    monkeypatch.setattr(logging.getLogger("planetcd"), "propagate", True)  # a CLI test may have cut it off
 
     from PIL import Image
 
@@ -119,10 +121,12 @@ def test_monitor_json_records_the_grid_of_the_pixel_columns(change_result, tmp_p
         np.testing.assert_allclose(record["transform"], list(ds.transform)[:6])
 
 
-def test_the_local_crater_search_does_not_log_per_window_counts(caplog):
+def test_the_local_crater_search_does_not_log_per_window_counts(caplog, monkeypatch):
     """Every changed window's local search logged 'scale 2: N craters' at INFO (three lines per window, found
     on the demo pair), lines that say nothing to a monitor user between the run's own summary lines."""
     import logging
+
+    monkeypatch.setattr(logging.getLogger("planetcd"), "propagate", True)  # a CLI test may have cut it off
 
     from planetcd.monitor import local_craters
 
@@ -132,6 +136,9 @@ def test_the_local_crater_search_does_not_log_per_window_counts(caplog):
         local_craters(FindsNothing(), *windows, threshold=0.3, scales=(1.0, 2.0))
     assert not [r for r in caplog.records if r.name == "planetcd.craters.segment" and r.levelno < logging.WARNING]
     assert logging.getLogger("planetcd.craters.segment").level == logging.NOTSET  # restored
+    with caplog.at_level(logging.INFO, logger="planetcd"):
+        logging.getLogger("planetcd.craters.segment").info("probe")  # outside the search its lines still show
+    assert any(r.getMessage() == "probe" for r in caplog.records)
 
 
 def test_monitor_json_records_the_settings_used_not_only_those_asked(change_result, tmp_path):
