@@ -96,8 +96,13 @@ def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_na
         read_pairs(pairs_csv)  # bad lists fail before any model is loaded
         with dask_runner(scheduler, workers) as runner:
             table = monitor_batch(pairs_csv, outdir, overwrite=overwrite, progress=show_progress, runner=runner, **options)
-        for row in zip(*(table[k] for k in ("id", "status", "n_candidates", "best_score"))):
-            log.info("%-20s %-8s %5s candidates  best score %s", row[0], row[1], row[2], f"{row[3]:.3f}")
+        for row in zip(*(table[k] for k in ("id", "status", "n_candidates", "best_score", "message"))):
+            if row[1] == "failed":  # no counts to show: say why instead of '-1 candidates, best score nan'
+                log.info("%-20s %-8s %s", row[0], row[1], row[4])
+            elif row[2] == 0:
+                log.info("%-20s %-8s %5d candidates", row[0], row[1], row[2])
+            else:
+                log.info("%-20s %-8s %5s candidates  best score %.3f", row[0], row[1], row[2], row[3])
         log.info("summary in %s", outdir / "summary.csv")
         if any(s == "failed" for s in table["status"]):
             raise InputError(f"{sum(s == 'failed' for s in table['status'])} pair(s) failed; see {outdir / 'summary.csv'}")

@@ -84,6 +84,18 @@ def test_batch_mode_is_resumable_with_one_summary(pair_paths, tiny_model, vgg_we
     assert "nope.tif" in rows["broken"]["message"]
 
 
+def test_batch_mode_says_why_a_pair_failed(pair_paths, tiny_model, vgg_weights, tmp_path):
+    """The summary lines at the end said 'broken  failed  -1 candidates  best score nan', not why."""
+    pre, post = pair_paths
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"pre,post,id\n{pre},{tmp_path / 'nope.tif'},broken\n")
+    args = ["monitor", "--pairs", pairs, "-o", tmp_path / "batch", *_fast(tiny_model, vgg_weights)]
+    result = CliRunner().invoke(main, [str(a) for a in args if a != "-q"])
+    assert result.exit_code == 1
+    line = [ln for ln in result.stderr.splitlines() if ln.startswith("broken")][-1]  # the summary's line
+    assert "failed" in line and "nope.tif" in line and "-1 candidates" not in line and "nan" not in line
+
+
 def test_monitor_tta_override_is_recorded(pair_paths, tiny_model, vgg_weights, tmp_path):
     pre, post = pair_paths
     result = _run(["monitor", pre, post, "-o", tmp_path / "out", "--tta", *_fast(tiny_model, vgg_weights)])
