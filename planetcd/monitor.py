@@ -683,6 +683,59 @@ def _georeference(pre, pixel_size_m: float | None) -> dict:
     return {"pixel_size_m": pixel_size_m}
 
 
+#: Degrees within which a date's own, not confident, sun estimate counts as corroborated by the other date's
+#: confident one (the tolerance of the estimator's confidence, :class:`planetcd.craters.sun.SunEstimate`).
+SUN_AGREEMENT_DEG = 30.0
+
+
+def corroborate_suns(pre: tuple, post: tuple, meta: dict, shape: tuple[int, int]) -> tuple[tuple, tuple]:
+    """Keep a date's own sun estimate when it was not confident but agrees with the other date's confident one.
+
+    :func:`~planetcd.craters.segment.resolve_sun` decides each date alone: an estimate below the
+    confidence bar falls back to 270°. When one date is estimated confidently and the other's own best
+    guess lies within :data:`SUN_AGREEMENT_DEG` of it, the fallback would put the two dates in different
+    frames although both images point to one sun (found on a 512 px crop of MC11E-I with one implanted
+    crater: pre 311.1° at confidence 0.94, post 310.9° at 0.85 fell back to 270°, and the sun-aware
+    ``ctx-craters`` found 9 pre and 6 post craters and 2 candidates, one of them false; with both at 311°
+    given, 13 / 11 and the true crater only). That date then uses its own estimate, recorded with
+    ``source`` ``"estimated (corroborated by pre)"`` (or ``post``).
+
+    Parameters
+    ----------
+    pre, post : (float or None, dict)
+        ``(rotate, record)`` of each date as :func:`~planetcd.craters.segment.resolve_sun` returns them.
+    meta : dict
+        The model's metadata (``sun_aware``).
+    shape : (int, int)
+        Rows and columns of pre's grid, for the frame's record.
+
+    Returns
+    -------
+    (rotate, record), (rotate, record)
+        Pre's and post's, changed only for a corroborated date.
+    """
+    from .craters.sun import canonical_frame
+
+    dates = {"pre": pre, "post": post}
+    for name, other in (("pre", "post"), ("post", "pre")):
+        rotate, record = dates[name]
+        other_record = dates[other][1]
+        if record.get("source") != "fallback" or other_record.get("source") != "estimated":
+            continue
+        own = float(record["estimate"]["azimuth_deg"])
+        gap = abs((own - float(other_record["sun_azimuth_deg"]) + 180.0) % 360.0 - 180.0)
+        if gap > SUN_AGREEMENT_DEG:
+            continue
+        record = {**record, "sun_azimuth_deg": round(own, 6), "source": f"estimated (corroborated by {other})"}
+        aware = bool(meta.get("sun_aware", False))
+        if aware:
+            record["frame"] = canonical_frame(shape, own).to_dict()
+        log.info("%s: using its own sun azimuth estimate %.1f deg after all: %s's confident estimate is %.1f deg "
+                 "away", name, own, other, gap)
+        dates[name] = (own if aware else None, record)
+    return dates["pre"], dates["post"]
+
+
 def _check_inputs(pre, post) -> None:
     for name, path in (("pre", pre), ("post", post)):
         if isinstance(path, np.ndarray):
@@ -819,6 +872,8 @@ def monitor(
     pre_rotate, pre_sun_record = resolve_sun(sun_azimuth, meta, setup.pre_path, shape=change.shape, name="pre")
     post_rotate, post_sun_record = resolve_sun(post_sun, meta, setup.post_path, shape=change.shape,
                                                what="post_sun_azimuth", name="post")
+    (pre_rotate, pre_sun_record), (post_rotate, post_sun_record) = corroborate_suns(
+        (pre_rotate, pre_sun_record), (post_rotate, post_sun_record), meta, change.shape)
     setup = dataclasses.replace(setup, pre_sun_azimuth=pre_rotate, post_sun_azimuth=post_rotate)
     blocks = halo_tiles(change.shape[0], change.shape[1], block_size, block_halo)
     model_ref = segmenter if local or isinstance(model, torch.nn.Module) else (

@@ -150,3 +150,38 @@ def test_monitor_json_records_the_settings_used_not_only_those_asked(change_resu
     assert params["n_pseudo_used"] == len(change_result.change.pseudo_scores)
     assert params["pixel_size_m"] is None and params["pixel_size_m_used"] == pytest.approx(6.0)
     assert params["inputs"]["post_on_pre_grid"] == "same grid"
+
+
+class FindsNothingSunAware(FindsNothing):
+    metadata = {"name": "finds-nothing-sun-aware", "threshold": 0.5, "sun_aware": True}
+
+
+def test_a_date_whose_estimate_agrees_with_the_other_dates_keeps_it(trunk, tmp_path, monkeypatch):
+    """Pre's sun estimated confidently at 311°, post's own estimate 310.9° below the confidence bar: post fell
+    back to 270°, so a sun-aware model segmented the two dates in frames 41° apart (on a CTX crop this made a
+    false new crater). Post now keeps its own estimate; a disagreeing one (200°) still falls back."""
+    import planetcd.craters.segment as segment
+    from planetcd.craters.sun import SunEstimate
+
+    pre_path, post_path = tmp_path / "pre.tif", tmp_path / "post.tif"
+    rng = np.random.default_rng(2)
+    image = np.clip(0.5 + 0.1 * rng.standard_normal((128, 128)), 0, 1).astype(np.float32)
+    write_synthetic_geotiff(pre_path, image, pixel_size=6.0)
+    write_synthetic_geotiff(post_path, image, pixel_size=6.0)
+
+    def estimates(post_azimuth):
+        def estimate(image, band=1, **kwargs):
+            if str(image) == str(pre_path):
+                return SunEstimate(311.1, 0.94, True, "clipped-gradient", 41.0, 0.3, 20)
+            return SunEstimate(post_azimuth, 0.85, False, "clipped-gradient", 41.0, 0.3, 20)
+        return estimate
+
+    monkeypatch.setattr(segment, "image_sun_estimate", estimates(310.9))
+    sun = monitor(pre_path, post_path, model=FindsNothingSunAware(), trunk=trunk, n_pseudo=8, patch_size=64).params["sun"]
+    assert sun["pre"]["source"] == "estimated" and sun["pre"]["sun_azimuth_deg"] == pytest.approx(311.1)
+    assert sun["post"]["source"] == "estimated (corroborated by pre)"
+    assert sun["post"]["sun_azimuth_deg"] == pytest.approx(310.9)
+    assert sun["post"]["frame"]["sun_azimuth_deg"] == pytest.approx(310.9)
+    monkeypatch.setattr(segment, "image_sun_estimate", estimates(200.0))
+    sun = monitor(pre_path, post_path, model=FindsNothingSunAware(), trunk=trunk, n_pseudo=8, patch_size=64).params["sun"]
+    assert sun["post"]["source"] == "fallback" and sun["post"]["sun_azimuth_deg"] == pytest.approx(270.0)
