@@ -64,6 +64,8 @@ def test_evaluate_table_json_markdown(bench_dir, tmp_path, vgg_weights):
 @pytest.mark.parametrize("extra, message", [
     (["--methods", "cva,magic"], "unknown method 'magic'"),
     (["--split", "train"], "no pair in split 'train'"),
+    (["--methods", ""], "names no method"),  # ran every method (found with an unset $METHODS)
+    (["--methods", " , "], "names no method"),
 ])
 def test_evaluate_bad_options(bench_dir, extra, message):
     _assert_one_line_error(_run(["evaluate", bench_dir, *extra, "-q"]), message)
