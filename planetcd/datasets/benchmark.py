@@ -537,6 +537,12 @@ def make_benchmark(
     shift = float(preset.max_shift if max_shift is None else max_shift)
     if sources is None:
         sources = load_sources(images, shared_dir, allow_training_images)
+    margin = _margin(shift)
+    for source in sources:  # every source, not only those drawn: the same options never work for some n_pairs only
+        rows, cols = source.image.shape
+        if rows < s + 2 * margin or cols < s + 2 * margin:
+            raise InputError(f"{source.name}: image ({cols}x{rows} px) is too small for {s} px patches with "
+                             f"{margin} px margins")
     master = np.random.default_rng(seed)
     n_changed = int(round(changed_fraction * n_pairs))
     labels = master.permutation(np.r_[np.ones(n_changed, np.int64), np.zeros(n_pairs - n_changed, np.int64)])

@@ -139,3 +139,12 @@ def test_evaluate_interrupted_while_writing_leaves_none_of_its_outputs(bench_dir
     again = _run(args)
     assert again.exit_code == 0, again.output
     assert out_json.is_file() and out_md.is_file()
+
+
+def test_benchmark_make_checks_every_source_size_up_front(shared_dir, tmp_path):
+    """--patch-size 1690 fits the 2000 px CTX tiles but not the 1700 px HRSC tile: with 1 pair (drawn from a CTX
+    tile) the set was written, with more pairs the command failed, depending on which tiles were drawn."""
+    args = ["benchmark", "make", tmp_path / "s", "--n-pairs", 1, "--seed", 1, "--patch-size", 1690,  # seed 1: MC11E-I
+            "--shared", shared_dir, "-q"]
+    _assert_one_line_error(_run(args), "hrsc-holdout: image (1700x1700 px) is too small")
+    assert not (tmp_path / "s").exists()
