@@ -50,7 +50,7 @@ def evaluate(directory, methods, json_path, markdown_path, scores_path, layout, 
     τ is chosen without labels, except for methods named *-oracle (marked †). A progress bar per
     method goes to stderr (-q hides it).
     """
-    from ..datasets.published import load_any
+    from ..datasets.published import detect_layout, load_any
     from ..evaluate import evaluate as run_evaluate
     from ..evaluate import parse_methods
     from ..raster import check_writable
@@ -68,6 +68,10 @@ def evaluate(directory, methods, json_path, markdown_path, scores_path, layout, 
                           max_shift=max_shift, progress=show_progress, precision=precision)
     for name, method in result.results.items():
         log.debug("%s scored in %.1f s", name, method.seconds)
+    # which pairs were scored: the set as read (the JSON's "dataset" is only the folder's name)
+    used_layout = layout if layout != "auto" else ("saha" if labels_dir is not None else detect_layout(directory))
+    result.params["set"] = {"path": str(Path(directory).resolve()), "layout": used_layout, "split": split,
+                            "labels": None if labels_dir is None else str(Path(labels_dir).resolve())}
     table = result.to_markdown(title)
     new_files = [p for p in outputs if not p.exists()]
     try:

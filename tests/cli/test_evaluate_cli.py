@@ -101,6 +101,17 @@ def test_evaluate_json_records_what_was_used(bench_dir, tmp_path):
     assert set(data["versions"]) >= {"python", "numpy", "torch"} and data["planetcd_version"]
 
 
+
+def test_evaluate_json_records_the_set_as_read(bench_dir, tmp_path):
+    """The JSON named the set by its folder name only, without the path, the layout or --split: a 'test'
+    table and an all-splits table of one set could not be told apart."""
+    out = tmp_path / "r.json"
+    result = _run(["evaluate", bench_dir, "--methods", "cva", "--n-pseudo", 4, "--split", "test", "--json", out, "-q"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())["params"]["set"]
+    assert record == {"path": str(bench_dir.resolve()), "layout": "canonical", "split": "test", "labels": None}
+
+
 def test_benchmark_make_help_explains_every_preset():
     """``--help`` described ctx-impacts, lroc and rsl but not small-craters or real-nuisance."""
     from planetcd.datasets.benchmark import PRESETS
