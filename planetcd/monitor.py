@@ -898,7 +898,8 @@ def monitor(
     log.info("%d pre and %d post craters; %d candidates (%d new_crater)", len(pre_cat), len(post_cat), len(candidates),
              int(np.sum(scores["type"] == "new_crater")))
     params = {
-        "pre": str(pre), "post": str(post), "method": method, "patch_size": patch_size, "n_pseudo": n_pseudo,
+        # absolute: the record stays usable from another folder or after the outputs are moved
+        "pre": str(Path(pre).resolve()), "post": str(Path(post).resolve()), "method": method, "patch_size": patch_size, "n_pseudo": n_pseudo,
         "model": str(meta.get("name", model)), "tta": bool(meta.get("tta", False)), "tta_flips": meta.get("tta_flips"),
         "prob_threshold": setup.prob_threshold, "extraction": setup.extraction, "match_mode": match_mode,
         "near_px": near_px, "min_score": min_score, "block_size": block_size, "block_halo": block_halo,

@@ -185,3 +185,17 @@ def test_a_date_whose_estimate_agrees_with_the_other_dates_keeps_it(trunk, tmp_p
     monkeypatch.setattr(segment, "image_sun_estimate", estimates(200.0))
     sun = monitor(pre_path, post_path, model=FindsNothingSunAware(), trunk=trunk, n_pseudo=8, patch_size=64).params["sun"]
     assert sun["post"]["source"] == "fallback" and sun["post"]["sun_azimuth_deg"] == pytest.approx(270.0)
+
+
+def test_monitor_json_names_the_inputs_by_absolute_paths(trunk, tmp_path, monkeypatch):
+    """'monitor pre.tif post.tif -o out' recorded "pre": "pre.tif": relative to a working folder the record does
+    not hold, so the inputs could not be found from the outputs once the shell had moved on."""
+    rng = np.random.default_rng(3)
+    image = np.clip(0.5 + 0.1 * rng.standard_normal((128, 128)), 0, 1).astype(np.float32)
+    write_synthetic_geotiff(tmp_path / "pre.tif", image, pixel_size=6.0)
+    write_synthetic_geotiff(tmp_path / "post.tif", image, pixel_size=6.0)
+    monkeypatch.chdir(tmp_path)
+    result = monitor("pre.tif", "post.tif", model=FindsNothing(), trunk=trunk, n_pseudo=8, patch_size=64)
+    result.write(tmp_path / "out")
+    params = json.loads((tmp_path / "out" / "monitor.json").read_text())["parameters"]
+    assert params["pre"] == str(tmp_path.resolve() / "pre.tif") and params["post"] == str(tmp_path.resolve() / "post.tif")
