@@ -12,7 +12,6 @@ changed when ``score > tau``), so they can be checked by hand.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -62,11 +61,20 @@ def default_methods() -> tuple[str, ...]:
 
 
 def parse_methods(text: str | None) -> list[str]:
-    """``"paper,nn,nn-oracle"`` -> a checked list (``None``/empty: every method)."""
-    if not text:
+    """``"paper,nn,nn-oracle"`` -> a checked list (``None``: every method).
+
+    Raises
+    ------
+    InputError
+        An unknown or repeated name, or a text naming no method at all (``""``, ``","``: an unset
+        shell variable, say), which used to run every method (a quarter of an hour on 200 pairs).
+    """
+    if text is None:
         return list(default_methods())
     known = _method_names()
     names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise InputError(f"--methods {text!r} names no method; leave it out to run every method")
     for name in names:
         base = name[: -len(ORACLE_SUFFIX)] if name.endswith(ORACLE_SUFFIX) else name
         if base not in known:
@@ -198,8 +206,16 @@ class Evaluation:
     def to_dict(self) -> dict:
         """``{"dataset", "n_pairs", "methods": {name: {accuracy, precision, recall, f1, balanced_accuracy, roc_auc, tau}}}``.
 
-        NaN (ROC AUC of a one-class set) is written as ``null``.
+        NaN (ROC AUC of a one-class set) is written as ``null``. Also ``params`` (settings asked and used,
+        ``n_pseudo_used`` per method), ``timings_s`` (seconds each method scored its pairs and pseudo pairs;
+        an oracle row reuses its method's scores) and the versions.
         """
+        import platform
+
+        import torch
+
+        from . import __version__
+
         return {
             "dataset": self.dataset,
             "n_pairs": self.n_pairs,
@@ -210,13 +226,16 @@ class Evaluation:
             },
             "oracle_methods": [name for name, r in self.results.items() if r.oracle],
             "params": self.params,
+            "timings_s": {name: round(r.seconds, 3) for name, r in self.results.items() if not r.oracle},
+            "planetcd_version": __version__,
+            "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__},
         }
 
     def to_json(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        with atomic_output(path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        return path
+        """Write :meth:`to_dict` as standard JSON (any non-finite number as ``null``), atomically."""
+        from .report import write_json
+
+        return write_json(path, self.to_dict())
 
     def scores_csv(self, ids: list[str], labels: np.ndarray) -> str:
         """Per-pair table: ``id,label`` then each method's score and 0/1 decision (``NAME``, ``NAME_changed``)."""
@@ -329,6 +348,7 @@ def evaluate(
     scored: dict[str, tuple[np.ndarray, float, float]] = {}
     shifts_used: dict[str, float | None] = {}
     sun_turns: dict[str, float] = {}  # nn: the sun turn of the relit pairs' pseudo pairs (matched_sun_turn)
+    pseudo_used: dict[str, int | None] = {}  # pseudo-unchanged pairs each method scored (None: k-means τ)
     results: dict[str, MethodResult] = {}
     for name in methods:
         oracle = name.endswith(ORACLE_SUFFIX)
@@ -348,13 +368,14 @@ def evaluate(
                                   **({} if max_shift is None else {"max_shift": float(max_shift)}))
             scored[base] = (np.asarray(out.scores, np.float64), float(out.tau), time.perf_counter() - t0)
             shifts_used[base] = out.max_shift
+            pseudo_used[base] = None if out.pseudo_scores is None else int(len(out.pseudo_scores))
             if out.pseudo_sun_turn is not None:
                 sun_turns[base] = out.pseudo_sun_turn
         scores, tau, seconds = scored[base]
         if oracle:
             tau = oracle_threshold(labels, scores)
         results[name] = MethodResult(name, scores, tau, metrics(labels, scores, tau), oracle, seconds)
-    params = {"seed": seed, "methods": methods, "n_pseudo": n_pseudo,
+    params = {"seed": seed, "methods": methods, "n_pseudo": n_pseudo, "n_pseudo_used": pseudo_used,
               "max_shift": "auto" if max_shift is None else max_shift, "max_shift_used": shifts_used,
               "pseudo_sun_turn": sun_turns, "precision": precision_record(asked, used)}
     if any(METHODS[base].kind == "nn" for base in scored):

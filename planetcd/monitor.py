@@ -446,6 +446,22 @@ def change_peak(pre: np.ndarray, post: np.ndarray, missing: np.ndarray, inside: 
     return cy, cx, radius, float(peak / noise)
 
 
+#: The logger of :mod:`planetcd.craters.segment`, whose per-scale counts the local search keeps quiet.
+SEGMENT_LOGGER = "planetcd.craters.segment"
+
+
+@contextlib.contextmanager
+def _quiet(name: str, level: int = logging.WARNING):
+    """Raise the logger ``name`` to ``level`` for the duration (its warnings still show)."""
+    logger = logging.getLogger(name)
+    saved = logger.level
+    logger.setLevel(max(level, logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
+
+
 def local_craters(model: torch.nn.Module, pre: np.ndarray, post: np.ndarray, diff: np.ndarray,
                   threshold: float, match_mode: str = "deepmoon", scales=LOCAL_SCALES,
                   pre_sun_azimuth: float | None = None, post_sun_azimuth: float | None = None) -> np.ndarray:
@@ -480,7 +496,8 @@ def local_craters(model: torch.nn.Module, pre: np.ndarray, post: np.ndarray, dif
         image = np.asarray(image, np.float32)
         image = image - float(image.min()) + 1.0  # strictly positive: no pixel reads as missing
         prob = image_probability(model, image, sun_azimuth=suns[name])
-        craters = catalog_craters(model, image, prob, threshold=threshold, scales=scales).reshape(-1, 4)
+        with _quiet(SEGMENT_LOGGER):  # its 'scale 2: N craters' lines, three per changed window, mean nothing here
+            craters = catalog_craters(model, image, prob, threshold=threshold, scales=scales).reshape(-1, 4)
         if name == "pre":
             pre_prob, pre_craters = prob, craters
         else:
@@ -655,8 +672,68 @@ def assemble(change: ChangeResult, craters: BlockCraters, setup: PairSetup, *, n
 def _georeference(pre, pixel_size_m: float | None) -> dict:
     with open_raster(pre) as ds:
         if is_georeferenced(ds):
+            if pixel_size_m is not None:
+                log.warning("%s is georeferenced: its own pixel size is used, pixel_size_m (--pixel-size) %g is "
+                            "ignored", pre, pixel_size_m)
             return {"transform": ds.transform, "crs": ds.crs}
+    if pixel_size_m is None:
+        log.warning("%s is not georeferenced: the candidates get pixel coordinates only (no map or lon/lat "
+                    "columns, no diameter_km, a GeoPackage without CRS); give pixel_size_m (--pixel-size, metres) "
+                    "for diameters", pre)
     return {"pixel_size_m": pixel_size_m}
+
+
+#: Degrees within which a date's own, not confident, sun estimate counts as corroborated by the other date's
+#: confident one (the tolerance of the estimator's confidence, :class:`planetcd.craters.sun.SunEstimate`).
+SUN_AGREEMENT_DEG = 30.0
+
+
+def corroborate_suns(pre: tuple, post: tuple, meta: dict, shape: tuple[int, int]) -> tuple[tuple, tuple]:
+    """Keep a date's own sun estimate when it was not confident but agrees with the other date's confident one.
+
+    :func:`~planetcd.craters.segment.resolve_sun` decides each date alone: an estimate below the
+    confidence bar falls back to 270°. When one date is estimated confidently and the other's own best
+    guess lies within :data:`SUN_AGREEMENT_DEG` of it, the fallback would put the two dates in different
+    frames although both images point to one sun (found on a 512 px crop of MC11E-I with one implanted
+    crater: pre 311.1° at confidence 0.94, post 310.9° at 0.85 fell back to 270°, and the sun-aware
+    ``ctx-craters`` found 9 pre and 6 post craters and 2 candidates, one of them false; with both at 311°
+    given, 13 / 11 and the true crater only). That date then uses its own estimate, recorded with
+    ``source`` ``"estimated (corroborated by pre)"`` (or ``post``).
+
+    Parameters
+    ----------
+    pre, post : (float or None, dict)
+        ``(rotate, record)`` of each date as :func:`~planetcd.craters.segment.resolve_sun` returns them.
+    meta : dict
+        The model's metadata (``sun_aware``).
+    shape : (int, int)
+        Rows and columns of pre's grid, for the frame's record.
+
+    Returns
+    -------
+    (rotate, record), (rotate, record)
+        Pre's and post's, changed only for a corroborated date.
+    """
+    from .craters.sun import canonical_frame
+
+    dates = {"pre": pre, "post": post}
+    for name, other in (("pre", "post"), ("post", "pre")):
+        rotate, record = dates[name]
+        other_record = dates[other][1]
+        if record.get("source") != "fallback" or other_record.get("source") != "estimated":
+            continue
+        own = float(record["estimate"]["azimuth_deg"])
+        gap = abs((own - float(other_record["sun_azimuth_deg"]) + 180.0) % 360.0 - 180.0)
+        if gap > SUN_AGREEMENT_DEG:
+            continue
+        record = {**record, "sun_azimuth_deg": round(own, 6), "source": f"estimated (corroborated by {other})"}
+        aware = bool(meta.get("sun_aware", False))
+        if aware:
+            record["frame"] = canonical_frame(shape, own).to_dict()
+        log.info("%s: using its own sun azimuth estimate %.1f deg after all: %s's confident estimate is %.1f deg "
+                 "away", name, own, other, gap)
+        dates[name] = (own if aware else None, record)
+    return dates["pre"], dates["post"]
 
 
 def _check_inputs(pre, post) -> None:
@@ -777,7 +854,8 @@ def monitor(
     parse_sun_azimuth(sun_azimuth)
     parse_sun_azimuth(post_sun, "post_sun_azimuth")
     with open_raster(pre) as pre_ds:
-        advice = models.pixel_scale_advice(meta, pixel_size_of(pre_ds, pixel_size_m))
+        pixel_size_used = pixel_size_of(pre_ds, pixel_size_m)
+        advice = models.pixel_scale_advice(meta, pixel_size_used)
     if advice:
         log.warning(advice)
     local = runner is None or isinstance(runner, LocalRunner)
@@ -794,6 +872,8 @@ def monitor(
     pre_rotate, pre_sun_record = resolve_sun(sun_azimuth, meta, setup.pre_path, shape=change.shape, name="pre")
     post_rotate, post_sun_record = resolve_sun(post_sun, meta, setup.post_path, shape=change.shape,
                                                what="post_sun_azimuth", name="post")
+    (pre_rotate, pre_sun_record), (post_rotate, post_sun_record) = corroborate_suns(
+        (pre_rotate, pre_sun_record), (post_rotate, post_sun_record), meta, change.shape)
     setup = dataclasses.replace(setup, pre_sun_azimuth=pre_rotate, post_sun_azimuth=post_rotate)
     blocks = halo_tiles(change.shape[0], change.shape[1], block_size, block_halo)
     model_ref = segmenter if local or isinstance(model, torch.nn.Module) else (
@@ -818,11 +898,15 @@ def monitor(
     log.info("%d pre and %d post craters; %d candidates (%d new_crater)", len(pre_cat), len(post_cat), len(candidates),
              int(np.sum(scores["type"] == "new_crater")))
     params = {
-        "pre": str(pre), "post": str(post), "method": method, "patch_size": patch_size, "n_pseudo": n_pseudo,
+        # absolute: the record stays usable from another folder or after the outputs are moved
+        "pre": str(Path(pre).resolve()), "post": str(Path(post).resolve()), "method": method, "patch_size": patch_size, "n_pseudo": n_pseudo,
         "model": str(meta.get("name", model)), "tta": bool(meta.get("tta", False)), "tta_flips": meta.get("tta_flips"),
         "prob_threshold": setup.prob_threshold, "extraction": setup.extraction, "match_mode": match_mode,
         "near_px": near_px, "min_score": min_score, "block_size": block_size, "block_halo": block_halo,
         "tile_size": tile_size, "overlap": overlap, "seed": seed, "device": torch_device, "pixel_size_m": pixel_size_m,
+        "pixel_size_m_used": pixel_size_used,  # pre's own (georeferenced), else pixel_size_m
+        "n_pseudo_used": None if change.pseudo_scores is None else int(len(change.pseudo_scores)),
+        "inputs": change.params.get("inputs"),  # sizes, dtypes, nodata, and how post was put on pre's grid
         "score": "t / (1 + t) * evidence, t = change_ratio; evidence = confidence * (1 - pre_support) for "
                  f"new_crater, {CHANGE_EVIDENCE} * max(0, 1 - {PEAK_FLOOR} / change_peak) for change, the larger "
                  "of the two for a crater of the local search",

@@ -16,6 +16,7 @@ and no external files are needed: the page can be mailed or archived.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import json
@@ -23,7 +24,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 from rasterio.windows import Window
@@ -112,7 +113,11 @@ class MonitorResult:
         """Write every output into ``outdir``; ``monitor.json`` last, so its presence marks a complete run.
 
         Raises :class:`~planetcd.errors.OutputExistsError` before writing
-        anything when an output exists and ``overwrite`` is false.
+        anything when an output exists and ``overwrite`` is false. Each file
+        is written whole or not at all; when the writing fails or is
+        interrupted (Ctrl-C), the files and folders this call created are
+        removed again, so that the same command works again without
+        ``overwrite`` (files it was replacing stay, without ``monitor.json``).
         """
         from .change.outputs import output_names
 
@@ -120,9 +125,24 @@ class MonitorResult:
         chip_dir = outdir / CHIP_DIR
         chip_names = [chip_dir / f"candidate_{k:04d}.png" for k in range(1, len(self) + 1)]
         existing_chips = sorted(chip_dir.glob("candidate_*.png")) if chip_dir.is_dir() else []
-        check_writable([outdir / n for n in OUTPUTS] + [outdir / CHANGE_DIR / n for n in output_names(False)]
-                       + existing_chips, overwrite)
+        change_names = [outdir / CHANGE_DIR / n for n in output_names(self.change.pixelwise is not None)]
+        check_writable([outdir / n for n in OUTPUTS] + change_names + existing_chips, overwrite)
+        targets = [outdir / n for n in OUTPUTS] + change_names + chip_names
+        new_files = [p for p in targets if not p.exists()]
+        new_folders = [d for d in (outdir, outdir / CHANGE_DIR, chip_dir) if not d.exists()]
+        try:
+            return self._write(outdir, chip_names, existing_chips, overwrite)
+        except BaseException:
+            for path in new_files:
+                path.unlink(missing_ok=True)
+            for folder in sorted(new_folders, key=lambda d: len(d.parts), reverse=True):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only when empty
+            raise
+
+    def _write(self, outdir: Path, chip_names: list[Path], existing_chips: list[Path], overwrite: bool) -> list[Path]:
         outdir.mkdir(parents=True, exist_ok=True)
+        chip_dir = outdir / CHIP_DIR
         marker = outdir / DONE_MARKER
         if marker.exists():
             marker.unlink()  # overwrite: the run is incomplete until the marker is written again
@@ -137,8 +157,7 @@ class MonitorResult:
         written += chip_names
         self._write_tables(outdir)
         write_report(self, outdir / "report.html")
-        with atomic_output(marker) as tmp:
-            tmp.write_text(json.dumps(self.record(), indent=2, default=str))
+        write_json(marker, self.record())  # standard JSON: a NaN score column is null
         return written + [outdir / n for n in OUTPUTS]
 
     def _write_tables(self, outdir: Path) -> None:
@@ -160,14 +179,24 @@ class MonitorResult:
 
     def record(self) -> dict:
         """Parameters, counts, timings and the top candidates (written as ``monitor.json``)."""
+        import platform
+
+        import rasterio
+        import torch
+
         from . import __version__
 
         table = self.table()
         top = min(10, len(self))
         return {
             "planetcd_version": __version__,
+            "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
+                         "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__},
             "parameters": self.params,
             "image_shape": list(self.shape),
+            # the grid every pixel column refers to (pre's), as change/run.json records it
+            "crs": _crs_wkt(self.candidates.crs),
+            "transform": list(self.candidates.transform)[:6] if self.candidates.transform is not None else None,
             "displacement_px": {"dy": self.change.displacement[0], "dx": self.change.displacement[1]},
             "tau": self.change.tau,
             "n_changed_patches": int(self.change.changed.sum()),
@@ -180,7 +209,47 @@ class MonitorResult:
         }
 
 
+# ----------------------------------------------------------------------------- before any work
+
+
+def check_output_places(files: Iterable[str | os.PathLike] = (), folders: Iterable[str | os.PathLike] = ()) -> None:
+    """Raise :class:`~planetcd.errors.InputError` when an output could not be written where it is asked for.
+
+    Checked before any work, so that a long run does not end in a traceback at
+    its first write: a file output must not be a folder, a folder output must
+    not be a file, and the nearest existing folder above each must be writable
+    by this process. Nothing is created.
+
+    Parameters
+    ----------
+    files : sequence of str or os.PathLike
+        Output files (``--json``, ``--scores``, ...).
+    folders : sequence of str or os.PathLike
+        Output folders (``-o OUTDIR``); missing ones are created later by the writers.
+    """
+    from .errors import InputError
+
+    for path, folder in [(Path(p), False) for p in files] + [(Path(p), True) for p in folders]:
+        if folder and path.exists() and not path.is_dir():
+            raise InputError(f"cannot write into {path}: it is a file, not a folder")
+        if not folder and path.is_dir():
+            raise InputError(f"cannot write {path}: it is a folder")
+        place = path if folder and path.is_dir() else path.parent
+        while not place.exists() and place != place.parent:
+            place = place.parent
+        if not place.is_dir():
+            raise InputError(f"cannot write {path}: {place} is a file, not a folder")
+        if not os.access(place, os.W_OK | os.X_OK):
+            raise InputError(f"cannot write {path}: the folder {place} is not writable")
+
+
 # ----------------------------------------------------------------------------- a written result, read back
+
+
+def _crs_wkt(crs) -> str | None:
+    if crs is None:
+        return None
+    return crs.to_wkt() if hasattr(crs, "to_wkt") else str(crs)
 
 
 def is_complete(outdir: str | os.PathLike) -> bool:
@@ -293,6 +362,37 @@ def _png_base64(image) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=True)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def strict_json(value):
+    """``value`` with every non-finite float (NaN, ±inf) replaced by ``None``, recursively, and NumPy scalars and
+    arrays made Python values, so that ``json.dumps(..., allow_nan=False)`` writes standard JSON.
+
+    Python's ``json`` writes ``NaN`` by default, which is not JSON: ``jq``, JavaScript's ``JSON.parse`` and
+    strict readers reject the whole file.
+    """
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return strict_json(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(float(value)) else None
+    return value
+
+
+def write_json(path: str | os.PathLike, record: dict) -> Path:
+    """Write ``record`` as standard JSON (non-finite numbers as ``null``; anything else unknown as its ``str``),
+    atomically."""
+    text = json.dumps(strict_json(record), indent=2, default=str, allow_nan=False) + "\n"
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def _json_value(value):

@@ -50,15 +50,18 @@ def demo(outdir, size, seed, weights, device, overwrite, verbose, quiet):
     from ..change.outputs import output_names
     from ..datasets.synthetic import make_change_pair, write_synthetic_geotiff
     from ..raster import check_writable
+    from ..report import check_output_places
 
     show_progress = setup_logging(verbose, quiet)
     outdir = Path(outdir)
     result_dir = outdir / "detect"
+    check_output_places(folders=[outdir])
     check_writable([outdir / "pre.tif", outdir / "post.tif", *(result_dir / n for n in output_names(False))], overwrite)
     rng = np.random.default_rng(seed)
     patch = 100
-    row = patch * int(rng.integers(1, size // patch - 1)) + patch / 2
-    col = patch * int(rng.integers(1, size // patch - 1)) + patch / 2
+    inner = max(2, size // patch - 1)  # the crater's patch: not on the border (any patch but the first below 300 px)
+    row = patch * int(rng.integers(1, inner)) + patch / 2
+    col = patch * int(rng.integers(1, inner)) + patch / 2
     pair = make_change_pair((size, size), seed=seed, displacement=(3.4, -5.8), new_craters=[[row, col, 18.0]],
                             crater_density=2e-4, halo="dark", halo_strength=0.6)
     written = [outdir / "pre.tif", outdir / "post.tif", *(result_dir / n for n in output_names(False))]

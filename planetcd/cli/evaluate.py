@@ -50,15 +50,17 @@ def evaluate(directory, methods, json_path, markdown_path, scores_path, layout, 
     τ is chosen without labels, except for methods named *-oracle (marked †). A progress bar per
     method goes to stderr (-q hides it).
     """
-    from ..datasets.published import load_any
+    from ..datasets.published import detect_layout, load_any
     from ..evaluate import evaluate as run_evaluate
     from ..evaluate import parse_methods
     from ..raster import check_writable
+    from ..report import check_output_places
 
     show_progress = setup_logging(verbose, quiet)
     names = parse_methods(methods)
     outputs = [Path(p) for p in (json_path, markdown_path, scores_path) if p]
     check_writable(outputs, overwrite)
+    check_output_places(files=outputs)  # before the work, not at its end
     changeset = load_any(directory, layout=layout, split=split, labels_dir=labels_dir)
     log.info("%s: %d pairs (%d changed), %s", changeset.name, len(changeset), int(changeset.labels.sum()),
              "x".join(map(str, changeset.pre.shape[1:])))
@@ -66,11 +68,21 @@ def evaluate(directory, methods, json_path, markdown_path, scores_path, layout, 
                           max_shift=max_shift, progress=show_progress, precision=precision)
     for name, method in result.results.items():
         log.debug("%s scored in %.1f s", name, method.seconds)
+    # which pairs were scored: the set as read (the JSON's "dataset" is only the folder's name)
+    used_layout = layout if layout != "auto" else ("saha" if labels_dir is not None else detect_layout(directory))
+    result.params["set"] = {"path": str(Path(directory).resolve()), "layout": used_layout, "split": split,
+                            "labels": None if labels_dir is None else str(Path(labels_dir).resolve())}
     table = result.to_markdown(title)
-    if json_path:
-        result.to_json(json_path)
-    if markdown_path:
-        result.write_markdown(markdown_path, title)
-    if scores_path:
-        result.write_scores(scores_path, changeset.ids, changeset.labels)
+    new_files = [p for p in outputs if not p.exists()]
+    try:
+        if json_path:
+            result.to_json(json_path)
+        if markdown_path:
+            result.write_markdown(markdown_path, title)
+        if scores_path:
+            result.write_scores(scores_path, changeset.ids, changeset.labels)
+    except BaseException:  # all of this run's outputs or none: the same command works again without --overwrite
+        for path in new_files:
+            path.unlink(missing_ok=True)
+        raise
     click.echo(table, nl=False)

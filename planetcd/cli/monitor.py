@@ -36,14 +36,15 @@ log = logging.getLogger("planetcd")
 @click.option("--n-pseudo", type=click.IntRange(2), default=100, show_default=True, help="Pseudo pairs calibrating τ.")
 @click.option("--model", "model_name", default="ctx-craters", show_default=True,
               help="Crater segmenter: registered model name or a .pt checkpoint path.")
-@click.option("--threshold", type=float, default=None, help="Crater probability threshold [default: the model's].")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Crater probability threshold, 0..1 [default: the model's].")
 @click.option("--tta/--no-tta", default=None,
               help="Average the segmenter over the four flips of each tile (four times its time; a sun-aware model: the identity and the up-down mirror only) [default: the model's].")
 @click.option("--match-mode", type=click.Choice(["deepmoon", "strict", "iou"]), default="deepmoon", show_default=True,
               help="Rule under which a post crater already existed in pre.")
 @click.option("--near", "near_px", type=click.FloatRange(0), default=32.0, show_default=True,
               help="A changed patch within this many pixels of a crater's rim makes it a candidate.")
-@click.option("--min-score", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Drop candidates scoring less.")
+@click.option("--min-score", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Drop candidates scoring less (the score is 0..1, docs/monitor.md).")
 @click.option("--block-size", type=click.IntRange(64), default=2048, show_default=True,
               help="Segmentation block side, pixels (memory bound; the unit of work on a cluster).")
 @click.option("--pixel-size", type=click.FloatRange(0, min_open=True), default=None,
@@ -74,9 +75,11 @@ def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_na
     """
     from ..monitor import OUTPUTS, monitor as run_monitor, monitor_batch
     from ..raster import check_writable
+    from ..report import check_output_places
 
     show_progress = setup_logging(verbose, quiet)
     outdir = Path(outdir)
+    check_output_places(folders=[outdir])  # before any work, not at the first write
     options = dict(method=method, patch_size=patch_size, n_pseudo=n_pseudo, model=model_name, prob_threshold=threshold,
                    tta=tta, match_mode=match_mode, near_px=near_px, min_score=min_score, block_size=block_size,
                    pixel_size_m=pixel_size, weights=weights, device=device, seed=seed, sun_azimuth=sun_azimuth,
@@ -93,8 +96,13 @@ def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_na
         read_pairs(pairs_csv)  # bad lists fail before any model is loaded
         with dask_runner(scheduler, workers) as runner:
             table = monitor_batch(pairs_csv, outdir, overwrite=overwrite, progress=show_progress, runner=runner, **options)
-        for row in zip(*(table[k] for k in ("id", "status", "n_candidates", "best_score"))):
-            log.info("%-20s %-8s %5s candidates  best score %s", row[0], row[1], row[2], f"{row[3]:.3f}")
+        for row in zip(*(table[k] for k in ("id", "status", "n_candidates", "best_score", "message"))):
+            if row[1] == "failed":  # no counts to show: say why instead of '-1 candidates, best score nan'
+                log.info("%-20s %-8s %s", row[0], row[1], row[4])
+            elif row[2] == 0:
+                log.info("%-20s %-8s %5d candidates", row[0], row[1], row[2])
+            else:
+                log.info("%-20s %-8s %5s candidates  best score %.3f", row[0], row[1], row[2], row[3])
         log.info("summary in %s", outdir / "summary.csv")
         if any(s == "failed" for s in table["status"]):
             raise InputError(f"{sum(s == 'failed' for s in table['status'])} pair(s) failed; see {outdir / 'summary.csv'}")
@@ -113,4 +121,9 @@ def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_na
         log.info("  #%d  x %.1f y %.1f px  radius %.1f px  score %.3f  (ρ/τ %.2f, confidence %.2f)", table["rank"][k],
                  table["x_px"][k], table["y_px"][k], table["radius_px"][k], table["score"][k],
                  table["change_ratio"][k], table["confidence"][k])
-    log.info("open %s to vet them", outdir / "report.html")
+    if len(result) == 0:
+        log.info("no new-crater candidates: %s; the outputs in %s are complete (empty tables)",
+                 "no patch changed between the dates" if not result.change.changed.any()
+                 else "no changed patch holds a new crater or a change above the noise", outdir)
+    else:
+        log.info("open %s to vet them", outdir / "report.html")

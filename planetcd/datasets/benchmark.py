@@ -494,6 +494,7 @@ def make_benchmark(
     max_shift: float | None = None,
     implants: bool = True,
     allow_training_images: bool = False,
+    progress: bool = False,
 ) -> Benchmark:
     """Generate a labelled set in memory.
 
@@ -515,6 +516,10 @@ def make_benchmark(
         Override the preset's.
     implants : bool
         False gives every changed pair's unchanged twin (labels kept).
+    allow_training_images : bool
+        Allow MC11E-A..G (sets that train something only).
+    progress : bool
+        Show a progress bar of the pairs made on stderr.
 
     Returns
     -------
@@ -532,13 +537,21 @@ def make_benchmark(
     shift = float(preset.max_shift if max_shift is None else max_shift)
     if sources is None:
         sources = load_sources(images, shared_dir, allow_training_images)
+    margin = _margin(shift)
+    for source in sources:  # every source, not only those drawn: the same options never work for some n_pairs only
+        rows, cols = source.image.shape
+        if rows < s + 2 * margin or cols < s + 2 * margin:
+            raise InputError(f"{source.name}: image ({cols}x{rows} px) is too small for {s} px patches with "
+                             f"{margin} px margins")
     master = np.random.default_rng(seed)
     n_changed = int(round(changed_fraction * n_pairs))
     labels = master.permutation(np.r_[np.ones(n_changed, np.int64), np.zeros(n_pairs - n_changed, np.int64)])
     which = master.integers(len(sources), size=n_pairs)
     specs, pres, posts, footprints = [], [], [], []
     nuisance = REAL_NUISANCE if preset.real_nuisance else None
-    for i in range(n_pairs):
+    from tqdm.auto import tqdm
+
+    for i in tqdm(range(n_pairs), disable=not progress, desc="pairs", unit="pair", dynamic_ncols=True):
         source = sources[int(which[i])]
         spec = draw_spec(np.random.default_rng([seed, i]), source, preset, bool(labels[i]), s, shift)
         pre, post, footprint = render_pair(spec, source, s, shift, implant=implants, nuisance=nuisance)

@@ -84,6 +84,18 @@ def test_batch_mode_is_resumable_with_one_summary(pair_paths, tiny_model, vgg_we
     assert "nope.tif" in rows["broken"]["message"]
 
 
+def test_batch_mode_says_why_a_pair_failed(pair_paths, tiny_model, vgg_weights, tmp_path):
+    """The summary lines at the end said 'broken  failed  -1 candidates  best score nan', not why."""
+    pre, post = pair_paths
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"pre,post,id\n{pre},{tmp_path / 'nope.tif'},broken\n")
+    args = ["monitor", "--pairs", pairs, "-o", tmp_path / "batch", *_fast(tiny_model, vgg_weights)]
+    result = CliRunner().invoke(main, [str(a) for a in args if a != "-q"])
+    assert result.exit_code == 1
+    line = [ln for ln in result.stderr.splitlines() if ln.startswith("broken")][-1]  # the summary's line
+    assert "failed" in line and "nope.tif" in line and "-1 candidates" not in line and "nan" not in line
+
+
 def test_monitor_tta_override_is_recorded(pair_paths, tiny_model, vgg_weights, tmp_path):
     pre, post = pair_paths
     result = _run(["monitor", pre, post, "-o", tmp_path / "out", "--tta", *_fast(tiny_model, vgg_weights)])
@@ -120,3 +132,25 @@ def test_batch_and_two_workers_give_the_candidates_of_the_single_run(pair_paths,
         for a, b in zip(got, expected):
             for name in ("x_px", "y_px", "radius_px", "score", "change_ratio"):
                 assert float(a[name]) == pytest.approx(float(b[name]), rel=1e-6, abs=1e-6), name
+
+
+def test_monitor_threshold_out_of_range_names_the_option(pair_paths, tmp_path):
+    """``--threshold 2`` was refused as 'prob_threshold 2: must be between 0 and 1' (the API's name)."""
+    pre, post = pair_paths
+    result = _run(["monitor", pre, post, "-o", tmp_path / "out", "--threshold", 2, "-q"])
+    assert result.exit_code != 0 and "--threshold" in result.output, result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_monitor_says_so_when_nothing_changed(pair_paths, tiny_model, vgg_weights, tmp_path):
+    """A pair whose dates are the same image ended with '0 candidates' and 'open report.html to vet them'."""
+    pre, _ = pair_paths
+    out = tmp_path / "out"
+    args = ["monitor", pre, pre, "-o", out, *_fast(tiny_model, vgg_weights)]
+    result = CliRunner().invoke(main, [str(a) for a in args if a != "-q"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "monitor.json").read_text())
+    assert record["n_candidates"] == 0 and record["n_changed_patches"] == 0
+    assert "no new-crater candidates: no patch changed" in result.stderr
+    assert "to vet them" not in result.stderr
+    assert (out / "new_craters.csv").read_text().count("\n") == 1  # the header only
