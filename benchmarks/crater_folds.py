@@ -589,15 +589,31 @@ def tile_verifier_threshold(tile: str, model_name: str = "ctx-craters") -> float
     return float(raised if raised is not None else (math.inf if decoys.get("found") else record["threshold"]))
 
 
-def segment_on_chip(chip_image: np.ndarray, model_name: str, threshold: float) -> np.ndarray:
-    """Craters ``(n, 4)`` that ``planetcd segment`` (the registry's scales and flip averaging; verifier off, so
-    its scores can be thresholded afterwards) finds on a chip already turned to the canonical frame."""
+def segment_on_chip(chip_image: np.ndarray, model_name: str, threshold: float, verifier=None) -> np.ndarray:
+    """Craters ``(n, 4)`` that ``planetcd segment`` (the registry's scales and flip averaging) finds on a chip already
+    turned to the canonical frame, before its verifier's threshold: with ``verifier``, the 5th column holds
+    their verifier scores, and the craters that lose to a decoy are dropped (the chip segmented again under the
+    opposite sun, :func:`planetcd.craters.verify.decoy_competition`, as ``segment``'s decoy pass does); the
+    threshold is left to the caller (the tile's: a chip is too small for the decoys to set one)."""
     from planetcd.craters import sun
     from planetcd.craters.segment import segment
+    from planetcd.craters.verify import decoy_competition, image_pyramid, verify_craters
 
-    result = segment(np.ascontiguousarray(chip_image, np.float32), model_name, prob_threshold=threshold,
-                     verify=False, sun_azimuth=sun.CANONICAL_AZIMUTH_DEG)
-    return result.catalog.pixels
+    chip_image = np.ascontiguousarray(chip_image, np.float32)
+
+    def found(azimuth):
+        return segment(chip_image, model_name, prob_threshold=threshold, verify=False, sun_azimuth=azimuth).catalog.pixels
+
+    craters = found(sun.CANONICAL_AZIMUTH_DEG)
+    if verifier is None:
+        return craters
+    opposite = (sun.CANONICAL_AZIMUTH_DEG + 180.0) % 360.0
+    decoys = found(opposite)
+    pyramid = image_pyramid(chip_image)
+    scores = verify_craters(verifier, pyramid, craters)
+    decoy_scores = verify_craters(verifier, pyramid, decoys, sun.canonical_frame(chip_image.shape, opposite))
+    won, _ = decoy_competition(craters, scores, decoys, decoy_scores)
+    return np.column_stack([craters, scores])[won]
 
 
 def mound_chips(tile: str, azimuth: float | None, *, normalized: bool = True, chip: int = 128):
@@ -642,7 +658,8 @@ def mound_test(model, tiles, threshold: float, chip: int = 128, device: str = "c
     ``pipeline``: ``"network"``, the network alone on the chip (one scale, no flip averaging, chips
     normalized with whole-tile limits); ``"segment"``, ``planetcd segment`` as shipped on the chip
     (``model_name``'s scales and flip averaging, the chip's own normalization, the sun given as the
-    canonical side), then the verifier.
+    canonical side), then the verifier, with the decoy competition on the chip (:func:`segment_on_chip`)
+    and the given threshold.
     """
     from planetcd.craters.verify import image_pyramid, verify_craters
     from planetcd.craters.extract import extract_craters
@@ -658,13 +675,15 @@ def mound_test(model, tiles, threshold: float, chip: int = 128, device: str = "c
         for name, img, crater in mound_chips(t, record["azimuth_deg"], normalized=pipeline == "network", chip=chip):
             n += name == "upright"
             if pipeline == "segment":
-                det = segment_on_chip(img, model_name, threshold)
+                det = segment_on_chip(img, model_name, threshold, verifier)
+                if verifier is not None:
+                    det = det[det[:, 4] >= cut]
             else:
                 with torch.no_grad():
                     prob = model(torch.from_numpy(img)[None, None].to(device))[0, 0].float().cpu().numpy()
                 det = extract_craters(prob, method="components", threshold=threshold, target=target, min_radius=2.0,
                                       max_radius=150.0)
-            if verifier is not None and len(det):
+            if verifier is not None and len(det) and pipeline == "network":
                 det = det[verify_craters(verifier, image_pyramid(img), det) >= cut]
             hit = match_craters(det[:, :3], crater, mode="deepmoon", min_diameter_px=0).tp > 0 if len(det) else False
             found[name] += int(hit)

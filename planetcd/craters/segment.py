@@ -1026,18 +1026,23 @@ def segment(
         pyramid = verifier_pyramid(source.source, verifier, float(radii.max()), band) if len(radii) else None
         _, scores = verify_catalog(craters, source.source, verifier, v_threshold, sun_azimuth=rotate, band=band,
                                    pyramid=pyramid)
+        won = np.ones(len(craters), bool)
         if decoys is not None:
-            from .verify import decoy_threshold
+            from .verify import decoy_competition, decoy_threshold
 
             _, decoy_scores = verify_catalog(decoys, source.source, verifier, v_threshold, sun_azimuth=opposite,
                                              band=band, pyramid=pyramid)
-            cut = decoy_threshold(scores, decoy_scores, v_threshold, decoy_limit)
+            # a crater and a decoy that are one feature: the better-scored wins (the other is a mound's echo)
+            won, decoy_won = decoy_competition(craters, scores, decoys, decoy_scores)
+            cut = decoy_threshold(scores[won], decoy_scores[decoy_won], v_threshold, decoy_limit)
             decoy_record = {"max_fdr": decoy_limit, "sun_azimuth_deg": round(opposite, 3), "found": int(len(decoys)),
-                            "passing": int((decoy_scores >= cut).sum()),
+                            "passing": int((decoy_scores[decoy_won] >= cut).sum()),
+                            "lost_to_decoys": int(((scores >= cut) & ~won).sum()),
                             "threshold": None if not np.isfinite(cut) else round(float(cut), 4)}
-            log.info("decoys (opposite sun): %d found, verifier threshold %.3g -> %s", len(decoys), v_threshold,
-                     "keep none" if not np.isfinite(cut) else f"{cut:.3g}")
-        craters = craters[scores >= cut]
+            log.info("decoys (opposite sun): %d found, verifier threshold %.3g -> %s; %d craters lost to a decoy",
+                     len(decoys), v_threshold, "keep none" if not np.isfinite(cut) else f"{cut:.3g}",
+                     decoy_record["lost_to_decoys"])
+        craters = craters[(scores >= cut) & won]
         verifier_record = {"name": verifier.metadata.get("name", str(verify)), "threshold": v_threshold,
                            "prob_threshold": extract_threshold, "checked": int(checked), "kept": int(len(craters)),
                            "decoys": decoy_record}

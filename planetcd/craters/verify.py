@@ -41,7 +41,7 @@ __all__ = [
     "CHIP_SIZE", "CHIP_CONTEXT", "ChipVerifier", "image_pyramid", "crater_chips", "chip_stack", "verifier_contexts",
     "verifier_scores",
     "verify_craters", "verifier_training_chips", "train_verifier", "save_verifier", "load_verifier",
-    "decoy_threshold", "check_fdr",
+    "decoy_threshold", "decoy_competition", "check_fdr",
 ]
 
 log = logging.getLogger(__name__)
@@ -274,6 +274,49 @@ def decoy_threshold(scores: np.ndarray, decoy_scores: np.ndarray, floor: float, 
     if ok[0]:
         return float(floor)
     return float(candidates[np.argmax(ok)]) if ok.any() else math.inf
+
+
+def decoy_competition(craters: np.ndarray, scores: np.ndarray, decoys: np.ndarray,
+                      decoy_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Target-decoy competition: where a crater and a decoy are the same feature, the one the verifier likes more wins.
+
+    A feature is a crater or a mound, not both. Under the opposite sun a mound looks like a crater, so the
+    decoy pass finds it centred and the verifier scores it high there; under the image's own sun the
+    segmenter may fire beside the mound (on its shadow or flank), off its centre, where the verifier
+    is less sure. A real crater is the other way round. So of a crater and a decoy that overlap (the
+    DeepMoon rule, :func:`planetcd.craters.match.candidate_pairs`), the lower-scoring one is dropped, as
+    a search engine's target-decoy competition assigns each spectrum to its better match (Elias and
+    Gygi 2007). Ties keep both.
+
+    Parameters
+    ----------
+    craters : ndarray, shape (n, >=3)
+        ``x_px, y_px, radius_px`` of the catalogue's candidates, on the input grid.
+    scores : ndarray, shape (n,)
+        Their verifier probabilities.
+    decoys : ndarray, shape (m, >=3)
+        The decoys (found under the opposite sun), on the same grid.
+    decoy_scores : ndarray, shape (m,)
+        Their verifier probabilities, scored in the opposite frame.
+
+    Returns
+    -------
+    crater_wins : ndarray of bool, shape (n,)
+        Craters that no overlapping decoy outscores.
+    decoy_wins : ndarray of bool, shape (m,)
+        Decoys that no overlapping crater outscores.
+    """
+    from .match import candidate_pairs
+
+    craters, decoys = _crater_rows(craters), _crater_rows(decoys)
+    scores, decoy_scores = np.asarray(scores, np.float64), np.asarray(decoy_scores, np.float64)
+    crater_wins, decoy_wins = np.ones(len(craters), bool), np.ones(len(decoys), bool)
+    if not len(craters) or not len(decoys):
+        return crater_wins, decoy_wins
+    i, j, _ = candidate_pairs(craters[:, :3], decoys[:, :3], "deepmoon")
+    crater_wins[i[decoy_scores[j] > scores[i]]] = False
+    decoy_wins[j[scores[i] > decoy_scores[j]]] = False
+    return crater_wins, decoy_wins
 
 
 # --------------------------------------------------------------------------- training

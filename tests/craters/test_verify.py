@@ -9,8 +9,8 @@ import torch
 
 from planetcd.craters import sun
 from planetcd.craters.verify import (
-    ChipVerifier, chip_stack, crater_chips, image_pyramid, load_verifier, pyramid_levels_for, save_verifier,
-    train_verifier, verifier_contexts, verifier_scores, verifier_training_chips, verify_craters,
+    ChipVerifier, chip_stack, crater_chips, decoy_competition, image_pyramid, load_verifier, pyramid_levels_for,
+    save_verifier, train_verifier, verifier_contexts, verifier_scores, verifier_training_chips, verify_craters,
 )
 from planetcd.datasets.synthetic import crater_height, hillshade
 from planetcd.errors import InputError, WeightsError
@@ -108,6 +108,23 @@ def test_decoy_threshold_rises_until_the_decoys_are_a_small_share():
     assert decoy_threshold(np.zeros(0), texture, floor=0.4, max_fdr=0.1) == 0.4
     with pytest.raises(InputError):
         decoy_threshold(craters, texture, floor=0.3, max_fdr=0.0)
+
+
+def test_decoy_competition_keeps_the_better_scored_of_one_feature():
+    """A crater and a decoy that are one feature by the DeepMoon rule: the higher verifier score wins, a tie keeps
+    both, and craters and decoys that do not overlap are left alone."""
+    craters = np.array([[50.0, 50.0, 10.0], [150.0, 50.0, 8.0], [300.0, 300.0, 5.0], [400.0, 80.0, 6.0]])
+    scores = np.array([0.9, 0.4, 0.7, 0.5])
+    decoys = np.array([[53.0, 48.0, 9.0], [156.0, 50.0, 7.0], [200.0, 200.0, 6.0], [400.0, 80.0, 6.0]])
+    decoy_scores = np.array([0.6, 0.8, 0.95, 0.5])
+    won, decoy_won = decoy_competition(craters, scores, decoys, decoy_scores)
+    assert won.tolist() == [True, False, True, True]  # crater 1 is the echo of a mound the decoy pass sees better
+    assert decoy_won.tolist() == [False, True, True, True]
+    apart = decoys.copy()
+    apart[1, 0] = 150.0 + 2.0 * 8.0  # two radii away: not the same feature
+    assert decoy_competition(craters, scores, apart, decoy_scores)[0].all()
+    no_decoys = decoy_competition(craters, scores, np.zeros((0, 3)), np.zeros(0))
+    assert no_decoys[0].all() and no_decoys[1].shape == (0,)
 
 
 @pytest.fixture(scope="module")
@@ -248,6 +265,7 @@ def test_segment_decoys_raise_the_verifier_threshold_to_the_asked_share(tmp_path
     decoys = strict.params["verifier"]["decoys"]
     assert decoys["max_fdr"] == 0.05 and decoys["sun_azimuth_deg"] == 90.0 and decoys["found"] > 0
     assert decoys["passing"] <= 0.05 * len(strict.catalog)
+    assert isinstance(decoys["lost_to_decoys"], int) and decoys["lost_to_decoys"] >= 0
     assert decoys["threshold"] is None or decoys["threshold"] > 0.3  # the mounds pass as decoys at 0.3
     kept = {tuple(np.round(c[:3], 3)) for c in strict.catalog.pixels}
     assert kept <= {tuple(np.round(c[:3], 3)) for c in plain.catalog.pixels}
