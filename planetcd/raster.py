@@ -467,6 +467,53 @@ def check_writable(paths: Sequence[PathLike], overwrite: bool) -> None:
         raise OutputExistsError(f"{existing[0]} exists{more}")
 
 
+def check_output_places(files: Sequence[PathLike] = (), folders: Sequence[PathLike] = ()) -> None:
+    """Raise :class:`~planetcd.errors.InputError` when an output could not be written where it is asked for.
+
+    Checked before any work, so that a long run does not end in a traceback at
+    its first write: a file output must not be a folder, a folder output must
+    not be a file, and the nearest existing folder above each must be writable
+    by this process. Nothing is created.
+
+    Parameters
+    ----------
+    files : sequence of str or os.PathLike
+        Output files (``--json``, ``--scores``, ...).
+    folders : sequence of str or os.PathLike
+        Output folders (``-o OUTDIR``); missing ones are created later by the writers.
+    """
+    for path, folder in [(Path(p), False) for p in files] + [(Path(p), True) for p in folders]:
+        if folder and path.exists() and not path.is_dir():
+            raise InputError(f"cannot write into {path}: it is a file, not a folder")
+        if not folder and path.is_dir():
+            raise InputError(f"cannot write {path}: it is a folder")
+        place = path if folder and path.is_dir() else path.parent
+        while not place.exists() and place != place.parent:
+            place = place.parent
+        if not place.is_dir():
+            raise InputError(f"cannot write {path}: {place} is a file, not a folder")
+        if not os.access(place, os.W_OK | os.X_OK):
+            raise InputError(f"cannot write {path}: the folder {place} is not writable")
+
+
+@contextlib.contextmanager
+def removed_on_failure(files: Sequence[PathLike], folders: Sequence[PathLike] = ()) -> Iterator[None]:
+    """On any failure (exception, interrupt) inside the block, remove those of ``files`` that did not exist
+    before it, and those of ``folders`` it created that are left empty: the same command then works again,
+    without ``--overwrite``, once the cause is fixed. Files that existed before are left as they are."""
+    new_files = [Path(f) for f in files if not Path(f).exists()]
+    new_folders = [Path(d) for d in folders if not Path(d).exists()]
+    try:
+        yield
+    except BaseException:
+        for path in new_files:
+            path.unlink(missing_ok=True)
+        for folder in sorted(new_folders, key=lambda d: len(d.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+        raise
+
+
 @contextlib.contextmanager
 def atomic_output(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.

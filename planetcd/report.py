@@ -16,7 +16,6 @@ and no external files are needed: the page can be mailed or archived.
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import io
 import json
@@ -24,12 +23,12 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rasterio.windows import Window
 
-from .raster import atomic_output, check_writable, overview_shape, read_window
+from .raster import atomic_output, check_writable, overview_shape, read_window, removed_on_failure
 
 if TYPE_CHECKING:
     from .change.detect import ChangeResult
@@ -128,17 +127,8 @@ class MonitorResult:
         change_names = [outdir / CHANGE_DIR / n for n in output_names(self.change.pixelwise is not None)]
         check_writable([outdir / n for n in OUTPUTS] + change_names + existing_chips, overwrite)
         targets = [outdir / n for n in OUTPUTS] + change_names + chip_names
-        new_files = [p for p in targets if not p.exists()]
-        new_folders = [d for d in (outdir, outdir / CHANGE_DIR, chip_dir) if not d.exists()]
-        try:
+        with removed_on_failure(targets, [outdir, outdir / CHANGE_DIR, chip_dir]):
             return self._write(outdir, chip_names, existing_chips, overwrite)
-        except BaseException:
-            for path in new_files:
-                path.unlink(missing_ok=True)
-            for folder in sorted(new_folders, key=lambda d: len(d.parts), reverse=True):
-                with contextlib.suppress(OSError):
-                    folder.rmdir()  # only when empty
-            raise
 
     def _write(self, outdir: Path, chip_names: list[Path], existing_chips: list[Path], overwrite: bool) -> list[Path]:
         outdir.mkdir(parents=True, exist_ok=True)
@@ -207,40 +197,6 @@ class MonitorResult:
                                for j in range(top)],
             "timings_s": {k.removesuffix("_s"): round(v, 3) for k, v in self.timings.items()},
         }
-
-
-# ----------------------------------------------------------------------------- before any work
-
-
-def check_output_places(files: Iterable[str | os.PathLike] = (), folders: Iterable[str | os.PathLike] = ()) -> None:
-    """Raise :class:`~planetcd.errors.InputError` when an output could not be written where it is asked for.
-
-    Checked before any work, so that a long run does not end in a traceback at
-    its first write: a file output must not be a folder, a folder output must
-    not be a file, and the nearest existing folder above each must be writable
-    by this process. Nothing is created.
-
-    Parameters
-    ----------
-    files : sequence of str or os.PathLike
-        Output files (``--json``, ``--scores``, ...).
-    folders : sequence of str or os.PathLike
-        Output folders (``-o OUTDIR``); missing ones are created later by the writers.
-    """
-    from .errors import InputError
-
-    for path, folder in [(Path(p), False) for p in files] + [(Path(p), True) for p in folders]:
-        if folder and path.exists() and not path.is_dir():
-            raise InputError(f"cannot write into {path}: it is a file, not a folder")
-        if not folder and path.is_dir():
-            raise InputError(f"cannot write {path}: it is a folder")
-        place = path if folder and path.is_dir() else path.parent
-        while not place.exists() and place != place.parent:
-            place = place.parent
-        if not place.is_dir():
-            raise InputError(f"cannot write {path}: {place} is a file, not a folder")
-        if not os.access(place, os.W_OK | os.X_OK):
-            raise InputError(f"cannot write {path}: the folder {place} is not writable")
 
 
 # ----------------------------------------------------------------------------- a written result, read back

@@ -47,7 +47,7 @@ def make(outdir, preset, n_pairs, seed, images, shared_dir, changed_fraction, pa
 
     from ..datasets.benchmark import make_benchmark, write_benchmark
     from ..raster import check_writable
-    from ..report import check_output_places
+    from ..raster import check_output_places
 
     show_progress = setup_logging(verbose, quiet)
     outdir = Path(outdir)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 
@@ -11,23 +10,6 @@ import click
 from .options import common_options, device_opt, overwrite_opt, setup_logging, weights_opt
 
 log = logging.getLogger("planetcd")
-
-
-@contextlib.contextmanager
-def _removed_on_failure(files: list[Path], folders: list[Path]):
-    """On any failure, remove the ``files`` this run created and the ``folders`` it created that are left empty,
-    so that the same command works again (without --overwrite) once the cause is fixed."""
-    new_files = [f for f in files if not f.exists()]
-    new_folders = [d for d in folders if not d.exists()]
-    try:
-        yield
-    except BaseException:
-        for path in new_files:
-            path.unlink(missing_ok=True)
-        for folder in sorted(new_folders, key=lambda d: len(d.parts), reverse=True):
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only when empty
-        raise
 
 
 @click.command()
@@ -50,7 +32,7 @@ def demo(outdir, size, seed, weights, device, overwrite, verbose, quiet):
     from ..change.outputs import output_names
     from ..datasets.synthetic import make_change_pair, write_synthetic_geotiff
     from ..raster import check_writable
-    from ..report import check_output_places
+    from ..raster import check_output_places, removed_on_failure
 
     show_progress = setup_logging(verbose, quiet)
     outdir = Path(outdir)
@@ -65,7 +47,7 @@ def demo(outdir, size, seed, weights, device, overwrite, verbose, quiet):
     pair = make_change_pair((size, size), seed=seed, displacement=(3.4, -5.8), new_craters=[[row, col, 18.0]],
                             crater_density=2e-4, halo="dark", halo_strength=0.6)
     written = [outdir / "pre.tif", outdir / "post.tif", *(result_dir / n for n in output_names(False))]
-    with _removed_on_failure(written, [outdir, result_dir]):
+    with removed_on_failure(written, [outdir, result_dir]):
         write_synthetic_geotiff(outdir / "pre.tif", pair.pre)
         write_synthetic_geotiff(outdir / "post.tif", pair.post)
         log.info("wrote %s and %s; new crater at row %.0f, col %.0f; post displaced by dy=+3.40 dx=-5.80 px",

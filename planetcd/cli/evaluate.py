@@ -54,7 +54,7 @@ def evaluate(directory, methods, json_path, markdown_path, scores_path, layout, 
     from ..evaluate import evaluate as run_evaluate
     from ..evaluate import parse_methods
     from ..raster import check_writable
-    from ..report import check_output_places
+    from ..raster import check_output_places
 
     show_progress = setup_logging(verbose, quiet)
     names = parse_methods(methods)

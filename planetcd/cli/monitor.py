@@ -75,7 +75,7 @@ def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_na
     """
     from ..monitor import OUTPUTS, monitor as run_monitor, monitor_batch
     from ..raster import check_writable
-    from ..report import check_output_places
+    from ..raster import check_output_places
 
     show_progress = setup_logging(verbose, quiet)
     outdir = Path(outdir)

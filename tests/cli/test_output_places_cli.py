@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from planetcd.cli import main
 from planetcd.datasets.synthetic import make_change_pair, write_synthetic_geotiff
 from planetcd.errors import InputError
-from planetcd.report import check_output_places
+from planetcd.raster import check_output_places
 
 
 def _run(args):
