@@ -46,8 +46,7 @@ def make(outdir, preset, n_pairs, seed, images, shared_dir, changed_fraction, pa
     from pathlib import Path
 
     from ..datasets.benchmark import make_benchmark, write_benchmark
-    from ..raster import check_writable
-    from ..raster import check_output_places
+    from ..raster import check_output_places, check_writable
 
     show_progress = setup_logging(verbose, quiet)
     outdir = Path(outdir)

@@ -118,10 +118,11 @@ def detect(pre, post, outdir, patch_size, stride, layer, method, nn_radius, pool
     """
     from ..change.detect import detect as run_detect
     from ..change.outputs import output_names
-    from ..raster import check_writable
+    from ..raster import check_output_places, check_writable
 
     show_progress = setup_logging(verbose, quiet)
     outdir = Path(outdir)
+    check_output_places(folders=[outdir])  # refuse a file as the output folder before any work
     check_writable([outdir / n for n in output_names(pixelwise, not no_quicklook)], overwrite)
     options = dict(
         patch_size=patch_size, stride=stride, layer=layer, method=method, nn_radius=nn_radius, pooling=pooling,

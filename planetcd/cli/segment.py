@@ -63,11 +63,12 @@ def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, bat
     cluster (workers load the model once); the outputs are those of a single-process run.
     """
     from ..craters.segment import DEFAULT_BLOCK_SIZE, OUTPUTS, parse_sun_azimuth, segment as run_segment
-    from ..raster import check_writable
+    from ..raster import check_output_places, check_writable
 
     progress = setup_logging(verbose, quiet)
     outdir = Path(outdir)
     parse_sun_azimuth(sun_azimuth, "--sun-azimuth")  # a bad value fails before any work
+    check_output_places(folders=[outdir])
     check_writable([outdir / name for name in OUTPUTS], overwrite)  # refuse before any work
     extraction = {} if min_contrast is None else {"min_contrast": min_contrast}
     if verifier_path and verify is False:

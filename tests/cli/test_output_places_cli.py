@@ -57,6 +57,15 @@ def test_benchmark_make_and_demo_refuse_an_outdir_under_a_file(shared_dir, a_fil
     _assert_one_line_error(_run(["demo", a_file / "demo", "-q"]), "is a file, not a folder")
 
 
+def test_detect_and_segment_refuse_an_outdir_under_a_file(tmp_path, a_file):
+    """Both ran the whole pair or image and then ended in a NotADirectoryError traceback (reported by the sweep)."""
+    pair = make_change_pair((128, 128), seed=1, displacement=(0.0, 0.0), new_craters=[[64, 64, 8.0]])
+    pre = write_synthetic_geotiff(tmp_path / "pre.tif", pair.pre)
+    post = write_synthetic_geotiff(tmp_path / "post.tif", pair.post)
+    _assert_one_line_error(_run(["detect", pre, post, "-o", a_file / "out", "-q"]), "is a file, not a folder")
+    _assert_one_line_error(_run(["segment", pre, "-o", a_file / "craters", "-q"]), "is a file, not a folder")
+
+
 def test_check_output_places_accepts_new_and_existing_places(tmp_path, a_file):
     check_output_places(files=[tmp_path / "new" / "deeper" / "r.json", a_file], folders=[tmp_path, tmp_path / "x" / "y"])
     with pytest.raises(InputError, match="is a file, not a folder"):
