@@ -210,11 +210,8 @@ class Evaluation:
         ``n_pseudo_used`` per method), ``timings_s`` (seconds each method scored its pairs and pseudo pairs;
         an oracle row reuses its method's scores) and the versions.
         """
-        import platform
-
-        import torch
-
         from . import __version__
+        from .report import library_versions
 
         return {
             "dataset": self.dataset,
@@ -228,7 +225,7 @@ class Evaluation:
             "params": self.params,
             "timings_s": {name: round(r.seconds, 3) for name, r in self.results.items() if not r.oracle},
             "planetcd_version": __version__,
-            "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__},
+            "versions": library_versions(),
         }
 
     def to_json(self, path: str | os.PathLike) -> Path:

@@ -169,19 +169,13 @@ class MonitorResult:
 
     def record(self) -> dict:
         """Parameters, counts, timings and the top candidates (written as ``monitor.json``)."""
-        import platform
-
-        import rasterio
-        import torch
-
         from . import __version__
 
         table = self.table()
         top = min(10, len(self))
         return {
             "planetcd_version": __version__,
-            "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-                         "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__},
+            "versions": library_versions(),
             "parameters": self.params,
             "image_shape": list(self.shape),
             # the grid every pixel column refers to (pre's), as change/run.json records it
@@ -340,6 +334,18 @@ def strict_json(value):
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(float(value)) else None
     return value
+
+
+def library_versions() -> dict[str, str]:
+    """The versions a run's record names: Python, NumPy, PyTorch, rasterio and its GDAL (run.json, monitor.json,
+    evaluate's JSON)."""
+    import platform
+
+    import rasterio
+    import torch
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
+            "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__}
 
 
 def write_json(path: str | os.PathLike, record: dict) -> Path:

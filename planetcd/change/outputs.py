@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -265,15 +264,13 @@ def write_quicklook(result, path: Path, top: int = 10) -> None:
 
 def run_record(result, outputs: list[str]) -> dict:
     """Everything needed to reproduce and audit a run (written as run.json)."""
-    import rasterio
-    import torch
+    from ..report import library_versions
 
     table = result.candidates()
     top = min(10, len(table["rank"]))
     return {
         "planetcd_version": __version__,
-        "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-                     "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__},
+        "versions": library_versions(),
         "parameters": result.params,
         "tau": result.tau,
         "thresholds": result.thresholds,

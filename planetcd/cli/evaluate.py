@@ -54,7 +54,7 @@ def evaluate(directory, methods, json_path, markdown_path, scores_path, layout, 
     from ..evaluate import evaluate as run_evaluate
     from ..evaluate import parse_methods
     from ..raster import check_writable
-    from ..raster import check_output_places
+    from ..raster import check_output_places, removed_on_failure
 
     show_progress = setup_logging(verbose, quiet)
     names = parse_methods(methods)
@@ -73,16 +73,11 @@ def evaluate(directory, methods, json_path, markdown_path, scores_path, layout, 
     result.params["set"] = {"path": str(Path(directory).resolve()), "layout": used_layout, "split": split,
                             "labels": None if labels_dir is None else str(Path(labels_dir).resolve())}
     table = result.to_markdown(title)
-    new_files = [p for p in outputs if not p.exists()]
-    try:
+    with removed_on_failure(outputs):  # all of this run's outputs or none: the same command works again
         if json_path:
             result.to_json(json_path)
         if markdown_path:
             result.write_markdown(markdown_path, title)
         if scores_path:
             result.write_scores(scores_path, changeset.ids, changeset.labels)
-    except BaseException:  # all of this run's outputs or none: the same command works again without --overwrite
-        for path in new_files:
-            path.unlink(missing_ok=True)
-        raise
     click.echo(table, nl=False)
