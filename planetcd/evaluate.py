@@ -211,7 +211,7 @@ class Evaluation:
         an oracle row reuses its method's scores) and the versions.
         """
         from . import __version__
-        from .report import library_versions
+        from .runtime import library_versions
 
         return {
             "dataset": self.dataset,

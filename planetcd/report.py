@@ -170,6 +170,7 @@ class MonitorResult:
     def record(self) -> dict:
         """Parameters, counts, timings and the top candidates (written as ``monitor.json``)."""
         from . import __version__
+        from .runtime import library_versions
 
         table = self.table()
         top = min(10, len(self))
@@ -334,18 +335,6 @@ def strict_json(value):
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(float(value)) else None
     return value
-
-
-def library_versions() -> dict[str, str]:
-    """The versions a run's record names: Python, NumPy, PyTorch, rasterio and its GDAL (run.json, monitor.json,
-    evaluate's JSON)."""
-    import platform
-
-    import rasterio
-    import torch
-
-    return {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-            "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__}
 
 
 def write_json(path: str | os.PathLike, record: dict) -> Path:

@@ -1,4 +1,5 @@
-"""Process settings: :func:`tune_allocator`, an opt-in trade of peak memory for speed.
+"""Process settings: :func:`tune_allocator`, an opt-in trade of peak memory for speed; and
+:func:`library_versions`, what the process runs on, for the records of a run.
 
 planetcd's passes allocate and free arrays of tens to hundreds of MB many times (every layer of a
 network on a tile, every tile of an image). glibc's ``malloc`` serves blocks over its mmap threshold
@@ -22,7 +23,7 @@ import ctypes.util
 import logging
 import os
 
-__all__ = ["tune_allocator", "tune_allocator_from_env", "ALLOCATOR_ENV"]
+__all__ = ["tune_allocator", "tune_allocator_from_env", "ALLOCATOR_ENV", "library_versions"]
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +79,16 @@ def tune_allocator_from_env() -> bool:
     if os.environ.get(ALLOCATOR_ENV, "").strip().lower() in ("on", "1", "true", "yes"):
         return tune_allocator()
     return bool(_applied)
+
+
+def library_versions() -> dict[str, str]:
+    """The versions a run's record names: Python, NumPy, PyTorch, rasterio and its GDAL (run.json, monitor.json,
+    evaluate's JSON)."""
+    import platform
+
+    import numpy as np
+    import rasterio
+    import torch
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
+            "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__}

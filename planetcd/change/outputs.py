@@ -264,7 +264,7 @@ def write_quicklook(result, path: Path, top: int = 10) -> None:
 
 def run_record(result, outputs: list[str]) -> dict:
     """Everything needed to reproduce and audit a run (written as run.json)."""
-    from ..report import library_versions
+    from ..runtime import library_versions
 
     table = result.candidates()
     top = min(10, len(table["rank"]))
