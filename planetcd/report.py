@@ -337,10 +337,15 @@ def strict_json(value):
     return value
 
 
+def json_text(record: dict) -> str:
+    """``record`` as standard JSON text, indented (non-finite numbers as ``null``: :func:`strict_json`; anything
+    else unknown as its ``str``), with a final newline: THE form of every JSON file planetcd writes."""
+    return json.dumps(strict_json(record), indent=2, default=str, allow_nan=False) + "\n"
+
+
 def write_json(path: str | os.PathLike, record: dict) -> Path:
-    """Write ``record`` as standard JSON (non-finite numbers as ``null``; anything else unknown as its ``str``),
-    atomically."""
-    text = json.dumps(strict_json(record), indent=2, default=str, allow_nan=False) + "\n"
+    """Write ``record`` as :func:`json_text`, atomically."""
+    text = json_text(record)
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)

@@ -7,7 +7,6 @@ when complete (:func:`planetcd.raster.atomic_output`).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from rasterio.windows import Window
 
 from .. import __version__
 from ..raster import atomic_output, check_writable, geotiff_profile, geotiff_writer, pixel_to_map
+from ..report import json_text
 from ..vector import box_rings, rings_wkb, write_csv, write_gpkg
 
 BLOCK_ROWS = 256
@@ -315,5 +315,5 @@ def write_outputs(result, outdir: str | os.PathLike, overwrite: bool = False, qu
     if quicklook:
         write_quicklook(result, outdir / "quicklook.png")
     with atomic_output(outdir / "run.json") as tmp:
-        tmp.write_text(json.dumps(run_record(result, names), indent=2, default=str))
+        tmp.write_text(json_text(run_record(result, names)), encoding="utf-8")
     return [outdir / n for n in names]

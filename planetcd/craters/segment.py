@@ -41,7 +41,6 @@ The :class:`SegmentResult` holds the whole probability map (4 bytes per pixel).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -61,6 +60,7 @@ from ..raster import (
     IntensityStats, atomic_output, check_writable, dataset_stats, intensity_stats, is_georeferenced, missing_pixels,
     open_raster, overview_shape, read_window, write_geotiff, zeros_are_data,
 )
+from ..report import json_text
 from ..runners import LocalRunner, Runner, resolve_runner
 from ..tiling import Tile, blend_weights, halo_tiles, overlapping_tiles
 from .catalog import Catalog
@@ -701,7 +701,7 @@ class SegmentResult:
             self.catalog.to_gpkg(gpkg_tmp, layer=Path(GPKG_NAME).stem)
             record = {"command": "segment", "params": self.params, "craters": len(self.catalog),
                       "seconds": round(float(self.seconds), 3)}
-            run_tmp.write_text(json.dumps(record, indent=2, default=str))
+            run_tmp.write_text(json_text(record), encoding="utf-8")
         return paths
 
 

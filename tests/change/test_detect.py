@@ -59,6 +59,15 @@ def test_planted_change_ranks_first_and_shift_is_recovered(planted_pair, trunk, 
     assert run["tau"] == pytest.approx(result.tau)
     assert run["displacement_px"]["dy"] == pytest.approx(result.displacement[0])
     assert run["parameters"]["layer"] == 6 and "features" in run["timings_s"]
+    # a non-finite number in the record (here a threshold) is written as null: standard JSON (jq, JSON.parse)
+    result.thresholds["empirical"] = float("nan")
+    result.write(tmp_path / "nan", quicklook=False)
+
+    def no_constants(name):
+        raise ValueError(f"{name} is not standard JSON")
+
+    assert json.loads((tmp_path / "nan" / "run.json").read_text(), parse_constant=no_constants)[
+        "thresholds"]["empirical"] is None
     header = (tmp_path / "out" / "candidates.csv").read_text().splitlines()[0]
     assert header == "rank,row_off,col_off,height,width,x,y,score,ratio,changed"
 

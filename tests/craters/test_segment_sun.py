@@ -103,6 +103,15 @@ def test_quarter_turn_with_the_matching_azimuth_gives_the_same_catalogue(lit_lef
     res.write(tmp_path)
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["params"]["sun"] == json.loads(json.dumps(sun)) and run["craters"] == len(res.catalog)
+    # a non-finite number in the record is written as null: run.json stays standard JSON (jq, JSON.parse)
+    res.params["sun"]["confidence"] = float("nan")
+    res.write(tmp_path / "nan")
+    run = json.loads((tmp_path / "nan" / "run.json").read_text(), parse_constant=_no_constants)
+    assert run["params"]["sun"]["confidence"] is None
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not standard JSON")
 
 
 def test_off_axis_azimuth_round_trip():
