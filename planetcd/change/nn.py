@@ -648,7 +648,8 @@ RELIGHT_OUTLIER_SIGMA = 2.0
 
 
 def relight_image(pre: np.ndarray, post: np.ndarray, overlap: np.ndarray,
-                  shift: tuple[float, float] = (0.0, 0.0), robust: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                  shift: tuple[float, float] = (0.0, 0.0), robust: bool = True,
+                  first_fit: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """One pre image relit to its post partner's look: THE relighting of ``nn`` (patch pairs and ``detect``).
 
     Parameters
@@ -673,7 +674,8 @@ def relight_image(pre: np.ndarray, post: np.ndarray, overlap: np.ndarray,
         Pre filtered by the transfer (every band by the same one; bands that are copies of an earlier
         band are filtered once), its mean set to post's over ``overlap``.
     transfer : ndarray, shape (radial bins, angles)
-        The fitted :func:`fit_transfer`.
+        The fitted :func:`fit_transfer` (the last refit); with ``first_fit``, the first fit, on all of the
+        shared ground (the relit image is the refit's either way).
     """
     pre_mean, post_mean = pre.mean(0), post.mean(0)
     fit_post, fit_overlap = post_mean, overlap
@@ -681,7 +683,7 @@ def relight_image(pre: np.ndarray, post: np.ndarray, overlap: np.ndarray,
         moved, moved_valid = shifted_copy(post_mean[None], (-float(shift[0]), -float(shift[1])))
         fit_post, fit_overlap = moved[0], overlap & moved_valid
     level = float(post_mean[overlap].mean()) if overlap.any() else None
-    H = fit_transfer(pre_mean, fit_post, fit_overlap)
+    H = first = fit_transfer(pre_mean, fit_post, fit_overlap)
     for _ in range(RELIGHT_REFITS if robust and fit_overlap.sum() >= 64 else 0):
         fit_level = float(fit_post[fit_overlap].mean())
         residual = ndimage.gaussian_filter(np.abs(fit_post - apply_transfer(pre_mean, H, fit_level)),
@@ -690,23 +692,26 @@ def relight_image(pre: np.ndarray, post: np.ndarray, overlap: np.ndarray,
         median = float(np.median(seen))
         keep = fit_overlap & (residual <= median + RELIGHT_OUTLIER_K * 1.4826 * float(np.median(np.abs(seen - median))))
         H = fit_transfer(pre_mean, fit_post, keep)
-    return map_distinct_bands(lambda band: apply_transfer(band, H, level), pre), H
+    return map_distinct_bands(lambda band: apply_transfer(band, H, level), pre), first if first_fit else H
 
 
 def relight_pre(pre: np.ndarray, post: np.ndarray, overlap: np.ndarray,
-                robust: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                robust: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Pre patches ``(n, bands, h, w)`` relit to their registered post partner's sun (:func:`relight_image`), and
-    the transfers ``(n, radial bins, angles)``.
+    the transfers ``(n, radial bins, angles)`` of the first fits.
 
     Not in Saha & Zhu: ``nn``'s answer to a second date under another sun (and haze, resolution): the
     disagreement is then measured between post and pre as post's illumination would show it.
-    ``robust``: :func:`relight_image`'s refits without the pixels the fit leaves far off; off by default
-    here, as in the patch-pair benchmarks of docs/benchmarks.md (``detect`` relights its tiles with them).
+    ``robust`` (default, as ``detect`` relights its tiles): :func:`relight_image`'s refits without the pixels
+    the fit leaves far off, so a new crater does not drive the transfer that relights pre. The transfers
+    returned are the first fits, on all the shared ground, whichever ``robust``: the patch pairs' decision
+    whether a pair shows another sun (:data:`RELIT_ANISOTROPY`) and the pseudo pairs' matched sun turn read
+    them, as they were chosen on (docs/benchmarks.md, "The relighting fit").
     """
     out = np.empty_like(pre)
     transfers = []
     for i in range(len(pre)):
-        out[i], H = relight_image(pre[i], post[i], overlap[i], robust=robust)
+        out[i], H = relight_image(pre[i], post[i], overlap[i], robust=robust, first_fit=True)
         transfers.append(H)
     return out, np.stack(transfers) if transfers else np.zeros((0, len(TRANSFER_RADII) - 1, TRANSFER_ANGLES))
 

@@ -64,6 +64,25 @@ def test_relight_pre_uses_only_the_shared_ground(height):
     assert _rms(lit[0, 0, :, :92], post[:, :92], post[:, :92]) < 0.1
 
 
+def test_relight_pre_relights_by_the_robust_fit_and_returns_the_first(height):
+    # the patch pairs (evaluate) relight pre as detect does, by the refits a new crater does not drive; the
+    # transfers they return are the first fits, which the decision "another sun" reads
+    pre, turned = _render(height, 0, 45), _render(height, 20, 35)
+    full = np.ones(pre.shape, bool)
+    post = add_fresh_crater(turned, 64, 50, 5.0, halo="dark", halo_strength=0.5)
+    lit, transfers = relight_pre(pre[None, None], post[None, None], full[None])
+    robust_lit, _ = relight_image(pre[None], post[None], full)
+    _, first = relight_image(pre[None], post[None], full, robust=False)
+    np.testing.assert_array_equal(lit[0], robust_lit)
+    np.testing.assert_array_equal(transfers[0], first)
+    # away from the crater the robustly relit pre is post: closer than the single fit's
+    single_lit, _ = relight_image(pre[None], post[None], full, robust=False)
+    away = np.ones(pre.shape, bool)
+    away[30:100, 20:80] = False
+    assert _rms(np.where(away, lit[0, 0], 0), np.where(away, turned, 0), turned) < \
+        _rms(np.where(away, single_lit[0], 0), np.where(away, turned, 0), turned)
+
+
 def test_a_new_crater_does_not_drive_the_robust_transfer(height):
     # a fresh crater with a dark halo (no other difference) reads, in one fit, as another sun; the refits
     # without the pixels the fit leaves far off find the identity again
