@@ -542,8 +542,8 @@ def resolve_sun(sun_azimuth, meta: dict, image, *, band: int = 1, shape: tuple[i
             azimuth, source = FALLBACK_AZIMUTH_DEG, "fallback"
             (log.warning if aware else log.info)(
                 "%s: the sun azimuth estimate (%.1f deg, confidence %.2f) is not confident; using the fallback "
-                "%.0f deg (light from the left, no turn); give %s if you know it", name, est.azimuth_deg,
-                est.confidence, FALLBACK_AZIMUTH_DEG, what)
+                "%.0f deg (light from the left, no turn); give --%s (%s= in Python) if you know it", name,
+                est.azimuth_deg, est.confidence, FALLBACK_AZIMUTH_DEG, what.replace("_", "-"), what)
     else:
         azimuth, source = float(value), "given"
     record.update(sun_azimuth_deg=round(azimuth, 6), source=source, canonical_frame=aware)

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from planetcd.craters.catalog import read_catalog_gpkg
 from planetcd.craters.match import match_craters
-from planetcd.craters.segment import parse_sun_azimuth, segment
+from planetcd.craters.segment import parse_sun_azimuth, resolve_sun, segment
 from planetcd.datasets.synthetic import hillshade, random_craters, terrain_height, write_synthetic_geotiff
 from planetcd.errors import InputError
 
@@ -158,6 +158,12 @@ def test_not_confident_falls_back_with_one_log_line(caplog, monkeypatch):
     assert sun["frame"]["quarter_turns"] == 0
     lines = [r for r in caplog.records if "not confident" in r.getMessage()]
     assert len(lines) == 1 and lines[0].levelno == logging.WARNING
+    # the line names the option as the user types it, and the API's argument
+    assert "--sun-azimuth (sun_azimuth= in Python)" in lines[0].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="planetcd"):
+        resolve_sun(None, {"sun_aware": True}, flat, what="post_sun_azimuth", name="post")
+    assert "--post-sun-azimuth (post_sun_azimuth= in Python)" in caplog.records[-1].getMessage()
 
 
 def test_a_model_that_is_not_sun_aware_is_not_turned(lit_left):
