@@ -434,8 +434,8 @@ def verifier_inference(args, folds, k) -> dict:
         return merge_scales({s: (one[th] if s == 1.0 else magnified[s][th]) for s in scales})
 
     def scored(tiles):
-        """``{tile: (truth, {(scales, th): (craters, verifier scores, decoy scores)}, azimuth record)}``; the decoys
-        (``--decoy-fdr``) are the same pipeline's craters under the opposite sun, scored in that frame."""
+        """``{tile: (truth, {(scales, th): (craters, verifier scores, (decoys, decoy scores))}, azimuth record)}``; the
+        decoys (``--decoy-fdr``) are the same pipeline's craters under the opposite sun, scored in that frame."""
         out = {}
         for t in tiles:
             image, truth = raw_tile(t)
@@ -462,8 +462,8 @@ def verifier_inference(args, folds, k) -> dict:
             for th in SEG_THRESHOLDS:
                 c = merged(found, scaled, scales, th)
                 if decoy_fdrs != [None]:
-                    decoy = verify_craters(verifier, pyramid, merged(decoy_found, decoy_scaled, scales, th),
-                                           decoy_frame)
+                    decoy_craters = merged(decoy_found, decoy_scaled, scales, th)
+                    decoy = (decoy_craters, verify_craters(verifier, pyramid, decoy_craters, decoy_frame))
                 variants[(scales, th)] = (c, verify_craters(verifier, pyramid, c, frame), decoy)
         return truth, variants, record
 
@@ -487,13 +487,19 @@ def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
     nested_ratios = parse_nested_ratios(args.nested_ratios)
 
     def select(craters_scores, v, fdr=None, nested=None):
-        from planetcd.craters.verify import decoy_threshold
+        """The catalogue ``segment`` would keep: with a decoy share, the target-decoy competition first (a crater
+        and a decoy that are one feature: the better-scored wins), then the threshold the winning decoys set."""
+        from planetcd.craters.verify import decoy_competition, decoy_threshold
 
         c, p, decoy = craters_scores
         if not len(c):
             return c
-        cut = v if fdr is None else decoy_threshold(p, decoy, v, fdr)
-        kept = c[p >= cut]
+        if fdr is None:
+            kept = c[p >= v]
+        else:
+            decoys, decoy_scores = decoy
+            won, decoy_won = decoy_competition(c, p, decoys, decoy_scores)
+            kept = c[(p >= decoy_threshold(p[won], decoy_scores[decoy_won], v, fdr)) & won]
         return kept if nested is None else kept[suppress_nested(kept, nested)]
 
     def name(scales):
