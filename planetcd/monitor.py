@@ -647,7 +647,7 @@ def assemble(change: ChangeResult, craters: BlockCraters, setup: PairSetup, *, n
     cand_patch = np.concatenate([patch[chosen], extra_patch])
     pre_support = np.concatenate([craters.pre_support[chosen], np.where(local, extra[:, 7], np.nan)])
     change_peak_v = np.concatenate([np.full(n_new, np.nan), extra[:, 3]])
-    keep = np.flatnonzero(score >= min_score)
+    keep = np.flatnonzero((score >= min_score) & (score > 0))  # a score of 0 is no evidence: not a candidate
     # best first; ties: new craters before change, then by position in the post list / patch order (deterministic)
     order = keep[np.lexsort((np.arange(len(score))[keep], -score[keep]))]
     best_patch = change.patches[cand_patch[order]] if len(order) else np.zeros((0, 4), np.int64)
@@ -798,7 +798,8 @@ def monitor(
     near_px : float
         A changed patch within this many pixels of a crater's rim makes it a candidate.
     min_score : float
-        Candidates scoring below this are dropped (0 keeps all).
+        Candidates scoring below this are dropped; a candidate scoring 0 (no evidence: no change near it, or
+        its disc already a crater in pre) is never listed.
     block_size, block_halo : int
         Segmentation blocks (pixels): memory is bounded by ``(block_size + 2 block_halo)²``;
         the halo must exceed the largest crater radius.

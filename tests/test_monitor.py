@@ -15,8 +15,9 @@ from planetcd.change.detect import ChangeResult
 from planetcd.craters.match import same_crater
 from planetcd.datasets.synthetic import add_fresh_crater, write_synthetic_geotiff
 from planetcd.craters.extract import disc_mean
-from planetcd.monitor import (candidate_scores, change_candidates, change_peak, change_scores, monitor,
-                              nearby_change, new_crater_flags, open_pair, prepare_setup, read_pair_window, read_pairs)
+from planetcd.monitor import (BlockCraters, assemble, candidate_scores, change_candidates, change_peak, change_scores,
+                              monitor, nearby_change, new_crater_flags, open_pair, prepare_setup, read_pair_window,
+                              read_pairs)
 from planetcd.errors import InputError
 
 #: CTX pixel size, metres (the MC11E tiles are about 6 m/px).
@@ -312,6 +313,28 @@ def test_a_candidate_touching_a_patch_does_not_hide_its_change(tmp_path):
     found = sorted((round(y), round(x)) for x, y in out[:, :2])
     assert len(out) == 2 and np.allclose(found, [(30, 170), (60, 140)], atol=3), out
 
+
+
+def test_a_candidate_without_evidence_is_not_listed(tmp_path):
+    """A post crater next to the change whose disc pre already shows as a crater (pre support 1) scores 0: it
+    is not a candidate, whatever --min-score; the new crater on the change is."""
+    rng = np.random.default_rng(0)
+    pre = np.clip(0.5 + ndimage.gaussian_filter(rng.normal(0, 0.2, (200, 200)), 2.0), 0.05, 1.0).astype(np.float32)
+    post = (pre + rng.normal(0, 0.005, pre.shape)).astype(np.float32)
+    yy, xx = np.mgrid[:200, :200]
+    post[(yy - 60) ** 2 + (xx - 140) ** 2 <= 36] -= 0.4
+    a = write_synthetic_geotiff(tmp_path / "pre.tif", pre, pixel_size=PIXEL_M)
+    b = write_synthetic_geotiff(tmp_path / "post.tif", np.clip(post, 0.01, 1.0), pixel_size=PIXEL_M)
+    setup = prepare_setup(a, b, (0.0, 0.0), FindsNothing(), prob_threshold=None, tile_size=512, overlap=64,
+                          batch_size=4, match_mode="deepmoon")
+    change = ChangeResult(patches=np.array([[0, 100, 100, 100]]), change_score=np.array([2.0]), tau=1.0,
+                          changed=np.array([True]), valid_fraction=np.ones(1), displacement=(0.0, 0.0),
+                          registration_error=0.0, shape=(200, 200))
+    craters = BlockCraters(pre=np.zeros((0, 4)), post=np.array([[141.0, 61.0, 7.0, 0.9], [170.0, 30.0, 6.0, 0.8]]),
+                           post_new=np.array([True, True]), pre_support=np.array([0.0, 1.0]))
+    candidates, scores, *_ = assemble(change, craters, setup, near_px=10.0, min_score=0.0, georef={}, chips=False)
+    assert len(candidates) == 1 and scores["score"][0] > 0
+    assert np.hypot(candidates.x_px[0] - 141, candidates.y_px[0] - 61) < 1
 
 
 def test_signed_data_keeps_its_zeros_in_both_dates(tmp_path):

@@ -44,7 +44,7 @@ log = logging.getLogger("planetcd")
               help="Rule under which a post crater already existed in pre.")
 @click.option("--near", "near_px", type=click.FloatRange(0), default=32.0, show_default=True,
               help="A changed patch within this many pixels of a crater's rim makes it a candidate.")
-@click.option("--min-score", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Drop candidates scoring less (the score is 0..1, docs/monitor.md).")
+@click.option("--min-score", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Drop candidates scoring less (the score is 0..1, docs/monitor.md; a candidate scoring 0 is never listed).")
 @click.option("--block-size", type=click.IntRange(64), default=2048, show_default=True,
               help="Segmentation block side, pixels (memory bound; the unit of work on a cluster).")
 @click.option("--pixel-size", type=click.FloatRange(0, min_open=True), default=None,
