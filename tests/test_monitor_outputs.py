@@ -10,7 +10,7 @@ import torch
 
 from planetcd.datasets.synthetic import write_synthetic_geotiff
 from planetcd.monitor import monitor
-from planetcd.report import strict_json
+from planetcd.jsonio import strict_json
 
 
 class FindsNothing(torch.nn.Module):

@@ -16,7 +16,7 @@ from rasterio.windows import Window
 
 from .. import __version__
 from ..raster import atomic_output, check_writable, geotiff_profile, geotiff_writer, pixel_to_map
-from ..report import json_text
+from ..jsonio import json_text
 from ..vector import box_rings, rings_wkb, write_csv, write_gpkg
 
 BLOCK_ROWS = 256

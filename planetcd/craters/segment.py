@@ -60,7 +60,7 @@ from ..raster import (
     IntensityStats, atomic_output, check_writable, dataset_stats, intensity_stats, is_georeferenced, missing_pixels,
     open_raster, overview_shape, read_window, write_geotiff, zeros_are_data,
 )
-from ..report import json_text
+from ..jsonio import json_text
 from ..runners import LocalRunner, Runner, resolve_runner
 from ..tiling import Tile, blend_weights, halo_tiles, overlapping_tiles
 from .catalog import Catalog
