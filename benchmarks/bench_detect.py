@@ -39,7 +39,9 @@ the standard ops, as when issue 16 was filed; a floor that planetcd's own fast p
 ``--configs TILE:REUSE,...`` times ``detect`` once per configuration and round, interleaved (so a
 change of the machine's load hits every configuration alike): the tile side, and whether the
 ``nn`` calibration reuses pre's feature maps from the main pass (``on``) or recomputes its pre crops
-(``off``, as before that existed). τ is printed for each run: it must not depend on either.
+(``off``, as before that existed). τ is printed for each run: it must not depend on either. Each run
+also records the process's system CPU time and minor page faults over the run (``getrusage``): the
+kernel's work handing out fresh pages for large temporaries, which grows with the tile side.
 """
 
 from __future__ import annotations
@@ -376,12 +378,17 @@ def main() -> None:
                     for config in args.configs.split(","):
                         tile, reuse = config.split(":")
                         calibration.PSEUDO_REUSE_BYTES = budget if reuse == "on" else 0
+                        usage = resource.getrusage(resource.RUSAGE_SELF)
                         start = time.perf_counter()
                         result = detect(pre, post, trunk=trunk, method=method, n_pseudo=args.n_pseudo,
                                         device=args.device, tile_size=int(tile))
                         seconds = time.perf_counter() - start
+                        after = resource.getrusage(resource.RUSAGE_SELF)
                         runs.append({"round": round_, "method": method, "tile": int(tile), "reuse": reuse,
                                      "detect_s": round(seconds, 2), "over_floor": round(seconds / floor, 3),
+                                     # the kernel's share: fresh pages (each a fault) for big temporaries
+                                     "system_s": round(after.ru_stime - usage.ru_stime, 2),
+                                     "minor_page_faults": after.ru_minflt - usage.ru_minflt,
                                      "features_s": round(result.timings["features_s"], 2),
                                      "threshold_s": round(result.timings["threshold_s"], 2), "tau": result.tau,
                                      "load_average": [round(x, 2) for x in os.getloadavg()]})

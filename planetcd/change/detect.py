@@ -524,7 +524,7 @@ def detect(
     relu: bool = True,
     weights: str | os.PathLike | None = None,
     device: str = "auto",
-    tile_size: int = 1024,
+    tile_size: int = 512,
     seed: int = 0,
     progress: bool = False,
     trunk: VGGFeatures | None = None,
@@ -608,9 +608,11 @@ def detect(
     tile_size : int
         Side of the tiles the feature maps are computed in, pixels. Each tile is read with a halo
         whose features are computed and dropped (20 px at conv3_2; ``method="nn"`` adds its search
-        radius, smoothing and low-pass: 40 px at the defaults): at 1024 px that is 8 % (nn 16 %) more
-        trunk work than the image's pixels, at 512 px 16 % (34 %). Memory grows with the square of the
-        side (docs/performance.md).
+        radius, smoothing and low-pass: 40 px at the defaults): at 512 px that is up to 16 % (nn 34 %) more
+        trunk work than the image's pixels, at 1024 px 8 % (16 %). Even so 512 px is the default: its
+        smaller temporaries need fewer fresh pages from the kernel, which pays for the halo, so on the
+        development machine ``nn`` ran as fast as at 1024 px, at about 0.7 x the peak memory
+        (docs/performance.md, "Seventh pass"). Memory grows with the square of the side.
     seed : int
         Seed of the pseudo-pair draw; the same inputs and seed give the same result.
     progress : bool
