@@ -17,6 +17,13 @@ With ``--relit-gate`` it needs no scores: it registers the set's pairs as ``nn``
 transfer and prints, per group (changed implant kind, unchanged source), how many pairs pass the relighting
 gate (``transfer_anisotropy`` above ``RELIT_ANISOTROPY``: ``nn`` then gives that source's pseudo pairs the
 real nuisances) and the median anisotropy.
+
+With ``--sun-turns`` (a ``real-nuisance`` set and its scores) it replays each pair's draws
+(:func:`planetcd.datasets.benchmark.pair_date_nuisances`: no rendering) and prints, per bin of the angle
+between the two dates' suns, the false-alarm rate on unchanged pairs and the recall on changed ones, and,
+per method, the Pearson correlation of the unchanged pairs' scores with that angle::
+
+    python benchmarks/change_breakdown.py bench_out/change/real-nuisance bench_out/change/real-nuisance-scores.csv --sun-turns --methods nn,nn-unlit
 """
 
 from __future__ import annotations
@@ -139,6 +146,53 @@ def relit_gate(set_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+SUN_TURN_BINS = (0.0, 15.0, 30.0, 45.0, 60.0, 180.0)
+
+
+def sun_turns(set_dir: Path, scores_csv: Path, methods: list[str]) -> str:
+    """False alarms and recall per bin of the angle between a ``real-nuisance`` pair's two suns (module docstring)."""
+    import json
+
+    import numpy as np
+
+    from planetcd.datasets.benchmark import pair_date_nuisances
+
+    meta = json.loads((set_dir / "benchmark.json").read_text())
+    if not meta.get("real_nuisance"):
+        raise SystemExit(f"{set_dir}: not a set with real nuisances (benchmark.json real_nuisance is false)")
+    suns = meta.get("source_sun_azimuth_deg") or {}
+    pairs = {r["id"]: r for r in _rows(set_dir / "pairs.csv")}
+    scores = _rows(scores_csv)
+    methods = [m for m in methods if f"{m}_changed" in scores[0]]
+    angle = []
+    for row in scores:
+        spec = pairs[row["id"]]
+        pre, post = pair_date_nuisances(int(spec["noise_seed"]), suns.get(spec["source"]))
+        turn = abs((pre.new_azimuth if pre.relight else pre.azimuth) - (post.new_azimuth if post.relight else post.azimuth))
+        angle.append(min(turn % 360.0, 360.0 - turn % 360.0))
+    angle = np.asarray(angle)
+    label = np.array([r["label"] == "1" for r in scores])
+    flagged = {m: np.array([r[f"{m}_changed"] == "1" for r in scores]) for m in methods}
+    lines = ["| angle between the suns | unchanged n | " + " | ".join(f"{m} false alarms" for m in methods)
+             + " | changed n | " + " | ".join(f"{m} recall" for m in methods) + " |",
+             "|---|---:|" + "---:|" * len(methods) + "---:|" + "---:|" * len(methods)]
+    for lo, hi in zip(SUN_TURN_BINS[:-1], SUN_TURN_BINS[1:]):
+        inside = (angle >= lo) & (angle < hi)
+        u, c = inside & ~label, inside & label
+        cells_u = [f"{flagged[m][u].mean():.2f}" if u.any() else "–" for m in methods]
+        cells_c = [f"{flagged[m][c].mean():.2f}" if c.any() else "–" for m in methods]
+        lines.append(f"| {lo:.0f}–{hi:.0f}° | {int(u.sum())} | " + " | ".join(cells_u) + f" | {int(c.sum())} | "
+                     + " | ".join(cells_c) + " |")
+    lines.append("")
+    for m in methods:
+        values = np.array([float(r[m]) for r in scores])
+        r = np.corrcoef(angle[~label], values[~label])[0, 1]
+        lines.append(f"{m}: Pearson correlation of the unchanged pairs' scores with the angle {r:.2f}; mean angle of "
+                     f"the unchanged pairs flagged {angle[~label & flagged[m]].mean():.1f}°, not flagged "
+                     f"{angle[~label & ~flagged[m]].mean():.1f}°.")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("set_dir", type=Path, nargs="?")
@@ -148,7 +202,13 @@ def main() -> None:
     parser.add_argument("--attribution", choices=["unlit", "relit"], help="which nuisance drives nn's scores")
     parser.add_argument("--seed", type=int, default=1234, help="with --attribution (development seed)")
     parser.add_argument("--relit-gate", action="store_true", help="which pairs pass nn's relighting gate")
+    parser.add_argument("--sun-turns", action="store_true", help="false alarms by the angle between the suns")
     args = parser.parse_args()
+    if args.sun_turns:
+        if args.set_dir is None or args.scores_csv is None:
+            parser.error("set_dir and scores_csv are required with --sun-turns")
+        print(sun_turns(args.set_dir, args.scores_csv, args.methods.split(",")), end="")
+        return
     if args.relit_gate:
         if args.set_dir is None:
             parser.error("set_dir is required with --relit-gate")

@@ -161,6 +161,40 @@ PSEUDO_NUISANCE = RealNuisance(sun_azimuth_change=30.0, p_relight=0.5, p_streaks
                                p_haze=0.3, resolution=(1.0, 1.5), p_resolution=0.3)
 
 
+@dataclass(frozen=True)
+class DateNuisances:
+    """What :func:`real_nuisance` drew for one date before rendering it (:func:`draw_date_nuisances`)."""
+
+    azimuth: float  #: the sun the image was lit by, degrees clockwise from the top (light FROM)
+    elevation: float  #: its elevation, degrees
+    new_azimuth: float  #: the sun the date is relit to (``azimuth`` + a turn within ``± sun_azimuth_change``)
+    new_elevation: float
+    relight: bool
+    streaks: bool
+    seam: bool
+    haze: bool
+    resolution: bool
+
+
+def draw_date_nuisances(rng: np.random.Generator, ranges: RealNuisance = REAL_NUISANCE,
+                        sun: tuple[float, float] | None = None) -> DateNuisances:
+    """The first draws of :func:`real_nuisance` from ``rng``: the suns and which nuisances apply.
+
+    :func:`real_nuisance` makes exactly these draws first, so a generator seeded as it was tells afterwards
+    what a generated date got (``benchmarks/change_breakdown.py --sun-turns`` reads the sun turns of a set).
+    The amounts of streaks, seam, haze and resolution are drawn later, while rendering.
+    """
+    azimuth = rng.uniform(0, 360)
+    e0, e1 = rng.uniform(*ranges.sun_elevation, size=2)
+    if sun is not None:
+        azimuth, e0 = float(sun[0]), float(sun[1])
+    turn = rng.uniform(-ranges.sun_azimuth_change, ranges.sun_azimuth_change)
+    draws = rng.uniform(size=5)
+    return DateNuisances(float(azimuth), float(e0), float(azimuth + turn), float(e1), bool(draws[0] < ranges.p_relight),
+                         bool(draws[1] < ranges.p_streaks), bool(draws[2] < ranges.p_seam),
+                         bool(draws[3] < ranges.p_haze), bool(draws[4] < ranges.p_resolution))
+
+
 def real_nuisance(image: np.ndarray, rng: np.random.Generator, ranges: RealNuisance = REAL_NUISANCE,
                   sun: tuple[float, float] | None = None) -> np.ndarray:
     """One date's real nuisances on ``(rows, cols)`` (``0..1``): relighting, streaks, seam, haze, resolution.
@@ -172,23 +206,19 @@ def real_nuisance(image: np.ndarray, rng: np.random.Generator, ranges: RealNuisa
     ``ranges.sun_elevation``: the height field is then integrated along a direction the image was not
     lit from, which no real second date shows (the benchmark generator did this up to 2026-12-01).
 
-    Every draw comes from ``rng`` in a fixed order (the same ``rng`` state gives the same image).
+    Every draw comes from ``rng`` in a fixed order (the same ``rng`` state gives the same image); the first
+    ones are :func:`draw_date_nuisances`.
     """
     out = np.asarray(image, np.float32)
-    azimuth = rng.uniform(0, 360)
-    e0, e1 = rng.uniform(*ranges.sun_elevation, size=2)
-    if sun is not None:
-        azimuth, e0 = float(sun[0]), float(sun[1])
-    turn = rng.uniform(-ranges.sun_azimuth_change, ranges.sun_azimuth_change)
-    draws = rng.uniform(size=5)
-    if draws[0] < ranges.p_relight:
-        out = relight(out, azimuth, e0, azimuth + turn, e1)
-    if draws[1] < ranges.p_streaks:
+    date = draw_date_nuisances(rng, ranges, sun)
+    if date.relight:
+        out = relight(out, date.azimuth, date.elevation, date.new_azimuth, date.new_elevation)
+    if date.streaks:
         out = albedo_streaks(out, rng, n=int(rng.integers(1, 4)))
-    if draws[2] < ranges.p_seam:
+    if date.seam:
         out = mosaic_seam(out, rng)
-    if draws[3] < ranges.p_haze:
+    if date.haze:
         out = haze(out, rng.uniform(*ranges.haze))
-    if draws[4] < ranges.p_resolution:
+    if date.resolution:
         out = resolution(out, rng.uniform(*ranges.resolution))
     return np.clip(out, 0.0, 1.0).astype(np.float32)

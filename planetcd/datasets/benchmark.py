@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..change.nuisance import REAL_NUISANCE, real_nuisance
+from ..change.nuisance import REAL_NUISANCE, DateNuisances, RealNuisance, draw_date_nuisances, real_nuisance
 from ..craters.sun import estimate_sun_azimuth
 from ..errors import InputError
 from ..raster import open_raster, read_window
@@ -414,6 +414,31 @@ def _streaks(ground: np.ndarray, spec: PairSpec, gy: float, gx: float, rng: np.r
     return ground * (1.0 - spec.strength * darkening)
 
 
+#: Offsets from a pair's ``noise_seed`` of the generator's draws of the real nuisances: pre's, post's, and
+#: the elevation of the source's sun (:func:`render_pair`, :func:`pair_date_nuisances`).
+PRE_NUISANCE_SEED, POST_NUISANCE_SEED, SUN_ELEVATION_SEED = 2, 3, 4
+
+
+def date_sun(noise_seed: int, source_sun_azimuth: float | None, nuisance: RealNuisance
+             ) -> tuple[float, float] | None:
+    """The sun ``(azimuth, elevation)`` (degrees) both dates of a pair are relit from: the source's own azimuth
+    and an elevation drawn from ``nuisance.sun_elevation``; None when the source's sun is unknown."""
+    if source_sun_azimuth is None:
+        return None
+    rng = np.random.default_rng(noise_seed + SUN_ELEVATION_SEED)
+    return float(source_sun_azimuth), float(rng.uniform(*nuisance.sun_elevation))
+
+
+def pair_date_nuisances(noise_seed: int, source_sun_azimuth: float | None, nuisance: RealNuisance = REAL_NUISANCE
+                        ) -> tuple[DateNuisances, DateNuisances]:
+    """What each date of a generated pair drew (suns, which nuisances), replayed from its ``noise_seed``
+    (``pairs.csv``) and its source's sun azimuth (``benchmark.json``): pre's and post's
+    :class:`~planetcd.change.nuisance.DateNuisances`, as :func:`render_pair` drew them."""
+    sun = date_sun(noise_seed, source_sun_azimuth, nuisance)
+    return (draw_date_nuisances(np.random.default_rng(noise_seed + PRE_NUISANCE_SEED), nuisance, sun),
+            draw_date_nuisances(np.random.default_rng(noise_seed + POST_NUISANCE_SEED), nuisance, sun))
+
+
 def render_pair(
     spec: PairSpec, source: SourceImage, patch_size: int, max_shift: float, implant: bool = True,
     nuisance=None,
@@ -460,12 +485,10 @@ def render_pair(
         # Both dates are relit from the ground's one height field, under the sun the source image really has
         # (its estimate) and one elevation for it (seed noise_seed + 4): each date's sun is then within
         # ± nuisance.sun_azimuth_change of it. Without a source sun, each date draws its own old sun.
-        sun = None
-        if source.sun_azimuth is not None:
-            sun = (source.sun_azimuth, float(np.random.default_rng(spec.noise_seed + 4).uniform(*nuisance.sun_elevation)))
-        pre_region = real_nuisance(region, np.random.default_rng(spec.noise_seed + 2), nuisance,
+        sun = date_sun(spec.noise_seed, source.sun_azimuth, nuisance)
+        pre_region = real_nuisance(region, np.random.default_rng(spec.noise_seed + PRE_NUISANCE_SEED), nuisance,
                                    sun).astype(np.float64)
-        post_region = real_nuisance(region, np.random.default_rng(spec.noise_seed + 3), nuisance,
+        post_region = real_nuisance(region, np.random.default_rng(spec.noise_seed + POST_NUISANCE_SEED), nuisance,
                                     sun).astype(np.float64)
         ground = post_region + (ground - region)
     seen = ndimage.shift(ground, (spec.dy, spec.dx), order=3, mode="nearest")

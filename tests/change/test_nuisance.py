@@ -85,3 +85,34 @@ def test_real_nuisance_starts_from_the_image_own_sun(crater):
         relit = real_nuisance(crater, np.random.default_rng(seed), turned, sun=(90.0, 35.0))
         assert np.linalg.norm(_centre(relit) - (CY, CX)) < 5.0
         assert relit[inner + (left,)].mean() > relit[inner + (right,)].mean()
+
+
+def test_the_first_draws_of_a_date_replay_what_it_got(crater):
+    # draw_date_nuisances makes real_nuisance's first draws: replayed from the same seed it names the suns the
+    # date was relit between, so a set's sun turns can be read afterwards (benchmarks/change_breakdown.py)
+    from dataclasses import replace
+
+    from planetcd.change.nuisance import draw_date_nuisances
+
+    only_relight = replace(REAL_NUISANCE, p_streaks=0.0, p_seam=0.0, p_haze=0.0, p_resolution=0.0)
+    for seed in (3, 11):
+        date = draw_date_nuisances(np.random.default_rng(seed), only_relight, sun=(90.0, 35.0))
+        assert date.relight and (date.azimuth, date.elevation) == (90.0, 35.0)
+        assert abs(date.new_azimuth - 90.0) <= only_relight.sun_azimuth_change
+        rendered = real_nuisance(crater, np.random.default_rng(seed), only_relight, sun=(90.0, 35.0))
+        np.testing.assert_array_equal(rendered, relight(crater, 90.0, 35.0, date.new_azimuth, date.new_elevation))
+
+
+def test_a_generated_pair_replays_its_two_dates():
+    from planetcd.change.nuisance import draw_date_nuisances
+    from planetcd.datasets.benchmark import (
+        POST_NUISANCE_SEED,
+        PRE_NUISANCE_SEED,
+        pair_date_nuisances,
+    )
+
+    pre, post = pair_date_nuisances(1234, 270.0)
+    assert pre.azimuth == post.azimuth == 270.0 and pre.elevation == post.elevation  # one source sun
+    assert pre.new_azimuth != post.new_azimuth  # each date turns its own way
+    again = draw_date_nuisances(np.random.default_rng(1234 + PRE_NUISANCE_SEED), REAL_NUISANCE, (270.0, pre.elevation))
+    assert again == pre and PRE_NUISANCE_SEED != POST_NUISANCE_SEED
