@@ -407,6 +407,18 @@ def merge_tile(partial: TilePartial, pre_pool: PatchPooler, post_pool: PatchPool
     valid_pixels[partial.valid_hit] += partial.valid_counts
 
 
+#: Default side (px) of :func:`detect`'s feature tiles. The result does not depend on it (the halo makes the
+#: tiled feature map the whole image's); 512 px holds about 0.7 x the peak memory of 1024 px at the same speed
+#: on the development machine: its temporaries need fewer fresh pages from the kernel, which pays for the halo
+#: (docs/performance.md, "Seventh pass").
+TILE_SIZE = 512
+#: Default tile side (px) when ``nn`` relights pre's tiles: each tile's transfer is fitted on its window, so
+#: the side is part of the method there. 1024 px, the side the relighting was developed and measured with;
+#: 512 px windows flagged 10 unchanged patches of 115 against 4 on the real-like pair of seed 1
+#: (``benchmarks/real_like_pair.py``; seed 2: 1 against 2).
+RELIT_TILE_SIZE = 1024
+
+
 #: The methods of :func:`detect`: ``nn`` (relights pre to post's look), ``nn-unlit`` (``nn`` without the
 #: relighting: the ``nn`` of before it, exactly) and ``paper``.
 DETECT_METHODS = ("nn", "nn-unlit", "paper")
@@ -524,7 +536,7 @@ def detect(
     relu: bool = True,
     weights: str | os.PathLike | None = None,
     device: str = "auto",
-    tile_size: int = 512,
+    tile_size: int | None = None,
     seed: int = 0,
     progress: bool = False,
     trunk: VGGFeatures | None = None,
@@ -605,14 +617,14 @@ def detect(
     weights : path, optional
         VGG-16 weights (see :func:`planetcd.features.resolve_vgg16_weights`).
     device : {"auto", "cpu", "cuda"}
-    tile_size : int
+    tile_size : int, optional
         Side of the tiles the feature maps are computed in, pixels. Each tile is read with a halo
         whose features are computed and dropped (20 px at conv3_2; ``method="nn"`` adds its search
         radius, smoothing and low-pass: 40 px at the defaults): at 512 px that is up to 16 % (nn 34 %) more
-        trunk work than the image's pixels, at 1024 px 8 % (16 %). Even so 512 px is the default: its
-        smaller temporaries need fewer fresh pages from the kernel, which pays for the halo, so on the
-        development machine ``nn`` ran as fast as at 1024 px, at about 0.7 x the peak memory
-        (docs/performance.md, "Seventh pass"). Memory grows with the square of the side.
+        trunk work than the image's pixels, at 1024 px 8 % (16 %). Memory grows with the square of the side.
+        None (default): :data:`TILE_SIZE` (512), or :data:`RELIT_TILE_SIZE` (1024) when ``nn`` relights
+        pre's tiles, since each tile's transfer is fitted on its own window (docs/performance.md,
+        "Seventh pass"). The side used is in ``params["tile_size"]``.
     seed : int
         Seed of the pseudo-pair draw; the same inputs and seed give the same result.
     progress : bool
@@ -738,6 +750,8 @@ def detect(
                                          post_image, trunk.channels, sequential=sample is not None)
         capture = None if captures is None else captures.windows
 
+        if tile_size is None:
+            tile_size = RELIT_TILE_SIZE if relight else TILE_SIZE
         tiles = halo_tiles(height, width, tile_size, halo, align=s)
         n_pixelwise = 0
         bar = _progress(len(tiles) + (1 if policy in ("pseudo", "both") else 0), progress, "detect")

@@ -95,9 +95,9 @@ def _tau(value: str) -> str | float:
 @click.option("--register/--no-register", default=True, show_default=True,
               help="Estimate and undo the global shift (phase correlation).")
 @click.option("--pixelwise", is_flag=True, help="Also write deep-CVA pixel maps inside changed patches.")
-@click.option("--tile-size", type=click.IntRange(64), default=512, show_default=True,
-              help="Tile side for feature maps, pixels (larger: less halo recomputed, more memory; "
-                   "docs/performance.md).")
+@click.option("--tile-size", type=click.IntRange(64), default=None,
+              help="Tile side for feature maps, pixels (larger: less halo recomputed, more memory) "
+                   "[default: 512; 1024 when nn relights pre, whose transfer is fitted per tile].")
 @click.option("--no-quicklook", is_flag=True, help="Skip quicklook.png.")
 @dask_options
 @weights_opt

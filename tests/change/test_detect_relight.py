@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from planetcd.change.detect import detect
+from planetcd.change.detect import RELIT_TILE_SIZE, TILE_SIZE, detect
 from planetcd.change.nn import RELIT_ANISOTROPY
 from planetcd.change.nuisance import relight
 from planetcd.datasets.synthetic import add_fresh_crater, make_change_pair
@@ -128,3 +128,12 @@ def test_unknown_method_is_one_line(trunk):
     pair = make_change_pair((200, 200), seed=1)
     with pytest.raises(InputError, match="'nn', 'nn-unlit' or 'paper'"):
         detect(pair.pre, pair.post, method="nn-lit", trunk=trunk)
+
+
+def test_the_default_tile_side_follows_the_relighting(relit_pair, clean_runs, trunk):
+    # the features do not depend on the tile side, but a relit tile's transfer is fitted on its own window:
+    # relit pairs keep the 1024 px windows the relighting was measured with, one-sun pairs take 512 px tiles
+    assert not clean_runs["nn"].relight["relit"] and clean_runs["nn"].params["tile_size"] == TILE_SIZE == 512
+    assert clean_runs["nn", 160].params["tile_size"] == 160  # given, kept
+    relit = detect(*relit_pair, method="nn", tau="pseudo", trunk=trunk, n_pseudo=10, seed=0)
+    assert relit.relight["relit"] and relit.params["tile_size"] == RELIT_TILE_SIZE == 1024
