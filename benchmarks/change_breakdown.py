@@ -155,6 +155,7 @@ def sun_turns(set_dir: Path, scores_csv: Path, methods: list[str]) -> str:
 
     import numpy as np
 
+    from planetcd.craters.sun import angle_difference
     from planetcd.datasets.benchmark import pair_date_nuisances
 
     meta = json.loads((set_dir / "benchmark.json").read_text())
@@ -168,8 +169,7 @@ def sun_turns(set_dir: Path, scores_csv: Path, methods: list[str]) -> str:
     for row in scores:
         spec = pairs[row["id"]]
         pre, post = pair_date_nuisances(int(spec["noise_seed"]), suns.get(spec["source"]))
-        turn = abs((pre.new_azimuth if pre.relight else pre.azimuth) - (post.new_azimuth if post.relight else post.azimuth))
-        angle.append(min(turn % 360.0, 360.0 - turn % 360.0))
+        angle.append(abs(angle_difference(pre.lit_from, post.lit_from)))
     angle = np.asarray(angle)
     label = np.array([r["label"] == "1" for r in scores])
     flagged = {m: np.array([r[f"{m}_changed"] == "1" for r in scores]) for m in methods}

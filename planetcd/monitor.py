@@ -714,7 +714,7 @@ def corroborate_suns(pre: tuple, post: tuple, meta: dict, shape: tuple[int, int]
     (rotate, record), (rotate, record)
         Pre's and post's, changed only for a corroborated date.
     """
-    from .craters.sun import canonical_frame
+    from .craters.sun import angle_difference, canonical_frame
 
     dates = {"pre": pre, "post": post}
     for name, other in (("pre", "post"), ("post", "pre")):
@@ -723,7 +723,7 @@ def corroborate_suns(pre: tuple, post: tuple, meta: dict, shape: tuple[int, int]
         if record.get("source") != "fallback" or other_record.get("source") != "estimated":
             continue
         own = float(record["estimate"]["azimuth_deg"])
-        gap = abs((own - float(other_record["sun_azimuth_deg"]) + 180.0) % 360.0 - 180.0)
+        gap = abs(float(angle_difference(own, float(other_record["sun_azimuth_deg"]))))
         if gap > SUN_AGREEMENT_DEG:
             continue
         record = {**record, "sun_azimuth_deg": round(own, 6), "source": f"estimated (corroborated by {other})"}

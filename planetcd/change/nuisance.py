@@ -175,6 +175,11 @@ class DateNuisances:
     haze: bool
     resolution: bool
 
+    @property
+    def lit_from(self) -> float:
+        """The azimuth (degrees) the rendered date is lit from: ``new_azimuth`` if relit, else ``azimuth``."""
+        return self.new_azimuth if self.relight else self.azimuth
+
 
 def draw_date_nuisances(rng: np.random.Generator, ranges: RealNuisance = REAL_NUISANCE,
                         sun: tuple[float, float] | None = None) -> DateNuisances:

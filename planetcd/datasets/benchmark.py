@@ -483,7 +483,7 @@ def render_pair(
     pre_region = region
     if nuisance is not None:
         # Both dates are relit from the ground's one height field, under the sun the source image really has
-        # (its estimate) and one elevation for it (seed noise_seed + 4): each date's sun is then within
+        # (its estimate) and one elevation for it (seed noise_seed + SUN_ELEVATION_SEED): each date's sun is then within
         # ± nuisance.sun_azimuth_change of it. Without a source sun, each date draws its own old sun.
         sun = date_sun(spec.noise_seed, source.sun_azimuth, nuisance)
         pre_region = real_nuisance(region, np.random.default_rng(spec.noise_seed + PRE_NUISANCE_SEED), nuisance,
