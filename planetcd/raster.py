@@ -211,6 +211,60 @@ def _read_boundless(ds, window: Window, indexes: list[int]) -> tuple[np.ndarray,
     return data, valid
 
 
+#: A float fill pixel (:data:`FLOAT_FILL_MAGNITUDE`) that takes part, at any weight down to 1e-8 of an output
+#: pixel, in an area-average read (:func:`read_average`) leaves at least this magnitude: no physical value
+#: comes near it either.
+AVERAGED_FILL_MAGNITUDE = FLOAT_FILL_MAGNITUDE * 1e-8
+
+
+def read_average(ds, band: int, out_shape: tuple[int, int]) -> np.ma.MaskedArray:
+    """A band read decimated by GDAL's area average, masked where it holds no ground.
+
+    Masked: GDAL's mask (the nodata tag, an alpha band); the likely fill of a band without either
+    (:func:`implicit_fill`: the ISIS NULL of float32, -32768 of int16), which takes no part in the average,
+    as a tagged nodata; and output pixels of a float band that another float fill pixel fed (magnitude
+    :data:`AVERAGED_FILL_MAGNITUDE` or more, or not finite): an ISIS LRS, LIS, HIS or HRS pixel, which no tag
+    covers. Either would otherwise read as present, extremely dark ground.
+
+    Parameters
+    ----------
+    ds : rasterio dataset opened from a file
+    band : int
+        1-based band index.
+    out_shape : (rows, cols)
+
+    Returns
+    -------
+    numpy.ma.MaskedArray, float32, shape ``out_shape``
+    """
+    from rasterio.enums import MaskFlags, Resampling
+
+    fill = implicit_fill(ds)
+    if fill is not None and MaskFlags.all_valid in ds.mask_flag_enums[band - 1]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(_nodata_vrt(ds, band, fill)) as vrt:
+                return read_average(vrt, 1, out_shape)
+    read = ds.read(band, out_shape=tuple(out_shape), resampling=Resampling.average, masked=True).astype(np.float32)
+    if np.dtype(ds.dtypes[band - 1]).kind == "f":
+        with np.errstate(invalid="ignore"):
+            fed = ~(np.abs(read.data) < AVERAGED_FILL_MAGNITUDE)
+        read.mask = np.ma.getmaskarray(read) | fed
+    return read
+
+
+def _nodata_vrt(ds, band: int, nodata: float) -> str:
+    """A VRT document of one band of the file of ``ds`` that declares ``nodata``."""
+    from xml.sax.saxutils import escape
+
+    gdal_type = {"int8": "Int8", "int16": "Int16", "int32": "Int32", "int64": "Int64", "float32": "Float32",
+                 "float64": "Float64"}[ds.dtypes[band - 1]]
+    return (f'<VRTDataset rasterXSize="{ds.width}" rasterYSize="{ds.height}"><VRTRasterBand dataType="{gdal_type}" '
+            f'band="1"><NoDataValue>{nodata!r}</NoDataValue><SimpleSource><SourceFilename relativeToVRT="0">'
+            f'{escape(str(ds.name))}</SourceFilename><SourceBand>{band}</SourceBand></SimpleSource></VRTRasterBand>'
+            '</VRTDataset>')
+
+
 def overview_shape(height: int, width: int, max_pixels: int = 2_000_000) -> tuple[int, int]:
     """Shape of a decimated read holding at most ``max_pixels`` pixels."""
     factor = max(1.0, float(np.sqrt(height * width / max_pixels)))

@@ -5,8 +5,8 @@ import rasterio
 from planetcd.datasets.synthetic import MARS_EQC_WKT, write_synthetic_geotiff
 from planetcd.errors import InputError, OutputExistsError
 from planetcd.raster import (
-    atomic_output, check_writable, open_raster, read_window, robust_range, scale_intensity, to_three_bands,
-    write_geotiff,
+    atomic_output, check_writable, open_raster, read_average, read_window, robust_range, scale_intensity,
+    to_three_bands, write_geotiff,
 )
 
 
@@ -128,3 +128,36 @@ def test_intensity_stats_are_those_of_the_present_pixels():
     spoiled = image.copy()
     spoiled[:, missing] = 1e6
     assert np.array_equal(intensity_stats(spoiled, missing).high, stats.high)
+
+
+#: The ISIS special pixels of 32-bit float cubes: NULL, LRS, LIS, HIS, HRS.
+ISIS_SPECIALS = np.array([0xFF7FFFFB, 0xFF7FFFFC, 0xFF7FFFFD, 0xFF7FFFFE, 0xFF7FFFFF], np.uint32).view(np.float32)
+
+
+@pytest.mark.parametrize("dtype,fill", [("float32", ISIS_SPECIALS[0]), ("int16", -32768)])
+def test_read_average_leaves_untagged_fill_and_isis_specials_out(tmp_path, dtype, fill):
+    """A decimated (area-average) read does not blend a fill into the ground: without a nodata tag it reads
+    as the tagged file, and an ISIS LRS/LIS/HIS/HRS pixel (no tag covers them) masks the pixel it feeds."""
+    rng = np.random.default_rng(0)
+    image = rng.uniform(100, 200, (60, 90)).astype(dtype)
+    image[:, 50:] = fill
+    image[:, 47] = fill  # a column that the 3x3 average blends with ground
+    if dtype == "float32":
+        image[10, 10] = ISIS_SPECIALS[4]  # HRS
+        image[31, 20:22] = ISIS_SPECIALS[1:3]  # LRS, LIS
+        image[40, 40] = ISIS_SPECIALS[3]  # HIS
+    untagged = write_synthetic_geotiff(tmp_path / "untagged.tif", image, dtype=None)
+    tagged = write_synthetic_geotiff(tmp_path / "tagged.tif", image, dtype=None, nodata=float(fill))
+    with open_raster(untagged) as a, open_raster(tagged) as b:
+        read, reference = read_average(a, 1, (20, 30)), read_average(b, 1, (20, 30))
+    np.testing.assert_array_equal(np.ma.getmaskarray(read), np.ma.getmaskarray(reference))
+    np.testing.assert_array_equal(read.filled(0), reference.filled(0))
+    assert np.ma.getmaskarray(read)[:, 17:].all() and not np.ma.getmaskarray(read)[:, 16].any()
+    assert 100 <= read.min() and read.max() <= 200  # no fill blended into a present pixel
+    if dtype == "float32":  # with another nodata tag, GDAL blends the specials: the pixels they feed are masked
+        other = write_synthetic_geotiff(tmp_path / "other.tif", image, dtype=None, nodata=-9999.0)
+        with open_raster(other) as ds:
+            read = read_average(ds, 1, (20, 30))
+        assert 100 <= read.min() and read.max() <= 200
+        assert np.ma.getmaskarray(read)[[3, 10, 10, 13], [3, 6, 7, 13]].all()
+        assert np.ma.count_masked(read[:, :15]) == 4 and np.ma.getmaskarray(read)[:, 15:].all()

@@ -58,7 +58,7 @@ from ..precision import autocast, precision_record, resolve_precision
 from ..inputs import check_array, check_raster
 from ..raster import (
     IntensityStats, atomic_output, check_writable, dataset_stats, intensity_stats, is_georeferenced, missing_pixels,
-    open_raster, overview_shape, read_window, write_geotiff, zeros_are_data,
+    open_raster, overview_shape, read_average, read_window, write_geotiff, zeros_are_data,
 )
 from ..jsonio import json_text
 from ..runners import LocalRunner, Runner, resolve_runner
@@ -481,15 +481,13 @@ def image_sun_estimate(image, band: int = 1, max_side: int = SUN_ESTIMATE_MAX_SI
     that it works on about the same 2× working pixels as on the full image.
     Missing pixels: :func:`planetcd.raster.missing_pixels`.
     """
-    from rasterio.enums import Resampling
-
     if isinstance(image, np.ndarray):
         data, factor = np.asarray(image, np.float32), 1.0
     else:
         with open_raster(image) as ds:
             factor = min(1.0, max_side / max(ds.height, ds.width))
             shape = (max(1, int(round(ds.height * factor))), max(1, int(round(ds.width * factor))))
-            read = ds.read(band, out_shape=shape, resampling=Resampling.average, masked=True).astype(np.float32)
+            read = read_average(ds, band, shape)
             data = np.ma.filled(read, 0.0)
             if band_zeros_are_data(ds, band):  # signed data: a present 0 is a value, not the fill
                 data[(data == 0) & ~np.ma.getmaskarray(read)] = PRESENT_ZERO

@@ -21,6 +21,7 @@ from planetcd.craters.segment import (
     PRESENT_ZERO,
     catalog_craters,
     centre_missing,
+    image_sun_estimate,
     mirror_fill,
     pixel_size_of,
     read_band,
@@ -225,6 +226,29 @@ def test_signed_data_keeps_its_zeros(tmp_path, rng):
         data, missing = read_band(ds)
     np.testing.assert_array_equal(missing, image <= 0)
     assert np.all(data[missing] == 0)
+
+
+@pytest.mark.parametrize("dtype", ["int16", "float32"])
+def test_sun_estimate_leaves_untagged_fill_and_isis_specials_out(tmp_path, dtype):
+    """The estimate of ``--sun-azimuth auto`` of a product whose fill has no nodata tag (int16's -32768, the ISIS
+    NULL) and holds ISIS LRS/HRS pixels is that of the file with the tag: the fill is no dark ground beside lit
+    slopes (it read as a confident sun from the fill's side), also when the estimate reads the image decimated."""
+    from planetcd.datasets.synthetic import synthetic_terrain
+
+    image, _ = synthetic_terrain((192, 192), seed=3)
+    values = (np.round(image * 2000 + 100) if dtype == "int16" else image * 0.25).astype(dtype)
+    fill = -32768 if dtype == "int16" else np.float32(-3.4028226550889045e38)
+    values[:, :80] = fill
+    if dtype == "float32":
+        specials = np.array([0xFF7FFFFC, 0xFF7FFFFF], np.uint32).view(np.float32)  # LRS, HRS
+        values.flat[np.random.default_rng(0).integers(0, values.size, 60)] = np.repeat(specials, 30)
+    untagged = _write(tmp_path / "untagged.tif", values)
+    tagged = _write(tmp_path / "tagged.tif", values, nodata=float(fill))
+    for max_side in (192, 96):
+        estimate = image_sun_estimate(untagged, max_side=max_side)
+        reference = image_sun_estimate(tagged, max_side=max_side)
+        assert estimate.azimuth_deg == pytest.approx(reference.azimuth_deg, abs=1.0), max_side
+        assert estimate.confidence == pytest.approx(reference.confidence, abs=0.05), max_side
 
 
 # --------------------------------------------------------------------------- the shipped model on a real crop
