@@ -375,6 +375,31 @@ def zeros_are_data(data: np.ndarray, valid: np.ndarray | None = None, nodata: fl
     return bool(zeros <= ZERO_SPIKE * max(neighbours, 1.0))
 
 
+def saturated_pixels(data: np.ndarray, missing: np.ndarray, dtype) -> np.ndarray:
+    """Where an integer band holds its saturation: its highest present value, when the present pixels pile up
+    there (more than :data:`ZERO_SPIKE` times the count of the next lower value): a clipped bright slope, a
+    saturated plateau, the hot pixels of a 12-bit product (4095). ``False`` everywhere for float bands.
+
+    Parameters
+    ----------
+    data : ndarray, shape (rows, cols)
+        A (decimated) read of the band.
+    missing : ndarray of bool, shape (rows, cols)
+        As :func:`missing_pixels`.
+    dtype
+        The band's data type in the file.
+    """
+    out = np.zeros(data.shape, bool)
+    values = data[~missing]
+    if np.dtype(dtype).kind not in "ui" or not values.size:
+        return out
+    top = values.max()
+    below = values[values < top]
+    if not below.size or np.count_nonzero(values == top) <= ZERO_SPIKE * np.count_nonzero(values == below.max()):
+        return out
+    return (data == top) & ~missing
+
+
 @dataclass(frozen=True)
 class IntensityStats:
     """Robust intensity statistics of one image, per band: the one home of both network scalings.

@@ -5,8 +5,8 @@ import rasterio
 from planetcd.datasets.synthetic import MARS_EQC_WKT, write_synthetic_geotiff
 from planetcd.errors import InputError, OutputExistsError
 from planetcd.raster import (
-    atomic_output, check_writable, open_raster, read_average, read_window, robust_range, scale_intensity,
-    to_three_bands, write_geotiff,
+    atomic_output, check_writable, open_raster, read_average, read_window, robust_range, saturated_pixels,
+    scale_intensity, to_three_bands, write_geotiff,
 )
 
 
@@ -161,3 +161,17 @@ def test_read_average_leaves_untagged_fill_and_isis_specials_out(tmp_path, dtype
         assert 100 <= read.min() and read.max() <= 200
         assert np.ma.getmaskarray(read)[[3, 10, 10, 13], [3, 6, 7, 13]].all()
         assert np.ma.count_masked(read[:, :15]) == 4 and np.ma.getmaskarray(read)[:, 15:].all()
+
+
+def test_saturated_pixels_are_a_spike_at_the_top_of_an_integer_band():
+    rng = np.random.default_rng(0)
+    data = rng.integers(200, 1500, (50, 50)).astype(np.float32)
+    none = np.zeros((50, 50), bool)
+    assert not saturated_pixels(data, none, "uint16").any()  # the brightest ground is no saturation
+    data[10:20, :] = 4095  # a 12-bit product's saturation
+    data[0, 0] = 4095
+    found = saturated_pixels(data, none, "uint16")
+    assert found.sum() == 501 and found[0, 0] and found[10:20].all()
+    assert not saturated_pixels(data, none, "float32").any()
+    missing = data == 4095
+    assert not saturated_pixels(data, missing, "uint16").any()  # missing pixels are no saturation

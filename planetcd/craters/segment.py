@@ -58,7 +58,7 @@ from ..precision import autocast, precision_record, resolve_precision
 from ..inputs import check_array, check_raster
 from ..raster import (
     IntensityStats, atomic_output, check_writable, dataset_stats, intensity_stats, is_georeferenced, missing_pixels,
-    open_raster, overview_shape, read_average, read_window, write_geotiff, zeros_are_data,
+    open_raster, overview_shape, read_average, read_window, saturated_pixels, write_geotiff, zeros_are_data,
 )
 from ..jsonio import json_text
 from ..runners import LocalRunner, Runner, resolve_runner
@@ -479,10 +479,14 @@ def image_sun_estimate(image, band: int = 1, max_side: int = SUN_ESTIMATE_MAX_SI
     A raster is read decimated so that its longer side is at most ``max_side``
     (area average), and the estimator's own decimation is reduced to match, so
     that it works on about the same 2× working pixels as on the full image.
-    Missing pixels: :func:`planetcd.raster.missing_pixels`.
+    Missing pixels: :func:`planetcd.raster.missing_pixels`, and for a raster the saturation of an integer band
+    (:func:`planetcd.raster.saturated_pixels`).
     """
+    from scipy import ndimage
+
     if isinstance(image, np.ndarray):
         data, factor = np.asarray(image, np.float32), 1.0
+        missing = missing_pixels(data)
     else:
         with open_raster(image) as ds:
             factor = min(1.0, max_side / max(ds.height, ds.width))
@@ -491,8 +495,12 @@ def image_sun_estimate(image, band: int = 1, max_side: int = SUN_ESTIMATE_MAX_SI
             data = np.ma.filled(read, 0.0)
             if band_zeros_are_data(ds, band):  # signed data: a present 0 is a value, not the fill
                 data[(data == 0) & ~np.ma.getmaskarray(read)] = PRESENT_ZERO
+            missing = missing_pixels(data)
+            # a saturated plateau's edge is no lit slope (it read as a confident sun from its side); isolated hot
+            # pixels stay, as leaving them and their neighbours out would cost more ground than they disturb
+            missing |= ndimage.binary_opening(saturated_pixels(data, missing, ds.dtypes[band - 1]), np.ones((3, 3)))
     decimate = max(1, int(round(2 * factor)))
-    return estimate_sun_azimuth(data, missing=missing_pixels(data), decimate=decimate)
+    return estimate_sun_azimuth(data, missing=missing, decimate=decimate)
 
 
 def resolve_sun(sun_azimuth, meta: dict, image, *, band: int = 1, shape: tuple[int, int] | None = None,

@@ -251,6 +251,23 @@ def test_sun_estimate_leaves_untagged_fill_and_isis_specials_out(tmp_path, dtype
         assert estimate.confidence == pytest.approx(reference.confidence, abs=0.05), max_side
 
 
+def test_sun_estimate_leaves_a_saturated_plateau_out(tmp_path):
+    """An 8-bit product whose right part is saturated (255) has the estimate of the same ground with that part
+    missing: the plateau's edge is no lit slope (it read as a confident sun from the right, 83 deg, and the
+    image was turned half round)."""
+    from planetcd.datasets.synthetic import synthetic_terrain
+
+    image, _ = synthetic_terrain((192, 192), seed=3)
+    ground = np.clip(np.round(image * 200 + 20), 1, 254).astype(np.uint8)
+    saturated = _write(tmp_path / "saturated.tif", np.where(np.arange(192) >= 100, 255, ground).astype(np.uint8))
+    missing = _write(tmp_path / "missing.tif", np.where(np.arange(192) >= 100, 0, ground).astype(np.uint8))
+    for max_side in (192, 96):
+        estimate = image_sun_estimate(saturated, max_side=max_side)
+        reference = image_sun_estimate(missing, max_side=max_side)
+        assert estimate.azimuth_deg == pytest.approx(reference.azimuth_deg, abs=1.0), max_side
+        assert estimate.confident == reference.confident, max_side
+
+
 # --------------------------------------------------------------------------- the shipped model on a real crop
 
 
