@@ -105,8 +105,10 @@ def register_pair(pre_ds, post_grid, pre_stats: IntensityStats, post_stats: Inte
     post, whether 0 is a value rather than the fill (:func:`planetcd.raster.zeros_are_data`).
     """
     window = registration_window(pre_ds.height, pre_ds.width, shared)
-    pre, pre_valid = read_present(AlignedReader(pre_ds, zero_is_data=zero_is_data[0]), window)
-    post, post_valid = read_present(AlignedReader(post_grid, zero_is_data=zero_is_data[1]), window)
+    pre, pre_valid = read_present(AlignedReader(pre_ds, zero_is_data=zero_is_data[0],
+                                                 impulse_step=pre_stats.impulse_step), window)
+    post, post_valid = read_present(AlignedReader(post_grid, zero_is_data=zero_is_data[1],
+                                                  impulse_step=post_stats.impulse_step), window)
     both = pre_valid & post_valid
     if not both.any():
         raise InputError("the images share no ground with data in both (do their footprints overlap?)")
@@ -376,8 +378,10 @@ def detect_tile_task(tile: Tile, *, spec: DetectSpec, patches: np.ndarray, cells
     """
     trunk = cached_trunk(spec.layer, spec.relu, spec.weights, spec.device)
     with open_raster(spec.pre) as pre_ds, open_raster(spec.post) as post_ds, post_on_pre_grid(pre_ds, post_ds) as grid:
-        context = TileContext(AlignedReader(pre_ds, zero_is_data=spec.zero_is_data[0]),
-                              AlignedReader(grid, spec.displacement, zero_is_data=spec.zero_is_data[1]), spec.pre_stats,
+        context = TileContext(AlignedReader(pre_ds, zero_is_data=spec.zero_is_data[0],
+                                            impulse_step=spec.pre_stats.impulse_step),
+                              AlignedReader(grid, spec.displacement, zero_is_data=spec.zero_is_data[1],
+                                            impulse_step=spec.post_stats.impulse_step), spec.pre_stats,
                               spec.post_stats, trunk, torch.device(spec.device), patches, cells, spec.method,
                               spec.nn_radius, spec.pooling, spec.capture, spec.precision, spec.relight)
         return detect_tile(context, tile)
@@ -697,8 +701,9 @@ def detect(
             displacement, reg_error = register_pair(pre_ds, post_grid, pre_stats, post_stats, shared, zero_is_data)
             log.info("post is displaced by dy=%.2f, dx=%.2f px relative to pre", *displacement)
         timings["register_s"] = time.perf_counter() - t0
-        pre_reader = AlignedReader(pre_ds, zero_is_data=zero_is_data[0])
-        post_reader = AlignedReader(post_grid, displacement, zero_is_data=zero_is_data[1])
+        pre_reader = AlignedReader(pre_ds, zero_is_data=zero_is_data[0], impulse_step=pre_stats.impulse_step)
+        post_reader = AlignedReader(post_grid, displacement, zero_is_data=zero_is_data[1],
+                                    impulse_step=post_stats.impulse_step)
         trunk = trunk.to(torch_device)
         s = trunk.stride
 

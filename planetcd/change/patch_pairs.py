@@ -16,7 +16,7 @@ import numpy as np
 
 from ..features import cached_trunk, pick_device
 from ..precision import resolve_precision
-from ..raster import robust_range, scale_intensity
+from ..raster import fill_invalid, impulse_steps, robust_range, scale_intensity, suppress_impulses
 from .nuisance import PSEUDO_NUISANCE, RealNuisance
 from .nn import (
     RELIT_ANISOTROPY,
@@ -90,12 +90,16 @@ class PairScores:
 
 
 def scale_patches(patches: np.ndarray) -> np.ndarray:
-    """Scale each patch ``(n, bands, h, w)`` to ``0..1`` by its own robust range (float32)."""
+    """Scale each patch ``(n, bands, h, w)`` to ``0..1`` by its own robust range (float32), its impulses (hot and
+    dead pixels) clipped first as ``detect``'s reads clip them (:func:`~planetcd.raster.suppress_impulses`, with
+    :func:`~planetcd.raster.impulse_steps` of the patch itself)."""
     out = np.empty(patches.shape, np.float32)
     for i, patch in enumerate(patches):
         valid = np.all(np.isfinite(patch), axis=0)
         patch = np.where(np.isfinite(patch), patch, 0).astype(np.float32)
         low, high = robust_range(patch, valid) if valid.any() else (np.zeros(len(patch)), np.ones(len(patch)))
+        if valid.any():
+            patch, _ = suppress_impulses(patch, impulse_steps(fill_invalid(patch, valid), low, high), valid)
         out[i] = scale_intensity(patch, low, high)
     return out
 

@@ -30,6 +30,7 @@ from ..raster import (
     is_georeferenced,
     missing_pixels,
     read_window,
+    suppress_impulses,
 )
 
 log = logging.getLogger(__name__)
@@ -204,11 +205,17 @@ class AlignedReader:
     zero_is_data : bool
         0 is an ordinary value of this image, not its fill (signed data around 0:
         :func:`planetcd.raster.zeros_are_data`, decided on the image's overview).
+    impulse_step : ndarray of shape (bands,), optional
+        Clip the impulses (hot and dead pixels) of each raw read by these steps
+        (:func:`planetcd.raster.suppress_impulses`; :attr:`IntensityStats.impulse_step
+        <planetcd.raster.IntensityStats>`), before the sub-pixel shift spreads them over their neighbours.
     """
 
-    def __init__(self, dataset, displacement: tuple[float, float] = (0.0, 0.0), zero_is_data: bool = False):
+    def __init__(self, dataset, displacement: tuple[float, float] = (0.0, 0.0), zero_is_data: bool = False,
+                 impulse_step: np.ndarray | None = None):
         self.dataset = dataset
         self.zero_is_data = bool(zero_is_data)
+        self.impulse_step = impulse_step
         self.displacement = (float(displacement[0]), float(displacement[1]))
         self.whole = (int(round(self.displacement[0])), int(round(self.displacement[1])))
         self.frac = (self.displacement[0] - self.whole[0], self.displacement[1] - self.whole[1])
@@ -239,6 +246,8 @@ class AlignedReader:
         # Which pixels hold ground is decided before interpolation: the sub-pixel shift turns the exact
         # zeros of a footprint's outside (a raster with no nodata tag) into tiny values that would pass.
         valid = ~missing_pixels(data, valid, self.nodata, self.zero_is_data)
+        if self.impulse_step is not None:
+            data, _ = suppress_impulses(data, self.impulse_step, valid)
         data, valid = undo_displacement(data, valid, self.frac)
         if pad:
             data = data[:, pad:-pad, pad:-pad]

@@ -16,7 +16,7 @@ The ``nn`` method's pairs add the nuisances its pipeline must tolerate
 (:mod:`planetcd.change.nuisance`: another sun, dust-devil tracks, haze, a coarser
 resolution, drawn mildly: :data:`~planetcd.change.nuisance.PSEUDO_NUISANCE`), a
 random gamma and blur, and noise brought up to a measured level
-(:func:`noise_sigma`, :func:`top_up_noise`).
+(:func:`planetcd.raster.noise_sigma`, :func:`top_up_noise`).
 
 How many pairs a calibration takes is :class:`PseudoSample`'s call: a prefix of one draw, as long as τ's
 bootstrap spread (:func:`threshold_spread`) says more pairs would still move it.
@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import ndimage
 
-from ..raster import map_distinct_bands
+from ..raster import map_distinct_bands, noise_sigma
 from .nuisance import PSEUDO_NUISANCE, RealNuisance, real_nuisance
 from .register import shift_image, shifted_copy
 
@@ -61,13 +61,6 @@ class PseudoPairs:
 def margin_for(max_shift: float) -> int:
     """Extra pixels read around a crop so a shift of ``max_shift`` takes real terrain."""
     return int(np.ceil(max_shift)) + 2
-
-
-def noise_sigma(image: np.ndarray) -> float:
-    """Standard deviation of white noise in a ``(rows, cols)`` image (Immerkær 1996, fast estimate)."""
-    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float64)
-    response = ndimage.convolve(image.astype(np.float64), kernel)[1:-1, 1:-1]
-    return float(np.sqrt(np.pi / 2) * np.abs(response).mean() / 6.0)
 
 
 def top_up_noise(image: np.ndarray, target_sigma: float, rng: np.random.Generator) -> np.ndarray:

@@ -144,6 +144,25 @@ def _post_variant(kind, ground, folder):
     raise ValueError(kind)
 
 
+@pytest.mark.parametrize("rate", [0.001, 0.005])
+def test_hot_pixels_of_both_dates_are_clipped_not_change(rate, ground, folder, reference, trunk):
+    """A 10-bit pair with hot pixels (1023) at different places on each date: the disc alone is flagged, with
+    the reference's τ. Without the clipping 0.1 % of hot pixels lifted the pair's empirical null over a new
+    crater's score (none flagged)."""
+    def with_hot_pixels(image, seed):
+        values = image.astype(np.uint16) * 4
+        values[np.random.default_rng(seed).random(values.shape) < rate] = 1023
+        return values
+
+    pre = _write(folder / f"pre_hot{rate}.tif", with_hot_pixels(ground["pre"], 1))
+    post = _write(folder / f"post_hot{rate}.tif", with_hot_pixels(ground["post"], 2))
+    result = detect(pre, post, trunk=trunk, **RUN)
+    disc = _disc_patch(result)
+    assert _ranking(result)[0] == disc
+    assert np.flatnonzero(result.changed).tolist() == [disc]
+    assert result.tau == pytest.approx(reference[2].tau, rel=0.1)
+
+
 FILL_VARIANTS = ("float32_iof_nan", "float32_isis_null_untagged", "int16_min_untagged")
 
 
