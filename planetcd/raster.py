@@ -577,12 +577,16 @@ def suppress_impulses(image: np.ndarray, steps, valid: np.ndarray | None = None,
         step = float(steps[b])
         if not np.isfinite(step) or step <= 0:
             continue
-        work = band if valid is None else np.where(valid, band, 0.0)
-        work = np.nan_to_num(work.astype(np.float32, copy=False))
+        work = band.astype(np.float32, copy=False)
+        if valid is not None and not valid.all():
+            work = np.where(valid, work, np.float32(0))
+        if not np.isfinite(work).all():
+            work = np.nan_to_num(work)
         # A cheap necessary condition first: an impulse whose brighter-or-equal neighbours (at most rank - 1) are
         # no brighter than it (the hot pixels of one product saturate alike) is this far from its 3 x 3 mean.
         local = ndimage.uniform_filter(work, 3, mode="nearest")
-        candidate = np.abs(work - local) > step * (9 - 2 * (rank - 1)) / 9 * 0.999
+        local -= work
+        candidate = np.abs(local, out=local) > np.float32(step * (9 - 2 * (rank - 1)) / 9 * 0.999)
         if valid is not None:
             candidate &= valid
         if not candidate.any():
