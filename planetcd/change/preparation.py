@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from rasterio.io import MemoryFile
@@ -19,8 +19,8 @@ from rasterio.windows import Window
 from ..errors import InputError
 from ..raster import (
     IntensityStats,
+    dataset_impulse_steps,
     fill_invalid,
-    impulse_steps,
     intensity_stats,
     missing_pixels,
     open_raster,
@@ -32,8 +32,6 @@ from ..raster import (
 
 #: Pixels of the decimated read that gives an image's statistics and overview.
 OVERVIEW_PIXELS = 1_000_000
-#: Side of the full-resolution central crop whose noise sets an image's impulse steps (:func:`image_overview`).
-IMPULSE_CROP = 512
 
 
 @dataclass
@@ -69,13 +67,8 @@ def image_overview(ds, name: str) -> ImageOverview:
     present = ~missing
     overview = fill_invalid(stats.unit(data), present, stats.unit_mean)
     # Not in Saha & Zhu: the steps of the impulses (hot and dead pixels) the readers clip
-    # (:class:`~planetcd.change.register.AlignedReader`), from the noise at full resolution (a decimated read averages noise, not hot pixels,
-    # away): a central crop, its missing pixels at the mean so that the fill's edge is no noise.
-    crop, crop_valid = read_window(ds, central_window(ds.height, ds.width, IMPULSE_CROP))
-    crop_present = ~missing_pixels(crop, crop_valid, ds.nodata, zero_is_data)
-    if crop_present.any():
-        crop = fill_invalid(crop, crop_present, crop[:, crop_present].mean(axis=1))
-        stats = replace(stats, impulse_step=impulse_steps(crop, stats.low, stats.high))
+    # (:class:`~planetcd.change.register.AlignedReader`), from the noise at full resolution.
+    stats = dataset_impulse_steps(ds, stats, zero_is_data=zero_is_data)
     return ImageOverview(stats, overview, present, zero_is_data)
 
 

@@ -58,7 +58,8 @@ from ..precision import autocast, precision_record, resolve_precision
 from ..inputs import check_array, check_raster
 from ..raster import (
     IntensityStats, atomic_output, check_writable, dataset_stats, intensity_stats, is_georeferenced, missing_pixels,
-    open_raster, overview_shape, read_average, read_window, saturated_pixels, write_geotiff, zeros_are_data,
+    open_raster, overview_shape, read_average, read_window, saturated_pixels, suppress_impulses, write_geotiff,
+    zeros_are_data,
 )
 from ..jsonio import json_text
 from ..runners import LocalRunner, Runner, resolve_runner
@@ -248,11 +249,14 @@ def prepare_window(data: np.ndarray, valid: np.ndarray | None, nodata: float | N
 
     Missing pixels (:func:`planetcd.raster.missing_pixels`) are filled with the present ground mirrored
     across its edge, or far from it the local mean turning into the image mean ``stats.mean``
-    (:func:`mirror_fill`: no step along a nodata collar), before the scaling ``stats.signed``.
-    ``stats`` holds one band.
+    (:func:`mirror_fill`: no step along a nodata collar), before the scaling ``stats.signed``. Impulses (hot
+    and dead pixels) are clipped first by ``stats.impulse_step`` (:func:`planetcd.raster.suppress_impulses`,
+    as ``detect`` clips its reads). ``stats`` holds one band.
     """
     data = np.asarray(data)
     missing = missing_pixels(data, valid, nodata)
+    if stats.impulse_step is not None:
+        data, _ = suppress_impulses(data, stats.impulse_step[:1], ~missing)
     filled = mirror_fill(data, missing, float(stats.mean[0]))
     return stats.signed(filled), missing
 
@@ -595,7 +599,10 @@ def read_prepared(source, window: tuple[int, int, int, int], stats: IntensitySta
             data, missing = read_band(ds, band, Window(c, r, w, h))
             valid, nodata = ~missing, None
     if scale != 1.0:  # missing pixels take no part in the resampling; the resampled ones hold 0
-        data, valid, nodata = resample_array(data, scale, missing_pixels(data, valid, nodata)), None, None
+        missing = missing_pixels(data, valid, nodata)
+        if stats.impulse_step is not None:  # before the resampling spreads them over their neighbours
+            data, _ = suppress_impulses(data, stats.impulse_step[:1], ~missing)
+        data, valid, nodata = resample_array(data, scale, missing), None, None
     return prepare_window(data, valid, nodata, stats)
 
 
@@ -1114,11 +1121,28 @@ def scale_min_radius(scale: float, min_radius: float, coarse_min_radius: float |
     return min_radius
 
 
+#: Present pixels :func:`clip_impulses` samples for an image's range.
+IMPULSE_STATS_VALUES = 250_000
+
+
+def clip_impulses(data: np.ndarray, missing: np.ndarray | None = None) -> np.ndarray:
+    """A raw (H, W) image with its impulses (hot and dead pixels) clipped by its own steps
+    (:func:`planetcd.raster.intensity_stats`' ``impulse_step``, :func:`planetcd.raster.suppress_impulses`): what
+    :func:`prepare_window` does to a window, for an image read whole that is resampled or cut into verifier
+    chips before any window is prepared. ``missing``: default :func:`planetcd.raster.missing_pixels`."""
+    missing = missing_pixels(data) if missing is None else missing
+    if missing.all():
+        return data
+    steps = intensity_stats(data, missing, max_values=IMPULSE_STATS_VALUES).impulse_step
+    return suppress_impulses(data, steps[:1], ~missing)[0]
+
+
 def read_scaled(path, scale: float, band: int = 1) -> np.ndarray:
     """Band ``band`` of a raster resampled by ``scale`` (area average below 1, bilinear above), float32, shape
     ``round(rows × scale), round(cols × scale)``; missing pixels hold 0.
 
-    The band is read whole at full resolution as float32 (:func:`planetcd.raster.read_window`), its missing
+    The band is read whole at full resolution as float32 (:func:`planetcd.raster.read_window`), its impulses
+    clipped (:func:`clip_impulses`, before a resampling spreads them), its missing
     pixels (:func:`read_band`: mask, alpha, nodata, NaN, zero unless zeros are data) are set aside, and GDAL
     resamples it in float32 (:func:`gdal_resample`). So the result depends neither on the file's data
     type (GDAL resamples 8- and 16-bit bands in their own type, rounding each pixel: a band × 257 would
@@ -1129,6 +1153,7 @@ def read_scaled(path, scale: float, band: int = 1) -> np.ndarray:
     """
     with open_raster(path) as ds:
         data, missing = read_band(ds, band)
+    data = clip_impulses(data, missing)
     if scale == 1.0:
         return data
     shape = (max(1, int(round(data.shape[0] * scale))), max(1, int(round(data.shape[1] * scale))))
@@ -1253,7 +1278,7 @@ def multiscale_craters(
             log.info("scale %g: %d craters (block by block)", s, len(found[s]))
             continue
         if isinstance(image, np.ndarray):
-            data = image if s == 1.0 else resample_array(image, s, missing_pixels(image))
+            data = image if s == 1.0 else resample_array(clip_impulses(image), s, missing_pixels(image))
         else:
             data = read_scaled(image, s, band)
         if min(data.shape) < MIN_SIZE:
@@ -1417,13 +1442,14 @@ def centre_missing(craters: np.ndarray, prob: np.ndarray) -> np.ndarray:
 def verifier_pyramid(image, verifier, max_radius: float, band: int = 1) -> list[np.ndarray]:
     """The box-mean pyramid a chip verifier cuts its chips from, deep enough for craters up to ``max_radius`` px.
 
-    ``image``: path of a raster (band ``band``) or an (H, W) array of raw intensities, read whole; missing
-    pixels are filled as for the segmenter (:func:`mirror_fill`). A deeper pyramid gives
+    ``image``: path of a raster (band ``band``) or an (H, W) array of raw intensities, read whole; impulses are
+    clipped (:func:`clip_impulses`: a hot pixel would set a chip's contrast) and missing pixels filled as for the
+    segmenter (:func:`mirror_fill`). A deeper pyramid gives
     the same chips to smaller craters, so one pyramid serves several catalogues of the image.
     """
     from .verify import CHIP_SIZE, image_pyramid, pyramid_levels_for, verifier_contexts
 
-    data = np.asarray(image, np.float32) if isinstance(image, np.ndarray) else read_scaled(image, 1.0, band)
+    data = clip_impulses(np.asarray(image, np.float32)) if isinstance(image, np.ndarray) else read_scaled(image, 1.0, band)
     meta = getattr(verifier, "metadata", {}) or {}
     levels = pyramid_levels_for(float(max_radius), int(meta.get("chip_size", CHIP_SIZE)),
                                 max(verifier_contexts(verifier)))
