@@ -265,6 +265,12 @@ def _nodata_vrt(ds, band: int, nodata: float) -> str:
             '</VRTDataset>')
 
 
+def central_window(height: int, width: int, size: int) -> Window:
+    """The central window of at most ``size`` x ``size`` pixels."""
+    h, w = min(height, size), min(width, size)
+    return Window((width - w) // 2, (height - h) // 2, w, h)
+
+
 def overview_shape(height: int, width: int, max_pixels: int = 2_000_000) -> tuple[int, int]:
     """Shape of a decimated read holding at most ``max_pixels`` pixels."""
     factor = max(1.0, float(np.sqrt(height * width / max_pixels)))
@@ -515,11 +521,10 @@ def crop_impulse_steps(data: np.ndarray, present: np.ndarray, low: np.ndarray, h
     """:func:`impulse_steps` of a full-resolution ``(bands, rows, cols)`` array, on its central crop of
     :data:`IMPULSE_CROP` px with the missing pixels (``present`` False) at each band's mean, so that the edge
     of a fill is no noise. Float32 ``(bands,)``."""
-    rows, cols = data.shape[-2:]
-    r0, c0 = max(0, (rows - IMPULSE_CROP) // 2), max(0, (cols - IMPULSE_CROP) // 2)
-    crop = np.asarray(data[..., r0 : r0 + IMPULSE_CROP, c0 : c0 + IMPULSE_CROP], np.float32)
+    rows, cols = central_window(*data.shape[-2:], IMPULSE_CROP).toslices()
+    crop = np.asarray(data[..., rows, cols], np.float32)
     crop = crop[None] if crop.ndim == 2 else crop
-    seen = np.asarray(present, bool)[r0 : r0 + IMPULSE_CROP, c0 : c0 + IMPULSE_CROP]
+    seen = np.asarray(present, bool)[rows, cols]
     if seen.any() and not seen.all():
         crop = fill_invalid(crop, seen, crop[:, seen].mean(axis=1))
     return impulse_steps(crop, low, high)
@@ -531,9 +536,7 @@ def dataset_impulse_steps(ds, stats: IntensityStats, bands: Sequence[int] | None
     decimated read averages noise, not hot pixels, away): :func:`crop_impulse_steps` of its central crop."""
     from dataclasses import replace
 
-    width, height = min(ds.width, IMPULSE_CROP), min(ds.height, IMPULSE_CROP)
-    window = Window((ds.width - width) // 2, (ds.height - height) // 2, width, height)
-    crop, valid = read_window(ds, window, bands=bands)
+    crop, valid = read_window(ds, central_window(ds.height, ds.width, IMPULSE_CROP), bands=bands)
     present = ~missing_pixels(crop, valid, ds.nodata, zero_is_data)
     if not present.any():  # the central crop is fill: keep the steps of the data the statistics came from
         return stats

@@ -19,9 +19,9 @@ import torch
 from rasterio.windows import Window
 
 from ..features import run_trunk
-from ..raster import read_window
+from ..raster import central_window, read_window
 from ..tiling import box_sums
-from .preparation import ImageOverview, central_window, prepare, read_present
+from .preparation import ImageOverview, prepare, read_present
 from .nn import match_resolution, nn_change_window, nn_window_scores, relight_image
 from .register import estimate_shift_overlap
 from .scores import change_scores, patch_cells, pool_patches

@@ -27,7 +27,7 @@ from rasterio.windows import Window
 from ..errors import InputError
 from ..features import VGGFeatures, cached_trunk, pick_device, run_trunk
 from ..precision import precision_record, resolve_precision
-from ..raster import IntensityStats, open_raster
+from ..raster import IntensityStats, central_window, open_raster
 from ..runners import LocalRunner, Runner, resolve_runner
 from ..tiling import Tile, box_sums, halo_tiles, patch_grid
 from .calibration import (
@@ -39,7 +39,7 @@ from .calibration import (
     pseudo_scores,
 )
 from .outputs import ChangeResult
-from .preparation import central_window, image_overview, open_input, prepare_pair, read_present, shared_overview
+from .preparation import image_overview, open_input, prepare_pair, read_present, shared_overview
 from .nn import (
     NN_BLUR,
     NN_SMOOTH,

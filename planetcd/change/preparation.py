@@ -131,9 +131,3 @@ def open_input(obj, name: str):
         return
     with open_raster(obj) as ds:
         yield ds
-
-
-def central_window(height: int, width: int, size: int) -> Window:
-    """The central window of at most ``size`` x ``size`` pixels."""
-    h, w = min(height, size), min(width, size)
-    return Window((width - w) // 2, (height - h) // 2, w, h)
