@@ -28,7 +28,8 @@ same for ``segment`` on the 2000² CTX tile MC11E-I (synthetic without ``$PLANET
 UNet's own fp32 and bf16 floors (the network alone over the tile's pixels, each once, with the model's
 flip averaging); ``--monitor`` adds the default ``monitor`` on the first size's pair against the sum of
 detect's fp32 floor and the UNet's fp32 floor over both images (``--sun-azimuth DEG`` gives monitor both dates'
-sun instead of estimating it; a quarter turn segments on the input's own grid). Each fp32 floor is measured twice: with
+sun instead of estimating it; a quarter turn segments on the input's own grid; ``--catalogues all`` has it
+segment both whole images instead of the changed neighbourhoods). Each fp32 floor is measured twice: with
 planetcd's own layers (fused convolution + ReLU, the sub-pixel decoder: ``fp32 floor``) and with the plain
 PyTorch ops they stand for (:func:`planetcd.layers.plain_ops`: ``reference floor``, what the hardware gives
 the standard ops, as when issue 16 was filed; a floor that planetcd's own fast paths do not move)::
@@ -224,11 +225,13 @@ def floors(args, device) -> dict:
                                  + unet_seconds(net, size, size, args.unet_tile, device, "fp32", images=2))
                 start = time.perf_counter()
                 result = monitor(pre, post, trunk=trunk, device=args.device, n_pseudo=args.n_pseudo,
-                                 sun_azimuth=args.sun_azimuth)
+                                 sun_azimuth=args.sun_azimuth, catalogues=args.catalogues)
                 seconds = time.perf_counter() - start
                 runs.append({"round": round_, "detect_fp32_floor_s": trunk_floor, "unet_fp32_floor_s": unet_floor,
                              "reference_floor_sum_s": reference,
                              "monitor_s": seconds, "precision": result.params["precision"]["used"],
+                             "catalogues": args.catalogues, "segmented_fraction": result.params["segmented_fraction"],
+                             "changed_patches": int(result.change.changed.sum()),
                              "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
                              "sun": {date: _sun_summary(record) for date, record in result.params["sun"].items()},
                              "load_average": round(os.getloadavg()[0], 2)})
@@ -241,7 +244,8 @@ def floors(args, device) -> dict:
                      "reference_floor_sum_s": _median([r["reference_floor_sum_s"] for r in runs]),
                      "monitor_over_reference_floor_sum": _median([r["monitor_s"] / r["reference_floor_sum_s"] for r in runs])}
             report["monitor"] = entry
-            lines.append(f"monitor {size}x{size} ({runs[-1]['precision']}): {entry['monitor_s']:.2f} s = "
+            lines.append(f"monitor {size}x{size} ({runs[-1]['precision']}, --catalogues {args.catalogues}, "
+                         f"{100 * runs[-1]['segmented_fraction']:.0f} % segmented): {entry['monitor_s']:.2f} s = "
                          f"{entry['monitor_over_floor_sum']:.2f} x (detect fp32 floor + UNet fp32 floor on both "
                          f"images = {entry['floor_sum_s']:.2f} s), {entry['monitor_over_reference_floor_sum']:.2f} x "
                          f"the reference floors' sum ({entry['reference_floor_sum_s']:.2f} s)")
@@ -328,6 +332,8 @@ def main() -> None:
     parser.add_argument("--model", default="ctx-craters", help="Segmenter of --segment / --monitor.")
     parser.add_argument("--sun-azimuth", default=None,
                         help="--monitor: both dates' sun (degrees; default: estimated from each date, as monitor does).")
+    parser.add_argument("--catalogues", choices=("near-change", "all"), default="near-change",
+                        help="--monitor: what monitor segments (its --catalogues; default: monitor's, near-change).")
     parser.add_argument("--segment-size", type=int, default=None,
                         help="--segment on a synthetic image of this side instead of MC11E-I (2000 px).")
     parser.add_argument("--unet-tile", type=int, default=512, help="Tile side of the UNet floor.")

@@ -14,13 +14,17 @@ output written), so that a bad input is reported at once, as one
 - a pair whose band counts differ or whose footprints do not overlap
   (:func:`planetcd.change.register.post_on_pre_grid`);
 - a crater list without position or radius columns, a count file that holds no counts.
+
+A raster that passed is remembered for the process (by its resolved path, size and modification time, and
+the options of the check): ``monitor`` checks its pair and then calls ``detect``, which checks it again;
+the second check costs nothing. A file that changes on disk is checked again.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +156,37 @@ def check_raster(
     """
     if isinstance(path, np.ndarray):
         return check_array(path, min_size=min_size, what=what, size_of=size_of)
+    key = _check_key(path, (min_size, band, probe, stats))
+    if key is not None and key in _PASSED:
+        return replace(_PASSED[key], path=Path(path))  # the name this caller gave
+    info = _check_raster_file(path, min_size=min_size, band=band, size_of=size_of, probe=probe, stats=stats)
+    if key is not None:
+        if len(_PASSED) >= _PASSED_MAX:
+            _PASSED.pop(next(iter(_PASSED)))
+        _PASSED[key] = info
+    return info
+
+
+#: Rasters that passed :func:`check_raster` in this process: ``(resolved path, size, mtime, options) -> RasterInfo``.
+_PASSED: dict = {}
+_PASSED_MAX = 64
+
+
+def _check_key(path, options: tuple) -> tuple | None:
+    """The memo key of a raster file's check, or None (not a plain file, or unreadable metadata)."""
+    try:
+        resolved = os.path.realpath(os.fspath(path))
+        st = os.stat(resolved)
+    except (OSError, TypeError, ValueError):
+        return None
+    if not os.path.isfile(resolved):
+        return None
+    return (resolved, st.st_size, st.st_mtime_ns, options)
+
+
+def _check_raster_file(path, *, min_size: int, band: int | None, size_of: str | None, probe: bool,
+                       stats: bool) -> RasterInfo:
+    """:func:`check_raster` of a file, without the memo."""
     from .raster import dataset_stats, is_georeferenced, open_raster
 
     with open_raster(path) as ds:

@@ -10,7 +10,11 @@
    post is read through :class:`planetcd.change.register.AlignedReader` (its grid put
    on pre's with ``WarpedVRT`` when they differ, the displacement undone with
    sub-pixel interpolation), so pre and post craters share one coordinate
-   system and no crater position is moved after the fact.
+   system and no crater position is moved after the fact. By default
+   (``catalogues="near-change"``) only the neighbourhoods of the changed
+   patches are segmented (:func:`near_change_blocks`): step 3 needs a changed
+   patch next to a new crater, so nothing else can become one; ``"all"``
+   segments both whole images.
 3. A post crater is *new* when no pre crater is the same crater under the rule
    of :mod:`planetcd.craters.match` (``deepmoon`` by default) and a changed
    patch lies inside or within ``near_px`` pixels of its rim.
@@ -88,7 +92,7 @@ from .tiling import Tile, box_distances, halo_tiles
 
 __all__ = ["monitor", "monitor_batch", "MonitorResult", "OUTPUTS", "PairSetup", "BlockCraters", "monitor_block",
            "merge_blocks", "new_crater_flags", "nearby_change", "candidate_scores", "change_scores", "local_scores", "local_craters", "change_term", "peak_term", "change_peak", "change_candidates",
-           "CHANGE_EVIDENCE", "CANDIDATE_TYPES", "CANDIDATE_RATIO", "PEAK_FLOOR", "COVER_PX", "prepare_setup", "assemble",
+           "CHANGE_EVIDENCE", "CANDIDATE_TYPES", "CATALOGUE_EXTENTS", "near_change_blocks", "new_crater_patches", "CANDIDATE_RATIO", "PEAK_FLOOR", "COVER_PX", "prepare_setup", "assemble",
            "read_pairs", "is_complete", "summary_row", "SUMMARY_COLUMNS"]
 
 log = logging.getLogger(__name__)
@@ -123,6 +127,9 @@ PEAK_FLOOR = 8.0
 #: A patch's change is covered by a candidate already made when its blob's centre lies within this many
 #: pixels of that candidate's disc.
 COVER_PX = 5.0
+#: What ``monitor`` segments: ``near-change`` (only around the changed patches, where a new crater can be) or
+#: ``all`` (both whole images, for complete pre and post catalogues).
+CATALOGUE_EXTENTS = ("near-change", "all")
 
 
 
@@ -309,6 +316,75 @@ def merge_blocks(blocks: list[BlockCraters]) -> BlockCraters:
         np.concatenate([b.post_new for b in blocks]),
         np.concatenate([b.pre_support for b in blocks]),
     )
+
+
+def new_crater_patches(change: ChangeResult) -> np.ndarray:
+    """Patches a new crater may lie next to: changed, or scoring above τ (the rule of :func:`assemble`).
+
+    Returns
+    -------
+    ndarray of bool, shape (n_patches,)
+    """
+    ratio = np.where(np.isfinite(change.change_score), change.ratio, 0.0)
+    return np.asarray(change.changed, bool) | (ratio > 1.0)
+
+
+def near_change_blocks(change: ChangeResult, near_px: float, block_size: int, block_halo: int) -> list[Tile]:
+    """The blocks that ``catalogues="near-change"`` segments: the neighbourhoods of the changed patches.
+
+    A post crater is a ``new_crater`` candidate only when a changed patch lies within ``near_px`` of its rim
+    (:func:`assemble`), so its centre lies within ``near_px + radius`` of that patch. Each changed patch is
+    grown by ``near_px + block_halo`` pixels (every new crater up to ``block_halo`` px in radius is found
+    whole); grown patches that overlap or touch are merged into one core (their bounding box), which is cut
+    into cores of at most ``block_size`` px when larger; each core is read with ``block_halo`` px of context,
+    as the blocks of the full grid are.
+
+    Parameters
+    ----------
+    change : ChangeResult
+    near_px : float
+        Reach of a changed patch beyond a crater's rim, pixels.
+    block_size, block_halo : int
+        Largest core side and the context around each core (pixels), as in :func:`monitor`.
+
+    Returns
+    -------
+    list of Tile
+        Non-overlapping cores, ordered by row then column of their group; empty when no patch changed.
+    """
+    height, width = change.shape
+    boxes = np.asarray(change.patches, np.int64)[new_crater_patches(change)]
+    if len(boxes) == 0:
+        return []
+    grow = int(np.ceil(near_px + block_halo))
+    grown = np.column_stack([np.clip(boxes[:, 0] - grow, 0, height), np.clip(boxes[:, 1] - grow, 0, width),
+                             np.clip(boxes[:, 0] + boxes[:, 2] + grow, 0, height),
+                             np.clip(boxes[:, 1] + boxes[:, 3] + grow, 0, width)])
+    # merge until no two bounding boxes overlap (a merged box can reach a third one)
+    merged = [list(b) for b in grown]
+    changed = True
+    while changed:
+        changed = False
+        out: list[list[int]] = []
+        for box in merged:
+            for other in out:
+                if box[0] <= other[2] and other[0] <= box[2] and box[1] <= other[3] and other[1] <= box[3]:
+                    other[:] = [min(box[0], other[0]), min(box[1], other[1]), max(box[2], other[2]),
+                                max(box[3], other[3])]
+                    changed = True
+                    break
+            else:
+                out.append(box)
+        merged = out
+    blocks = []
+    for top, left, bottom, right in sorted(merged):
+        for tile in halo_tiles(bottom - top, right - left, block_size, block_halo):
+            r, c, h, w = tile.core
+            core = (top + r, left + c, h, w)
+            rr0, cc0 = max(0, core[0] - block_halo), max(0, core[1] - block_halo)
+            rr1, cc1 = min(height, core[0] + h + block_halo), min(width, core[1] + w + block_halo)
+            blocks.append(Tile(core=core, read=(rr0, cc0, rr1 - rr0, cc1 - cc0)))
+    return blocks
 
 
 # ----------------------------------------------------------------------------- change association and scores
@@ -629,7 +705,7 @@ def assemble(change: ChangeResult, craters: BlockCraters, setup: PairSetup, *, n
     """
     ratio, patch = nearby_change(craters.post, change, near_px)
     near_changed = np.zeros(len(patch), bool)
-    near_changed[patch >= 0] = change.changed[patch[patch >= 0]] | (ratio[patch >= 0] > 1.0)
+    near_changed[patch >= 0] = new_crater_patches(change)[patch[patch >= 0]]
     chosen = np.flatnonzero(craters.post_new & near_changed)
     crater_score = candidate_scores(craters.post[chosen, 3], craters.pre_support[chosen], ratio[chosen])
     extra = change_candidates(change, setup, craters.post[chosen], model=model)
@@ -773,6 +849,7 @@ def monitor(
     sun_azimuth: float | str | None = None,
     post_sun_azimuth: float | str | None = None,
     precision: str = "auto",
+    catalogues: str = "near-change",
 ) -> MonitorResult:
     """Find new-impact candidates between a pre and a post image.
 
@@ -829,6 +906,12 @@ def monitor(
     precision : {"auto", "fp32", "bf16"}
         Precision of the networks (VGG trunk and segmenter), one for the whole run
         (:func:`planetcd.precision.resolve_precision`); recorded in ``params["precision"]``.
+    catalogues : {"near-change", "all"}
+        What is segmented. ``"near-change"``: only the neighbourhoods of the changed patches
+        (:func:`near_change_blocks`), the only places a ``new_crater`` candidate can come from, so the
+        candidates are those of ``"all"`` (up to the network's tile seams) and ``pre_craters`` /
+        ``post_craters`` hold the craters of those neighbourhoods; ``"all"``: both whole images, for complete
+        catalogues of both dates. The share of the image segmented is ``params["segmented_fraction"]``.
 
     Returns
     -------
@@ -843,6 +926,8 @@ def monitor(
         raise InputError(f"method must be 'nn' or 'paper', got {method!r}")
     if block_halo < 0 or block_size < 64:
         raise InputError("block_size must be at least 64 px and block_halo at least 0")
+    if catalogues not in CATALOGUE_EXTENTS:
+        raise InputError(f"catalogues must be one of {', '.join(CATALOGUE_EXTENTS)}, got {catalogues!r}")
     from .inputs import check_pair  # the one input check: missing, truncated, empty, too small, no overlap
     check_pair(pre, post, min_size=patch_size, size_of=f"one {patch_size} px patch")
     _check_inputs(pre, post)
@@ -876,7 +961,13 @@ def monitor(
     (pre_rotate, pre_sun_record), (post_rotate, post_sun_record) = corroborate_suns(
         (pre_rotate, pre_sun_record), (post_rotate, post_sun_record), meta, change.shape)
     setup = dataclasses.replace(setup, pre_sun_azimuth=pre_rotate, post_sun_azimuth=post_rotate)
-    blocks = halo_tiles(change.shape[0], change.shape[1], block_size, block_halo)
+    if catalogues == "all":
+        blocks = halo_tiles(change.shape[0], change.shape[1], block_size, block_halo)
+    else:  # a new crater needs a changed patch next to it: segment only there
+        blocks = near_change_blocks(change, near_px, block_size, block_halo)
+    segmented = sum(b.core[2] * b.core[3] for b in blocks) / float(change.shape[0] * change.shape[1])
+    log.info("segmenting %s: %.1f %% of the image in %d block(s)", "both whole images" if catalogues == "all"
+             else "around the changed patches", 100.0 * segmented, len(blocks))
     model_ref = segmenter if local or isinstance(model, torch.nn.Module) else (
         os.path.abspath(model) if os.path.isfile(str(model)) else str(model))
     craters = merge_blocks(list(run_blocks(monitor_block, blocks, runner=runner, progress=progress, desc="segment",
@@ -904,6 +995,7 @@ def monitor(
         "model": str(meta.get("name", model)), "tta": bool(meta.get("tta", False)), "tta_flips": meta.get("tta_flips"),
         "prob_threshold": setup.prob_threshold, "extraction": setup.extraction, "match_mode": match_mode,
         "near_px": near_px, "min_score": min_score, "block_size": block_size, "block_halo": block_halo,
+        "catalogues": catalogues, "segmented_fraction": round(segmented, 6),
         "tile_size": tile_size, "overlap": overlap, "seed": seed, "device": torch_device, "pixel_size_m": pixel_size_m,
         "pixel_size_m_used": pixel_size_used,  # pre's own (georeferenced), else pixel_size_m
         "n_pseudo_used": None if change.pseudo_scores is None else int(len(change.pseudo_scores)),

@@ -416,3 +416,26 @@ def test_demo_removes_what_it_wrote_when_it_fails(tmp_path, vgg_weights):
     failed = _invoke(["demo", out, "--size", 200, "--weights", tmp_path / "none.pth", "-q"])
     assert failed.exit_code != 0
     assert sorted(p.name for p in out.iterdir()) == ["keep"]
+
+
+def test_a_raster_checked_once_is_not_read_again_until_it_changes(tmp_path, monkeypatch):
+    """check_raster remembers a file that passed (monitor checks its pair, then detect does); a file rewritten
+    in place is checked again and refused when it no longer passes."""
+    import planetcd.raster as raster
+    from planetcd.inputs import check_raster
+    from planetcd.datasets.synthetic import write_synthetic_geotiff
+
+    path = write_synthetic_geotiff(tmp_path / "a.tif", np.random.default_rng(0).random((64, 64)).astype(np.float32))
+    calls = []
+    original = raster.dataset_stats
+    monkeypatch.setattr(raster, "dataset_stats", lambda *a, **k: calls.append(1) or original(*a, **k))
+    first = check_raster(path, min_size=8)
+    second = check_raster(str(path), min_size=8)
+    assert len(calls) == 1 and (second.height, second.width) == (first.height, first.width) == (64, 64)
+    assert second.path == Path(str(path))
+    check_raster(path, min_size=16)  # other options: checked again
+    assert len(calls) == 2
+    write_synthetic_geotiff(path, np.zeros((64, 64), np.float32))
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 1_000_000))
+    with pytest.raises(InputError, match="no valid pixels"):
+        check_raster(path, min_size=8)

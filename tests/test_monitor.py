@@ -16,8 +16,8 @@ from planetcd.craters.match import same_crater
 from planetcd.datasets.synthetic import add_fresh_crater, write_synthetic_geotiff
 from planetcd.craters.extract import disc_mean
 from planetcd.monitor import (BlockCraters, assemble, candidate_scores, change_candidates, change_peak, change_scores,
-                              monitor, nearby_change, new_crater_flags, open_pair, prepare_setup, read_pair_window,
-                              read_pairs)
+                              monitor, near_change_blocks, nearby_change, new_crater_flags, open_pair, prepare_setup,
+                              read_pair_window, read_pairs)
 from planetcd.errors import InputError
 
 #: CTX pixel size, metres (the MC11E tiles are about 6 m/px).
@@ -391,6 +391,73 @@ def test_local_search_gives_the_new_crater_its_radius(small_pair, segmenter, tru
     assert table["rank"][near[0]] == 1
 
 
+# ----------------------------------------------------------------------------- what is segmented
+
+
+def _change_grid(shape: tuple[int, int], patch: int, ratio: np.ndarray) -> ChangeResult:
+    """A ChangeResult on a grid of ``patch`` px patches with the given ρ/τ per patch (τ = 1)."""
+    rows, cols = np.meshgrid(np.arange(0, shape[0], patch), np.arange(0, shape[1], patch), indexing="ij")
+    patches = np.c_[rows.ravel(), cols.ravel(), np.full(rows.size, patch), np.full(rows.size, patch)].astype(np.int64)
+    score = np.asarray(ratio, float).ravel()
+    return ChangeResult(patches=patches, change_score=score, tau=1.0, changed=score > 1.0,
+                        valid_fraction=np.ones(len(score)), displacement=(0.0, 0.0), registration_error=0.0,
+                        shape=shape)
+
+
+def test_near_change_blocks_cover_the_changed_neighbourhoods_only():
+    """The cores hold every pixel within ``near_px + halo`` of a changed patch, nothing far from one, and each
+    read window is its core grown by the halo; no changed patch, no block."""
+    shape, patch, near, halo = (3000, 2600), 100, 32, 192
+    ratio = np.full((30, 26), 0.4)
+    ratio[3, 4] = 2.0  # one changed patch near the top left ...
+    ratio[27, 20] = np.nan  # ... a patch without data (never changed) ...
+    ratio[25, 22] = 1.3  # ... and one near the bottom right
+    change = _change_grid(shape, patch, ratio)
+    blocks = near_change_blocks(change, near, block_size=2048, block_halo=halo)
+    assert len(blocks) == 2  # one per changed neighbourhood
+    assert near_change_blocks(change, near, block_size=256, block_halo=halo)  # cut into cores of at most 256 px
+    assert all(b.core[2] <= 256 and b.core[3] <= 256 for b in near_change_blocks(change, near, 256, halo))
+    covered = np.zeros(shape, bool)
+    for b in blocks:
+        r, c, h, w = b.core
+        assert not covered[r : r + h, c : c + w].any()  # cores do not overlap
+        covered[r : r + h, c : c + w] = True
+        rr, cc, hh, ww = b.read
+        assert rr == max(0, r - halo) and cc == max(0, c - halo)
+        assert rr + hh == min(shape[0], r + h + halo) and cc + ww == min(shape[1], c + w + halo)
+    grow = near + halo
+    for (pr, pc) in ((3, 4), (25, 22)):
+        r0, c0 = max(0, pr * patch - grow), max(0, pc * patch - grow)
+        assert covered[r0 : (pr + 1) * patch + grow, c0 : (pc + 1) * patch + grow].all()
+    assert covered.mean() < 0.25
+    assert not covered[1500, 1300] and not covered[2950, 50]  # far from both changed patches
+    assert near_change_blocks(_change_grid(shape, patch, np.full((30, 26), 0.9)), near, 2048, halo) == []
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_near_change_finds_the_new_craters_of_the_whole_images(small_pair, segmenter, trunk):
+    """Segmenting only around the changed patches gives the candidates of segmenting both whole images
+    (the implanted crater first, every new crater of the whole run within 1.5 px), on less of the image."""
+    pre, post = small_pair
+    options = dict(model=segmenter, tta=False, trunk=trunk, n_pseudo=30, seed=0, patch_size=64, block_size=256,
+                   block_halo=48, tile_size=128, overlap=16)
+    whole = monitor(pre, post, catalogues="all", **options)
+    near = monitor(pre, post, **options)
+    assert near.params["catalogues"] == "near-change" and whole.params["segmented_fraction"] == 1.0
+    assert 0 < near.params["segmented_fraction"] < 1.0
+    assert len(near.pre_craters) < len(whole.pre_craters)
+    print(f"\nnear-change: {near.params['segmented_fraction']:.2f} of the image, {len(near)} candidates; "
+          f"all: {len(whole)} candidates")
+    a, b = whole.table(), near.table()
+    assert b["type"][0] == "new_crater" and np.hypot(b["x_px"][0] - 170.0, b["y_px"][0] - 200.0) <= 9.0
+    for k in np.flatnonzero(a["type"] == "new_crater"):
+        d = np.hypot(b["x_px"] - a["x_px"][k], b["y_px"] - a["y_px"][k])
+        assert d.min() <= 1.5, (a["x_px"][k], a["y_px"][k])
+    with pytest.raises(InputError, match="catalogues"):
+        monitor(pre, post, catalogues="some", **options)
+
+
 # ----------------------------------------------------------------------------- the sun
 
 
@@ -414,7 +481,7 @@ def test_monitor_segments_each_date_in_its_own_canonical_frame(tmp_path, trunk):
     post = write_synthetic_geotiff(tmp_path / "post.tif", lit * 1.1 + rng.normal(0, 0.005, lit.shape), dtype=None)
     model = LitFromLeft().eval()
     options = dict(model=model, trunk=trunk, n_pseudo=8, patch_size=64, tile_size=128, overlap=16, block_size=256,
-                   device="cpu", seed=0)
+                   device="cpu", seed=0, catalogues="all")  # both whole catalogues: nothing changed in this pair
     ref = segment(pre, model, sun_azimuth=0, tile_size=128, overlap=16, device="cpu").catalog
     ref_xyr = np.c_[ref.x_px, ref.y_px, ref.radius_px]
 

@@ -47,6 +47,8 @@ log = logging.getLogger("planetcd")
 @click.option("--min-score", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Drop candidates scoring less (the score is 0..1, docs/monitor.md; a candidate scoring 0 is never listed).")
 @click.option("--block-size", type=click.IntRange(64), default=2048, show_default=True,
               help="Segmentation block side, pixels (memory bound; the unit of work on a cluster).")
+@click.option("--catalogues", type=click.Choice(["near-change", "all"]), default="near-change", show_default=True,
+              help="What is segmented: near-change, only around the changed patches (the only places a new crater can be: much faster on large images; pre_craters.csv and post_craters.csv hold those places' craters); all, both whole images (complete catalogues of both dates).")
 @click.option("--pixel-size", type=click.FloatRange(0, min_open=True), default=None,
               help="Pixel size in metres, for diameters when the images are not georeferenced.")
 @click.option("--sun-azimuth", default=None, metavar="DEG|auto|none",
@@ -61,7 +63,7 @@ log = logging.getLogger("planetcd")
 @overwrite_opt
 @common_options
 def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_name, threshold, tta, match_mode, near_px,
-            min_score, block_size, pixel_size, sun_azimuth, post_sun_azimuth, scheduler, workers, weights, device, precision, seed, overwrite, verbose, quiet):
+            min_score, block_size, catalogues, pixel_size, sun_azimuth, post_sun_azimuth, scheduler, workers, weights, device, precision, seed, overwrite, verbose, quiet):
     """Find new impact craters between PRE and POST, ranked for vetting.
 
     Writes new_craters.csv and new_craters.gpkg (candidates ranked best
@@ -81,7 +83,7 @@ def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_na
     outdir = Path(outdir)
     check_output_places(folders=[outdir])  # before any work, not at the first write
     options = dict(method=method, patch_size=patch_size, n_pseudo=n_pseudo, model=model_name, prob_threshold=threshold,
-                   tta=tta, match_mode=match_mode, near_px=near_px, min_score=min_score, block_size=block_size,
+                   tta=tta, match_mode=match_mode, near_px=near_px, min_score=min_score, block_size=block_size, catalogues=catalogues,
                    pixel_size_m=pixel_size, weights=weights, device=device, seed=seed, sun_azimuth=sun_azimuth,
                    post_sun_azimuth=post_sun_azimuth, precision=precision)
     from ..craters.segment import parse_sun_azimuth
