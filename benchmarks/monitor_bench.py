@@ -171,6 +171,8 @@ def main(argv=None) -> int:
     parser.add_argument("--n-pseudo", type=int, default=40)
     parser.add_argument("--nuisance", choices=("none", "real"), default="none",
                         help="real: post also gets the real nuisances of a second date (mild draw, PSEUDO_NUISANCE)")
+    parser.add_argument("--catalogues", choices=("near-change", "all"), default="near-change",
+                        help="what monitor segments (its --catalogues; default: monitor's, near-change)")
     parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
     parser.add_argument("--seed", type=int, default=0,
                         help="scene draw: 0 is the development set (the constants of planetcd.monitor were set on it); "
@@ -189,7 +191,8 @@ def main(argv=None) -> int:
         for k, scene in enumerate(scenes(sources, args.size, args.seed)):
             pre, post, truth = make_scene(scene, sources, args.size, k, Path(tmp), args.nuisance, args.seed)
             t0 = time.perf_counter()
-            result = monitor(pre, post, model=model, tta=args.tta, trunk=trunk, n_pseudo=args.n_pseudo, seed=0)
+            result = monitor(pre, post, model=model, tta=args.tta, trunk=trunk, n_pseudo=args.n_pseudo, seed=0,
+                             catalogues=args.catalogues)
             n, top5, found, false = score_scene(result, truth)
             types = result.table()["type"]
             rows.append(dict(scene, n=n, top5=top5, found=found, false=false, n_cand=len(result),

@@ -503,13 +503,51 @@ def dataset_stats(ds, bands: Sequence[int] | None = None, max_pixels: int = 2_00
     InputError
         When no pixel is present (all nodata, NaN or zero), naming the file.
     """
+    return decimated_stats(ds, bands, max_pixels).stats
+
+
+@dataclass(frozen=True)
+class DecimatedRead:
+    """A decimated read of a dataset and the statistics measured on it (:func:`decimated_stats`).
+
+    Attributes
+    ----------
+    data : ndarray, float32, shape (bands, h, w)
+    missing : ndarray of bool, shape (h, w)
+        Pixels holding no ground (:func:`missing_pixels`).
+    zero_is_data : bool
+        0 is a value of this image, not its fill (:func:`zeros_are_data`).
+    stats : IntensityStats
+        Of the present pixels, with the impulse steps of the full-resolution central crop
+        (:func:`dataset_impulse_steps`).
+    """
+
+    data: np.ndarray
+    missing: np.ndarray
+    zero_is_data: bool
+    stats: IntensityStats
+
+
+def decimated_stats(ds, bands: Sequence[int] | None = None, max_pixels: int = 2_000_000,
+                    name: str | None = None) -> DecimatedRead:
+    """The one decimated read behind an image's statistics (:func:`dataset_stats`, and the overview of
+    :func:`planetcd.change.preparation.image_overview`): at most ``max_pixels`` pixels, whether 0 is data
+    decided on it, :func:`intensity_stats` of its present pixels, the impulse steps at full resolution.
+
+    Raises
+    ------
+    InputError
+        When no pixel is present (all nodata, NaN or zero), naming ``name`` (default: the file).
+    """
     data, valid = read_window(ds, bands=bands, out_shape=overview_shape(ds.height, ds.width, max_pixels))
     zero_is_data = zeros_are_data(data, valid, ds.nodata)
-    try:
-        stats = intensity_stats(data, missing_pixels(data, valid, ds.nodata, zero_is_data))
-    except InputError:
-        raise InputError(f"{ds.name}: image has no valid pixels (all nodata, NaN or zero)") from None
-    return dataset_impulse_steps(ds, stats, bands, zero_is_data)
+    missing = missing_pixels(data, valid, ds.nodata, zero_is_data)
+    if missing.all():
+        raise InputError(f"{name or ds.name}: image has no valid pixels (all nodata, NaN or zero)")
+    stats = intensity_stats(data, missing)
+    # Not in Saha & Zhu: the steps of the impulses (hot and dead pixels) the readers clip, from the noise at
+    # full resolution (a decimated read averages noise, not hot pixels, away).
+    return DecimatedRead(data, missing, zero_is_data, dataset_impulse_steps(ds, stats, bands, zero_is_data))
 
 
 #: Side (px) of the full-resolution central crop whose noise sets an image's impulse steps

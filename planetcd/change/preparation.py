@@ -19,15 +19,11 @@ from rasterio.windows import Window
 from ..errors import InputError
 from ..raster import (
     IntensityStats,
-    dataset_impulse_steps,
+    decimated_stats,
     fill_invalid,
-    intensity_stats,
     missing_pixels,
     open_raster,
-    overview_shape,
-    read_window,
     to_three_bands,
-    zeros_are_data,
 )
 
 #: Pixels of the decimated read that gives an image's statistics and overview.
@@ -58,18 +54,10 @@ def image_overview(ds, name: str) -> ImageOverview:
     InputError
         When no pixel holds ground.
     """
-    data, valid = read_window(ds, out_shape=overview_shape(ds.height, ds.width, OVERVIEW_PIXELS))
-    zero_is_data = zeros_are_data(data, valid, ds.nodata)
-    missing = missing_pixels(data, valid, ds.nodata, zero_is_data)
-    if missing.all():
-        raise InputError(f"{name}: image has no valid pixels (all nodata, NaN or zero)")
-    stats = intensity_stats(data, missing)
-    present = ~missing
-    overview = fill_invalid(stats.unit(data), present, stats.unit_mean)
-    # Not in Saha & Zhu: the steps of the impulses (hot and dead pixels) the readers clip
-    # (:class:`~planetcd.change.register.AlignedReader`), from the noise at full resolution.
-    stats = dataset_impulse_steps(ds, stats, zero_is_data=zero_is_data)
-    return ImageOverview(stats, overview, present, zero_is_data)
+    read = decimated_stats(ds, max_pixels=OVERVIEW_PIXELS, name=name)
+    present = ~read.missing
+    overview = fill_invalid(read.stats.unit(read.data), present, read.stats.unit_mean)
+    return ImageOverview(read.stats, overview, present, read.zero_is_data)
 
 
 def shared_overview(pre: ImageOverview, post: ImageOverview) -> np.ndarray:
