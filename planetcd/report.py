@@ -356,6 +356,8 @@ def page_data(result) -> dict:
         "changed_patches": result.change.patches[result.change.changed].tolist(),
         "n_pre": len(result.pre_craters),
         "n_post": len(result.post_craters),
+        # the crater counts are of the changed neighbourhoods only unless both whole images were segmented
+        "craters_where": "" if result.params.get("catalogues", "all") == "all" else " near the changes",
         "columns": names,
         "candidates": candidates,
         "score_rule": result.params.get("score", ""),
@@ -582,7 +584,7 @@ function download() {
 }
 document.getElementById("meta").textContent = DATA.title + " · " + DATA.shape[1] + "×" + DATA.shape[0] + " px · shift dy=" +
   DATA.displacement[0] + " dx=" + DATA.displacement[1] + " px · " + DATA.n_changed + " changed patches · " +
-  DATA.n_pre + " pre / " + DATA.n_post + " post craters · score = " + DATA.score_rule;
+  DATA.n_pre + " pre / " + DATA.n_post + " post craters" + (DATA.craters_where || "") + " · score = " + DATA.score_rule;
 function showOverview(which) {
   const data = which === "post" && DATA.overview_post ? DATA.overview_post : DATA.overview;
   const name = data === DATA.overview ? "pre" : "post";

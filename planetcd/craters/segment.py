@@ -1018,10 +1018,12 @@ def segment(
     if verifier is not None and prob_threshold is None and verifier.metadata.get("prob_threshold") is not None:
         extract_threshold = float(verifier.metadata["prob_threshold"])
 
+    scaled_reads: dict = {}  # the image at the other scales, read once for the catalogue and its decoys
+
     def catalogue(p, azimuth):
         return catalog_craters(net, source.source, p, threshold=extract_threshold, scales=scales, overrides=overrides,
                                band=band, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-                               sun_azimuth=azimuth, precision=used_precision)
+                               sun_azimuth=azimuth, precision=used_precision, scaled_reads=scaled_reads)
 
     craters = catalogue(prob, rotate)
     verifier_record = None
@@ -1230,6 +1232,7 @@ def multiscale_craters(
     sun_azimuth: float | None = None,
     precision: str | None = None,
     magnified_block: int | None = None,
+    scaled_reads: dict | None = None,
 ) -> np.ndarray:
     """Craters found on the image at several scales, merged with the duplicate rule.
 
@@ -1259,6 +1262,10 @@ def multiscale_craters(
         Segment the scales above 1 block by block (:func:`magnified_craters`) with blocks of this side
         (input pixels). Default: only when the magnified image would exceed
         :data:`MAGNIFIED_WINDOW_PIXELS`, with blocks of :data:`MAGNIFIED_BLOCK`.
+    scaled_reads : dict, optional
+        The image read at each scale (``scale -> (h, w)`` array, :func:`read_scaled`), filled here and read
+        again by a later call on the same image: :func:`segment` passes one to the catalogue and to its
+        decoys, so the image is read, clipped and resampled once per scale.
 
     Returns
     -------
@@ -1277,10 +1284,13 @@ def multiscale_craters(
                                          batch_size=batch_size, sun_azimuth=sun_azimuth, precision=precision)
             log.info("scale %g: %d craters (block by block)", s, len(found[s]))
             continue
-        if isinstance(image, np.ndarray):
+        data = None if scaled_reads is None else scaled_reads.get(s)
+        if data is None and isinstance(image, np.ndarray):
             data = image if s == 1.0 else resample_array(clip_impulses(image), s, missing_pixels(image))
-        else:
+        elif data is None:
             data = read_scaled(image, s, band)
+        if scaled_reads is not None:
+            scaled_reads[s] = data
         if min(data.shape) < MIN_SIZE:
             log.warning("scale %g: image of %dx%d px is too small to segment; skipped", s, *data.shape)
             continue
@@ -1380,6 +1390,7 @@ def catalog_craters(
     batch_size: int = 4,
     sun_azimuth: float | None = None,
     precision: str | None = None,
+    scaled_reads: dict | None = None,
 ) -> np.ndarray:
     """The craters of an image as :func:`segment` lists them, from its full-image probability map.
 
@@ -1399,6 +1410,8 @@ def catalog_craters(
         The other scales are segmented in the canonical frame (as ``prob`` was); None: as they are.
     precision : {"fp32", "bf16"}, optional
         Of the network at the other scales (as ``prob``'s); None: the caller's context.
+    scaled_reads : dict, optional
+        The image at the other scales, shared between calls on the same image (:func:`multiscale_craters`).
 
     Returns
     -------
@@ -1420,7 +1433,7 @@ def catalog_craters(
         craters = multiscale_craters(model, image, scales, extract, full_craters=craters if 1.0 in scales else None,
                                      min_radius=min_radius, coarse_min_radius=ext.get("coarse_min_radius"), band=band,
                                      tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-                                     sun_azimuth=sun_azimuth, precision=precision)
+                                     sun_azimuth=sun_azimuth, precision=precision, scaled_reads=scaled_reads)
     return craters[~centre_missing(craters, prob)]
 
 

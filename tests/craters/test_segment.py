@@ -233,6 +233,28 @@ def test_a_big_crater_is_found_only_with_a_coarser_scale(tmp_path):
     assert match_craters(from_file[:, :3], truth, mode="deepmoon").tp == 2
 
 
+
+def test_the_scaled_reads_of_an_image_are_shared_between_calls(tmp_path, monkeypatch):
+    """segment's catalogue and its decoys share one read of the image per scale (``scaled_reads``): the second
+    call reads nothing and finds what a call without the shared reads finds."""
+    import planetcd.craters.segment as seg
+    from planetcd.craters.extract import extract_craters
+
+    truth = np.array([[120.0, 130.0, 40.0], [200.0, 40.0, 6.0]])
+    path = write_synthetic_geotiff(tmp_path / "discs.tif", _discs((256, 256), truth), dtype=None)
+    extract = lambda prob, min_r: extract_craters(prob, threshold=0.5, min_radius=min_r, max_radius=150)  # noqa: E731
+    alone = seg.multiscale_craters(TopHat(), path, [1.0, 0.5, 0.25], extract)
+    reads = []
+    original = seg.read_scaled
+    monkeypatch.setattr(seg, "read_scaled", lambda *a, **k: reads.append(a[1]) or original(*a, **k))
+    shared: dict = {}
+    first = seg.multiscale_craters(TopHat(), path, [1.0, 0.5, 0.25], extract, scaled_reads=shared)
+    second = seg.multiscale_craters(TopHat(), path, [1.0, 0.5, 0.25], extract, scaled_reads=shared)
+    assert sorted(reads) == [0.25, 0.5, 1.0] and set(shared) == {0.25, 0.5, 1.0}
+    np.testing.assert_array_equal(first, alone)
+    np.testing.assert_array_equal(second, alone)
+
+
 class BandPass(torch.nn.Module):
     """A stand-in segmenter that only sees bright discs between about 9 and 31 px across."""
 
