@@ -212,3 +212,46 @@ def test_impulse_steps_leave_real_ctx_ground_alone(shared_dir):
         low, high = robust_range(data, present)
         _, n = suppress_impulses(data, impulse_steps(data, low, high), present)
         assert n <= 10, f"MC11E-{tile}: {n} pixels clipped"
+
+
+def _pds3(folder, image: np.ndarray, sample_type: str = "MSB_UNSIGNED_INTEGER"):
+    """A PDS3 image with a detached label (``.lbl`` + ``.img``), as older Mars and Moon products come."""
+    rows, cols = image.shape
+    (folder / "product.img").write_bytes(image.astype(">u2" if image.dtype.itemsize == 2 else np.uint8).tobytes())
+    label = "\n".join([
+        "PDS_VERSION_ID = PDS3", "RECORD_TYPE = FIXED_LENGTH", f"RECORD_BYTES = {cols * image.dtype.itemsize}",
+        f"FILE_RECORDS = {rows}", '^IMAGE = ("product.img", 1)', "OBJECT = IMAGE", f"  LINES = {rows}",
+        f"  LINE_SAMPLES = {cols}", f"  SAMPLE_TYPE = {sample_type}", f"  SAMPLE_BITS = {8 * image.dtype.itemsize}",
+        "  BANDS = 1", "END_OBJECT = IMAGE", "END", ""])
+    path = folder / "product.lbl"
+    path.write_text(label)
+    return path
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_a_pds3_product_is_read_with_its_fill_left_out(tmp_path, dtype):
+    """A PDS3 image with a detached label opens through GDAL's PDS driver; its fill (0, a collar of rows) holds
+    no ground, the statistics are those of the rest, and `planetcd segment` reads it to the end."""
+    from click.testing import CliRunner
+
+    from planetcd.cli import main
+    from planetcd.inputs import check_raster
+    from planetcd.raster import dataset_stats, missing_pixels, open_raster, read_window
+
+    rng = np.random.default_rng(0)
+    scale = 1 if dtype == np.uint8 else 16
+    image = ((rng.random((96, 120)) * 150 + 50) * scale).astype(dtype)
+    image[:10] = 0  # the collar
+    path = _pds3(tmp_path, image, "UNSIGNED_INTEGER" if dtype == np.uint8 else "MSB_UNSIGNED_INTEGER")
+    info = check_raster(path, min_size=32)
+    assert (info.height, info.width) == (96, 120)
+    with open_raster(path) as ds:
+        data, valid = read_window(ds)
+        np.testing.assert_array_equal(data[0], image.astype(np.float32))
+        missing = missing_pixels(data, valid, ds.nodata)
+        assert missing[:10].all() and not missing[10:].any()
+        stats = dataset_stats(ds)
+    assert stats.low[0] >= 50 * scale and stats.high[0] <= 200 * scale
+    result = CliRunner().invoke(main, ["segment", str(path), "-o", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "craters.csv").exists()
