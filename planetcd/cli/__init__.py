@@ -37,6 +37,9 @@ def warnings_as_log_lines():
 class PlanetcdGroup(click.Group):
     """A group that turns planetcd errors into one line on stderr and an exit code.
 
+    A command's usage error (a bad option value, a missing argument) is one line too, naming the command's
+    ``--help``, with click's exit code 2.
+
     Python warnings become one log line each; a GDAL error that escapes a command
     is reported in one line too (exit code 1), never as a traceback.
     """
@@ -50,6 +53,10 @@ class PlanetcdGroup(click.Group):
                 return super().invoke(ctx)
         except PlanetcdError as exc:
             click.echo(f"planetcd: error: {_one_line(exc.cli_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:  # a bad option value or a missing argument: one line, not click's usage block
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"planetcd: error: {_one_line(exc.format_message())}{where}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("planetcd: interrupted", err=True)

@@ -154,3 +154,23 @@ def test_monitor_says_so_when_nothing_changed(pair_paths, tiny_model, vgg_weight
     assert "no new-crater candidates: no patch changed" in result.stderr
     assert "to vet them" not in result.stderr
     assert (out / "new_craters.csv").read_text().count("\n") == 1  # the header only
+
+
+def test_monitor_records_what_it_segmented(pair_paths, tiny_model, vgg_weights, tmp_path):
+    """``--catalogues`` (default near-change) and the share of the image segmented are in monitor.json; a bad
+    value is one line and writes nothing."""
+    pre, post = pair_paths
+    shares = {}
+    for extent in ("near-change", "all"):
+        args = ["monitor", pre, post, "-o", tmp_path / extent, *_fast(tiny_model, vgg_weights)]
+        result = _run(args if extent == "near-change" else [*args, "--catalogues", "all"])
+        assert result.exit_code == 0, result.output
+        params = json.loads((tmp_path / extent / "monitor.json").read_text())["parameters"]
+        assert params["catalogues"] == extent
+        shares[extent] = params["segmented_fraction"]
+    assert shares["all"] == 1.0 and 0.0 <= shares["near-change"] <= 1.0
+    bad = _run(["monitor", pre, post, "-o", tmp_path / "bad", "--catalogues", "some", *_fast(tiny_model, vgg_weights)])
+    assert bad.exit_code == 2 and not (tmp_path / "bad").exists()
+    assert bad.output.strip().splitlines() == [
+        "planetcd: error: Invalid value for '--catalogues': 'some' is not one of 'near-change', 'all'. "
+        "(see 'main monitor --help')"]
