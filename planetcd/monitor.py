@@ -68,6 +68,7 @@ import os
 import sys
 import time
 import types
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -955,9 +956,13 @@ def monitor(
     t0 = time.perf_counter()
     setup = prepare_setup(pre, post, change.displacement, segmenter, prob_threshold=prob_threshold,
                           tile_size=tile_size, overlap=overlap, batch_size=batch_size, match_mode=match_mode)
-    pre_rotate, pre_sun_record = resolve_sun(sun_azimuth, meta, setup.pre_path, shape=change.shape, name="pre")
-    post_rotate, post_sun_record = resolve_sun(post_sun, meta, setup.post_path, shape=change.shape,
-                                               what="post_sun_azimuth", name="post")
+    # Both dates' suns at once: each estimate reads its own file and is numpy / scipy work that releases the GIL
+    # for much of its time, and they are most of this stage on a large pair (docs/performance.md).
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pre_job = pool.submit(resolve_sun, sun_azimuth, meta, setup.pre_path, shape=change.shape, name="pre")
+        post_job = pool.submit(resolve_sun, post_sun, meta, setup.post_path, shape=change.shape,
+                               what="post_sun_azimuth", name="post")
+        (pre_rotate, pre_sun_record), (post_rotate, post_sun_record) = pre_job.result(), post_job.result()
     (pre_rotate, pre_sun_record), (post_rotate, post_sun_record) = corroborate_suns(
         (pre_rotate, pre_sun_record), (post_rotate, post_sun_record), meta, change.shape)
     setup = dataclasses.replace(setup, pre_sun_azimuth=pre_rotate, post_sun_azimuth=post_rotate)
