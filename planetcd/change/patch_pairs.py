@@ -92,14 +92,16 @@ class PairScores:
 def scale_patches(patches: np.ndarray) -> np.ndarray:
     """Scale each patch ``(n, bands, h, w)`` to ``0..1`` by its own robust range (float32), its impulses (hot and
     dead pixels) clipped first as ``detect``'s reads clip them (:func:`~planetcd.raster.suppress_impulses`, with
-    :func:`~planetcd.raster.impulse_steps` of the patch itself)."""
+    :func:`~planetcd.raster.impulse_steps` of the patch itself) and the range measured again without them."""
     out = np.empty(patches.shape, np.float32)
     for i, patch in enumerate(patches):
         valid = np.all(np.isfinite(patch), axis=0)
         patch = np.where(np.isfinite(patch), patch, 0).astype(np.float32)
         low, high = robust_range(patch, valid) if valid.any() else (np.zeros(len(patch)), np.ones(len(patch)))
         if valid.any():
-            patch, _ = suppress_impulses(patch, impulse_steps(fill_invalid(patch, valid), low, high), valid)
+            patch, n_impulses = suppress_impulses(patch, impulse_steps(fill_invalid(patch, valid), low, high), valid)
+            if n_impulses:  # impulses are no part of the patch's range (as in raster.intensity_stats)
+                low, high = robust_range(patch, valid)
         out[i] = scale_intensity(patch, low, high)
     return out
 

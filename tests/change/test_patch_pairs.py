@@ -183,3 +183,17 @@ def test_auto_max_shift_is_found_from_the_pairs_displacements(rng):
     np.testing.assert_allclose(found, truth, atol=2.0)
     assert auto_max_shift(found, "nn") == pytest.approx(21.0, abs=1.0)
     assert auto_max_shift(np.zeros((5, 2)), "nn") == 4.0 and auto_max_shift(np.zeros((5, 2)), "paper") == 10.0
+
+
+def test_scale_patches_clips_impulses_and_keeps_the_ground_contrast(rng):
+    """A 10-bit patch with 0.5 % hot pixels at 1023 is scaled like the clean patch: its range is measured
+    without the hot pixels, which set its 99.5 percentile before (mean difference 0.31 of the scale)."""
+    from planetcd.change.patch_pairs import scale_patches
+
+    ground, _ = synthetic_terrain((128, 128), seed=3, n_craters=6)
+    clean = (ground * 600 + 100).astype(np.float32)[None, None]  # (1 patch, 1 band, h, w), 10-bit values
+    hot = clean.copy()
+    hot[0, 0][rng.random((128, 128)) < 0.005] = 1023.0
+    scaled_clean, scaled_hot = scale_patches(clean)[0, 0], scale_patches(hot)[0, 0]
+    assert np.abs(scaled_hot - scaled_clean).mean() < 0.01
+    assert scaled_hot.std() > 0.8 * scaled_clean.std()
