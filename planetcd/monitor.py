@@ -363,16 +363,16 @@ def near_change_blocks(change: ChangeResult, near_px: float, block_size: int, bl
                              np.clip(boxes[:, 1] + boxes[:, 3] + grow, 0, width)])
     # merge until no two bounding boxes overlap (a merged box can reach a third one)
     merged = [list(b) for b in grown]
-    changed = True
-    while changed:
-        changed = False
+    merging = True
+    while merging:
+        merging = False
         out: list[list[int]] = []
         for box in merged:
             for other in out:
                 if box[0] <= other[2] and other[0] <= box[2] and box[1] <= other[3] and other[1] <= box[3]:
                     other[:] = [min(box[0], other[0]), min(box[1], other[1]), max(box[2], other[2]),
                                 max(box[3], other[3])]
-                    changed = True
+                    merging = True
                     break
             else:
                 out.append(box)
