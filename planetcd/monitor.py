@@ -992,7 +992,8 @@ def monitor(
         overview_post = None
     timings["candidates_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
-    log.info("%d pre and %d post craters; %d candidates (%d new_crater)", len(pre_cat), len(post_cat), len(candidates),
+    log.info("%d pre and %d post craters%s; %d candidates (%d new_crater)", len(pre_cat), len(post_cat),
+             "" if catalogues == "all" else " near the changes", len(candidates),
              int(np.sum(scores["type"] == "new_crater")))
     params = {
         # absolute: the record stays usable from another folder or after the outputs are moved

@@ -117,8 +117,9 @@ def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_na
     result.write(outdir, overwrite=overwrite)
     table = result.table()
     dy, dx = result.change.displacement
-    log.info("shift of post: dy=%+.2f dx=%+.2f px; %d changed patches; %d pre / %d post craters; %d candidates",
-             dy, dx, int(result.change.changed.sum()), len(result.pre_craters), len(result.post_craters), len(result))
+    log.info("shift of post: dy=%+.2f dx=%+.2f px; %d changed patches; %d pre / %d post craters%s; %d candidates",
+             dy, dx, int(result.change.changed.sum()), len(result.pre_craters), len(result.post_craters),
+             "" if catalogues == "all" else " near the changes", len(result))
     for k in range(min(5, len(result))):
         log.info("  #%d  x %.1f y %.1f px  radius %.1f px  score %.3f  (ρ/τ %.2f, confidence %.2f)", table["rank"][k],
                  table["x_px"][k], table["y_px"][k], table["radius_px"][k], table["score"][k],
