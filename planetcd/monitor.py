@@ -87,9 +87,10 @@ from .craters.segment import (PRESENT_ZERO, band_zeros_are_data, canonical_proba
 from .errors import InputError
 from .precision import autocast, precision_record, resolve_precision
 from .raster import IntensityStats, dataset_stats, is_georeferenced, open_raster, read_window
-from .report import OUTPUTS, SUMMARY_COLUMNS, MonitorResult, chip_panels, is_complete, overview_png, summary_row
+from .report import (OUTPUTS, SUMMARY_COLUMNS, MonitorResult, chip_panels, craters_where, is_complete, overview_png,
+                     summary_row)
 from .runners import LocalRunner, Runner
-from .tiling import Tile, box_distances, halo_tiles
+from .tiling import Tile, box_distances, halo_tile, halo_tiles
 
 __all__ = ["monitor", "monitor_batch", "MonitorResult", "OUTPUTS", "PairSetup", "BlockCraters", "monitor_block",
            "merge_blocks", "new_crater_flags", "nearby_change", "candidate_scores", "change_scores", "local_scores", "local_craters", "change_term", "peak_term", "change_peak", "change_candidates",
@@ -379,12 +380,9 @@ def near_change_blocks(change: ChangeResult, near_px: float, block_size: int, bl
         merged = out
     blocks = []
     for top, left, bottom, right in sorted(merged):
-        for tile in halo_tiles(bottom - top, right - left, block_size, block_halo):
+        for tile in halo_tiles(bottom - top, right - left, block_size, 0):  # the box cut into cores
             r, c, h, w = tile.core
-            core = (top + r, left + c, h, w)
-            rr0, cc0 = max(0, core[0] - block_halo), max(0, core[1] - block_halo)
-            rr1, cc1 = min(height, core[0] + h + block_halo), min(width, core[1] + w + block_halo)
-            blocks.append(Tile(core=core, read=(rr0, cc0, rr1 - rr0, cc1 - cc0)))
+            blocks.append(halo_tile((top + r, left + c, h, w), block_halo, height, width))
     return blocks
 
 
@@ -993,7 +991,7 @@ def monitor(
     timings["candidates_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
     log.info("%d pre and %d post craters%s; %d candidates (%d new_crater)", len(pre_cat), len(post_cat),
-             "" if catalogues == "all" else " near the changes", len(candidates),
+             craters_where(catalogues), len(candidates),
              int(np.sum(scores["type"] == "new_crater")))
     params = {
         # absolute: the record stays usable from another folder or after the outputs are moved

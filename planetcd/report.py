@@ -332,6 +332,12 @@ def _json_value(value):
     return value
 
 
+def craters_where(catalogues: str) -> str:
+    """What follows a count of pre / post craters: ``" near the changes"`` when ``monitor`` segmented only the
+    changed neighbourhoods (``catalogues="near-change"``), nothing when it segmented both whole images."""
+    return "" if catalogues == "all" else " near the changes"
+
+
 def page_data(result) -> dict:
     """What the page shows: candidates (with their chips) and the overview, as plain JSON types."""
     table = result.table()
@@ -356,8 +362,7 @@ def page_data(result) -> dict:
         "changed_patches": result.change.patches[result.change.changed].tolist(),
         "n_pre": len(result.pre_craters),
         "n_post": len(result.post_craters),
-        # the crater counts are of the changed neighbourhoods only unless both whole images were segmented
-        "craters_where": "" if result.params.get("catalogues", "all") == "all" else " near the changes",
+        "craters_where": craters_where(result.params.get("catalogues", "all")),
         "columns": names,
         "candidates": candidates,
         "score_rule": result.params.get("score", ""),

@@ -73,6 +73,15 @@ class Tile:
         return (self.core[0] - self.read[0], self.core[1] - self.read[1], self.core[2], self.core[3])
 
 
+def halo_tile(core: tuple[int, int, int, int], halo: int, height: int, width: int) -> Tile:
+    """The :class:`Tile` of a core ``(row_off, col_off, height, width)``: read with ``halo`` pixels of context on
+    each side, clipped to the ``height`` x ``width`` image."""
+    r0, c0, h, w = core
+    rr0, cc0 = max(0, r0 - halo), max(0, c0 - halo)
+    rr1, cc1 = min(height, r0 + h + halo), min(width, c0 + w + halo)
+    return Tile(core=(r0, c0, h, w), read=(rr0, cc0, rr1 - rr0, cc1 - cc0))
+
+
 def halo_tiles(height: int, width: int, tile: int, halo: int, align: int = 1) -> list[Tile]:
     """Non-overlapping core tiles, each read with a halo of context.
 
@@ -98,10 +107,7 @@ def halo_tiles(height: int, width: int, tile: int, halo: int, align: int = 1) ->
     tiles = []
     for r0 in range(0, height, tile):
         for c0 in range(0, width, tile):
-            h, w = min(tile, height - r0), min(tile, width - c0)
-            rr0, cc0 = max(0, r0 - halo), max(0, c0 - halo)
-            rr1, cc1 = min(height, r0 + h + halo), min(width, c0 + w + halo)
-            tiles.append(Tile(core=(r0, c0, h, w), read=(rr0, cc0, rr1 - rr0, cc1 - cc0)))
+            tiles.append(halo_tile((r0, c0, min(tile, height - r0), min(tile, width - c0)), halo, height, width))
     return tiles
 
 

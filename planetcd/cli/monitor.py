@@ -76,6 +76,7 @@ def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_na
     With --pairs, every pair goes to OUTDIR/<id>/ and OUTDIR/summary.csv lists them all.
     """
     from ..monitor import OUTPUTS, monitor as run_monitor, monitor_batch
+    from ..report import craters_where
     from ..raster import check_writable
     from ..raster import check_output_places
 
@@ -119,7 +120,7 @@ def monitor(pre, post, outdir, pairs_csv, method, patch_size, n_pseudo, model_na
     dy, dx = result.change.displacement
     log.info("shift of post: dy=%+.2f dx=%+.2f px; %d changed patches; %d pre / %d post craters%s; %d candidates",
              dy, dx, int(result.change.changed.sum()), len(result.pre_craters), len(result.post_craters),
-             "" if catalogues == "all" else " near the changes", len(result))
+             craters_where(catalogues), len(result))
     for k in range(min(5, len(result))):
         log.info("  #%d  x %.1f y %.1f px  radius %.1f px  score %.3f  (ρ/τ %.2f, confidence %.2f)", table["rank"][k],
                  table["x_px"][k], table["y_px"][k], table["radius_px"][k], table["score"][k],

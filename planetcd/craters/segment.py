@@ -1285,12 +1285,13 @@ def multiscale_craters(
             log.info("scale %g: %d craters (block by block)", s, len(found[s]))
             continue
         data = None if scaled_reads is None else scaled_reads.get(s)
-        if data is None and isinstance(image, np.ndarray):
-            data = image if s == 1.0 else resample_array(clip_impulses(image), s, missing_pixels(image))
-        elif data is None:
-            data = read_scaled(image, s, band)
-        if scaled_reads is not None:
-            scaled_reads[s] = data
+        if data is None:
+            if isinstance(image, np.ndarray):
+                data = image if s == 1.0 else resample_array(clip_impulses(image), s, missing_pixels(image))
+            else:
+                data = read_scaled(image, s, band)
+            if scaled_reads is not None:
+                scaled_reads[s] = data
         if min(data.shape) < MIN_SIZE:
             log.warning("scale %g: image of %dx%d px is too small to segment; skipped", s, *data.shape)
             continue
