@@ -232,7 +232,7 @@ def check_pair(
 
     with open_raster(pre) as pre_ds, open_raster(post) as post_ds, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the run itself says it once
-        with post_on_pre_grid(pre_ds, post_ds):
+        with post_on_pre_grid(pre_ds, post_ds, clip_impulses=False):
             pass
     return pre_info, post_info
 

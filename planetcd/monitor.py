@@ -816,7 +816,7 @@ def _check_inputs(pre, post) -> None:
         if isinstance(path, np.ndarray):
             raise InputError(f"{name}: monitor reads raster files (paths), not arrays")
     with open_raster(pre) as pre_ds, open_raster(post) as post_ds:
-        with post_on_pre_grid(pre_ds, post_ds):
+        with post_on_pre_grid(pre_ds, post_ds, clip_impulses=False):
             pass
 
 

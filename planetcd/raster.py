@@ -704,6 +704,71 @@ def suppress_impulses(image: np.ndarray, steps, valid: np.ndarray | None = None,
     return out, total
 
 
+
+#: Rows per strip of :func:`write_impulse_free_copy` (one strip and its two halo rows are in memory at a time).
+IMPULSE_COPY_ROWS = 512
+
+
+def central_impulse_count(ds, read: DecimatedRead) -> int:
+    """How many impulses (:func:`suppress_impulses`, at the steps of ``read``) the full-resolution central crop
+    (:data:`IMPULSE_CROP` px) of ``ds`` holds, over its data bands."""
+    crop, valid = read_window(ds, central_window(ds.height, ds.width, IMPULSE_CROP))
+    present = ~missing_pixels(crop, valid, ds.nodata, read.zero_is_data)
+    return suppress_impulses(crop, read.stats.impulse_step, present)[1] if present.any() else 0
+
+
+def write_impulse_free_copy(ds, path: str | os.PathLike, steps: np.ndarray, zero_is_data: bool = False) -> int:
+    """Write a GeoTIFF copy of ``ds`` with the impulses of its data bands clipped (:func:`suppress_impulses`).
+
+    The copy keeps the grid, CRS, data type, nodata, band kinds (alpha) and a per-dataset mask, so it can
+    stand in for ``ds`` wherever ``ds`` would be resampled: a resampling spreads each hot pixel over its
+    neighbours, after which no rule on single pixels finds it. Read and written in strips of
+    :data:`IMPULSE_COPY_ROWS` rows (with one halo row each side, so every pixel sees its 8 neighbours).
+
+    Parameters
+    ----------
+    ds : rasterio dataset opened from a file
+    path : path of the GeoTIFF to write
+    steps : ndarray of shape (data bands,)
+        Impulse steps in ``ds``'s units (:attr:`IntensityStats.impulse_step`).
+    zero_is_data : bool
+        0 is a value of ``ds``, not its fill (:func:`zeros_are_data`).
+
+    Returns
+    -------
+    int
+        Pixels clipped (over all bands).
+    """
+    from rasterio.enums import ColorInterp, MaskFlags
+
+    bands = data_bands(ds)
+    alpha = any(c == ColorInterp.alpha for c in tuple(ds.colorinterp or ()))
+    dataset_mask = ds.nodata is None and not alpha and any(MaskFlags.per_dataset in f for f in ds.mask_flag_enums)
+    profile = {"driver": "GTiff", "width": ds.width, "height": ds.height, "count": ds.count,
+               "dtype": ds.dtypes[0], "crs": ds.crs, "transform": ds.transform, "nodata": ds.nodata,
+               "tiled": True, "blockxsize": 512, "blockysize": 512, "BIGTIFF": "IF_SAFER"}
+    total = 0
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.colorinterp = ds.colorinterp
+        for row in range(0, ds.height, IMPULSE_COPY_ROWS):
+            top, bottom = max(row - 1, 0), min(row + IMPULSE_COPY_ROWS + 1, ds.height)
+            strip = Window(0, top, ds.width, bottom - top)
+            data, valid = read_window(ds, strip, bands=bands)
+            present = ~missing_pixels(data, valid, ds.nodata, zero_is_data)
+            clipped, n = suppress_impulses(data, steps, present)
+            raw = ds.read(window=strip)
+            inner = slice(row - top, row - top + min(IMPULSE_COPY_ROWS, ds.height - row))
+            if n:
+                changed = clipped != data
+                for k, band in enumerate(bands):
+                    raw[band - 1][changed[k]] = clipped[k][changed[k]].astype(raw.dtype)
+                total += int(np.count_nonzero(changed[:, inner]))  # the halo rows are another strip's
+            out = Window(0, row, ds.width, inner.stop - inner.start)
+            dst.write(raw[:, inner], window=out)
+            if dataset_mask:
+                dst.write_mask(ds.dataset_mask(window=strip)[inner], window=out)
+    return total
+
 def map_distinct_bands(fn, bands: np.ndarray) -> np.ndarray:
     """``fn`` applied to each band of ``(bands, rows, cols)``, stacked; a band that copies an earlier one
     (a gray image as RGB, :func:`to_three_bands`) is computed once and copied."""

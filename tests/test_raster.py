@@ -255,3 +255,48 @@ def test_a_pds3_product_is_read_with_its_fill_left_out(tmp_path, dtype):
     result = CliRunner().invoke(main, ["segment", str(path), "-o", str(tmp_path / "out"), "-q"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "craters.csv").exists()
+
+
+@pytest.mark.parametrize("kind", ["nodata", "alpha"])
+def test_an_impulse_free_copy_is_the_whole_image_clipped_with_its_grid_and_mask(tmp_path, kind):
+    """The copy a resampled post is read from (``post_on_pre_grid``) holds exactly what clipping the whole image
+    at once gives, strip seams included, and keeps the data type, grid, nodata or alpha band of the source."""
+    from rasterio.enums import ColorInterp
+    from rasterio.transform import from_origin
+
+    from planetcd.raster import central_impulse_count, decimated_stats, write_impulse_free_copy
+
+    rng = np.random.default_rng(3)
+    rows, cols = 700, 600  # two strips of 512 rows
+    image = np.round(2000 + 60 * rng.standard_normal((rows, cols))).astype(np.uint16)
+    image[rng.random((rows, cols)) < 0.005] = 4095
+    image[511:513, 100] = 4095  # a vertical pair across the strips' seam
+    image[:, :20] = 0  # a fill collar
+    bands = [image]
+    if kind == "alpha":
+        bands.append(np.where(image > 0, 255, 0).astype(np.uint16))
+    profile = {"driver": "GTiff", "width": cols, "height": rows, "count": len(bands), "dtype": "uint16",
+               "crs": MARS_EQC_WKT, "transform": from_origin(1000.0, 9000.0, 6.0, 6.0),
+               "nodata": 0 if kind == "nodata" else None}
+    source = tmp_path / "source.tif"
+    with rasterio.open(source, "w", **profile) as dst:
+        dst.write(np.stack(bands))
+        if kind == "alpha":
+            dst.colorinterp = [ColorInterp.gray, ColorInterp.alpha]
+    copy = tmp_path / "copy.tif"
+    with open_raster(source) as ds:
+        read = decimated_stats(ds)
+        assert central_impulse_count(ds, read) > 0
+        n = write_impulse_free_copy(ds, copy, read.stats.impulse_step, read.zero_is_data)
+        data, valid = read_window(ds)
+        grid = (ds.crs, ds.transform, tuple(ds.colorinterp))
+    expected, n_whole = suppress_impulses(data, read.stats.impulse_step, ~missing_pixels(data, valid, profile["nodata"]))
+    assert n == n_whole >= 0.004 * rows * cols
+    with open_raster(copy) as out:
+        assert (out.dtypes, out.nodata) == (("uint16",) * len(bands), profile["nodata"])
+        assert (out.crs, out.transform, tuple(out.colorinterp)) == grid
+        clipped, clipped_valid = read_window(out)
+        np.testing.assert_array_equal(clipped_valid, valid)
+        np.testing.assert_array_equal(clipped, expected)
+        assert central_impulse_count(out, decimated_stats(out)) == 0
+    assert clipped[0, 511, 100] < 2500 and clipped[0, 512, 100] < 2500

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import tempfile
 import warnings
 
 import numpy as np
@@ -25,12 +27,16 @@ from scipy import ndimage
 
 from ..errors import InputError
 from ..raster import (
+    central_impulse_count,
     data_bands,
+    decimated_stats,
     implicit_fill,
     is_georeferenced,
     missing_pixels,
+    open_raster,
     read_window,
     suppress_impulses,
+    write_impulse_free_copy,
 )
 
 log = logging.getLogger(__name__)
@@ -303,8 +309,51 @@ def grid_relation(pre_ds, post_ds) -> str:
     return "resampled"
 
 
+#: Impulse-free copies of sources this process resampled (:func:`impulse_free_source`): the file's resolved
+#: path, size and modification time -> the copy's path (``None``: the file has no impulses to clip).
+_IMPULSE_FREE: dict[tuple, str | None] = {}
+_IMPULSE_FREE_DIR: list[tempfile.TemporaryDirectory] = []
+
+
+def _file_key(ds) -> tuple | None:
+    name = str(getattr(ds, "name", "") or "")
+    try:
+        stat = os.stat(name)
+    except OSError:  # an in-memory dataset (/vsimem/) or a GDAL path that is no file: no memo
+        return None
+    return os.path.realpath(name), stat.st_size, stat.st_mtime_ns
+
+
+def impulse_free_source(ds) -> str | None:
+    """Path of a copy of ``ds`` with its impulses (hot and dead pixels) clipped, or ``None`` when there are none.
+
+    Not in Saha & Zhu. Post is clipped on read (:class:`AlignedReader`'s ``impulse_step``), but on another
+    grid it is read through a bilinear ``WarpedVRT``, which first spreads each hot pixel over up to 2 x 2 output
+    pixels that no single-pixel rule finds again: 0.5 % of hot pixels in a resampled post then read as change
+    in most patches. So a source with impulses in its full-resolution central crop
+    (:func:`planetcd.raster.central_impulse_count`) is copied once per process with them clipped
+    (:func:`planetcd.raster.write_impulse_free_copy`, into a temporary folder removed at exit), and the copy
+    is resampled instead. The answer is remembered per file (path, size and modification time).
+    """
+    key = _file_key(ds)
+    if key is not None and key in _IMPULSE_FREE:
+        return _IMPULSE_FREE[key]
+    read = decimated_stats(ds)
+    path = None
+    if central_impulse_count(ds, read):
+        if not _IMPULSE_FREE_DIR:
+            _IMPULSE_FREE_DIR.append(tempfile.TemporaryDirectory(prefix="planetcd-impulse-free-"))
+        path = os.path.join(_IMPULSE_FREE_DIR[0].name, f"post-{len(os.listdir(_IMPULSE_FREE_DIR[0].name))}.tif")
+        log.info("post has hot or dead pixels and lies on another grid: clipping them before resampling "
+                 "(a temporary copy, %s)", path)
+        write_impulse_free_copy(ds, path, read.stats.impulse_step, read.zero_is_data)
+    if key is not None:
+        _IMPULSE_FREE[key] = path
+    return path
+
+
 @contextlib.contextmanager
-def post_on_pre_grid(pre_ds, post_ds):
+def post_on_pre_grid(pre_ds, post_ds, clip_impulses: bool = True):
     """Yield post as a dataset on pre's grid (a WarpedVRT when the grids differ).
 
     Bands are counted without alpha bands (:func:`planetcd.raster.data_bands`): a gray + alpha image pairs
@@ -312,7 +361,9 @@ def post_on_pre_grid(pre_ds, post_ds):
     footprint are masked, not read as 0 (which is ground for an image whose values straddle 0,
     :func:`planetcd.raster.zeros_are_data`): with its likely fill as nodata when it has one
     (:func:`planetcd.raster.implicit_fill`: the ISIS NULL of float32, -32768 of int16, which bilinear
-    resampling would otherwise smear into the ground next to it), else with an added alpha band.
+    resampling would otherwise smear into the ground next to it), else with an added alpha band. A post
+    with hot or dead pixels is resampled from a copy with them clipped (:func:`impulse_free_source`), unless
+    ``clip_impulses`` is False (a check of the pair that reads no pixels).
 
     Raises
     ------
@@ -345,14 +396,17 @@ def post_on_pre_grid(pre_ds, post_ds):
     masked = post_ds.nodata is not None or ColorInterp.alpha in tuple(post_ds.colorinterp or ())
     fill = None if masked else implicit_fill(post_ds)
     fill_options = {} if fill is None else {"src_nodata": fill, "nodata": fill}
-    with WarpedVRT(
-        post_ds,
-        crs=pre_ds.crs,
-        transform=pre_ds.transform,
-        width=pre_ds.width,
-        height=pre_ds.height,
-        resampling=Resampling.bilinear,
-        add_alpha=not masked and fill is None,
-        **fill_options,
-    ) as vrt:
+    clean = impulse_free_source(post_ds) if clip_impulses else None
+    with contextlib.ExitStack() as stack:
+        source = post_ds if clean is None else stack.enter_context(open_raster(clean))
+        vrt = stack.enter_context(WarpedVRT(
+            source,
+            crs=pre_ds.crs,
+            transform=pre_ds.transform,
+            width=pre_ds.width,
+            height=pre_ds.height,
+            resampling=Resampling.bilinear,
+            add_alpha=not masked and fill is None,
+            **fill_options,
+        ))
         yield vrt

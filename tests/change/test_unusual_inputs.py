@@ -163,6 +163,24 @@ def test_hot_pixels_of_both_dates_are_clipped_not_change(rate, ground, folder, r
     assert result.tau == pytest.approx(reference[2].tau, rel=0.1)
 
 
+
+def test_hot_pixels_of_a_post_on_another_grid_are_clipped_before_it_is_resampled(ground, folder, reference, trunk):
+    """A 10-bit post with 0.5 % of hot pixels on a grid offset by a fraction of a pixel: resampled as it is, each
+    hot pixel became a 2 x 2 smear that no single-pixel rule finds, and 7 of the 9 patches were flagged. Clipped
+    in post's own grid first (a temporary copy), the disc alone is flagged, with the reference's τ."""
+    offset = from_origin(1e6 + (C0 + 0.4) * PX, 5e5 - (R0 + 0.3) * PX, PX, PX)
+    moved = np.zeros((SIZE, SIZE), np.float32)
+    reproject(ground["after"], moved, src_transform=TILE_TRANSFORM, src_crs=CRS, dst_transform=offset, dst_crs=CRS,
+              resampling=Resampling.cubic)
+    values = _u8(moved).astype(np.uint16) * 4
+    values[np.random.default_rng(2).random(values.shape) < 0.005] = 1023
+    post = _write(folder / "post_hot_offset_grid.tif", values, transform=offset)
+    result = detect(folder / "pre_u8.tif", post, trunk=trunk, **RUN)
+    disc = _disc_patch(result)
+    assert _ranking(result)[0] == disc
+    assert np.flatnonzero(result.changed).tolist() == [disc]
+    assert result.tau == pytest.approx(reference[2].tau, rel=0.1)
+
 FILL_VARIANTS = ("float32_iof_nan", "float32_isis_null_untagged", "int16_min_untagged")
 
 
