@@ -2,6 +2,7 @@
 
     python benchmarks/bench_segment.py [--model ctx-craters] [--threads 2] [--tile 512] [--overlap 64] [--repeat 2]
         [--tta model|on|off] [--scales 2,1,0.5] [--precision auto|fp32|bf16]
+    python benchmarks/bench_segment.py --profile    # where one default catalogue spends its time, then stop
 
 Uses CTX tile MC11E-I from ``$PLANETCD_SHARED`` (default ``../shared``) when
 present, else a synthetic 2000×2000 image (the speed does not depend on the
@@ -13,6 +14,9 @@ verifier and its decoy pass; and the same with ``verify=False`` and with ``decoy
 and the network alone.  ``--tta``:
 flip averaging as the model's registry entry says (``model``), or forced on/off;
 ``--scales``: the catalogue's scales instead of the model's (as ``planetcd segment --scales``).
+``--profile``: one catalogue after a warm-up, under ``cProfile``; prints the cumulative seconds and calls of
+the steps that read, clip and resample the image, segment it and verify its craters (with ``PYTHONPATH`` set
+to another checkout, the same for that code: a step it lacks prints no calls).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                     help="segment's precision (and the network-alone line's); bench_detect.py --floors --segment "
                          "compares fp32 and bf16 interleaved")
+    ap.add_argument("--profile", action="store_true", help="profile one default catalogue instead of timing")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -73,6 +78,8 @@ def main(argv=None) -> int:
         times, catalog_times, unverified_times, no_decoy_times = [], [], [], []
         options = dict(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch_size, device="cpu",
                        precision=args.precision)
+        if args.profile:
+            return profile_catalogue(src, model, scales, options)
         for _ in range(args.repeat):
             t0 = time.perf_counter()
             segment(src, model, scales=[1.0], **options).write(Path(tmp) / "out", overwrite=True)
@@ -111,6 +118,39 @@ def main(argv=None) -> int:
     print(f"  --decoy-fdr off {best_no_decoys:.2f} s (best of {args.repeat}; {len(no_decoys)} craters): the decoy pass "
           f"costs {best_catalog - best_no_decoys:+.2f} s = {best_catalog / best_no_decoys:.2f} x")
     print(f"network alone    {net * 1000:.0f} ms per {args.tile}x{args.tile} tile = {args.tile ** 2 / net:,.0f} px/s")
+    return 0
+
+
+#: Steps :func:`profile_catalogue` reports, by function name (planetcd's, and scipy's ``affine_transform``: the
+#: turns to and from the sun's canonical frame).
+PROFILED_STEPS = ("read_scaled", "full_read", "rescale_read", "read_band", "clip_impulses", "gdal_resample",
+                  "image_probability", "segment_block", "extract_craters", "affine_transform", "verifier_pyramid",
+                  "verify_craters", "estimate_sun_azimuth")
+
+
+def profile_catalogue(src, model, scales, options) -> int:
+    """Print where one catalogue (after a warm-up run) spends its time, per step of :data:`PROFILED_STEPS`."""
+    import cProfile
+    import pstats
+
+    import planetcd
+    from planetcd.craters.segment import segment
+
+    segment(src, model, scales=scales, **options)
+    profiler = cProfile.Profile()
+    t0 = time.perf_counter()
+    profiler.enable()
+    craters = segment(src, model, scales=scales, **options).catalog
+    profiler.disable()
+    total = time.perf_counter() - t0
+    stats = pstats.Stats(profiler).stats
+    print(f"planetcd         {Path(planetcd.__file__).parent}")
+    print(f"catalogue        {total:.2f} s under the profiler, {len(craters)} craters")
+    for step in PROFILED_STEPS:
+        # cumulative time of the outermost calls: a step that calls itself (or another listed step) counts once
+        found = [(value[3], value[1]) for key, value in stats.items() if key[2] == step]
+        seconds, calls = sum(f[0] for f in found), sum(f[1] for f in found)
+        print(f"  {step:<22} {seconds:6.2f} s in {calls} calls" if calls else f"  {step:<22}      - (no calls)")
     return 0
 
 

@@ -1018,7 +1018,7 @@ def segment(
     if verifier is not None and prob_threshold is None and verifier.metadata.get("prob_threshold") is not None:
         extract_threshold = float(verifier.metadata["prob_threshold"])
 
-    scaled_reads: dict = {}  # the image at the other scales, read once for the catalogue and its decoys
+    scaled_reads: dict = {}  # the image at each scale, read once for the catalogue, its decoys and the verifier
 
     def catalogue(p, azimuth):
         return catalog_craters(net, source.source, p, threshold=extract_threshold, scales=scales, overrides=overrides,
@@ -1038,7 +1038,8 @@ def segment(
             decoys = catalogue(probability(opposite, False)[0], opposite)
         # One read of the image and one pyramid for the catalogue and its decoys.
         radii = np.concatenate([craters[:, 2], decoys[:, 2] if decoys is not None else np.zeros(0)])
-        pyramid = verifier_pyramid(source.source, verifier, float(radii.max()), band) if len(radii) else None
+        pyramid = (verifier_pyramid(source.source, verifier, float(radii.max()), band, scaled_reads)
+                   if len(radii) else None)
         _, scores = verify_catalog(craters, source.source, verifier, v_threshold, sun_azimuth=rotate, band=band,
                                    pyramid=pyramid)
         won = np.ones(len(craters), bool)
@@ -1156,10 +1157,15 @@ def read_scaled(path, scale: float, band: int = 1) -> np.ndarray:
     with open_raster(path) as ds:
         data, missing = read_band(ds, band)
     data = clip_impulses(data, missing)
-    if scale == 1.0:
-        return data
+    return data if scale == 1.0 else rescale_read(data, scale)
+
+
+def rescale_read(data: np.ndarray, scale: float) -> np.ndarray:
+    """:func:`read_scaled` at ``scale`` from its result at scale 1 (``data``, left unchanged): the same resampling,
+    without reading and clipping the image again. Missing pixels are those holding 0 (:func:`read_band`)."""
+    missing = data == 0
     shape = (max(1, int(round(data.shape[0] * scale))), max(1, int(round(data.shape[1] * scale))))
-    data[missing] = np.nan
+    data = np.where(missing, np.float32(np.nan), data)
     out = gdal_resample(data, shape, "bilinear" if scale > 1 else "average")
     out_missing = np.isnan(out)
     out[out_missing] = 0.0
@@ -1263,9 +1269,10 @@ def multiscale_craters(
         (input pixels). Default: only when the magnified image would exceed
         :data:`MAGNIFIED_WINDOW_PIXELS`, with blocks of :data:`MAGNIFIED_BLOCK`.
     scaled_reads : dict, optional
-        The image read at each scale (``scale -> (h, w)`` array, :func:`read_scaled`), filled here and read
-        again by a later call on the same image: :func:`segment` passes one to the catalogue and to its
-        decoys, so the image is read, clipped and resampled once per scale.
+        The image read at each scale (``scale -> (h, w)`` array, :func:`read_scaled`; a raster's whole read
+        at scale 1 under :data:`FULL_READ`, the others resampled from it), filled here and read again by a
+        later call on the same image: :func:`segment` passes one to the catalogue, to its decoys and to the
+        verifier's pyramid, so the image is read and clipped once, and resampled once per scale.
 
     Returns
     -------
@@ -1289,7 +1296,8 @@ def multiscale_craters(
             if isinstance(image, np.ndarray):
                 data = image if s == 1.0 else resample_array(clip_impulses(image), s, missing_pixels(image))
             else:
-                data = read_scaled(image, s, band)
+                full = full_read(image, band, scaled_reads)
+                data = full if s == 1.0 else rescale_read(full, s)
             if scaled_reads is not None:
                 scaled_reads[s] = data
         if min(data.shape) < MIN_SIZE:
@@ -1453,7 +1461,25 @@ def centre_missing(craters: np.ndarray, prob: np.ndarray) -> np.ndarray:
     return np.isnan(prob[rows, cols])
 
 
-def verifier_pyramid(image, verifier, max_radius: float, band: int = 1) -> list[np.ndarray]:
+#: Key of :func:`multiscale_craters`' ``scaled_reads`` under which a raster's whole read at full resolution,
+#: impulses clipped (:func:`read_scaled` at scale 1), is kept: the other scales and the verifier's pyramid
+#: are made from it.
+FULL_READ = "full"
+
+
+def full_read(path, band: int = 1, scaled_reads: dict | None = None) -> np.ndarray:
+    """:func:`read_scaled` of a raster at scale 1, taken from ``scaled_reads[FULL_READ]`` when it is there (and
+    stored there when it was not): an image is read and clipped once for all its scales and the verifier."""
+    full = None if scaled_reads is None else scaled_reads.get(FULL_READ)
+    if full is None:
+        full = read_scaled(path, 1.0, band)
+        if scaled_reads is not None:
+            scaled_reads[FULL_READ] = full
+    return full
+
+
+def verifier_pyramid(image, verifier, max_radius: float, band: int = 1,
+                     scaled_reads: dict | None = None) -> list[np.ndarray]:
     """The box-mean pyramid a chip verifier cuts its chips from, deep enough for craters up to ``max_radius`` px.
 
     ``image``: path of a raster (band ``band``) or an (H, W) array of raw intensities, read whole; impulses are
@@ -1463,7 +1489,10 @@ def verifier_pyramid(image, verifier, max_radius: float, band: int = 1) -> list[
     """
     from .verify import CHIP_SIZE, image_pyramid, pyramid_levels_for, verifier_contexts
 
-    data = clip_impulses(np.asarray(image, np.float32)) if isinstance(image, np.ndarray) else read_scaled(image, 1.0, band)
+    if isinstance(image, np.ndarray):
+        data = clip_impulses(np.asarray(image, np.float32))
+    else:
+        data = full_read(image, band, scaled_reads)
     meta = getattr(verifier, "metadata", {}) or {}
     levels = pyramid_levels_for(float(max_radius), int(meta.get("chip_size", CHIP_SIZE)),
                                 max(verifier_contexts(verifier)))

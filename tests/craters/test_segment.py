@@ -235,8 +235,9 @@ def test_a_big_crater_is_found_only_with_a_coarser_scale(tmp_path):
 
 
 def test_the_scaled_reads_of_an_image_are_shared_between_calls(tmp_path, monkeypatch):
-    """segment's catalogue and its decoys share one read of the image per scale (``scaled_reads``): the second
-    call reads nothing and finds what a call without the shared reads finds."""
+    """segment's catalogue, its decoys and the verifier's pyramid share one read of the image (``scaled_reads``):
+    the other scales are resampled from it as a read at that scale would be, the second call reads nothing and
+    finds what a call without the shared reads finds."""
     import planetcd.craters.segment as seg
     from planetcd.craters.extract import extract_craters
 
@@ -250,9 +251,16 @@ def test_the_scaled_reads_of_an_image_are_shared_between_calls(tmp_path, monkeyp
     shared: dict = {}
     first = seg.multiscale_craters(TopHat(), path, [1.0, 0.5, 0.25], extract, scaled_reads=shared)
     second = seg.multiscale_craters(TopHat(), path, [1.0, 0.5, 0.25], extract, scaled_reads=shared)
-    assert sorted(reads) == [0.25, 0.5, 1.0] and set(shared) == {0.25, 0.5, 1.0}
+    assert reads == [1.0] and set(shared) == {0.25, 0.5, 1.0, seg.FULL_READ}
     np.testing.assert_array_equal(first, alone)
     np.testing.assert_array_equal(second, alone)
+    for scale in (0.25, 0.5, 1.5):
+        np.testing.assert_array_equal(seg.rescale_read(shared[seg.FULL_READ], scale), original(path, scale))
+    verifier = torch.nn.Identity()
+    verifier.metadata = {}
+    pyramid = seg.verifier_pyramid(path, verifier, 40.0, scaled_reads=shared)
+    assert reads == [1.0]
+    np.testing.assert_array_equal(pyramid[0], original(path, 1.0))
 
 
 class BandPass(torch.nn.Module):
