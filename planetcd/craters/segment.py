@@ -1035,6 +1035,7 @@ def segment(
             log.info("decoys skipped: the model is not sun-aware")
         elif decoy_limit is not None:
             opposite = (rotate + 180.0) % 360.0
+            log.info("decoy pass: the image segmented again under the opposite sun (%.1f deg)", opposite)
             decoys = catalogue(probability(opposite, False)[0], opposite)
         # One read of the image and one pyramid for the catalogue and its decoys.
         radii = np.concatenate([craters[:, 2], decoys[:, 2] if decoys is not None else np.zeros(0)])
