@@ -1,0 +1,52 @@
+"""The Python examples of the README and docs/ run as written.
+
+A ``python`` block right after the line :data:`MARKER` is run in a fresh folder holding the output of
+``planetcd demo demo_out`` (at ``--size 400``, to be quick), with the shared VGG-16 weights. Every page
+of a workflow has one such example, so an API change that breaks the docs fails here.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from planetcd.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+MARKER = "<!-- example run by tests/test_docs.py, in a folder where `planetcd demo demo_out` ran -->"
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def examples() -> list:
+    found = []
+    for page in PAGES:
+        text = page.read_text()
+        blocks = re.findall(re.escape(MARKER) + r"\n```python\n(.*?)\n```", text, flags=re.S)
+        assert len(blocks) == text.count(MARKER), f"{page.name}: a marker not followed by a python block"
+        found += [pytest.param(page.name, code, id=f"{page.stem}-{k}") for k, code in enumerate(blocks)]
+    return found
+
+
+def test_every_workflow_page_has_a_run_example():
+    pages = {param.values[0] for param in examples()}
+    assert {"README.md", "detect.md", "monitor.md", "segment.md"} <= pages
+
+
+@pytest.fixture(scope="module")
+def demo_folder(vgg_weights, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("docs") / "demo_out"
+    result = CliRunner().invoke(main, ["demo", str(folder), "--size", "400", "--weights", str(vgg_weights), "-q"])
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+@pytest.mark.parametrize("page, code", examples())
+def test_example_runs(page, code, demo_folder, vgg_weights, tmp_path, monkeypatch):
+    shutil.copytree(demo_folder, tmp_path / "demo_out")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PLANETCD_VGG16_WEIGHTS", str(vgg_weights))
+    exec(compile(code, f"{page} example", "exec"), {"__name__": "__docs__"})  # an error in the example fails here
