@@ -33,6 +33,8 @@ log = logging.getLogger("planetcd.segment")
 @click.option("--tta/--no-tta", default=None, help="Average the network over the four flips of each tile (four times the network time; a sun-aware model: the identity and the up-down mirror only, twice) [default: the model's].")
 @click.option("--sun-azimuth", default=None, metavar="DEG|auto|none",
               help="Where the light comes from, degrees clockwise from the image top (0 top, 90 right, 180 bottom, 270 left; taken modulo 360; see docs/sun.md). 'auto' estimates it from the image; 'none' switches the canonical frame off. Sun-aware models segment the image turned so the light comes from the left; the value is recorded in run.json [default: auto].")
+@click.option("--sun-refine", is_flag=True, default=False,
+              help="With an estimated sun: when the craters found show it clearly 15-45 degrees away from the estimate (always checked, a warning says so), segment again in their frame (twice the time on that image; docs/sun.md).")
 @click.option("--verify/--no-verify", default=None,
               help="Second stage: keep only the craters the model's sun-aware chip verifier accepts (a chip of each crater in the canonical frame, scored by a small CNN; docs/segment.md) [default: on when the model has one].")
 @click.option("--verifier", "verifier_path", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -47,8 +49,8 @@ log = logging.getLogger("planetcd.segment")
 @overwrite_opt
 @common_options
 def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, batch_size, band, block_size, scales,
-            min_contrast, tta, sun_azimuth, verify, verifier_path, verify_threshold, decoy_fdr, scheduler, workers,
-            device, precision, overwrite, verbose, quiet):
+            min_contrast, tta, sun_azimuth, sun_refine, verify, verifier_path, verify_threshold, decoy_fdr, scheduler,
+            workers, device, precision, overwrite, verbose, quiet):
     """Segment craters in IMAGE (GeoTIFF, PNG, PGM, JPEG, ...).
 
     Writes OUTDIR/crater_prob.tif (float32 probability on the input grid and
@@ -81,7 +83,7 @@ def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, bat
                              band=band, pixel_size_m=pixel_size, device=device, tta=tta, runner=runner,
                              progress=progress, sun_azimuth=sun_azimuth, precision=precision,
                              verify=verify_arg, verify_threshold=verify_threshold, decoy_fdr=decoy_arg,
-                             **extraction)
+                             sun_refine=sun_refine, **extraction)
     result.write(outdir, overwrite=overwrite)
     log.info("%d craters; outputs in %s (%.1f s)", len(result.catalog), outdir, result.seconds)
 

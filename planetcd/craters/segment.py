@@ -888,6 +888,7 @@ def segment(
     verify: bool | str | os.PathLike | None = None,
     verify_threshold: float | None = None,
     decoy_fdr: float | bool | None = None,
+    sun_refine: bool = False,
     **extraction,
 ) -> SegmentResult:
     """Segment the craters of one image: probability map, mask and crater catalogue.
@@ -957,6 +958,13 @@ def segment(
         (and, while it runs, a second probability map in memory: 4 bytes per pixel).
         In ``(0, 1]``; None (default): the verifier's ``decoy_fdr`` (registry), if any; False: no decoys.
         Needs the sun (a sun-aware model); recorded in ``params["verifier"]["decoys"]``.
+    sun_refine : bool
+        With an estimated sun (confident, not given) and a sun-aware model, the sun is always read back from
+        the craters the first pass found (:func:`refined_sun_azimuth`; ``params["sun"]["readback"]``), and a
+        warning says when they show it clearly elsewhere. With ``sun_refine`` the image is then segmented
+        again in that frame (twice the time on that image; ``source`` becomes ``"refined"``). Off by default:
+        on the shipped model's validation tile MC11E-H it moved the sun toward the labels' azimuth and cost
+        F1 (docs/sun.md, "Reading the sun back from the craters").
     **extraction
         Overrides of the model's crater extraction (:data:`EXTRACTION_KEYS`), e.g.
         ``min_contrast=0.1`` (``-1`` or ``None``: no contrast screening), ``min_radius=4``.
@@ -1026,6 +1034,24 @@ def segment(
                                sun_azimuth=azimuth, precision=used_precision, scaled_reads=scaled_reads)
 
     craters = catalogue(prob, rotate)
+    if rotate is not None and sun_record.get("source") == "estimated":
+        full = full_read(source.source, band, scaled_reads) if not isinstance(source.source, np.ndarray) \
+            else clip_impulses(np.asarray(source.source, np.float32))
+        refined, sun_record["readback"] = refined_sun_azimuth(full, craters, rotate, missing)
+        sun_record["readback"]["segmented_again"] = bool(refined is not None and sun_refine)
+        if refined is not None and not sun_refine:
+            log.warning("%s: the craters found read the sun at %.1f deg, %.1f deg from the estimate (%d craters, "
+                        "support %.2f); --sun-refine (sun_refine=True) segments again in that frame, or give "
+                        "--sun-azimuth", source.name, refined, sun_record["readback"]["turn_deg"],
+                        sun_record["readback"]["n_craters"], sun_record["readback"]["support"])
+        elif refined is not None:
+            log.info("%s: the craters found read the sun at %.1f deg, %.1f deg from the estimate: segmenting again "
+                     "in that frame", source.name, refined, sun_record["readback"]["turn_deg"])
+            rotate = refined
+            sun_record.update(sun_azimuth_deg=round(refined, 6), source="refined",
+                              frame=canonical_frame((height, width), refined).to_dict())
+            prob, missing = probability(rotate, progress)
+            craters = catalogue(prob, rotate)
     verifier_record = None
     if verifier is not None:
         checked = len(craters)
@@ -1079,6 +1105,79 @@ def segment(
         "precision": precision_record(precision, used_precision), "verifier": verifier_record,
     }
     return SegmentResult(prob, mask, catalog, params, source.profile, time.monotonic() - t0)
+
+
+#: Least turn (degrees) between the estimated sun and the sun read back from the first pass's craters for
+#: :func:`segment` to segment again (``sun_refine``). The sun-aware training turns its crops by up to ±20°,
+#: so the network tolerates an estimate a little off, and finds craters whose shading shows the true sun.
+SUN_REFINE_MIN_TURN = 15.0
+#: Largest such turn: an estimate farther off lets the network find mounds too, whose shading agrees with the
+#: wrong frame, so a larger read-back turn is no evidence.
+SUN_REFINE_MAX_TURN = 45.0
+#: Share of crater resamples (:data:`SUN_REFINE_RESAMPLES`, bootstrap over the craters) whose read-back lies
+#: within :data:`SUN_REFINE_MIN_TURN` of the read-back of all of them: its confidence, the rule of
+#: :func:`planetcd.craters.sun.estimate_sun_azimuth`'s (0.9). Few or disagreeing craters (rough, crater-poor
+#: ground; craters and mounds mixed) leave the estimate alone.
+SUN_REFINE_SUPPORT = 0.9
+SUN_REFINE_RESAMPLES = 200
+#: Least confidence (mean probability over the crater) of the craters the read-back uses.
+SUN_REFINE_MIN_CONFIDENCE = 0.5
+
+
+def refined_sun_azimuth(image: np.ndarray, craters: np.ndarray, estimate: float,
+                        missing: np.ndarray | None = None) -> tuple[float | None, dict]:
+    """The sun read back from the craters a first pass found, when it should replace the estimate.
+
+    Not in DeLatte et al. A crater's sun-facing inner wall is dark whatever the network was told:
+    :func:`planetcd.craters.sun.azimuth_from_craters` averages the standardised chips of the confident
+    craters (:data:`SUN_REFINE_MIN_CONFIDENCE`) and reads where their light comes from. The network, turned
+    by an estimate a little off, still finds most craters, and their shading shows the sun the estimate
+    missed. Far off (a quarter turn and more) it finds mounds as well, whose shading agrees with the wrong
+    frame, so the read-back corrects moderate errors only, and only confident estimates are checked.
+
+    Parameters
+    ----------
+    image : ndarray, shape (rows, cols)
+        The raw image (missing pixels 0).
+    craters : ndarray, shape (n, 4)
+        ``x_px, y_px, radius_px, confidence`` of the first pass, on ``image``'s grid.
+    estimate : float
+        The azimuth the first pass used, degrees.
+    missing : ndarray of bool, optional
+        Pixels without ground (default: those holding 0).
+
+    Returns
+    -------
+    azimuth : float or None
+        The read-back azimuth when it differs from ``estimate`` by more than :data:`SUN_REFINE_MIN_TURN` and
+        at most :data:`SUN_REFINE_MAX_TURN`, and at least :data:`SUN_REFINE_SUPPORT` of
+        :data:`SUN_REFINE_RESAMPLES` bootstrap resamples of the craters read it back within
+        :data:`SUN_REFINE_MIN_TURN`; else None (keep the estimate).
+    record : dict
+        ``readback_deg`` (None when no crater was usable), ``n_craters``, ``turn_deg``, ``support`` (that
+        share), ``min_turn_deg``, ``max_turn_deg``, ``elsewhere`` (the craters show the sun clearly elsewhere:
+        the azimuth is returned).
+    """
+    from .sun import angle_difference, azimuth_from_chips, crater_sun_chips
+
+    craters = np.asarray(craters, np.float64).reshape(-1, 4)
+    image = np.asarray(image)
+    missing = (image == 0) if missing is None else missing
+    chips = crater_sun_chips(image, craters[craters[:, 3] >= SUN_REFINE_MIN_CONFIDENCE], missing=missing)
+    readback = azimuth_from_chips(chips)
+    record = {"readback_deg": None, "n_craters": int(len(chips)), "turn_deg": None, "support": 0.0,
+              "min_turn_deg": SUN_REFINE_MIN_TURN, "max_turn_deg": SUN_REFINE_MAX_TURN, "elsewhere": False}
+    if not np.isfinite(readback):
+        return None, record
+    counts = np.random.default_rng(0).multinomial(len(chips), np.full(len(chips), 1.0 / len(chips)),
+                                                  size=SUN_REFINE_RESAMPLES)
+    resampled = azimuth_from_chips(chips, counts)
+    support = float(np.mean(np.abs(angle_difference(resampled, readback)) <= SUN_REFINE_MIN_TURN))
+    turn = float(angle_difference(readback, estimate))
+    elsewhere = SUN_REFINE_MIN_TURN < abs(turn) <= SUN_REFINE_MAX_TURN and support >= SUN_REFINE_SUPPORT
+    record.update(readback_deg=round(float(readback), 3), turn_deg=round(turn, 3), support=round(support, 3),
+                  elsewhere=bool(elsewhere))
+    return (float(readback) % 360.0 if elsewhere else None), record
 
 
 # --------------------------------------------------------------------------- several scales

@@ -619,9 +619,9 @@ def azimuth_from_craters(
     Every crater of radius ``>= min_radius`` lying wholly inside the image is
     resampled (bilinear) to a ``chip`` × ``chip`` window spanning three radii,
     standardised (zero mean inside the rim, unit standard deviation), and the
-    chips are averaged. Inside the rim of the mean chip the brightness-weighted
+    chips are averaged (:func:`crater_sun_chips`). Inside the rim of the mean chip the brightness-weighted
     mean position points to the bright far wall; the light comes from the
-    opposite side. A label-based reference (for training images and for
+    opposite side (:func:`azimuth_from_chips`). A label-based reference (for training images and for
     checking :func:`estimate_sun_azimuth`), not an estimator for new images.
 
     Parameters
@@ -643,15 +643,24 @@ def azimuth_from_craters(
     n_used : int
         Craters that entered the mean chip.
     """
+    chips = crater_sun_chips(image, craters, min_radius, missing, chip)
+    return azimuth_from_chips(chips), len(chips)
+
+
+def crater_sun_chips(image: np.ndarray, craters: np.ndarray, min_radius: float = 4.0,
+                     missing: np.ndarray | None = None, chip: int = 32) -> np.ndarray:
+    """The standardised chips :func:`azimuth_from_craters` averages, float64 ``(n_used, chip, chip)``.
+
+    Each usable crater (radius ``>= min_radius``, wholly inside the image, at most 5 % of its chip missing,
+    not flat) resampled (bilinear) to ``chip`` × ``chip`` pixels spanning three radii, minus its mean inside
+    the rim, divided by its standard deviation.
+    """
     data = np.asarray(image, dtype=np.float64)
     if data.ndim != 2:
         raise InputError(f"azimuth_from_craters: image must be 2-D, got shape {data.shape}")
     craters = np.asarray(craters, dtype=np.float64).reshape(-1, np.shape(craters)[-1] if np.size(craters) else 3)
-    grid = (np.arange(chip) - (chip - 1) / 2.0) / (chip / 3.0)  # in radii, spanning [-1.5, 1.5]
-    yy, xx = np.meshgrid(grid, grid, indexing="ij")
-    disk = xx**2 + yy**2 <= 1.0
-    total = np.zeros((chip, chip))
-    used = 0
+    yy, xx, disk = _chip_grid(chip)
+    chips = []
     for x, y, r in craters[:, :3]:
         if r < min_radius:
             continue
@@ -664,10 +673,30 @@ def azimuth_from_craters(
         spread = values.std()
         if not np.isfinite(spread) or spread <= 0:
             continue
-        total += (values - values[disk].mean()) / spread
-        used += 1
-    if used == 0:
-        return float("nan"), 0
-    mean = total / used
-    bright_x, bright_y = float((mean[disk] * xx[disk]).sum()), float((mean[disk] * yy[disk]).sum())
-    return _azimuth_of(-bright_x, -bright_y), used
+        chips.append((values - values[disk].mean()) / spread)
+    return np.stack(chips) if chips else np.zeros((0, chip, chip))
+
+
+def _chip_grid(chip: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    grid = (np.arange(chip) - (chip - 1) / 2.0) / (chip / 3.0)  # in radii, spanning [-1.5, 1.5]
+    yy, xx = np.meshgrid(grid, grid, indexing="ij")
+    return yy, xx, xx**2 + yy**2 <= 1.0
+
+
+def azimuth_from_chips(chips: np.ndarray, weights: np.ndarray | None = None) -> float | np.ndarray:
+    """Where the light of the mean of :func:`crater_sun_chips` comes from, degrees clockwise from the top.
+
+    ``weights`` ``(n_chips,)`` or ``(resamples, n_chips)``: a weighted mean per row instead (a bootstrap's
+    counts), one azimuth per row. NaN without chips.
+    """
+    chips = np.asarray(chips, np.float64)
+    if not len(chips):
+        return float("nan") if weights is None or np.ndim(weights) == 1 else np.full(len(weights), np.nan)
+    yy, xx, disk = _chip_grid(chips.shape[-1])
+    inside = chips[:, disk]  # (n, pixels in the rim)
+    w = np.full(len(chips), 1.0 / len(chips)) if weights is None else np.asarray(weights, np.float64)
+    w = w / w.sum(axis=-1, keepdims=True)
+    mean = w @ inside  # (pixels,) or (resamples, pixels)
+    bright_x, bright_y = mean @ xx[disk], mean @ yy[disk]
+    azimuth = np.degrees(np.arctan2(-bright_x, bright_y)) % 360.0  # _azimuth_of(-bright_x, -bright_y)
+    return float(azimuth) if np.ndim(azimuth) == 0 else azimuth

@@ -354,3 +354,38 @@ def test_extract_craters_takes_the_models_settings():
     np.testing.assert_array_equal(extract_craters(prob, model=meta, min_radius=10.0),
                                   extract_craters(prob, **{**extraction_options(meta), "min_radius": 10.0}))
     np.testing.assert_array_equal(extract_craters(prob), extract_craters(prob, threshold=0.5, min_radius=3.0, max_radius=50.0))
+
+
+@pytest.mark.shared
+def test_the_sun_read_back_from_the_craters_is_reported_and_used_when_asked(shared_dir, caplog):
+    """A 1024 px crop of MC11E-A: the estimate there (306°, confident) misses its labelled craters' sun by about
+    40°. The craters the first pass finds show the labels' sun (within 8°): by default a warning says so and the
+    estimate is kept (``readback`` in run.json); with ``sun_refine=True`` the image is segmented again in
+    that frame and the catalogue's sun is the read-back's."""
+    import logging
+
+    from PIL import Image
+
+    from planetcd.craters.sun import angle_difference, azimuth_from_craters
+    from planetcd.craters.train import read_labels
+
+    data = shared_dir / "data" / "ctx-mc11e"
+    crop = np.asarray(Image.open(data / "images" / "MC11E-A.png").convert("L"), np.float32)[:1024, :1024]
+    labels = read_labels(data / "annotations" / "clustered" / "MC11E-A.xml")
+    labels = labels[(labels[:, 0] < 1024) & (labels[:, 1] < 1024)]
+    reference, used = azimuth_from_craters(crop, labels)
+    assert used > 100
+    fast = {"scales": [1.0], "verify": False}
+    with caplog.at_level(logging.WARNING, logger="planetcd"):
+        kept = segment(crop, "ctx-craters", **fast)
+    sun = kept.params["sun"]
+    assert sun["source"] == "estimated" and abs(angle_difference(sun["sun_azimuth_deg"], reference)) > 30
+    assert sun["readback"]["elsewhere"] and not sun["readback"]["segmented_again"]
+    assert abs(angle_difference(sun["readback"]["readback_deg"], reference)) < 8
+    assert "--sun-refine" in caplog.text
+    refined = segment(crop, "ctx-craters", sun_refine=True, **fast)
+    sun = refined.params["sun"]
+    assert sun["source"] == "refined" and sun["readback"]["segmented_again"]
+    assert sun["sun_azimuth_deg"] == pytest.approx(sun["readback"]["readback_deg"], abs=1e-3)
+    assert refined.catalog.metadata["sun"]["source"] == "refined"
+    assert sun["frame"]["sun_azimuth_deg"] == pytest.approx(sun["sun_azimuth_deg"], abs=1e-3)

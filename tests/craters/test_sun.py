@@ -259,3 +259,53 @@ def test_boxes_meet_footprint_is_the_pixel_test_and_little_more(azimuth, shape):
     assert np.all(np.array([outer[r : r + h, c : c + w].any() for r, c, h, w in boxes])[meets])
     if not frame.exact:
         assert not meets.all()  # the corners of a resampled turn's canvas hold boxes of fill only
+
+
+def test_azimuth_from_chips_is_the_mean_chip_s_and_weights_resample_it():
+    from planetcd.craters.sun import azimuth_from_chips, crater_sun_chips
+
+    rng = np.random.default_rng(5)
+    shape = (400, 400)
+    craters = random_craters(shape, 60, rng, r_min=6.0, r_max=20.0)
+    image = hillshade(sum(crater_height(shape, y, x, r) for y, x, r in craters), azimuth_deg=120.0, elevation_deg=30.0)
+    chips = crater_sun_chips(image, craters[:, [1, 0, 2]])
+    assert azimuth_from_chips(chips) == pytest.approx(azimuth_from_craters(image, craters[:, [1, 0, 2]])[0], abs=1e-9)
+    counts = np.ones((3, len(chips)))
+    counts[1, :] = 0
+    counts[1, :5] = 1  # the mean of the first five chips only
+    per_row = azimuth_from_chips(chips, counts)
+    assert per_row.shape == (3,)
+    assert per_row[0] == pytest.approx(azimuth_from_chips(chips), abs=1e-9)
+    assert per_row[1] == pytest.approx(azimuth_from_chips(chips[:5]), abs=1e-9)
+    assert np.isnan(azimuth_from_chips(np.zeros((0, 32, 32))))
+
+
+@pytest.mark.parametrize("mounds, estimate, elsewhere", [(0, 270.0, True), (0, 290.0, False), (0, 220.0, False),
+                                                      (15, 270.0, False)])
+def test_the_sun_is_read_back_from_the_craters_when_they_show_it_clearly_elsewhere(mounds, estimate, elsewhere):
+    """40 craters lit from 300°: an estimate 30° off is replaced by the read-back (within 5° of 300°); one 10° off
+    is kept (under ``SUN_REFINE_MIN_TURN``), and so is one 80° off (over ``SUN_REFINE_MAX_TURN``: there the
+    network finds mounds too). Craters and mounds mixed (25 and 15) read back no clear sun (the bootstrap's
+    support is low), so the estimate stays."""
+    from planetcd.craters.segment import SUN_REFINE_MAX_TURN, SUN_REFINE_MIN_TURN, refined_sun_azimuth
+
+    rng = np.random.default_rng(2)
+    shape = (600, 600)
+    found = random_craters(shape, 40, rng, r_min=6.0, r_max=16.0)
+    sign = np.r_[np.ones(40 - mounds), -np.ones(mounds)]
+    height = sum(s * crater_height(shape, y, x, r) for s, (y, x, r) in zip(sign, found))
+    image = hillshade(height + 0.3 * fractal_noise(shape, rng), azimuth_deg=300.0, elevation_deg=25.0) + 0.1
+    found = np.c_[found[:, [1, 0, 2]], np.full(len(found), 0.9)]
+    azimuth, record = refined_sun_azimuth(image, found, estimate)
+    assert record["elsewhere"] is elsewhere and (azimuth is not None) is elsewhere
+    if mounds:
+        assert record["support"] < 0.9
+    else:
+        assert abs(angle_difference(record["readback_deg"], 300.0)) < 5.0 and record["support"] >= 0.9
+    if elsewhere:
+        assert azimuth == pytest.approx(record["readback_deg"], abs=1e-3)
+        assert SUN_REFINE_MIN_TURN < abs(record["turn_deg"]) <= SUN_REFINE_MAX_TURN
+    low = found.copy()
+    low[:, 3] = 0.3  # craters the first pass was not sure of are not read
+    assert refined_sun_azimuth(image, low, estimate) == (None, {**record, "readback_deg": None, "n_craters": 0,
+                                                                 "turn_deg": None, "support": 0.0, "elsewhere": False})
