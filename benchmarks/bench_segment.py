@@ -125,7 +125,7 @@ def main(argv=None) -> int:
 #: turns to and from the sun's canonical frame).
 PROFILED_STEPS = ("read_scaled", "full_read", "rescale_read", "read_band", "clip_impulses", "gdal_resample",
                   "image_probability", "segment_block", "extract_craters", "affine_transform", "verifier_pyramid",
-                  "verify_craters", "estimate_sun_azimuth")
+                  "verify_craters", "estimate_sun_azimuth", "refined_sun_azimuth")
 
 
 def profile_catalogue(src, model, scales, options) -> int:
