@@ -1035,8 +1035,7 @@ def segment(
 
     craters = catalogue(prob, rotate)
     if rotate is not None and sun_record.get("source") == "estimated":
-        full = full_read(source.source, band, scaled_reads) if not isinstance(source.source, np.ndarray) \
-            else clip_impulses(np.asarray(source.source, np.float32))
+        full = full_read(source.source, band, scaled_reads)
         refined, sun_record["readback"] = refined_sun_azimuth(full, craters, rotate, missing)
         sun_record["readback"]["segmented_again"] = bool(refined is not None and sun_refine)
         if refined is not None and not sun_refine:
@@ -1393,8 +1392,8 @@ def multiscale_craters(
             continue
         data = None if scaled_reads is None else scaled_reads.get(s)
         if data is None:
-            if isinstance(image, np.ndarray):
-                data = image if s == 1.0 else resample_array(clip_impulses(image), s, missing_pixels(image))
+            if isinstance(image, np.ndarray) and s == 1.0:
+                data = image
             else:
                 full = full_read(image, band, scaled_reads)
                 data = full if s == 1.0 else rescale_read(full, s)
@@ -1567,15 +1566,31 @@ def centre_missing(craters: np.ndarray, prob: np.ndarray) -> np.ndarray:
 FULL_READ = "full"
 
 
-def full_read(path, band: int = 1, scaled_reads: dict | None = None) -> np.ndarray:
+def full_read(image, band: int = 1, scaled_reads: dict | None = None) -> np.ndarray:
     """:func:`read_scaled` of a raster at scale 1, taken from ``scaled_reads[FULL_READ]`` when it is there (and
-    stored there when it was not): an image is read and clipped once for all its scales and the verifier."""
+    stored there when it was not): an image is read and clipped once for all its scales and the verifier.
+
+    ``image``: a path, or an ``(H, W)`` array of raw intensities, which is put in the same form
+    (:func:`array_as_read`), so that an image segments the same as an array and as a file.
+    """
     full = None if scaled_reads is None else scaled_reads.get(FULL_READ)
     if full is None:
-        full = read_scaled(path, 1.0, band)
+        full = array_as_read(image) if isinstance(image, np.ndarray) else read_scaled(image, 1.0, band)
         if scaled_reads is not None:
             scaled_reads[FULL_READ] = full
     return full
+
+
+def array_as_read(image: np.ndarray) -> np.ndarray:
+    """An ``(H, W)`` array of raw intensities as :func:`read_scaled` gives a raster at scale 1: float32, impulses
+    clipped (:func:`clip_impulses`), missing pixels (:func:`planetcd.raster.missing_pixels`) 0 and present
+    zeros :data:`PRESENT_ZERO` (:func:`read_band`'s convention)."""
+    data = np.array(image, np.float32)
+    missing = missing_pixels(data)
+    data = clip_impulses(data, missing)
+    data[missing] = 0.0
+    data[(data == 0) & ~missing] = PRESENT_ZERO
+    return data
 
 
 def verifier_pyramid(image, verifier, max_radius: float, band: int = 1,
@@ -1589,10 +1604,7 @@ def verifier_pyramid(image, verifier, max_radius: float, band: int = 1,
     """
     from .verify import CHIP_SIZE, image_pyramid, pyramid_levels_for, verifier_contexts
 
-    if isinstance(image, np.ndarray):
-        data = clip_impulses(np.asarray(image, np.float32))
-    else:
-        data = full_read(image, band, scaled_reads)
+    data = full_read(image, band, scaled_reads)
     meta = getattr(verifier, "metadata", {}) or {}
     levels = pyramid_levels_for(float(max_radius), int(meta.get("chip_size", CHIP_SIZE)),
                                 max(verifier_contexts(verifier)))
