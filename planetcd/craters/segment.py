@@ -1576,7 +1576,9 @@ def full_read(image, band: int = 1, scaled_reads: dict | None = None) -> np.ndar
     full = None if scaled_reads is None else scaled_reads.get(FULL_READ)
     if full is None:
         full = array_as_read(image) if isinstance(image, np.ndarray) else read_scaled(image, 1.0, band)
-        if scaled_reads is not None:
+        if scaled_reads is not None and full.size <= MAGNIFIED_WINDOW_PIXELS:
+            # kept for the other calls only while it is small: a larger image is read again when needed, so
+            # that it is not held (4 bytes a pixel) through the decoy pass and the magnified blocks
             scaled_reads[FULL_READ] = full
     return full
 

@@ -261,6 +261,12 @@ def test_the_scaled_reads_of_an_image_are_shared_between_calls(tmp_path, monkeyp
     pyramid = seg.verifier_pyramid(path, verifier, 40.0, scaled_reads=shared)
     assert reads == [1.0]
     np.testing.assert_array_equal(pyramid[0], original(path, 1.0))
+    # an image larger than MAGNIFIED_WINDOW_PIXELS is not held between calls: it is read again when needed
+    monkeypatch.setattr(seg, "MAGNIFIED_WINDOW_PIXELS", 256 * 256 - 1)
+    large: dict = {}
+    np.testing.assert_array_equal(seg.multiscale_craters(TopHat(), path, [1.0, 0.5, 0.25], extract,
+                                                         scaled_reads=large), alone)
+    assert seg.FULL_READ not in large and reads == [1.0] * 4  # one read at each of the three scales
 
 
 class BandPass(torch.nn.Module):
