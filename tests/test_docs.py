@@ -1,8 +1,10 @@
-"""The Python examples of the README and docs/ run as written.
+"""The examples of the README and docs/ run as written.
 
 A ``python`` block right after the line :data:`MARKER` is run in a fresh folder holding the output of
 ``planetcd demo demo_out`` (at ``--size 400``, to be quick), with the shared VGG-16 weights. Every page
-of a workflow has one such example, so an API change that breaks the docs fails here.
+of a workflow has one such example, so an API change that breaks the docs fails here. The ``planetcd``
+lines of a ``bash`` block right after :data:`COMMANDS_MARKER` are run in order in an empty folder (other
+lines, such as opening the report in a browser, are not), each to exit code 0.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from planetcd.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = "<!-- example run by tests/test_docs.py, in a folder where `planetcd demo demo_out` ran -->"
+COMMANDS_MARKER = "<!-- commands run by tests/test_docs.py, in an empty folder -->"
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 
@@ -50,3 +53,31 @@ def test_example_runs(page, code, demo_folder, vgg_weights, tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PLANETCD_VGG16_WEIGHTS", str(vgg_weights))
     exec(compile(code, f"{page} example", "exec"), {"__name__": "__docs__"})  # an error in the example fails here
+
+
+def command_blocks() -> list:
+    found = []
+    for page in PAGES:
+        text = page.read_text()
+        blocks = re.findall(re.escape(COMMANDS_MARKER) + r"\n```bash\n(.*?)\n```", text, flags=re.S)
+        assert len(blocks) == text.count(COMMANDS_MARKER), f"{page.name}: a marker not followed by a bash block"
+        found += [pytest.param(page.name, block, id=f"{page.stem}-bash-{k}") for k, block in enumerate(blocks)]
+    return found
+
+
+def test_the_try_it_commands_of_detect_and_monitor_are_run():
+    assert {param.values[0] for param in command_blocks()} >= {"detect.md", "monitor.md"}
+
+
+@pytest.mark.parametrize("page, block", command_blocks())
+def test_commands_run(page, block, vgg_weights, tmp_path, monkeypatch):
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PLANETCD_VGG16_WEIGHTS", str(vgg_weights))
+    commands = [shlex.split(line, comments=True) for line in block.splitlines()]
+    commands = [words[1:] for words in commands if words and words[0] == "planetcd"]
+    assert commands, f"{page}: no planetcd command in the block"
+    for words in commands:
+        result = CliRunner().invoke(main, [*words, "-q"])
+        assert result.exit_code == 0, f"{page}: planetcd {' '.join(words)}\n{result.output}"
