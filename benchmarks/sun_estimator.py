@@ -1,6 +1,7 @@
 """Sun-azimuth estimator against a label-based reference: tiles MC11E-A..I and the HRSC tile, each turned by 0/90/180/270°.
 
     python benchmarks/sun_estimator.py [--shared DIR] [--tiles A,B,...,HRSC] [--decimate 2] [--block 128]
+    python benchmarks/sun_estimator.py --crops 500    # the product's estimate on 500 px crops of each tile instead
 
 For every tile the reference azimuth comes from its labelled craters
 (:func:`planetcd.craters.sun.azimuth_from_craters`: the mean standardised chip
@@ -17,6 +18,12 @@ designed (the statistic, the decimation, block size and high-pass were chosen
 by their errors on exactly these ten tiles), so the table is an in-sample
 check, not a held-out score. Nothing was fitted per tile; the estimator has no
 learned weights.
+
+``--crops N``: each tile is cut into non-overlapping N × N crops (no turns), and the estimate ``segment`` makes
+(:func:`planetcd.craters.segment.image_sun_estimate`) runs on each; the crop's reference is the tile's. Prints,
+for the confident and the unconfident crops, the count and the |error| quantiles, and for the unconfident ones
+also the error of the fallback (270°) for these tiles as they are stored (north up, lit from the left or
+upper left, so the fallback's prior suits them; on a turned tile its error turns with it, the estimate's not).
 """
 
 from __future__ import annotations
@@ -115,14 +122,58 @@ def table(rows: list[dict], seconds: bool = True) -> str:
     return "\n".join(lines)
 
 
+def crop_cases(shared: Path, tiles, size: int) -> list[dict]:
+    """One dict per crop of ``size`` px: tile, reference, estimate, error, confidence, confident, fallback error."""
+    from planetcd.craters.segment import image_sun_estimate
+    from planetcd.craters.sun import FALLBACK_AZIMUTH_DEG, angle_difference, azimuth_from_craters
+    from planetcd.raster import missing_pixels
+
+    rows = []
+    for tile in tiles:
+        image, craters = load_tile(shared, tile)
+        reference, _ = azimuth_from_craters(image, craters, missing=missing_pixels(image))
+        for r in range(0, image.shape[0] - size + 1, size):
+            for c in range(0, image.shape[1] - size + 1, size):
+                estimate = image_sun_estimate(np.ascontiguousarray(image[r : r + size, c : c + size]))
+                rows.append(dict(tile=tile, row=r, col=c, reference=reference, estimate=estimate.azimuth_deg,
+                                 error=float(angle_difference(estimate.azimuth_deg, reference)),
+                                 confidence=estimate.confidence, confident=estimate.confident,
+                                 fallback_error=float(angle_difference(FALLBACK_AZIMUTH_DEG, reference))))
+    return rows
+
+
+def crop_table(rows: list[dict], size: int) -> str:
+    """Per tile and pooled: crops, confident crops, and |error| quantiles of confident and unconfident estimates."""
+    def quantiles(values) -> str:
+        v = np.abs(np.asarray(values, float))
+        if not len(v):
+            return "-"
+        return f"{np.median(v):.0f} / {np.percentile(v, 90):.0f} / {v.max():.0f}; within 45: {int((v <= 45).sum())}"
+
+    lines = [f"{size} px crops. |error| median / 90th percentile / max (deg)",
+             f"{'tile':<6} {'crops':>5} {'confident':>9}  {'confident |error|':<34} {'unconfident |error|':<34} "
+             f"fallback |error| (unconfident crops)"]
+    for tile in [*dict.fromkeys(r["tile"] for r in rows), "pooled"]:
+        sel = [r for r in rows if tile in ("pooled", r["tile"])]
+        yes = [r["error"] for r in sel if r["confident"]]
+        no = [r for r in sel if not r["confident"]]
+        lines.append(f"{tile:<6} {len(sel):>5} {len(yes):>9}  {quantiles(yes):<34} {quantiles([r['error'] for r in no]):<34} "
+                     f"{quantiles([r['fallback_error'] for r in no])}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=SHARED)
     ap.add_argument("--tiles", default=",".join(TILES))
     ap.add_argument("--decimate", type=int, default=2)
     ap.add_argument("--block", type=int, default=128)
+    ap.add_argument("--crops", type=int, default=None, metavar="N", help="estimate N px crops instead (see above)")
     args = ap.parse_args(argv)
     tiles = [t.strip() for t in args.tiles.split(",") if t.strip()]
+    if args.crops:
+        print(crop_table(crop_cases(args.shared, tiles, args.crops), args.crops))
+        return 0
     rows = cases(args.shared, tiles, decimate=args.decimate, block=args.block)
     print(HEADER)
     print()
