@@ -363,7 +363,7 @@ def test_extract_craters_takes_the_models_settings():
 
 
 @pytest.mark.shared
-def test_the_sun_read_back_from_the_craters_is_reported_and_used_when_asked(shared_dir, caplog):
+def test_the_sun_read_back_from_the_craters_is_reported_and_used_when_asked(shared_dir, caplog, monkeypatch):
     """A 1024 px crop of MC11E-A: the estimate there (306°, confident) misses its labelled craters' sun by about
     40°. The craters the first pass finds show the labels' sun (within 8°): by default a warning says so and the
     estimate is kept (``readback`` in run.json); with ``sun_refine=True`` the image is segmented again in
@@ -375,6 +375,7 @@ def test_the_sun_read_back_from_the_craters_is_reported_and_used_when_asked(shar
     from planetcd.craters.sun import angle_difference, azimuth_from_craters
     from planetcd.craters.train import read_labels
 
+    monkeypatch.setattr(logging.getLogger("planetcd"), "propagate", True)  # a CLI test may have cut it off
     data = shared_dir / "data" / "ctx-mc11e"
     crop = np.asarray(Image.open(data / "images" / "MC11E-A.png").convert("L"), np.float32)[:1024, :1024]
     labels = read_labels(data / "annotations" / "clustered" / "MC11E-A.xml")
