@@ -24,14 +24,19 @@ COMMANDS_MARKER = "<!-- commands run by tests/test_docs.py, in an empty folder -
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 
-def examples() -> list:
+def marked_blocks(marker: str, language: str, kind: str) -> list:
+    """``pytest.param(page name, block text)`` of every ``language`` block right after ``marker``."""
     found = []
     for page in PAGES:
         text = page.read_text()
-        blocks = re.findall(re.escape(MARKER) + r"\n```python\n(.*?)\n```", text, flags=re.S)
-        assert len(blocks) == text.count(MARKER), f"{page.name}: a marker not followed by a python block"
-        found += [pytest.param(page.name, code, id=f"{page.stem}-{k}") for k, code in enumerate(blocks)]
+        blocks = re.findall(re.escape(marker) + rf"\n```{language}\n(.*?)\n```", text, flags=re.S)
+        assert len(blocks) == text.count(marker), f"{page.name}: a marker not followed by a {language} block"
+        found += [pytest.param(page.name, block, id=f"{page.stem}-{kind}{k}") for k, block in enumerate(blocks)]
     return found
+
+
+def examples() -> list:
+    return marked_blocks(MARKER, "python", "")
 
 
 def test_every_workflow_page_has_a_run_example():
@@ -56,13 +61,7 @@ def test_example_runs(page, code, demo_folder, vgg_weights, tmp_path, monkeypatc
 
 
 def command_blocks() -> list:
-    found = []
-    for page in PAGES:
-        text = page.read_text()
-        blocks = re.findall(re.escape(COMMANDS_MARKER) + r"\n```bash\n(.*?)\n```", text, flags=re.S)
-        assert len(blocks) == text.count(COMMANDS_MARKER), f"{page.name}: a marker not followed by a bash block"
-        found += [pytest.param(page.name, block, id=f"{page.stem}-bash-{k}") for k, block in enumerate(blocks)]
-    return found
+    return marked_blocks(COMMANDS_MARKER, "bash", "bash-")
 
 
 def test_the_try_it_commands_of_detect_and_monitor_are_run():
