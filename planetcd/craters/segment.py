@@ -1040,9 +1040,10 @@ def segment(
         sun_record["readback"]["segmented_again"] = bool(refined is not None and sun_refine)
         if refined is not None and not sun_refine:
             log.warning("%s: the craters found read the sun at %.1f deg, %.1f deg from the estimate (%d craters, "
-                        "support %.2f); --sun-refine (sun_refine=True) segments again in that frame, or give "
-                        "--sun-azimuth", source.name, refined, sun_record["readback"]["turn_deg"],
-                        sun_record["readback"]["n_craters"], sun_record["readback"]["support"])
+                        "support %.2f), so the estimate may be off: give --sun-azimuth if you know the sun "
+                        "(--sun-refine segments again in the craters' frame; docs/sun.md)", source.name, refined,
+                        sun_record["readback"]["turn_deg"], sun_record["readback"]["n_craters"],
+                        sun_record["readback"]["support"])
         elif refined is not None:
             log.info("%s: the craters found read the sun at %.1f deg, %.1f deg from the estimate: segmenting again "
                      "in that frame", source.name, refined, sun_record["readback"]["turn_deg"])
