@@ -698,5 +698,6 @@ def azimuth_from_chips(chips: np.ndarray, weights: np.ndarray | None = None) -> 
     w = w / w.sum(axis=-1, keepdims=True)
     mean = w @ inside  # (pixels,) or (resamples, pixels)
     bright_x, bright_y = mean @ xx[disk], mean @ yy[disk]
-    azimuth = np.degrees(np.arctan2(-bright_x, bright_y)) % 360.0  # _azimuth_of(-bright_x, -bright_y)
-    return float(azimuth) if np.ndim(azimuth) == 0 else azimuth
+    if np.ndim(bright_x) == 0:
+        return _azimuth_of(-float(bright_x), -float(bright_y))
+    return np.array([_azimuth_of(-x, -y) for x, y in zip(bright_x.tolist(), bright_y.tolist())])
