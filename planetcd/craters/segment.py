@@ -161,9 +161,15 @@ def read_band(ds, band: int = 1, window: Window | None = None) -> tuple[np.ndarr
     raw, valid = read_window(ds, window, bands=[band])
     data = raw[0]
     missing = missing_pixels(data, valid, ds.nodata, band_zeros_are_data(ds, band) if np.any(data == 0) else False)
+    return mark_missing(data, missing), missing
+
+
+def mark_missing(data: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """``data`` ``(h, w)`` in :func:`read_band`'s convention, in place: missing pixels 0, present pixels that hold 0
+    :data:`PRESENT_ZERO`."""
     data[missing] = 0.0
     data[(data == 0) & ~missing] = PRESENT_ZERO
-    return data, missing
+    return data
 
 
 # --------------------------------------------------------------------------- one window
@@ -1590,10 +1596,7 @@ def array_as_read(image: np.ndarray) -> np.ndarray:
     zeros :data:`PRESENT_ZERO` (:func:`read_band`'s convention)."""
     data = np.array(image, np.float32)
     missing = missing_pixels(data)
-    data = clip_impulses(data, missing)
-    data[missing] = 0.0
-    data[(data == 0) & ~missing] = PRESENT_ZERO
-    return data
+    return mark_missing(clip_impulses(data, missing), missing)
 
 
 def verifier_pyramid(image, verifier, max_radius: float, band: int = 1,
