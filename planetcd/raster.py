@@ -704,7 +704,6 @@ def suppress_impulses(image: np.ndarray, steps, valid: np.ndarray | None = None,
     return out, total
 
 
-
 #: Rows per strip of :func:`write_impulse_free_copy` (one strip and its two halo rows are in memory at a time).
 IMPULSE_COPY_ROWS = 512
 
@@ -768,6 +767,7 @@ def write_impulse_free_copy(ds, path: str | os.PathLike, steps: np.ndarray, zero
             if dataset_mask:
                 dst.write_mask(ds.dataset_mask(window=strip)[inner], window=out)
     return total
+
 
 def map_distinct_bands(fn, bands: np.ndarray) -> np.ndarray:
     """``fn`` applied to each band of ``(bands, rows, cols)``, stacked; a band that copies an earlier one
