@@ -11,7 +11,7 @@
     python benchmarks/crater_folds.py --mound-test --model ctx-craters --pipeline segment --verify-threshold tile
     python benchmarks/crater_folds.py --score-model --model ctx-craters --tiles H,I,HRSC [--threshold T]
     python benchmarks/crater_folds.py --score-product --tiles H,I,HRSC [--verify model|none|PATH] [--scales 2,1,0.5]
-        [--tta model|on|off] [--decoy-fdr SHARE|off]
+        [--tta model|on|off] [--decoy-fdr SHARE|off] [--sun-refine]
 
 Folds. Each fold holds out its tiles (e.g. {A, D, G}); the model is trained
 on the other folds' tiles minus an inner validation set (the last tile of
@@ -775,6 +775,8 @@ def main(argv=None) -> int:
     ap.add_argument("--score-product", action="store_true",
                     help="score `planetcd segment` with its defaults (--model, default ctx-craters; --verify) on --tiles")
     ap.add_argument("--model", default=None, help="mound test: checkpoint path or registry name")
+    ap.add_argument("--sun-refine", action="store_true",
+                    help="--score-product: segment's --sun-refine (segmented again in the frame the craters read)")
     ap.add_argument("--verify", default="model",
                     help="mound test: the chip verifier: 'model' (the model's registry verifier, if any), 'none', or a path")
     ap.add_argument("--verify-threshold", default=None,
@@ -854,7 +856,8 @@ def main(argv=None) -> int:
 
         decoy = parse_decoy_fdr(args.decoy_fdr)  # as planetcd segment --decoy-fdr reads it
         print(f"planetcd segment defaults, model {args.model or 'ctx-craters'}, verifier {args.verify}, "
-              f"scales {args.scales or 'its own'}, flip averaging {args.tta}, decoy FDR {args.decoy_fdr or 'its own'}")
+              f"scales {args.scales or 'its own'}, flip averaging {args.tta}, decoy FDR {args.decoy_fdr or 'its own'}"
+              + (", --sun-refine" if args.sun_refine else ""))
         print("tile  tp  fp  fn  precision  recall  F1  verifier kept/checked  sun")
         results = []
         for t in [t.strip().upper() for t in args.tiles.split(",")]:
@@ -862,7 +865,7 @@ def main(argv=None) -> int:
             _, truth = raw_tile(t)
             res = segment(image_path, args.model or "ctx-craters", verify=verify, precision=args.precision,
                           scales=args.scales, tta={"model": None, "on": True, "off": False}[args.tta],
-                          decoy_fdr=decoy)
+                          decoy_fdr=decoy, sun_refine=args.sun_refine)
             found = res.catalog.pixels
             r = score(found, truth, t)
             results.append(r)

@@ -52,14 +52,15 @@ VERIFIER_THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 log = logging.getLogger("train_ctx_verifier")
 
 
-def segment_tile(tile: str, threshold: float, sun_azimuth: float | None = None, scales=None, tta: bool | None = None):
+def segment_tile(tile: str, threshold: float, sun_azimuth: float | None = None, scales=None, tta: bool | None = None,
+                 sun_refine: bool = False):
     """``(craters (n, 4), sun azimuth used or None)`` of the shipped pipeline on one tile, verifier off
-    (sun estimated, or ``sun_azimuth``; ``scales``/``tta`` None: the model's)."""
+    (sun estimated, or ``sun_azimuth``; ``scales``/``tta`` None: the model's; ``sun_refine``: segment's)."""
     from planetcd.craters.segment import segment
 
     image_path, _ = cf.tile_paths(tile)
     result = segment(image_path, "ctx-craters", prob_threshold=threshold, verify=False, sun_azimuth=sun_azimuth,
-                     scales=scales, tta=tta)
+                     scales=scales, tta=tta, sun_refine=sun_refine)
     sun = result.params["sun"]
     rotate = sun["sun_azimuth_deg"] if sun.get("canonical_frame") else None
     return result.catalog.pixels, rotate
@@ -162,6 +163,9 @@ def main(argv=None) -> int:
     ap.add_argument("--tta", choices=("model", "on", "off"), default="model", help="flip averaging of the segmenter")
     ap.add_argument("--contexts", default=None,
                     help="chip contexts in crater radii, one input channel each, e.g. 2,4 (default: one chip at 2)")
+    ap.add_argument("--sun-refine", action="store_true",
+                    help="segment's --sun-refine: each tile segmented again in the frame its craters read the sun in "
+                         "(the training chips and the thresholds in those frames)")
     ap.add_argument("--install-only", action="store_true",
                     help="install the verifier an earlier run wrote in --out (its summary.json), without training")
     args = ap.parse_args(argv)
@@ -186,8 +190,13 @@ def main(argv=None) -> int:
         for t in tiles:
             image, truth = cf.raw_tile(t)
             per = {}
+            rotate = None
             for th in SEG_THRESHOLDS:
-                craters, rotate = segment_tile(t, th, scales=scales, tta=tta)
+                # with --sun-refine, the frame the first (lowest, the verifier's extraction) threshold's craters
+                # read is every threshold's
+                given = rotate if args.sun_refine and th != SEG_THRESHOLDS[0] else None
+                craters, rotate = segment_tile(t, th, given, scales=scales, tta=tta,
+                                               sun_refine=args.sun_refine and given is None)
                 per[th] = craters
             frame = canonical_frame(image.shape, rotate) if rotate is not None else None
             if decoys:  # the same pipeline under the opposite sun (segment's decoy pass), per threshold
@@ -271,6 +280,7 @@ def main(argv=None) -> int:
                "epochs": None if args.reuse else args.epochs, "decoy_fdr_variants": fdrs,
                "table": {f"{a:g}/{b:g}" + ("" if c is None else f"/fdr{c:g}"): row for (a, b, c), row in table.items()}}
     summary["opposite_negatives"] = bool(args.opposite_negatives)
+    summary["sun_refine"] = bool(args.sun_refine)
     summary["contexts"] = list(verifier_contexts(verifier))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if args.install:
