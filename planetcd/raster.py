@@ -186,6 +186,13 @@ def read_window(
         if is_gdal_error(exc):  # GDAL may fail only now, on a block past the end of a truncated file
             raise read_error(ds, exc) from None
         raise
+    return _as_read(ds, data, masks, indexes)
+
+
+def _as_read(ds, data: np.ndarray, masks: np.ndarray, indexes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`read_window`'s ``(data, valid)`` of float32 ``data`` read from bands ``indexes`` of ``ds``, given
+    ``masks``: GDAL's masks of those bands, then the values of the alpha bands not among them. ``data`` is
+    changed in place (its invalid pixels set to 0)."""
     with np.errstate(invalid="ignore"):
         valid = np.all(masks > 0, axis=0) & np.all(np.abs(data) < FLOAT_FILL_MAGNITUDE, axis=0)  # NaN fails too
     for k, index in enumerate(indexes):  # a signed integer band's lowest value is its fill (-32768 for int16)
@@ -520,19 +527,27 @@ class DecimatedRead:
     stats : IntensityStats
         Of the present pixels, with the impulse steps of the full-resolution central crop
         (:func:`dataset_impulse_steps`).
+    crop : ndarray, float32, shape (bands, rows, cols), optional
+        That central crop (:data:`IMPULSE_CROP` px, read as :func:`read_window` reads) when the read was of all
+        data bands, so that :func:`central_impulse_count` need not read it again; ``None`` otherwise.
+    crop_present : ndarray of bool, shape (rows, cols), optional
+        Where ``crop`` holds ground (:func:`missing_pixels`, with ``zero_is_data``); ``None`` with ``crop``.
     """
 
     data: np.ndarray
     missing: np.ndarray
     zero_is_data: bool
     stats: IntensityStats
+    crop: np.ndarray | None = None
+    crop_present: np.ndarray | None = None
 
 
 def decimated_stats(ds, bands: Sequence[int] | None = None, max_pixels: int = 2_000_000,
                     name: str | None = None) -> DecimatedRead:
     """The one decimated read behind an image's statistics (:func:`dataset_stats`, and the overview of
     :func:`planetcd.change.preparation.image_overview`): at most ``max_pixels`` pixels, whether 0 is data
-    decided on it, :func:`intensity_stats` of its present pixels, the impulse steps at full resolution.
+    decided on it, :func:`intensity_stats` of its present pixels, the impulse steps at full resolution (on the
+    central crop, kept in the result when ``bands`` is omitted, for :func:`central_impulse_count`).
 
     Raises
     ------
@@ -547,7 +562,11 @@ def decimated_stats(ds, bands: Sequence[int] | None = None, max_pixels: int = 2_
     stats = intensity_stats(data, missing)
     # Not in Saha & Zhu: the steps of the impulses (hot and dead pixels) the readers clip, from the noise at
     # full resolution (a decimated read averages noise, not hot pixels, away).
-    return DecimatedRead(data, missing, zero_is_data, dataset_impulse_steps(ds, stats, bands, zero_is_data))
+    crop, present = _central_crop(ds, bands, zero_is_data)
+    stats = _with_crop_steps(stats, crop, present)
+    if bands is not None:  # central_impulse_count reads all data bands
+        crop = present = None
+    return DecimatedRead(data, missing, zero_is_data, stats, crop, present)
 
 
 #: Side (px) of the full-resolution central crop whose noise sets an image's impulse steps
@@ -572,10 +591,20 @@ def dataset_impulse_steps(ds, stats: IntensityStats, bands: Sequence[int] | None
                           zero_is_data: bool = False) -> IntensityStats:
     """``stats`` with its :attr:`~IntensityStats.impulse_step` measured on the dataset at full resolution (a
     decimated read averages noise, not hot pixels, away): :func:`crop_impulse_steps` of its central crop."""
+    return _with_crop_steps(stats, *_central_crop(ds, bands, zero_is_data))
+
+
+def _central_crop(ds, bands: Sequence[int] | None, zero_is_data: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The full-resolution central crop (:data:`IMPULSE_CROP` px) of ``ds``, as :func:`read_window` reads it,
+    and where it holds ground (:func:`missing_pixels`)."""
+    crop, valid = read_window(ds, central_window(ds.height, ds.width, IMPULSE_CROP), bands=bands)
+    return crop, ~missing_pixels(crop, valid, ds.nodata, zero_is_data)
+
+
+def _with_crop_steps(stats: IntensityStats, crop: np.ndarray, present: np.ndarray) -> IntensityStats:
+    """``stats`` with the impulse steps of a central crop (:func:`dataset_impulse_steps`)."""
     from dataclasses import replace
 
-    crop, valid = read_window(ds, central_window(ds.height, ds.width, IMPULSE_CROP), bands=bands)
-    present = ~missing_pixels(crop, valid, ds.nodata, zero_is_data)
     if not present.any():  # the central crop is fill: keep the steps of the data the statistics came from
         return stats
     return replace(stats, impulse_step=crop_impulse_steps(crop, present, stats.low, stats.high))
@@ -710,9 +739,15 @@ IMPULSE_COPY_ROWS = 512
 
 def central_impulse_count(ds, read: DecimatedRead) -> int:
     """How many impulses (:func:`suppress_impulses`, at the steps of ``read``) the full-resolution central crop
-    (:data:`IMPULSE_CROP` px) of ``ds`` holds, over its data bands."""
-    crop, valid = read_window(ds, central_window(ds.height, ds.width, IMPULSE_CROP))
-    present = ~missing_pixels(crop, valid, ds.nodata, read.zero_is_data)
+    (:data:`IMPULSE_CROP` px) of ``ds`` holds, over its data bands.
+
+    ``read`` is :func:`decimated_stats` of ``ds``; the crop it holds (:attr:`DecimatedRead.crop`, the one its
+    impulse steps were measured on) is counted, and read from ``ds`` only when it holds none.
+    """
+    if read.crop is not None and read.crop_present is not None:
+        crop, present = read.crop, read.crop_present
+    else:
+        crop, present = _central_crop(ds, None, read.zero_is_data)
     return suppress_impulses(crop, read.stats.impulse_step, present)[1] if present.any() else 0
 
 
@@ -721,8 +756,8 @@ def write_impulse_free_copy(ds, path: str | os.PathLike, steps: np.ndarray, zero
 
     The copy keeps the grid, CRS, data type, nodata, band kinds (alpha) and a per-dataset mask, so it can
     stand in for ``ds`` wherever ``ds`` would be resampled: a resampling spreads each hot pixel over its
-    neighbours, after which no rule on single pixels finds it. Read and written in strips of
-    :data:`IMPULSE_COPY_ROWS` rows (with one halo row each side, so every pixel sees its 8 neighbours).
+    neighbours, after which no rule on single pixels finds it. Read (each strip once, all bands) and written in
+    strips of :data:`IMPULSE_COPY_ROWS` rows (with one halo row each side, so every pixel sees its 8 neighbours).
 
     Parameters
     ----------
@@ -746,16 +781,25 @@ def write_impulse_free_copy(ds, path: str | os.PathLike, steps: np.ndarray, zero
     profile = {"driver": "GTiff", "width": ds.width, "height": ds.height, "count": ds.count,
                "dtype": ds.dtypes[0], "crs": ds.crs, "transform": ds.transform, "nodata": ds.nodata,
                "tiled": True, "blockxsize": 512, "blockysize": 512, "BIGTIFF": "IF_SAFER"}
+    others = [b for b in range(1, ds.count + 1) if b not in bands]  # the alpha bands
     total = 0
     with rasterio.open(path, "w", **profile) as dst:
         dst.colorinterp = ds.colorinterp
         for row in range(0, ds.height, IMPULSE_COPY_ROWS):
             top, bottom = max(row - 1, 0), min(row + IMPULSE_COPY_ROWS + 1, ds.height)
             strip = Window(0, top, ds.width, bottom - top)
-            data, valid = read_window(ds, strip, bands=bands)
+            try:  # the strip's pixels are read once: written as read, and as read_window would read them
+                raw = ds.read(window=strip)
+                masks = ds.read_masks(bands, window=strip)
+            except Exception as exc:
+                if is_gdal_error(exc):
+                    raise read_error(ds, exc) from None
+                raise
+            if others:
+                masks = np.concatenate([masks, raw[[b - 1 for b in others]]])
+            data, valid = _as_read(ds, raw[[b - 1 for b in bands]].astype(np.float32, copy=False), masks, bands)
             present = ~missing_pixels(data, valid, ds.nodata, zero_is_data)
             clipped, n = suppress_impulses(data, steps, present)
-            raw = ds.read(window=strip)
             inner = slice(row - top, row - top + min(IMPULSE_COPY_ROWS, ds.height - row))
             if n:
                 changed = clipped != data

@@ -301,3 +301,53 @@ def test_an_impulse_free_copy_is_the_whole_image_clipped_with_its_grid_and_mask(
         np.testing.assert_array_equal(clipped, expected)
         assert central_impulse_count(out, decimated_stats(out)) == 0
     assert clipped[0, 511, 100] < 2500 and clipped[0, 512, 100] < 2500
+
+
+@pytest.mark.parametrize("kind", ["rgba", "mask"])
+def test_an_impulse_free_copy_of_bands_with_alpha_or_a_dataset_mask_clips_only_the_data_bands(tmp_path, kind):
+    """An RGB + alpha image (the alpha band copied as it is, partial alpha included) and one with a per-dataset
+    mask (the mask copied): the copy's data bands hold what clipping the whole image at once gives."""
+    from rasterio.enums import ColorInterp, MaskFlags
+    from rasterio.transform import from_origin
+
+    from planetcd.raster import decimated_stats, write_impulse_free_copy
+
+    rng = np.random.default_rng(4)
+    rows, cols = 600, 90  # two strips of 512 rows
+    image = np.clip(np.round(120 + 6 * rng.standard_normal((3, rows, cols))), 1, 250).astype(np.uint8)
+    image[rng.random((3, rows, cols)) < 0.005] = 255
+    ground = np.full((rows, cols), 255, np.uint8)
+    ground[:, :7] = 0
+    ground[300:310, 40:60] = 9  # partial alpha: ground for the masks of GDAL and read_window
+    profile = {"driver": "GTiff", "width": cols, "height": rows, "dtype": "uint8", "crs": MARS_EQC_WKT,
+               "transform": from_origin(1000.0, 9000.0, 6.0, 6.0), "count": 4 if kind == "rgba" else 3}
+    source = tmp_path / "source.tif"
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(source, "w", **profile) as dst:
+        if kind == "rgba":
+            dst.write(np.concatenate([image, ground[None]]))
+            dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+        else:
+            dst.write(image)
+            dst.write_mask(ground)
+    copy = tmp_path / "copy.tif"
+    with open_raster(source) as ds:
+        if kind == "rgba":
+            assert ds.colorinterp[-1] == ColorInterp.alpha
+        else:
+            assert MaskFlags.per_dataset in ds.mask_flag_enums[0]
+        read = decimated_stats(ds)
+        n = write_impulse_free_copy(ds, copy, read.stats.impulse_step, read.zero_is_data)
+        data, valid = read_window(ds)
+        raw, mask, interp = ds.read(), ds.dataset_mask(), tuple(ds.colorinterp)
+    present = ~missing_pixels(data, valid, None)
+    expected, n_whole = suppress_impulses(data, read.stats.impulse_step, present)
+    assert n == n_whole > 0
+    with open_raster(copy) as out:
+        assert (out.count, out.dtypes[0], tuple(out.colorinterp)) == (profile["count"], "uint8", interp)
+        written = out.read()
+        np.testing.assert_array_equal(out.dataset_mask(), mask)
+        clipped, clipped_valid = read_window(out)
+    np.testing.assert_array_equal(clipped_valid, valid)
+    np.testing.assert_array_equal(clipped, expected)
+    np.testing.assert_array_equal(written[:3][:, ~valid], raw[:3][:, ~valid])  # no ground: as it was
+    np.testing.assert_array_equal(written[3:], raw[3:])  # the alpha band
