@@ -160,6 +160,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reuse", default=None, metavar="VERIFIER.pt",
                     help="do not train: choose the thresholds for this verifier (e.g. the installed one) on H and I")
     ap.add_argument("--scales", default=None, help="catalogue scales of the segmenter (default: the model's), e.g. 2,1,0.5")
+    ap.add_argument("--decoy-scales", default=None,
+                    help="catalogue scales of the decoy pass (default: the catalogue's, --scales), e.g. 1")
     ap.add_argument("--tta", choices=("model", "on", "off"), default="model", help="flip averaging of the segmenter")
     ap.add_argument("--contexts", default=None,
                     help="chip contexts in crater radii, one input channel each, e.g. 2,4 (default: one chip at 2)")
@@ -182,6 +184,7 @@ def main(argv=None) -> int:
     from planetcd.craters.verify import load_verifier
 
     scales = parse_scales(args.scales)
+    decoy_scales = parse_scales(args.decoy_scales)
     contexts = tuple(float(c) for c in args.contexts.split(",")) if args.contexts else None
     tta = {"model": None, "on": True, "off": False}[args.tta]
 
@@ -201,7 +204,7 @@ def main(argv=None) -> int:
             frame = canonical_frame(image.shape, rotate) if rotate is not None else None
             if decoys:  # the same pipeline under the opposite sun (segment's decoy pass), per threshold
                 back = (rotate + 180.0) % 360.0
-                per["decoys"] = {th: segment_tile(t, th, back, scales, tta)[0] for th in SEG_THRESHOLDS}
+                per["decoys"] = {th: segment_tile(t, th, back, decoy_scales or scales, tta)[0] for th in SEG_THRESHOLDS}
                 per["decoy_frame"] = canonical_frame(image.shape, back)
             if opposite:  # the same tile segmented under the opposite sun: its craters look like mounds
                 per["opposite"] = cf.merged_detections(
@@ -275,6 +278,7 @@ def main(argv=None) -> int:
                           "f1_HI": table[best]["f1"]},
                "segmenter_alone": {"prob_threshold": plain[0], "f1_HI": table[plain]["f1"]},
                "scales": list(scales) if scales else None, "tta": tta, "reused": args.reuse,
+               "decoy_scales": list(decoy_scales) if decoy_scales else None,
                "chips": n_chips, "craters": n_craters, "train_seconds": train_seconds,
                "total_seconds": round(time.monotonic() - t0, 1),
                "epochs": None if args.reuse else args.epochs, "decoy_fdr_variants": fdrs,
