@@ -438,12 +438,25 @@ def image_probability(model: torch.nn.Module, image: np.ndarray, *, tile_size: i
     ``sun_azimuth``: segment in the canonical frame (:func:`canonical_probability`).
     ``precision``: of the network (:func:`predict_tiles`).
     """
-    image = np.asarray(image, np.float32)
-    missing = missing_pixels(image)
-    stats = intensity_stats(image, missing)
-    prepared, _ = prepare_window(image, None, None, stats)
-    return canonical_probability(model, prepared, sun_azimuth, fill=_prepared_mean(stats), tile_size=tile_size,
+    prepared, fill = prepare_image(image)
+    return canonical_probability(model, prepared, sun_azimuth, fill=fill, tile_size=tile_size,
                                  overlap=overlap, batch_size=batch_size, precision=precision)
+
+
+def prepare_image(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """The network input of a raw in-memory image, as :func:`image_probability` segments it.
+
+    Returns
+    -------
+    prepared : ndarray, shape (H, W), float32
+        The image scaled by its own statistics (every present pixel; :func:`prepare_window`).
+    fill : float
+        The input of a missing pixel (the image mean, scaled).
+    """
+    image = np.asarray(image, np.float32)
+    stats = intensity_stats(image, missing_pixels(image))
+    prepared, _ = prepare_window(image, None, None, stats)
+    return prepared, _prepared_mean(stats)
 
 
 def _prepared_mean(stats: IntensityStats) -> float:
@@ -1375,10 +1388,11 @@ def multiscale_craters(
         (input pixels). Default: only when the magnified image would exceed
         :data:`MAGNIFIED_WINDOW_PIXELS`, with blocks of :data:`MAGNIFIED_BLOCK`.
     scaled_reads : dict, optional
-        The image read at each scale (``scale -> (h, w)`` array, :func:`read_scaled`; a raster's whole read
-        at scale 1 under :data:`FULL_READ`, the others resampled from it), filled here and read again by a
-        later call on the same image: :func:`segment` passes one to the catalogue, to its decoys and to the
-        verifier's pyramid, so the image is read and clipped once, and resampled once per scale.
+        The image at each scale as the network takes it (``(PREPARED, scale) ->`` :func:`prepare_image`'s
+        ``(prepared, fill)``; a raster's whole read at scale 1, impulses clipped, under :data:`FULL_READ`,
+        the other scales resampled from it), filled here and read again by a later call on the same image:
+        :func:`segment` passes one to the catalogue, to its decoys and to the verifier's pyramid, so the image
+        is read and clipped once, and resampled and scaled once per scale.
 
     Returns
     -------
@@ -1397,20 +1411,21 @@ def multiscale_craters(
                                          batch_size=batch_size, sun_azimuth=sun_azimuth, precision=precision)
             log.info("scale %g: %d craters (block by block)", s, len(found[s]))
             continue
-        data = None if scaled_reads is None else scaled_reads.get(s)
-        if data is None:
+        prepared = None if scaled_reads is None else scaled_reads.get((PREPARED, s))
+        if prepared is None:
             if isinstance(image, np.ndarray) and s == 1.0:
                 data = image
             else:
                 full = full_read(image, band, scaled_reads)
                 data = full if s == 1.0 else rescale_read(full, s)
+            if min(data.shape) < MIN_SIZE:
+                log.warning("scale %g: image of %dx%d px is too small to segment; skipped", s, *data.shape)
+                continue
+            prepared = prepare_image(data)
             if scaled_reads is not None:
-                scaled_reads[s] = data
-        if min(data.shape) < MIN_SIZE:
-            log.warning("scale %g: image of %dx%d px is too small to segment; skipped", s, *data.shape)
-            continue
-        prob = image_probability(model, data, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-                                 sun_azimuth=sun_azimuth, precision=precision)
+                scaled_reads[(PREPARED, s)] = prepared
+        prob = canonical_probability(model, prepared[0], sun_azimuth, fill=prepared[1], tile_size=tile_size,
+                                     overlap=overlap, batch_size=batch_size, precision=precision)
         found[s] = extract(prob, scale_min_radius(s, min_radius, coarse_min_radius))
         log.info("scale %g: %d craters", s, len(found[s]))
     return merge_scales(found)
@@ -1571,6 +1586,10 @@ def centre_missing(craters: np.ndarray, prob: np.ndarray) -> np.ndarray:
 #: impulses clipped (:func:`read_scaled` at scale 1), is kept: the other scales and the verifier's pyramid
 #: are made from it.
 FULL_READ = "full"
+#: Key (with the scale: ``(PREPARED, scale)``) of :func:`multiscale_craters`' ``scaled_reads`` under which the
+#: image at that scale is kept as the network takes it (:func:`prepare_image`): the decoy pass segments the
+#: same input under the opposite sun.
+PREPARED = "prepared"
 
 
 def full_read(image, band: int = 1, scaled_reads: dict | None = None) -> np.ndarray:

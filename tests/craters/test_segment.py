@@ -236,8 +236,8 @@ def test_a_big_crater_is_found_only_with_a_coarser_scale(tmp_path):
 
 def test_the_scaled_reads_of_an_image_are_shared_between_calls(tmp_path, monkeypatch):
     """segment's catalogue, its decoys and the verifier's pyramid share one read of the image (``scaled_reads``):
-    the other scales are resampled from it as a read at that scale would be, the second call reads nothing and
-    finds what a call without the shared reads finds."""
+    the other scales are resampled from it as a read at that scale would be, the second call reads and scales
+    nothing and finds what a call without the shared reads finds."""
     import planetcd.craters.segment as seg
     from planetcd.craters.extract import extract_craters
 
@@ -248,10 +248,15 @@ def test_the_scaled_reads_of_an_image_are_shared_between_calls(tmp_path, monkeyp
     reads = []
     original = seg.read_scaled
     monkeypatch.setattr(seg, "read_scaled", lambda *a, **k: reads.append(a[1]) or original(*a, **k))
+    prepared = []
+    prepare = seg.prepare_image
+    monkeypatch.setattr(seg, "prepare_image", lambda data: prepared.append(data.shape) or prepare(data))
     shared: dict = {}
     first = seg.multiscale_craters(TopHat(), path, [1.0, 0.5, 0.25], extract, scaled_reads=shared)
+    assert prepared == [(256, 256), (128, 128), (64, 64)]
     second = seg.multiscale_craters(TopHat(), path, [1.0, 0.5, 0.25], extract, scaled_reads=shared)
-    assert reads == [1.0] and set(shared) == {0.25, 0.5, 1.0, seg.FULL_READ}
+    assert reads == [1.0] and len(prepared) == 3
+    assert set(shared) == {(seg.PREPARED, 0.25), (seg.PREPARED, 0.5), (seg.PREPARED, 1.0), seg.FULL_READ}
     np.testing.assert_array_equal(first, alone)
     np.testing.assert_array_equal(second, alone)
     for scale in (0.25, 0.5, 1.5):
