@@ -26,7 +26,9 @@ same pixels, each once, under bfloat16 autocast) and the default ``detect`` (``p
 the ratios of detect to both floors (median over rounds of the per-round ratios). ``--segment`` adds the
 same for ``segment`` on the 2000² CTX tile MC11E-I (synthetic without ``$PLANETCD_SHARED``) against the
 UNet's own fp32 and bf16 floors (the network alone over the tile's pixels, each once, with the model's
-flip averaging); ``--monitor`` adds the default ``monitor`` on the first size's pair against the sum of
+flip averaging), and against its **work floor**: the fp32 time of the network passes the default
+``segment`` makes on that tile (every catalogue scale, the flips, the decoy pass; timed by hooks on the
+network during an fp32 ``segment`` in the same round); ``--monitor`` adds the default ``monitor`` on the first size's pair against the sum of
 detect's fp32 floor and the UNet's fp32 floor over both images (``--sun-azimuth DEG`` gives monitor both dates'
 sun instead of estimating it; a quarter turn segments on the input's own grid; ``--catalogues all`` has it
 segment both whole images instead of the changed neighbourhoods). Each fp32 floor is measured twice: with
@@ -102,6 +104,33 @@ def unet_seconds(net, height: int, width: int, tile: int, device, precision: str
             tiles = rng.uniform(-1, 1, (min(batch_size, n - k), h, w)).astype(np.float32)
             predict_tiles(net, tiles, device, batch_size, precision)
     return time.perf_counter() - start
+
+
+class NetworkClock:
+    """Seconds spent inside a module's forward calls (hooks on the module itself), while the context is open.
+
+    ``bench_detect --segment`` wraps the segmenter ``segment`` loads (the same cached module) to time the
+    network passes of its default pipeline: every scale, flip, decoy pass, as segment runs them.
+    """
+
+    def __init__(self, module: torch.nn.Module):
+        self.module, self.seconds, self.calls, self._start = module, 0.0, 0, None
+
+    def __enter__(self):
+        def before(*_):
+            self._start = time.perf_counter()
+
+        def after(*_):
+            self.seconds += time.perf_counter() - self._start
+            self.calls += 1
+
+        self._handles = [self.module.register_forward_pre_hook(before), self.module.register_forward_hook(after)]
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()
+        return False
 
 
 def _sun_summary(record: dict) -> dict:
@@ -188,11 +217,16 @@ def floors(args, device) -> dict:
                 with plain_ops():
                     ref = unet_seconds(net, h, w, args.unet_tile, device, "fp32")
                 b16 = unet_seconds(net, h, w, args.unet_tile, device, "bf16")
+                # the default pipeline's own network passes (scales, flips, decoys) in fp32: its work floor
+                with NetworkClock(net) as work_fp32:
+                    segment(src, args.model, device=args.device, precision="fp32")
                 start = time.perf_counter()
-                result = segment(src, args.model, device=args.device)
+                with NetworkClock(net) as work:
+                    result = segment(src, args.model, device=args.device)
                 seconds = time.perf_counter() - start
                 runs.append({"round": round_, "fp32_floor_s": f32, "fp32_reference_floor_s": ref, "bf16_floor_s": b16,
-                             "segment_s": seconds,
+                             "segment_s": seconds, "work_fp32_floor_s": work_fp32.seconds,
+                             "network_s": work.seconds, "network_calls": work.calls,
                              "precision": result.params["precision"]["used"], "scales": result.params["scales"],
                              "load_average": round(os.getloadavg()[0], 2)})
                 print(json.dumps({"segment": f"{h}x{w}", **runs[-1]}), flush=True)
@@ -204,14 +238,20 @@ def floors(args, device) -> dict:
                      "segment_over_fp32_floor": _median([r["segment_s"] / r["fp32_floor_s"] for r in runs]),
                      "segment_over_fp32_reference_floor": _median([r["segment_s"] / r["fp32_reference_floor_s"]
                                                                    for r in runs]),
-                     "segment_over_bf16_floor": _median([r["segment_s"] / r["bf16_floor_s"] for r in runs])}
+                     "segment_over_bf16_floor": _median([r["segment_s"] / r["bf16_floor_s"] for r in runs]),
+                     "work_fp32_floor_s": _median([r["work_fp32_floor_s"] for r in runs]),
+                     "network_s": _median([r["network_s"] for r in runs]),
+                     "segment_over_work_fp32_floor": _median([r["segment_s"] / r["work_fp32_floor_s"] for r in runs])}
             report["segment"] = entry
             lines.append(f"segment {h}x{w} ({runs[-1]['precision']}, scales {runs[-1]['scales']}): UNet fp32 floor "
                          f"{entry['fp32_floor_s']:.2f} s (reference {entry['fp32_reference_floor_s']:.2f} s), bf16 floor "
                          f"{entry['bf16_floor_s']:.2f} s, segment "
                          f"{entry['segment_s']:.2f} s = {entry['segment_over_fp32_floor']:.2f} x fp32 floor, "
                          f"{entry['segment_over_fp32_reference_floor']:.2f} x reference, "
-                         f"{entry['segment_over_bf16_floor']:.2f} x bf16 floor")
+                         f"{entry['segment_over_bf16_floor']:.2f} x bf16 floor; its own network passes "
+                         f"(scales, flips, decoys) take {entry['work_fp32_floor_s']:.2f} s in fp32 and "
+                         f"{entry['network_s']:.2f} s as run: segment = {entry['segment_over_work_fp32_floor']:.2f} x "
+                         f"that fp32 work floor")
 
         if args.monitor:
             size = min(pairs)
