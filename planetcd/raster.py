@@ -104,6 +104,18 @@ def read_error(ds, exc: BaseException) -> InputError:
     return InputError(f"{name}: cannot read pixels, the file is truncated or corrupt ({_first_line(detail)})")
 
 
+@contextlib.contextmanager
+def read_errors_named(ds):
+    """While reading pixels of ``ds``: a GDAL failure (:func:`is_gdal_error`) becomes :func:`read_error`'s one-line
+    :class:`InputError`; any other error passes unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        if is_gdal_error(exc):  # GDAL may fail only now, on a block past the end of a truncated file
+            raise read_error(ds, exc) from None
+        raise
+
+
 def is_georeferenced(ds) -> bool:
     """True when the dataset has a CRS and a non-identity transform."""
     return ds.crs is not None and not ds.transform.is_identity
@@ -177,15 +189,11 @@ def read_window(
     if out_shape is not None:
         kwargs["out_shape"] = (len(indexes), *out_shape)
         alpha_kwargs["out_shape"] = (len(alpha), *out_shape)
-    try:
+    with read_errors_named(ds):
         data = ds.read(indexes, masked=False, fill_value=0, **kwargs).astype(np.float32, copy=False)
         masks = ds.read_masks(indexes, **kwargs)
         if alpha:  # GDAL derives the mask from alpha for files, not for a WarpedVRT's added alpha
             masks = np.concatenate([masks, ds.read(alpha, masked=False, **alpha_kwargs)])
-    except Exception as exc:
-        if is_gdal_error(exc):  # GDAL may fail only now, on a block past the end of a truncated file
-            raise read_error(ds, exc) from None
-        raise
     return _as_read(ds, data, masks, indexes)
 
 
@@ -788,13 +796,9 @@ def write_impulse_free_copy(ds, path: str | os.PathLike, steps: np.ndarray, zero
         for row in range(0, ds.height, IMPULSE_COPY_ROWS):
             top, bottom = max(row - 1, 0), min(row + IMPULSE_COPY_ROWS + 1, ds.height)
             strip = Window(0, top, ds.width, bottom - top)
-            try:  # the strip's pixels are read once: written as read, and as read_window would read them
+            with read_errors_named(ds):  # the strip's pixels are read once: written as read, and as read_window reads
                 raw = ds.read(window=strip)
                 masks = ds.read_masks(bands, window=strip)
-            except Exception as exc:
-                if is_gdal_error(exc):
-                    raise read_error(ds, exc) from None
-                raise
             if others:
                 masks = np.concatenate([masks, raw[[b - 1 for b in others]]])
             data, valid = _as_read(ds, raw[[b - 1 for b in bands]].astype(np.float32, copy=False), masks, bands)
