@@ -350,7 +350,8 @@ def verifier_tag(args) -> str:
 
 def verified_name(args) -> str:
     """The file a --verifier run's choices and scores are written to (and ``--table --verifier`` reads)."""
-    return f"verified{verifier_tag(args)}{'' if parse_nested_ratios(args.nested_ratios) == [None] else '-nested'}.json"
+    return (f"verified{verifier_tag(args)}{'' if parse_nested_ratios(args.nested_ratios) == [None] else '-nested'}"
+            f"{'-pertile' if args.per_tile_threshold else ''}{'-local' if args.local_decoys else ''}{'' if args.select == 'pooled' else '-' + args.select}.json")
 
 
 def verifier_fold(args, folds, k) -> dict:
@@ -483,46 +484,80 @@ def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
     from planetcd.craters.match import pool_results, suppress_nested
 
     meta, val = saved["meta"], saved["val"]
-    scale_variants, decoy_fdrs = meta["scale_variants"], meta["decoy_fdrs"]
+    scale_variants, decoy_fdrs = meta["scale_variants"], list(meta["decoy_fdrs"])
+    if args.local_decoys:  # each share also as a local one, per smoothing length: (share, sigma px)
+        sigmas = [float(x) for x in args.local_decoys.split(",")]
+        decoy_fdrs += [(q, sigma) for q in decoy_fdrs if q is not None for sigma in sigmas]
     nested_ratios = parse_nested_ratios(args.nested_ratios)
 
-    def select(craters_scores, v, fdr=None, nested=None):
-        """The catalogue ``segment`` would keep: with a decoy share, the target-decoy competition first (a crater
-        and a decoy that are one feature: the better-scored wins), then the threshold the winning decoys set."""
+    def select_counted(craters_scores, v, fdr=None, nested=None):
+        """The catalogue ``segment`` would keep, and how many decoys pass with it: with a decoy share, the
+        target-decoy competition first (a crater and a decoy that are one feature: the better-scored wins), then
+        the threshold the winning decoys set."""
         from planetcd.craters.verify import decoy_competition, decoy_threshold
 
         c, p, decoy = craters_scores
         if not len(c):
-            return c
+            return c, 0
+        n_decoys = 0
         if fdr is None:
             kept = c[p >= v]
+        elif isinstance(fdr, tuple):  # --local-decoys: each crater's threshold from the decoys around it
+            decoys, decoy_scores = decoy
+            won, decoy_won = decoy_competition(c, p, decoys, decoy_scores)
+            limits = local_decoy_thresholds(c[won], p[won], decoys[decoy_won], decoy_scores[decoy_won], v, *fdr)
+            kept = c[won][p[won] >= limits]
+            n_decoys = local_decoys_passing(c[won], limits, decoys[decoy_won], decoy_scores[decoy_won])
         else:
             decoys, decoy_scores = decoy
             won, decoy_won = decoy_competition(c, p, decoys, decoy_scores)
-            kept = c[(p >= decoy_threshold(p[won], decoy_scores[decoy_won], v, fdr)) & won]
-        return kept if nested is None else kept[suppress_nested(kept, nested)]
+            limit = decoy_threshold(p[won], decoy_scores[decoy_won], v, fdr)
+            kept = c[(p >= limit) & won]
+            n_decoys = int(np.count_nonzero(decoy_scores[decoy_won] >= limit))
+        return (kept if nested is None else kept[suppress_nested(kept, nested)]), n_decoys
+
+    def select(craters_scores, v, fdr=None, nested=None):
+        return select_counted(craters_scores, v, fdr, nested)[0]
+
+    def select_tile(found, scales, th, v, fdr=None, nested=None):
+        """:func:`select` at segmenter threshold ``th``; ``th`` None (``--per-tile-threshold``, with a decoy share
+        only): each tile's own, the one of :data:`SEG_THRESHOLDS` whose catalogue holds the most craters beyond its
+        passing decoys (the target-decoy estimate of the true craters found; ties: nearest 0.3)."""
+        if th is not None:
+            return select(found[(scales, th)], v, fdr, nested)
+        counted = {t: select_counted(found[(scales, t)], v, fdr, nested) for t in SEG_THRESHOLDS}
+        best = max(SEG_THRESHOLDS, key=lambda t: (len(counted[t][0]) - counted[t][1], -abs(t - 0.3)))
+        return counted[best][0]
 
     def name(scales):
         return ",".join(f"{s:g}" for s in scales)
 
-    val_f1 = {}
+    val_f1, worst_f1 = {}, {}  # pooled F1 of the inner tiles, and the F1 of the worse of them
+    seg_thresholds = (*SEG_THRESHOLDS, None) if args.per_tile_threshold else SEG_THRESHOLDS
     for scales in scale_variants:
-        for th in SEG_THRESHOLDS:
+        for th in seg_thresholds:
             for v in VERIFIER_THRESHOLDS:
                 for fdr in decoy_fdrs:
+                    if th is None and fdr is None:
+                        continue  # a tile's own threshold needs its decoys
                     for nested in nested_ratios:
-                        res = [score(select(found[(scales, th)], v, fdr, nested), truth, t)
+                        res = [score(select_tile(found, scales, th, v, fdr, nested), truth, t)
                                for t, (truth, found, _) in val.items()]
                         val_f1[(scales, th, v, fdr, nested)] = float(np.nan_to_num(pool_results(res).f1))
-    # ties: the fewest scales (cheapest), no decoy pass, no nested suppression, then a threshold near 0.3, then the
-    # stricter verifier
-    scales, th, v, fdr, nested = max(val_f1, key=lambda key: (val_f1[key], -len(key[0]), key[3] is None,
-                                                              key[4] is None, -abs(key[1] - 0.3), key[2]))
+                        worst_f1[(scales, th, v, fdr, nested)] = min(float(np.nan_to_num(r.f1)) for r in res)
+    # ties: the fewest scales (cheapest), no decoy pass, one decoy threshold per tile (not local), no nested
+    # suppression, one segmenter threshold for every tile, then a threshold near 0.3, then the stricter verifier
+    # --select worst: the worse inner tile first (the issue's second target is the worst tile), pooled F1 second
+    criterion = (lambda key: (val_f1[key],)) if args.select == "pooled" else (lambda key: (worst_f1[key], val_f1[key]))
+    scales, th, v, fdr, nested = max(val_f1, key=lambda key: (*criterion(key), -len(key[0]), key[3] is None,
+                                                              not isinstance(key[3], tuple),
+                                                              key[4] is None, key[1] is not None,
+                                                              -abs((0.3 if key[1] is None else key[1]) - 0.3), key[2]))
     plain_nested = None if None in nested_ratios else nested_ratios[0]  # "segmenter alone": no suppression if it can
     plain_th = max(SEG_THRESHOLDS, key=lambda x: (val_f1[((1.0,), x, 0.0, None, plain_nested)], -abs(x - 0.3)))
-    log.info("fold %s: scales %s, segmenter threshold %.2f, verifier threshold %.2f, decoy FDR %s, nested %s "
+    log.info("fold %s: scales %s, segmenter threshold %s, verifier threshold %.2f, decoy FDR %s, nested %s "
              "(inner-validation F1 %.3f; without the verifier at scale 1 %.3f at %.2f)", "".join(test), name(scales),
-             th, v, fdr, nested, val_f1[(scales, th, v, fdr, nested)],
+             threshold_name(th), v, fdr, nested, val_f1[(scales, th, v, fdr, nested)],
              val_f1[((1.0,), plain_th, 0.0, None, plain_nested)], plain_th)
     if fdr is not None:
         best_off = max((k for k in val_f1 if k[3] is None), key=lambda key: val_f1[key])
@@ -533,21 +568,25 @@ def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
                  val_f1[best_off])
     per_tile, plain_tiles = {}, {}
     for t, (truth, found, record) in saved["tested"].items():
-        per_tile[t] = prf(score(select(found[(scales, th)], v, fdr, nested), truth, t))
+        per_tile[t] = prf(score(select_tile(found, scales, th, v, fdr, nested), truth, t))
         plain_tiles[t] = prf(score(select(found[((1.0,), plain_th)], 0.0, None, plain_nested), truth, t))
         if fdr is not None:
-            per_tile[t]["without_decoys"] = prf(score(select(found[(scales, th)], v, None, nested), truth, t))
+            if th is not None:
+                per_tile[t]["without_decoys"] = prf(score(select(found[(scales, th)], v, None, nested), truth, t))
         if nested is not None:
-            per_tile[t]["without_nested"] = prf(score(select(found[(scales, th)], v, fdr), truth, t))
+            per_tile[t]["without_nested"] = prf(score(select_tile(found, scales, th, v, fdr), truth, t))
         log.info("fold %s: %s verified %s; segmenter alone %s", "".join(test), t, per_tile[t], plain_tiles[t])
     result = {"test": test, "train": meta["train"], "val": meta["val"], "scales": list(scales), "threshold": th,
-              "verifier_threshold": v, "decoy_fdr": fdr, "decoy_fdr_variants": decoy_fdrs,
+              "verifier_threshold": v, "decoy_fdr": fdr_share(fdr), "decoy_fdr_variants": decoy_fdrs,
+              "local_decoy_sigma": fdr[1] if isinstance(fdr, tuple) else None,
               "nested_ratio": nested, "nested_variants": nested_ratios,
               "opposite_negatives": meta["opposite_negatives"], "infer_precision": meta["infer_precision"],
               "ensemble_with": meta["ensemble_with"],
               "scale_variants": [name(sv) for sv in scale_variants],
-              "plain_threshold": plain_th,
-              "inner_val_f1": {f"{name(a)}/{b:g}/{c:g}" + ("" if d is None else f"/fdr{d:g}")
+              "plain_threshold": plain_th, "select": args.select,
+              "inner_val_worst_f1": round(worst_f1[(scales, th, v, fdr, nested)], 4),
+              "per_tile_threshold": bool(args.per_tile_threshold),
+              "inner_val_f1": {f"{name(a)}/{threshold_name(b)}/{c:g}" + ("" if d is None else f"/fdr{fdr_name(d)}")
                                + ("" if e is None else f"/nested{e:g}"): round(x, 4)
                                for (a, b, c, d, e), x in val_f1.items()},
               "tiles": per_tile, "plain_tiles": plain_tiles, "verifier": meta["verifier"]}
@@ -557,15 +596,74 @@ def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
     return result
 
 
+def fdr_share(fdr) -> float | None:
+    """The decoy share of a fold's decoy choice (None, a share, or ``(share, sigma)`` with ``--local-decoys``)."""
+    return fdr[0] if isinstance(fdr, tuple) else fdr
+
+
+def fdr_name(fdr) -> str:
+    return f"{fdr[0]:g}local{fdr[1]:g}" if isinstance(fdr, tuple) else f"{fdr:g}"
+
+
+#: Verifier thresholds :func:`local_decoy_thresholds` tries (0..1 in steps of 0.02).
+LOCAL_THRESHOLD_STEPS = np.round(np.arange(0.0, 1.0001, 0.02), 2)
+
+
+def _gaussian_weights(at: np.ndarray, points: np.ndarray, sigma: float) -> np.ndarray:
+    d2 = ((at[:, None, :2] - points[None, :, :2]) ** 2).sum(-1)
+    return np.exp(-0.5 * d2 / sigma**2)
+
+
+def local_decoy_thresholds(craters: np.ndarray, scores: np.ndarray, decoys: np.ndarray, decoy_scores: np.ndarray,
+                           floor: float, max_fdr: float, sigma: float) -> np.ndarray:
+    """Each crater's verifier threshold from the decoys AROUND it: ``decoy_threshold``'s target-decoy estimate with
+    every crater and decoy weighted by a Gaussian of its distance (``sigma`` px) from the crater.
+
+    Not in the shipped pipeline (an experiment of the tile folds, ``--local-decoys``): on a tile that mixes smooth
+    ground and knobs, one threshold per tile is too strict on the first or too lax on the second. At threshold ``t``
+    the local false share is ``sum w [decoy score >= t] / sum w [crater score >= t]``; the threshold is the lowest of
+    :data:`LOCAL_THRESHOLD_STEPS` at or above ``floor`` where it is at most ``max_fdr`` (``inf``: none is).
+    Returns ``(n,)``.
+    """
+    craters = np.asarray(craters, np.float64).reshape(-1, 4)
+    if not len(craters):
+        return np.zeros(0)
+    steps = LOCAL_THRESHOLD_STEPS[LOCAL_THRESHOLD_STEPS >= floor - 1e-9]
+    if not len(steps):
+        steps = np.array([floor])
+    w_craters = _gaussian_weights(craters, craters, sigma)  # (n, n)
+    w_decoys = _gaussian_weights(craters, np.asarray(decoys, np.float64).reshape(-1, 4), sigma)  # (n, m)
+    kept = (np.asarray(scores)[None, :] >= steps[:, None]).astype(np.float64)  # (T, n)
+    false = (np.asarray(decoy_scores)[None, :] >= steps[:, None]).astype(np.float64)  # (T, m)
+    ok = w_decoys @ false.T <= max_fdr * (w_craters @ kept.T) + 1e-12  # (n, T)
+    first = np.argmax(ok, axis=1)
+    return np.where(ok.any(axis=1), steps[first], np.inf)
+
+
+def local_decoys_passing(craters: np.ndarray, limits: np.ndarray, decoys: np.ndarray, decoy_scores: np.ndarray) -> int:
+    """How many decoys pass the threshold of the crater nearest to them (:func:`local_decoy_thresholds`)."""
+    decoys = np.asarray(decoys, np.float64).reshape(-1, 4)
+    if not len(decoys) or not len(craters):
+        return 0
+    nearest = np.argmin(((decoys[:, None, :2] - np.asarray(craters)[None, :, :2]) ** 2).sum(-1), axis=1)
+    return int(np.count_nonzero(np.asarray(decoy_scores) >= limits[nearest]))
+
+
+def threshold_name(th: float | None) -> str:
+    """A segmenter threshold as the tables print it (None: each tile's own, ``--per-tile-threshold``)."""
+    return "per tile" if th is None else f"{th:.2f}"
+
+
 def print_table(results: list[dict]) -> None:
     print("fold  tile  threshold  tp  fp  fn  precision  recall  F1")
     tp = fp = fn = 0
     worst = None
     for res in results:
         for t, c in res["tiles"].items():
-            th = f"{res['threshold']:.2f}" + (f"/{res['verifier_threshold']:.2f}" if "verifier_threshold" in res else "") + (
+            th = threshold_name(res["threshold"]) + (f"/{res['verifier_threshold']:.2f}" if "verifier_threshold" in res else "") + (
                 f" scales {','.join(f'{x:g}' for x in res['scales'])}" if len(res.get("scales", [1])) > 1 else "") + (
-                f" decoy FDR {res['decoy_fdr']:g}" if res.get("decoy_fdr") is not None else "")
+                f" decoy FDR {res['decoy_fdr']:g}" if res.get("decoy_fdr") is not None else "") + (
+                f" local {res['local_decoy_sigma']:g} px" if res.get("local_decoy_sigma") else "")
             print(f"{''.join(res['test'])}  {t:4s}  {th}  {c['tp']}  {c['fp']}  {c['fn']}  "
                   f"{c['precision']:.3f}  {c['recall']:.3f}  {c['f1']:.3f}")
             if t == "HRSC":
@@ -762,6 +860,15 @@ def main(argv=None) -> int:
     ap.add_argument("--reselect", action="store_true",
                     help="with --verifier: make the folds' choices again from their saved scored*.pkl (no network)")
     ap.add_argument("--verifier-epochs", type=int, default=12, help="with --verifier: the verifier's training epochs")
+    ap.add_argument("--local-decoys", default=None,
+                    help="with --verifier and --decoy-fdr: each decoy share also as a LOCAL one, per Gaussian length "
+                         "in px (e.g. 150,300): each crater's verifier threshold from the decoys around it")
+    ap.add_argument("--per-tile-threshold", action="store_true",
+                    help="with --verifier and --decoy-fdr: each fold may also choose a segmenter threshold per tile, "
+                         "the one whose catalogue holds the most craters beyond its passing decoys (labels unused)")
+    ap.add_argument("--select", choices=("pooled", "worst"), default="pooled",
+                    help="with --verifier: what each fold maximises on its inner-validation tiles: their pooled F1, or "
+                         "the F1 of the worse of them (pooled F1 breaking ties); the choices go to verified*-worst.json")
     ap.add_argument("--decoy-fdr", default=None,
                     help="with --verifier: decoy false-discovery limits each fold also chooses among, e.g. 0.1,0.2,0.3 "
                          "(the verifier threshold rises per tile until the craters found under the opposite sun are at "
