@@ -1022,7 +1022,7 @@ def main(argv=None) -> int:
     print_table(results)
     if args.verifier:
         print("the same folds, segmenter alone (its threshold chosen on the inner validation tiles):")
-        plain = [{k: v for k, v in r.items() if k not in ("verifier_threshold", "scales", "decoy_fdr")} | {"tiles": r["plain_tiles"], "threshold": r["plain_threshold"]}
+        plain = [{k: v for k, v in r.items() if k not in ("verifier_threshold", "scales", "decoy_fdr", "local_decoy_sigma")} | {"tiles": r["plain_tiles"], "threshold": r["plain_threshold"]}
                  for r in results]
         print_table(plain)
     return 0
