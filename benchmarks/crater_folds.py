@@ -489,12 +489,32 @@ def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
         sigmas = [float(x) for x in args.local_decoys.split(",")]
         decoy_fdrs += [(q, sigma) for q in decoy_fdrs if q is not None for sigma in sigmas]
     nested_ratios = parse_nested_ratios(args.nested_ratios)
+    # What does not depend on the thresholds, once per catalogue (the grid asks for it at every v and share):
+    # the target-decoy competition, and --local-decoys' weights per length.
+    once: dict = {}
+
+    def competition(craters_scores):
+        from planetcd.craters.verify import decoy_competition
+
+        key = (id(craters_scores), "competition")
+        if key not in once:
+            c, p, (decoys, decoy_scores) = craters_scores
+            once[key] = decoy_competition(c, p, decoys, decoy_scores)
+        return once[key]
+
+    def local_weights(craters_scores, sigma):
+        key = (id(craters_scores), sigma)
+        if key not in once:
+            c, _, (decoys, _) = craters_scores
+            won, decoy_won = competition(craters_scores)
+            once[key] = local_decoy_weights(c[won], decoys[decoy_won], sigma)
+        return once[key]
 
     def select_counted(craters_scores, v, fdr=None, nested=None):
         """The catalogue ``segment`` would keep, and how many decoys pass with it: with a decoy share, the
         target-decoy competition first (a crater and a decoy that are one feature: the better-scored wins), then
         the threshold the winning decoys set."""
-        from planetcd.craters.verify import decoy_competition, decoy_threshold
+        from planetcd.craters.verify import decoy_threshold
 
         c, p, decoy = craters_scores
         if not len(c):
@@ -504,13 +524,14 @@ def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
             kept = c[p >= v]
         elif isinstance(fdr, tuple):  # --local-decoys: each crater's threshold from the decoys around it
             decoys, decoy_scores = decoy
-            won, decoy_won = decoy_competition(c, p, decoys, decoy_scores)
-            limits = local_decoy_thresholds(c[won], p[won], decoys[decoy_won], decoy_scores[decoy_won], v, *fdr)
+            won, decoy_won = competition(craters_scores)
+            limits = local_decoy_thresholds(c[won], p[won], decoys[decoy_won], decoy_scores[decoy_won], v, *fdr,
+                                            weights=local_weights(craters_scores, fdr[1]))
             kept = c[won][p[won] >= limits]
             n_decoys = local_decoys_passing(c[won], limits, decoys[decoy_won], decoy_scores[decoy_won])
         else:
             decoys, decoy_scores = decoy
-            won, decoy_won = decoy_competition(c, p, decoys, decoy_scores)
+            won, decoy_won = competition(craters_scores)
             limit = decoy_threshold(p[won], decoy_scores[decoy_won], v, fdr)
             kept = c[(p >= limit) & won]
             n_decoys = int(np.count_nonzero(decoy_scores[decoy_won] >= limit))
@@ -570,9 +591,8 @@ def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
     for t, (truth, found, record) in saved["tested"].items():
         per_tile[t] = prf(score(select_tile(found, scales, th, v, fdr, nested), truth, t))
         plain_tiles[t] = prf(score(select(found[((1.0,), plain_th)], 0.0, None, plain_nested), truth, t))
-        if fdr is not None:
-            if th is not None:
-                per_tile[t]["without_decoys"] = prf(score(select(found[(scales, th)], v, None, nested), truth, t))
+        if fdr is not None and th is not None:
+            per_tile[t]["without_decoys"] = prf(score(select(found[(scales, th)], v, None, nested), truth, t))
         if nested is not None:
             per_tile[t]["without_nested"] = prf(score(select_tile(found, scales, th, v, fdr), truth, t))
         log.info("fold %s: %s verified %s; segmenter alone %s", "".join(test), t, per_tile[t], plain_tiles[t])
@@ -614,8 +634,16 @@ def _gaussian_weights(at: np.ndarray, points: np.ndarray, sigma: float) -> np.nd
     return np.exp(-0.5 * d2 / sigma**2)
 
 
+def local_decoy_weights(craters: np.ndarray, decoys: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """The Gaussian weights (``sigma`` px) of every crater ``(n, n)`` and every decoy ``(n, m)`` seen from each crater."""
+    craters = np.asarray(craters, np.float64).reshape(-1, 4)
+    return (_gaussian_weights(craters, craters, sigma),
+            _gaussian_weights(craters, np.asarray(decoys, np.float64).reshape(-1, 4), sigma))
+
+
 def local_decoy_thresholds(craters: np.ndarray, scores: np.ndarray, decoys: np.ndarray, decoy_scores: np.ndarray,
-                           floor: float, max_fdr: float, sigma: float) -> np.ndarray:
+                           floor: float, max_fdr: float, sigma: float,
+                           weights: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Each crater's verifier threshold from the decoys AROUND it: ``decoy_threshold``'s target-decoy estimate with
     every crater and decoy weighted by a Gaussian of its distance (``sigma`` px) from the crater.
 
@@ -623,7 +651,7 @@ def local_decoy_thresholds(craters: np.ndarray, scores: np.ndarray, decoys: np.n
     ground and knobs, one threshold per tile is too strict on the first or too lax on the second. At threshold ``t``
     the local false share is ``sum w [decoy score >= t] / sum w [crater score >= t]``; the threshold is the lowest of
     :data:`LOCAL_THRESHOLD_STEPS` at or above ``floor`` where it is at most ``max_fdr`` (``inf``: none is).
-    Returns ``(n,)``.
+    ``weights``: :func:`local_decoy_weights` of these craters and decoys, if already made. Returns ``(n,)``.
     """
     craters = np.asarray(craters, np.float64).reshape(-1, 4)
     if not len(craters):
@@ -631,8 +659,7 @@ def local_decoy_thresholds(craters: np.ndarray, scores: np.ndarray, decoys: np.n
     steps = LOCAL_THRESHOLD_STEPS[LOCAL_THRESHOLD_STEPS >= floor - 1e-9]
     if not len(steps):
         steps = np.array([floor])
-    w_craters = _gaussian_weights(craters, craters, sigma)  # (n, n)
-    w_decoys = _gaussian_weights(craters, np.asarray(decoys, np.float64).reshape(-1, 4), sigma)  # (n, m)
+    w_craters, w_decoys = local_decoy_weights(craters, decoys, sigma) if weights is None else weights
     kept = (np.asarray(scores)[None, :] >= steps[:, None]).astype(np.float64)  # (T, n)
     false = (np.asarray(decoy_scores)[None, :] >= steps[:, None]).astype(np.float64)  # (T, m)
     ok = w_decoys @ false.T <= max_fdr * (w_craters @ kept.T) + 1e-12  # (n, T)
