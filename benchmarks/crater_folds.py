@@ -11,7 +11,7 @@
     python benchmarks/crater_folds.py --mound-test --model ctx-craters --pipeline segment --verify-threshold tile
     python benchmarks/crater_folds.py --score-model --model ctx-craters --tiles H,I,HRSC [--threshold T]
     python benchmarks/crater_folds.py --score-product --tiles H,I,HRSC [--verify model|none|PATH] [--scales 2,1,0.5]
-        [--tta model|on|off] [--decoy-fdr SHARE|off] [--sun-refine]
+        [--tta model|on|off] [--decoy-fdr SHARE|off] [--decoy-sigma PX|off] [--sun-refine]
 
 Folds. Each fold holds out its tiles (e.g. {A, D, G}); the model is trained
 on the other folds' tiles minus an inner validation set (the last tile of
@@ -482,6 +482,7 @@ def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
     """The fold's choices on its inner-validation tiles (scales, thresholds, decoy share, nested suppression) and
     its test tiles scored with them; writes ``verified{tag}.json``."""
     from planetcd.craters.match import pool_results, suppress_nested
+    from planetcd.craters.verify import local_decoy_thresholds, local_decoy_weights, local_decoys_passing
 
     meta, val = saved["meta"], saved["val"]
     scale_variants, decoy_fdrs = meta["scale_variants"], list(meta["decoy_fdrs"])
@@ -625,57 +626,6 @@ def fdr_name(fdr) -> str:
     return f"{fdr[0]:g}local{fdr[1]:g}" if isinstance(fdr, tuple) else f"{fdr:g}"
 
 
-#: Verifier thresholds :func:`local_decoy_thresholds` tries (0..1 in steps of 0.02).
-LOCAL_THRESHOLD_STEPS = np.round(np.arange(0.0, 1.0001, 0.02), 2)
-
-
-def _gaussian_weights(at: np.ndarray, points: np.ndarray, sigma: float) -> np.ndarray:
-    d2 = ((at[:, None, :2] - points[None, :, :2]) ** 2).sum(-1)
-    return np.exp(-0.5 * d2 / sigma**2)
-
-
-def local_decoy_weights(craters: np.ndarray, decoys: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """The Gaussian weights (``sigma`` px) of every crater ``(n, n)`` and every decoy ``(n, m)`` seen from each crater."""
-    craters = np.asarray(craters, np.float64).reshape(-1, 4)
-    return (_gaussian_weights(craters, craters, sigma),
-            _gaussian_weights(craters, np.asarray(decoys, np.float64).reshape(-1, 4), sigma))
-
-
-def local_decoy_thresholds(craters: np.ndarray, scores: np.ndarray, decoys: np.ndarray, decoy_scores: np.ndarray,
-                           floor: float, max_fdr: float, sigma: float,
-                           weights: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """Each crater's verifier threshold from the decoys AROUND it: ``decoy_threshold``'s target-decoy estimate with
-    every crater and decoy weighted by a Gaussian of its distance (``sigma`` px) from the crater.
-
-    Not in the shipped pipeline (an experiment of the tile folds, ``--local-decoys``): on a tile that mixes smooth
-    ground and knobs, one threshold per tile is too strict on the first or too lax on the second. At threshold ``t``
-    the local false share is ``sum w [decoy score >= t] / sum w [crater score >= t]``; the threshold is the lowest of
-    :data:`LOCAL_THRESHOLD_STEPS` at or above ``floor`` where it is at most ``max_fdr`` (``inf``: none is).
-    ``weights``: :func:`local_decoy_weights` of these craters and decoys, if already made. Returns ``(n,)``.
-    """
-    craters = np.asarray(craters, np.float64).reshape(-1, 4)
-    if not len(craters):
-        return np.zeros(0)
-    steps = LOCAL_THRESHOLD_STEPS[LOCAL_THRESHOLD_STEPS >= floor - 1e-9]
-    if not len(steps):
-        steps = np.array([floor])
-    w_craters, w_decoys = local_decoy_weights(craters, decoys, sigma) if weights is None else weights
-    kept = (np.asarray(scores)[None, :] >= steps[:, None]).astype(np.float64)  # (T, n)
-    false = (np.asarray(decoy_scores)[None, :] >= steps[:, None]).astype(np.float64)  # (T, m)
-    ok = w_decoys @ false.T <= max_fdr * (w_craters @ kept.T) + 1e-12  # (n, T)
-    first = np.argmax(ok, axis=1)
-    return np.where(ok.any(axis=1), steps[first], np.inf)
-
-
-def local_decoys_passing(craters: np.ndarray, limits: np.ndarray, decoys: np.ndarray, decoy_scores: np.ndarray) -> int:
-    """How many decoys pass the threshold of the crater nearest to them (:func:`local_decoy_thresholds`)."""
-    decoys = np.asarray(decoys, np.float64).reshape(-1, 4)
-    if not len(decoys) or not len(craters):
-        return 0
-    nearest = np.argmin(((decoys[:, None, :2] - np.asarray(craters)[None, :, :2]) ** 2).sum(-1), axis=1)
-    return int(np.count_nonzero(np.asarray(decoy_scores) >= limits[nearest]))
-
-
 def threshold_name(th: float | None) -> str:
     """A segmenter threshold as the tables print it (None: each tile's own, ``--per-tile-threshold``)."""
     return "per tile" if th is None else f"{th:.2f}"
@@ -711,12 +661,15 @@ def print_table(results: list[dict]) -> None:
 
 def tile_verifier_threshold(tile: str, model_name: str = "ctx-craters") -> float:
     """The verifier threshold ``planetcd segment`` (defaults: decoys on) applies on the whole tile: the
-    registry's, raised by the tile's decoys (run.json's ``verifier.decoys.threshold``)."""
+    registry's, raised by the tile's decoys (run.json's ``verifier.decoys.threshold``; with local decoys, the
+    median of the craters' own thresholds: a chip is too small to set one)."""
     from planetcd.craters.segment import segment
 
     record = segment(tile_paths(tile)[0], model_name).params["verifier"] or {}
     decoys = record.get("decoys") or {}
     raised = decoys.get("threshold")
+    if isinstance(raised, dict):  # --decoy-sigma: each crater's own threshold
+        raised = raised.get("median")
     return float(raised if raised is not None else (math.inf if decoys.get("found") else record["threshold"]))
 
 
@@ -901,6 +854,9 @@ def main(argv=None) -> int:
                          "(the verifier threshold rises per tile until the craters found under the opposite sun are at "
                          "most that share of the catalogue: planetcd.craters.verify.decoy_threshold); --score-product: "
                          "one share or 'off' (segment's --decoy-fdr)")
+    ap.add_argument("--decoy-sigma", default=None,
+                    help="--score-product: segment's --decoy-sigma (each crater's decoy threshold from the decoys "
+                         "within about this many px; 'off': one per tile)")
     ap.add_argument("--scales", default=None, help="--score-product: catalogue scales (default: the model's)")
     ap.add_argument("--tta", choices=("model", "on", "off"), default="model", help="--score-product: flip averaging")
     ap.add_argument("--mound-test", action="store_true")
@@ -986,12 +942,13 @@ def main(argv=None) -> int:
         from planetcd.craters.segment import segment
 
         verify = {"model": None, "none": False}.get(args.verify, args.verify)
-        from planetcd.cli.segment import parse_decoy_fdr
+        from planetcd.cli.segment import parse_decoy_fdr, parse_decoy_sigma
 
         decoy = parse_decoy_fdr(args.decoy_fdr)  # as planetcd segment --decoy-fdr reads it
+        sigma = parse_decoy_sigma(args.decoy_sigma)
         print(f"planetcd segment defaults, model {args.model or 'ctx-craters'}, verifier {args.verify}, "
-              f"scales {args.scales or 'its own'}, flip averaging {args.tta}, decoy FDR {args.decoy_fdr or 'its own'}"
-              + (", --sun-refine" if args.sun_refine else ""))
+              f"scales {args.scales or 'its own'}, flip averaging {args.tta}, decoy FDR {args.decoy_fdr or 'its own'}, "
+              f"decoy sigma {args.decoy_sigma or 'its own'}" + (", --sun-refine" if args.sun_refine else ""))
         print("tile  tp  fp  fn  precision  recall  F1  verifier kept/checked  sun")
         results = []
         for t in [t.strip().upper() for t in args.tiles.split(",")]:
@@ -999,7 +956,7 @@ def main(argv=None) -> int:
             _, truth = raw_tile(t)
             res = segment(image_path, args.model or "ctx-craters", verify=verify, precision=args.precision,
                           scales=args.scales, tta={"model": None, "on": True, "off": False}[args.tta],
-                          decoy_fdr=decoy, sun_refine=args.sun_refine)
+                          decoy_fdr=decoy, decoy_sigma=sigma, sun_refine=args.sun_refine)
             found = res.catalog.pixels
             r = score(found, truth, t)
             results.append(r)

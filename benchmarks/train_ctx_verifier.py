@@ -77,7 +77,7 @@ def install(path: Path, summary: dict) -> None:
     if summary.get("reused") and "verifier" in meta:  # same verifier, new thresholds: keep its training provenance
         meta["verifier"].update({
             "threshold": chosen["verifier_threshold"], "prob_threshold": chosen["prob_threshold"],
-            "decoy_fdr": chosen.get("decoy_fdr"),
+            "decoy_fdr": chosen.get("decoy_fdr"), "decoy_sigma": chosen.get("decoy_sigma"),
             "f1_HI": chosen["f1_HI"], "segmenter_alone_f1_HI": plain["f1_HI"]})
         _record_selection(meta, summary)
         _write_registry(registry, meta)
@@ -90,7 +90,7 @@ def install(path: Path, summary: dict) -> None:
     meta["verifier"] = {
         "file": target.name, "sha256": models.sha256(target), "name": "ctx-craters-verifier",
         "threshold": chosen["verifier_threshold"], "prob_threshold": chosen["prob_threshold"],
-        "decoy_fdr": chosen.get("decoy_fdr"), "epochs": summary.get("epochs"),
+        "decoy_fdr": chosen.get("decoy_fdr"), "decoy_sigma": chosen.get("decoy_sigma"), "epochs": summary.get("epochs"),
         "chip_size": verifier.metadata["chip_size"], "context": verifier.metadata["context"],
         "description": "sun-aware chip verifier (planetcd.craters.verify): a 24x24 chip spanning +-2 radii around each "
                        "crater, in the canonical frame, scored by a 3-layer CNN; trained on the craters of MC11E-A..G, "
@@ -130,9 +130,11 @@ def _record_selection(meta: dict, summary: dict) -> None:
 def _selection_options(summary: dict) -> str:
     """The command-line options of the selection a summary records (scales, flip averaging, decoy limits)."""
     fdrs = [f for f in summary.get("decoy_fdr_variants") or [] if f is not None]
+    sigmas = summary.get("decoy_sigma_variants") or []
     return ((f" --scales {','.join(f'{x:g}' for x in summary['scales'])}" if summary.get("scales") else "")
             + ("" if summary.get("tta") is None else f" --tta {'on' if summary['tta'] else 'off'}")
-            + (f" --decoy-fdr {','.join(f'{x:g}' for x in fdrs)}" if fdrs else ""))
+            + (f" --decoy-fdr {','.join(f'{x:g}' for x in fdrs)}" if fdrs else "")
+            + (f" --local-decoys {','.join(f'{x:g}' for x in sigmas)}" if sigmas else ""))
 
 
 def _write_registry(registry: Path, meta: dict) -> None:
@@ -144,8 +146,9 @@ def _write_registry(registry: Path, meta: dict) -> None:
 def main(argv=None) -> int:
     from planetcd.craters.match import pool_results
     from planetcd.craters.sun import canonical_frame
-    from planetcd.craters.verify import (decoy_threshold, image_pyramid, save_verifier, train_verifier,
-                                         verifier_contexts, verifier_training_chips, verify_craters)
+    from planetcd.craters.verify import (decoy_competition, decoy_threshold, image_pyramid, local_decoy_thresholds,
+                                         save_verifier, train_verifier, verifier_contexts, verifier_training_chips,
+                                         verify_craters)
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/ctx-verifier")
@@ -154,6 +157,9 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=12, help="verifier training epochs")
     ap.add_argument("--decoy-fdr", default=None,
                     help="also choose among these decoy false-discovery limits, e.g. 0.1,0.2,0.3,0.5 (segment's decoy pass)")
+    ap.add_argument("--local-decoys", default=None, metavar="SIGMAS",
+                    help="also choose each decoy limit applied locally (segment's --decoy-sigma), at these lengths in "
+                         "px, e.g. 150,300")
     ap.add_argument("--opposite-negatives", action="store_true",
                     help="also train on the segmenter's detections under the opposite sun (mounds as it sees them)")
     ap.add_argument("--install", action="store_true", help="write the verifier into planetcd/models and the registry")
@@ -249,40 +255,59 @@ def main(argv=None) -> int:
                         for th in SEG_THRESHOLDS} if "decoys" in per else {}
                     for t, (image, truth, frame, per) in val.items()}
 
-    def kept(t, th, v, fdr):
-        p = scores[t][th]
-        cut = v if fdr is None or not len(p) else decoy_threshold(p, decoy_scores[t][th], v, fdr)
-        return val[t][3][th][p >= cut]
+    sigmas = [float(x) for x in args.local_decoys.split(",")] if args.local_decoys else []
+    decoy_variants = [(fdr, None) for fdr in fdrs] + [(fdr, sigma) for fdr in fdrs if fdr is not None for sigma in sigmas]
+    competition = {t: {th: decoy_competition(per[th], scores[t][th], per["decoys"][th], decoy_scores[t][th])
+                        for th in SEG_THRESHOLDS} if "decoys" in per else {} for t, (_, _, _, per) in val.items()}
+
+    def kept(t, th, v, fdr, sigma=None):
+        """The catalogue ``planetcd segment`` keeps: with decoys, the target-decoy competition first, then the
+        threshold the winning decoys set (one for the tile, or each crater's own with ``sigma``)."""
+        craters, p = val[t][3][th], scores[t][th]
+        if fdr is None or not len(p):
+            return craters[p >= v]
+        won, decoy_won = competition[t][th]
+        decoys, d = val[t][3]["decoys"][th][decoy_won], decoy_scores[t][th][decoy_won]
+        if sigma is None:
+            return craters[won & (p >= decoy_threshold(p[won], d, v, fdr))]
+        return craters[won][p[won] >= local_decoy_thresholds(craters[won], p[won], decoys, d, v, fdr, sigma)]
 
     table = {}
     for th in SEG_THRESHOLDS:
         for v in VERIFIER_THRESHOLDS:
-            for fdr in fdrs:
-                res = [cf.score(kept(t, th, v, fdr), truth, t) for t, (_, truth, _, per) in val.items()]
+            for fdr in decoy_variants:
+                res = [cf.score(kept(t, th, v, *fdr), truth, t) for t, (_, truth, _, per) in val.items()]
                 pooled = pool_results(res)
                 table[(th, v, fdr)] = {"f1": round(float(np.nan_to_num(pooled.f1)), 4),
                                        "tiles": {t: cf.prf(r) for t, r in zip(val, res)}}
-    # ties: no decoy pass (half the time), then the higher thresholds
-    best = max(table, key=lambda k: (table[k]["f1"], k[2] is None, k[0], k[1]))
-    plain = max((k for k in table if k[1] == 0.0 and k[2] is None), key=lambda k: table[k]["f1"])
+    # ties: no decoy pass (half the time), then one threshold per tile, then the higher thresholds
+    best = max(table, key=lambda k: (table[k]["f1"], k[2][0] is None, k[2][1] is None, k[0], k[1]))
+    plain = max((k for k in table if k[1] == 0.0 and k[2][0] is None), key=lambda k: table[k]["f1"])
+
+    def decoy_name(fdr, sigma):
+        return "-" if fdr is None else f"{fdr:g}" + ("" if sigma is None else f" local {sigma:g} px")
+
     print("segmenter threshold  verifier threshold  decoy FDR  pooled F1 (H+I)  H tp/fp/fn  I tp/fp/fn")
     for (th, v, fdr), row in table.items():
         cells = "  ".join(f"{c['tp']}/{c['fp']}/{c['fn']}" for c in row["tiles"].values())
-        print(f"{th:.2f}  {v:.2f}  {'-' if fdr is None else f'{fdr:g}'}  {row['f1']:.4f}  {cells}"
+        print(f"{th:.2f}  {v:.2f}  {decoy_name(*fdr)}  {row['f1']:.4f}  {cells}"
               f"{'   <- chosen' if (th, v, fdr) == best else ''}")
-    print(f"chosen: segmenter {best[0]:.2f}, verifier {best[1]:.2f}, decoy FDR {best[2]}: F1 {table[best]['f1']:.4f} on "
-          f"H+I (segmenter alone, best threshold {plain[0]:.2f}: {table[plain]['f1']:.4f}); not held out")
+    print(f"chosen: segmenter {best[0]:.2f}, verifier {best[1]:.2f}, decoy FDR {decoy_name(*best[2])}: F1 "
+          f"{table[best]['f1']:.4f} on H+I (segmenter alone, best threshold {plain[0]:.2f}: {table[plain]['f1']:.4f}); "
+          "not held out")
 
     path = save_verifier(verifier, out / "ctx-craters-verifier.pt", name="ctx-craters-verifier")
-    summary = {"chosen": {"prob_threshold": best[0], "verifier_threshold": best[1], "decoy_fdr": best[2],
-                          "f1_HI": table[best]["f1"]},
+    summary = {"chosen": {"prob_threshold": best[0], "verifier_threshold": best[1], "decoy_fdr": best[2][0],
+                          "decoy_sigma": best[2][1], "f1_HI": table[best]["f1"]},
                "segmenter_alone": {"prob_threshold": plain[0], "f1_HI": table[plain]["f1"]},
                "scales": list(scales) if scales else None, "tta": tta, "reused": args.reuse,
                "decoy_scales": list(decoy_scales) if decoy_scales else None,
                "chips": n_chips, "craters": n_craters, "train_seconds": train_seconds,
                "total_seconds": round(time.monotonic() - t0, 1),
                "epochs": None if args.reuse else args.epochs, "decoy_fdr_variants": fdrs,
-               "table": {f"{a:g}/{b:g}" + ("" if c is None else f"/fdr{c:g}"): row for (a, b, c), row in table.items()}}
+               "decoy_sigma_variants": sigmas,
+               "table": {f"{a:g}/{b:g}" + ("" if c is None else f"/fdr{c:g}") + ("" if sg is None else f"/local{sg:g}"): row
+                         for (a, b, (c, sg)), row in table.items()}}
     summary["opposite_negatives"] = bool(args.opposite_negatives)
     summary["sun_refine"] = bool(args.sun_refine)
     summary["contexts"] = list(verifier_contexts(verifier))

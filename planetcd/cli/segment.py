@@ -43,14 +43,16 @@ log = logging.getLogger("planetcd.segment")
               help="Verifier probability a crater needs [default: the verifier's].")
 @click.option("--decoy-fdr", default=None, metavar="SHARE|off",
               help="With the verifier: also segment the image turned for the opposite sun (decoys: real craters look like mounds there) and raise the verifier threshold until decoys are at most SHARE of the catalogue (rough and knobby ground; twice the time). 'off': no decoys [default: the verifier's].")
+@click.option("--decoy-sigma", default=None, metavar="PX|off",
+              help="With decoys: each crater's verifier threshold from the decoys and craters around it (a Gaussian of PX pixels), so knobby parts of the image get a strict threshold and smooth parts keep a lax one. 'off': one threshold for the whole image [default: the verifier's].")
 @dask_options
 @device_opt
 @precision_opt
 @overwrite_opt
 @common_options
 def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, batch_size, band, block_size, scales,
-            min_contrast, tta, sun_azimuth, sun_refine, verify, verifier_path, verify_threshold, decoy_fdr, scheduler,
-            workers, device, precision, overwrite, verbose, quiet):
+            min_contrast, tta, sun_azimuth, sun_refine, verify, verifier_path, verify_threshold, decoy_fdr, decoy_sigma,
+            scheduler, workers, device, precision, overwrite, verbose, quiet):
     """Segment craters in IMAGE (GeoTIFF, PNG, PGM, JPEG, ...).
 
     Writes OUTDIR/crater_prob.tif (float32 probability on the input grid and
@@ -77,12 +79,14 @@ def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, bat
         raise click.UsageError("--verifier and --no-verify contradict each other")
     verify_arg = verifier_path if verifier_path else verify
     decoy_arg = parse_decoy_fdr(decoy_fdr)
+    sigma_arg = parse_decoy_sigma(decoy_sigma)
     with dask_runner(scheduler, workers) as runner:
         result = run_segment(image, model_name, prob_threshold=threshold, scales=scales, tile_size=tile,
                              overlap=overlap, block_size=block_size or DEFAULT_BLOCK_SIZE, batch_size=batch_size,
                              band=band, pixel_size_m=pixel_size, device=device, tta=tta, runner=runner,
                              progress=progress, sun_azimuth=sun_azimuth, precision=precision,
                              verify=verify_arg, verify_threshold=verify_threshold, decoy_fdr=decoy_arg,
+                             decoy_sigma=sigma_arg,
                              sun_refine=sun_refine, **extraction)
     result.write(outdir, overwrite=overwrite)
     log.info("%d craters; outputs in %s (%.1f s)", len(result.catalog), outdir, result.seconds)
@@ -100,3 +104,17 @@ def parse_decoy_fdr(value: str | None) -> float | bool | None:
         return check_fdr(value, "--decoy-fdr")
     except ValueError:
         raise InputError(f"--decoy-fdr {value!r}: a share in (0, 1] or 'off'") from None
+
+
+def parse_decoy_sigma(value: str | None) -> float | bool | None:
+    """``--decoy-sigma``: None (the verifier's), ``off`` (False) or a length in pixels."""
+    if value is None:
+        return None
+    if value.strip().lower() == "off":
+        return False
+    from ..craters.verify import check_sigma
+
+    try:
+        return check_sigma(value, "--decoy-sigma")
+    except ValueError:
+        raise InputError(f"--decoy-sigma {value!r}: a length in pixels or 'off'") from None

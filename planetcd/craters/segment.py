@@ -864,6 +864,20 @@ def _resolve_decoy(verifier, decoy_fdr) -> float | None:
     return check_fdr(decoy_fdr, "decoy_fdr")
 
 
+def _resolve_decoy_sigma(verifier, decoy_sigma) -> float | None:
+    """The local-decoy length (px) of :func:`segment`'s ``decoy_sigma`` (None: one threshold for the image)."""
+    if verifier is None or decoy_sigma is False:
+        return None
+    from .verify import check_sigma
+
+    if decoy_sigma is None or decoy_sigma is True:
+        value = verifier.metadata.get("decoy_sigma")
+        if value is None and decoy_sigma is True:
+            raise InputError("the chip verifier has no decoy_sigma; give a length in pixels")
+        return None if value is None else check_sigma(value)
+    return check_sigma(decoy_sigma)
+
+
 def _check_options(tile_size, overlap, batch_size, block_size, block_halo, pixel_size_m) -> None:
     if tile_size < MIN_TILE:
         raise InputError(f"tile_size {tile_size}: must be at least {MIN_TILE} pixels")
@@ -907,6 +921,7 @@ def segment(
     verify: bool | str | os.PathLike | None = None,
     verify_threshold: float | None = None,
     decoy_fdr: float | bool | None = None,
+    decoy_sigma: float | bool | None = None,
     sun_refine: bool = False,
     **extraction,
 ) -> SegmentResult:
@@ -977,6 +992,12 @@ def segment(
         (and, while it runs, a second probability map in memory: 4 bytes per pixel).
         In ``(0, 1]``; None (default): the verifier's ``decoy_fdr`` (registry), if any; False: no decoys.
         Needs the sun (a sun-aware model); recorded in ``params["verifier"]["decoys"]``.
+    decoy_sigma : float or bool, optional
+        With decoys, each crater's verifier threshold comes from the decoys and craters AROUND it, weighted by
+        a Gaussian of this length in pixels of the input (:func:`planetcd.craters.verify.local_decoy_thresholds`):
+        knobby parts of an image get a strict threshold, smooth parts keep the verifier's own. None (default):
+        the verifier's ``decoy_sigma`` (registry), if any, else one threshold for the image; False: one
+        threshold for the image (:func:`planetcd.craters.verify.decoy_threshold`).
     sun_refine : bool
         With an estimated sun (confident, not given) and a sun-aware model, the sun is always read back from
         the craters the first pass found (:func:`refined_sun_azimuth`; ``params["sun"]["readback"]``), and a
@@ -1017,6 +1038,7 @@ def segment(
              meta.get("arch"), ", flip-averaged" if meta.get("tta") else "", threshold, tile_size, overlap, torch_device)
 
     decoy_limit = _resolve_decoy(verifier, decoy_fdr)
+    decoy_length = _resolve_decoy_sigma(verifier, decoy_sigma) if decoy_limit is not None else None
     blocks = halo_tiles(height, width, block_size, block_halo)
     local = runner is None or isinstance(runner, LocalRunner)
 
@@ -1096,19 +1118,39 @@ def segment(
                                              band=band, pyramid=pyramid)
             # a crater and a decoy that are one feature: the better-scored wins (the other is a mound's echo)
             won, decoy_won = decoy_competition(craters, scores, decoys, decoy_scores)
-            cut = decoy_threshold(scores[won], decoy_scores[decoy_won], v_threshold, decoy_limit)
-            decoy_record = {"max_fdr": decoy_limit, "sun_azimuth_deg": round(opposite, 3), "found": int(len(decoys)),
-                            "passing": int((decoy_scores[decoy_won] >= cut).sum()),
-                            "lost_to_decoys": int(((scores >= cut) & ~won).sum()),
-                            "threshold": None if not np.isfinite(cut) else round(float(cut), 4)}
+            if decoy_length is None:  # one threshold for the image
+                cut = decoy_threshold(scores[won], decoy_scores[decoy_won], v_threshold, decoy_limit)
+                passing = int((decoy_scores[decoy_won] >= cut).sum())
+                threshold_record = None if not np.isfinite(cut) else round(float(cut), 4)
+                said = "keep none" if not np.isfinite(cut) else f"{cut:.3g}"
+            else:  # each crater's threshold from the decoys around it; a crater a decoy beat keeps none
+                from .verify import local_decoy_thresholds, local_decoys_passing
+
+                limits = local_decoy_thresholds(craters[won], scores[won], decoys[decoy_won], decoy_scores[decoy_won],
+                                                v_threshold, decoy_limit, decoy_length)
+                cut = np.full(len(craters), np.inf)
+                cut[won] = limits
+                passing = local_decoys_passing(craters[won], limits, decoys[decoy_won], decoy_scores[decoy_won])
+                finite = limits[np.isfinite(limits)]
+                threshold_record = ({"sigma_px": decoy_length, "min": round(float(finite.min()), 4),
+                                     "median": round(float(np.median(finite)), 4),
+                                     "max": round(float(finite.max()), 4), "keep_none": int((~np.isfinite(limits)).sum())}
+                                    if len(finite) else {"sigma_px": decoy_length, "keep_none": int(len(limits))})
+                said = (f"{finite.min():.3g}..{finite.max():.3g} (local, sigma {decoy_length:g} px)" if len(finite)
+                        else "keep none")
+            decoy_record = {"max_fdr": decoy_limit, "sigma_px": decoy_length, "sun_azimuth_deg": round(opposite, 3),
+                            "found": int(len(decoys)), "passing": passing,
+                            # local: a crater a decoy beat has no threshold of its own; count those over the floor
+                            "lost_to_decoys": int(((scores >= (v_threshold if decoy_length else cut)) & ~won).sum()),
+                            "threshold": threshold_record}
             log.info("decoys (opposite sun): %d found, verifier threshold %.3g -> %s; %d craters lost to a decoy",
-                     len(decoys), v_threshold, "keep none" if not np.isfinite(cut) else f"{cut:.3g}",
-                     decoy_record["lost_to_decoys"])
+                     len(decoys), v_threshold, said, decoy_record["lost_to_decoys"])
         craters = craters[(scores >= cut) & won]
         verifier_record = {"name": verifier.metadata.get("name", str(verify)), "threshold": v_threshold,
                            "prob_threshold": extract_threshold, "checked": int(checked), "kept": int(len(craters)),
                            "decoys": decoy_record}
-        log.info("chip verifier: kept %d of %d craters (threshold %.3g)", len(craters), checked, cut)
+        log.info("chip verifier: kept %d of %d craters (threshold %s)", len(craters), checked,
+                 f"{cut:.3g}" if np.ndim(cut) == 0 else "local")
     catalog = Catalog.from_pixels(craters, name=source.name, **source.georef)
     catalog.metadata = {"command": "segment", "model": str(meta.get("name", model)), "sun": sun_record,
                         "verifier": verifier_record}

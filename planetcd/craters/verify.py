@@ -21,7 +21,8 @@ oriented by a :class:`~planetcd.craters.sun.CanonicalFrame`),
 :func:`verifier_scores`, :func:`verify_craters` (scores of craters of an image);
 :class:`ChipVerifier` is the network (its ``metadata`` says the chip geometry);
 :func:`decoy_threshold` raises the verifier's threshold on one image by its decoys (the craters found
-under the opposite sun: ``planetcd segment --decoy-fdr``).
+under the opposite sun: ``planetcd segment --decoy-fdr``); :func:`local_decoy_thresholds` does it per crater,
+from the decoys around it (``planetcd segment --decoy-sigma``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ __all__ = [
     "CHIP_SIZE", "CHIP_CONTEXT", "ChipVerifier", "image_pyramid", "crater_chips", "chip_stack", "verifier_contexts",
     "verifier_scores",
     "verify_craters", "verifier_training_chips", "train_verifier", "save_verifier", "load_verifier",
-    "decoy_threshold", "decoy_competition", "check_fdr",
+    "decoy_threshold", "decoy_competition", "check_fdr", "local_decoy_weights", "local_decoy_thresholds",
+    "local_decoys_passing", "check_sigma",
 ]
 
 log = logging.getLogger(__name__)
@@ -317,6 +319,123 @@ def decoy_competition(craters: np.ndarray, scores: np.ndarray, decoys: np.ndarra
     crater_wins[i[decoy_scores[j] > scores[i]]] = False
     decoy_wins[j[scores[i] > decoy_scores[j]]] = False
     return crater_wins, decoy_wins
+
+
+#: Verifier thresholds :func:`local_decoy_thresholds` tries (0..1 in steps of 0.02; the tile folds' grid).
+LOCAL_THRESHOLD_STEPS = np.round(np.arange(0.0, 1.0001, 0.02), 2)
+
+#: Distance (in σ) past which :func:`local_decoy_weights` drops a Gaussian weight (exp(-8) = 3e-4 of a
+#: neighbour's): the weights are sparse, so a large image's tens of thousands of craters cost memory in
+#: proportion to their neighbours, not to their number squared.
+LOCAL_CUTOFF_SIGMAS = 4.0
+
+
+def check_sigma(value, name: str = "decoy_sigma") -> float:
+    """A local-decoy length in pixels as a positive float; ``InputError`` naming ``name`` otherwise."""
+    sigma = float(value)
+    if not (math.isfinite(sigma) and sigma > 0.0):
+        raise InputError(f"{name} {value}: must be a positive number of pixels")
+    return sigma
+
+
+def local_decoy_weights(craters: np.ndarray, decoys: np.ndarray, sigma: float):
+    """Gaussian weights of every crater and every decoy as seen from each crater.
+
+    Parameters
+    ----------
+    craters : ndarray, shape (n, >=2)
+        ``x_px, y_px, ...`` of the craters.
+    decoys : ndarray, shape (m, >=2)
+        ``x_px, y_px, ...`` of the decoys, on the same grid.
+    sigma : float
+        Length of the Gaussian, pixels; weights beyond :data:`LOCAL_CUTOFF_SIGMAS` σ are zero.
+
+    Returns
+    -------
+    w_craters : scipy.sparse.csr_matrix, shape (n, n)
+        ``exp(-d² / 2σ²)`` between craters (1 on the diagonal).
+    w_decoys : scipy.sparse.csr_matrix, shape (n, m)
+        The same from each crater to each decoy.
+    """
+    from scipy import sparse
+    from scipy.spatial import cKDTree
+
+    sigma = check_sigma(sigma, "sigma")
+    craters, decoys = _crater_rows(craters)[:, :2], _crater_rows(decoys)[:, :2]
+
+    def weights(points: np.ndarray):
+        shape = (len(craters), len(points))
+        if not len(craters) or not len(points):
+            return sparse.csr_matrix(shape)
+        near = cKDTree(craters).sparse_distance_matrix(cKDTree(points), LOCAL_CUTOFF_SIGMAS * sigma,
+                                                       output_type="ndarray")
+        return sparse.csr_matrix((np.exp(-0.5 * (near["v"] / sigma) ** 2), (near["i"], near["j"])), shape=shape)
+
+    w_craters = weights(craters)
+    if len(craters):  # sparse_distance_matrix may leave the zero distances out: every crater sees itself
+        w_craters = (w_craters - sparse.diags(w_craters.diagonal()) + sparse.identity(len(craters))).tocsr()
+    return w_craters, weights(decoys)
+
+
+def local_decoy_thresholds(craters: np.ndarray, scores: np.ndarray, decoys: np.ndarray, decoy_scores: np.ndarray,
+                           floor: float, max_fdr: float, sigma: float, weights=None) -> np.ndarray:
+    """Each crater's verifier threshold from the decoys AROUND it.
+
+    :func:`decoy_threshold`'s target-decoy estimate with every crater and decoy weighted by a Gaussian of its
+    distance from the crater: on an image that mixes smooth ground and knobs, one threshold per image is too
+    strict on the first or too lax on the second. At threshold ``t`` the local false share around crater ``i``
+    is ``sum_j w_ij [decoy_j >= t] / sum_k w_ik [crater_k >= t]``; crater ``i``'s threshold is the lowest of
+    :data:`LOCAL_THRESHOLD_STEPS` at or above ``floor`` where that share is at most ``max_fdr``. Chosen with
+    the tile folds (``benchmarks/crater_folds.py --local-decoys``, docs/segment.md).
+
+    Parameters
+    ----------
+    craters : ndarray, shape (n, >=2)
+        The catalogue's candidates (``x_px, y_px, ...``), after :func:`decoy_competition`.
+    scores : ndarray, shape (n,)
+        Their verifier probabilities.
+    decoys : ndarray, shape (m, >=2)
+        The decoys that won the competition, on the same grid.
+    decoy_scores : ndarray, shape (m,)
+        Their verifier probabilities.
+    floor : float
+        The verifier's own threshold: no crater's is below it.
+    max_fdr : float
+        Largest local estimated false share, in ``(0, 1]``.
+    sigma : float
+        Length of the neighbourhood (Gaussian σ), pixels of the input grid.
+    weights : tuple, optional
+        :func:`local_decoy_weights` of these craters and decoys at ``sigma``, if already made.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        Each crater's threshold (``inf``: no step reaches ``max_fdr`` around it; the crater is dropped).
+    """
+    check_fdr(max_fdr)
+    craters = _crater_rows(craters)
+    if not len(craters):
+        return np.zeros(0)
+    steps = LOCAL_THRESHOLD_STEPS[LOCAL_THRESHOLD_STEPS >= floor - 1e-9]
+    if not len(steps):
+        steps = np.array([floor])
+    w_craters, w_decoys = local_decoy_weights(craters, decoys, sigma) if weights is None else weights
+    kept = (np.asarray(scores, np.float64)[None, :] >= steps[:, None]).astype(np.float64)  # (T, n)
+    false = (np.asarray(decoy_scores, np.float64)[None, :] >= steps[:, None]).astype(np.float64)  # (T, m)
+    ok = np.asarray(w_decoys @ false.T) <= max_fdr * np.asarray(w_craters @ kept.T) + 1e-12  # (n, T)
+    first = np.argmax(ok, axis=1)
+    return np.where(ok.any(axis=1), steps[first], np.inf)
+
+
+def local_decoys_passing(craters: np.ndarray, limits: np.ndarray, decoys: np.ndarray, decoy_scores: np.ndarray) -> int:
+    """How many decoys pass the threshold (:func:`local_decoy_thresholds`) of the crater nearest to them."""
+    from scipy.spatial import cKDTree
+
+    craters, decoys = _crater_rows(craters), _crater_rows(decoys)
+    if not len(decoys) or not len(craters):
+        return 0
+    _, nearest = cKDTree(craters[:, :2]).query(decoys[:, :2])
+    return int(np.count_nonzero(np.asarray(decoy_scores) >= np.asarray(limits)[nearest]))
 
 
 # --------------------------------------------------------------------------- training

@@ -82,7 +82,8 @@ def test_bad_options(tmp_path, tiny_model, rng):
     bad.write_bytes(b"not a checkpoint")
     for args in (("--overlap", 600), ("--threshold", 1.5), ("--tile", 8), ("--model", tmp_path / "none.pt"),
                  ("--model", bad), ("--model", "no-such-model"), ("--scales", "0"), ("--scales", "1,x"),
-                 ("--min-contrast", 2), ("--decoy-fdr", "2"), ("--decoy-fdr", "x"), ("--decoy-fdr", "0")):
+                 ("--min-contrast", 2), ("--decoy-fdr", "2"), ("--decoy-fdr", "x"), ("--decoy-fdr", "0"),
+                 ("--decoy-sigma", "0"), ("--decoy-sigma", "x"), ("--decoy-sigma", "-3"), ("--decoy-sigma", "nan")):
         res = _run("segment", src, "-o", tmp_path / "o", "--model", tiny_model, *args, "-q")
         assert res.exit_code != 0, args
         assert res.output.strip().startswith("planetcd: error:") and len(res.output.strip().splitlines()) == 1, res.output

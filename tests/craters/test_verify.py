@@ -127,6 +127,56 @@ def test_decoy_competition_keeps_the_better_scored_of_one_feature():
     assert no_decoys[0].all() and no_decoys[1].shape == (0,)
 
 
+def test_local_decoy_thresholds_are_strict_among_decoys_and_lax_on_smooth_ground():
+    """A tile whose left half is smooth (good craters, no decoys) and right half knobby (crater-like texture and
+    its decoys): one threshold for the tile would cut the left half's weaker craters; the local thresholds keep the
+    verifier's floor on the left and rise on the right until the decoys around each crater are a small share."""
+    from planetcd.craters.verify import decoy_threshold, local_decoy_thresholds, local_decoys_passing
+
+    rng = np.random.default_rng(2)
+    left = np.column_stack([rng.uniform(0, 600, 60), rng.uniform(0, 2000, 60), rng.uniform(4, 9, 60)])
+    right = np.column_stack([rng.uniform(1400, 2000, 60), rng.uniform(0, 2000, 60), rng.uniform(4, 9, 60)])
+    left_scores = rng.uniform(0.35, 0.8, 60)  # real craters, some weakly scored
+    right_scores = np.concatenate([rng.uniform(0.8, 1.0, 20), rng.uniform(0.3, 0.6, 40)])  # 20 craters, 40 knobs
+    decoys = np.column_stack([rng.uniform(1400, 2000, 40), rng.uniform(0, 2000, 40), rng.uniform(4, 9, 40)])
+    decoy_scores = rng.uniform(0.3, 0.6, 40)  # the knobs under the opposite sun
+    craters, scores = np.vstack([left, right]), np.concatenate([left_scores, right_scores])
+    limits = local_decoy_thresholds(craters, scores, decoys, decoy_scores, floor=0.3, max_fdr=0.1, sigma=200.0)
+    assert limits.shape == (120,)
+    assert np.all(limits[:60] == 0.3)  # 4 sigma or more from every decoy: the verifier's own threshold
+    assert np.all(limits[60:] > 0.4) and np.median(limits[60:]) > 0.5  # among the knobs: up into their scores
+    kept = scores >= limits
+    assert kept[:60].all() and kept[60:80].all() and kept[80:].sum() <= 10
+    tile_wide = decoy_threshold(scores, decoy_scores, floor=0.3, max_fdr=0.1)
+    assert (scores[:60] >= tile_wide).sum() < 60  # one threshold for the tile loses smooth ground's weak craters
+    assert local_decoys_passing(craters, limits, decoys, decoy_scores) <= 0.1 * kept.sum()
+    with pytest.raises(InputError):
+        local_decoy_thresholds(craters, scores, decoys, decoy_scores, floor=0.3, max_fdr=0.1, sigma=0.0)
+    assert local_decoy_thresholds(np.zeros((0, 3)), np.zeros(0), decoys, decoy_scores, 0.3, 0.1, 200.0).shape == (0,)
+    no_decoys = local_decoy_thresholds(craters, scores, np.zeros((0, 3)), np.zeros(0), 0.3, 0.1, 200.0)
+    assert np.all(no_decoys == 0.3)
+    # a length far beyond the tile: every crater sees all alike, the lowest step where the tile's decoys are a
+    # small enough share (decoy_threshold's rule on the steps of 0.02)
+    uniform = local_decoy_thresholds(craters, scores, decoys, decoy_scores, 0.3, 0.1, 1e6)
+    steps = np.round(np.arange(0.3, 1.0001, 0.02), 2)
+    expected = next(t for t in steps if (decoy_scores >= t).sum() <= 0.1 * (scores >= t).sum() + 1e-9)
+    np.testing.assert_allclose(uniform, expected)
+
+
+def test_local_decoy_weights_are_the_gaussian_of_the_distance():
+    """The sparse weights equal the dense Gaussian within the cut-off (4 sigma) and are zero beyond it."""
+    from planetcd.craters.verify import LOCAL_CUTOFF_SIGMAS, local_decoy_weights
+
+    rng = np.random.default_rng(3)
+    craters, decoys = rng.uniform(0, 1000, (50, 3)), rng.uniform(0, 1000, (30, 3))
+    w_craters, w_decoys = local_decoy_weights(craters, decoys, 100.0)
+    for points, w in ((craters, w_craters), (decoys, w_decoys)):
+        d = np.hypot(*(craters[:, None, :2] - points[None, :, :2]).transpose(2, 0, 1))
+        dense = np.where(d <= LOCAL_CUTOFF_SIGMAS * 100.0, np.exp(-0.5 * (d / 100.0) ** 2), 0.0)
+        np.testing.assert_allclose(w.toarray(), dense, atol=1e-12)
+    assert np.all(w_craters.diagonal() == 1.0)
+
+
 @pytest.fixture(scope="module")
 def synthetic_verifier():
     """A verifier trained on shaded bowls (light from the left) and domes of one image; and a second image."""
@@ -273,6 +323,37 @@ def test_segment_decoys_raise_the_verifier_threshold_to_the_asked_share(tmp_path
         segment(raw, "ctx-craters", decoy_fdr=1.5, **options)
     with pytest.raises(InputError):  # the verifier has no decoy_fdr of its own
         segment(raw, "ctx-craters", decoy_fdr=True, **options)
+
+
+def test_segment_local_decoys_set_each_craters_threshold(tmp_path, synthetic_verifier):
+    """``segment(decoy_sigma=PX)``: each crater's threshold from the decoys around it, recorded with the length and
+    the thresholds' spread; the catalogue is within the verifier's own (no decoys). With a length much larger than
+    the image every crater sees every decoy alike: one threshold for all."""
+    from planetcd.craters.segment import segment
+
+    model, image, craters, mounds = synthetic_verifier
+    path = save_verifier(model, tmp_path / "v.pt", threshold=0.3)
+    raw = (image * 200 + 20).astype(np.float32)
+    options = dict(verify=path, sun_azimuth=270.0, scales="1", tta=False)
+    plain = segment(raw, "ctx-craters", decoy_fdr=False, **options)
+    tile_wide = segment(raw, "ctx-craters", decoy_fdr=0.3, decoy_sigma=False, **options)
+    assert tile_wide.params["verifier"]["decoys"]["sigma_px"] is None
+    for sigma in (100.0, 1e6):
+        local = segment(raw, "ctx-craters", decoy_fdr=0.3, decoy_sigma=sigma, **options)
+        decoys = local.params["verifier"]["decoys"]
+        assert decoys["sigma_px"] == sigma and decoys["threshold"]["sigma_px"] == sigma and decoys["found"] > 0
+        spread = decoys["threshold"]
+        assert 0.3 <= spread["min"] <= spread["median"] <= spread["max"] <= 1.0
+        if sigma == 1e6:
+            assert spread["min"] == spread["max"]
+        kept = {tuple(np.round(c[:3], 3)) for c in local.catalog.pixels}
+        assert kept <= {tuple(np.round(c[:3], 3)) for c in plain.catalog.pixels}
+        assert local.catalog.metadata["verifier"]["decoys"] == decoys
+    for bad in (0.0, -5.0, float("nan")):
+        with pytest.raises(InputError):
+            segment(raw, "ctx-craters", decoy_fdr=0.3, decoy_sigma=bad, **options)
+    with pytest.raises(InputError):  # the verifier has no decoy_sigma of its own
+        segment(raw, "ctx-craters", decoy_fdr=0.3, decoy_sigma=True, **options)
 
 
 @pytest.mark.parametrize("tile", ["H", "I"])
