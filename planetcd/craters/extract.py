@@ -408,12 +408,11 @@ def _component_distances_and_peaks(binary: np.ndarray, components: np.ndarray,
 
 def _filled_components(binary: np.ndarray, prob: np.ndarray, min_radius: float) -> np.ndarray:
     from skimage.feature import peak_local_max
-    from skimage.segmentation import watershed
 
     if not binary.any():
         return np.zeros((0, 4))
     # Gaps inside a disc would seed extra watershed basins; a filled target has no holes.
-    binary = ndimage.binary_fill_holes(binary)
+    binary = _fill_holes(binary)
     components, _ = ndimage.label(binary)
     min_distance = max(1, int(round(min_radius)))
     if binary.all():  # no background: the per-component crops rest on one (their grown box holds it)
@@ -428,8 +427,43 @@ def _filled_components(binary: np.ndarray, prob: np.ndarray, min_radius: float) 
     if unmarked.size:
         seeds = np.asarray(ndimage.maximum_position(distance, components, unmarked), dtype=int).reshape(-1, 2)
         markers[seeds[:, 0], seeds[:, 1]] = np.arange(len(peaks) + 1, len(peaks) + 1 + len(seeds))
-    labels = watershed(-distance, markers, mask=binary)
+    labels = _split_components(components, markers, distance)
     return _regions(labels, prob, fill_holes=False)
+
+
+def _fill_holes(binary: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_fill_holes(binary)``: the background 4-connected to the map's edge stays, the rest is
+    filled; by one labelling of the background instead of the iterated dilation (a tenth of the time)."""
+    background, n = ndimage.label(~binary)
+    outside = np.zeros(n + 1, bool)
+    outside[np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])] = True
+    outside[0] = False
+    return ~outside[background]
+
+
+def _split_components(components: np.ndarray, markers: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """``watershed(-distance, markers, mask=components > 0)``, component by component: the same labels.
+
+    A basin never leaves its component (the mask separates components, and both this flood and
+    :func:`scipy.ndimage.label` connect the 4 neighbours), so each component is flooded alone on its bounding
+    box, where the pixels come in the whole map's raster order. A component with one marker (most craters)
+    is that marker's basin without a flood. What is saved is the whole map's flood and its input checks
+    (a third of the extraction on a 2000² tile's six maps).
+    """
+    from skimage.segmentation import watershed
+
+    labels = np.zeros(components.shape, np.int32)
+    for k, box in enumerate(ndimage.find_objects(components), start=1):
+        if box is None:
+            continue
+        inside = components[box] == k
+        seeds = np.where(inside, markers[box], 0)
+        ids = seeds[seeds > 0]
+        if len(ids) == 1:
+            labels[box][inside] = ids[0]
+        elif len(ids) > 1:
+            labels[box][inside] = watershed(-distance[box], seeds, mask=inside)[inside]
+    return labels
 
 
 def _outline_components(binary: np.ndarray, prob: np.ndarray, target: str) -> np.ndarray:

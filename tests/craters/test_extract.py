@@ -196,3 +196,57 @@ def test_component_distances_and_peaks_are_the_whole_map_s(seed, min_distance):
     assert n > 20
     assert np.array_equal(distance, expected)
     assert np.array_equal(peaks, peak_local_max(expected, min_distance=min_distance, labels=components, exclude_border=False))
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_split_components_floods_each_component_as_the_whole_map_does(seed):
+    """Each component flooded alone: a one-marker component is that marker's basin; a basin never leaves its
+    component, holds its marker and is connected; and the basins are the whole map's flood but for the pixels
+    two basins reach at the same step (the flood's heap breaks those ties by its own order)."""
+    from scipy import ndimage
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    from planetcd.craters.extract import _split_components
+
+    prob, _ = synthetic_probability_map((240, 200), n_craters=80, seed=seed)  # crowded: craters that touch
+    binary = ndimage.binary_fill_holes(prob >= 0.2)
+    components, n = ndimage.label(binary)
+    distance = ndimage.distance_transform_edt(binary)
+    peaks = peak_local_max(distance, min_distance=2, labels=components, exclude_border=False)
+    markers = np.zeros(binary.shape, np.int32)
+    markers[peaks[:, 0], peaks[:, 1]] = np.arange(1, len(peaks) + 1)
+    labels = _split_components(components, markers, distance)
+    whole = watershed(-distance, markers, mask=binary)
+    assert np.array_equal(labels > 0, binary)
+    counts = ndimage.sum_labels(markers > 0, components, np.arange(1, n + 1))
+    assert (counts == 1).sum() > 20 and (counts > 1).sum() >= 4  # both kinds of component
+    for k in np.flatnonzero(counts == 1) + 1:
+        inside = components == k
+        assert np.unique(labels[inside]).tolist() == [markers[inside].max()]
+    for marker_id in range(1, len(peaks) + 1):
+        basin = labels == marker_id
+        row, col = peaks[marker_id - 1]
+        assert basin[row, col] and ndimage.label(basin)[1] == 1
+        assert np.unique(components[basin]).size == 1
+    assert (labels != whole).sum() <= 0.01 * binary.sum()
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_fill_holes_is_ndimage_s(seed):
+    """Background that reaches the map's edge through its 4 neighbours stays; every other gap is filled."""
+    from scipy import ndimage
+
+    from planetcd.craters.extract import _fill_holes
+
+    rng = np.random.default_rng(seed)
+    binary = ndimage.binary_opening(rng.random((180, 150)) < 0.55)
+    binary[40:60, 40:60] = True
+    binary[45:55, 45:55] = False  # a hole
+    binary[50, 45:61] = False  # ... and a channel from it to the outside of the square
+    binary[0, :] = binary[:, -1] = True  # objects on the edges
+    filled = _fill_holes(binary)
+    expected = ndimage.binary_fill_holes(binary)
+    assert expected.sum() > binary.sum() and np.array_equal(filled, expected)
+    assert np.array_equal(_fill_holes(np.ones((5, 4), bool)), np.ones((5, 4), bool))
+    assert not _fill_holes(np.zeros((5, 4), bool)).any()
