@@ -314,7 +314,7 @@ def robust_range(
     """
     if not np.any(valid):
         raise InputError("image has no valid pixels (all nodata)")
-    values = data[:, valid]
+    values = band_values(data, valid)
     low, high = np.percentile(values, percentiles, axis=1).astype(np.float32)
     flat = ~(high > low)
     high[flat] = low[flat] + 1.0
@@ -455,6 +455,18 @@ class IntensityStats:
         return np.clip(scaled, 0.0, 1.0) * 2.0 - 1.0
 
 
+def band_values(stack: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """``stack[:, where]``: the values ``(bands, n)`` of the pixels ``where`` (rows, cols) holds, in raster order.
+
+    One band (the usual case) is indexed as a 2-D array, which numpy does about ten times faster than the
+    mixed slice-and-mask index: the same values in the same layout, so the same statistics to the last bit.
+    Several bands keep ``stack[:, where]`` (numpy lays that copy out band-interleaved, and a mean's summation
+    order follows the layout)."""
+    if stack.shape[0] == 1:
+        return stack[0][where][None]
+    return stack[:, where]
+
+
 def intensity_stats(data: np.ndarray, missing: np.ndarray, percentiles: tuple[float, float] = ROBUST_PERCENTILES,
                     max_values: int | None = None) -> IntensityStats:
     """:class:`IntensityStats` of the present pixels of an array.
@@ -483,7 +495,7 @@ def intensity_stats(data: np.ndarray, missing: np.ndarray, percentiles: tuple[fl
     everywhere = stack.shape[0] == 1 and bool(present.all())
 
     def present_values(array: np.ndarray) -> np.ndarray:
-        return array.reshape(array.shape[0], -1) if everywhere else array[:, present]
+        return array.reshape(array.shape[0], -1) if everywhere else band_values(array, present)
 
     def moments(array: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         values = present_values(array)
@@ -847,7 +859,7 @@ def fill_invalid(data: np.ndarray, valid: np.ndarray, value: float | np.ndarray 
         return data
     out = data.copy()
     if value is None:
-        value = data[:, valid].mean(axis=1) if np.any(valid) else np.zeros(data.shape[0], np.float32)
+        value = band_values(data, valid).mean(axis=1) if np.any(valid) else np.zeros(data.shape[0], np.float32)
     value = np.broadcast_to(np.asarray(value, np.float32), (data.shape[0],))
     for band in range(data.shape[0]):
         out[band][~valid] = value[band]

@@ -352,3 +352,17 @@ def test_an_impulse_free_copy_of_bands_with_alpha_or_a_dataset_mask_clips_only_t
     np.testing.assert_array_equal(clipped, expected)
     np.testing.assert_array_equal(written[:3][:, ~valid], raw[:3][:, ~valid])  # no ground: as it was
     np.testing.assert_array_equal(written[3:], raw[3:])  # the alpha band
+
+
+@pytest.mark.parametrize("bands", [1, 3])
+def test_band_values_are_the_masked_index(bands):
+    """band_values(stack, where) is stack[:, where]: the same values, layout and statistics."""
+    from planetcd.raster import band_values
+
+    rng = np.random.default_rng(bands)
+    stack = (rng.random((bands, 90, 70)) * 1000).astype(np.float32)
+    where = rng.random((90, 70)) < 0.7
+    got, expected = band_values(stack, where), stack[:, where]
+    assert got.shape == (bands, where.sum()) and np.array_equal(got, expected)
+    assert np.array_equal(got.mean(axis=1), expected.mean(axis=1))
+    assert np.array_equal(np.percentile(got, (0.5, 99.5), axis=1), np.percentile(expected, (0.5, 99.5), axis=1))

@@ -452,17 +452,19 @@ def _split_components(components: np.ndarray, markers: np.ndarray, distance: np.
     """
     from skimage.segmentation import watershed
 
-    labels = np.zeros(components.shape, np.int32)
-    for k, box in enumerate(ndimage.find_objects(components), start=1):
-        if box is None:
-            continue
+    n = int(components.max())
+    seeded = markers > 0
+    per_component = np.bincount(components[seeded], minlength=n + 1)  # seeds in each component
+    basin = np.zeros(n + 1, np.int32)  # the basin of a one-seed component: its seed's label
+    single = per_component[components[seeded]] == 1
+    basin[components[seeded][single]] = markers[seeded][single]
+    labels = basin[components]
+    boxes = ndimage.find_objects(components)
+    for k in np.flatnonzero(per_component[1:] > 1) + 1:
+        box = boxes[k - 1]
         inside = components[box] == k
         seeds = np.where(inside, markers[box], 0)
-        ids = seeds[seeds > 0]
-        if len(ids) == 1:
-            labels[box][inside] = ids[0]
-        elif len(ids) > 1:
-            labels[box][inside] = watershed(-distance[box], seeds, mask=inside)[inside]
+        labels[box][inside] = watershed(-distance[box], seeds, mask=inside)[inside]
     return labels
 
 

@@ -451,7 +451,8 @@ class CanonicalFrame:
             matrix = np.array([[cos, sin], [-sin, cos]])
             src_c, dst_c = c_out[::-1], c_in[::-1]
         offset = src_c - matrix @ dst_c
-        work = data.astype(np.float32 if data.dtype.kind in "biu" or data.dtype == np.float32 else np.float64)
+        work = data.astype(np.float32 if data.dtype.kind in "biu" or data.dtype == np.float32 else np.float64,
+                           copy=False)  # a float32 map is read as it is
 
         def one(band: np.ndarray) -> np.ndarray:
             return ndimage.affine_transform(band, matrix, offset, output_shape=out_shape, order=order, mode="constant", cval=fill)
