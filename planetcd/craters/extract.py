@@ -442,13 +442,15 @@ def _fill_holes(binary: np.ndarray) -> np.ndarray:
 
 
 def _split_components(components: np.ndarray, markers: np.ndarray, distance: np.ndarray) -> np.ndarray:
-    """``watershed(-distance, markers, mask=components > 0)``, component by component: the same labels.
+    """``watershed(-distance, markers, mask=components > 0)``, component by component.
 
     A basin never leaves its component (the mask separates components, and both this flood and
     :func:`scipy.ndimage.label` connect the 4 neighbours), so each component is flooded alone on its bounding
-    box, where the pixels come in the whole map's raster order. A component with one marker (most craters)
-    is that marker's basin without a flood. What is saved is the whole map's flood and its input checks
-    (a third of the extraction on a 2000² tile's six maps).
+    box. The basins are the whole map's but for ties: a pixel that two basins reach at the same step goes where
+    the flood's heap order sends it, and that order depends on what else the heap holds (skimage pushes every
+    seed at the same age). A component with one marker (most craters)
+    is that marker's basin without a flood (one lookup for all of them). What is saved is the whole map's flood
+    and its input checks.
     """
     from skimage.segmentation import watershed
 
