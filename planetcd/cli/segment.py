@@ -92,29 +92,28 @@ def segment(image, outdir, model_name, tile, overlap, threshold, pixel_size, bat
     log.info("%d craters; outputs in %s (%.1f s)", len(result.catalog), outdir, result.seconds)
 
 
-def parse_decoy_fdr(value: str | None) -> float | bool | None:
-    """``--decoy-fdr``: None (the verifier's), ``off`` (False) or a share in (0, 1]."""
+def _parse_decoy_option(value: str | None, option: str, check, what: str) -> float | bool | None:
+    """A decoy option: None (the verifier's), ``off`` (False) or a number ``check`` accepts (else a one-line error
+    saying ``what`` it takes)."""
     if value is None:
         return None
     if value.strip().lower() == "off":
         return False
+    try:
+        return check(value, option)
+    except ValueError:
+        raise InputError(f"{option} {value!r}: {what} or 'off'") from None
+
+
+def parse_decoy_fdr(value: str | None) -> float | bool | None:
+    """``--decoy-fdr``: None (the verifier's), ``off`` (False) or a share in (0, 1]."""
     from ..craters.verify import check_fdr
 
-    try:
-        return check_fdr(value, "--decoy-fdr")
-    except ValueError:
-        raise InputError(f"--decoy-fdr {value!r}: a share in (0, 1] or 'off'") from None
+    return _parse_decoy_option(value, "--decoy-fdr", check_fdr, "a share in (0, 1]")
 
 
 def parse_decoy_sigma(value: str | None) -> float | bool | None:
     """``--decoy-sigma``: None (the verifier's), ``off`` (False) or a length in pixels."""
-    if value is None:
-        return None
-    if value.strip().lower() == "off":
-        return False
     from ..craters.verify import check_sigma
 
-    try:
-        return check_sigma(value, "--decoy-sigma")
-    except ValueError:
-        raise InputError(f"--decoy-sigma {value!r}: a length in pixels or 'off'") from None
+    return _parse_decoy_option(value, "--decoy-sigma", check_sigma, "a length in pixels")

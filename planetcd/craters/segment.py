@@ -850,32 +850,32 @@ def _resolve_verifier(meta: dict, verify, verify_threshold: float | None):
     return verifier, threshold
 
 
+def _decoy_setting(verifier, value, key: str, check, missing: str) -> float | None:
+    """One decoy setting of :func:`segment` (``decoy_fdr``, ``decoy_sigma``): False, or no verifier: None (off);
+    None: the verifier's ``key`` (registry) if any; True: the verifier's, which must exist (``missing`` says what
+    to give instead); a number: checked by ``check(value, key)``."""
+    if verifier is None or value is False:
+        return None
+    if value is None or value is True:
+        found = verifier.metadata.get(key)
+        if found is None and value is True:
+            raise InputError(f"the chip verifier has no {key}; {missing}")
+        return None if found is None else check(found, key)
+    return check(value, key)
+
+
 def _resolve_decoy(verifier, decoy_fdr) -> float | None:
     """The decoy false-discovery limit of :func:`segment`'s ``decoy_fdr`` (None: no decoy pass)."""
-    if verifier is None or decoy_fdr is False:
-        return None
-    if decoy_fdr is None or decoy_fdr is True:
-        value = verifier.metadata.get("decoy_fdr")
-        if value is None and decoy_fdr is True:
-            raise InputError("the chip verifier has no decoy_fdr; give a number in (0, 1]")
-        return None if value is None else float(value)
     from .verify import check_fdr
 
-    return check_fdr(decoy_fdr, "decoy_fdr")
+    return _decoy_setting(verifier, decoy_fdr, "decoy_fdr", check_fdr, "give a number in (0, 1]")
 
 
 def _resolve_decoy_sigma(verifier, decoy_sigma) -> float | None:
     """The local-decoy length (px) of :func:`segment`'s ``decoy_sigma`` (None: one threshold for the image)."""
-    if verifier is None or decoy_sigma is False:
-        return None
     from .verify import check_sigma
 
-    if decoy_sigma is None or decoy_sigma is True:
-        value = verifier.metadata.get("decoy_sigma")
-        if value is None and decoy_sigma is True:
-            raise InputError("the chip verifier has no decoy_sigma; give a length in pixels")
-        return None if value is None else check_sigma(value)
-    return check_sigma(decoy_sigma)
+    return _decoy_setting(verifier, decoy_sigma, "decoy_sigma", check_sigma, "give a length in pixels")
 
 
 def _check_options(tile_size, overlap, batch_size, block_size, block_halo, pixel_size_m) -> None:
