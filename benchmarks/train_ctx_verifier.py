@@ -137,6 +137,36 @@ def _selection_options(summary: dict) -> str:
             + (f" --local-decoys {','.join(f'{x:g}' for x in sigmas)}" if sigmas else ""))
 
 
+def per_tile_rows(val: dict, kept_counted, decoy_variants, pool_results, decoy_name, chosen_f1: float) -> dict:
+    """The grid with each tile's own segmenter threshold (``--per-tile-threshold``; for reading): per verifier
+    threshold and decoy variant, each tile takes the threshold of :data:`SEG_THRESHOLDS` whose catalogue holds
+    the most craters beyond its passing decoys (labels unused; ties: nearest 0.3). Prints the best rows."""
+    rows = {}
+    for v in VERIFIER_THRESHOLDS:
+        for fdr, sigma in decoy_variants:
+            if fdr is None:
+                continue
+            picked, results = {}, []
+            for t, (_, truth, _, _) in val.items():
+                counted = {th: kept_counted(t, th, v, fdr, sigma) for th in SEG_THRESHOLDS}
+                th_t = max(SEG_THRESHOLDS, key=lambda th: (len(counted[th][0]) - counted[th][1], -abs(th - 0.3)))
+                picked[t] = th_t
+                results.append(cf.score(counted[th_t][0], truth, t))
+            pooled = pool_results(results)
+            rows[f"{v:g}/{decoy_name(fdr, sigma)}"] = {
+                "f1": round(float(np.nan_to_num(pooled.f1)), 4), "thresholds": picked,
+                "tiles": {t: cf.prf(r) for t, r in zip(val, results)}}
+    ranked = sorted(rows.items(), key=lambda kv: -kv[1]["f1"])
+    print("per-tile segmenter threshold (for reading: the product has one): verifier / decoys, pooled F1 (H+I), "
+          "each tile's threshold, H tp/fp/fn, I tp/fp/fn")
+    for name, row in ranked[:8]:
+        cells = "  ".join(f"{c['tp']}/{c['fp']}/{c['fn']}" for c in row["tiles"].values())
+        print(f"{name}  {row['f1']:.4f}  {row['thresholds']}  {cells}")
+    print(f"best per-tile row {ranked[0][0]}: F1 {ranked[0][1]['f1']:.4f} against {chosen_f1:.4f} chosen with one "
+          "threshold (H+I; not held out)" if ranked else "no decoy variant: no per-tile rows")
+    return rows
+
+
 def _write_registry(registry: Path, meta: dict) -> None:
     tmp = registry.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(meta, indent=2) + "\n")
@@ -147,8 +177,8 @@ def main(argv=None) -> int:
     from planetcd.craters.match import pool_results
     from planetcd.craters.sun import canonical_frame
     from planetcd.craters.verify import (decoy_competition, decoy_threshold, image_pyramid, local_decoy_thresholds,
-                                         save_verifier, train_verifier, verifier_contexts, verifier_training_chips,
-                                         verify_craters)
+                                         local_decoys_passing, save_verifier, train_verifier, verifier_contexts,
+                                         verifier_training_chips, verify_craters)
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/ctx-verifier")
@@ -160,6 +190,10 @@ def main(argv=None) -> int:
     ap.add_argument("--local-decoys", default=None, metavar="SIGMAS",
                     help="also choose each decoy limit applied locally (segment's --decoy-sigma), at these lengths in "
                          "px, e.g. 150,300")
+    ap.add_argument("--per-tile-threshold", action="store_true",
+                    help="also print, for reading (the product has one extraction threshold), the grid with each "
+                         "tile's own segmenter threshold: the one whose catalogue holds the most craters beyond its "
+                         "passing decoys (as crater_folds.py --per-tile-threshold)")
     ap.add_argument("--opposite-negatives", action="store_true",
                     help="also train on the segmenter's detections under the opposite sun (mounds as it sees them)")
     ap.add_argument("--install", action="store_true", help="write the verifier into planetcd/models and the registry")
@@ -260,17 +294,23 @@ def main(argv=None) -> int:
     competition = {t: {th: decoy_competition(per[th], scores[t][th], per["decoys"][th], decoy_scores[t][th])
                         for th in SEG_THRESHOLDS} if "decoys" in per else {} for t, (_, _, _, per) in val.items()}
 
-    def kept(t, th, v, fdr, sigma=None):
-        """The catalogue ``planetcd segment`` keeps: with decoys, the target-decoy competition first, then the
-        threshold the winning decoys set (one for the tile, or each crater's own with ``sigma``)."""
+    def kept_counted(t, th, v, fdr, sigma=None):
+        """The catalogue ``planetcd segment`` keeps, and how many decoys pass with it: with decoys, the
+        target-decoy competition first, then the threshold the winning decoys set (one for the tile, or each
+        crater's own with ``sigma``)."""
         craters, p = val[t][3][th], scores[t][th]
         if fdr is None or not len(p):
-            return craters[p >= v]
+            return craters[p >= v], 0
         won, decoy_won = competition[t][th]
         decoys, d = val[t][3]["decoys"][th][decoy_won], decoy_scores[t][th][decoy_won]
         if sigma is None:
-            return craters[won & (p >= decoy_threshold(p[won], d, v, fdr))]
-        return craters[won][p[won] >= local_decoy_thresholds(craters[won], p[won], decoys, d, v, fdr, sigma)]
+            cut = decoy_threshold(p[won], d, v, fdr)
+            return craters[won & (p >= cut)], int(np.count_nonzero(d >= cut))
+        limits = local_decoy_thresholds(craters[won], p[won], decoys, d, v, fdr, sigma)
+        return craters[won][p[won] >= limits], local_decoys_passing(craters[won], limits, decoys, d)
+
+    def kept(t, th, v, fdr, sigma=None):
+        return kept_counted(t, th, v, fdr, sigma)[0]
 
     table = {}
     for th in SEG_THRESHOLDS:
@@ -311,6 +351,9 @@ def main(argv=None) -> int:
     summary["opposite_negatives"] = bool(args.opposite_negatives)
     summary["sun_refine"] = bool(args.sun_refine)
     summary["contexts"] = list(verifier_contexts(verifier))
+    if args.per_tile_threshold:
+        summary["per_tile_threshold"] = per_tile_rows(val, kept_counted, decoy_variants, pool_results, decoy_name,
+                                                      table[best]["f1"])
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if args.install:
         install(path, summary)
