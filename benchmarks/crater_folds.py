@@ -482,7 +482,7 @@ def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
     """The fold's choices on its inner-validation tiles (scales, thresholds, decoy share, nested suppression) and
     its test tiles scored with them; writes ``verified{tag}.json``."""
     from planetcd.craters.match import pool_results, suppress_nested
-    from planetcd.craters.verify import local_decoy_thresholds, local_decoy_weights, local_decoys_passing
+    from planetcd.craters.verify import decoy_cut, local_decoy_weights
 
     meta, val = saved["meta"], saved["val"]
     scale_variants, decoy_fdrs = meta["scale_variants"], list(meta["decoy_fdrs"])
@@ -512,30 +512,18 @@ def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
         return once[key]
 
     def select_counted(craters_scores, v, fdr=None, nested=None):
-        """The catalogue ``segment`` would keep, and how many decoys pass with it: with a decoy share, the
-        target-decoy competition first (a crater and a decoy that are one feature: the better-scored wins), then
-        the threshold the winning decoys set."""
-        from planetcd.craters.verify import decoy_threshold
-
+        """The catalogue ``segment`` would keep, and how many decoys pass with it
+        (:func:`planetcd.craters.verify.decoy_cut`, its competition and local weights made once per catalogue)."""
         c, p, decoy = craters_scores
         if not len(c):
             return c, 0
-        n_decoys = 0
         if fdr is None:
-            kept = c[p >= v]
-        elif isinstance(fdr, tuple):  # --local-decoys: each crater's threshold from the decoys around it
-            decoys, decoy_scores = decoy
-            won, decoy_won = competition(craters_scores)
-            limits = local_decoy_thresholds(c[won], p[won], decoys[decoy_won], decoy_scores[decoy_won], v, *fdr,
-                                            weights=local_weights(craters_scores, fdr[1]))
-            kept = c[won][p[won] >= limits]
-            n_decoys = local_decoys_passing(c[won], limits, decoys[decoy_won], decoy_scores[decoy_won])
+            kept, n_decoys = c[p >= v], 0
         else:
-            decoys, decoy_scores = decoy
-            won, decoy_won = competition(craters_scores)
-            limit = decoy_threshold(p[won], decoy_scores[decoy_won], v, fdr)
-            kept = c[(p >= limit) & won]
-            n_decoys = int(np.count_nonzero(decoy_scores[decoy_won] >= limit))
+            share, sigma = fdr if isinstance(fdr, tuple) else (fdr, None)  # --local-decoys: (share, sigma px)
+            decided = decoy_cut(c, p, *decoy, v, share, sigma, competition=competition(craters_scores),
+                                weights=None if sigma is None else local_weights(craters_scores, sigma))
+            kept, n_decoys = c[decided.keep], decided.passing
         return (kept if nested is None else kept[suppress_nested(kept, nested)]), n_decoys
 
     def select(craters_scores, v, fdr=None, nested=None):
@@ -548,8 +536,7 @@ def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
         if th is not None:
             return select(found[(scales, th)], v, fdr, nested)
         counted = {t: select_counted(found[(scales, t)], v, fdr, nested) for t in SEG_THRESHOLDS}
-        best = max(SEG_THRESHOLDS, key=lambda t: (len(counted[t][0]) - counted[t][1], -abs(t - 0.3)))
-        return counted[best][0]
+        return counted[own_threshold(counted)][0]
 
     def name(scales):
         return ",".join(f"{s:g}" for s in scales)
@@ -615,6 +602,13 @@ def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
         result["negative_scales"] = meta["negative_scales"]
     (outdir / verified_name(args)).write_text(json.dumps(result, indent=2, default=float))
     return result
+
+
+def own_threshold(counted: dict) -> float:
+    """``--per-tile-threshold``'s choice for one tile: of ``{segmenter threshold: (catalogue kept, decoys passing)}``,
+    the threshold whose catalogue holds the most craters beyond its passing decoys (the target-decoy estimate of
+    the true craters found; labels unused; ties: nearest 0.3)."""
+    return max(counted, key=lambda t: (len(counted[t][0]) - counted[t][1], -abs(t - 0.3)))
 
 
 def fdr_share(fdr) -> float | None:

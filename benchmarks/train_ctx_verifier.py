@@ -137,10 +137,17 @@ def _selection_options(summary: dict) -> str:
             + (f" --local-decoys {','.join(f'{x:g}' for x in sigmas)}" if sigmas else ""))
 
 
-def per_tile_rows(val: dict, kept_counted, decoy_variants, pool_results, decoy_name, chosen_f1: float) -> dict:
+def decoy_name(fdr: float | None, sigma: float | None) -> str:
+    """A decoy variant as the tables print it: ``-`` (none), the share, and the local length if any."""
+    return "-" if fdr is None else f"{fdr:g}" + ("" if sigma is None else f" local {sigma:g} px")
+
+
+def per_tile_rows(val: dict, kept_counted, decoy_variants, chosen_f1: float) -> dict:
     """The grid with each tile's own segmenter threshold (``--per-tile-threshold``; for reading): per verifier
     threshold and decoy variant, each tile takes the threshold of :data:`SEG_THRESHOLDS` whose catalogue holds
-    the most craters beyond its passing decoys (labels unused; ties: nearest 0.3). Prints the best rows."""
+    the most craters beyond its passing decoys (:func:`crater_folds.own_threshold`). Prints the best rows."""
+    from planetcd.craters.match import pool_results
+
     rows = {}
     for v in VERIFIER_THRESHOLDS:
         for fdr, sigma in decoy_variants:
@@ -149,7 +156,7 @@ def per_tile_rows(val: dict, kept_counted, decoy_variants, pool_results, decoy_n
             picked, results = {}, []
             for t, (_, truth, _, _) in val.items():
                 counted = {th: kept_counted(t, th, v, fdr, sigma) for th in SEG_THRESHOLDS}
-                th_t = max(SEG_THRESHOLDS, key=lambda th: (len(counted[th][0]) - counted[th][1], -abs(th - 0.3)))
+                th_t = cf.own_threshold(counted)
                 picked[t] = th_t
                 results.append(cf.score(counted[th_t][0], truth, t))
             pooled = pool_results(results)
@@ -176,9 +183,8 @@ def _write_registry(registry: Path, meta: dict) -> None:
 def main(argv=None) -> int:
     from planetcd.craters.match import pool_results
     from planetcd.craters.sun import canonical_frame
-    from planetcd.craters.verify import (decoy_competition, decoy_threshold, image_pyramid, local_decoy_thresholds,
-                                         local_decoys_passing, save_verifier, train_verifier, verifier_contexts,
-                                         verifier_training_chips, verify_craters)
+    from planetcd.craters.verify import (decoy_competition, decoy_cut, image_pyramid, save_verifier, train_verifier,
+                                         verifier_contexts, verifier_training_chips, verify_craters)
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/ctx-verifier")
@@ -295,19 +301,14 @@ def main(argv=None) -> int:
                         for th in SEG_THRESHOLDS} if "decoys" in per else {} for t, (_, _, _, per) in val.items()}
 
     def kept_counted(t, th, v, fdr, sigma=None):
-        """The catalogue ``planetcd segment`` keeps, and how many decoys pass with it: with decoys, the
-        target-decoy competition first, then the threshold the winning decoys set (one for the tile, or each
-        crater's own with ``sigma``)."""
+        """The catalogue ``planetcd segment`` keeps, and how many decoys pass with it
+        (:func:`planetcd.craters.verify.decoy_cut`, the competition made once per catalogue)."""
         craters, p = val[t][3][th], scores[t][th]
         if fdr is None or not len(p):
             return craters[p >= v], 0
-        won, decoy_won = competition[t][th]
-        decoys, d = val[t][3]["decoys"][th][decoy_won], decoy_scores[t][th][decoy_won]
-        if sigma is None:
-            cut = decoy_threshold(p[won], d, v, fdr)
-            return craters[won & (p >= cut)], int(np.count_nonzero(d >= cut))
-        limits = local_decoy_thresholds(craters[won], p[won], decoys, d, v, fdr, sigma)
-        return craters[won][p[won] >= limits], local_decoys_passing(craters[won], limits, decoys, d)
+        decided = decoy_cut(craters, p, val[t][3]["decoys"][th], decoy_scores[t][th], v, fdr, sigma,
+                            competition=competition[t][th])
+        return craters[decided.keep], decided.passing
 
     def kept(t, th, v, fdr, sigma=None):
         return kept_counted(t, th, v, fdr, sigma)[0]
@@ -323,9 +324,6 @@ def main(argv=None) -> int:
     # ties: no decoy pass (half the time), then one threshold per tile, then the higher thresholds
     best = max(table, key=lambda k: (table[k]["f1"], k[2][0] is None, k[2][1] is None, k[0], k[1]))
     plain = max((k for k in table if k[1] == 0.0 and k[2][0] is None), key=lambda k: table[k]["f1"])
-
-    def decoy_name(fdr, sigma):
-        return "-" if fdr is None else f"{fdr:g}" + ("" if sigma is None else f" local {sigma:g} px")
 
     print("segmenter threshold  verifier threshold  decoy FDR  pooled F1 (H+I)  H tp/fp/fn  I tp/fp/fn")
     for (th, v, fdr), row in table.items():
@@ -352,8 +350,7 @@ def main(argv=None) -> int:
     summary["sun_refine"] = bool(args.sun_refine)
     summary["contexts"] = list(verifier_contexts(verifier))
     if args.per_tile_threshold:
-        summary["per_tile_threshold"] = per_tile_rows(val, kept_counted, decoy_variants, pool_results, decoy_name,
-                                                      table[best]["f1"])
+        summary["per_tile_threshold"] = per_tile_rows(val, kept_counted, decoy_variants, table[best]["f1"])
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if args.install:
         install(path, summary)

@@ -1110,27 +1110,21 @@ def segment(
                    if len(radii) else None)
         _, scores = verify_catalog(craters, source.source, verifier, v_threshold, sun_azimuth=rotate, band=band,
                                    pyramid=pyramid)
-        won = np.ones(len(craters), bool)
+        keep = scores >= cut
         if decoys is not None:
-            from .verify import decoy_competition, decoy_threshold
+            from .verify import decoy_cut
 
             _, decoy_scores = verify_catalog(decoys, source.source, verifier, v_threshold, sun_azimuth=opposite,
                                              band=band, pyramid=pyramid)
-            # a crater and a decoy that are one feature: the better-scored wins (the other is a mound's echo)
-            won, decoy_won = decoy_competition(craters, scores, decoys, decoy_scores)
-            if decoy_length is None:  # one threshold for the image
-                cut = decoy_threshold(scores[won], decoy_scores[decoy_won], v_threshold, decoy_limit)
-                passing = int((decoy_scores[decoy_won] >= cut).sum())
+            # a crater and a decoy that are one feature: the better-scored wins (the other is a mound's echo); then
+            # the threshold the winning decoys set, one for the image or (decoy_length) each crater's own
+            decided = decoy_cut(craters, scores, decoys, decoy_scores, v_threshold, decoy_limit, decoy_length)
+            keep, cut = decided.keep, decided.threshold
+            if decoy_length is None:
                 threshold_record = None if not np.isfinite(cut) else round(float(cut), 4)
                 said = "keep none" if not np.isfinite(cut) else f"{cut:.3g}"
-            else:  # each crater's threshold from the decoys around it; a crater a decoy beat keeps none
-                from .verify import local_decoy_thresholds, local_decoys_passing
-
-                limits = local_decoy_thresholds(craters[won], scores[won], decoys[decoy_won], decoy_scores[decoy_won],
-                                                v_threshold, decoy_limit, decoy_length)
-                cut = np.full(len(craters), np.inf)
-                cut[won] = limits
-                passing = local_decoys_passing(craters[won], limits, decoys[decoy_won], decoy_scores[decoy_won])
+            else:
+                limits = cut[decided.won]
                 finite = limits[np.isfinite(limits)]
                 threshold_record = ({"sigma_px": decoy_length, "min": round(float(finite.min()), 4),
                                      "median": round(float(np.median(finite)), 4),
@@ -1139,13 +1133,14 @@ def segment(
                 said = (f"{finite.min():.3g}..{finite.max():.3g} (local, sigma {decoy_length:g} px)" if len(finite)
                         else "keep none")
             decoy_record = {"max_fdr": decoy_limit, "sigma_px": decoy_length, "sun_azimuth_deg": round(opposite, 3),
-                            "found": int(len(decoys)), "passing": passing,
+                            "found": int(len(decoys)), "passing": decided.passing,
                             # local: a crater a decoy beat has no threshold of its own; count those over the floor
-                            "lost_to_decoys": int(((scores >= (v_threshold if decoy_length else cut)) & ~won).sum()),
+                            "lost_to_decoys": int(((scores >= (v_threshold if decoy_length else cut))
+                                                   & ~decided.won).sum()),
                             "threshold": threshold_record}
             log.info("decoys (opposite sun): %d found, verifier threshold %.3g -> %s; %d craters lost to a decoy",
                      len(decoys), v_threshold, said, decoy_record["lost_to_decoys"])
-        craters = craters[(scores >= cut) & won]
+        craters = craters[keep]
         verifier_record = {"name": verifier.metadata.get("name", str(verify)), "threshold": v_threshold,
                            "prob_threshold": extract_threshold, "checked": int(checked), "kept": int(len(craters)),
                            "decoys": decoy_record}

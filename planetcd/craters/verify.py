@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ __all__ = [
     "verifier_scores",
     "verify_craters", "verifier_training_chips", "train_verifier", "save_verifier", "load_verifier",
     "decoy_threshold", "decoy_competition", "check_fdr", "local_decoy_weights", "local_decoy_thresholds",
-    "local_decoys_passing", "check_sigma",
+    "local_decoys_passing", "check_sigma", "DecoyCut", "decoy_cut",
 ]
 
 log = logging.getLogger(__name__)
@@ -436,6 +437,70 @@ def local_decoys_passing(craters: np.ndarray, limits: np.ndarray, decoys: np.nda
         return 0
     _, nearest = cKDTree(craters[:, :2]).query(decoys[:, :2])
     return int(np.count_nonzero(np.asarray(decoy_scores) >= np.asarray(limits)[nearest]))
+
+
+@dataclass
+class DecoyCut:
+    """What :func:`decoy_cut` keeps of a catalogue.
+
+    Attributes
+    ----------
+    keep : ndarray of bool, shape (n,)
+        Craters that won the target-decoy competition and pass their threshold.
+    threshold : float or ndarray, shape (n,)
+        The verifier threshold: one for the image, or (``sigma``) each crater's own, ``inf`` for a crater a
+        decoy beat (``inf`` overall: no threshold reaches the share; keep none).
+    passing : int
+        Decoys that won the competition and pass (locally: the threshold of the crater nearest to them).
+    won : ndarray of bool, shape (n,)
+        Craters that no overlapping decoy outscores (:func:`decoy_competition`).
+    """
+
+    keep: np.ndarray
+    threshold: float | np.ndarray
+    passing: int
+    won: np.ndarray
+
+
+def decoy_cut(craters: np.ndarray, scores: np.ndarray, decoys: np.ndarray, decoy_scores: np.ndarray, floor: float,
+              max_fdr: float, sigma: float | None = None, *, competition=None, weights=None) -> DecoyCut:
+    """The verifier's cut of a catalogue by its decoys, as ``planetcd segment`` makes it.
+
+    The target-decoy competition first (:func:`decoy_competition`: of a crater and a decoy that are one feature,
+    the better-scored wins), then the threshold the winning decoys set: one for the image
+    (:func:`decoy_threshold`), or with ``sigma`` (px) each crater's own from the decoys around it
+    (:func:`local_decoy_thresholds`).
+
+    Parameters
+    ----------
+    craters, scores, decoys, decoy_scores
+        As :func:`decoy_competition`.
+    floor, max_fdr
+        The verifier's own threshold and the largest estimated false share, as :func:`decoy_threshold`.
+    sigma : float, optional
+        Length of the local neighbourhood in pixels; None: one threshold for the image.
+    competition : (ndarray, ndarray), optional
+        :func:`decoy_competition` of these craters and decoys, if already made (a grid of thresholds reuses it).
+    weights : tuple, optional
+        :func:`local_decoy_weights` of the winning craters and decoys at ``sigma``, if already made.
+
+    Returns
+    -------
+    DecoyCut
+    """
+    scores, decoy_scores = np.asarray(scores, np.float64), np.asarray(decoy_scores, np.float64)
+    won, decoy_won = decoy_competition(craters, scores, decoys, decoy_scores) if competition is None else competition
+    winners, winner_scores = _crater_rows(decoys)[decoy_won], decoy_scores[decoy_won]
+    if sigma is None:
+        cut = decoy_threshold(scores[won], winner_scores, floor, max_fdr)
+        return DecoyCut(won & (scores >= cut), cut, int(np.count_nonzero(winner_scores >= cut)), won)
+    rows = _crater_rows(craters)
+    limits = local_decoy_thresholds(rows[won], scores[won], winners, winner_scores, floor, max_fdr, sigma,
+                                    weights=weights)
+    threshold = np.full(len(rows), np.inf)
+    threshold[won] = limits
+    return DecoyCut(scores >= threshold, threshold, local_decoys_passing(rows[won], limits, winners, winner_scores),
+                    won)
 
 
 # --------------------------------------------------------------------------- training

@@ -163,6 +163,34 @@ def test_local_decoy_thresholds_are_strict_among_decoys_and_lax_on_smooth_ground
     np.testing.assert_allclose(uniform, expected)
 
 
+def test_decoy_cut_is_the_competition_then_the_decoys_threshold():
+    """decoy_cut: a crater a decoy outscores is dropped; the rest pass the one threshold the winning decoys set, or
+    (sigma) each crater's own from the winning decoys around it; the decoys passing are counted the same way."""
+    from planetcd.craters.verify import decoy_cut, decoy_threshold, local_decoy_thresholds, local_decoys_passing
+
+    rng = np.random.default_rng(4)
+    craters = np.column_stack([rng.uniform(0, 2000, (80, 2)), rng.uniform(4, 9, 80)])
+    scores = rng.uniform(0.2, 1.0, 80)
+    decoys = np.vstack([craters[:10] + [1.0, -1.0, 0.0], np.column_stack([rng.uniform(1000, 2000, (30, 2)),
+                                                                          rng.uniform(4, 9, 30)])])
+    decoy_scores = np.concatenate([scores[:10] + np.where(np.arange(10) < 5, 0.05, -0.05), rng.uniform(0.3, 0.7, 30)])
+    won, decoy_won = decoy_competition(craters, scores, decoys, decoy_scores)
+    assert (~won).sum() == 5 and (~decoy_won).sum() == 5  # five features went to the decoys, five to the craters
+    one = decoy_cut(craters, scores, decoys, decoy_scores, 0.3, 0.2)
+    cut = decoy_threshold(scores[won], decoy_scores[decoy_won], 0.3, 0.2)
+    assert one.threshold == cut and cut > 0.3
+    assert np.array_equal(one.keep, won & (scores >= cut)) and np.array_equal(one.won, won)
+    assert one.passing == np.count_nonzero(decoy_scores[decoy_won] >= cut)
+    local = decoy_cut(craters, scores, decoys, decoy_scores, 0.3, 0.2, 200.0)
+    limits = local_decoy_thresholds(craters[won], scores[won], decoys[decoy_won], decoy_scores[decoy_won], 0.3, 0.2,
+                                    200.0)
+    assert np.array_equal(local.threshold[won], limits) and np.all(np.isinf(local.threshold[~won]))
+    assert np.array_equal(local.keep[won], scores[won] >= limits) and not local.keep[~won].any()
+    assert local.passing == local_decoys_passing(craters[won], limits, decoys[decoy_won], decoy_scores[decoy_won])
+    again = decoy_cut(craters, scores, decoys, decoy_scores, 0.3, 0.2, competition=(won, decoy_won))
+    assert np.array_equal(again.keep, one.keep)
+
+
 def test_local_decoy_weights_are_the_gaussian_of_the_distance():
     """The sparse weights equal the dense Gaussian within the cut-off (4 sigma) and are zero beyond it."""
     from planetcd.craters.verify import LOCAL_CUTOFF_SIGMAS, local_decoy_weights
