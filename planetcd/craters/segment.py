@@ -1449,6 +1449,8 @@ def multiscale_craters(
             log.info("scale %g: %d craters (block by block)", s, len(found[s]))
             continue
         prepared = None if scaled_reads is None else scaled_reads.get((PREPARED, s))
+        if prepared is TOO_SMALL:  # said once, by the first call on this image (the decoy pass is the second)
+            continue
         if prepared is None:
             if isinstance(image, np.ndarray) and s == 1.0:
                 data = image
@@ -1457,6 +1459,8 @@ def multiscale_craters(
                 data = full if s == 1.0 else rescale_read(full, s)
             if min(data.shape) < MIN_SIZE:
                 log.warning("scale %g: image of %dx%d px is too small to segment; skipped", s, *data.shape)
+                if scaled_reads is not None:
+                    scaled_reads[(PREPARED, s)] = TOO_SMALL
                 continue
             prepared = prepare_image(data)
             if scaled_reads is not None:
@@ -1627,6 +1631,8 @@ FULL_READ = "full"
 #: image at that scale is kept as the network takes it (:func:`prepare_image`): the decoy pass segments the
 #: same input under the opposite sun.
 PREPARED = "prepared"
+#: What ``scaled_reads[(PREPARED, scale)]`` holds for a scale whose image is too small to segment.
+TOO_SMALL = "too small"
 
 
 def full_read(image, band: int = 1, scaled_reads: dict | None = None) -> np.ndarray:

@@ -405,3 +405,22 @@ def test_shipped_verifier_accepts_real_craters_and_rejects_them_turned(shared_di
     turned = verifier_scores(verifier, crater_chips(pyramid, truth, frame, turn=True))
     assert (upright >= threshold).mean() >= 0.85
     assert (turned >= threshold).mean() <= 0.1
+
+
+def test_a_scale_too_small_to_segment_is_said_once_with_the_decoy_pass(tmp_path, synthetic_verifier, caplog,
+                                                                        monkeypatch):
+    """The decoy pass segments every scale again; a scale whose image is too small is skipped by both passes and
+    the warning is one line, not one per pass."""
+    import logging
+
+    from planetcd.craters.segment import MIN_SIZE, segment
+
+    monkeypatch.setattr(logging.getLogger("planetcd"), "propagate", True)  # a CLI test may have cut it off
+    model, image, _, _ = synthetic_verifier
+    path = save_verifier(model, tmp_path / "v.pt", threshold=0.3)
+    raw = (image[: 2 * MIN_SIZE - 2, : 2 * MIN_SIZE - 2] * 200 + 20).astype(np.float32)  # half scale < MIN_SIZE
+    with caplog.at_level("WARNING", logger="planetcd"):
+        result = segment(raw, "ctx-craters", verify=path, decoy_fdr=0.3, sun_azimuth=270.0, scales="1,0.5", tta=False)
+    skipped = [r for r in caplog.records if "too small to segment" in r.getMessage()]
+    assert len(skipped) == 1 and "scale 0.5" in skipped[0].getMessage()
+    assert result.params["verifier"]["decoys"]["max_fdr"] == 0.3  # the decoy pass did run
