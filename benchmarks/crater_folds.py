@@ -6,6 +6,7 @@
     python benchmarks/crater_folds.py --out runs/folds --verifier [--opposite-negatives] [--scale-variants "1;1.5,1,0.5"]
         [--decoy-fdr 0.1,0.2,0.3,0.5] [--verifier-epochs 24] [--hrsc] [--infer-precision bf16]
         [--ensemble-with runs/other-folds] [--nested-ratios none,2] [--reselect | --table]
+        [--per-tile-threshold] [--local-decoys 150,300] [--per-tile-f1] [--select pooled|worst]
     python benchmarks/crater_folds.py --nested-labels
     python benchmarks/crater_folds.py --mound-test --model runs/folds/fold-BEH/best.pt [--tiles H,I] [--threshold T]
     python benchmarks/crater_folds.py --mound-test --model ctx-craters --pipeline segment --verify-threshold tile
@@ -351,7 +352,8 @@ def verifier_tag(args) -> str:
 def verified_name(args) -> str:
     """The file a --verifier run's choices and scores are written to (and ``--table --verifier`` reads)."""
     return (f"verified{verifier_tag(args)}{'' if parse_nested_ratios(args.nested_ratios) == [None] else '-nested'}"
-            f"{'-pertile' if args.per_tile_threshold else ''}{'-local' if args.local_decoys else ''}{'' if args.select == 'pooled' else '-' + args.select}.json")
+            f"{'-pertile' if args.per_tile_threshold else ''}{'-pertilef1' if args.per_tile_f1 else ''}"
+            f"{'-local' if args.local_decoys else ''}{'' if args.select == 'pooled' else '-' + args.select}.json")
 
 
 def verifier_fold(args, folds, k) -> dict:
@@ -529,10 +531,28 @@ def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
     def select(craters_scores, v, fdr=None, nested=None):
         return select_counted(craters_scores, v, fdr, nested)[0]
 
+    def own_f1(found, scales, nested=None):
+        """``--per-tile-f1``: this tile's catalogue at its own segmenter and verifier thresholds, and those two
+        (:func:`own_f1_choice` of every pair's catalogue after the target-decoy competition; labels unused)."""
+        counted = {}
+        for t in SEG_THRESHOLDS:
+            c, p, (decoys, decoy_scores) = found[(scales, t)]
+            won, decoy_won = competition(found[(scales, t)]) if len(c) else (np.zeros(0, bool), np.zeros(0, bool))
+            winner_scores = np.asarray(decoy_scores)[decoy_won] if len(c) else np.asarray(decoy_scores)
+            for v in VERIFIER_THRESHOLDS:
+                kept = c[won & (p >= v)] if len(c) else c
+                kept = kept if nested is None or not len(kept) else kept[suppress_nested(kept, nested)]
+                counted[(t, v)] = (kept, int(np.count_nonzero(winner_scores >= v)))
+        choice = own_f1_choice(counted)
+        return counted[choice][0], choice
+
     def select_tile(found, scales, th, v, fdr=None, nested=None):
         """:func:`select` at segmenter threshold ``th``; ``th`` None (``--per-tile-threshold``, with a decoy share
         only): each tile's own, the one of :data:`SEG_THRESHOLDS` whose catalogue holds the most craters beyond its
-        passing decoys (the target-decoy estimate of the true craters found; ties: nearest 0.3)."""
+        passing decoys (the target-decoy estimate of the true craters found; ties: nearest 0.3). ``v`` None
+        (``--per-tile-f1``): each tile's own segmenter and verifier thresholds (:func:`own_f1`)."""
+        if v is None:
+            return own_f1(found, scales, nested)[0]
         if th is not None:
             return select(found[(scales, th)], v, fdr, nested)
         counted = {t: select_counted(found[(scales, t)], v, fdr, nested) for t in SEG_THRESHOLDS}
@@ -554,6 +574,13 @@ def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
                                for t, (truth, found, _) in val.items()]
                         val_f1[(scales, th, v, fdr, nested)] = float(np.nan_to_num(pool_results(res).f1))
                         worst_f1[(scales, th, v, fdr, nested)] = min(float(np.nan_to_num(r.f1)) for r in res)
+    if args.per_tile_f1 and any(f is not None for f in decoy_fdrs):  # needs the decoys: each tile's own (th, v)
+        for scales in scale_variants:
+            for nested in nested_ratios:
+                res = [score(select_tile(found, scales, None, None, None, nested), truth, t)
+                       for t, (truth, found, _) in val.items()]
+                val_f1[(scales, None, None, None, nested)] = float(np.nan_to_num(pool_results(res).f1))
+                worst_f1[(scales, None, None, None, nested)] = min(float(np.nan_to_num(r.f1)) for r in res)
     # ties: the fewest scales (cheapest), no decoy pass, one decoy threshold per tile (not local), no nested
     # suppression, one segmenter threshold for every tile, then a threshold near 0.3, then the stricter verifier
     # --select worst: the worse inner tile first (the issue's second target is the worst tile), pooled F1 second
@@ -561,12 +588,14 @@ def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
     scales, th, v, fdr, nested = max(val_f1, key=lambda key: (*criterion(key), -len(key[0]), key[3] is None,
                                                               not isinstance(key[3], tuple),
                                                               key[4] is None, key[1] is not None,
-                                                              -abs((0.3 if key[1] is None else key[1]) - 0.3), key[2]))
+                                                              key[2] is not None,
+                                                              -abs((0.3 if key[1] is None else key[1]) - 0.3),
+                                                              -1.0 if key[2] is None else key[2]))
     plain_nested = None if None in nested_ratios else nested_ratios[0]  # "segmenter alone": no suppression if it can
     plain_th = max(SEG_THRESHOLDS, key=lambda x: (val_f1[((1.0,), x, 0.0, None, plain_nested)], -abs(x - 0.3)))
-    log.info("fold %s: scales %s, segmenter threshold %s, verifier threshold %.2f, decoy FDR %s, nested %s "
+    log.info("fold %s: scales %s, segmenter threshold %s, verifier threshold %s, decoy FDR %s, nested %s "
              "(inner-validation F1 %.3f; without the verifier at scale 1 %.3f at %.2f)", "".join(test), name(scales),
-             threshold_name(th), v, fdr, nested, val_f1[(scales, th, v, fdr, nested)],
+             threshold_name(th), threshold_name(v), fdr, nested, val_f1[(scales, th, v, fdr, nested)],
              val_f1[((1.0,), plain_th, 0.0, None, plain_nested)], plain_th)
     if fdr is not None:
         best_off = max((k for k in val_f1 if k[3] is None), key=lambda key: val_f1[key])
@@ -578,6 +607,9 @@ def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
     per_tile, plain_tiles = {}, {}
     for t, (truth, found, record) in saved["tested"].items():
         per_tile[t] = prf(score(select_tile(found, scales, th, v, fdr, nested), truth, t))
+        if v is None:  # --per-tile-f1: the tile's own thresholds
+            own = own_f1(found, scales, nested)[1]
+            per_tile[t]["own_thresholds"] = {"segmenter": own[0], "verifier": own[1]}
         plain_tiles[t] = prf(score(select(found[((1.0,), plain_th)], 0.0, None, plain_nested), truth, t))
         if fdr is not None and th is not None:
             per_tile[t]["without_decoys"] = prf(score(select(found[(scales, th)], v, None, nested), truth, t))
@@ -593,8 +625,8 @@ def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
               "scale_variants": [name(sv) for sv in scale_variants],
               "plain_threshold": plain_th, "select": args.select,
               "inner_val_worst_f1": round(worst_f1[(scales, th, v, fdr, nested)], 4),
-              "per_tile_threshold": bool(args.per_tile_threshold),
-              "inner_val_f1": {f"{name(a)}/{threshold_name(b)}/{c:g}" + ("" if d is None else f"/fdr{fdr_name(d)}")
+              "per_tile_threshold": bool(args.per_tile_threshold), "per_tile_f1": bool(args.per_tile_f1),
+              "inner_val_f1": {f"{name(a)}/{threshold_name(b)}/{threshold_name(c)}" + ("" if d is None else f"/fdr{fdr_name(d)}")
                                + ("" if e is None else f"/nested{e:g}"): round(x, 4)
                                for (a, b, c, d, e), x in val_f1.items()},
               "tiles": per_tile, "plain_tiles": plain_tiles, "verifier": meta["verifier"]}
@@ -611,6 +643,19 @@ def own_threshold(counted: dict) -> float:
     return max(counted, key=lambda t: (len(counted[t][0]) - counted[t][1], -abs(t - 0.3)))
 
 
+def own_f1_choice(counted: dict) -> tuple[float, float]:
+    """``--per-tile-f1``'s choice for one tile: of ``{(segmenter threshold, verifier threshold): (catalogue kept,
+    decoys passing)}`` (after the target-decoy competition), the pair with the highest label-free F1 estimate
+    ``2 T / (kept + N)``: ``T = max(kept - passing, 0)`` estimates the true craters found (the target-decoy
+    estimate) and ``N``, the largest ``T`` of the tile's grid, the true craters there are (an underestimate: those
+    no pair finds are not counted). Ties: segmenter threshold nearest 0.3, then the stricter verifier."""
+    found = {key: max(len(kept) - passing, 0) for key, (kept, passing) in counted.items()}
+    total = max(found.values())
+    if total == 0:  # nothing beyond the decoys anywhere: the strictest pair keeps least
+        return max(counted, key=lambda key: (-abs(key[0] - 0.3), key[1]))
+    return max(counted, key=lambda key: (2.0 * found[key] / (len(counted[key][0]) + total), -abs(key[0] - 0.3), key[1]))
+
+
 def fdr_share(fdr) -> float | None:
     """The decoy share of a fold's decoy choice (None, a share, or ``(share, sigma)`` with ``--local-decoys``)."""
     return fdr[0] if isinstance(fdr, tuple) else fdr
@@ -621,7 +666,8 @@ def fdr_name(fdr) -> str:
 
 
 def threshold_name(th: float | None) -> str:
-    """A segmenter threshold as the tables print it (None: each tile's own, ``--per-tile-threshold``)."""
+    """A segmenter or verifier threshold as the tables print it (None: each tile's own, ``--per-tile-threshold``
+    or ``--per-tile-f1``)."""
     return "per tile" if th is None else f"{th:.2f}"
 
 
@@ -631,7 +677,7 @@ def print_table(results: list[dict]) -> None:
     worst = None
     for res in results:
         for t, c in res["tiles"].items():
-            th = threshold_name(res["threshold"]) + (f"/{res['verifier_threshold']:.2f}" if "verifier_threshold" in res else "") + (
+            th = threshold_name(res["threshold"]) + (f"/{threshold_name(res['verifier_threshold'])}" if "verifier_threshold" in res else "") + (
                 f" scales {','.join(f'{x:g}' for x in res['scales'])}" if len(res.get("scales", [1])) > 1 else "") + (
                 f" decoy FDR {res['decoy_fdr']:g}" if res.get("decoy_fdr") is not None else "") + (
                 f" local {res['local_decoy_sigma']:g} px" if res.get("local_decoy_sigma") else "")
@@ -840,6 +886,10 @@ def main(argv=None) -> int:
     ap.add_argument("--per-tile-threshold", action="store_true",
                     help="with --verifier and --decoy-fdr: each fold may also choose a segmenter threshold per tile, "
                          "the one whose catalogue holds the most craters beyond its passing decoys (labels unused)")
+    ap.add_argument("--per-tile-f1", action="store_true",
+                    help="with --verifier and --decoy-fdr: each fold may also choose, per catalogue scale set, that "
+                         "every tile takes its own segmenter AND verifier thresholds: the pair with the highest "
+                         "label-free F1 estimate from the craters beyond the passing decoys (own_f1_choice)")
     ap.add_argument("--select", choices=("pooled", "worst"), default="pooled",
                     help="with --verifier: what each fold maximises on its inner-validation tiles: their pooled F1, or "
                          "the F1 of the worse of them (pooled F1 breaking ties); the choices go to verified*-worst.json")
