@@ -14,7 +14,8 @@ module builds sets of the same shape from real images:
   the image (its crater labels), scaled to the local brightness and feathered
   in; a *rendered fresh crater* with a dark or bright blast zone
   (:func:`planetcd.datasets.synthetic.add_fresh_crater`); or, for the ``rsl``
-  preset, a few elongated *dark slope streaks*.
+  preset, a few elongated *dark slope streaks*. A new crater is lit by the sun
+  post's ground shows (:func:`post_light`), as a real one would be.
 - the ``real-nuisance`` preset adds what a real second date brings, to both
   dates independently (:mod:`planetcd.change.nuisance`): another sun (the
   ground relit from a photoclinometric height field), dust-devil tracks, a
@@ -378,11 +379,19 @@ def _feather(rows: int, cols: int, cy: float, cx: float, radius: float) -> tuple
     return rho, np.clip((1.7 - rho) / 0.6, 0.0, 1.0)
 
 
-def _transplant(ground: np.ndarray, source: SourceImage, spec: PairSpec, gy: float, gx: float) -> np.ndarray:
-    """Cut the donor crater, match its surroundings' brightness to the target's and feather it in at (gy, gx)."""
+def _transplant(ground: np.ndarray, source: SourceImage, spec: PairSpec, gy: float, gx: float,
+                turn_deg: float = 0.0) -> np.ndarray:
+    """Cut the donor crater, match its surroundings' brightness to the target's and feather it in at (gy, gx).
+
+    ``turn_deg``: the donor is first turned about its centre so that its light comes from ``turn_deg`` degrees
+    clockwise of the source's (a bowl is round, so a turned crater is the crater lit from elsewhere): post's
+    own sun when the generator relights post.
+    """
     half = int(np.ceil(1.8 * spec.radius)) + 2
     dy, dx = int(round(spec.donor_y)), int(round(spec.donor_x))
     donor = source.image[dy - half : dy + half + 1, dx - half : dx + half + 1].astype(np.float64)
+    if abs(turn_deg) > 0.5:
+        donor = _turn_light(donor, half + (spec.donor_y - dy), half + (spec.donor_x - dx), turn_deg)
     ty, tx = int(round(gy)), int(round(gx))
     target = ground[ty - half : ty + half + 1, tx - half : tx + half + 1]
     size = 2 * half + 1
@@ -392,6 +401,35 @@ def _transplant(ground: np.ndarray, source: SourceImage, spec: PairSpec, gy: flo
     out = ground.copy()
     out[ty - half : ty + half + 1, tx - half : tx + half + 1] = target * (1 - alpha) + donor * factor * alpha
     return out
+
+
+def _turn_light(chip: np.ndarray, cy: float, cx: float, turn_deg: float) -> np.ndarray:
+    """``chip`` turned about ``(cy, cx)`` (pixels) so that what was lit from azimuth ``A`` is lit from ``A + turn_deg``
+    (degrees clockwise from the top): content turned clockwise by ``turn_deg``; bilinear, edges extended."""
+    t = np.deg2rad(turn_deg)
+    # output (row, col) reads the input at centre + M (out - centre), M the inverse of the clockwise turn
+    # on screen (rows down): a wall that faced the light at A faces it at A + turn
+    matrix = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    centre = np.array([cy, cx])
+    return ndimage.affine_transform(chip, matrix, centre - matrix @ centre, order=1, mode="nearest")
+
+
+#: Elevation (degrees) of the sun a fresh crater is shaded by when the date's own is not drawn (every preset but
+#: ``real-nuisance``): :func:`planetcd.datasets.synthetic.hillshade`'s default.
+FRESH_CRATER_ELEVATION = 35.0
+
+
+def post_light(spec: PairSpec, source: SourceImage, nuisance: RealNuisance | None) -> tuple[float, float] | None:
+    """The sun ``(azimuth, elevation)`` (degrees; azimuth clockwise from the top, light FROM) post's ground shows,
+    which a new crater in post must be lit by: with real nuisances the sun post is rendered under
+    (:func:`pair_date_nuisances`), else the source's own (its estimate) at :data:`FRESH_CRATER_ELEVATION`;
+    None when the source's sun is unknown and post is not relit."""
+    if nuisance is not None:
+        post = pair_date_nuisances(spec.noise_seed, source.sun_azimuth, nuisance)[1]
+        return (post.new_azimuth, post.new_elevation) if post.relight else (post.azimuth, post.elevation)
+    if source.sun_azimuth is None:
+        return None
+    return float(source.sun_azimuth), FRESH_CRATER_ELEVATION
 
 
 def _streaks(ground: np.ndarray, spec: PairSpec, gy: float, gx: float, rng: np.random.Generator) -> np.ndarray:
@@ -463,14 +501,21 @@ def render_pair(
     footprint = np.zeros((s, s), bool)
     if implant and spec.implant != "none":
         # The implant is placed at (y, x) of the post patch: on the ground at (y - dy, x - dx) of the region.
+        # A new crater is lit by post's sun, as the ground around it (fresh craters were shaded from a fixed
+        # 300° before the twenty-fourth session, whatever the image's sun, and transplants kept the source's).
         gy, gx = m + spec.y - spec.dy, m + spec.x - spec.dx
+        light = post_light(spec, source, nuisance)
         if spec.implant == "crater":
-            ground = _transplant(region, source, spec, gy, gx)
+            turn = 0.0
+            if light is not None and source.sun_azimuth is not None:
+                turn = (light[0] - source.sun_azimuth + 180.0) % 360.0 - 180.0
+            ground = _transplant(region, source, spec, gy, gx, turn)
         elif spec.implant in ("fresh-dark", "fresh-bright"):
             # Add the rendered change as a difference, so pixels it does not touch stay bit-identical.
             region32 = region.astype(np.float32)
+            sun = {} if light is None else {"sun_azimuth_deg": light[0], "sun_elevation_deg": light[1]}
             rendered = add_fresh_crater(region32, gy, gx, spec.radius, halo=spec.implant.split("-")[1],
-                                        halo_strength=spec.strength)
+                                        halo_strength=spec.strength, **sun)
             ground = region + (rendered.astype(np.float64) - region32.astype(np.float64))
         elif spec.implant == "streaks":
             ground = _streaks(region, spec, gy, gx, np.random.default_rng(spec.noise_seed + 1))

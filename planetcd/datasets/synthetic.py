@@ -135,7 +135,8 @@ def synthetic_terrain(
 
 
 def add_fresh_crater(
-    image: np.ndarray, y: float, x: float, radius: float, halo: str = "dark", halo_strength: float = 0.5
+    image: np.ndarray, y: float, x: float, radius: float, halo: str = "dark", halo_strength: float = 0.5,
+    sun_azimuth_deg: float = 300.0, sun_elevation_deg: float = 35.0,
 ) -> np.ndarray:
     """Render a fresh impact into an image: a shaded bowl and an albedo blast zone.
 
@@ -148,6 +149,10 @@ def add_fresh_crater(
         Blast zone albedo: darker (most new Mars impacts in dusty terrain) or brighter.
     halo_strength : float
         Fractional albedo change at the rim (fades out by about 3 radii).
+    sun_azimuth_deg, sun_elevation_deg : float
+        The light the bowl is shaded by: where it comes from, degrees clockwise from the image top, and its
+        elevation, degrees. A new crater in a real image must be lit as the image is (the benchmark generator
+        passes the date's sun); the default suits :func:`synthetic_terrain`, shaded from 300°.
 
     Returns
     -------
@@ -155,11 +160,11 @@ def add_fresh_crater(
     """
     out = image.astype(np.float32, copy=True)
     height = crater_height(image.shape, y, x, radius)
-    shade = hillshade(height)
+    shade = hillshade(height, sun_azimuth_deg, sun_elevation_deg)
     rows, cols = np.ogrid[: image.shape[0], : image.shape[1]]
     r = np.hypot(rows - y, cols - x) / radius
     footprint = np.clip(1.5 - r, 0.0, 1.0)  # the bowl and rim, feathered over half a radius
-    flat = hillshade(np.zeros((3, 3), np.float32))[1, 1]
+    flat = hillshade(np.zeros((3, 3), np.float32), sun_azimuth_deg, sun_elevation_deg)[1, 1]
     local = out * (1 - footprint) + out * footprint * (shade / flat)
     if halo != "none":
         sign = -1.0 if halo == "dark" else 1.0

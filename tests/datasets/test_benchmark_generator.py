@@ -113,3 +113,28 @@ def test_real_nuisance_relights_from_the_source_sun(sources):
     assert all(s.sun_azimuth is not None and 0.0 <= s.sun_azimuth < 360.0 for s in sources)
     made = make_benchmark("real-nuisance", 2, seed=4, sources=sources, patch_size=96)
     assert made.params["source_sun_azimuth_deg"] == {s.name: round(s.sun_azimuth, 2) for s in sources}
+
+
+@pytest.mark.parametrize("preset", ["ctx-impacts", "real-nuisance"])
+def test_a_new_crater_is_lit_by_the_sun_of_post(sources, preset):
+    """A new crater (a transplanted real one or a rendered fresh one) is shaded as post's ground is: by the
+    source's own sun, or with real nuisances by the sun post is relit to (``post_light``). Read from the implant
+    alone (post minus its unchanged twin) by the dark inner wall facing the sun."""
+    from planetcd.change.nuisance import REAL_NUISANCE
+    from planetcd.craters.sun import azimuth_from_craters
+    from planetcd.datasets.benchmark import post_light
+
+    made = make_benchmark(preset, 40, seed=5, sources=sources)
+    twins = make_benchmark(preset, 40, seed=5, sources=sources, implants=False)
+    nuisance = REAL_NUISANCE if PRESETS[preset].real_nuisance else None
+    errors = []
+    for i, spec in enumerate(made.specs):
+        if spec.implant == "none" or spec.radius < 6:
+            continue
+        light = post_light(spec, next(s for s in sources if s.name == spec.source), nuisance)
+        implant = made.changeset.post[i, 0].astype(np.float64) - twins.changeset.post[i, 0]
+        azimuth, n = azimuth_from_craters(implant, np.array([[spec.x, spec.y, spec.radius]]))
+        if n:
+            errors.append(abs((azimuth - light[0] + 180.0) % 360.0 - 180.0))
+    assert len(errors) >= 8
+    assert np.median(errors) < 15 and np.mean(np.array(errors) < 45) >= 0.85, np.round(errors)
