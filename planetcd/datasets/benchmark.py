@@ -635,6 +635,8 @@ def make_benchmark(
               "patch_size": s, "max_shift": shift, "changed_fraction": changed_fraction, "implants": implants,
               "nuisance": {k: list(v) for k, v in NUISANCE.items()}, "crater_radius_px": list(preset.crater_radius),
               "real_nuisance": preset.real_nuisance,
+              # how new craters are lit (post_light); sets made before 2026-12-03 lack the key: fixed 300° then
+              "implant_light": "post's sun",
               "source_sun_azimuth_deg": {src.name: (None if src.sun_azimuth is None else round(src.sun_azimuth, 2))
                                          for src in sources}}
     return Benchmark(changeset, specs, np.stack(footprints), preset, seed, tuple(src.name for src in sources), params)

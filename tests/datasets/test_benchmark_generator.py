@@ -127,6 +127,7 @@ def test_a_new_crater_is_lit_by_the_sun_of_post(sources, preset):
     made = make_benchmark(preset, 40, seed=5, sources=sources)
     twins = make_benchmark(preset, 40, seed=5, sources=sources, implants=False)
     nuisance = REAL_NUISANCE if PRESETS[preset].real_nuisance else None
+    assert made.params["implant_light"] == "post's sun"  # benchmark.json says how the set's craters are lit
     errors = []
     for i, spec in enumerate(made.specs):
         if spec.implant == "none" or spec.radius < 6:
