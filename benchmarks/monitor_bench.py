@@ -1,7 +1,8 @@
 """monitor_bench: recall of ``planetcd monitor`` on real CTX/HRSC scenes with real craters implanted between dates.
 
 Each scene is a window of a real image (pre) and the same ground again (post) with 1–3 *real* craters cut
-from the labelled positions of *another* image (radius 4–25 px) pasted in with a soft mask (weight 1 inside
+from the labelled positions of *another* image (radius 4–25 px), turned about its centre so that it is lit as
+the scene is (both images' suns estimated; since 2026-12-03), pasted in with a soft mask (weight 1 inside
 1.1 r, 0 beyond 1.7 r; brightness matched on the 1.2–1.8 r ring), then displaced (sub-pixel, up to 3 px per
 axis), blurred (Gaussian σ 0–1 px), given a gain (0.85–1.2), an offset (±0.03) and noise (σ 0.005–0.015).
 
@@ -84,12 +85,19 @@ def scenes(sources: dict, size: int, seed: int = 0) -> list[dict]:
     return out
 
 
-def paste(ground: np.ndarray, donor_image: np.ndarray, donor: np.ndarray, gy: float, gx: float) -> np.ndarray:
-    """A labelled crater ``donor = (x, y, r)`` of ``donor_image`` feathered into ``ground`` at ``(gy, gx)``."""
+def paste(ground: np.ndarray, donor_image: np.ndarray, donor: np.ndarray, gy: float, gx: float,
+          turn_deg: float = 0.0) -> np.ndarray:
+    """A labelled crater ``donor = (x, y, r)`` of ``donor_image`` feathered into ``ground`` at ``(gy, gx)``, first
+    turned about its centre by ``turn_deg`` (its light then comes from that many degrees clockwise of its own
+    image's: :func:`planetcd.datasets.benchmark.turn_light`)."""
+    from planetcd.datasets.benchmark import turn_light
+
     x, y, r = donor
     half = int(np.ceil(1.8 * r)) + 2
     dy, dx = int(round(y)), int(round(x))
     cut = donor_image[dy - half : dy + half + 1, dx - half : dx + half + 1].astype(np.float64)
+    if abs(turn_deg) > 0.5:
+        cut = turn_light(cut, half + (y - dy), half + (x - dx), turn_deg)
     ty, tx = int(round(gy)), int(round(gx))
     target = ground[ty - half : ty + half + 1, tx - half : tx + half + 1]
     rr, cc = np.mgrid[: 2 * half + 1, : 2 * half + 1]
@@ -130,7 +138,12 @@ def make_scene(scene: dict, sources: dict, size: int, index: int, folder: Path, 
             gy, gx = rng.uniform(40, size - 40, 2)
             if all(np.hypot(gy - ty, gx - tx) > 2.5 * (tr + donor[2]) for ty, tx, tr in truth):
                 break
-        post_ground = paste(post_ground, donor_src.image, donor, gy + m, gx + m)
+        # the donor lit as the scene is (both images' suns estimated): a crater lit from elsewhere than its
+        # ground is no new crater a real second date shows (before 2026-12-03 the donors were pasted unturned)
+        turn = 0.0
+        if src.sun_azimuth is not None and donor_src.sun_azimuth is not None:
+            turn = (src.sun_azimuth - donor_src.sun_azimuth + 180.0) % 360.0 - 180.0
+        post_ground = paste(post_ground, donor_src.image, donor, gy + m, gx + m, turn)
         truth.append((gy, gx, float(donor[2])))
     if nuisance == "real":
         nuisance_rng = np.random.default_rng([11, index] if seed == 0 else [11, seed, index])

@@ -391,7 +391,7 @@ def _transplant(ground: np.ndarray, source: SourceImage, spec: PairSpec, gy: flo
     dy, dx = int(round(spec.donor_y)), int(round(spec.donor_x))
     donor = source.image[dy - half : dy + half + 1, dx - half : dx + half + 1].astype(np.float64)
     if abs(turn_deg) > 0.5:
-        donor = _turn_light(donor, half + (spec.donor_y - dy), half + (spec.donor_x - dx), turn_deg)
+        donor = turn_light(donor, half + (spec.donor_y - dy), half + (spec.donor_x - dx), turn_deg)
     ty, tx = int(round(gy)), int(round(gx))
     target = ground[ty - half : ty + half + 1, tx - half : tx + half + 1]
     size = 2 * half + 1
@@ -403,7 +403,7 @@ def _transplant(ground: np.ndarray, source: SourceImage, spec: PairSpec, gy: flo
     return out
 
 
-def _turn_light(chip: np.ndarray, cy: float, cx: float, turn_deg: float) -> np.ndarray:
+def turn_light(chip: np.ndarray, cy: float, cx: float, turn_deg: float) -> np.ndarray:
     """``chip`` turned about ``(cy, cx)`` (pixels) so that what was lit from azimuth ``A`` is lit from ``A + turn_deg``
     (degrees clockwise from the top): content turned clockwise by ``turn_deg``; bilinear, edges extended."""
     t = np.deg2rad(turn_deg)
