@@ -34,6 +34,7 @@ import torch
 from scipy import ndimage
 
 from planetcd.change.nuisance import PSEUDO_NUISANCE, real_nuisance
+from planetcd.craters.sun import angle_difference
 from planetcd.datasets.benchmark import load_sources
 from planetcd.datasets.synthetic import write_synthetic_geotiff
 
@@ -142,7 +143,7 @@ def make_scene(scene: dict, sources: dict, size: int, index: int, folder: Path, 
         # ground is no new crater a real second date shows (before 2026-12-03 the donors were pasted unturned)
         turn = 0.0
         if src.sun_azimuth is not None and donor_src.sun_azimuth is not None:
-            turn = (src.sun_azimuth - donor_src.sun_azimuth + 180.0) % 360.0 - 180.0
+            turn = float(angle_difference(src.sun_azimuth, donor_src.sun_azimuth))
         post_ground = paste(post_ground, donor_src.image, donor, gy + m, gx + m, turn)
         truth.append((gy, gx, float(donor[2])))
     if nuisance == "real":

@@ -50,7 +50,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..change.nuisance import REAL_NUISANCE, DateNuisances, RealNuisance, draw_date_nuisances, real_nuisance
-from ..craters.sun import estimate_sun_azimuth
+from ..craters.sun import angle_difference, estimate_sun_azimuth
 from ..errors import InputError
 from ..raster import open_raster, read_window
 from .changeset import ChangeSet, write_changeset
@@ -508,7 +508,7 @@ def render_pair(
         if spec.implant == "crater":
             turn = 0.0
             if light is not None and source.sun_azimuth is not None:
-                turn = (light[0] - source.sun_azimuth + 180.0) % 360.0 - 180.0
+                turn = float(angle_difference(light[0], source.sun_azimuth))
             ground = _transplant(region, source, spec, gy, gx, turn)
         elif spec.implant in ("fresh-dark", "fresh-bright"):
             # Add the rendered change as a difference, so pixels it does not touch stay bit-identical.
