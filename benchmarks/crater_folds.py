@@ -532,17 +532,8 @@ def choose_verified(args, test, outdir: Path, saved: dict) -> dict:
         return select_counted(craters_scores, v, fdr, nested)[0]
 
     def own_f1(found, scales, nested=None):
-        """``--per-tile-f1``: this tile's catalogue at its own segmenter and verifier thresholds, and those two
-        (:func:`own_f1_choice` of every pair's catalogue after the target-decoy competition; labels unused)."""
-        counted = {}
-        for t in SEG_THRESHOLDS:
-            c, p, (decoys, decoy_scores) = found[(scales, t)]
-            won, decoy_won = competition(found[(scales, t)]) if len(c) else (np.zeros(0, bool), np.zeros(0, bool))
-            winner_scores = np.asarray(decoy_scores)[decoy_won] if len(c) else np.asarray(decoy_scores)
-            for v in VERIFIER_THRESHOLDS:
-                kept = c[won & (p >= v)] if len(c) else c
-                kept = kept if nested is None or not len(kept) else kept[suppress_nested(kept, nested)]
-                counted[(t, v)] = (kept, int(np.count_nonzero(winner_scores >= v)))
+        """``--per-tile-f1``: this tile's catalogue at its own segmenter and verifier thresholds, and those two."""
+        counted = own_f1_grid(found, scales, nested, competition=competition)
         choice = own_f1_choice(counted)
         return counted[choice][0], choice
 
@@ -641,6 +632,34 @@ def own_threshold(counted: dict) -> float:
     the threshold whose catalogue holds the most craters beyond its passing decoys (the target-decoy estimate of
     the true craters found; labels unused; ties: nearest 0.3)."""
     return max(counted, key=lambda t: (len(counted[t][0]) - counted[t][1], -abs(t - 0.3)))
+
+
+def own_f1_grid(found: dict, scales: tuple, nested: float | None = None, competition=None) -> dict:
+    """What ``--per-tile-f1`` chooses among for one tile: ``{(segmenter threshold, verifier threshold): (catalogue
+    kept, decoys passing)}`` over :data:`SEG_THRESHOLDS` x :data:`VERIFIER_THRESHOLDS`, after the target-decoy
+    competition (labels unused). ``found[(scales, th)]`` holds ``(craters, verifier scores, (decoys, decoy
+    scores))``; ``competition`` maps one such triple to ``(craters won, decoys won)`` (default:
+    :func:`planetcd.craters.verify.decoy_competition`; the folds pass their cached one)."""
+    from planetcd.craters.match import suppress_nested
+    from planetcd.craters.verify import decoy_competition
+
+    if competition is None:
+        def competition(craters_scores):
+            c, p, (decoys, decoy_scores) = craters_scores
+            return decoy_competition(c, p, decoys, decoy_scores)
+    counted = {}
+    for t in SEG_THRESHOLDS:
+        c, p, (_, decoy_scores) = found[(scales, t)]
+        if not len(c):  # nothing kept, so no craters beyond the decoys: the estimate is 0 whatever passes
+            counted.update({(t, v): (c, 0) for v in VERIFIER_THRESHOLDS})
+            continue
+        won, decoy_won = competition(found[(scales, t)])
+        winner_scores = np.asarray(decoy_scores)[decoy_won]
+        for v in VERIFIER_THRESHOLDS:
+            kept = c[won & (p >= v)]
+            kept = kept if nested is None or not len(kept) else kept[suppress_nested(kept, nested)]
+            counted[(t, v)] = (kept, int(np.count_nonzero(winner_scores >= v)))
+    return counted
 
 
 def own_f1_choice(counted: dict) -> tuple[float, float]:

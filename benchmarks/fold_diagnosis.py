@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crater_folds import MIN_DIAMETER_PX, SEG_THRESHOLDS, VERIFIER_THRESHOLDS, own_f1_choice, score, tile_paths
+from crater_folds import MIN_DIAMETER_PX, SEG_THRESHOLDS, own_f1_choice, own_f1_grid, score, tile_paths
 
 
 def confidences(tile: str) -> np.ndarray:
@@ -69,18 +69,17 @@ def main(argv=None) -> int:
                       f"marked by 1..6 annotators: {counts.tolist()}")
     if args.decoys:
         for tile, (truth, found, _) in saved["val"].items():
-            counted, big_decoys = {}, {}
-            for th in SEG_THRESHOLDS:
-                craters, p, (decoys, decoy_scores) = found[(scales, th)]
-                won, decoy_won = decoy_competition(craters, p, decoys, decoy_scores)
-                big = 2 * decoys[:, 2] >= MIN_DIAMETER_PX
-                for v in VERIFIER_THRESHOLDS:
-                    counted[(th, v)] = (craters[won & (p >= v)], int(np.count_nonzero(decoy_won & (decoy_scores >= v))))
-                    big_decoys[(th, v)] = int(np.count_nonzero(decoy_won & (decoy_scores >= v) & big))
+            counted = own_f1_grid(found, scales)
             choice = own_f1_choice(counted)
+            craters, p, (decoys, decoy_scores) = found[(scales, choice[0])]
+            big_passing = 0
+            if len(craters):
+                _, decoy_won = decoy_competition(craters, p, decoys, decoy_scores)
+                big = 2 * decoys[:, 2] >= MIN_DIAMETER_PX
+                big_passing = int(np.count_nonzero(decoy_won & (decoy_scores >= choice[1]) & big))
             m = score(counted[choice][0], truth, tile)
             print(f"inner tile {tile}: --per-tile-f1 takes segmenter {choice[0]:.1f}, verifier {choice[1]:.1f}; "
-                  f"decoys >= {MIN_DIAMETER_PX:g} px passing {big_decoys[choice]}, false craters the labels count "
+                  f"decoys >= {MIN_DIAMETER_PX:g} px passing {big_passing}, false craters the labels count "
                   f"{m.fp}, true {m.tp}, F1 {float(np.nan_to_num(m.f1)):.3f}")
     return 0
 
