@@ -13,7 +13,9 @@ is (elevations drawn in :data:`~planetcd.change.nuisance.REAL_NUISANCE`'s range,
 relighting to before. 1 means the fine texture is kept as it was; the relighting is meant to move shading,
 not to make texture. Printed per image: the median ratio, its 90th percentile, and the share of windows
 whose fine texture more than doubled; and the same for the smoothest third of the windows (lowest
-high-pass deviation), where noise is most of the texture. No network; a few seconds.
+high-pass deviation), where noise is most of the texture. A sun lower on the second date shows the same
+ground with more contrast, physically; ``--same-elevation`` turns the sun only, where the fine texture of
+real ground should stay about as it was. No network; a few seconds.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ def fine_texture(image: np.ndarray, sigma: float = 2.0) -> float:
     return float((image - ndimage.gaussian_filter(image, sigma)).std())
 
 
-def relit_ratio(window: np.ndarray, azimuth: float, rng: np.random.Generator) -> float:
-    """Fine texture of ``window`` relit as one ``real-nuisance`` date, over that of ``window``."""
+def relit_ratio(window: np.ndarray, azimuth: float, rng: np.random.Generator, same_elevation: bool = False) -> float:
+    """Fine texture of ``window`` relit as one ``real-nuisance`` date, over that of ``window``
+    (``same_elevation``: the sun only turned, its elevation kept)."""
     e0, e1 = rng.uniform(*REAL_NUISANCE.sun_elevation, size=2)
+    e1 = e0 if same_elevation else e1
     turn = rng.uniform(-REAL_NUISANCE.sun_azimuth_change, REAL_NUISANCE.sun_azimuth_change)
     out = relight(window, azimuth, e0, azimuth + turn, e1)
     return fine_texture(out) / max(fine_texture(window), 1e-9)
@@ -52,12 +56,15 @@ def main(argv=None) -> int:
     ap.add_argument("--windows", type=int, default=40)
     ap.add_argument("--images", default="MC11E-H,MC11E-I,hrsc-holdout")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--same-elevation", action="store_true",
+                    help="turn the sun only, keep its elevation (a lower sun shows more texture, physically)")
     args = ap.parse_args(argv)
     from planetcd.datasets.benchmark import load_sources
 
     rng = np.random.default_rng(args.seed)
     flat = [relit_ratio(np.clip(0.4 + rng.normal(0, 0.01, (WINDOW, WINDOW)), 0, 1).astype(np.float32),
-                        float(rng.uniform(0, 360)), rng) for _ in range(args.windows)]
+                        float(rng.uniform(0, 360)), rng, args.same_elevation)
+            for _ in range(args.windows)]
     print(summary("flat plain, white noise only", np.asarray(flat)))
     for source in load_sources(args.images.split(",")):
         if source.sun_azimuth is None:
@@ -70,7 +77,7 @@ def main(argv=None) -> int:
             window = source.image[y0:y0 + WINDOW, x0:x0 + WINDOW].astype(np.float32)
             if np.isfinite(window).all() and window.std() > 0:
                 windows.append(window)
-        ratios = np.asarray([relit_ratio(w, source.sun_azimuth, rng) for w in windows])
+        ratios = np.asarray([relit_ratio(w, source.sun_azimuth, rng, args.same_elevation) for w in windows])
         texture = np.asarray([fine_texture(w) for w in windows])
         smooth = texture <= np.percentile(texture, 100 / 3)
         print(summary(f"{source.name} (sun {source.sun_azimuth:.0f} deg)", ratios))
