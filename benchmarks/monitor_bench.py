@@ -35,7 +35,7 @@ from scipy import ndimage
 
 from planetcd.change.nuisance import PSEUDO_NUISANCE, real_nuisance
 from planetcd.craters.sun import angle_difference
-from planetcd.datasets.benchmark import load_sources
+from planetcd.datasets.benchmark import load_sources, paste_crater
 from planetcd.datasets.synthetic import write_synthetic_geotiff
 
 PIXEL_M = 6.0
@@ -86,31 +86,6 @@ def scenes(sources: dict, size: int, seed: int = 0) -> list[dict]:
     return out
 
 
-def paste(ground: np.ndarray, donor_image: np.ndarray, donor: np.ndarray, gy: float, gx: float,
-          turn_deg: float = 0.0) -> np.ndarray:
-    """A labelled crater ``donor = (x, y, r)`` of ``donor_image`` feathered into ``ground`` at ``(gy, gx)``, first
-    turned about its centre by ``turn_deg`` (its light then comes from that many degrees clockwise of its own
-    image's: :func:`planetcd.datasets.benchmark.turn_light`)."""
-    from planetcd.datasets.benchmark import turn_light
-
-    x, y, r = donor
-    half = int(np.ceil(1.8 * r)) + 2
-    dy, dx = int(round(y)), int(round(x))
-    cut = donor_image[dy - half : dy + half + 1, dx - half : dx + half + 1].astype(np.float64)
-    if abs(turn_deg) > 0.5:
-        cut = turn_light(cut, half + (y - dy), half + (x - dx), turn_deg)
-    ty, tx = int(round(gy)), int(round(gx))
-    target = ground[ty - half : ty + half + 1, tx - half : tx + half + 1]
-    rr, cc = np.mgrid[: 2 * half + 1, : 2 * half + 1]
-    rho = np.hypot(rr - (half + y - dy), cc - (half + x - dx)) / r
-    alpha = np.clip((1.7 - rho) / 0.6, 0.0, 1.0)
-    ring = (rho >= 1.2) & (rho <= 1.8)
-    factor = (target[ring].mean() + 1e-3) / (cut[ring].mean() + 1e-3)
-    out = ground.copy()
-    out[ty - half : ty + half + 1, tx - half : tx + half + 1] = target * (1 - alpha) + cut * factor * alpha
-    return out
-
-
 def make_scene(scene: dict, sources: dict, size: int, index: int, folder: Path, nuisance: str = "none", seed: int = 0
                ) -> tuple[str, str, np.ndarray]:
     """Write the pair of one scene; returns the paths and the implanted craters ``(n, 3)`` (row, col, r) in pre pixels.
@@ -144,7 +119,7 @@ def make_scene(scene: dict, sources: dict, size: int, index: int, folder: Path, 
         turn = 0.0
         if src.sun_azimuth is not None and donor_src.sun_azimuth is not None:
             turn = float(angle_difference(src.sun_azimuth, donor_src.sun_azimuth))
-        post_ground = paste(post_ground, donor_src.image, donor, gy + m, gx + m, turn)
+        post_ground = paste_crater(post_ground, donor_src.image, donor[1], donor[0], donor[2], gy + m, gx + m, turn)
         truth.append((gy, gx, float(donor[2])))
     if nuisance == "real":
         nuisance_rng = np.random.default_rng([11, index] if seed == 0 else [11, seed, index])

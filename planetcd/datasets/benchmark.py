@@ -69,6 +69,8 @@ __all__ = [
     "default_shared_dir",
     "load_sources",
     "make_benchmark",
+    "paste_crater",
+    "turn_light",
     "write_benchmark",
 ]
 
@@ -379,28 +381,37 @@ def _feather(rows: int, cols: int, cy: float, cx: float, radius: float) -> tuple
     return rho, np.clip((1.7 - rho) / 0.6, 0.0, 1.0)
 
 
-def _transplant(ground: np.ndarray, source: SourceImage, spec: PairSpec, gy: float, gx: float,
-                turn_deg: float = 0.0) -> np.ndarray:
-    """Cut the donor crater, match its surroundings' brightness to the target's and feather it in at (gy, gx).
+def paste_crater(ground: np.ndarray, donor_image: np.ndarray, donor_y: float, donor_x: float, radius: float,
+                 gy: float, gx: float, turn_deg: float = 0.0) -> np.ndarray:
+    """A copy of ``ground`` with the crater of ``donor_image`` at ``(donor_y, donor_x)`` (pixels; ``radius`` px)
+    feathered in at ``(gy, gx)``: weight 1 to 1.1 r, 0 beyond 1.7 r, its brightness matched to the target's on
+    the 1.2–1.8 r ring (the cut-out is centred on the rounded centres).
 
     ``turn_deg``: the donor is first turned about its centre so that its light comes from ``turn_deg`` degrees
-    clockwise of the source's (a bowl is round, so a turned crater is the crater lit from elsewhere): post's
-    own sun when the generator relights post.
+    clockwise of its own image's (:func:`turn_light`; a bowl is round, so a turned crater is the crater lit
+    from elsewhere).
     """
-    half = int(np.ceil(1.8 * spec.radius)) + 2
-    dy, dx = int(round(spec.donor_y)), int(round(spec.donor_x))
-    donor = source.image[dy - half : dy + half + 1, dx - half : dx + half + 1].astype(np.float64)
+    half = int(np.ceil(1.8 * radius)) + 2
+    dy, dx = int(round(donor_y)), int(round(donor_x))
+    donor = donor_image[dy - half : dy + half + 1, dx - half : dx + half + 1].astype(np.float64)
     if abs(turn_deg) > 0.5:
-        donor = turn_light(donor, half + (spec.donor_y - dy), half + (spec.donor_x - dx), turn_deg)
+        donor = turn_light(donor, half + (donor_y - dy), half + (donor_x - dx), turn_deg)
     ty, tx = int(round(gy)), int(round(gx))
     target = ground[ty - half : ty + half + 1, tx - half : tx + half + 1]
     size = 2 * half + 1
-    rho, alpha = _feather(size, size, half + (spec.donor_y - dy), half + (spec.donor_x - dx), spec.radius)
+    rho, alpha = _feather(size, size, half + (donor_y - dy), half + (donor_x - dx), radius)
     ring = (rho >= 1.2) & (rho <= 1.8)
     factor = (target[ring].mean() + 1e-3) / (donor[ring].mean() + 1e-3)
     out = ground.copy()
     out[ty - half : ty + half + 1, tx - half : tx + half + 1] = target * (1 - alpha) + donor * factor * alpha
     return out
+
+
+def _transplant(ground: np.ndarray, source: SourceImage, spec: PairSpec, gy: float, gx: float,
+                turn_deg: float = 0.0) -> np.ndarray:
+    """The pair's donor crater pasted into ``ground`` at ``(gy, gx)`` (:func:`paste_crater`); ``turn_deg``: post's
+    own sun when the generator relights post."""
+    return paste_crater(ground, source.image, spec.donor_y, spec.donor_x, spec.radius, gy, gx, turn_deg)
 
 
 def turn_light(chip: np.ndarray, cy: float, cx: float, turn_deg: float) -> np.ndarray:
