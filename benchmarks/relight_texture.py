@@ -1,11 +1,11 @@
-"""How much fine texture the generator's relighting adds: sensor noise read as topography.
+"""How much fine texture the generator's relighting adds (a lower sun, or sensor noise read as topography).
 
     python benchmarks/relight_texture.py [--windows 40] [--images MC11E-H,MC11E-I,hrsc-holdout] [--seed 0]
 
 :func:`planetcd.change.nuisance.relight` recovers a height field from the image's shading (linear
 photoclinometry) and shades it under another sun. Sensor noise and compression blocks are shading too, to
-that model: integrated along the old sun they become ridges, which the new sun shows as striations that
-no real second date has. This measures it. For a flat plain with white noise only (σ 0.01 on 0.4, where a
+that model: integrated along the old sun they can become ridges, which the new sun shows as striations
+that no real second date has. This measures how much texture is added, whatever its cause. For a flat plain with white noise only (σ 0.01 on 0.4, where a
 real relit image would still be noise), and for ``--windows`` random 150 px windows of each source image
 (the image's own sun, estimated as the benchmark generator does), each relit as a ``real-nuisance`` date
 is (elevations drawn in :data:`~planetcd.change.nuisance.REAL_NUISANCE`'s range, the sun turned within
