@@ -407,13 +407,32 @@ def _component_distances_and_peaks(binary: np.ndarray, components: np.ndarray,
 
 
 def _filled_components(binary: np.ndarray, prob: np.ndarray, min_radius: float) -> np.ndarray:
+    """The regions (:func:`_regions`) of the watershed split of ``binary``'s filled components.
+
+    A component whose area-equivalent radius is below ``min_radius`` is dropped before the split: every
+    region cut from it is smaller still, so :func:`extract_craters`' radius filter would drop them all.
+    The regions of the other components are the same, in the same order, as without the drop: the
+    distance transform reads ``binary``, not the labels, and the seeds keep their relative order. So
+    the caller must still drop the regions of radius below ``min_radius``.
+    """
     from skimage.feature import peak_local_max
 
     if not binary.any():
         return np.zeros((0, 4))
     # Gaps inside a disc would seed extra watershed basins; a filled target has no holes.
     binary = _fill_holes(binary)
-    components, _ = ndimage.label(binary)
+    components, n = ndimage.label(binary)
+    # Most components of a low-threshold map are specks; the same sqrt(area / pi) as _regions' radius, which
+    # is monotone in the area, so a component dropped here holds no region of radius >= min_radius.
+    areas = np.bincount(components.ravel(), minlength=n + 1).astype(np.float64)
+    kept = np.sqrt(areas / np.pi) >= min_radius
+    kept[0] = False
+    if not kept.any():
+        return np.zeros((0, 4))
+    if not kept[1:].all():
+        relabel = np.zeros(n + 1, components.dtype)
+        relabel[kept] = np.arange(1, int(kept.sum()) + 1, dtype=components.dtype)
+        components = relabel[components]  # the kept components, numbered in their old order
     min_distance = max(1, int(round(min_radius)))
     if binary.all():  # no background: the per-component crops rest on one (their grown box holds it)
         distance = ndimage.distance_transform_edt(binary)
@@ -423,7 +442,8 @@ def _filled_components(binary: np.ndarray, prob: np.ndarray, min_radius: float) 
     markers = np.zeros(binary.shape, np.int32)
     markers[peaks[:, 0], peaks[:, 1]] = np.arange(1, len(peaks) + 1)
     # Components without a peak (thin slivers) keep their own label.
-    unmarked = np.setdiff1d(np.unique(components[binary]), components[peaks[:, 0], peaks[:, 1]])
+    # ndimage.label numbers its components 1..n without gaps, and so does the relabelling above.
+    unmarked = np.setdiff1d(np.arange(1, int(kept.sum()) + 1), components[peaks[:, 0], peaks[:, 1]])
     if unmarked.size:
         seeds = np.asarray(ndimage.maximum_position(distance, components, unmarked), dtype=int).reshape(-1, 2)
         markers[seeds[:, 0], seeds[:, 1]] = np.arange(len(peaks) + 1, len(peaks) + 1 + len(seeds))

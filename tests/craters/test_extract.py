@@ -250,3 +250,55 @@ def test_fill_holes_is_ndimage_s(seed):
     assert expected.sum() > binary.sum() and np.array_equal(filled, expected)
     assert np.array_equal(_fill_holes(np.ones((5, 4), bool)), np.ones((5, 4), bool))
     assert not _fill_holes(np.zeros((5, 4), bool)).any()
+
+
+def _filled_components_unscreened(binary, prob, min_radius):
+    """The components path as it was before small components were dropped: every component split and measured."""
+    from scipy import ndimage
+
+    from planetcd.craters.extract import (_component_distances_and_peaks, _fill_holes, _regions,
+                                          _split_components)
+
+    binary = _fill_holes(binary)
+    components, n = ndimage.label(binary)
+    distance, peaks = _component_distances_and_peaks(binary, components, max(1, int(round(min_radius))))
+    markers = np.zeros(binary.shape, np.int32)
+    markers[peaks[:, 0], peaks[:, 1]] = np.arange(1, len(peaks) + 1)
+    unmarked = np.setdiff1d(np.arange(1, n + 1), components[peaks[:, 0], peaks[:, 1]])
+    if unmarked.size:
+        seeds = np.asarray(ndimage.maximum_position(distance, components, unmarked), dtype=int).reshape(-1, 2)
+        markers[seeds[:, 0], seeds[:, 1]] = np.arange(len(peaks) + 1, len(peaks) + 1 + len(seeds))
+    return _regions(_split_components(components, markers, distance), prob, fill_holes=False)
+
+
+@pytest.mark.parametrize("seed", [1, 6])
+def test_small_components_dropped_before_the_split_give_the_same_craters(seed, monkeypatch):
+    """Components too small for a crater of min_radius are dropped before the distance transform and the split:
+    after the radius filter, the same rows in the same order as splitting every component (a noisy map at a low
+    threshold, most of whose components are specks; a min_radius equal to some component's radius keeps it),
+    and extract_craters lists the same craters."""
+    from scipy import ndimage
+
+    from planetcd.craters import extract
+    from planetcd.craters.extract import _fill_holes, _filled_components
+
+    prob, _ = synthetic_probability_map((260, 230), n_craters=70, radius_range=(2.0, 14.0), noise_std=0.2,
+                                        seed=seed)
+    binary = prob >= 0.3
+    components, n = ndimage.label(_fill_holes(binary))
+    radii = np.sqrt(np.bincount(components.ravel())[1:].astype(np.float64) / np.pi)
+    exact = float(radii[(radii > 2.0) & (radii < 4.0)][0])  # a radius some component has exactly
+    options = dict(threshold=0.3, max_radius=20.0, min_contrast=0.1)
+    found = {}
+    for min_radius in (1.0, 2.5, exact, 3.0, 4.4):
+        assert 0 < (radii < min_radius).sum() < n
+        got = _filled_components(binary, prob, min_radius)
+        expected = _filled_components_unscreened(binary, prob, min_radius)
+        assert len(expected) > len(got)
+        expected = expected[expected[:, 2] >= min_radius]
+        assert len(expected) > 5 and np.array_equal(got[got[:, 2] >= min_radius], expected)
+        found[min_radius] = extract_craters(prob, min_radius=min_radius, **options)
+    monkeypatch.setattr(extract, "_filled_components", _filled_components_unscreened)
+    for min_radius, craters in found.items():
+        assert np.array_equal(craters, extract_craters(prob, min_radius=min_radius, **options))
+    assert n > 100 and len(found[exact]) > 5
