@@ -67,6 +67,7 @@ __all__ = [
     "canonical_rotation",
     "canonical_frame",
     "to_canonical",
+    "affine_resample",
     "azimuth_from_craters",
 ]
 
@@ -455,7 +456,7 @@ class CanonicalFrame:
                            copy=False)  # a float32 map is read as it is
 
         def one(band: np.ndarray) -> np.ndarray:
-            return ndimage.affine_transform(band, matrix, offset, output_shape=out_shape, order=order, mode="constant", cval=fill)
+            return affine_resample(band, matrix, offset, out_shape, order, fill)
 
         return one(work) if work.ndim == 2 else np.stack([one(b) for b in work])
 
@@ -531,6 +532,74 @@ class CanonicalFrame:
             "input_shape": list(self.input_shape),
             "canonical_shape": list(self.canonical_shape),
         }
+
+
+#: Output rows in one strip of :func:`affine_resample` (about 17 MB of float64 source coordinates on a
+#: 4000 px wide canvas).
+RESAMPLE_STRIP_ROWS = 256
+
+
+def affine_resample(band: np.ndarray, matrix: np.ndarray, offset: np.ndarray, out_shape: tuple[int, int],
+                    order: int = 1, fill: float = 0.0, threads: int | None = None,
+                    strip_rows: int = RESAMPLE_STRIP_ROWS) -> np.ndarray:
+    """``ndimage.affine_transform(band, matrix, offset, output_shape=out_shape, order=order, mode="constant",
+    cval=fill)``, the same array, in strips of output rows on ``threads`` threads.
+
+    ``affine_transform`` is one call on one core. :func:`scipy.ndimage.map_coordinates` interpolates the same
+    way at the coordinates it is given and releases the GIL. scipy takes output pixel ``(r, c)``'s source
+    coordinate along axis ``h`` as ``(offset[h] + r * matrix[h, 0]) + c * matrix[h, 1]`` in float64, in that
+    order, which numpy's products and sums reproduce bit for bit; so each strip is the transform's own rows.
+    Splines of ``order`` above 1 (whose prefilter would run on every strip) and single threads call
+    ``affine_transform`` itself.
+
+    Parameters
+    ----------
+    band : ndarray, shape (rows, cols)
+        float32 or float64; the output has its dtype.
+    matrix : ndarray, shape (2, 2)
+        Output ``(row, col)`` to source ``(row, col)``, as ``affine_transform`` takes it.
+    offset : ndarray, shape (2,)
+    out_shape : tuple of int
+    order : int
+        Spline order (1: bilinear, 0: nearest).
+    fill : float
+        Value of output pixels whose source falls outside ``band``.
+    threads : int, optional
+        Default: PyTorch's intra-op threads (``torch.get_num_threads()``, which ``--threads`` sets).
+    strip_rows : int
+        Output rows per strip.
+
+    Returns
+    -------
+    ndarray, shape out_shape
+    """
+    matrix = np.asarray(matrix, np.float64)
+    offset = np.asarray(offset, np.float64)
+    if threads is None:
+        import torch
+
+        threads = torch.get_num_threads()
+    rows, cols = int(out_shape[0]), int(out_shape[1])
+    if order > 1 or threads < 2 or rows <= strip_rows:
+        return ndimage.affine_transform(band, matrix, offset, output_shape=out_shape, order=order, mode="constant",
+                                        cval=fill)
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = np.empty((rows, cols), band.dtype)
+    along_row = [np.arange(cols, dtype=np.float64) * matrix[h, 1] for h in (0, 1)]
+
+    def strip(r0: int) -> None:
+        r1 = min(r0 + strip_rows, rows)
+        at_row = np.arange(r0, r1, dtype=np.float64)[:, None]
+        coordinates = np.empty((2, r1 - r0, cols))
+        for h in (0, 1):
+            np.add(offset[h] + at_row * matrix[h, 0], along_row[h], out=coordinates[h])
+        ndimage.map_coordinates(band, coordinates, output=out[r0:r1], order=order, mode="constant", cval=fill)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for _ in pool.map(strip, range(0, rows, strip_rows)):
+            pass
+    return out
 
 
 def canonical_rotation(azimuth_deg: float, tolerance_deg: float = ROTATION_TOLERANCE_DEG) -> tuple[float, int | None]:

@@ -309,3 +309,36 @@ def test_the_sun_is_read_back_from_the_craters_when_they_show_it_clearly_elsewhe
     low[:, 3] = 0.3  # craters the first pass was not sure of are not read
     assert refined_sun_azimuth(image, low, estimate) == (None, {**record, "readback_deg": None, "n_craters": 0,
                                                                  "turn_deg": None, "support": 0.0, "elsewhere": False})
+
+
+@pytest.mark.parametrize("azimuth", [30.0, 137.0, 313.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_turns_in_strips_on_threads_are_scipy_s_affine_transform(azimuth, dtype, rng):
+    """affine_resample's strips of map_coordinates (source coordinates computed as scipy computes them) give
+    ndimage.affine_transform's array bit for bit, both ways, bilinear and nearest, a NaN fill and NaN pixels
+    included; the frame's turns of a float32 map are that array too."""
+    from scipy import ndimage
+
+    from planetcd.craters.sun import affine_resample, canonical_frame
+
+    shape = (203, 171)
+    image = rng.random(shape).astype(dtype)
+    image[50:53, 60:90] = np.nan
+    frame = canonical_frame(shape, azimuth)
+    cos, sin, c_in, c_out = frame._rotation()
+    forward = np.array([[cos, -sin], [sin, cos]]), c_in[::-1], c_out[::-1], image, frame.canonical_shape
+    canvas = rng.random(frame.canonical_shape).astype(dtype)
+    back = np.array([[cos, sin], [-sin, cos]]), c_out[::-1], c_in[::-1], canvas, shape
+    for matrix, src_c, dst_c, source, out_shape in (forward, back):
+        offset = src_c - matrix @ dst_c
+        for order in (0, 1):
+            for fill in (0.25, np.nan):
+                expected = ndimage.affine_transform(source, matrix, offset, output_shape=out_shape, order=order,
+                                                    mode="constant", cval=fill)
+                got = affine_resample(source, matrix, offset, out_shape, order, fill, threads=2, strip_rows=37)
+                assert got.dtype == expected.dtype and got.shape == tuple(out_shape)
+                np.testing.assert_array_equal(got, expected)  # NaN where NaN
+    expected = ndimage.affine_transform(image, forward[0], forward[1] - forward[0] @ forward[2],
+                                        output_shape=frame.canonical_shape, order=1, mode="constant", cval=0.5)
+    if dtype == np.float32:
+        np.testing.assert_array_equal(frame.array_to_canonical(image, fill=0.5), expected)
