@@ -11,12 +11,15 @@ Sun convention (as :mod:`planetcd.craters.sun`): ``azimuth`` is the direction
 the light comes FROM, degrees clockwise from the image top; ``elevation`` is
 the sun's angle above the horizon, degrees.
 
-Relighting model (:func:`relight`): the ground is Lambertian with a slowly
-varying albedo. Linearised, ``I / mean(I) ≈ 1 − cot(e) · (∇h · d)`` where ``d``
+Relighting model (:func:`relight`): the ground is Lambertian with a varying
+albedo. Linearised, ``I / mean(I) ≈ 1 − cot(e) · (∇h · d)`` where ``d``
 is the horizontal unit vector toward the sun, so the slope along ``d`` is
 ``(1 − I / mean(I)) · tan(e)``; integrating it along ``d`` (in Fourier space,
 regularised where the frequency is perpendicular to ``d``) gives a height field
-``h`` (:func:`height_from_shading`). The image is re-rendered under the new sun
+``h`` (:func:`height_from_shading`). Optionally (``noise_floor``) the image's power
+at frequencies perpendicular to ``d``, where shading has none, is taken band by band
+as its floor of albedo and noise (:func:`shading_share`) and regularises the
+integration (a Wiener filter). The image is re-rendered under the new sun
 with the full Lambertian law, and what the model does not explain (the ratio of
 the image to its own rendering under the old sun: albedo, noise) is kept where
 the old sun lit the ground (shadows hold no albedo and are lit anew).
@@ -42,12 +45,75 @@ def _frequencies(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return np.fft.fftfreq(shape[0])[:, None], np.fft.fftfreq(shape[1])[None, :]
 
 
-def height_from_shading(image: np.ndarray, azimuth: float, elevation: float, eps: float = 0.02) -> np.ndarray:
+def shading_share(slope: np.ndarray, azimuth: float, n_bands: int = 12, cone: float = 0.3
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Share of the power along the sun that is shading, per band of spatial frequency.
+
+    Shading (the slope toward the sun) has no power at frequencies perpendicular to the sun's direction
+    ``d``; albedo and noise have about as much there as along ``d``. So in each band of radial frequency,
+    ``1 − S_perp / S_along`` (clipped to ``0..1``) is the share of the power along ``d`` that is shading,
+    where ``S_along`` and ``S_perp`` are the mean power (periodogram of the Hann-tapered window: a mirror
+    padding would mix the directions) in the cones ``|cos φ| > √(1 − cone²)`` around ``d`` and
+    ``|cos φ| < cone`` around its perpendicular (``φ``: the frequency's angle to ``d``; 0.3: ± 17.5°).
+
+    Parameters
+    ----------
+    slope : ndarray, shape (rows, cols)
+        The image as slope toward the sun (any affine function of the image gives the same shares).
+    azimuth : float
+        Where the light comes from, degrees clockwise from the top.
+    n_bands : int
+        Log-spaced bands from one cycle per window to √½ cycles per pixel.
+
+    Returns
+    -------
+    centres : ndarray, shape (n_bands,)
+        The bands' centre frequencies, cycles per pixel.
+    share : ndarray, shape (n_bands,)
+        In ``0..1``; a band with no frequency in a cone takes its neighbours' value.
+    """
+    slope = np.asarray(slope, np.float64)
+    rows, cols = slope.shape
+    taper = np.outer(np.hanning(rows), np.hanning(cols))
+    power = np.abs(np.fft.fft2((slope - slope.mean()) * taper)) ** 2
+    fy, fx = _frequencies(slope.shape)
+    dy, dx = _toward_sun(azimuth)
+    radius = np.hypot(fy, fx)
+    cos_phi = np.abs(fy * dy + fx * dx) / np.maximum(radius, 1e-12)
+    edges = np.geomspace(1.0 / max(rows, cols), np.sqrt(0.5) + 1e-9, n_bands + 1)
+    band = np.digitize(radius, edges) - 1
+    inside = (band >= 0) & (band < n_bands)
+    means = []
+    for cone_mask in (cos_phi > np.sqrt(1.0 - cone**2), cos_phi < cone):
+        mask = inside & cone_mask
+        count = np.bincount(band[mask], minlength=n_bands)
+        total = np.bincount(band[mask], power[mask], n_bands)
+        filled = np.flatnonzero(count > 0)
+        mean = total[filled] / count[filled]
+        means.append(np.interp(np.arange(n_bands), filled, mean) if len(filled) else np.zeros(n_bands))
+    along, perp = means
+    share = np.where(along > 0, 1.0 - perp / np.where(along > 0, along, 1.0), 0.0)
+    return np.sqrt(edges[:-1] * edges[1:]), np.clip(share, 0.0, 1.0)
+
+
+def height_from_shading(image: np.ndarray, azimuth: float, elevation: float, eps: float = 0.02,
+                        noise_floor: bool = False) -> np.ndarray:
     """A height field ``(rows, cols)`` (pixels of height per pixel of ground) whose shading under the sun is ``image``.
 
     Linear photoclinometry: the slope toward the sun is ``(1 − I/Ī) · tan(elevation)``, integrated along
     the sun direction by Fourier division, regularised by ``eps`` (cycles/px) across it (the component
     shading cannot see). Mirror-padded, so the image borders do not wrap.
+
+    ``noise_floor``: the division is regularised by the floor of albedo and noise of each band of
+    frequency (:func:`shading_share`: the power perpendicular to the sun): ``conj(k) / (share |k|² +
+    (1 − share) (2π r)² + (2π eps)²)``, a Wiener filter without its shrinkage along the sun (where ``|k| = 2πr`` the
+    shading is integrated in full, so a crater is relit as before), whose gain falls across the sun as
+    the floor grows.
+    Without it (the default, which the generator and ``nn``'s pseudo pairs use) all of the image's contrast
+    is slope: sensor noise at frequencies nearly perpendicular to the sun is divided by a derivative near
+    zero and integrates into ridges along the sun, which a turned sun shows as striations no real second
+    date has. Not the default yet: with it, ``nn``'s pseudo-pair τ falls with the striations it had been
+    calibrated on (docs/benchmarks.md, "A noise floor for the relighting").
     """
     image = np.asarray(image, np.float64)
     mean = image.mean() or 1.0
@@ -57,7 +123,19 @@ def height_from_shading(image: np.ndarray, azimuth: float, elevation: float, eps
     fy, fx = _frequencies(padded.shape)
     dy, dx = _toward_sun(azimuth)
     k = 2j * np.pi * (fy * dy + fx * dx)  # the derivative along d in Fourier space
-    height = np.real(np.fft.ifft2(np.fft.fft2(padded) * np.conj(k) / (np.abs(k) ** 2 + (2 * np.pi * eps) ** 2)))
+    if not noise_floor:
+        gain = np.conj(k) / (np.abs(k) ** 2 + (2 * np.pi * eps) ** 2)
+    else:
+        # Per frequency f (radius r, angle φ to d): slope power S = |k|² P_h + N, with P_h the height's power
+        # (isotropic: along d, |k| = 2πr and the shading power is share · S_along) and N = (1 − share) · S_along
+        # the floor. The Wiener gain conj(k) P_h / (|k|² P_h + N) is divided by ``share`` so that along d it
+        # stays 1/k (the shading is not shrunk: a crater is relit in full) while across d, where |k| → 0,
+        # it falls to 0 as the floor grows; share = 1 gives the plain division.
+        centres, share_by_band = shading_share(slope, azimuth)
+        radius = np.hypot(fy, fx)
+        share = np.interp(np.log(np.maximum(radius, centres[0])), np.log(centres), share_by_band)
+        gain = np.conj(k) / (share * np.abs(k) ** 2 + (1.0 - share) * (2 * np.pi * radius) ** 2 + (2 * np.pi * eps) ** 2)
+    height = np.real(np.fft.ifft2(np.fft.fft2(padded) * gain))
     return height[:rows, :cols]
 
 
@@ -72,14 +150,15 @@ def shade(height: np.ndarray, azimuth: float, elevation: float) -> np.ndarray:
     return np.clip(dot / np.sqrt(1.0 + gy**2 + gx**2), 0.0, None)
 
 
-def relight(image: np.ndarray, azimuth: float, elevation: float, new_azimuth: float, new_elevation: float
-            ) -> np.ndarray:
+def relight(image: np.ndarray, azimuth: float, elevation: float, new_azimuth: float, new_elevation: float,
+            noise_floor: bool = False) -> np.ndarray:
     """The image ``(rows, cols)`` (``0..1``) seen under another sun (module docstring: the model).
 
     Returns float32 in ``0..1``; the same sun gives the image back (to the regularisation).
+    ``noise_floor``: of :func:`height_from_shading` (False, the default: every contrast is slope).
     """
     image = np.asarray(image, np.float64)
-    height = height_from_shading(image, azimuth, elevation)
+    height = height_from_shading(image, azimuth, elevation, noise_floor=noise_floor)
     old = shade(height, azimuth, elevation)
     new = shade(height, new_azimuth, new_elevation)
     old, new = old / (old.mean() or 1.0), new / (new.mean() or 1.0)

@@ -53,6 +53,34 @@ def test_relighting_moves_the_bright_wall_with_the_sun(crater):
     assert west[inner + (left,)].mean() < west[inner + (right,)].mean()
 
 
+@pytest.mark.parametrize("sun", [(340.0, 35.0), (340.0, 25.0), (270.0, 45.0)])
+def test_noise_is_not_read_as_topography(sun):
+    """With the noise floor, a flat plain with white sensor noise only has no shading to relight: the relit image
+    stays the image to a fraction of the noise, and its fine texture is kept (without it, the default, the noise
+    is integrated into ridges along the sun, which the turned sun shows as striations: the default fails this
+    test for each of these suns)."""
+    from scipy import ndimage
+
+    sigma = 0.02
+    plain = np.clip(0.4 + np.random.default_rng(0).normal(0, sigma, (150, 150)), 0, 1).astype(np.float32)
+    relit = relight(plain, 300.0, 35.0, *sun, noise_floor=True)
+    assert (relit - plain).std() < 0.25 * sigma
+    fine = [float((x - ndimage.gaussian_filter(x, 2.0)).std()) for x in (plain, relit)]
+    assert 0.85 < fine[1] / fine[0] < 1.15
+
+
+def test_shading_share_tells_shading_from_noise(crater):
+    """Shading has its power along the sun, white noise in every direction alike."""
+    from planetcd.change.nuisance import shading_share
+
+    centres, share = shading_share(crater, 90.0)
+    assert centres.shape == share.shape == (12,) and np.all(np.diff(centres) > 0)
+    assert np.all((share >= 0) & (share <= 1))
+    assert share[1:6].min() > 0.7  # the bowl's scales (wavelengths of 5-60 px) are shading
+    noise = np.random.default_rng(1).normal(0.0, 1.0, (150, 150))
+    assert np.median(shading_share(noise, 90.0)[1]) < 0.3
+
+
 def test_other_nuisances(rng):
     image = np.clip(rng.normal(0.5, 0.1, (120, 120)), 0, 1).astype(np.float32)
     streaked = albedo_streaks(image, np.random.default_rng(1), n=2)
