@@ -375,35 +375,49 @@ def _regions(labels: np.ndarray, prob: np.ndarray, fill_holes: bool) -> np.ndarr
     return np.column_stack([x_sum / area, y_sum / area, np.sqrt(area / np.pi), prob_sum / area])
 
 
-def _component_distances_and_peaks(binary: np.ndarray, components: np.ndarray,
-                                   min_distance: int) -> tuple[np.ndarray, np.ndarray]:
+def _component_distances_and_peaks(binary: np.ndarray, components: np.ndarray, min_distance: int,
+                                   boxes: list | None = None,
+                                   labels: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
     """``ndimage.distance_transform_edt(binary)`` and ``peak_local_max(that, min_distance, labels=components,
-    exclude_border=False)``, computed component by component on small crops: the same arrays.
+    exclude_border=False)``, computed component by component on small crops: the same values and peaks.
 
     The nearest background pixel of a component's pixel lies within the component's bounding box grown by
     one pixel (along a row or column the component ends at a background pixel no farther than the box's
     edge, and a pixel beyond the grown box is farther still), so the transform of that crop of ``binary``
     equals the whole map's on the component. ``peak_local_max`` works label by label on each label's
     bounding box with its own threshold (the map's minimum: 0, there being background), which the crop
-    reproduces. What is saved is the whole-map transform and ``peak_local_max``'s whole-map passes.
+    reproduces. What is saved is the whole-map transform and ``peak_local_max``'s whole-map passes, and the
+    whole map of distances (8 bytes a pixel, fresh memory each time).
+
+    ``boxes``: ``ndimage.find_objects(components)``, when the caller has it. ``labels``: the components to
+    work on, increasing (default: all); the peaks of these are as above and in the same order.
+
+    Returns
+    -------
+    distances : dict
+        ``{label: (crop, transform)}``: each component's grown box (a pair of slices) and the transform of
+        ``binary`` there, which equals the whole map's on the component's pixels.
+    peaks : ndarray, shape (n, 2)
+        Rows and columns.
     """
     from skimage.feature import peak_local_max
 
     height, width = binary.shape
-    distance = np.zeros(binary.shape, np.float64)
-    peaks = []
-    for k, box in enumerate(ndimage.find_objects(components), start=1):
+    distances, peaks = {}, []
+    boxes = ndimage.find_objects(components) if boxes is None else boxes
+    for k in (range(1, len(boxes) + 1) if labels is None else labels):
+        box = boxes[k - 1]
         if box is None:
             continue
         crop = (slice(max(box[0].start - 1, 0), min(box[0].stop + 1, height)),
                 slice(max(box[1].start - 1, 0), min(box[1].stop + 1, width)))
         inside = components[crop] == k
         local = ndimage.distance_transform_edt(binary[crop])
-        distance[crop][inside] = local[inside]
+        distances[int(k)] = (crop, local)
         found = peak_local_max(local, min_distance=min_distance, labels=inside.astype(np.int32), threshold_abs=0.0,
                                exclude_border=False)
         peaks.append(found + (crop[0].start, crop[1].start))
-    return distance, (np.vstack(peaks) if peaks else np.zeros((0, 2), np.intp))
+    return distances, (np.vstack(peaks) if peaks else np.zeros((0, 2), np.intp))
 
 
 def _filled_components(binary: np.ndarray, prob: np.ndarray, min_radius: float) -> np.ndarray:
@@ -421,33 +435,31 @@ def _filled_components(binary: np.ndarray, prob: np.ndarray, min_radius: float) 
         return np.zeros((0, 4))
     # Gaps inside a disc would seed extra watershed basins; a filled target has no holes.
     binary = _fill_holes(binary)
-    components, n = ndimage.label(binary)
-    # Most components of a low-threshold map are specks; the same sqrt(area / pi) as _regions' radius, which
-    # is monotone in the area, so a component dropped here holds no region of radius >= min_radius.
-    areas = np.bincount(components.ravel(), minlength=n + 1).astype(np.float64)
-    kept = np.sqrt(areas / np.pi) >= min_radius
-    kept[0] = False
-    if not kept.any():
+    components, _ = ndimage.label(binary)
+    boxes = ndimage.find_objects(components)
+    # Most components of a low-threshold map are specks. Each is counted in its box (np.bincount of the map
+    # would first copy the labels to int64: a fresh 8 bytes a pixel); the same sqrt(area / pi) as _regions'
+    # radius, monotone in the area, so a component dropped here holds no region of radius >= min_radius.
+    areas = np.array([np.count_nonzero(components[box] == k) for k, box in enumerate(boxes, start=1)], np.float64)
+    kept = np.flatnonzero(np.sqrt(areas / np.pi) >= min_radius) + 1
+    if not kept.size:
         return np.zeros((0, 4))
-    if not kept[1:].all():
-        relabel = np.zeros(n + 1, components.dtype)
-        relabel[kept] = np.arange(1, int(kept.sum()) + 1, dtype=components.dtype)
-        components = relabel[components]  # the kept components, numbered in their old order
     min_distance = max(1, int(round(min_radius)))
     if binary.all():  # no background: the per-component crops rest on one (their grown box holds it)
         distance = ndimage.distance_transform_edt(binary)
         peaks = peak_local_max(distance, min_distance=min_distance, labels=components, exclude_border=False)
+        distances = {1: (boxes[0], distance)}
     else:
-        distance, peaks = _component_distances_and_peaks(binary, components, min_distance)
-    markers = np.zeros(binary.shape, np.int32)
-    markers[peaks[:, 0], peaks[:, 1]] = np.arange(1, len(peaks) + 1)
-    # Components without a peak (thin slivers) keep their own label.
-    # ndimage.label numbers its components 1..n without gaps, and so does the relabelling above.
-    unmarked = np.setdiff1d(np.arange(1, int(kept.sum()) + 1), components[peaks[:, 0], peaks[:, 1]])
-    if unmarked.size:
-        seeds = np.asarray(ndimage.maximum_position(distance, components, unmarked), dtype=int).reshape(-1, 2)
-        markers[seeds[:, 0], seeds[:, 1]] = np.arange(len(peaks) + 1, len(peaks) + 1 + len(seeds))
-    labels = _split_components(components, markers, distance)
+        distances, peaks = _component_distances_and_peaks(binary, components, min_distance, boxes, kept)
+    # Components without a peak (thin slivers) get one seed each, after the peaks. A one-seed component is
+    # its seed's basin wherever the seed lies, so its first pixel serves (it was the distance's maximum).
+    unmarked = np.setdiff1d(kept, components[peaks[:, 0], peaks[:, 1]])
+    seeds = [peaks.reshape(-1, 2)]
+    for k in unmarked:
+        box = boxes[k - 1]
+        first = np.argwhere(components[box] == k)[0]
+        seeds.append([[first[0] + box[0].start, first[1] + box[1].start]])
+    labels = _split_components(components, np.concatenate(seeds).astype(np.intp), distances, boxes)
     return _regions(labels, prob, fill_holes=False)
 
 
@@ -461,32 +473,44 @@ def _fill_holes(binary: np.ndarray) -> np.ndarray:
     return ~outside[background]
 
 
-def _split_components(components: np.ndarray, markers: np.ndarray, distance: np.ndarray) -> np.ndarray:
-    """``watershed(-distance, markers, mask=components > 0)``, component by component.
+def _split_components(components: np.ndarray, seeds: np.ndarray, distances: dict,
+                      boxes: list | None = None) -> np.ndarray:
+    """``watershed(-distance, markers, mask=components > 0)``, component by component, where ``markers``
+    holds ``i + 1`` at ``seeds[i]`` (``(n, 2)`` rows and columns, at most one seed a pixel) and 0 elsewhere.
+
+    ``distances``: ``{label: (crop, values)}`` (:func:`_component_distances_and_peaks`), the distance on a crop
+    holding the component's box, for every component with more than one seed; only its values on the
+    component's pixels are read.
 
     A basin never leaves its component (the mask separates components, and both this flood and
     :func:`scipy.ndimage.label` connect the 4 neighbours), so each component is flooded alone on its bounding
-    box. The basins are the whole map's but for ties: a pixel that two basins reach at the same step goes where
-    the flood's heap order sends it, and that order depends on what else the heap holds (skimage pushes every
-    seed at the same age). A component with one marker (most craters)
-    is that marker's basin without a flood (one lookup for all of them). What is saved is the whole map's flood
-    and its input checks.
+    box (``boxes``: ``ndimage.find_objects(components)``, when the caller has it). The basins are the whole
+    map's but for ties: a pixel that two basins reach at the same step goes where the flood's heap order sends
+    it, and that order depends on what else the heap holds (skimage pushes every seed at the same age). A
+    component with one seed (most craters) is that seed's basin without a flood (one lookup for all of them),
+    a component without a seed is 0. What is saved is the whole map's flood and its input checks, and the
+    map of markers.
     """
     from skimage.segmentation import watershed
 
-    n = int(components.max())
-    seeded = markers > 0
-    per_component = np.bincount(components[seeded], minlength=n + 1)  # seeds in each component
-    basin = np.zeros(n + 1, np.int32)  # the basin of a one-seed component: its seed's label
-    single = per_component[components[seeded]] == 1
-    basin[components[seeded][single]] = markers[seeded][single]
+    boxes = ndimage.find_objects(components) if boxes is None else boxes
+    seeds = np.asarray(seeds, np.intp).reshape(-1, 2)
+    owner = components[seeds[:, 0], seeds[:, 1]]  # the component of each seed
+    per_component = np.bincount(owner, minlength=len(boxes) + 1)  # seeds in each component
+    basin = np.zeros(len(boxes) + 1, np.int32)  # the basin of a one-seed component: its seed's label
+    single = per_component[owner] == 1
+    basin[owner[single]] = np.flatnonzero(single) + 1
     labels = basin[components]
-    boxes = ndimage.find_objects(components)
     for k in np.flatnonzero(per_component[1:] > 1) + 1:
         box = boxes[k - 1]
         inside = components[box] == k
-        seeds = np.where(inside, markers[box], 0)
-        labels[box][inside] = watershed(-distance[box], seeds, mask=inside)[inside]
+        mine = np.flatnonzero(owner == k)
+        markers = np.zeros(inside.shape, np.int32)
+        markers[seeds[mine, 0] - box[0].start, seeds[mine, 1] - box[1].start] = mine + 1
+        crop, values = distances[int(k)]
+        values = values[box[0].start - crop[0].start : box[0].stop - crop[0].start,
+                        box[1].start - crop[1].start : box[1].stop - crop[1].start]
+        labels[box][inside] = watershed(-values, markers, mask=inside)[inside]
     return labels
 
 

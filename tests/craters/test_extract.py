@@ -191,11 +191,20 @@ def test_component_distances_and_peaks_are_the_whole_map_s(seed, min_distance):
     binary[0, :40] = True  # components on the map's edges
     binary[100:130, -1] = True
     components, n = ndimage.label(binary)
-    distance, peaks = _component_distances_and_peaks(binary, components, min_distance)
+    distances, peaks = _component_distances_and_peaks(binary, components, min_distance)
     expected = ndimage.distance_transform_edt(binary)
-    assert n > 20
-    assert np.array_equal(distance, expected)
-    assert np.array_equal(peaks, peak_local_max(expected, min_distance=min_distance, labels=components, exclude_border=False))
+    assert n > 20 and sorted(distances) == list(range(1, n + 1))
+    for k, (crop, values) in distances.items():
+        inside = components[crop] == k
+        assert inside.any() and np.array_equal(values[inside], expected[crop][inside])
+    whole = peak_local_max(expected, min_distance=min_distance, labels=components, exclude_border=False)
+    assert np.array_equal(peaks, whole)
+    # some components only (as _filled_components asks for the big ones): theirs, the others 0 and no peak
+    some = np.arange(2, n + 1, 3)
+    distances, peaks = _component_distances_and_peaks(binary, components, min_distance,
+                                                      ndimage.find_objects(components), some)
+    assert sorted(distances) == some.tolist()
+    assert np.array_equal(peaks, whole[np.isin(components[whole[:, 0], whole[:, 1]], some)])
 
 
 @pytest.mark.parametrize("seed", [0, 5])
@@ -216,7 +225,10 @@ def test_split_components_floods_each_component_as_the_whole_map_does(seed):
     peaks = peak_local_max(distance, min_distance=2, labels=components, exclude_border=False)
     markers = np.zeros(binary.shape, np.int32)
     markers[peaks[:, 0], peaks[:, 1]] = np.arange(1, len(peaks) + 1)
-    labels = _split_components(components, markers, distance)
+    # the distance on each component's box, and wrong values off the component (which must not be read)
+    distances = {k: (box, np.where(components[box] == k, distance[box], 99.0))
+                 for k, box in enumerate(ndimage.find_objects(components), start=1)}
+    labels = _split_components(components, peaks, distances)
     whole = watershed(-distance, markers, mask=binary)
     assert np.array_equal(labels > 0, binary)
     counts = ndimage.sum_labels(markers > 0, components, np.arange(1, n + 1))
@@ -230,6 +242,14 @@ def test_split_components_floods_each_component_as_the_whole_map_does(seed):
         assert basin[row, col] and ndimage.label(basin)[1] == 1
         assert np.unique(components[basin]).size == 1
     assert (labels != whole).sum() <= 0.01 * binary.sum()
+    # a component without a seed is 0; the others keep their basins (the seeds' labels: their order)
+    bare = components[peaks[0, 0], peaks[0, 1]]
+    rest = components[peaks[:, 0], peaks[:, 1]] != bare
+    fewer = _split_components(components, peaks[rest], distances)
+    assert not fewer[components == bare].any()
+    relabelled = np.zeros(len(peaks) + 1, np.int32)
+    relabelled[1:][rest] = np.arange(1, rest.sum() + 1)
+    assert np.array_equal(fewer, relabelled[labels])
 
 
 @pytest.mark.parametrize("seed", [0, 3])
@@ -261,14 +281,14 @@ def _filled_components_unscreened(binary, prob, min_radius):
 
     binary = _fill_holes(binary)
     components, n = ndimage.label(binary)
-    distance, peaks = _component_distances_and_peaks(binary, components, max(1, int(round(min_radius))))
-    markers = np.zeros(binary.shape, np.int32)
-    markers[peaks[:, 0], peaks[:, 1]] = np.arange(1, len(peaks) + 1)
+    distances, peaks = _component_distances_and_peaks(binary, components, max(1, int(round(min_radius))))
+    distance = np.zeros(binary.shape)
+    for k, (crop, values) in distances.items():
+        inside = components[crop] == k
+        distance[crop][inside] = values[inside]
     unmarked = np.setdiff1d(np.arange(1, n + 1), components[peaks[:, 0], peaks[:, 1]])
-    if unmarked.size:
-        seeds = np.asarray(ndimage.maximum_position(distance, components, unmarked), dtype=int).reshape(-1, 2)
-        markers[seeds[:, 0], seeds[:, 1]] = np.arange(len(peaks) + 1, len(peaks) + 1 + len(seeds))
-    return _regions(_split_components(components, markers, distance), prob, fill_holes=False)
+    seeds = np.asarray(ndimage.maximum_position(distance, components, unmarked), dtype=int).reshape(-1, 2)
+    return _regions(_split_components(components, np.concatenate([peaks, seeds]), distances), prob, fill_holes=False)
 
 
 @pytest.mark.parametrize("seed", [1, 6])
