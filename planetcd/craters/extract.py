@@ -345,34 +345,23 @@ def _template_craters(binary, target, min_radius, max_radius, match_threshold, r
     return craters
 
 
-def _regions(labels: np.ndarray, prob: np.ndarray, fill_holes: bool) -> np.ndarray:
-    """Centroid, area-equivalent radius and mean probability of every labelled region."""
-    n = int(labels.max())
-    if n == 0:
+def _regions(labels: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """Centroid, area-equivalent radius and mean probability of every labelled region, its holes filled.
+
+    (The filled-disc path measures its regions with :func:`_piece_regions`.)"""
+    rows, cols, areas, means = [], [], [], []
+    for k, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        region = ndimage.binary_fill_holes(labels[sl] == k)
+        r, c = np.nonzero(region)
+        rows.append(r.mean() + sl[0].start)
+        cols.append(c.mean() + sl[1].start)
+        areas.append(region.sum())
+        means.append(prob[sl][region].mean())
+    if not areas:
         return np.zeros((0, 4))
-    if fill_holes:
-        rows, cols, areas, means = [], [], [], []
-        for k, sl in enumerate(ndimage.find_objects(labels), start=1):
-            if sl is None:
-                continue
-            region = ndimage.binary_fill_holes(labels[sl] == k)
-            r, c = np.nonzero(region)
-            rows.append(r.mean() + sl[0].start)
-            cols.append(c.mean() + sl[1].start)
-            areas.append(region.sum())
-            means.append(prob[sl][region].mean())
-        return np.column_stack([cols, rows, np.sqrt(np.asarray(areas) / np.pi), means])
-    # Per-label sums in one pass each over the labelled pixels (np.bincount), not ndimage's per-statistic passes
-    # over the whole map: the same areas, centroids and means (float64 sums).
-    inside = labels > 0
-    flat = labels[inside].astype(np.intp, copy=False)
-    rows, cols = np.nonzero(inside)
-    areas = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)
-    keep = areas > 0
-    x_sum, y_sum, prob_sum = (np.bincount(flat, weights=w, minlength=n + 1)[1:][keep]
-                              for w in (cols, rows, prob[inside].astype(np.float64)))
-    area = areas[keep]
-    return np.column_stack([x_sum / area, y_sum / area, np.sqrt(area / np.pi), prob_sum / area])
+    return np.column_stack([cols, rows, np.sqrt(np.asarray(areas) / np.pi), means])
 
 
 def _component_distances_and_peaks(binary: np.ndarray, components: np.ndarray, min_distance: int,
@@ -459,8 +448,8 @@ def _filled_components(binary: np.ndarray, prob: np.ndarray, min_radius: float) 
         box = boxes[k - 1]
         first = np.argwhere(components[box] == k)[0]
         seeds.append([[first[0] + box[0].start, first[1] + box[1].start]])
-    labels = _split_components(components, np.concatenate(seeds).astype(np.intp), distances, boxes)
-    return _regions(labels, prob, fill_holes=False)
+    pieces = _split_components(components, np.concatenate(seeds).astype(np.intp), distances, boxes)
+    return _piece_regions(pieces, prob)
 
 
 def _fill_holes(binary: np.ndarray) -> np.ndarray:
@@ -474,7 +463,7 @@ def _fill_holes(binary: np.ndarray) -> np.ndarray:
 
 
 def _split_components(components: np.ndarray, seeds: np.ndarray, distances: dict,
-                      boxes: list | None = None) -> np.ndarray:
+                      boxes: list | None = None) -> list[tuple[tuple[slice, slice], np.ndarray]]:
     """``watershed(-distance, markers, mask=components > 0)``, component by component, where ``markers``
     holds ``i + 1`` at ``seeds[i]`` (``(n, 2)`` rows and columns, at most one seed a pixel) and 0 elsewhere.
 
@@ -487,31 +476,62 @@ def _split_components(components: np.ndarray, seeds: np.ndarray, distances: dict
     box (``boxes``: ``ndimage.find_objects(components)``, when the caller has it). The basins are the whole
     map's but for ties: a pixel that two basins reach at the same step goes where the flood's heap order sends
     it, and that order depends on what else the heap holds (skimage pushes every seed at the same age). A
-    component with one seed (most craters) is that seed's basin without a flood (one lookup for all of them),
-    a component without a seed is 0. What is saved is the whole map's flood and its input checks, and the
-    map of markers.
+    component with one seed (most craters) is that seed's basin without a flood. What is saved is the whole
+    map's flood and its input checks, and every whole map (markers, labels): fresh memory is slow.
+
+    Returns
+    -------
+    list of (box, labels)
+        For each component that holds a seed, in label order: its bounding box and the basin labels there
+        (int32, 0 off the component). Together they make the whole map's labels (0 where no seed is).
     """
     from skimage.segmentation import watershed
 
     boxes = ndimage.find_objects(components) if boxes is None else boxes
     seeds = np.asarray(seeds, np.intp).reshape(-1, 2)
     owner = components[seeds[:, 0], seeds[:, 1]]  # the component of each seed
-    per_component = np.bincount(owner, minlength=len(boxes) + 1)  # seeds in each component
-    basin = np.zeros(len(boxes) + 1, np.int32)  # the basin of a one-seed component: its seed's label
-    single = per_component[owner] == 1
-    basin[owner[single]] = np.flatnonzero(single) + 1
-    labels = basin[components]
-    for k in np.flatnonzero(per_component[1:] > 1) + 1:
+    order = np.argsort(owner, kind="stable")
+    held, first = np.unique(owner[order], return_index=True)
+    pieces = []
+    for k, mine in zip(held, np.split(order, first[1:])):
         box = boxes[k - 1]
         inside = components[box] == k
-        mine = np.flatnonzero(owner == k)
+        if len(mine) == 1:
+            pieces.append((box, np.where(inside, np.int32(mine[0] + 1), np.int32(0))))
+            continue
         markers = np.zeros(inside.shape, np.int32)
         markers[seeds[mine, 0] - box[0].start, seeds[mine, 1] - box[1].start] = mine + 1
         crop, values = distances[int(k)]
         values = values[box[0].start - crop[0].start : box[0].stop - crop[0].start,
                         box[1].start - crop[1].start : box[1].stop - crop[1].start]
-        labels[box][inside] = watershed(-values, markers, mask=inside)[inside]
-    return labels
+        pieces.append((box, np.where(inside, watershed(-values, markers, mask=inside), 0).astype(np.int32)))
+    return pieces
+
+
+def _piece_regions(pieces: list[tuple[tuple[slice, slice], np.ndarray]], prob: np.ndarray) -> np.ndarray:
+    """Centroid ``x, y``, area-equivalent radius and mean probability of every label of the map that
+    :func:`_split_components`' pieces make up (a piece: a box and the labels there, 0 off them), piece by piece.
+
+    Per-label sums in one pass each over the labelled pixels (``np.bincount``, in raster order), not ndimage's
+    per-statistic passes over the whole map. A label lies in one piece, and a piece's pixels in raster order
+    are the map's in raster order, so the sums (the areas and coordinates integers, the probabilities float64)
+    are those over the whole map, bit for bit, without it. One row per label present, in label order.
+    """
+    if not pieces:
+        return np.zeros((0, 4))
+    ids, rows = [], []
+    for box, labels in pieces:
+        inside = labels > 0
+        found = labels[inside]
+        r, c = np.nonzero(inside)
+        names, index = np.unique(found, return_inverse=True)
+        area = np.bincount(index, minlength=len(names)).astype(np.float64)
+        x_sum, y_sum, prob_sum = (np.bincount(index, weights=w, minlength=len(names))
+                                  for w in (c + box[1].start, r + box[0].start,
+                                            prob[box][inside].astype(np.float64)))
+        ids.append(names)
+        rows.append(np.column_stack([x_sum / area, y_sum / area, np.sqrt(area / np.pi), prob_sum / area]))
+    return np.concatenate(rows)[np.argsort(np.concatenate(ids), kind="stable")]
 
 
 def _outline_components(binary: np.ndarray, prob: np.ndarray, target: str) -> np.ndarray:
@@ -523,7 +543,7 @@ def _outline_components(binary: np.ndarray, prob: np.ndarray, target: str) -> np
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     labels[np.isin(labels, border[border > 0])] = 0
     labels, _ = ndimage.label(labels > 0)
-    craters = _regions(labels, 1.0 - prob, fill_holes=True)
+    craters = _regions(labels, 1.0 - prob)
     if len(craters) == 0:
         return craters
     # The region is the crater's inside: scale its radius back to the rim.

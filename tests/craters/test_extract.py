@@ -156,11 +156,17 @@ def test_extraction_options_follow_the_registry_entry():
     assert "min_contrast" not in extraction_options({"extraction": {}})
 
 
+def _whole(labels):
+    """A map of labels as one piece of _split_components' (its box the whole map)."""
+    return (slice(0, labels.shape[0]), slice(0, labels.shape[1])), labels
+
+
 def test_region_statistics_are_ndimage_s():
-    """_regions' one-pass sums give ndimage's areas, centroids and mean probabilities, labels with gaps included."""
+    """_piece_regions' one-pass sums give ndimage's areas, centroids and mean probabilities, labels with gaps
+    included (the whole map as one piece)."""
     from scipy import ndimage
 
-    from planetcd.craters.extract import _regions
+    from planetcd.craters.extract import _piece_regions
 
     prob, _ = synthetic_probability_map((300, 260), n_craters=30, seed=4)
     labels, n = ndimage.label(prob >= 0.5)
@@ -172,7 +178,7 @@ def test_region_statistics_are_ndimage_s():
     keep = areas > 0
     expected = np.column_stack([centroids[keep, 1], centroids[keep, 0], np.sqrt(areas[keep] / np.pi),
                                 ndimage.mean(prob, labels, index)[keep]])
-    got = _regions(labels, prob, fill_holes=False)
+    got = _piece_regions([_whole(labels)], prob)
     assert n > 20 and got.shape == (n - 1, 4)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
 
@@ -207,6 +213,15 @@ def test_component_distances_and_peaks_are_the_whole_map_s(seed, min_distance):
     assert np.array_equal(peaks, whole[np.isin(components[whole[:, 0], whole[:, 1]], some)])
 
 
+def _assembled(pieces, shape):
+    """The whole map of labels that _split_components' pieces make up."""
+    labels = np.zeros(shape, np.int32)
+    for box, piece in pieces:
+        assert not labels[box][piece > 0].any()  # no pixel in two pieces
+        labels[box] += piece
+    return labels
+
+
 @pytest.mark.parametrize("seed", [0, 5])
 def test_split_components_floods_each_component_as_the_whole_map_does(seed):
     """Each component flooded alone: a one-marker component is that marker's basin; a basin never leaves its
@@ -228,7 +243,8 @@ def test_split_components_floods_each_component_as_the_whole_map_does(seed):
     # the distance on each component's box, and wrong values off the component (which must not be read)
     distances = {k: (box, np.where(components[box] == k, distance[box], 99.0))
                  for k, box in enumerate(ndimage.find_objects(components), start=1)}
-    labels = _split_components(components, peaks, distances)
+    pieces = _split_components(components, peaks, distances)
+    labels = _assembled(pieces, binary.shape)
     whole = watershed(-distance, markers, mask=binary)
     assert np.array_equal(labels > 0, binary)
     counts = ndimage.sum_labels(markers > 0, components, np.arange(1, n + 1))
@@ -245,11 +261,17 @@ def test_split_components_floods_each_component_as_the_whole_map_does(seed):
     # a component without a seed is 0; the others keep their basins (the seeds' labels: their order)
     bare = components[peaks[0, 0], peaks[0, 1]]
     rest = components[peaks[:, 0], peaks[:, 1]] != bare
-    fewer = _split_components(components, peaks[rest], distances)
+    fewer = _assembled(_split_components(components, peaks[rest], distances), binary.shape)
     assert not fewer[components == bare].any()
     relabelled = np.zeros(len(peaks) + 1, np.int32)
     relabelled[1:][rest] = np.arange(1, rest.sum() + 1)
     assert np.array_equal(fewer, relabelled[labels])
+    # the regions of the pieces are those of the whole map of labels, bit for bit and in label order
+    from planetcd.craters.extract import _piece_regions
+
+    for some, shown in ((pieces, labels), (_split_components(components, peaks[rest], distances), fewer)):
+        expected = _piece_regions([_whole(shown)], prob)
+        assert len(expected) > 20 and np.array_equal(_piece_regions(some, prob), expected)
 
 
 @pytest.mark.parametrize("seed", [0, 3])
@@ -276,7 +298,7 @@ def _filled_components_unscreened(binary, prob, min_radius):
     """The components path as it was before small components were dropped: every component split and measured."""
     from scipy import ndimage
 
-    from planetcd.craters.extract import (_component_distances_and_peaks, _fill_holes, _regions,
+    from planetcd.craters.extract import (_component_distances_and_peaks, _fill_holes, _piece_regions,
                                           _split_components)
 
     binary = _fill_holes(binary)
@@ -288,7 +310,8 @@ def _filled_components_unscreened(binary, prob, min_radius):
         distance[crop][inside] = values[inside]
     unmarked = np.setdiff1d(np.arange(1, n + 1), components[peaks[:, 0], peaks[:, 1]])
     seeds = np.asarray(ndimage.maximum_position(distance, components, unmarked), dtype=int).reshape(-1, 2)
-    return _regions(_split_components(components, np.concatenate([peaks, seeds]), distances), prob, fill_holes=False)
+    pieces = _split_components(components, np.concatenate([peaks, seeds]), distances)
+    return _piece_regions([_whole(_assembled(pieces, binary.shape))], prob)
 
 
 @pytest.mark.parametrize("seed", [1, 6])
