@@ -167,6 +167,37 @@ def test_mirror_fill_mirrors_the_ground_across_its_edge(rng):
     assert np.all(mirror_fill(data, np.ones(data.shape, bool), 1.5) == 1.5)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_nearest_present_is_the_whole_image_transform_s(seed):
+    """The nearest present pixel of each missing one, from the crop around the missing pixels: the whole image's
+    distance_transform_edt indices, ties included (squares and lines of missing pixels, whose nearest present
+    pixels tie; gaps on the image's edges)."""
+    from scipy import ndimage
+
+    from planetcd.craters.segment import nearest_present
+
+    rng = np.random.default_rng(seed)
+    for trial in range(60):
+        height, width = (int(v) for v in rng.integers(40, 260, 2))
+        missing = np.zeros((height, width), bool)
+        for _ in range(int(rng.integers(1, 6))):
+            r, c = int(rng.integers(0, height)), int(rng.integers(0, width))
+            kind = trial % 3
+            if kind == 0:
+                missing[r, c] = True  # dead pixels
+            elif kind == 1:
+                missing[r : r + int(rng.integers(1, 14)), c : c + int(rng.integers(1, 14))] = True
+            else:
+                missing[r : r + int(rng.integers(1, 3)), :] = True  # a line across: nearest pixels far along it
+        if missing.all():
+            continue
+        expected = ndimage.distance_transform_edt(missing, return_distances=False, return_indices=True)
+        rows, cols = np.nonzero(missing)
+        got = nearest_present(missing)
+        for a, b in zip(got, (rows, cols, expected[0][rows, cols], expected[1][rows, cols])):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_centre_missing_and_the_catalogue_drop_craters_centred_on_nodata(monkeypatch):
     import planetcd.craters.segment as engine
 
