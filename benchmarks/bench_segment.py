@@ -122,10 +122,12 @@ def main(argv=None) -> int:
 
 
 #: Steps :func:`profile_catalogue` reports, by function name (planetcd's, and scipy's ``affine_transform``: the
-#: turns to and from the sun's canonical frame).
+#: turns to and from the sun's canonical frame before commit 946fba7; since then ``affine_resample``'s, and
+#: ``affine_transform`` counts only the sun estimate's and other callers').
 PROFILED_STEPS = ("read_scaled", "full_read", "rescale_read", "read_band", "clip_impulses", "gdal_resample",
-                  "image_probability", "segment_block", "extract_craters", "affine_transform", "verifier_pyramid",
-                  "verify_craters", "estimate_sun_azimuth", "refined_sun_azimuth")
+                  "image_probability", "segment_block", "extract_craters", "affine_transform", "affine_resample",
+                  "mirror_fill", "intensity_stats", "verifier_pyramid", "verify_craters", "estimate_sun_azimuth",
+                  "refined_sun_azimuth")
 
 
 def profile_catalogue(src, model, scales, options) -> int:
