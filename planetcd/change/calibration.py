@@ -25,6 +25,7 @@ from .preparation import ImageOverview, prepare, read_present
 from .nn import match_resolution, nn_change_window, nn_window_scores, relight_image
 from .register import estimate_shift_overlap
 from .scores import change_scores, patch_cells, pool_patches
+from .nuisance import PSEUDO_NUISANCE, RELIT_PSEUDO_NUISANCE
 from .threshold import PseudoSample, choose_patches, draw_pseudo_pairs, iter_pseudo_pairs, margin_for, noise_sigma
 
 #: Patches with less than this fraction of valid pixels (in both images) get no score.
@@ -248,9 +249,11 @@ def pseudo_scores(trunk, device: torch.device, pre_reader, pre_stats, patches: n
         return prepare(*read_present(pre_reader, window), pre_stats)
 
     draw = draw_pseudo_pairs(len(patches), n_pairs, max_shift, rng, usable, image_order=sample is None)
-    # a relit pair's pseudo pre gets its own albedo nuisances, as score_pairs gives them (its kept maps are unused)
+    # a relit pair's pseudo pairs carry a real second date's nuisances, and their pre its own albedo nuisances, as
+    # score_pairs gives them (its kept maps are unused)
     pairs = iter_pseudo_pairs(draw, region, rng, margin=margin, noise_std=noise_std if nn is None else 0.0,
-                              target_noise=None if nn is None else nn.post_noise, both_dates=relight)
+                              target_noise=None if nn is None else nn.post_noise, both_dates=relight,
+                              real=RELIT_PSEUDO_NUISANCE if relight else PSEUDO_NUISANCE)
     scores: list[float] = []
     stopped = "fixed" if sample is None else "n_max"
     for stop in [n_pairs] if sample is None else sample.stops(n_pairs):

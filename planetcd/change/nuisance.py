@@ -16,10 +16,10 @@ albedo. Linearised, ``I / mean(I) ≈ 1 − cot(e) · (∇h · d)`` where ``d``
 is the horizontal unit vector toward the sun, so the slope along ``d`` is
 ``(1 − I / mean(I)) · tan(e)``; integrating it along ``d`` (in Fourier space,
 regularised where the frequency is perpendicular to ``d``) gives a height field
-``h`` (:func:`height_from_shading`). Optionally (``noise_floor``) the image's power
-at frequencies perpendicular to ``d``, where shading has none, is taken band by band
-as its floor of albedo and noise (:func:`shading_share`) and regularises the
-integration (a Wiener filter). The image is re-rendered under the new sun
+``h`` (:func:`height_from_shading`). The image's power at frequencies perpendicular
+to ``d``, where shading has none, is taken band by band as its floor of albedo and
+noise (:func:`shading_share`) and regularises the integration (a Wiener filter), so
+sensor noise is not integrated into ridges along the sun. The image is re-rendered under the new sun
 with the full Lambertian law, and what the model does not explain (the ratio of
 the image to its own rendering under the old sun: albedo, noise) is kept where
 the old sun lit the ground (shadows hold no albedo and are lit anew).
@@ -29,7 +29,7 @@ dark halves turn with the sun.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -97,23 +97,22 @@ def shading_share(slope: np.ndarray, azimuth: float, n_bands: int = 12, cone: fl
 
 
 def height_from_shading(image: np.ndarray, azimuth: float, elevation: float, eps: float = 0.02,
-                        noise_floor: bool = False) -> np.ndarray:
+                        noise_floor: bool = True) -> np.ndarray:
     """A height field ``(rows, cols)`` (pixels of height per pixel of ground) whose shading under the sun is ``image``.
 
     Linear photoclinometry: the slope toward the sun is ``(1 − I/Ī) · tan(elevation)``, integrated along
     the sun direction by Fourier division, regularised by ``eps`` (cycles/px) across it (the component
     shading cannot see). Mirror-padded, so the image borders do not wrap.
 
-    ``noise_floor``: the division is regularised by the floor of albedo and noise of each band of
+    ``noise_floor`` (default): the division is regularised by the floor of albedo and noise of each band of
     frequency (:func:`shading_share`: the power perpendicular to the sun): ``conj(k) / (share |k|² +
     (1 − share) (2π r)² + (2π eps)²)``, a Wiener filter without its shrinkage along the sun (where ``|k| = 2πr`` the
     shading is integrated in full, so a crater is relit as before), whose gain falls across the sun as
     the floor grows.
-    Without it (the default, which the generator and ``nn``'s pseudo pairs use) all of the image's contrast
-    is slope: sensor noise at frequencies nearly perpendicular to the sun is divided by a derivative near
-    zero and integrates into ridges along the sun, which a turned sun shows as striations no real second
-    date has. Not the default yet: with it, ``nn``'s pseudo-pair τ falls with the striations it had been
-    calibrated on (docs/benchmarks.md, "A noise floor for the relighting").
+    Without it (the model up to 2026-12-04) all of the image's contrast is slope: sensor noise at
+    frequencies nearly perpendicular to the sun is divided by a derivative near zero and integrates into
+    ridges along the sun, which a turned sun shows as striations no real second date has
+    (docs/benchmarks.md, "A noise floor for the relighting").
     """
     image = np.asarray(image, np.float64)
     mean = image.mean() or 1.0
@@ -151,11 +150,12 @@ def shade(height: np.ndarray, azimuth: float, elevation: float) -> np.ndarray:
 
 
 def relight(image: np.ndarray, azimuth: float, elevation: float, new_azimuth: float, new_elevation: float,
-            noise_floor: bool = False) -> np.ndarray:
+            noise_floor: bool = True) -> np.ndarray:
     """The image ``(rows, cols)`` (``0..1``) seen under another sun (module docstring: the model).
 
     Returns float32 in ``0..1``; the same sun gives the image back (to the regularisation).
-    ``noise_floor``: of :func:`height_from_shading` (False, the default: every contrast is slope).
+    ``noise_floor``: of :func:`height_from_shading` (default; False: every contrast is slope, the model up to
+    2026-12-04).
     """
     image = np.asarray(image, np.float64)
     height = height_from_shading(image, azimuth, elevation, noise_floor=noise_floor)
@@ -231,13 +231,25 @@ class RealNuisance:
     p_haze: float = 0.5
     resolution: tuple[float, float] = (1.0, 2.0)
     p_resolution: float = 0.5
+    #: relight with :func:`height_from_shading`'s noise floor (False: all contrast is slope, as up to 2026-12-04)
+    noise_floor: bool = True
 
 
 #: The benchmark's ``real-nuisance`` preset.
 REAL_NUISANCE = RealNuisance()
-#: The milder draw of the ``nn`` pseudo-unchanged pairs (no seam, rarely streaks).
+#: The milder draw of the ``nn`` pseudo-unchanged pairs (no seam, rarely streaks) of ``detect`` on a pair under one
+#: sun, exactly as before 2026-12-04: relit without the noise floor from a random sun, so the relighting turns
+#: noise into striations. Kept because ``detect``'s τ on such pairs (and the tests and monitor runs measured with
+#: it) rests on them; replacing them is open (docs/benchmarks.md, "A noise floor for the relighting").
 PSEUDO_NUISANCE = RealNuisance(sun_azimuth_change=30.0, p_relight=0.5, p_streaks=0.2, p_seam=0.0, haze=(0.0, 0.25),
-                               p_haze=0.3, resolution=(1.0, 1.5), p_resolution=0.3)
+                               p_haze=0.3, resolution=(1.0, 1.5), p_resolution=0.3, noise_floor=False)
+#: The draw of the ``nn`` pseudo-unchanged pairs of a pair whose two dates are under different suns (its own
+#: statistics say so: :data:`planetcd.change.nn.RELIT_ANISOTROPY`): two acquisitions, so every nuisance of a real
+#: second date as often as :data:`REAL_NUISANCE` draws it; the sun always turned, within ± 30° (``evaluate``
+#: matches the range to the pairs' own change of sun, :func:`planetcd.change.patch_pairs.matched_sun_turn`).
+#: Since 2026-12-04 (with the relighting's noise floor and the pseudo pairs lit from their own shading axis):
+#: before, such pairs drew :data:`PSEUDO_NUISANCE`, whose relighting along a random direction made up the rest.
+RELIT_PSEUDO_NUISANCE = replace(REAL_NUISANCE, sun_azimuth_change=30.0, p_relight=1.0)
 
 
 @dataclass(frozen=True)
@@ -270,8 +282,9 @@ def draw_date_nuisances(rng: np.random.Generator, ranges: RealNuisance = REAL_NU
     """
     azimuth = rng.uniform(0, 360)
     e0, e1 = rng.uniform(*ranges.sun_elevation, size=2)
-    if sun is not None:
-        azimuth, e0 = float(sun[0]), float(sun[1])
+    if sun is not None:  # the draws above are made all the same, so the rest of the sequence does not move
+        azimuth = float(sun[0])
+        e0 = e0 if sun[1] is None else float(sun[1])
     turn = rng.uniform(-ranges.sun_azimuth_change, ranges.sun_azimuth_change)
     draws = rng.uniform(size=5)
     return DateNuisances(float(azimuth), float(e0), float(azimuth + turn), float(e1), bool(draws[0] < ranges.p_relight),
@@ -284,7 +297,8 @@ def real_nuisance(image: np.ndarray, rng: np.random.Generator, ranges: RealNuisa
     """One date's real nuisances on ``(rows, cols)`` (``0..1``): relighting, streaks, seam, haze, resolution.
 
     ``sun``: ``(azimuth, elevation)`` in degrees of the sun that lights ``image`` already (the source
-    image's own, e.g. :func:`planetcd.craters.sun.estimate_sun_azimuth`). The relit date is lit from within
+    image's own, e.g. :func:`planetcd.craters.sun.estimate_sun_azimuth`; an elevation of None is drawn from
+    ``ranges.sun_elevation``, as without ``sun``). The relit date is lit from within
     ``± ranges.sun_azimuth_change`` of it, so two dates made from one image with the same ``sun`` differ by
     at most twice that. Without it, the old sun is drawn anywhere (0–360°) and its elevation from
     ``ranges.sun_elevation``: the height field is then integrated along a direction the image was not
@@ -296,7 +310,8 @@ def real_nuisance(image: np.ndarray, rng: np.random.Generator, ranges: RealNuisa
     out = np.asarray(image, np.float32)
     date = draw_date_nuisances(rng, ranges, sun)
     if date.relight:
-        out = relight(out, date.azimuth, date.elevation, date.new_azimuth, date.new_elevation)
+        out = relight(out, date.azimuth, date.elevation, date.new_azimuth, date.new_elevation,
+                      noise_floor=ranges.noise_floor)
     if date.streaks:
         out = albedo_streaks(out, rng, n=int(rng.integers(1, 4)))
     if date.seam:

@@ -17,7 +17,7 @@ import numpy as np
 from ..features import cached_trunk, pick_device
 from ..precision import resolve_precision
 from ..raster import fill_invalid, impulse_steps, robust_range, scale_intensity, suppress_impulses
-from .nuisance import PSEUDO_NUISANCE, RealNuisance
+from .nuisance import PSEUDO_NUISANCE, RELIT_PSEUDO_NUISANCE, RealNuisance
 from .nn import (
     RELIT_ANISOTROPY,
     nn_scores,
@@ -167,7 +167,7 @@ def matched_sun_turn(pre: np.ndarray, target: float, max_shift: float, noise: np
     does, and for the sun that difference can be measured on the real pairs without labels: the direction
     dependence of their fitted transfers (:func:`~planetcd.change.nn.transfer_anisotropy`, which grows with
     the angle between the two suns). For each range of ``turns`` in order, ``n_trials`` pseudo pairs are drawn
-    from ``pre`` with every one relit (the other nuisances as :data:`~planetcd.change.nuisance.PSEUDO_NUISANCE`),
+    from ``pre`` with every one relit (the other nuisances as :data:`~planetcd.change.nuisance.RELIT_PSEUDO_NUISANCE`),
     registered and fitted like the real pairs; the first range whose median anisotropy reaches ``target`` is
     returned, else the last.
 
@@ -190,7 +190,7 @@ def matched_sun_turn(pre: np.ndarray, target: float, max_shift: float, noise: np
         ± degrees.
     """
     for turn in turns:
-        ranges = replace(PSEUDO_NUISANCE, sun_azimuth_change=float(turn), p_relight=1.0)
+        ranges = replace(RELIT_PSEUDO_NUISANCE, sun_azimuth_change=float(turn))
         rng = np.random.default_rng([seed, 7, int(turn)])
         *_, transfers = registered_pseudo_pairs(pre, n_trials, max_shift, noise, rng, ranges, relight=True)
         if float(np.median(transfer_anisotropy(transfers))) >= target:
@@ -291,7 +291,7 @@ def score_pairs(
                 # statistics, no labels): the smallest range whose pseudo pairs' direction dependence reaches theirs.
                 turn = matched_sun_turn(pre[relit], float(np.median(anisotropy[relit])), max_shift, post_noise[relit],
                                         seed)
-                real = [replace(PSEUDO_NUISANCE, sun_azimuth_change=turn, p_relight=1.0) if r else None for r in relit]
+                real = [replace(RELIT_PSEUDO_NUISANCE, sun_azimuth_change=turn) if r else None for r in relit]
             else:
                 real = [None] * len(pre)
         # Not in the paper either: a relit source's pseudo pre gets its own draw of the albedo nuisances, as a

@@ -81,15 +81,37 @@ def apply_nuisance(image: np.ndarray, rng: np.random.Generator, real: RealNuisan
 
     With ``real`` (default :data:`planetcd.change.nuisance.PSEUDO_NUISANCE`), first the real nuisances
     of :func:`planetcd.change.nuisance.real_nuisance` — another sun (relit from a photoclinometric
-    height field), dust-devil tracks, haze, a coarser resolution — the same on every band; then a
-    random gamma (0.8–1.25, log-uniform) and Gaussian blur (σ ≤ 1 px). ``real=None``: gamma and blur only.
+    height field; with ``real.noise_floor``, integrated along the image's own light, :func:`lit_from`),
+    dust-devil tracks, haze, a
+    coarser resolution — the same on every band; then a random gamma (0.8–1.25, log-uniform) and
+    Gaussian blur (σ ≤ 1 px). ``real=None``: gamma and blur only.
     """
     if real is not None:
         seed = int(rng.integers(2**31))
-        image = map_distinct_bands(lambda band: real_nuisance(band, np.random.default_rng(seed), real), np.asarray(image))
+        image = np.asarray(image)
+        # lit along the patch's own shading axis with the relighting's noise floor; PSEUDO_NUISANCE is drawn as before
+        sun = (lit_from(image[0]), None) if real.p_relight > 0 and real.noise_floor else None
+        image = map_distinct_bands(lambda band: real_nuisance(band, np.random.default_rng(seed), real, sun=sun), image)
     gamma = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
     blur = float(rng.uniform(0.0, 1.0))
     return ndimage.gaussian_filter(np.clip(image, 0, 1) ** gamma, (0, blur, blur))
+
+
+def lit_from(image: np.ndarray) -> float:
+    """Where the light of a patch ``(rows, cols)`` comes from, degrees clockwise from the top, for relighting it.
+
+    The axis of the shading (the structure tensor's, :func:`planetcd.craters.sun.estimate_sun_azimuth`'s
+    ``axis_deg``) is well defined on a patch of 150 px where the side the light comes from often is not;
+    the end of the axis nearest the estimator's best guess is taken. A relighting from the wrong end of the
+    right axis is the same to first order (the linearised shading of ``h`` under ``d`` is that of ``−h``
+    under ``−d``); one along a random direction, as the pseudo pairs drew before 2026-12-04, integrates
+    along a direction the patch was not lit from.
+    """
+    from ..craters.sun import angle_difference, estimate_sun_azimuth
+
+    estimate = estimate_sun_azimuth(np.asarray(image, np.float64), decimate=1, n_bootstrap=0)
+    axis = float(estimate.axis_deg)
+    return axis if abs(angle_difference(axis, estimate.azimuth_deg)) <= 90.0 else (axis + 180.0) % 360.0
 
 
 def first_date_nuisance(image: np.ndarray, rng: np.random.Generator, real: RealNuisance) -> np.ndarray:

@@ -55,15 +55,15 @@ def test_relighting_moves_the_bright_wall_with_the_sun(crater):
 
 @pytest.mark.parametrize("sun", [(340.0, 35.0), (340.0, 25.0), (270.0, 45.0)])
 def test_noise_is_not_read_as_topography(sun):
-    """With the noise floor, a flat plain with white sensor noise only has no shading to relight: the relit image
-    stays the image to a fraction of the noise, and its fine texture is kept (without it, the default, the noise
-    is integrated into ridges along the sun, which the turned sun shows as striations: the default fails this
-    test for each of these suns)."""
+    """A flat plain with white sensor noise only has no shading to relight: the relit image stays the image to a
+    fraction of the noise, and its fine texture is kept (without the noise floor, the model up to 2026-12-04,
+    the noise is integrated into ridges along the sun, which the turned sun shows as striations: that model
+    fails this test for each of these suns)."""
     from scipy import ndimage
 
     sigma = 0.02
     plain = np.clip(0.4 + np.random.default_rng(0).normal(0, sigma, (150, 150)), 0, 1).astype(np.float32)
-    relit = relight(plain, 300.0, 35.0, *sun, noise_floor=True)
+    relit = relight(plain, 300.0, 35.0, *sun)
     assert (relit - plain).std() < 0.25 * sigma
     fine = [float((x - ndimage.gaussian_filter(x, 2.0)).std()) for x in (plain, relit)]
     assert 0.85 < fine[1] / fine[0] < 1.15
@@ -144,3 +144,17 @@ def test_a_generated_pair_replays_its_two_dates():
     assert pre.new_azimuth != post.new_azimuth  # each date turns its own way
     again = draw_date_nuisances(np.random.default_rng(1234 + PRE_NUISANCE_SEED), REAL_NUISANCE, (270.0, pre.elevation))
     assert again == pre and PRE_NUISANCE_SEED != POST_NUISANCE_SEED
+
+
+def test_a_given_azimuth_with_no_elevation_keeps_the_drawn_elevation():
+    """``sun=(azimuth, None)``: the azimuth is the image's own, the elevation drawn; the draws stay in step."""
+    from planetcd.change.nuisance import draw_date_nuisances
+
+    free = draw_date_nuisances(np.random.default_rng(4))
+    given = draw_date_nuisances(np.random.default_rng(4), sun=(123.0, None))
+    fixed = draw_date_nuisances(np.random.default_rng(4), sun=(123.0, 40.0))
+    assert given.azimuth == fixed.azimuth == 123.0
+    assert given.elevation == free.elevation and fixed.elevation == 40.0
+    assert given.new_azimuth - given.azimuth == pytest.approx(free.new_azimuth - free.azimuth)
+    assert (given.new_elevation, given.relight, given.streaks, given.seam) == (free.new_elevation, free.relight,
+                                                                            free.streaks, free.seam)

@@ -118,9 +118,9 @@ def test_pseudo_pairs_take_nuisances_per_source(monkeypatch):
     seen = []
     real_nuisance = threshold.real_nuisance
 
-    def spy(band, rng, ranges):
+    def spy(band, rng, ranges, sun=None):
         seen.append(ranges)
-        return real_nuisance(band, rng, ranges)
+        return real_nuisance(band, rng, ranges, sun=sun)
 
     monkeypatch.setattr(threshold, "real_nuisance", spy)
     rng = np.random.default_rng(3)

@@ -174,3 +174,22 @@ def test_real_nuisances_of_gray_as_rgb_are_those_of_the_gray_band():
     from scipy import ndimage
 
     np.testing.assert_array_equal(out[0], ndimage.gaussian_filter(np.clip(band, 0, 1) ** gamma, blur))
+
+
+@pytest.mark.parametrize("azimuth", [30.0, 135.0, 250.0, 300.0])
+def test_a_pseudo_pair_is_relit_along_its_own_shading_axis(azimuth):
+    """``lit_from`` finds the axis the light runs along on a 150 px patch of shaded bowls with albedo noise; the
+    pseudo pairs' relighting integrates along it (a random direction reads shading as albedo)."""
+    from planetcd.change.nuisance import shade
+    from planetcd.change.threshold import lit_from
+    from planetcd.craters.sun import angle_difference
+
+    rng = np.random.default_rng(int(azimuth))
+    rr, cc = np.mgrid[:150, :150].astype(float)
+    height = np.zeros((150, 150))
+    for y, x, r in zip(rng.uniform(10, 140, 12), rng.uniform(10, 140, 12), rng.uniform(5, 14, 12)):
+        d = np.hypot(rr - y, cc - x) / r
+        height += np.where(d < 1, 0.3 * r * (d**2 - 1), 0.0)
+    patch = 0.4 * shade(height, azimuth, 35.0) * (1 + rng.normal(0, 0.03, height.shape))
+    found = lit_from(patch)
+    assert abs(angle_difference(2 * found, 2 * azimuth)) / 2 < 15.0  # the axis, either end
