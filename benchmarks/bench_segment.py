@@ -3,6 +3,7 @@
     python benchmarks/bench_segment.py [--model ctx-craters] [--threads 2] [--tile 512] [--overlap 64] [--repeat 2]
         [--tta model|on|off] [--scales 2,1,0.5] [--precision auto|fp32|bf16]
     python benchmarks/bench_segment.py --profile    # where one default catalogue spends its time, then stop
+    python benchmarks/bench_segment.py --cpu 3      # wall and CPU seconds of 3 default catalogues, then stop
 
 Uses CTX tile MC11E-I from ``$PLANETCD_SHARED`` (default ``../shared``) when
 present, else a synthetic 2000×2000 image (the speed does not depend on the
@@ -14,9 +15,12 @@ verifier and its decoy pass; and the same with ``verify=False`` and with ``decoy
 and the network alone.  ``--tta``:
 flip averaging as the model's registry entry says (``model``), or forced on/off;
 ``--scales``: the catalogue's scales instead of the model's (as ``planetcd segment --scales``).
-``--profile``: one catalogue after a warm-up, under ``cProfile``; prints the cumulative seconds and calls of
-the steps that read, clip and resample the image, segment it and verify its craters (with ``PYTHONPATH`` set
-to another checkout, the same for that code: a step it lacks prints no calls).
+``--cpu N``: N default catalogues after a warm-up, one JSON line each with the wall seconds, the CPU seconds
+of the process (``time.process_time``, both threads counted: a reading that a neighbouring job on the machine
+moves less than the wall time) and the load average. ``--profile``: one catalogue after a warm-up, under
+``cProfile``; prints the cumulative seconds and calls of the steps that read, clip and resample the image,
+segment it and verify its craters. With ``PYTHONPATH`` set to another checkout, both measure that code (for
+``--profile``, a step it lacks prints no calls).
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ def main(argv=None) -> int:
                     help="segment's precision (and the network-alone line's); bench_detect.py --floors --segment "
                          "compares fp32 and bf16 interleaved")
     ap.add_argument("--profile", action="store_true", help="profile one default catalogue instead of timing")
+    ap.add_argument("--cpu", type=int, default=0, metavar="N",
+                    help="time N default catalogues (wall and CPU seconds) after a warm-up instead")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -80,6 +86,8 @@ def main(argv=None) -> int:
                        precision=args.precision)
         if args.profile:
             return profile_catalogue(src, model, scales, options)
+        if args.cpu:
+            return cpu_catalogues(src, model, scales, options, args.cpu)
         for _ in range(args.repeat):
             t0 = time.perf_counter()
             segment(src, model, scales=[1.0], **options).write(Path(tmp) / "out", overwrite=True)
@@ -128,6 +136,21 @@ PROFILED_STEPS = ("read_scaled", "full_read", "rescale_read", "read_band", "clip
                   "image_probability", "segment_block", "extract_craters", "affine_transform", "affine_resample",
                   "mirror_fill", "intensity_stats", "verifier_pyramid", "verify_craters", "estimate_sun_azimuth",
                   "refined_sun_azimuth")
+
+
+def cpu_catalogues(src, model, scales, options, n: int) -> int:
+    """Print wall and CPU seconds of ``n`` default catalogues after a warm-up, one JSON line each."""
+    import json
+
+    from planetcd.craters.segment import segment
+
+    segment(src, model, scales=scales, **options)
+    for _ in range(n):
+        t0, c0 = time.perf_counter(), time.process_time()
+        craters = segment(src, model, scales=scales, **options).catalog
+        print(json.dumps({"wall_s": round(time.perf_counter() - t0, 2), "cpu_s": round(time.process_time() - c0, 2),
+                          "craters": len(craters), "load": round(os.getloadavg()[0], 2)}), flush=True)
+    return 0
 
 
 def profile_catalogue(src, model, scales, options) -> int:
