@@ -17,10 +17,11 @@ whose fine texture more than doubled; and the same for the smoothest third of th
 high-pass deviation), where noise is most of the texture. A sun lower on the second date shows the same
 ground with more contrast, physically; ``--same-elevation`` turns the sun only, where the fine texture of
 real ground should stay about as it was. Each line also says how many of the windows that more than
-doubled lie mostly in shadow (more than half their pixels darker than 0.2 x the window's mean, the
-relighting's own shadow rule): shadow under one sun is ground another sun lights, and its texture then
-appears on a real second date too. ``--noise-floor``: relight with
-:func:`~planetcd.change.nuisance.height_from_shading`'s ``noise_floor``. No network; a few seconds.
+doubled lie mostly in shadow (more than half their pixels in shadow by the relighting's own rule,
+:func:`~planetcd.change.nuisance.in_shadow`: at most 0.2 x the window's mean): shadow under one sun is
+ground another sun lights, and its texture then appears on a real second date too. ``--noise-floor``:
+relight with :func:`~planetcd.change.nuisance.height_from_shading`'s ``noise_floor``. No network; a few
+seconds.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import argparse
 import numpy as np
 from scipy import ndimage
 
-from planetcd.change.nuisance import REAL_NUISANCE, relight
+from planetcd.change.nuisance import REAL_NUISANCE, in_shadow, relight
 
 WINDOW = 150
 
@@ -52,10 +53,6 @@ def relit_ratio(window: np.ndarray, azimuth: float, rng: np.random.Generator, sa
     return fine_texture(out) / max(fine_texture(window), 1e-9)
 
 
-def shadow_share(window: np.ndarray) -> float:
-    """Share of ``window``'s pixels in shadow by the relighting's rule (darker than 0.2 × the window's mean)."""
-    window = np.asarray(window, np.float64)
-    return float(np.mean(window < 0.2 * window.mean()))
 
 
 def summary(name: str, ratios: np.ndarray, shadowed: np.ndarray | None = None) -> str:
@@ -97,7 +94,7 @@ def main(argv=None) -> int:
         ratios = np.asarray([relit_ratio(w, source.sun_azimuth, rng, args.same_elevation, args.noise_floor)
                              for w in windows])
         texture = np.asarray([fine_texture(w) for w in windows])
-        shadowed = np.asarray([shadow_share(w) > 0.5 for w in windows])
+        shadowed = np.asarray([in_shadow(w).mean() > 0.5 for w in windows])
         smooth = texture <= np.percentile(texture, 100 / 3)
         print(summary(f"{source.name} (sun {source.sun_azimuth:.0f} deg)", ratios, shadowed))
         print(summary(f"{source.name}, smoothest third", ratios[smooth], shadowed[smooth]))

@@ -149,6 +149,17 @@ def shade(height: np.ndarray, azimuth: float, elevation: float) -> np.ndarray:
     return np.clip(dot / np.sqrt(1.0 + gy**2 + gx**2), 0.0, None)
 
 
+#: A pixel at most this share of its image's mean is in shadow: it holds no albedo (:func:`in_shadow`).
+SHADOW_FRACTION = 0.2
+
+
+def in_shadow(image: np.ndarray) -> np.ndarray:
+    """The pixels of ``image`` ``(rows, cols)`` :func:`relight` takes for shadow (at most
+    :data:`SHADOW_FRACTION` × the image's mean), bool of the same shape."""
+    image = np.asarray(image, np.float64)
+    return ~(image > SHADOW_FRACTION * image.mean())
+
+
 def relight(image: np.ndarray, azimuth: float, elevation: float, new_azimuth: float, new_elevation: float,
             noise_floor: bool = True) -> np.ndarray:
     """The image ``(rows, cols)`` (``0..1``) seen under another sun (module docstring: the model).
@@ -164,7 +175,7 @@ def relight(image: np.ndarray, azimuth: float, elevation: float, new_azimuth: fl
     old, new = old / (old.mean() or 1.0), new / (new.mean() or 1.0)
     # Lit ground: the image times the change of shading (its albedo and what the linear model missed are
     # kept). Shadow holds no albedo: it gets the mean brightness times the gain in shading.
-    lit = image > 0.2 * image.mean()
+    lit = ~in_shadow(image)
     ratio = np.clip(new / np.maximum(old, 1e-3), 0.0, 3.0)
     out = np.where(lit, image * ratio, image + image.mean() * np.maximum(new - old, 0.0))
     return np.clip(out, 0.0, 1.0).astype(np.float32)
