@@ -2,7 +2,7 @@
 
     python benchmarks/crater_folds.py --out runs/folds [--recipe sun-aware|old] [--folds ADG,BEH,CFI] [--only BEH]
         [--epochs 60] [--crops-per-epoch 512] [--time-limit SECONDS] [--threads 2] [--precision auto] [--device cpu]
-        [--hrsc] [--score-only] [--table] [--arch vgg16-unet [--vgg-frozen-blocks 2] [--vgg-decoder 32] [--vgg-depth 5]]
+        [--hrsc] [--score-only] [--table [--choose-among DIR,...]] [--confidence-weights on|off] [--arch vgg16-unet [--vgg-frozen-blocks 2] [--vgg-decoder 32] [--vgg-depth 5]]
     python benchmarks/crater_folds.py --out runs/folds --verifier [--opposite-negatives] [--scale-variants "1;1.5,1,0.5"]
         [--decoy-fdr 0.1,0.2,0.3,0.5] [--verifier-epochs 24] [--hrsc] [--infer-precision bf16]
         [--ensemble-with runs/other-folds] [--nested-ratios none,2] [--reselect | --table]
@@ -227,7 +227,8 @@ def make_config(args):
     if args.lr is not None:
         common["lr"] = args.lr
     if args.recipe == "sun-aware":
-        return TrainConfig.sun_aware_recipe(precision=args.precision, hard_negative_rate=args.hard_negative_rate, **common)
+        return TrainConfig.sun_aware_recipe(precision=args.precision, hard_negative_rate=args.hard_negative_rate,
+                                            confidence_weights=args.confidence_weights == "on", **common)
     # the old recipe (all flips, no turn, no mounds, no confidence), with the same crater-F1 selection
     return TrainConfig(positive_fraction=0.5, monitor="val_f1", lr_schedule="cosine", lr_min=5e-5, **common)
 
@@ -282,7 +283,8 @@ def run_fold(args, folds, k) -> dict:
         per_tile[t] = prf(score(found[threshold], truth, t))
         log.info("fold %s: %s %s", "".join(test), t, per_tile[t])
     result = {
-        "test": test, "train": train_tiles, "val": val_tiles, "recipe": args.recipe, "threshold": threshold,
+        "test": test, "train": train_tiles, "val": val_tiles, "recipe": args.recipe,
+        "confidence_weights": args.confidence_weights if args.recipe == "sun-aware" else "off", "threshold": threshold,
         "inner_val_f1": {f"{th:g}": round(v, 4) for th, v in val_f1.items()},
         "best_epoch": model.metadata.get("epoch"), "val_azimuths": val_azimuths, "test_azimuths": azimuths, "tiles": per_tile,
         "training": {k2: v for k2, v in summary.items() if k2 != "history"} | (
@@ -690,6 +692,14 @@ def threshold_name(th: float | None) -> str:
     return "per tile" if th is None else f"{th:.2f}"
 
 
+def inner_f1(result: dict) -> float:
+    """The inner-validation F1 a fold's run chose by: the best of its saved grid (``inner_val_f1``), or with
+    ``--select worst`` the worse inner tile's (``inner_val_worst_f1``)."""
+    if result.get("select") == "worst" and result.get("inner_val_worst_f1") is not None:
+        return float(result["inner_val_worst_f1"])
+    return max(float(v) for v in result["inner_val_f1"].values())
+
+
 def print_table(results: list[dict]) -> None:
     print("fold  tile  threshold  tp  fp  fn  precision  recall  F1")
     tp = fp = fn = 0
@@ -855,6 +865,8 @@ def main(argv=None) -> int:
     ap.add_argument("--patience", type=int, default=15)
     ap.add_argument("--filter-multiple", type=float, default=1.0)
     ap.add_argument("--hard-negative-rate", type=float, default=1.0)
+    ap.add_argument("--confidence-weights", choices=("on", "off"), default="on",
+                    help="sun-aware recipe: weigh crater pixels by min(1, annotators / 3) (on, the recipe's) or all alike")
     ap.add_argument("--time-limit", type=float, default=None, help="seconds of training per fold")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", default="auto", choices=("fp32", "bf16", "auto"))
@@ -896,6 +908,9 @@ def main(argv=None) -> int:
     ap.add_argument("--nested-labels", action="store_true",
                     help="count the labelled craters (>= 8 px) of A-I lying wholly inside a labelled crater of at "
                          "least twice their radius (what --nested-ratios 2 would drop from the truth), and exit")
+    ap.add_argument("--choose-among", default=None, metavar="DIR[,DIR...]",
+                    help="with --table: other runs of the same folds (e.g. --confidence-weights off); each fold "
+                         "takes the run whose inner-validation F1 is highest (--out wins a tie)")
     ap.add_argument("--reselect", action="store_true",
                     help="with --verifier: make the folds' choices again from their saved scored*.pkl (no network)")
     ap.add_argument("--verifier-epochs", type=int, default=12, help="with --verifier: the verifier's training epochs")
@@ -1054,12 +1069,20 @@ def main(argv=None) -> int:
     results = []
     if args.table:  # the folds' saved results, nothing trained or scored
         name = verified_name(args) if args.verifier else "result.json"  # with --verifier: the run of the same options
+        runs = [args.out] + ([d for d in args.choose_among.split(",") if d] if args.choose_among else [])
         for f in folds:
-            path = Path(args.out) / f"fold-{''.join(f)}" / name
-            if (not only or "".join(f) in only) and path.exists():
-                results.append(json.loads(path.read_text()))
+            fold = "".join(f)
+            found = [(run, json.loads(path.read_text())) for run in runs
+                     if (path := Path(run) / f"fold-{fold}" / name).exists()]
+            if (only and fold not in only) or not found:
+                continue
+            run, chosen = max(found, key=lambda item: inner_f1(item[1]))  # the first run wins a tie
+            if len(runs) > 1:
+                print(f"fold {fold}: inner-validation F1 " + ", ".join(f"{r} {inner_f1(x):.4f}" for r, x in found)
+                      + f"; chosen {run}")
+            results.append(chosen)
         if not results:
-            raise SystemExit(f"no fold-*/{name} under {args.out}")
+            raise SystemExit(f"no fold-*/{name} under {', '.join(runs)}")
         print_table(results)
         return 0
     for k, f in enumerate(folds):

@@ -2,6 +2,7 @@
 
     python benchmarks/train_ctx_craters.py --out runs/ctx-craters-sun [--init planetcd/models/ctx-craters.pt]
         [--epochs 60] [--crops-per-epoch 512] [--time-limit SECONDS] [--threads 2] [--precision auto] [--device cpu]
+        [--lr 2e-4] [--confidence-weights on|off]
 
 The recipe is ``TrainConfig.sun_aware_recipe`` (docs/training.md): every tile
 turned to the canonical frame (light from the left; the tile's azimuth read
@@ -58,6 +59,8 @@ def main(argv=None) -> None:
     ap.add_argument("--precision", default="auto", choices=("fp32", "bf16", "auto"))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--confidence-weights", choices=("on", "off"), default="on",
+                    help="weigh crater pixels by min(1, annotators / 3) (on: the recipe's) or all alike")
     args = ap.parse_args(argv)
 
     from planetcd.craters.train import TrainConfig, train
@@ -67,7 +70,7 @@ def main(argv=None) -> None:
         epochs=args.epochs, crops_per_epoch=args.crops_per_epoch, crop=args.crop, batch_size=args.batch_size,
         lr=args.lr, lr_min=args.lr_min, patience=args.patience, hard_negative_rate=args.hard_negative_rate,
         time_limit=args.time_limit, threads=args.threads, precision=args.precision, device=args.device,
-        seed=args.seed, init=init, val_tile=512)
+        seed=args.seed, init=init, val_tile=512, confidence_weights=args.confidence_weights == "on")
     train_set = [tile(t) for t in args.train.upper()]
     val_set = [tile(t) for t in args.val.upper()]
     t0 = time.monotonic()
