@@ -865,8 +865,9 @@ def main(argv=None) -> int:
     ap.add_argument("--patience", type=int, default=15)
     ap.add_argument("--filter-multiple", type=float, default=1.0)
     ap.add_argument("--hard-negative-rate", type=float, default=1.0)
-    ap.add_argument("--confidence-weights", choices=("on", "off"), default="on",
-                    help="sun-aware recipe: weigh crater pixels by min(1, annotators / 3) (on, the recipe's) or all alike")
+    ap.add_argument("--confidence-weights", choices=("on", "off"), default="off",
+                    help="sun-aware recipe: weigh crater pixels by min(1, annotators / 3) (on) or all alike (off: the "
+                         "recipe's since 2026-12-04; the fold runs of docs/segment.md before that date had them on)")
     ap.add_argument("--time-limit", type=float, default=None, help="seconds of training per fold")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", default="auto", choices=("fp32", "bf16", "auto"))

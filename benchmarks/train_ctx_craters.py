@@ -7,7 +7,7 @@
 The recipe is ``TrainConfig.sun_aware_recipe`` (docs/training.md): every tile
 turned to the canonical frame (light from the left; the tile's azimuth read
 from its labels), only the light-keeping mirror, 180°-turned labelled craters
-pasted as mound negatives, annotator-confidence loss weights, the epoch with
+pasted as mound negatives, every labelled crater weighing alike, the epoch with
 the best crater F1 on H and I kept, bf16 where the CPU runs it natively.
 
 ``--init`` starts from the weights of a checkpoint of the same architecture
@@ -59,8 +59,9 @@ def main(argv=None) -> None:
     ap.add_argument("--precision", default="auto", choices=("fp32", "bf16", "auto"))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--confidence-weights", choices=("on", "off"), default="on",
-                    help="weigh crater pixels by min(1, annotators / 3) (on: the recipe's) or all alike")
+    ap.add_argument("--confidence-weights", choices=("on", "off"), default="off",
+                    help="weigh crater pixels by min(1, annotators / 3) (on: the recipe's before 2026-12-04) or all "
+                         "alike (off: the recipe's now)")
     args = ap.parse_args(argv)
 
     from planetcd.craters.train import TrainConfig, train

@@ -79,7 +79,7 @@ def _sun_azimuths(values, paths: list[Path]) -> dict[str, float]:
 @click.option("--labels", "labels_dir", type=click.Path(file_okay=False), default=None, help="Folder of label files named after the images (<stem>.xml VOC boxes or <stem>.csv pixel craters); default: beside each image.")
 @outdir_opt
 @click.option("--recipe", type=click.Choice(["old", "sun-aware"]), default="old", show_default=True,
-              help="sun-aware: TrainConfig.sun_aware_recipe (canonical frame, light-axis mirror, mounds as hard negatives, confidence weights, crater-F1 selection, cosine schedule, bf16 where native; docs/training.md); options given on the command line override its fields (the defaults shown are the old recipe's).")
+              help="sun-aware: TrainConfig.sun_aware_recipe (canonical frame, light-axis mirror, mounds as hard negatives, crater-F1 selection, cosine schedule, bf16 where native; docs/training.md); options given on the command line override its fields (the defaults shown are the old recipe's).")
 @click.option("--sun-azimuth", "sun_azimuths", multiple=True, metavar="[IMAGE=]DEG",
               help="Sun azimuth of an image (IMAGE: its file name or stem; repeat), or one plain DEG for all images: degrees clockwise from the image top, the direction the light comes from. Images without one (or 'auto'): read from their labels, else estimated. Needs --recipe sun-aware.")
 @click.option("--arch", type=click.Choice(["symmetric", "small", "vgg16-unet"]), default="symmetric", show_default=True, help="DeLatte's SymmetricUNet, the 48×48-chip SmallUNet, or VGG16UNet (ImageNet VGG-16 encoder, TernausNet decoder; its weights from $PLANETCD_VGG16_WEIGHTS).")
@@ -112,7 +112,7 @@ def _sun_azimuths(values, paths: list[Path]) -> dict[str, float]:
 @click.option("--hard-negative-rate", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
               help="Mean number of labelled craters turned 180° (mounds, target 0) pasted into each training crop (sun-aware default 1).")
 @click.option("--confidence-weights/--no-confidence-weights", default=False, show_default=True,
-              help="Weigh crater pixels by min(1, annotators / 3) from the VOC labels' <confidence> (sun-aware default: on).")
+              help="Weigh crater pixels by min(1, annotators / 3) from the VOC labels' <confidence> (off in the sun-aware recipe too: docs/training.md).")
 @click.option("--channels-last/--no-channels-last", default=False, show_default=True,
               help="Channels-last memory format for the model and batches (sun-aware default: on).")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")

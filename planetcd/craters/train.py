@@ -18,8 +18,9 @@ the left, 270°) with its own azimuth (given, else read from its labels, else
 estimated; :func:`canonical_image`), augmentation keeps the light direction
 (only the up-down mirror, which is the mirror along a horizontal light axis;
 small rotations), labelled craters turned 180° are pasted into the crops as
-mounds with target 0 (:class:`MoundBank`), and the clustered labels'
-confidence weighs each crater's pixels (:func:`planetcd.craters.targets.confidence_weights`).
+mounds with target 0 (:class:`MoundBank`). Every labelled crater weighs alike: the clustered labels'
+confidence can weigh each crater's pixels (``confidence_weights``,
+:func:`planetcd.craters.targets.confidence_weights`), but the tile folds chose not to (docs/segment.md).
 """
 
 from __future__ import annotations
@@ -669,9 +670,10 @@ class TrainConfig:
 
     @classmethod
     def sun_aware_recipe(cls, **overrides) -> "TrainConfig":
-        """The sun-aware recipe of docs/training.md (canonical frame, light-axis mirror, mounds, confidence
-        weights, crater-F1 selection, bf16 where native); keyword arguments override fields."""
-        recipe = dict(sun_aware=True, flips="light-axis", hard_negative_rate=1.0, confidence_weights=True,
+        """The sun-aware recipe of docs/training.md (canonical frame, light-axis mirror, mounds, crater-F1
+        selection, bf16 where native); keyword arguments override fields. The annotator-confidence weights are
+        off: two of three tile folds chose every crater alike (docs/segment.md, twenty-seventh session)."""
+        recipe = dict(sun_aware=True, flips="light-axis", hard_negative_rate=1.0,
                       positive_fraction=0.5, monitor="val_f1", precision="auto", channels_last=True,
                       lr_schedule="cosine", lr_min=5e-5, noise=0.03, blur=1.0)
         recipe.update(overrides)

@@ -84,7 +84,7 @@ def test_train_cli_sun_aware_recipe_reaches_the_checkpoint(tmp_path):
         assert suns[name]["source"] == "given" and suns[name]["azimuth_deg"] == 300.0
     config = payload["train_config"]
     # the recipe's fields, except those given on the command line
-    assert config["confidence_weights"] is True and config["lr_schedule"] == "cosine" and config["monitor"] == "val_f1"
+    assert config["confidence_weights"] is False and config["lr_schedule"] == "cosine" and config["monitor"] == "val_f1"
     assert config["positive_fraction"] == 0.5 and config["channels_last"] is False and config["precision"] == "fp32"
     assert config["sun_azimuths"] == {"dots5_0": 90.0, "dots5_1": 300.0, "dots6_0": 300.0}
     # an option of the recipe given explicitly wins; the recipe's precision default is auto

@@ -199,7 +199,8 @@ def test_sun_aware_training_records_the_frame_and_learns(tmp_path):
     val_set = _shaded_set(["v"], [90.0], seed=10)
     cfg = TrainConfig.sun_aware_recipe(filter_multiple=0.5, crop=64, crops_per_epoch=16, batch_size=4, epochs=3, patience=5,
                                        val_tile=128, precision="bf16", sun_azimuths={"b": 0.0}, threads=2,
-                                       hard_negative_radius=(4.0, 16.0), lr_schedule="constant")
+                                       hard_negative_radius=(4.0, 16.0), lr_schedule="constant",
+                                       confidence_weights=True)  # the option, off in the recipe, still trains
     result = train(train_set, val_set, cfg, tmp_path)
     assert result["epochs_run"] == 3 and np.isfinite(result["history"][-1]["train_loss"])
     _, payload = load_checkpoint(tmp_path / "best.pt")
