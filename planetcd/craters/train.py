@@ -29,8 +29,10 @@ import csv
 import logging
 import math
 import os
+import queue
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -654,6 +656,7 @@ class TrainConfig:
     monitor: str = "val_loss"  # early stopping and best checkpoint: "val_loss", "val_f1" or "val_balanced_accuracy"
     init: str | None = None  # start from the weights of this checkpoint (same architecture)
     device: str = "cpu"
+    prefetch: int | None = None  # batches made ahead by one background thread; None: 2 on a GPU, 0 (inline) on a CPU
     # sun-aware recipe (docs/training.md); the defaults are the old recipe
     sun_aware: bool = False  # turn every image to the canonical frame (light from the left) first
     sun_azimuths: dict[str, float] | None = None  # image name -> sun azimuth (deg clockwise from the top, light from)
@@ -890,11 +893,7 @@ def train(
     if config.lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"unknown learning-rate schedule {config.lr_schedule!r} (constant or cosine)")
     total_steps = steps * config.epochs
-    history: list[dict] = []
-    best = {"epoch": -1, "loss": float("inf")}
-    log_path, ckpt = outdir / "log.csv", outdir / "best.pt"
     start = time.monotonic()
-    stale = 0
     meta = {
         "train_config": asdict(config),
         "train_images": sorted(names_train),
@@ -917,6 +916,36 @@ def train(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.epochs, desc="training", unit="epoch", leave=True)
+    ahead = (0 if device.type == "cpu" else 2) if config.prefetch is None else int(config.prefetch)
+    pinned = device.type == "cuda" and ahead > 0
+    batches = prefetched(
+        training_batches(train_images, config, window, rng, gen, mounds, use_weights, total_steps, pin=pinned), ahead)
+    try:
+        history, best = _epochs(config, model, optimizer, criterion, batches, val_images, precision, device, memory,
+                                pinned, steps, total_steps, outdir, meta, on_epoch, bar)
+    finally:
+        batches.close()  # stops the background thread of an unfinished run
+    if bar is not None:
+        bar.close()
+    return {
+        "best_epoch": best["epoch"],
+        "best_monitor": best["loss"],
+        "best_val_loss": history[best["epoch"] - 1].get("val_loss", float("nan")) if best["epoch"] > 0 else float("nan"),
+        "epochs_run": len(history),
+        "seconds": time.monotonic() - start,
+        "history": history,
+        "checkpoint": str(outdir / "best.pt"),
+    }
+
+
+def _epochs(config, model, optimizer, criterion, batches, val_images, precision, device, memory, pinned, steps,
+            total_steps, outdir, meta, on_epoch, bar):
+    """The epoch loop of :func:`train`: returns the history rows and the best epoch's record."""
+    history: list[dict] = []
+    best = {"epoch": -1, "loss": float("inf")}
+    log_path, ckpt = outdir / "log.csv", outdir / "best.pt"
+    start = time.monotonic()
+    stale = 0
     for epoch in range(1, config.epochs + 1):
         t0 = time.monotonic()
         model.train()
@@ -926,20 +955,9 @@ def train(
                 done = ((epoch - 1) * steps + step) / max(1, total_steps - 1)
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(done, config.lr, config.lr_min)
-            xb, yb = _sample_crops(train_images, config.batch_size, window, rng, config.positive_fraction, weights=use_weights)
-            if mounds is not None:
-                lo = (window - config.crop) // 2
-                for i in range(len(xb)):
-                    mounds.paste(xb[i, 0], yb[i], int(rng.poisson(config.hard_negative_rate)), rng,
-                                 region=(lo, lo, config.crop, config.crop))
-            x, y = torch.from_numpy(xb), torch.from_numpy(yb)
-            if config.augment:
-                x, y = augment_batch(x, y, config.crop, gen, rotation=config.rotation, zoom=config.zoom, noise=config.noise, blur=config.blur,
-                                     zoom_range=config.zoom_range, flips=config.flips)
-            elif x.shape[-1] != config.crop:
-                x, y = x[..., : config.crop, : config.crop], y[..., : config.crop, : config.crop]
-            x, y = x.to(device, memory_format=memory), y.to(device)
-            target, weight = y[:, :1], (y[:, 1:2] if use_weights else None)
+            x, y = next(batches)
+            x, y = x.to(device, memory_format=memory, non_blocking=pinned), y.to(device, non_blocking=pinned)
+            target, weight = y[:, :1], (y[:, 1:2] if y.shape[1] > 1 else None)
             with autocast(precision, device):
                 logits = model.forward_logits(x)
             loss = criterion(logits, target) if weight is None else criterion(logits, target, weight)
@@ -992,17 +1010,120 @@ def train(
         if config.time_limit is not None and time.monotonic() - start > config.time_limit:
             log.info("time limit reached after epoch %d", epoch)
             break
-    if bar is not None:
-        bar.close()
-    return {
-        "best_epoch": best["epoch"],
-        "best_monitor": best["loss"],
-        "best_val_loss": history[best["epoch"] - 1].get("val_loss", float("nan")) if best["epoch"] > 0 else float("nan"),
-        "epochs_run": len(history),
-        "seconds": time.monotonic() - start,
-        "history": history,
-        "checkpoint": str(ckpt),
-    }
+    return history, best
+
+
+def training_batches(
+    images: Sequence[LabelledImage],
+    config: TrainConfig,
+    window: int,
+    rng: np.random.Generator,
+    gen: torch.Generator,
+    mounds: MoundBank | None,
+    weights: bool,
+    count: int,
+    pin: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The training batches of a run, in order: random crops, mound negatives pasted, augmented.
+
+    Parameters
+    ----------
+    images : sequence of LabelledImage
+        The training images (already in the canonical frame for the sun-aware recipe).
+    config : TrainConfig
+        ``batch_size``, ``crop``, ``positive_fraction``, ``hard_negative_rate`` and the augmentation fields.
+    window : int
+        Side in pixels of the crops cut before augmentation (``crop`` when ``augment`` is off).
+    rng, gen : numpy and torch generators
+        The only randomness: the same generators give the same batches, inline or in a background thread.
+    mounds : MoundBank or None
+        Turned labelled craters to paste as negatives (``None``: none).
+    weights : bool
+        Whether the targets carry a second channel of pixel weights.
+    count : int
+        Number of batches.
+    pin : bool
+        Pin the batches' memory (for asynchronous copies to a CUDA device).
+
+    Yields
+    ------
+    x : Tensor, float32, shape (batch_size, 1, crop, crop)
+    y : Tensor, float32, shape (batch_size, 1 or 2, crop, crop)
+        The target, and the pixel weights as a second channel when ``weights``.
+    """
+    for _ in range(count):
+        xb, yb = _sample_crops(images, config.batch_size, window, rng, config.positive_fraction, weights=weights)
+        if mounds is not None:
+            lo = (window - config.crop) // 2
+            for i in range(len(xb)):
+                mounds.paste(xb[i, 0], yb[i], int(rng.poisson(config.hard_negative_rate)), rng,
+                             region=(lo, lo, config.crop, config.crop))
+        x, y = torch.from_numpy(xb), torch.from_numpy(yb)
+        if config.augment:
+            x, y = augment_batch(x, y, config.crop, gen, rotation=config.rotation, zoom=config.zoom, noise=config.noise,
+                                 blur=config.blur, zoom_range=config.zoom_range, flips=config.flips)
+        elif x.shape[-1] != config.crop:
+            x, y = x[..., : config.crop, : config.crop], y[..., : config.crop, : config.crop]
+        if pin:
+            x, y = x.pin_memory(), y.pin_memory()
+        yield x, y
+
+
+class _Raised:
+    """An exception of the producer thread, carried to the consumer."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_DONE = object()
+
+
+def prefetched(items: Iterable, depth: int) -> Iterator:
+    """``items`` in the same order, up to ``depth`` of them made ahead by one background thread.
+
+    ``depth`` 0 iterates inline. An exception raised while making an item is raised where that item would
+    have been taken. Closing the returned generator (or dropping it) stops the thread. On a GPU this keeps
+    the device busy while the CPU samples and augments the next batches; on a CPU the thread would compete
+    with the training step for the same cores, so :func:`train` makes batches inline there by default.
+    """
+    if depth <= 0:
+        yield from items
+        return
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 (carried to the consumer and raised there)
+            put(_Raised(exc))
+
+    thread = threading.Thread(target=produce, name="planetcd-batches", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Raised):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5.0)
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:

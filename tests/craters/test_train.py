@@ -264,3 +264,58 @@ def test_cosine_schedule_decays_the_learning_rate(tmp_path):
     assert [row["lr"] for row in constant["history"]] == [1e-3] * 3
     with pytest.raises(ValueError, match="schedule"):
         train(_dots_set(1, 5), [], TrainConfig(lr_schedule="step", **common), tmp_path / "x")
+
+
+# --------------------------------------------------------------------------- batches made ahead (the GPU path)
+
+
+def test_prefetched_gives_the_same_items_in_order_at_any_depth():
+    from planetcd.craters.train import prefetched
+
+    for depth in (0, 1, 3):
+        assert list(prefetched(iter(range(25)), depth)) == list(range(25))
+
+
+def test_prefetched_raises_the_producers_error_where_its_item_would_be():
+    from planetcd.craters.train import prefetched
+
+    def items():
+        yield from range(3)
+        raise RuntimeError("crop sampling failed")
+
+    got = []
+    with pytest.raises(RuntimeError, match="crop sampling failed"):
+        for item in prefetched(items(), 2):
+            got.append(item)
+    assert got == [0, 1, 2]
+
+
+def test_closing_a_prefetched_run_early_stops_its_thread():
+    import threading
+
+    from planetcd.craters.train import prefetched
+
+    def endless():
+        k = 0
+        while True:
+            yield k
+            k += 1
+
+    run = prefetched(endless(), 2)
+    assert [next(run) for _ in range(5)] == [0, 1, 2, 3, 4]
+    run.close()
+    assert not any(t.name == "planetcd-batches" and t.is_alive() for t in threading.enumerate())
+
+
+def test_training_with_batches_made_ahead_is_the_same_run(tmp_path):
+    # the batches' only randomness is the run's two generators, used by the one producer in order: a run whose
+    # batches a background thread makes ahead (the GPU default) ends with the same weights as the inline run
+    cfg = dict(filter_multiple=0.5, crop=64, crops_per_epoch=8, batch_size=4, epochs=2, val_tile=128, seed=5,
+               hard_negative_rate=0.0, noise=0.02, blur=0.5, threads=1)
+    inline = train(_dots_set(2, 11), _dots_set(1, 12), TrainConfig(prefetch=0, **cfg), tmp_path / "inline")
+    ahead = train(_dots_set(2, 11), _dots_set(1, 12), TrainConfig(prefetch=3, **cfg), tmp_path / "ahead")
+    assert [r["train_loss"] for r in inline["history"]] == [r["train_loss"] for r in ahead["history"]]
+    a, _ = load_checkpoint(tmp_path / "inline" / "last.pt")
+    b, _ = load_checkpoint(tmp_path / "ahead" / "last.pt")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
