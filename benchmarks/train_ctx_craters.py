@@ -2,7 +2,7 @@
 
     python benchmarks/train_ctx_craters.py --out runs/ctx-craters-sun [--init planetcd/models/ctx-craters.pt]
         [--epochs 60] [--crops-per-epoch 512] [--time-limit SECONDS] [--threads 2] [--precision auto] [--device cpu]
-        [--lr 2e-4] [--confidence-weights on|off]
+        [--lr LR] [--lr-min LR] [--confidence-weights on|off]
 
 The recipe is ``TrainConfig.sun_aware_recipe`` (docs/training.md): every tile
 turned to the canonical frame (light from the left; the tile's azimuth read
@@ -50,8 +50,11 @@ def main(argv=None) -> None:
     ap.add_argument("--crops-per-epoch", type=int, default=512)
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=2e-4)
-    ap.add_argument("--lr-min", type=float, default=1e-5)
+    ap.add_argument("--lr", type=float, default=None,
+                    help="first learning rate of the cosine schedule (default: 2e-4 when continuing a checkpoint, "
+                         "the recipe's 5e-4 from random weights, as the tile folds train)")
+    ap.add_argument("--lr-min", type=float, default=None,
+                    help="last learning rate (default: 1e-5 when continuing, the recipe's 5e-5 from random weights)")
     ap.add_argument("--patience", type=int, default=30)
     ap.add_argument("--hard-negative-rate", type=float, default=1.0)
     ap.add_argument("--time-limit", type=float, default=None, help="seconds of training")
@@ -67,6 +70,12 @@ def main(argv=None) -> None:
     from planetcd.craters.train import TrainConfig, train
 
     init = None if args.init.lower() == "none" else args.init
+    recipe = TrainConfig.sun_aware_recipe()
+    scratch = {"lr": recipe.lr, "lr_min": recipe.lr_min}  # the recipe's own, as the tile folds train from scratch
+    resume = {"lr": 2e-4, "lr_min": 1e-5}  # the shipped model's last stage, continuing its own weights
+    rates = scratch if init is None else resume
+    args.lr = rates["lr"] if args.lr is None else args.lr
+    args.lr_min = rates["lr_min"] if args.lr_min is None else args.lr_min
     config = TrainConfig.sun_aware_recipe(
         epochs=args.epochs, crops_per_epoch=args.crops_per_epoch, crop=args.crop, batch_size=args.batch_size,
         lr=args.lr, lr_min=args.lr_min, patience=args.patience, hard_negative_rate=args.hard_negative_rate,
