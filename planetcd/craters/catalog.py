@@ -64,10 +64,10 @@ _BODY_GEOGRAPHIC = {"mars": "IAU_2015:49900", "moon": "IAU_2015:30100", "mercury
 
 
 def _to_crs(crs: Any):
+    if crs is None:  # an image without a map grid (a PNG, an array): pyproj is not needed
+        return None
     from pyproj import CRS
 
-    if crs is None:
-        return None
     try:
         return CRS.from_user_input(crs)
     except Exception as exc:  # pyproj raises CRSError and others

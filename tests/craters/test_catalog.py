@@ -357,3 +357,14 @@ def test_lonlat_list_named_like_pycda_is_not_read_as_pixels(tmp_path, header):
 def test_pycda_labels_stay_pixels(shared_dir):
     catalog = read_catalog(shared_dir / "data" / "hrsc-pycda" / "holdout_tile_labels.csv")
     assert len(catalog) == 409 and catalog.lon_deg is None and catalog.radius_px.min() >= 2
+
+
+def test_a_catalogue_without_a_crs_does_not_need_pyproj(monkeypatch):
+    # pixel catalogues of PNG tiles and arrays (training, the tile folds) work where pyproj is not installed
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyproj", None)  # any import of pyproj now raises ImportError
+    from planetcd.craters.catalog import Catalog
+
+    cat = Catalog.from_pixels(np.array([[10.0, 12.0, 4.0, 0.9]]), name="tile")
+    assert cat.crs is None and len(cat) == 1
