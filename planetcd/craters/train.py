@@ -25,6 +25,7 @@ confidence can weigh each crater's pixels (``confidence_weights``,
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
@@ -893,7 +894,11 @@ def train(
     if config.lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"unknown learning-rate schedule {config.lr_schedule!r} (constant or cosine)")
     total_steps = steps * config.epochs
+    history: list[dict] = []
+    best = {"epoch": -1, "loss": float("inf")}
+    log_path, ckpt = outdir / "log.csv", outdir / "best.pt"
     start = time.monotonic()
+    stale = 0
     meta = {
         "train_config": asdict(config),
         "train_images": sorted(names_train),
@@ -920,11 +925,71 @@ def train(
     pinned = device.type == "cuda" and ahead > 0
     batches = prefetched(
         training_batches(train_images, config, window, rng, gen, mounds, use_weights, total_steps, pin=pinned), ahead)
-    try:
-        history, best = _epochs(config, model, optimizer, criterion, batches, val_images, precision, device, memory,
-                                pinned, steps, total_steps, outdir, meta, on_epoch, bar)
-    finally:
-        batches.close()  # stops the background thread of an unfinished run
+    with contextlib.closing(batches):  # closing stops the background thread of an unfinished run
+        for epoch in range(1, config.epochs + 1):
+            t0 = time.monotonic()
+            model.train()
+            counts = PixelCounts()
+            for step in range(steps):
+                if config.lr_schedule == "cosine":
+                    done = ((epoch - 1) * steps + step) / max(1, total_steps - 1)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr_at(done, config.lr, config.lr_min)
+                x, y = next(batches)
+                x, y = x.to(device, memory_format=memory, non_blocking=pinned), y.to(device, non_blocking=pinned)
+                target, weight = y[:, :1], (y[:, 1:2] if use_weights else None)
+                with autocast(precision, device):
+                    logits = model.forward_logits(x)
+                loss = criterion(logits, target) if weight is None else criterion(logits, target, weight)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                counts.add(torch.sigmoid(logits.detach().float()), target, float(loss.detach()))
+            row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+            row.update({f"train_{k}": v for k, v in counts.metrics().items()})
+            if val_images:
+                metrics, probs = score_segmenter(model, val_images, config.val_tile, config.batch_size, criterion, device, return_prob=True,
+                                          precision=precision)
+                row.update({f"val_{k}": v for k, v in metrics.items()})
+                if config.crater_f1 and any(len(im.craters) for im in val_images):
+                    try:
+                        row.update(crater_scores(probs, val_images, config.target))
+                    except ImportError as exc:  # extraction/matching not installed
+                        log.debug("no crater scores: %s", exc)
+            if on_epoch is not None:
+                row.update(on_epoch(epoch, model) or {})
+            row["seconds"] = round(time.monotonic() - t0, 2)
+            history.append(row)
+            if config.monitor in ("val_f1", "val_balanced_accuracy") and config.monitor in row:
+                monitor = -np.nan_to_num(row[config.monitor])
+            else:
+                monitor = row.get("val_loss", row["train_loss"])
+            improved = monitor < best["loss"]
+            if improved:
+                best = {"epoch": epoch, "loss": monitor}
+                stale = 0
+                save_checkpoint(ckpt, model, config.arch, {**meta, "epoch": epoch, "metrics": row})
+            else:
+                stale += 1
+            save_checkpoint(outdir / "last.pt", model, config.arch, {**meta, "epoch": epoch, "metrics": row})
+            _write_log(log_path, history)
+            try:
+                plot_curves(history, outdir / "curves.png")
+            except Exception as exc:  # plotting must never stop a run
+                log.debug("could not draw curves: %s", exc)
+            log.info(
+                "epoch %d: train loss %.4f, val loss %.4f, val balanced acc %.3f%s (%.0f s)",
+                epoch, row["train_loss"], row.get("val_loss", float("nan")), row.get("val_balanced_accuracy", float("nan")),
+                " *" if improved else "", row["seconds"],
+            )
+            if bar is not None:
+                bar.update(1)
+            if stale >= config.patience:
+                log.info("early stop: no better validation loss for %d epochs", config.patience)
+                break
+            if config.time_limit is not None and time.monotonic() - start > config.time_limit:
+                log.info("time limit reached after epoch %d", epoch)
+                break
     if bar is not None:
         bar.close()
     return {
@@ -934,83 +999,8 @@ def train(
         "epochs_run": len(history),
         "seconds": time.monotonic() - start,
         "history": history,
-        "checkpoint": str(outdir / "best.pt"),
+        "checkpoint": str(ckpt),
     }
-
-
-def _epochs(config, model, optimizer, criterion, batches, val_images, precision, device, memory, pinned, steps,
-            total_steps, outdir, meta, on_epoch, bar):
-    """The epoch loop of :func:`train`: returns the history rows and the best epoch's record."""
-    history: list[dict] = []
-    best = {"epoch": -1, "loss": float("inf")}
-    log_path, ckpt = outdir / "log.csv", outdir / "best.pt"
-    start = time.monotonic()
-    stale = 0
-    for epoch in range(1, config.epochs + 1):
-        t0 = time.monotonic()
-        model.train()
-        counts = PixelCounts()
-        for step in range(steps):
-            if config.lr_schedule == "cosine":
-                done = ((epoch - 1) * steps + step) / max(1, total_steps - 1)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(done, config.lr, config.lr_min)
-            x, y = next(batches)
-            x, y = x.to(device, memory_format=memory, non_blocking=pinned), y.to(device, non_blocking=pinned)
-            target, weight = y[:, :1], (y[:, 1:2] if y.shape[1] > 1 else None)
-            with autocast(precision, device):
-                logits = model.forward_logits(x)
-            loss = criterion(logits, target) if weight is None else criterion(logits, target, weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            counts.add(torch.sigmoid(logits.detach().float()), target, float(loss.detach()))
-        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-        row.update({f"train_{k}": v for k, v in counts.metrics().items()})
-        if val_images:
-            metrics, probs = score_segmenter(model, val_images, config.val_tile, config.batch_size, criterion, device, return_prob=True,
-                                      precision=precision)
-            row.update({f"val_{k}": v for k, v in metrics.items()})
-            if config.crater_f1 and any(len(im.craters) for im in val_images):
-                try:
-                    row.update(crater_scores(probs, val_images, config.target))
-                except ImportError as exc:  # extraction/matching not installed
-                    log.debug("no crater scores: %s", exc)
-        if on_epoch is not None:
-            row.update(on_epoch(epoch, model) or {})
-        row["seconds"] = round(time.monotonic() - t0, 2)
-        history.append(row)
-        if config.monitor in ("val_f1", "val_balanced_accuracy") and config.monitor in row:
-            monitor = -np.nan_to_num(row[config.monitor])
-        else:
-            monitor = row.get("val_loss", row["train_loss"])
-        improved = monitor < best["loss"]
-        if improved:
-            best = {"epoch": epoch, "loss": monitor}
-            stale = 0
-            save_checkpoint(ckpt, model, config.arch, {**meta, "epoch": epoch, "metrics": row})
-        else:
-            stale += 1
-        save_checkpoint(outdir / "last.pt", model, config.arch, {**meta, "epoch": epoch, "metrics": row})
-        _write_log(log_path, history)
-        try:
-            plot_curves(history, outdir / "curves.png")
-        except Exception as exc:  # plotting must never stop a run
-            log.debug("could not draw curves: %s", exc)
-        log.info(
-            "epoch %d: train loss %.4f, val loss %.4f, val balanced acc %.3f%s (%.0f s)",
-            epoch, row["train_loss"], row.get("val_loss", float("nan")), row.get("val_balanced_accuracy", float("nan")),
-            " *" if improved else "", row["seconds"],
-        )
-        if bar is not None:
-            bar.update(1)
-        if stale >= config.patience:
-            log.info("early stop: no better validation loss for %d epochs", config.patience)
-            break
-        if config.time_limit is not None and time.monotonic() - start > config.time_limit:
-            log.info("time limit reached after epoch %d", epoch)
-            break
-    return history, best
 
 
 def training_batches(
