@@ -221,6 +221,7 @@ def make_config(args):
 
     common = dict(epochs=args.epochs, crops_per_epoch=args.crops_per_epoch, batch_size=args.batch_size, crop=args.crop,
                   patience=args.patience, threads=args.threads, time_limit=args.time_limit, seed=args.seed,
+                  ema_decay=args.ema_decay,
                   device=args.device, filter_multiple=args.filter_multiple, val_tile=512, arch=args.arch,
                   vgg_frozen_blocks=args.vgg_frozen_blocks,
                   vgg_decoder=args.vgg_decoder, vgg_depth=args.vgg_depth)
@@ -873,6 +874,9 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default="auto", choices=("fp32", "bf16", "auto"))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ema-decay", type=float, default=0.0,
+                    help="> 0: each fold's best.pt is a moving average of the weights (decay per step); the trained "
+                         "weights' best epoch is best-raw.pt (TrainConfig.ema_decay)")
     ap.add_argument("--hrsc", action="store_true", help="also score the PyCDA HRSC tile (another camera)")
     ap.add_argument("--score-only", action="store_true", help="rescore trained folds (fold-*/best.pt)")
     ap.add_argument("--table", action="store_true",

@@ -65,6 +65,9 @@ def main(argv=None) -> None:
     ap.add_argument("--confidence-weights", choices=("on", "off"), default="off",
                     help="weigh crater pixels by min(1, annotators / 3) (on: the recipe's before 2026-12-04) or all "
                          "alike (off: the recipe's now)")
+    ap.add_argument("--ema-decay", type=float, default=0.0,
+                    help="> 0: best.pt is a moving average of the weights (decay per step), best-raw.pt the trained "
+                         "weights' best epoch (TrainConfig.ema_decay)")
     args = ap.parse_args(argv)
 
     from planetcd.craters.train import TrainConfig, train
@@ -80,7 +83,8 @@ def main(argv=None) -> None:
         epochs=args.epochs, crops_per_epoch=args.crops_per_epoch, crop=args.crop, batch_size=args.batch_size,
         lr=args.lr, lr_min=args.lr_min, patience=args.patience, hard_negative_rate=args.hard_negative_rate,
         time_limit=args.time_limit, threads=args.threads, precision=args.precision, device=args.device,
-        seed=args.seed, init=init, val_tile=512, confidence_weights=args.confidence_weights == "on")
+        seed=args.seed, init=init, val_tile=512, confidence_weights=args.confidence_weights == "on",
+        ema_decay=args.ema_decay)
     train_set = [tile(t) for t in args.train.upper()]
     val_set = [tile(t) for t in args.val.upper()]
     t0 = time.monotonic()

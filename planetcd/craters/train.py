@@ -658,6 +658,9 @@ class TrainConfig:
     init: str | None = None  # start from the weights of this checkpoint (same architecture)
     device: str = "cpu"
     prefetch: int | None = None  # batches made ahead by one background thread; None: 2 on a GPU, 0 (inline) on a CPU
+    # > 0: the run's weights are an exponential moving average of the trained ones (updated every step with this
+    # decay); best.pt is chosen among the averages, best-raw.pt among the trained weights (validated too)
+    ema_decay: float = 0.0
     # sun-aware recipe (docs/training.md); the defaults are the old recipe
     sun_aware: bool = False  # turn every image to the canonical frame (light from the left) first
     sun_azimuths: dict[str, float] | None = None  # image name -> sun azimuth (deg clockwise from the top, light from)
@@ -796,6 +799,41 @@ def lr_at(fraction: float, lr: float, lr_min: float = 0.0) -> float:
     return lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * fraction))
 
 
+def averaged_weights(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``model``'s parameters and buffers, ``decay`` per update.
+
+    ``update_parameters(model)`` after each optimiser step; the averaged network is ``.module``. Averaging smooths
+    the step-to-step noise that makes the epoch kept on two validation tiles a lottery (docs/segment.md).
+    """
+    if not 0.0 < float(decay) < 1.0:
+        raise ValueError(f"ema_decay must lie in (0, 1), got {decay}")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(decay)), use_buffers=True)
+
+
+def validation_row(model: torch.nn.Module, val_images: Sequence[LabelledImage], config: "TrainConfig", criterion,
+                   device, precision: str) -> dict:
+    """One epoch's validation numbers of ``model``: ``val_*`` pixel metrics and, with ``config.crater_f1``, the crater
+    precision/recall/F1 of :func:`crater_scores`."""
+    metrics, probs = score_segmenter(model, val_images, config.val_tile, config.batch_size, criterion, device,
+                                     return_prob=True, precision=precision)
+    row = {f"val_{k}": v for k, v in metrics.items()}
+    if config.crater_f1 and any(len(im.craters) for im in val_images):
+        try:
+            row.update(crater_scores(probs, val_images, config.target))
+        except ImportError as exc:  # extraction/matching not installed
+            log.debug("no crater scores: %s", exc)
+    return row
+
+
+def _monitored(row: dict, monitor: str, prefix: str = "") -> float:
+    """The number a run minimises to choose its best epoch (minus a score, or a loss)."""
+    if monitor in ("val_f1", "val_balanced_accuracy") and prefix + monitor in row:
+        return -float(np.nan_to_num(row[prefix + monitor]))
+    return row.get(prefix + "val_loss", row["train_loss"])
+
+
 def train(
     train_images: Sequence[LabelledImage],
     val_images: Sequence[LabelledImage],
@@ -823,7 +861,9 @@ def train(
 
     ``best.pt`` is the epoch with the best monitored value (``config.monitor``:
     the validation loss by default, or the validation crater F1); ``last.pt``
-    the latest epoch.
+    the latest epoch. With ``config.ema_decay`` both hold the moving average of the weights, whose numbers are
+    the log's ``val_*``; the trained weights are validated too (``raw_val_*``) and their best epoch is
+    ``best-raw.pt``.
 
     Returns
     -------
@@ -921,6 +961,11 @@ def train(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.epochs, desc="training", unit="epoch", leave=True)
+    ema = averaged_weights(model, config.ema_decay) if config.ema_decay else None
+    weights = model if ema is None else ema.module  # the weights validated, selected and saved as the run's
+    best_raw = {"epoch": -1, "loss": float("inf")}
+    if ema is not None:
+        meta["weights"] = f"exponential moving average, decay {config.ema_decay:g} per step"
     ahead = (0 if device.type == "cpu" else 2) if config.prefetch is None else int(config.prefetch)
     pinned = device.type == "cuda" and ahead > 0
     batches = prefetched(
@@ -944,34 +989,35 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 counts.add(torch.sigmoid(logits.detach().float()), target, float(loss.detach()))
             row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
             row.update({f"train_{k}": v for k, v in counts.metrics().items()})
             if val_images:
-                metrics, probs = score_segmenter(model, val_images, config.val_tile, config.batch_size, criterion, device, return_prob=True,
-                                          precision=precision)
-                row.update({f"val_{k}": v for k, v in metrics.items()})
-                if config.crater_f1 and any(len(im.craters) for im in val_images):
-                    try:
-                        row.update(crater_scores(probs, val_images, config.target))
-                    except ImportError as exc:  # extraction/matching not installed
-                        log.debug("no crater scores: %s", exc)
+                row.update(validation_row(weights, val_images, config, criterion, device, precision))
+                if ema is not None:
+                    row.update({f"raw_{k}": v for k, v in validation_row(model, val_images, config, criterion, device,
+                                                                        precision).items()})
             if on_epoch is not None:
-                row.update(on_epoch(epoch, model) or {})
+                row.update(on_epoch(epoch, weights) or {})
             row["seconds"] = round(time.monotonic() - t0, 2)
             history.append(row)
-            if config.monitor in ("val_f1", "val_balanced_accuracy") and config.monitor in row:
-                monitor = -np.nan_to_num(row[config.monitor])
-            else:
-                monitor = row.get("val_loss", row["train_loss"])
+            monitor = _monitored(row, config.monitor)
             improved = monitor < best["loss"]
             if improved:
                 best = {"epoch": epoch, "loss": monitor}
                 stale = 0
-                save_checkpoint(ckpt, model, config.arch, {**meta, "epoch": epoch, "metrics": row})
+                save_checkpoint(ckpt, weights, config.arch, {**meta, "epoch": epoch, "metrics": row})
             else:
                 stale += 1
-            save_checkpoint(outdir / "last.pt", model, config.arch, {**meta, "epoch": epoch, "metrics": row})
+            if ema is not None and val_images:
+                raw_monitor = _monitored(row, config.monitor, prefix="raw_")
+                if raw_monitor < best_raw["loss"]:
+                    best_raw = {"epoch": epoch, "loss": raw_monitor}
+                    save_checkpoint(outdir / "best-raw.pt", model, config.arch,
+                                    {**meta, "weights": "trained", "epoch": epoch, "metrics": row})
+            save_checkpoint(outdir / "last.pt", weights, config.arch, {**meta, "epoch": epoch, "metrics": row})
             _write_log(log_path, history)
             try:
                 plot_curves(history, outdir / "curves.png")
@@ -997,6 +1043,7 @@ def train(
         "best_monitor": best["loss"],
         "best_val_loss": history[best["epoch"] - 1].get("val_loss", float("nan")) if best["epoch"] > 0 else float("nan"),
         "epochs_run": len(history),
+        **({"best_raw_epoch": best_raw["epoch"]} if ema is not None else {}),
         "seconds": time.monotonic() - start,
         "history": history,
         "checkpoint": str(ckpt),

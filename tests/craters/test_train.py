@@ -319,3 +319,39 @@ def test_training_with_batches_made_ahead_is_the_same_run(tmp_path):
     b, _ = load_checkpoint(tmp_path / "ahead" / "last.pt")
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), name
+
+
+def test_moving_average_of_the_weights_leaves_training_alone_and_keeps_both_bests(tmp_path):
+    cfg = dict(filter_multiple=0.5, crop=64, crops_per_epoch=8, batch_size=4, epochs=3, val_tile=128, seed=3,
+               hard_negative_rate=0.0, threads=1, patience=5)
+    plain = train(_dots_set(2, 21), _dots_set(1, 22), TrainConfig(**cfg), tmp_path / "plain")
+    averaged = train(_dots_set(2, 21), _dots_set(1, 22), TrainConfig(ema_decay=0.9, **cfg), tmp_path / "ema")
+    # the trained weights follow the same path: same losses, and their validation is the plain run's
+    assert [r["train_loss"] for r in plain["history"]] == [r["train_loss"] for r in averaged["history"]]
+    assert [r["val_loss"] for r in plain["history"]] == [r["raw_val_loss"] for r in averaged["history"]]
+    assert averaged["best_raw_epoch"] == plain["best_epoch"]
+    raw, payload = load_checkpoint(tmp_path / "ema" / "best-raw.pt")
+    same, _ = load_checkpoint(tmp_path / "plain" / "best.pt")
+    for (name, x), (_, y) in zip(raw.state_dict().items(), same.state_dict().items()):
+        assert torch.equal(x, y), name
+    assert payload["weights"] == "trained"
+    # the run's own weights are the average: not the trained ones, and selected by their own validation
+    mean, meta = load_checkpoint(tmp_path / "ema" / "last.pt")
+    last, _ = load_checkpoint(tmp_path / "plain" / "last.pt")
+    assert not all(torch.equal(x, y) for x, y in zip(mean.state_dict().values(), last.state_dict().values()))
+    assert meta["weights"].startswith("exponential moving average")
+    losses = [r["val_loss"] for r in averaged["history"]]
+    assert averaged["best_epoch"] == int(np.argmin(losses)) + 1
+
+
+def test_a_moving_average_with_almost_no_memory_is_the_trained_weights(tmp_path):
+    cfg = dict(filter_multiple=0.5, crop=64, crops_per_epoch=8, batch_size=4, epochs=2, val_tile=128, seed=4,
+               hard_negative_rate=0.0, threads=1, crater_f1=False)
+    train(_dots_set(1, 23), _dots_set(1, 24), TrainConfig(**cfg), tmp_path / "plain")
+    train(_dots_set(1, 23), _dots_set(1, 24), TrainConfig(ema_decay=1e-9, **cfg), tmp_path / "ema")
+    a, _ = load_checkpoint(tmp_path / "plain" / "last.pt")
+    b, _ = load_checkpoint(tmp_path / "ema" / "last.pt")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7, msg=name)
+    with pytest.raises(ValueError, match="ema_decay"):
+        train(_dots_set(1, 23), [], TrainConfig(ema_decay=1.5, **cfg), tmp_path / "bad")
