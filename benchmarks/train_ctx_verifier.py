@@ -1,6 +1,7 @@
 """Train the chip verifier of the shipped ``ctx-craters`` and choose its thresholds (issue 13).
 
     python benchmarks/train_ctx_verifier.py --out runs/ctx-verifier [--install] [--threads 2]
+    python benchmarks/train_ctx_verifier.py --model runs/ctx-craters-gpu/best.pt --device cuda   # a candidate
 
 1. The shipped segmenter runs as ``planetcd segment`` does (sun estimated,
    canonical frame, flip averaging, its scales; the verifier off) on the
@@ -53,14 +54,15 @@ log = logging.getLogger("train_ctx_verifier")
 
 
 def segment_tile(tile: str, threshold: float, sun_azimuth: float | None = None, scales=None, tta: bool | None = None,
-                 sun_refine: bool = False):
+                 sun_refine: bool = False, model: str = "ctx-craters", device: str = "auto"):
     """``(craters (n, 4), sun azimuth used or None)`` of the shipped pipeline on one tile, verifier off
-    (sun estimated, or ``sun_azimuth``; ``scales``/``tta`` None: the model's; ``sun_refine``: segment's)."""
+    (sun estimated, or ``sun_azimuth``; ``scales``/``tta`` None: the model's; ``sun_refine``: segment's;
+    ``model``: a registry name or a segmenter checkpoint, as ``planetcd segment --model``)."""
     from planetcd.craters.segment import segment
 
     image_path, _ = cf.tile_paths(tile)
-    result = segment(image_path, "ctx-craters", prob_threshold=threshold, verify=False, sun_azimuth=sun_azimuth,
-                     scales=scales, tta=tta, sun_refine=sun_refine)
+    result = segment(image_path, model, prob_threshold=threshold, verify=False, sun_azimuth=sun_azimuth,
+                     scales=scales, tta=tta, sun_refine=sun_refine, device=device)
     sun = result.params["sun"]
     rotate = sun["sun_azimuth_deg"] if sun.get("canonical_frame") else None
     return result.catalog.pixels, rotate
@@ -214,13 +216,22 @@ def main(argv=None) -> int:
     ap.add_argument("--sun-refine", action="store_true",
                     help="segment's --sun-refine: each tile segmented again in the frame its craters read the sun in "
                          "(the training chips and the thresholds in those frames)")
+    ap.add_argument("--model", default="ctx-craters",
+                    help="the segmenter: a registry name or a checkpoint (e.g. a candidate from train_ctx_craters.py); "
+                         "--install needs the shipped ctx-craters")
+    ap.add_argument("--device", default="auto", help="where the segmenter runs (auto, cpu, cuda)")
     ap.add_argument("--install-only", action="store_true",
                     help="install the verifier an earlier run wrote in --out (its summary.json), without training")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    if (args.install or args.install_only) and args.model != "ctx-craters":
+        ap.error(f"--install writes the verifier of ctx-craters; this one was chosen on {args.model}'s catalogues")
     if args.install_only:
         out = Path(args.out)
-        install(out / "ctx-craters-verifier.pt", json.loads((out / "summary.json").read_text()))
+        summary = json.loads((out / "summary.json").read_text())
+        if summary.get("segmenter", "ctx-craters") != "ctx-craters":
+            ap.error(f"{out}: that verifier was chosen on {summary['segmenter']}'s catalogues, not ctx-craters'")
+        install(out / "ctx-craters-verifier.pt", summary)
         return 0
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -233,6 +244,7 @@ def main(argv=None) -> int:
     decoy_scales = parse_scales(args.decoy_scales)
     contexts = tuple(float(c) for c in args.contexts.split(",")) if args.contexts else None
     tta = {"model": None, "on": True, "off": False}[args.tta]
+    segmenter = {"model": args.model, "device": args.device}
 
     def run(tiles, opposite=False, decoys=False):
         found = {}
@@ -245,16 +257,19 @@ def main(argv=None) -> int:
                 # read is every threshold's
                 given = rotate if args.sun_refine and th != SEG_THRESHOLDS[0] else None
                 craters, rotate = segment_tile(t, th, given, scales=scales, tta=tta,
-                                               sun_refine=args.sun_refine and given is None)
+                                               sun_refine=args.sun_refine and given is None,
+                                               **segmenter)
                 per[th] = craters
             frame = canonical_frame(image.shape, rotate) if rotate is not None else None
             if decoys:  # the same pipeline under the opposite sun (segment's decoy pass), per threshold
                 back = (rotate + 180.0) % 360.0
-                per["decoys"] = {th: segment_tile(t, th, back, decoy_scales or scales, tta)[0] for th in SEG_THRESHOLDS}
+                per["decoys"] = {th: segment_tile(t, th, back, decoy_scales or scales, tta, **segmenter)[0]
+                                for th in SEG_THRESHOLDS}
                 per["decoy_frame"] = canonical_frame(image.shape, back)
             if opposite:  # the same tile segmented under the opposite sun: its craters look like mounds
                 per["opposite"] = cf.merged_detections(
-                    {th: segment_tile(t, th, (rotate + 180.0) % 360.0, scales, tta)[0] for th in SEG_THRESHOLDS},
+                    {th: segment_tile(t, th, (rotate + 180.0) % 360.0, scales, tta, **segmenter)[0]
+                     for th in SEG_THRESHOLDS},
                     SEG_THRESHOLDS)
                 per["opposite_frame"] = canonical_frame(image.shape, (rotate + 180.0) % 360.0)
             found[t] = (image, truth, frame, per)
@@ -347,6 +362,7 @@ def main(argv=None) -> int:
                "table": {f"{a:g}/{b:g}" + ("" if c is None else f"/fdr{c:g}") + ("" if sg is None else f"/local{sg:g}"): row
                          for (a, b, (c, sg)), row in table.items()}}
     summary["opposite_negatives"] = bool(args.opposite_negatives)
+    summary["segmenter"] = args.model
     summary["sun_refine"] = bool(args.sun_refine)
     summary["contexts"] = list(verifier_contexts(verifier))
     if args.per_tile_threshold:
