@@ -962,7 +962,7 @@ def train(
 
         bar = tqdm(total=config.epochs, desc="training", unit="epoch", leave=True)
     ema = averaged_weights(model, config.ema_decay) if config.ema_decay else None
-    weights = model if ema is None else ema.module  # the weights validated, selected and saved as the run's
+    run_model = model if ema is None else ema.module  # the network validated, selected and saved as the run's
     best_raw = {"epoch": -1, "loss": float("inf")}
     if ema is not None:
         meta["weights"] = f"exponential moving average, decay {config.ema_decay:g} per step"
@@ -995,12 +995,12 @@ def train(
             row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
             row.update({f"train_{k}": v for k, v in counts.metrics().items()})
             if val_images:
-                row.update(validation_row(weights, val_images, config, criterion, device, precision))
+                row.update(validation_row(run_model, val_images, config, criterion, device, precision))
                 if ema is not None:
                     row.update({f"raw_{k}": v for k, v in validation_row(model, val_images, config, criterion, device,
                                                                         precision).items()})
             if on_epoch is not None:
-                row.update(on_epoch(epoch, weights) or {})
+                row.update(on_epoch(epoch, run_model) or {})
             row["seconds"] = round(time.monotonic() - t0, 2)
             history.append(row)
             monitor = _monitored(row, config.monitor)
@@ -1008,7 +1008,7 @@ def train(
             if improved:
                 best = {"epoch": epoch, "loss": monitor}
                 stale = 0
-                save_checkpoint(ckpt, weights, config.arch, {**meta, "epoch": epoch, "metrics": row})
+                save_checkpoint(ckpt, run_model, config.arch, {**meta, "epoch": epoch, "metrics": row})
             else:
                 stale += 1
             if ema is not None and val_images:
@@ -1017,7 +1017,7 @@ def train(
                     best_raw = {"epoch": epoch, "loss": raw_monitor}
                     save_checkpoint(outdir / "best-raw.pt", model, config.arch,
                                     {**meta, "weights": "trained", "epoch": epoch, "metrics": row})
-            save_checkpoint(outdir / "last.pt", weights, config.arch, {**meta, "epoch": epoch, "metrics": row})
+            save_checkpoint(outdir / "last.pt", run_model, config.arch, {**meta, "epoch": epoch, "metrics": row})
             _write_log(log_path, history)
             try:
                 plot_curves(history, outdir / "curves.png")
