@@ -58,14 +58,15 @@ prepare)
     ;;
 train)
     setup_device
+    steps=" ${STEPS:-1 2} "
     for f in $folds; do
-        if [[ " ${STEPS:-1 2} " == *" 1 "* ]]; then
+        if [[ "$steps" == *" 1 "* ]]; then
             # shellcheck disable=SC2086
             "$PY" benchmarks/crater_folds.py --out "$RUNS/step1" --only "$f" --recipe sun-aware --epochs 70 \
                 --crops-per-epoch 512 --patience 25 --threads "$THREADS" --precision auto --device "$DEVICE" --hrsc ${EXTRA:-}
             keep step1
         fi
-        if [[ " ${STEPS:-1 2} " == *" 2 "* ]]; then
+        if [[ "$steps" == *" 2 "* ]]; then
             # shellcheck disable=SC2086
             "$PY" benchmarks/crater_folds.py --out "$RUNS/step2" --init "$RUNS/step1" --only "$f" --recipe sun-aware \
                 --epochs 60 --crops-per-epoch 512 --patience 25 --threads "$THREADS" --precision auto --device "$DEVICE" \
