@@ -2,7 +2,7 @@
 
     python benchmarks/crater_folds.py --out runs/folds [--recipe sun-aware|old] [--folds ADG,BEH,CFI] [--only BEH]
         [--epochs 60] [--crops-per-epoch 512] [--time-limit SECONDS] [--threads 2] [--precision auto] [--device cpu]
-        [--hrsc] [--score-only] [--table [--choose-among DIR,...]] [--confidence-weights on|off] [--arch vgg16-unet [--vgg-frozen-blocks 2] [--vgg-decoder 32] [--vgg-depth 5]]
+        [--hrsc] [--score-only [--ensemble-with runs/other-folds] [--tta on]] [--table [--choose-among DIR,...]] [--confidence-weights on|off] [--arch vgg16-unet [--vgg-frozen-blocks 2] [--vgg-decoder 32] [--vgg-depth 5]]
     python benchmarks/crater_folds.py --out runs/folds --verifier [--opposite-negatives] [--scale-variants "1;1.5,1,0.5"]
         [--decoy-fdr 0.1,0.2,0.3,0.5] [--verifier-epochs 24] [--hrsc] [--infer-precision bf16]
         [--ensemble-with runs/other-folds] [--nested-ratios none,2] [--reselect | --table]
@@ -235,14 +235,12 @@ def make_config(args):
 
 
 def run_fold(args, folds, k) -> dict:
-    from planetcd import models
     from planetcd.craters.match import pool_results
     from planetcd.craters.train import load_labelled, train
 
     test = folds[k]
     train_tiles, val_tiles = inner_split(folds, k)
     outdir = Path(args.out) / f"fold-{''.join(test)}"
-    ckpt = outdir / "best.pt"
     if not args.score_only:
         log.info("fold %s: training on %s, inner validation %s", "".join(test), ",".join(train_tiles), ",".join(val_tiles))
         train_set = [load_labelled(*tile_paths(t)) for t in train_tiles]
@@ -260,7 +258,7 @@ def run_fold(args, folds, k) -> dict:
         summary, train_seconds = json.loads((outdir / "result.json").read_text()).get("training", {}), None
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = models.load(ckpt, device=args.device, tta=False)
+    model = fold_network(args, outdir)
     target = model.metadata.get("target", "filled")
 
     # threshold: on the inner validation tiles, with the test-time pipeline
@@ -286,6 +284,7 @@ def run_fold(args, folds, k) -> dict:
     result = {
         "test": test, "train": train_tiles, "val": val_tiles, "recipe": args.recipe,
         "confidence_weights": args.confidence_weights if args.recipe == "sun-aware" else "off", "threshold": threshold,
+        "ensemble_with": args.ensemble_with, "tta_flips": getattr(model, "flips", None),
         "inner_val_f1": {f"{th:g}": round(v, 4) for th, v in val_f1.items()},
         "best_epoch": model.metadata.get("epoch"), "val_azimuths": val_azimuths, "test_azimuths": azimuths, "tiles": per_tile,
         "training": {k2: v for k2, v in summary.items() if k2 != "history"} | (
@@ -326,6 +325,23 @@ class MeanProbability(torch.nn.Module):
         return torch.stack([m(x).float() for m in self.members]).mean(0)
 
 
+def fold_network(args, outdir: Path) -> torch.nn.Module:
+    """The segmenter a fold is scored with: ``outdir/best.pt``, averaged with the same fold's model of another run
+    (``--ensemble-with``: same training tiles, its own inner selection) and, with ``--tta on``, flip-averaged
+    (``FlipAverage``: the identity and the mirror along the light axis for a sun-aware model, as ``segment`` does).
+    ``--tta model`` and ``off`` score the network alone, as every fold table before them did."""
+    from planetcd import models
+    from planetcd.craters.unet import FlipAverage
+
+    model = models.load(outdir / "best.pt", device=args.device, tta=False)
+    if args.ensemble_with:
+        other = models.load(Path(args.ensemble_with) / outdir.name / "best.pt", device=args.device, tta=False)
+        model = MeanProbability(model, other)
+    if args.tta == "on":
+        model = FlipAverage(model)
+    return model.eval()
+
+
 def merged_detections(found: dict, thresholds=NEGATIVE_THRESHOLDS) -> np.ndarray:
     from planetcd.craters.match import suppress_duplicates
 
@@ -347,6 +363,8 @@ def verifier_tag(args) -> str:
         tag += f"-{args.infer_precision}"
     if args.ensemble_with:
         tag += "-ensemble"
+    if args.tta == "on":
+        tag += "-tta"
     if args.negative_scales:
         tag += "-negscales"
     return tag
@@ -384,17 +402,18 @@ def verifier_fold(args, folds, k) -> dict:
 
 def verifier_inference(args, folds, k) -> dict:
     """:func:`verifier_fold`'s networks: ``{"val": ..., "tested": ..., "meta": ...}`` (see ``scored`` below)."""
-    from planetcd import models
-    from planetcd.craters.verify import image_pyramid, train_verifier, verifier_training_chips, verify_craters
+    from planetcd.craters.verify import (
+        image_pyramid,
+        train_verifier,
+        verifier_training_chips,
+        verify_craters,
+    )
     from planetcd.precision import autocast
 
     test = folds[k]
     train_tiles, val_tiles = inner_split(folds, k)
     outdir = Path(args.out) / f"fold-{''.join(test)}"
-    model = models.load(outdir / "best.pt", device=args.device, tta=False)
-    if args.ensemble_with:  # the same fold's model of another run (same training tiles, its own inner selection)
-        other = models.load(Path(args.ensemble_with) / outdir.name / "best.pt", device=args.device, tta=False)
-        model = MeanProbability(model, other).eval()
+    model = fold_network(args, outdir)
     target = model.metadata.get("target", "filled")
     thresholds = tuple(sorted(set(SEG_THRESHOLDS) | set(NEGATIVE_THRESHOLDS)))
     rng = np.random.default_rng(args.seed)
@@ -904,7 +923,7 @@ def main(argv=None) -> int:
                     help="with --verifier: the networks' inference on the tiles (bf16: about half the time of fp32 "
                          "for the VGG-16 U-Net on two threads; the verifier trains in fp32 either way)")
     ap.add_argument("--ensemble-with", default=None,
-                    help="with --verifier: the fold's segmenter is the mean of the probabilities of its --out model and "
+                    help="the fold's segmenter (its scores, and with --verifier its pipeline) is the mean of the probabilities of its --out model and "
                          "of ENSEMBLE_WITH/fold-*/best.pt (the same fold trained by another run, e.g. the other --arch)")
     ap.add_argument("--nested-ratios", default="none",
                     help="with --verifier: nested-fragment suppressions each fold also chooses among, e.g. 'none,2' "
@@ -941,7 +960,9 @@ def main(argv=None) -> int:
                     help="--score-product: segment's --decoy-sigma (each crater's decoy threshold from the decoys "
                          "within about this many px; 'off': one per tile)")
     ap.add_argument("--scales", default=None, help="--score-product: catalogue scales (default: the model's)")
-    ap.add_argument("--tta", choices=("model", "on", "off"), default="model", help="--score-product: flip averaging")
+    ap.add_argument("--tta", choices=("model", "on", "off"), default="model",
+                    help="flip averaging: --score-product's (model: the registry's); the folds' segmenter with 'on' "
+                         "(the light-axis mirror for a sun-aware model), else the network alone")
     ap.add_argument("--mound-test", action="store_true")
     ap.add_argument("--score-model", action="store_true",
                     help="score --model on --tiles with the fold pipeline (at --threshold, else each of 0.3-0.8)")
