@@ -725,6 +725,8 @@ def print_table(results: list[dict]) -> None:
     tp = fp = fn = 0
     worst = None
     for res in results:
+        if res.get("inner_val_f1"):
+            print(f"fold {''.join(res['test'])}: inner-validation F1 {inner_f1(res):.4f} (what the fold chose by)")
         for t, c in res["tiles"].items():
             th = threshold_name(res["threshold"]) + (f"/{threshold_name(res['verifier_threshold'])}" if "verifier_threshold" in res else "") + (
                 f" scales {','.join(f'{x:g}' for x in res['scales'])}" if len(res.get("scales", [1])) > 1 else "") + (
@@ -1118,7 +1120,7 @@ def main(argv=None) -> int:
     print_table(results)
     if args.verifier:
         print("the same folds, segmenter alone (its threshold chosen on the inner validation tiles):")
-        plain = [{k: v for k, v in r.items() if k not in ("verifier_threshold", "scales", "decoy_fdr", "local_decoy_sigma")} | {"tiles": r["plain_tiles"], "threshold": r["plain_threshold"]}
+        plain = [{k: v for k, v in r.items() if k not in ("verifier_threshold", "scales", "decoy_fdr", "local_decoy_sigma", "inner_val_f1")} | {"tiles": r["plain_tiles"], "threshold": r["plain_threshold"]}
                  for r in results]
         print_table(plain)
     return 0

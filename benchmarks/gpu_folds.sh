@@ -13,6 +13,8 @@
 # copied to $OUT (the device tool brings $OUT back) after each fold, so a call stopped by its limit keeps what
 # finished. STEPS="1" or STEPS="2" runs one training step (default both: about 9 minutes a fold at the H200's
 # 4.2 s an epoch, near the 10-minute limit). EXTRA="..." passes more options to the training steps.
+# Two seeds averaged (docs/segment.md, "Two seeds"): train again with RUNS=runs/gpu-folds-seed1 EXTRA="--seed 1",
+# then `pipeline` with ENSEMBLE=runs/gpu-folds-seed1/step2 (each fold's segmenter is the mean of the two).
 # The device's python is /opt/torch/.venv/bin/python3 (torch with CUDA); never symlink it (a symlink leaves the
 # venv). rasterio, affine, cligj and click-plugins are not installed there: `prepare` downloads their cp312 wheels
 # and `train`/`pipeline` install them into /tmp/site when rasterio does not import.
@@ -79,6 +81,7 @@ pipeline)
     setup_device
     grid=(--out "$RUNS/step2" --verifier --opposite-negatives --hrsc --threads "$THREADS" --device "$DEVICE"
           --scale-variants "1;1.5,1;1.5,1,0.5" --decoy-fdr 0.1,0.2,0.3,0.5 --verifier-epochs 24)
+    if [ -n "${ENSEMBLE:-}" ]; then grid+=(--ensemble-with "$ENSEMBLE"); fi
     for f in $folds; do
         "$PY" benchmarks/crater_folds.py "${grid[@]}" --only "$f"
         "$PY" benchmarks/crater_folds.py "${grid[@]}" --only "$f" --reselect --per-tile-threshold --local-decoys 150,300

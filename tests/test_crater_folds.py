@@ -78,3 +78,13 @@ def test_fold_network_tta_keeps_the_light_axis(folds_module, two_runs):
         expected = (a(x) + torch.flip(a(torch.flip(x, (2,))), (2,))) / 2
         torch.testing.assert_close(net(x), expected)
     assert net.metadata["target"] == "filled"
+
+
+def test_print_table_names_what_each_fold_chose_by_and_pools_ctx_tiles_only(folds_module, capsys):
+    tiles = {"A": {"tp": 8, "fp": 2, "fn": 2, "precision": 0.8, "recall": 0.8, "f1": 0.8},
+             "HRSC": {"tp": 1, "fp": 9, "fn": 9, "precision": 0.1, "recall": 0.1, "f1": 0.1}}
+    folds_module.print_table([{"test": ["A", "D", "G"], "threshold": 0.3, "tiles": tiles,
+                               "inner_val_f1": {"0.3": 0.5, "0.4": 0.6123}}])
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "fold ADG: inner-validation F1 0.6123 (what the fold chose by)"
+    assert "tp 8 fp 2 fn 2" in out[-2] and out[-1] == "worst tile: A F1 0.800"  # HRSC is printed, not pooled

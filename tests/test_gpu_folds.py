@@ -34,6 +34,13 @@ def test_pipeline_selects_then_reselects_each_fold_then_prints_the_table(tmp_pat
     assert "--table" in lines[2] and (tmp_path / "out" / "table.txt").exists()
 
 
+def test_ensemble_makes_each_pipeline_command_average_the_other_seed(tmp_path):
+    other = tmp_path / "seed1" / "step2"
+    lines = run("pipeline", "BEH", RUNS=str(tmp_path), ENSEMBLE=str(other)).stdout.splitlines()
+    assert len(lines) == 3 and all(f"--ensemble-with {other}" in line for line in lines)
+    assert all("--ensemble-with" not in line for line in run("pipeline", "BEH", RUNS=str(tmp_path)).stdout.splitlines())
+
+
 def test_an_unknown_stage_is_a_usage_error():
     result = run("bogus")
     assert result.returncode == 2 and result.stderr.startswith("usage:")
