@@ -62,17 +62,18 @@ train)
     setup_device
     steps=" ${STEPS:-1 2} "
     for f in $folds; do
+        # the options both steps share; EXTRA comes last, so that it can override them
+        common=(--only "$f" --recipe sun-aware --crops-per-epoch 512 --patience 25 --threads "$THREADS" --precision auto
+                --device "$DEVICE" --hrsc)
         if [[ "$steps" == *" 1 "* ]]; then
             # shellcheck disable=SC2086
-            "$PY" benchmarks/crater_folds.py --out "$RUNS/step1" --only "$f" --recipe sun-aware --epochs 70 \
-                --crops-per-epoch 512 --patience 25 --threads "$THREADS" --precision auto --device "$DEVICE" --hrsc ${EXTRA:-}
+            "$PY" benchmarks/crater_folds.py --out "$RUNS/step1" "${common[@]}" --epochs 70 ${EXTRA:-}
             keep step1
         fi
         if [[ "$steps" == *" 2 "* ]]; then
             # shellcheck disable=SC2086
-            "$PY" benchmarks/crater_folds.py --out "$RUNS/step2" --init "$RUNS/step1" --only "$f" --recipe sun-aware \
-                --epochs 60 --crops-per-epoch 512 --patience 25 --threads "$THREADS" --precision auto --device "$DEVICE" \
-                --lr 3e-4 --hrsc ${EXTRA:-}
+            "$PY" benchmarks/crater_folds.py --out "$RUNS/step2" --init "$RUNS/step1" "${common[@]}" --epochs 60 --lr 3e-4 \
+                ${EXTRA:-}
             keep step2
         fi
     done
