@@ -3,6 +3,7 @@
     python benchmarks/crater_folds.py --out runs/folds [--recipe sun-aware|old] [--folds ADG,BEH,CFI] [--only BEH]
         [--epochs 60] [--crops-per-epoch 512] [--time-limit SECONDS] [--threads 2] [--precision auto] [--device cpu]
         [--hrsc] [--score-only [--ensemble-with runs/other-folds] [--tta on]] [--table [--choose-among DIR,...]] [--confidence-weights on|off] [--arch vgg16-unet [--vgg-frozen-blocks 2] [--vgg-decoder 32] [--vgg-depth 5]]
+    python benchmarks/crater_folds.py --out runs/folds-refit --refit runs/folds [...the same training options]
     python benchmarks/crater_folds.py --out runs/folds --verifier [--opposite-negatives] [--scale-variants "1;1.5,1,0.5"]
         [--decoy-fdr 0.1,0.2,0.3,0.5] [--verifier-epochs 24] [--hrsc] [--infer-precision bf16]
         [--ensemble-with runs/other-folds] [--nested-ratios none,2] [--reselect | --table]
@@ -26,6 +27,11 @@ labels (``match_craters(mode="deepmoon", min_diameter_px=8)``). Prints per
 tile P/R/F1, the pooled F1 over all held-out CTX tiles of the folds run and
 the worst tile; ``fold-*/result.json`` keeps them (``--score-only`` rescores
 trained folds).
+
+Refit (``--refit RUN``): after RUN's fold has made its choices on the inner tiles, the same recipe is trained
+again on the training AND inner tiles (six tiles instead of four), without validation or early stop, and its
+last epoch is scored at the threshold RUN chose; nothing is chosen on the refitted model, and the verifier's
+choices (``--verifier``), made on the inner tiles, are refused for it.
 
 Test-time pipeline (:func:`detect`): the tile's sun azimuth is *estimated*
 (``sun.estimate_sun_azimuth``, or the fallback when not confident: labels are
@@ -54,6 +60,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from functools import partial
@@ -216,6 +223,19 @@ def inner_split(folds: list[list[str]], k: int) -> tuple[list[str], list[str]]:
     return train, val
 
 
+def refit_choices(run: str, test: list[str], train_tiles: list[str], val_tiles: list[str]) -> dict:
+    """``--refit RUN``: the saved result of the same fold in RUN (trained on ``train_tiles``, its choices made on
+    ``val_tiles``), whose choices the refitted model takes; a one-line error when RUN holds no such fold."""
+    path = Path(run) / f"fold-{''.join(test)}" / "result.json"
+    if not path.is_file():
+        raise SystemExit(f"--refit: no {path} (train the fold there first, without --refit)")
+    chosen = json.loads(path.read_text())
+    if chosen.get("refit") or chosen.get("train") != train_tiles or chosen.get("val") != val_tiles:
+        raise SystemExit(f"--refit: {path} is not fold {''.join(test)} trained on {','.join(train_tiles)} with its "
+                         f"choices on {','.join(val_tiles)}")
+    return chosen
+
+
 def make_config(args):
     from planetcd.craters.train import TrainConfig
 
@@ -241,38 +261,57 @@ def run_fold(args, folds, k) -> dict:
     test = folds[k]
     train_tiles, val_tiles = inner_split(folds, k)
     outdir = Path(args.out) / f"fold-{''.join(test)}"
+    refit = getattr(args, "refit", None)
+    chosen = refit_choices(refit, test, train_tiles, val_tiles) if refit else None
+    # --refit: the inner tiles are trained on too, so nothing is validated or chosen on them here
+    fit_tiles, watch_tiles = (train_tiles + val_tiles, []) if refit else (train_tiles, val_tiles)
     if not args.score_only:
-        log.info("fold %s: training on %s, inner validation %s", "".join(test), ",".join(train_tiles), ",".join(val_tiles))
-        train_set = [load_labelled(*tile_paths(t)) for t in train_tiles]
-        val_set = [load_labelled(*tile_paths(t)) for t in val_tiles]
+        log.info("fold %s: training on %s, inner validation %s", "".join(test), ",".join(fit_tiles),
+                 ",".join(watch_tiles) or f"none (refit; choices of {refit})")
+        train_set = [load_labelled(*tile_paths(t)) for t in fit_tiles]
+        val_set = [load_labelled(*tile_paths(t)) for t in watch_tiles]
         config = make_config(args)
+        if refit:
+            config.patience = config.epochs + 1  # no validation: no early stop on the training loss
         if args.init:  # continue this fold's own earlier model (same training tiles: nothing held out is seen)
             config.init = str(Path(args.init) / f"fold-{''.join(test)}" / "best.pt")
         t0 = time.monotonic()
-        summary = train(train_set, val_set, config, outdir, extra_metadata={"folds": {"test": test, "train": train_tiles, "val": val_tiles}})
+        summary = train(train_set, val_set, config, outdir,
+                        extra_metadata={"folds": {"test": test, "train": fit_tiles, "val": watch_tiles}})
         train_seconds = time.monotonic() - t0
+        if refit:  # the whole schedule: its last epoch is the fold's model (best.pt, as every later step reads)
+            shutil.copyfile(outdir / "last.pt", outdir / "best.pt")
+            summary["best_epoch"] = summary["epochs_run"]
         epochs = summary["history"]
         log.info("fold %s: %d epochs in %.0f s (%.1f s/epoch), best epoch %d", "".join(test), len(epochs), train_seconds,
                  train_seconds / max(1, len(epochs)), summary["best_epoch"])
     else:
-        summary, train_seconds = json.loads((outdir / "result.json").read_text()).get("training", {}), None
+        saved = json.loads((outdir / "result.json").read_text())
+        if saved.get("refit") and not refit:
+            raise SystemExit(f"{outdir}: a refitted fold (trained on its inner tiles); rescore it with --refit "
+                             f"{saved['refit']['choices_of']}")
+        summary, train_seconds = saved.get("training", {}), None
     if args.threads:
         torch.set_num_threads(args.threads)
     model = fold_network(args, outdir)
     target = model.metadata.get("target", "filled")
 
-    # threshold: on the inner validation tiles, with the test-time pipeline
+    # threshold: on the inner validation tiles, with the test-time pipeline (--refit: the one chosen there before)
     val_results = {th: [] for th in THRESHOLDS}
     val_azimuths = {}
-    for t in val_tiles:
+    for t in watch_tiles:
         image, truth = raw_tile(t)
         found, record = detect(model, image, THRESHOLDS, target, args.device)
         val_azimuths[t] = record
         for th in THRESHOLDS:
             val_results[th].append(score(found[th], truth, t))
-    val_f1 = {th: float(np.nan_to_num(pool_results(r).f1)) for th, r in val_results.items()}
-    threshold = max(THRESHOLDS, key=lambda th: (val_f1[th], -abs(th - 0.5)))
-    log.info("fold %s: threshold %.2f (inner-validation F1 %.3f)", "".join(test), threshold, val_f1[threshold])
+    if refit:
+        val_f1, threshold = {}, float(chosen["threshold"])
+        log.info("fold %s: threshold %.2f (chosen by %s on %s)", "".join(test), threshold, refit, ",".join(val_tiles))
+    else:
+        val_f1 = {th: float(np.nan_to_num(pool_results(r).f1)) for th, r in val_results.items()}
+        threshold = max(THRESHOLDS, key=lambda th: (val_f1[th], -abs(th - 0.5)))
+        log.info("fold %s: threshold %.2f (inner-validation F1 %.3f)", "".join(test), threshold, val_f1[threshold])
 
     per_tile, azimuths = {}, {}
     for t in test + (["HRSC"] if args.hrsc else []):
@@ -282,7 +321,8 @@ def run_fold(args, folds, k) -> dict:
         per_tile[t] = prf(score(found[threshold], truth, t))
         log.info("fold %s: %s %s", "".join(test), t, per_tile[t])
     result = {
-        "test": test, "train": train_tiles, "val": val_tiles, "recipe": args.recipe,
+        "test": test, "train": fit_tiles, "val": watch_tiles, "recipe": args.recipe,
+        "refit": None if not refit else {"choices_of": refit, "inner_tiles": val_tiles, "threshold": threshold},
         "confidence_weights": args.confidence_weights if args.recipe == "sun-aware" else "off", "threshold": threshold,
         "ensemble_with": args.ensemble_with, "tta_flips": getattr(model, "flips", None),
         "inner_val_f1": {f"{th:g}": round(v, 4) for th, v in val_f1.items()},
@@ -413,6 +453,9 @@ def verifier_inference(args, folds, k) -> dict:
     test = folds[k]
     train_tiles, val_tiles = inner_split(folds, k)
     outdir = Path(args.out) / f"fold-{''.join(test)}"
+    if (outdir / "result.json").is_file() and json.loads((outdir / "result.json").read_text()).get("refit"):
+        raise SystemExit(f"{outdir}: a refitted fold (--refit) trained on its inner tiles; the verifier's choices "
+                         "are made there")
     model = fold_network(args, outdir)
     target = model.metadata.get("target", "filled")
     thresholds = tuple(sorted(set(SEG_THRESHOLDS) | set(NEGATIVE_THRESHOLDS)))
@@ -717,7 +760,8 @@ def inner_f1(result: dict) -> float:
     ``--select worst`` the worse inner tile's (``inner_val_worst_f1``)."""
     if result.get("select") == "worst" and result.get("inner_val_worst_f1") is not None:
         return float(result["inner_val_worst_f1"])
-    return max(float(v) for v in result["inner_val_f1"].values())
+    # a refitted fold (--refit) trained on its inner tiles and chose nothing on them: never chosen among runs
+    return max((float(v) for v in (result.get("inner_val_f1") or {}).values()), default=float("-inf"))
 
 
 def print_table(results: list[dict]) -> None:
@@ -905,6 +949,9 @@ def main(argv=None) -> int:
                          "their verified*.json (nothing trained or scored)")
     ap.add_argument("--opposite-negatives", action="store_true",
                     help="--verifier: also train on the segmenter's detections under the opposite sun (mounds as it sees them)")
+    ap.add_argument("--refit", default=None, metavar="RUN",
+                    help="train each fold on its training AND inner tiles (no validation, no early stop, the last "
+                         "epoch kept), scored at the threshold RUN's same fold chose on the inner tiles")
     ap.add_argument("--init", default=None, help="start each fold from INIT/fold-*/best.pt (that fold's earlier model)")
     ap.add_argument("--lr", type=float, default=None,
                     help="learning rate (default: the recipe's, 5e-4; also with --init)")
